@@ -1,0 +1,383 @@
+"""The `tierflow` command: parse, call the library, print (rich tables for people, --json for
+machines). Exit codes: 0 done, 1 some window failed, 2 bad input (config, arguments)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tierflow import __version__
+from tierflow._clock import utc_now
+from tierflow._config import DEFAULT_CONFIG, Config, load_config
+from tierflow._errors import ConfigError, TierflowError
+from tierflow._logging import configure_logging
+from tierflow._runner import BatchRun, Runner
+from tierflow._state import open_state_store
+from tierflow._windows import isoformat
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="tierflow",
+    help="Run the life of InfluxDB time-series data: downsample, archive, restore.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+T = TypeVar("T")
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option(
+        "--config", "-c", envvar="TIERFLOW_CONFIG", help="The config file.", show_default=True
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+NowOption = Annotated[
+    str | None,
+    typer.Option("--now", help="Act as if it were this instant (RFC 3339 with a zone), not now."),
+]
+JobsArgument = Annotated[
+    list[str] | None, typer.Argument(help="Jobs (default: all).", show_default=False)
+]
+
+
+class BadInput(TierflowError):
+    """A command-line argument is wrong (exit code 2)."""
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", markup=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except (ConfigError, BadInput) as exc:
+        _fail(str(exc), 2)
+    except TierflowError as exc:
+        _fail(str(exc), 1)
+
+
+def _instant(text: str | None, option: str) -> datetime:
+    if text is None:
+        return utc_now()
+    try:
+        moment = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise BadInput(f"{option} {text!r} is not an RFC 3339 timestamp") from None
+    if moment.tzinfo is None:
+        raise BadInput(f"{option} {text!r} has no time zone; add Z for UTC")
+    return moment.astimezone(UTC)
+
+
+def _runner(config: Config) -> Runner:
+    return Runner(config, open_state_store(config.state.url))
+
+
+def _run(runner: Runner, work: Callable[[Runner], Awaitable[T]]) -> T:
+    async def go() -> T:
+        try:
+            return await work(runner)
+        finally:
+            await runner.aclose()
+            runner.store.close()
+
+    return asyncio.run(go())
+
+
+def _print_json(body: object) -> None:
+    sys.stdout.write(json.dumps(body, indent=2, default=str) + "\n")
+
+
+def _when(moment: datetime | None) -> str | None:
+    return isoformat(moment) if moment else None
+
+
+@app.command()
+def validate(config: ConfigOption = DEFAULT_CONFIG, as_json: JsonOption = False) -> None:
+    """Check the config; exit 0 if it is valid, 2 (with every problem listed) if not."""
+    with _errors():
+        loaded = load_config(config)
+    if as_json:
+        _print_json({"valid": True, "config": str(config), "jobs": list(loaded.jobs)})
+    else:
+        out.print(f"{config}: valid ({len(loaded.jobs)} job(s), {len(loaded.tiers)} tier(s))")
+
+
+@app.command()
+def plan(
+    jobs: JobsArgument = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    now: NowOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the windows due now (or at --now) per job, with the exact query each would run."""
+    from tierflow._jobs import render_job
+
+    with _errors():
+        loaded = load_config(config)
+        at = _instant(now, "--now")
+        runner = _runner(loaded)
+        try:
+            plans = runner.plan(at, jobs)
+            body: dict[str, Any] = {
+                "jobs": [
+                    {
+                        "job": p.job,
+                        "windows": [
+                            {"start": _when(w.start), "stop": _when(w.stop), "query": query}
+                            for batch in p.batches
+                            for query in [render_job(loaded, p.job, batch).text]
+                            for w in batch.windows
+                        ],
+                    }
+                    for p in plans
+                ]
+            }
+        finally:
+            runner.store.close()
+    if as_json:
+        _print_json(body)
+        return
+    for job in body["jobs"]:
+        out.print(f"[bold]{job['job']}[/]: {len(job['windows'])} window(s) due at {_when(at)}")
+        last = None
+        for window in job["windows"]:
+            out.print(f"  [{window['start']}, {window['stop']})")
+            if window["query"] != last:
+                out.print(f"    [dim]{window['query']}[/]", markup=True)
+                last = window["query"]
+
+
+def _report_runs(runs: Sequence[BatchRun], as_json: bool) -> None:
+    windows = [w for run in runs for w in run.windows]
+    failed = sum(w.status.value != "succeeded" for w in windows)
+    if as_json:
+        _print_json(
+            {
+                "runs": [
+                    {
+                        "job": w.job,
+                        "start": _when(w.window.start),
+                        "stop": _when(w.window.stop),
+                        "status": w.status.value,
+                        "attempts": w.attempts,
+                        "error": w.error,
+                    }
+                    for w in windows
+                ],
+                "succeeded": len(windows) - failed,
+                "failed": failed,
+            }
+        )
+    else:
+        table = Table("job", "start", "stop", "status", "attempts", "error")
+        for w in windows:
+            colour = "green" if w.status.value == "succeeded" else "red"
+            table.add_row(
+                w.job,
+                _when(w.window.start),
+                _when(w.window.stop),
+                f"[{colour}]{w.status.value}[/]",
+                str(w.attempts),
+                w.error or "",
+            )
+        if windows:
+            out.print(table)
+        points = sum(run.points_written for run in runs)
+        out.print(
+            f"{len(windows) - failed} window(s) succeeded, {failed} failed, "
+            f"{len(runs)} quer(ies), {points} point(s) written"
+        )
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("run-once")
+def run_once(
+    jobs: JobsArgument = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    now: NowOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run every due window once, record each; exit 1 if any failed."""
+    with _errors():
+        loaded = load_config(config)
+        at = _instant(now, "--now")
+        runner = _runner(loaded)
+        runner.plan(at, jobs)  # unknown jobs fail here, before anything runs
+        runs: list[BatchRun] = _run(runner, lambda r: r.run_due(at, jobs))
+    _report_runs(runs, as_json)
+
+
+@app.command()
+def backfill(
+    job: Annotated[str, typer.Argument(help="The job to re-run.")],
+    start: Annotated[str, typer.Option("--from", help="Range start (RFC 3339).")],
+    stop: Annotated[str, typer.Option("--to", help="Range end, exclusive (RFC 3339).")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    now: NowOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-run the job's windows that overlap [--from, --to), whatever the watermark says."""
+    with _errors():
+        loaded = load_config(config)
+        begin, end, at = _instant(start, "--from"), _instant(stop, "--to"), _instant(now, "--now")
+        if begin >= end:
+            raise BadInput(f"--from {start} is not before --to {stop}")
+        runner = _runner(loaded)
+        runner.backfill_batches(job, begin, end, at)  # unknown job fails before anything runs
+        runs: list[BatchRun] = _run(runner, lambda r: r.backfill(job, begin, end, at))
+    _report_runs(runs, as_json)
+
+
+@app.command()
+def status(
+    jobs: JobsArgument = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    now: NowOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Per job: watermark, lag, last status, failed and pending windows."""
+    with _errors():
+        loaded = load_config(config)
+        at = _instant(now, "--now")
+        runner = _runner(loaded)
+        try:
+            rows = runner.status(at, jobs)
+        finally:
+            runner.store.close()
+    body: list[dict[str, Any]] = [
+        {
+            "job": s.job,
+            "watermark": _when(s.watermark),
+            "lag_seconds": s.lag_seconds,
+            "last_status": s.last_status.value if s.last_status else None,
+            "failed_windows": s.failed_windows,
+            "pending_windows": s.pending_windows,
+        }
+        for s in rows
+    ]
+    if as_json:
+        _print_json({"now": _when(at), "jobs": body})
+        return
+    table = Table(
+        "job",
+        "watermark",
+        "lag",
+        "last status",
+        "failed",
+        "pending",
+        title=f"tierflow status at {_when(at)}",
+    )
+    for row in body:
+        table.add_row(
+            row["job"],
+            row["watermark"] or "-",
+            f"{row['lag_seconds']:.0f}s",
+            row["last_status"] or "-",
+            str(row["failed_windows"]),
+            str(row["pending_windows"]),
+        )
+    out.print(table)
+
+
+@app.command()
+def history(
+    job: Annotated[str, typer.Argument(help="The job.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many attempts.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """The job's latest attempts, newest first."""
+    with _errors():
+        loaded = load_config(config)
+        runner = _runner(loaded)
+        try:
+            runner.plan(utc_now(), [job])  # names the job list if the job is unknown
+            attempts = runner.store.history(job, limit=limit)
+        finally:
+            runner.store.close()
+    body: list[dict[str, Any]] = [
+        {
+            "start": _when(a.window.start),
+            "stop": _when(a.window.stop),
+            "attempt": a.attempt,
+            "status": a.status.value,
+            "started_at": _when(a.started_at),
+            "finished_at": _when(a.finished_at),
+            "duration_s": a.duration_s,
+            "query_hash": a.query_hash,
+            "template_version": a.template_version,
+            "error": a.error,
+            "run_id": a.run_id,
+        }
+        for a in attempts
+    ]
+    if as_json:
+        _print_json({"job": job, "attempts": body})
+        return
+    table = Table(
+        "start",
+        "stop",
+        "attempt",
+        "status",
+        "started",
+        "duration",
+        "template",
+        "error",
+        title=f"history of {job}",
+    )
+    for row in body:
+        duration = f"{row['duration_s']:.3f}s" if row["duration_s"] is not None else "-"
+        table.add_row(
+            row["start"],
+            row["stop"],
+            str(row["attempt"]),
+            row["status"],
+            row["started_at"],
+            duration,
+            row["template_version"] or "-",
+            row["error"] or "",
+        )
+    out.print(table)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"tierflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    log_level: Annotated[
+        str,
+        typer.Option(
+            "--log-level", envvar="TIERFLOW_LOG_LEVEL", help="debug, info, warning, error."
+        ),
+    ] = "warning",
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    configure_logging(log_level)
+
+
+def main() -> None:
+    app()

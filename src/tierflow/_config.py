@@ -1,0 +1,448 @@
+"""The declarative configuration: frozen, validated models loaded from TOML.
+
+Raw dicts never travel past `load_config`. Every problem is reported at once, each naming the file,
+the table, the key and the offending value, so that one edit fixes them all.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from tierflow._durations import format_duration, parse_duration
+from tierflow._errors import ConfigError
+from tierflow._secrets import LiteralSecret, SecretSource
+from tierflow._windows import CronSchedule, IntervalSchedule, Schedule
+
+__all__ = [
+    "AGGREGATES",
+    "Config",
+    "ConnectionConfig",
+    "DownsampleJob",
+    "InfluxDB1Connection",
+    "JobConfig",
+    "StateConfig",
+    "TierConfig",
+    "load_config",
+]
+
+DEFAULT_CONFIG = Path("tierflow.toml")
+DEFAULT_STATE_URL = "sqlite:///tierflow-state.db"
+
+# InfluxQL aggregate and selector functions a downsample job may ask for, by name.
+AGGREGATES = frozenset(
+    {"count", "first", "last", "max", "mean", "median", "min", "mode", "spread", "stddev", "sum"}
+)
+M = TypeVar("M", bound=BaseModel)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def _duration(value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a duration string such as '5m', got {value!r}")
+    return parse_duration(value)
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be greater than zero")
+    return value
+
+
+def _whole_seconds(value: timedelta) -> timedelta:
+    if value % timedelta(seconds=1):
+        raise ValueError("must be a whole number of seconds")
+    return value
+
+
+_DurationText = PlainSerializer(format_duration, return_type=str)
+Duration = Annotated[timedelta, PlainValidator(_duration), _DurationText]
+PositiveDuration = Annotated[
+    timedelta, PlainValidator(_duration), AfterValidator(_positive), _DurationText
+]
+WindowDuration = Annotated[
+    timedelta,
+    PlainValidator(_duration),
+    AfterValidator(_positive),
+    AfterValidator(_whole_seconds),
+    _DurationText,
+]
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(lambda moment: moment.astimezone(UTC))]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _secret_shorthand(value: object) -> object:
+    """TOML says `password = "x"` or `password = { env = "X" }`; give the union its `kind` tag."""
+    if isinstance(value, str):
+        return {"kind": "literal", "value": value}
+    if isinstance(value, Mapping) and "kind" not in value:
+        for kind in ("env", "file", "command"):
+            if kind in value:
+                return {"kind": kind, **value}
+    return value
+
+
+class StateConfig(_Model):
+    url: str = DEFAULT_STATE_URL
+
+
+class InfluxDB1Connection(_Model):
+    """An InfluxDB 1.x server, spoken to in InfluxQL over HTTP."""
+
+    kind: Literal["influxdb1"]
+    url: str = Field(pattern=r"^https?://[^\s/]+(/.*)?$")
+    username: str | None = None
+    password: SecretSource | None = None
+    timeout: PositiveDuration = timedelta(seconds=15)
+    gzip: bool = True
+    max_concurrency: int = Field(default=4, ge=1, le=256)
+
+    _shorthand = field_validator("password", mode="before")(_secret_shorthand)
+
+
+ConnectionConfig = InfluxDB1Connection
+
+
+class TierConfig(_Model):
+    """A place data lives: a bucket (1.x: `database/retention_policy`) on a connection."""
+
+    connection: str
+    bucket: str = Field(min_length=1)
+    retention: PositiveDuration | None = None
+    shard_duration: PositiveDuration | None = None
+
+    @property
+    def database(self) -> str:
+        return self.bucket.split("/", 1)[0]
+
+    @property
+    def retention_policy(self) -> str | None:
+        """The 1.x retention policy, or None for the database's default one."""
+        _, _, policy = self.bucket.partition("/")
+        return policy or None
+
+
+class DownsampleJob(_Model):
+    """Aggregate source measurements into the dest tier: one point per window and series."""
+
+    kind: Literal["downsample"]
+    source: str
+    dest: str
+    measurements: tuple[Annotated[str, Field(min_length=1)], ...] = Field(min_length=1)
+    tags: dict[str, str] = Field(default_factory=dict)
+    every: WindowDuration | None = None
+    cron: str | None = None
+    offset: Duration = timedelta(0)
+    start: UtcDatetime
+    aggregates: dict[str, tuple[str, ...]] = Field(min_length=1)
+    into: str | None = Field(default=None, min_length=1)
+    catchup_chunk: WindowDuration | None = None
+
+    @field_validator("aggregates")
+    @classmethod
+    def _known_aggregates(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for field, functions in value.items():
+            if not functions:
+                raise ValueError(f"field {field!r} lists no aggregate")
+            unknown = sorted(set(functions) - AGGREGATES)
+            if unknown:
+                raise ValueError(
+                    f"unknown aggregate {unknown[0]!r} for field {field!r}; "
+                    f"known: {', '.join(sorted(AGGREGATES))}"
+                )
+        return value
+
+    @field_validator("offset")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("must not be negative")
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            CronSchedule(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> DownsampleJob:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError("set exactly one of 'every' and 'cron'")
+        return self
+
+    @property
+    def schedule(self) -> Schedule:
+        if self.cron is not None:
+            return CronSchedule(self.cron)
+        assert self.every is not None, "validated at load: exactly one of every and cron"
+        return IntervalSchedule(self.every)
+
+    @property
+    def chunk(self) -> timedelta:
+        """The longest span one coalesced catch-up query may cover."""
+        if self.catchup_chunk is not None:
+            return self.catchup_chunk
+        return max(timedelta(hours=1), self.every or timedelta(0))
+
+
+JobConfig = DownsampleJob
+
+_CONNECTION_KINDS: dict[str, type[InfluxDB1Connection]] = {"influxdb1": InfluxDB1Connection}
+_JOB_KINDS: dict[str, type[DownsampleJob]] = {"downsample": DownsampleJob}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole, cross-checked configuration."""
+
+    path: Path
+    state: StateConfig
+    connections: Mapping[str, ConnectionConfig]
+    tiers: Mapping[str, TierConfig]
+    jobs: Mapping[str, JobConfig]
+
+    def connection_of(self, tier: str) -> ConnectionConfig:
+        return self.connections[self.tiers[tier].connection]
+
+
+@dataclass(frozen=True, slots=True)
+class _Problem:
+    table: str
+    key: str | None
+    value: object
+    message: str
+
+    def render(self, path: Path) -> str:
+        where = f"[{self.table}]" if self.table else "top level"
+        key = f" {self.key}" if self.key else ""
+        shown = "" if self.value is _MISSING else f" = {_show(self.value)}"
+        return f"{path}: {where}{key}{shown}: {self.message}"
+
+
+_MISSING = object()
+
+
+def _show(value: object) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return repr(value)
+
+
+def _table_name(*parts: str) -> str:
+    return ".".join(part if _NAME.fullmatch(part) else f'"{part}"' for part in parts)
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Read, validate and cross-check a TOML config; raise ConfigError listing every problem."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(raw, path)
+
+
+def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
+    """Validate an already-parsed TOML document (see `load_config`)."""
+    problems = [
+        _Problem("", key, _MISSING, "unknown top-level table or key")
+        for key in sorted(set(raw) - {"state", "connections", "tiers", "jobs"})
+    ]
+
+    state = _validate(StateConfig, raw.get("state", {}), ("state",), problems)
+    if url := os.environ.get("TIERFLOW_STATE"):
+        state = StateConfig(url=url)
+    connections = _validate_named(raw, "connections", _CONNECTION_KINDS, problems)
+    tiers = {
+        name: tier
+        for name, body in _named_tables(raw, "tiers", problems)
+        if (tier := _validate(TierConfig, body, ("tiers", name), problems)) is not None
+    }
+    jobs = _validate_named(raw, "jobs", _JOB_KINDS, problems)
+
+    declared = _Declared(_names(raw, "connections"), _names(raw, "tiers"))
+    problems.extend(_cross_check(declared, tiers, jobs))
+    if problems:
+        raise ConfigError(
+            f"{path}: {len(problems)} problem(s) in the config\n"
+            + "\n".join("  " + p.render(path) for p in problems)
+        )
+    _warn_literal_secrets(connections, path)
+    return Config(path, state or StateConfig(), connections, tiers, jobs)
+
+
+def _named_tables(
+    raw: Mapping[str, Any], section: str, problems: list[_Problem]
+) -> Iterable[tuple[str, Mapping[str, Any]]]:
+    tables = raw.get(section, {})
+    if not isinstance(tables, Mapping):
+        problems.append(_Problem("", section, tables, "must be a table of named tables"))
+        return
+    for name, body in tables.items():
+        if not isinstance(body, Mapping):
+            problems.append(_Problem(section, name, body, "must be a table"))
+        elif not _NAME.fullmatch(name):
+            problems.append(
+                _Problem(
+                    _table_name(section, name),
+                    None,
+                    _MISSING,
+                    "names may hold letters, digits, '_' and '-' and start with a letter",
+                )
+            )
+        else:
+            yield name, body
+
+
+def _validate_named(
+    raw: Mapping[str, Any], section: str, kinds: Mapping[str, type[M]], problems: list[_Problem]
+) -> dict[str, M]:
+    valid: dict[str, M] = {}
+    for name, body in _named_tables(raw, section, problems):
+        table = _table_name(section, name)
+        kind = body.get("kind")
+        model = kinds.get(kind) if isinstance(kind, str) else None
+        if model is None:
+            value = _MISSING if kind is None else kind
+            message = "missing" if kind is None else "unknown kind"
+            problems.append(
+                _Problem(table, "kind", value, f"{message}; expected one of: {', '.join(kinds)}")
+            )
+            continue
+        if (item := _validate(model, body, (section, name), problems)) is not None:
+            valid[name] = item
+    return valid
+
+
+def _validate(
+    model: type[M], body: object, table: tuple[str, ...], problems: list[_Problem]
+) -> M | None:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        problems.extend(_from_pydantic(table, body, error) for error in exc.errors())
+        return None
+
+
+def _from_pydantic(table: tuple[str, ...], body: object, error: Any) -> _Problem:
+    loc = [str(part) for part in error["loc"]]
+    # Discriminated secret unions add the tag to the location; it is not a key the user wrote.
+    loc = [part for part in loc if part not in {"literal", "env", "file", "command"}] or loc
+    key = ".".join(loc) if loc else None
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+        return _Problem(_table_name(*table), key, _MISSING, message)
+    value: object = error.get("input", _MISSING)
+    if "password" in loc or "token" in loc:
+        value = "<redacted>"
+    return _Problem(_table_name(*table), key, value, message)
+
+
+@dataclass(frozen=True, slots=True)
+class _Declared:
+    """Names declared in the file, valid or not, so one bad table does not cascade into many."""
+
+    connections: frozenset[str]
+    tiers: frozenset[str]
+
+
+def _names(raw: Mapping[str, Any], section: str) -> frozenset[str]:
+    tables = raw.get(section, {})
+    return frozenset(tables) if isinstance(tables, Mapping) else frozenset()
+
+
+def _cross_check(
+    declared: _Declared, tiers: Mapping[str, TierConfig], jobs: Mapping[str, JobConfig]
+) -> list[_Problem]:
+    problems: list[_Problem] = []
+    for name, tier in tiers.items():
+        if tier.connection not in declared.connections:
+            problems.append(
+                _Problem(
+                    _table_name("tiers", name),
+                    "connection",
+                    tier.connection,
+                    f"no such connection; defined: {_listing(declared.connections)}",
+                )
+            )
+    for name, job in jobs.items():
+        table = _table_name("jobs", name)
+        for key in ("source", "dest"):
+            tier = getattr(job, key)
+            if tier not in declared.tiers:
+                problems.append(
+                    _Problem(table, key, tier, f"no such tier; defined: {_listing(declared.tiers)}")
+                )
+        if job.source in tiers and job.dest in tiers:
+            source, dest = tiers[job.source], tiers[job.dest]
+            if source.connection != dest.connection:
+                problems.append(
+                    _Problem(
+                        table,
+                        "dest",
+                        job.dest,
+                        "source and dest tiers must share a connection "
+                        "(cross-connection relays are not supported yet)",
+                    )
+                )
+            if source.bucket == dest.bucket and job.into is None:
+                problems.append(
+                    _Problem(
+                        table,
+                        "dest",
+                        job.dest,
+                        "dest is the source bucket: set 'into' to write to another measurement",
+                    )
+                )
+    return problems
+
+
+def _listing(names: Iterable[str]) -> str:
+    listed = ", ".join(sorted(names))
+    return listed or "none"
+
+
+def _warn_literal_secrets(connections: Mapping[str, ConnectionConfig], path: Path) -> None:
+    for name, connection in connections.items():
+        if isinstance(connection.password, LiteralSecret):
+            warnings.warn(
+                f"{path}: [connections.{name}] password is written into the config; "
+                "prefer { env = ... }, { file = ... } or { command = [...] }",
+                stacklevel=3,
+            )

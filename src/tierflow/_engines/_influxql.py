@@ -1,0 +1,157 @@
+"""InfluxDB 1.x: InfluxQL over HTTP with aiohttp."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+
+from tierflow._config import InfluxDB1Connection
+from tierflow._engines._base import Engine, Execution
+from tierflow._errors import EngineError, QueryError, SecretError, TransientEngineError
+from tierflow._templates import RenderedQuery
+
+__all__ = ["InfluxQLEngine", "classify"]
+
+# Statement errors that say "the server is busy", not "your query is wrong". The 1.x server
+# reports them inside a 200 response or as a 500.
+_TRANSIENT_MESSAGES = (
+    "timeout",
+    "cache-max-memory-size exceeded",
+    "cache maximum memory size exceeded",
+    "engine is closed",
+    "shard is disabled",
+    "store is closed",
+    "hinted handoff queue not empty",
+)
+_TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def classify(status: int | None, message: str) -> type[EngineError]:
+    """Which error class a 1.x failure is. `status` None means a statement error inside a 200."""
+    lowered = message.lower()
+    if any(marker in lowered for marker in _TRANSIENT_MESSAGES):
+        return TransientEngineError
+    if status is None:
+        return QueryError
+    if status in _TRANSIENT_STATUSES:
+        return TransientEngineError
+    if status in {400, 404}:
+        return QueryError
+    return EngineError
+
+
+class InfluxQLEngine(Engine):
+    """Sends InfluxQL to one InfluxDB 1.x server, at most `max_concurrency` requests at a time."""
+
+    dialect = "influxql"
+
+    def __init__(self, name: str, config: InfluxDB1Connection) -> None:
+        self.name = name
+        self.config = config
+        self._session: aiohttp.ClientSession | None = None
+        self._slots = asyncio.Semaphore(config.max_concurrency)
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            total = self.config.timeout.total_seconds()
+            self._session = aiohttp.ClientSession(
+                base_url=self.config.url.rstrip("/") + "/",
+                timeout=aiohttp.ClientTimeout(total=total, sock_connect=min(total, 10.0)),
+                connector=aiohttp.TCPConnector(limit=self.config.max_concurrency),
+                auto_decompress=True,
+                headers={"Accept-Encoding": "gzip"} if self.config.gzip else {},
+            )
+        return self._session
+
+    def _auth(self) -> aiohttp.BasicAuth | None:
+        if self.config.username is None:
+            return None
+        password = self.config.password.resolve() if self.config.password else ""
+        return aiohttp.BasicAuth(self.config.username, password)
+
+    async def execute(self, query: RenderedQuery, *, database: str | None = None) -> Execution:
+        form = {"q": query.text}
+        if database:
+            form["db"] = database
+        body, sent, received = await self._post("query", form)
+        return Execution(_points_written(body, self.name), sent, received)
+
+    async def ping(self) -> None:
+        try:
+            async with self._client().get("ping", auth=self._auth()) as response:
+                if response.status != 204:
+                    raise classify(response.status, "")(
+                        f"connection {self.name}: /ping answered HTTP {response.status}",
+                        status=response.status,
+                    )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransientEngineError(
+                f"connection {self.name}: {self.config.url} unreachable: {_describe(exc)}"
+            ) from exc
+
+    async def _post(self, path: str, form: dict[str, str]) -> tuple[Any, int, int]:
+        sent = _form_size(form)
+        try:
+            auth = self._auth()
+        except SecretError as exc:
+            raise EngineError(f"connection {self.name}: {exc}") from None
+        async with self._slots:
+            try:
+                async with self._client().post(path, data=form, auth=auth) as response:
+                    raw = await response.read()
+                    status = response.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise TransientEngineError(
+                    f"connection {self.name}: {self.config.url} unreachable: {_describe(exc)}"
+                ) from exc
+        body = _json(raw)
+        if status != 200:
+            message = body.get("error", "") if isinstance(body, dict) else ""
+            message = message or raw[:200].decode("utf-8", "replace").strip()
+            raise classify(status, message)(
+                f"connection {self.name}: HTTP {status}: {message}", status=status
+            )
+        return body, sent, len(raw)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _form_size(form: dict[str, str]) -> int:
+    return sum(len(key) + len(value.encode()) + 2 for key, value in form.items())
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _points_written(body: Any, connection: str) -> int:
+    """Sum what every `SELECT … INTO` statement wrote; raise on any statement-level error."""
+    if not isinstance(body, dict) or not isinstance(body.get("results"), list):
+        raise TransientEngineError(f"connection {connection}: malformed response from server")
+    written = 0
+    for result in body["results"]:
+        if error := result.get("error"):
+            raise classify(None, str(error))(
+                f"connection {connection}: statement {result.get('statement_id', '?')}: {error}"
+            )
+        for series in result.get("series", ()):
+            columns = series.get("columns", [])
+            if "written" in columns:
+                index = columns.index("written")
+                written += sum(int(row[index]) for row in series.get("values", ()))
+    return written
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,35 @@
+"""State stores: where watermarks, the run ledger and the history live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tierflow._errors import ConfigError
+from tierflow._state._base import Attempt, LedgerEntry, Outcome, RunStatus, StateStore
+from tierflow._state._memory import MemoryStateStore
+from tierflow._state._sqlite import SqliteStateStore
+
+__all__ = [
+    "Attempt",
+    "LedgerEntry",
+    "MemoryStateStore",
+    "Outcome",
+    "RunStatus",
+    "SqliteStateStore",
+    "StateStore",
+    "open_state_store",
+]
+
+
+def open_state_store(url: str) -> StateStore:
+    """Open the store a URL names: `sqlite:///relative.db`, `sqlite:////absolute.db`, `memory://`."""
+    if url == "memory://":
+        return MemoryStateStore()
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.name:
+            raise ConfigError(f"state url {url!r} names no file")
+        return SqliteStateStore(path)
+    raise ConfigError(
+        f"state url {url!r} is not supported; use sqlite:///path/to/file.db or memory://"
+    )

@@ -1,0 +1,136 @@
+"""The state-store contract: a durable watermark and run ledger per job.
+
+The ledger holds one row per (job, window start): the window's latest status. Every attempt is
+also kept in full in the history. The watermark of a job is the stop of the last window such
+that it and every window before it succeeded (or was deliberately skipped). Recording an outcome
+and advancing the watermark happen in one transaction, so a crash never leaves them disagreeing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from tierflow._windows import Window
+
+__all__ = ["Attempt", "LedgerEntry", "Outcome", "RunStatus", "StateStore"]
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ABANDONED = "abandoned"
+    SKIPPED = "skipped"
+
+    @property
+    def done(self) -> bool:
+        """Whether the window needs no further run (the watermark may pass it)."""
+        return self in {RunStatus.SUCCEEDED, RunStatus.SKIPPED}
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """The current state of one window of one job."""
+
+    job: str
+    window: Window
+    status: RunStatus
+    attempts: int
+    run_id: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    lease_expires_at: datetime | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a run of some windows ended."""
+
+    status: RunStatus
+    finished_at: datetime
+    duration_s: float
+    query_hash: str | None = None
+    template_version: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt at one window, as kept in the history."""
+
+    job: str
+    window: Window
+    attempt: int
+    run_id: str
+    status: RunStatus
+    started_at: datetime
+    finished_at: datetime | None
+    duration_s: float | None
+    query_hash: str | None
+    template_version: str | None
+    error: str | None
+
+
+class StateStore(ABC):
+    """Durable watermarks, ledger and history. Implementations must be safe to share within one
+    process; `SqliteStateStore` is for a single worker, `MemoryStateStore` for tests."""
+
+    @abstractmethod
+    def ensure_job(self, job: str, origin: datetime) -> datetime:
+        """Register `job` with its watermark at `origin` unless known; return its watermark."""
+
+    @abstractmethod
+    def watermark(self, job: str) -> datetime | None:
+        """The job's watermark, or None for a job never registered."""
+
+    @abstractmethod
+    def entries(self, job: str, since: datetime) -> list[LedgerEntry]:
+        """Ledger rows of `job` whose window starts at or after `since`, oldest first."""
+
+    @abstractmethod
+    def claim(
+        self,
+        job: str,
+        windows: Sequence[Window],
+        *,
+        run_id: str,
+        started_at: datetime,
+        lease_expires_at: datetime,
+    ) -> bool:
+        """Mark `windows` as running under `run_id` and count an attempt for each, atomically.
+
+        Refuse (return False, changing nothing) when any of them is running under another run
+        whose lease has not expired at `started_at`: that run may still finish it.
+        """
+
+    @abstractmethod
+    def finish(
+        self, job: str, windows: Sequence[Window], *, run_id: str, outcome: Outcome
+    ) -> datetime:
+        """Record `outcome` for windows claimed by `run_id` and advance the watermark over every
+        contiguous done window, in one transaction; return the new watermark.
+
+        Raise StateError if the claim was lost (another run took the windows over).
+        """
+
+    @abstractmethod
+    def history(self, job: str, *, limit: int = 50) -> list[Attempt]:
+        """The latest attempts at `job`'s windows, newest first."""
+
+    @abstractmethod
+    def jobs(self) -> list[str]:
+        """Every registered job."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

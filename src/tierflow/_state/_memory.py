@@ -1,0 +1,136 @@
+"""An in-memory state store: the fake for unit tests, held to the same contract as the real ones."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from tierflow._errors import StateError
+from tierflow._state._base import Attempt, LedgerEntry, Outcome, RunStatus, StateStore
+from tierflow._windows import Window
+
+__all__ = ["MemoryStateStore"]
+
+
+class MemoryStateStore(StateStore):
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watermarks: dict[str, datetime] = {}
+        self._ledger: dict[tuple[str, datetime], LedgerEntry] = {}
+        self._attempts: dict[tuple[str, datetime, int], Attempt] = {}
+
+    def ensure_job(self, job: str, origin: datetime) -> datetime:
+        with self._lock:
+            return self._watermarks.setdefault(job, origin)
+
+    def watermark(self, job: str) -> datetime | None:
+        return self._watermarks.get(job)
+
+    def entries(self, job: str, since: datetime) -> list[LedgerEntry]:
+        with self._lock:
+            rows = [e for (j, start), e in self._ledger.items() if j == job and start >= since]
+        return sorted(rows, key=lambda e: e.window.start)
+
+    def claim(
+        self,
+        job: str,
+        windows: Sequence[Window],
+        *,
+        run_id: str,
+        started_at: datetime,
+        lease_expires_at: datetime,
+    ) -> bool:
+        with self._lock:
+            current = [self._ledger.get((job, w.start)) for w in windows]
+            if any(_held_by_other(e, run_id, started_at) for e in current):
+                return False
+            for window, entry in zip(windows, current, strict=True):
+                attempt = (entry.attempts if entry else 0) + 1
+                self._ledger[(job, window.start)] = LedgerEntry(
+                    job,
+                    window,
+                    RunStatus.RUNNING,
+                    attempt,
+                    run_id,
+                    started_at,
+                    None,
+                    lease_expires_at,
+                    None,
+                )
+                self._attempts[(job, window.start, attempt)] = Attempt(
+                    job,
+                    window,
+                    attempt,
+                    run_id,
+                    RunStatus.RUNNING,
+                    started_at,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+            return True
+
+    def finish(
+        self, job: str, windows: Sequence[Window], *, run_id: str, outcome: Outcome
+    ) -> datetime:
+        with self._lock:
+            if job not in self._watermarks:
+                raise StateError(f"job {job} is not registered in the state store")
+            entries = [self._ledger.get((job, w.start)) for w in windows]
+            if any(
+                e is None or e.run_id != run_id or e.status is not RunStatus.RUNNING
+                for e in entries
+            ):
+                raise StateError(f"job {job}: run {run_id} no longer holds its windows")
+            for entry in entries:
+                assert entry is not None
+                self._ledger[(job, entry.window.start)] = replace(
+                    entry,
+                    status=outcome.status,
+                    finished_at=outcome.finished_at,
+                    lease_expires_at=None,
+                    error=outcome.error,
+                )
+                self._record_attempt(job, entry, outcome)
+            return self._advance(job)
+
+    def _record_attempt(self, job: str, entry: LedgerEntry, outcome: Outcome) -> None:
+        key = (job, entry.window.start, entry.attempts)
+        self._attempts[key] = replace(
+            self._attempts[key],
+            status=outcome.status,
+            finished_at=outcome.finished_at,
+            duration_s=outcome.duration_s,
+            query_hash=outcome.query_hash,
+            template_version=outcome.template_version,
+            error=outcome.error,
+        )
+
+    def _advance(self, job: str) -> datetime:
+        mark = self._watermarks[job]
+        while (entry := self._ledger.get((job, mark))) is not None and entry.status.done:
+            mark = entry.window.stop
+        self._watermarks[job] = mark
+        return mark
+
+    def history(self, job: str, *, limit: int = 50) -> list[Attempt]:
+        with self._lock:
+            mine = [a for a in self._attempts.values() if a.job == job]
+        return mine[::-1][:limit]
+
+    def jobs(self) -> list[str]:
+        return sorted(self._watermarks)
+
+
+def _held_by_other(entry: LedgerEntry | None, run_id: str, now: datetime) -> bool:
+    return (
+        entry is not None
+        and entry.status is RunStatus.RUNNING
+        and entry.run_id != run_id
+        and entry.lease_expires_at is not None
+        and entry.lease_expires_at > now
+    )

@@ -1,0 +1,171 @@
+"""Query text from Jinja2 templates: sandboxed, strict, and safe by construction.
+
+Every value that reaches a query must pass through a quoting filter (`influxql_ident`,
+`influxql_string`, `influxql_time`, …), which marks its output as `QueryLiteral`. The environment's
+`finalize` refuses anything else, so a template that forgets to quote a value fails to render
+instead of silently letting hostile input change the statement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from tierflow._config import AGGREGATES
+from tierflow._errors import TemplateError
+from tierflow._windows import ensure_utc, isoformat
+
+__all__ = [
+    "QueryLiteral",
+    "RenderedQuery",
+    "influxql_duration",
+    "influxql_ident",
+    "influxql_string",
+    "influxql_time",
+    "render",
+]
+
+
+class QueryLiteral(str):
+    """Text a quoting filter produced: safe to place in a query as it is."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedQuery:
+    """A query ready to send, with what the ledger records about where it came from."""
+
+    text: str
+    template: str
+    template_version: str
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
+
+
+_INFLUXQL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "'": "\\'", "\n": "\\n"})
+
+
+def influxql_ident(name: object) -> QueryLiteral:
+    """A double-quoted InfluxQL identifier (the scanner unescapes `\\\\ \\" \\' \\n`)."""
+    text = _text(name, "identifier")
+    if not text:
+        raise TemplateError("an InfluxQL identifier cannot be empty")
+    return QueryLiteral('"' + text.translate(_INFLUXQL_ESCAPES) + '"')
+
+
+def influxql_string(value: object) -> QueryLiteral:
+    """A single-quoted InfluxQL string literal."""
+    return QueryLiteral("'" + _text(value, "string").translate(_INFLUXQL_ESCAPES) + "'")
+
+
+def influxql_time(moment: object) -> QueryLiteral:
+    """An RFC 3339 UTC time literal, e.g. `'2026-11-01T00:00:00Z'`."""
+    if not isinstance(moment, datetime):
+        raise TemplateError(f"influxql_time needs a datetime, got {type(moment).__name__}")
+    return QueryLiteral(f"'{isoformat(ensure_utc(moment))}'")
+
+
+_INFLUXQL_UNITS = (
+    ("w", 604_800_000_000),
+    ("d", 86_400_000_000),
+    ("h", 3_600_000_000),
+    ("m", 60_000_000),
+    ("s", 1_000_000),
+    ("ms", 1000),
+    ("u", 1),
+)
+
+
+def influxql_duration(delta: object) -> QueryLiteral:
+    """An InfluxQL duration literal: one integer and one unit (InfluxQL has no `1h30m`)."""
+    if not isinstance(delta, timedelta):
+        raise TemplateError(f"influxql_duration needs a timedelta, got {type(delta).__name__}")
+    micros = delta // timedelta(microseconds=1)
+    if micros == 0:
+        return QueryLiteral("0s")
+    for unit, size in _INFLUXQL_UNITS:
+        if micros % size == 0:
+            return QueryLiteral(f"{micros // size}{unit}")
+    raise AssertionError("unreachable: every duration is a whole number of microseconds")
+
+
+def influxql_function(name: object) -> QueryLiteral:
+    """An aggregate function name from the known set (they cannot be quoted, so they are vetted)."""
+    text = _text(name, "function")
+    if text not in AGGREGATES:
+        raise TemplateError(f"unknown aggregate function {text!r}")
+    return QueryLiteral(text)
+
+
+def _text(value: object, what: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise TemplateError(f"cannot quote a {type(value).__name__} as an InfluxQL {what}")
+    return str(value)
+
+
+def _require_quoted(value: object) -> object:
+    if isinstance(value, QueryLiteral):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise TemplateError(
+        f"the value {str(value)[:40]!r} reached the query without a quoting filter "
+        "(use influxql_ident, influxql_string, influxql_time or influxql_duration)"
+    )
+
+
+def _environment(loader: jinja2.BaseLoader) -> SandboxedEnvironment:
+    env = SandboxedEnvironment(
+        loader=loader,
+        undefined=jinja2.StrictUndefined,
+        finalize=_require_quoted,
+        autoescape=False,
+        keep_trailing_newline=False,
+        trim_blocks=False,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        influxql_ident=influxql_ident,
+        influxql_string=influxql_string,
+        influxql_time=influxql_time,
+        influxql_duration=influxql_duration,
+        influxql_function=influxql_function,
+    )
+    return env
+
+
+@cache
+def _builtin() -> SandboxedEnvironment:
+    return _environment(jinja2.PackageLoader("tierflow", "templates"))
+
+
+def render(name: str, context: Mapping[str, Any]) -> RenderedQuery:
+    """Render a built-in template, e.g. `influxql/downsample.influxql.j2`."""
+    env = _builtin()
+    try:
+        template = env.get_template(name)
+        source, _, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+        text = template.render(context)
+    except TemplateError:
+        raise
+    except jinja2.TemplateError as exc:
+        raise TemplateError(f"template {name}: {exc}") from exc
+    version = hashlib.sha256(source.encode()).hexdigest()[:12]
+    return RenderedQuery(_one_line(text), name, version)
+
+
+def _one_line(text: str) -> str:
+    """Join the template's lines with single spaces. Safe for literals: quoting escapes newlines,
+    so no literal spans a line, and every literal ends in a quote, so no line edge is inside one."""
+    lines = (line.strip(" \t") for line in text.split("\n"))
+    return " ".join(line for line in lines if line)
