@@ -21,8 +21,8 @@ from tierflow._clock import utc_now
 from tierflow._config import DEFAULT_CONFIG, Config, load_config
 from tierflow._errors import ConfigError, TierflowError
 from tierflow._logging import configure_logging
-from tierflow._runner import BatchRun, Runner
-from tierflow._state import open_state_store
+from tierflow._runner import BatchRun, Runner, WindowRun
+from tierflow._state import RunStatus, open_state_store
 from tierflow._windows import isoformat
 
 __all__ = ["app", "main"]
@@ -164,9 +164,13 @@ def plan(
                 last = window["query"]
 
 
+def _plural(count: int, noun: str, plural: str | None = None) -> str:
+    return f"{count:,} {noun if count == 1 else (plural or noun + 's')}"
+
+
 def _report_runs(runs: Sequence[BatchRun], as_json: bool) -> None:
     windows = [w for run in runs for w in run.windows]
-    failed = sum(w.status.value != "succeeded" for w in windows)
+    failed = [w for w in windows if w.status is not RunStatus.SUCCEEDED]
     if as_json:
         _print_json(
             {
@@ -181,31 +185,48 @@ def _report_runs(runs: Sequence[BatchRun], as_json: bool) -> None:
                     }
                     for w in windows
                 ],
-                "succeeded": len(windows) - failed,
-                "failed": failed,
+                "succeeded": len(windows) - len(failed),
+                "failed": len(failed),
             }
         )
     else:
-        table = Table("job", "start", "stop", "status", "attempts", "error")
-        for w in windows:
-            colour = "green" if w.status.value == "succeeded" else "red"
-            table.add_row(
-                w.job,
-                _when(w.window.start),
-                _when(w.window.stop),
-                f"[{colour}]{w.status.value}[/]",
-                str(w.attempts),
-                w.error or "",
-            )
-        if windows:
-            out.print(table)
-        points = sum(run.points_written for run in runs)
-        out.print(
-            f"{len(windows) - failed} window(s) succeeded, {failed} failed, "
-            f"{len(runs)} quer(ies), {points} point(s) written"
-        )
+        _print_run_tables(runs, failed)
     if failed:
         raise typer.Exit(1)
+
+
+def _print_run_tables(runs: Sequence[BatchRun], failed: Sequence[WindowRun]) -> None:
+    """People get one line per job, and every failed window spelled out."""
+    table = Table("job", "from", "to", "windows", "queries", "succeeded", "failed", "points")
+    for job in dict.fromkeys(run.job for run in runs):
+        mine = [run for run in runs if run.job == job]
+        count = sum(len(run.batch.windows) for run in mine)
+        bad = sum(len(run.batch.windows) for run in mine if run.status is not RunStatus.SUCCEEDED)
+        table.add_row(
+            job,
+            _when(mine[0].batch.range.start),
+            _when(mine[-1].batch.range.stop),
+            str(count),
+            str(len(mine)),
+            f"[green]{count - bad}[/]",
+            f"[red]{bad}[/]" if bad else "0",
+            f"{sum(run.points_written for run in mine):,}",
+        )
+    if runs:
+        out.print(table)
+    if failed:
+        errors = Table("job", "start", "stop", "attempts", "error", title="failed windows")
+        for w in failed:
+            errors.add_row(
+                w.job, _when(w.window.start), _when(w.window.stop), str(w.attempts), w.error or ""
+            )
+        out.print(errors)
+    windows = sum(len(run.batch.windows) for run in runs)
+    out.print(
+        f"{_plural(windows - len(failed), 'window')} succeeded, {len(failed):,} failed, "
+        f"{_plural(len(runs), 'query', 'queries')}, "
+        f"{_plural(sum(run.points_written for run in runs), 'point')} written"
+    )
 
 
 @app.command("run-once")

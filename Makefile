@@ -1,0 +1,16 @@
+.PHONY: demo test unit integration lint bench
+
+demo:            ## the demo pipeline on a throwaway local InfluxDB
+	scripts/demo
+
+test:            ## install what the tests need, lint, type-check, run every test
+	scripts/test
+
+unit:
+	scripts/bootstrap && .venv/bin/pytest tests/unit
+
+integration:
+	scripts/bootstrap && .venv/bin/pytest tests/integration
+
+lint:
+	scripts/bootstrap && .venv/bin/ruff check src tests && .venv/bin/ruff format --check src tests && .venv/bin/mypy

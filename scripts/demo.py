@@ -1,0 +1,138 @@
+"""tierflow's demo: a real downsampling pipeline on a throwaway local InfluxDB 1.x.
+
+Starts `influxd` on a free loopback port in a temp dir, writes six hours of synthetic IoT
+telemetry into a hot tier, then drives the real `tierflow` command: validate, plan, run-once
+(the catch-up: every due 5-minute window, coalesced into hourly queries), run-once again (nothing
+left to do), status. Finally it reads the warm tier back and stops the server.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from tierflow.testing import ThrowawayInfluxd
+
+SITES = ("berlin", "lyon", "turin")
+DEVICES_PER_SITE = 8
+STEP = timedelta(seconds=10)
+HOURS = 6
+
+CONFIG = """\
+[state]
+url = "sqlite:///{state}"
+
+[connections.plant]
+kind = "influxdb1"
+url = "{url}"
+timeout = "30s"
+
+[tiers.hot]
+connection = "plant"
+bucket = "plant/hot"
+retention = "7d"
+
+[tiers.warm]
+connection = "plant"
+bucket = "plant/warm"
+retention = "400d"
+
+[jobs.sensor_5m]
+kind = "downsample"
+source = "hot"
+dest = "warm"
+measurements = ["sensor"]
+every = "5m"
+offset = "1m"
+start = "{start}"
+aggregates = {{ temp = ["mean", "min", "max"], humidity = ["mean"], errors = ["sum", "count"] }}
+
+[jobs.berlin_1h]
+kind = "downsample"
+source = "hot"
+dest = "warm"
+measurements = ["sensor"]
+tags = {{ site = "berlin" }}
+into = "{{{{ measurement }}}}_berlin_1h"
+every = "1h"
+offset = "1m"
+start = "{start}"
+aggregates = {{ temp = ["mean", "max"] }}
+"""
+
+
+def telemetry(start: datetime, stop: datetime) -> list[str]:
+    rng = random.Random(42)
+    lines = []
+    for site in SITES:
+        for device in range(DEVICES_PER_SITE):
+            base = rng.uniform(18, 24)
+            moment = start
+            while moment < stop:
+                nanos = int(moment.timestamp()) * 1_000_000_000
+                temp = base + rng.gauss(0, 0.5)
+                humidity = rng.uniform(30, 60)
+                errors = rng.choices((0, 1, 2), weights=(90, 8, 2))[0]
+                lines.append(
+                    f"sensor,site={site},device=d{device:02d} temp={temp:.3f},"
+                    f"humidity={humidity:.2f},errors={errors}i {nanos}"
+                )
+                moment += STEP
+    return lines
+
+
+def tierflow(*args: str, config: Path) -> None:
+    command = [str(Path(sys.executable).parent / "tierflow"), *args, "-c", str(config)]
+    print(f"\n$ tierflow {' '.join(args)}", flush=True)
+    began = time.perf_counter()
+    done = subprocess.run(command, check=False)
+    print(f"  (exit {done.returncode}, {time.perf_counter() - began:.2f}s)", flush=True)
+    if done.returncode != 0:
+        raise SystemExit(done.returncode)
+
+
+def main() -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = (now - timedelta(hours=HOURS)).replace(minute=0, second=0)
+    with tempfile.TemporaryDirectory(prefix="tierflow-demo-") as scratch, ThrowawayInfluxd() as db:
+        print(f"influxd {db.url} (data in a temp dir, deleted afterwards)")
+        db.execute('CREATE DATABASE "plant"')
+        db.execute('CREATE RETENTION POLICY "hot" ON "plant" DURATION 7d REPLICATION 1 DEFAULT')
+        db.execute('CREATE RETENTION POLICY "warm" ON "plant" DURATION 400d REPLICATION 1')
+        lines = telemetry(start, now)
+        began = time.perf_counter()
+        db.write(lines, db="plant", rp="hot", precision="ns")
+        print(f"wrote {len(lines):,} raw points ({len(SITES) * DEVICES_PER_SITE} devices, every "
+              f"{STEP.seconds}s since {start:%H:%M} UTC) in {time.perf_counter() - began:.2f}s")
+
+        config = Path(scratch) / "tierflow.toml"
+        config.write_text(CONFIG.format(state=Path(scratch) / "state.db", url=db.url,
+                                        start=start.isoformat().replace("+00:00", "Z")))
+        tierflow("validate", config=config)
+        tierflow("plan", "berlin_1h", config=config)
+        tierflow("run-once", config=config)
+        tierflow("run-once", config=config)
+        tierflow("status", config=config)
+        tierflow("history", "berlin_1h", "--limit", "3", config=config)
+
+        warm = db.query('SELECT count("temp_mean") FROM "plant"."warm"."sensor"', db="plant")
+        hourly = db.query('SELECT count("temp_mean") FROM "plant"."warm"."sensor_berlin_1h"',
+                          db="plant")
+        print(f"\nwarm tier: {_count(warm):,} five-minute points in sensor, "
+              f"{_count(hourly):,} hourly points in sensor_berlin_1h "
+              f"(from {len(lines):,} raw points)")
+
+
+def _count(results: list[dict[str, object]]) -> int:
+    series = results[0].get("series") or []
+    assert isinstance(series, list)
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+if __name__ == "__main__":
+    main()
