@@ -26,7 +26,6 @@ from pydantic import (
     PlainValidator,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from tierflow._durations import format_duration, parse_duration
@@ -191,12 +190,6 @@ class DownsampleJob(_Model):
             CronSchedule(value)
         return value
 
-    @model_validator(mode="after")
-    def _one_schedule(self) -> DownsampleJob:
-        if (self.every is None) == (self.cron is None):
-            raise ValueError("set exactly one of 'every' and 'cron'")
-        return self
-
     @property
     def schedule(self) -> Schedule:
         if self.cron is not None:
@@ -247,6 +240,7 @@ class _Problem:
 
 
 _MISSING = object()
+_SECRET_KEYS = frozenset({"password", "token", "value"})
 
 
 def _show(value: object) -> str:
@@ -294,7 +288,8 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
     jobs = _validate_named(raw, "jobs", _JOB_KINDS, problems)
 
     declared = _Declared(_names(raw, "connections"), _names(raw, "tiers"))
-    problems.extend(_cross_check(declared, tiers, jobs))
+    problems.extend(_check_references(raw, declared))
+    problems.extend(_cross_check(tiers, jobs))
     if problems:
         raise ConfigError(
             f"{path}: {len(problems)} problem(s) in the config\n"
@@ -368,8 +363,8 @@ def _from_pydantic(table: tuple[str, ...], body: object, error: Any) -> _Problem
     elif error["type"] == "missing":
         message = "required key is missing"
         return _Problem(_table_name(*table), key, _MISSING, message)
-    value: object = error.get("input", _MISSING)
-    if "password" in loc or "token" in loc:
+    value: object = error.get("input", _MISSING) if loc else _MISSING
+    if any(part in _SECRET_KEYS for part in loc):
         value = "<redacted>"
     return _Problem(_table_name(*table), key, value, message)
 
@@ -387,28 +382,41 @@ def _names(raw: Mapping[str, Any], section: str) -> frozenset[str]:
     return frozenset(tables) if isinstance(tables, Mapping) else frozenset()
 
 
-def _cross_check(
-    declared: _Declared, tiers: Mapping[str, TierConfig], jobs: Mapping[str, JobConfig]
-) -> list[_Problem]:
+def _check_references(raw: Mapping[str, Any], declared: _Declared) -> list[_Problem]:
+    """Checks that need only the raw tables, so they run even where a table failed validation
+    (one edit should fix every problem, not reveal the next)."""
     problems: list[_Problem] = []
-    for name, tier in tiers.items():
-        if tier.connection not in declared.connections:
+    for name, body in _named_tables(raw, "tiers", []):
+        connection = body.get("connection")
+        if isinstance(connection, str) and connection not in declared.connections:
             problems.append(
                 _Problem(
                     _table_name("tiers", name),
                     "connection",
-                    tier.connection,
+                    connection,
                     f"no such connection; defined: {_listing(declared.connections)}",
                 )
             )
-    for name, job in jobs.items():
+    for name, body in _named_tables(raw, "jobs", []):
         table = _table_name("jobs", name)
         for key in ("source", "dest"):
-            tier = getattr(job, key)
-            if tier not in declared.tiers:
+            tier = body.get(key)
+            if isinstance(tier, str) and tier not in declared.tiers:
                 problems.append(
                     _Problem(table, key, tier, f"no such tier; defined: {_listing(declared.tiers)}")
                 )
+        if body.get("kind") == "downsample" and ("every" in body) == ("cron" in body):
+            key = "cron" if "every" in body else "every"
+            value = body.get(key, _MISSING)
+            problems.append(_Problem(table, key, value, "set exactly one of 'every' and 'cron'"))
+    return problems
+
+
+def _cross_check(tiers: Mapping[str, TierConfig], jobs: Mapping[str, JobConfig]) -> list[_Problem]:
+    """Checks across valid tables."""
+    problems: list[_Problem] = []
+    for name, job in jobs.items():
+        table = _table_name("jobs", name)
         if job.source in tiers and job.dest in tiers:
             source, dest = tiers[job.source], tiers[job.dest]
             if source.connection != dest.connection:

@@ -7,9 +7,10 @@ from datetime import timedelta
 
 __all__ = ["format_duration", "parse_duration"]
 
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_PART = re.compile(r"(\d+)(ms|s|m|h|d|w)")
-_WHOLE = re.compile(r"(?:\d+(?:ms|s|m|h|d|w))+")
+# Unit sizes in milliseconds: integer arithmetic, so "100000d1ms" keeps its millisecond.
+_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w)")
+_WHOLE = re.compile(r"(?:[0-9]+(?:ms|s|m|h|d|w))+")
 
 
 def parse_duration(text: str) -> timedelta:
@@ -20,8 +21,11 @@ def parse_duration(text: str) -> timedelta:
             f"invalid duration {text!r}: expected a whole number and a unit "
             "(ms, s, m, h, d, w), e.g. '90s', '5m', '1h30m'"
         )
-    seconds = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(compact))
-    return timedelta(seconds=seconds)
+    millis = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(compact))
+    try:
+        return timedelta(milliseconds=millis)
+    except OverflowError:
+        raise ValueError(f"duration {text!r} is too long (the limit is 999999999 days)") from None
 
 
 def format_duration(delta: timedelta) -> str:

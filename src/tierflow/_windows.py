@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 __all__ = [
     "EPOCH",
@@ -124,6 +124,10 @@ class CronSchedule:
     def __post_init__(self) -> None:
         if len(self.expression.split()) != 5 or not croniter.is_valid(self.expression):
             raise ValueError(f"invalid cron expression {self.expression!r}: expected five fields")
+        try:
+            self._tick_after(EPOCH)
+        except CroniterBadDateError:
+            raise ValueError(f"cron expression {self.expression!r} never fires") from None
 
     def _tick_after(self, moment: datetime) -> datetime:
         tick: datetime = croniter(self.expression, ensure_utc(moment)).get_next(datetime)

@@ -102,7 +102,7 @@ class StateStore(ABC):
         started_at: datetime,
         lease_expires_at: datetime,
     ) -> bool:
-        """Mark `windows` as running under `run_id` and count an attempt for each, atomically.
+        """Mark `windows` (distinct) as running under `run_id`, count an attempt each, atomically.
 
         Refuse (return False, changing nothing) when any of them is running under another run
         whose lease has not expired at `started_at`: that run may still finish it.
@@ -134,3 +134,8 @@ class StateStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _distinct(windows: Sequence[Window]) -> None:
+    if len({window.start for window in windows}) != len(windows):
+        raise ValueError("a claim names the same window twice")

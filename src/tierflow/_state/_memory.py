@@ -8,7 +8,14 @@ from dataclasses import replace
 from datetime import datetime
 
 from tierflow._errors import StateError
-from tierflow._state._base import Attempt, LedgerEntry, Outcome, RunStatus, StateStore
+from tierflow._state._base import (
+    Attempt,
+    LedgerEntry,
+    Outcome,
+    RunStatus,
+    StateStore,
+    _distinct,
+)
 from tierflow._windows import Window
 
 __all__ = ["MemoryStateStore"]
@@ -42,6 +49,7 @@ class MemoryStateStore(StateStore):
         started_at: datetime,
         lease_expires_at: datetime,
     ) -> bool:
+        _distinct(windows)
         with self._lock:
             current = [self._ledger.get((job, w.start)) for w in windows]
             if any(_held_by_other(e, run_id, started_at) for e in current):

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from tierflow._errors import StateError
-from tierflow._state._base import Attempt, LedgerEntry, Outcome, RunStatus, StateStore
+from tierflow._state._base import (
+    Attempt,
+    LedgerEntry,
+    Outcome,
+    RunStatus,
+    StateStore,
+    _distinct,
+)
 from tierflow._windows import Window, from_micros, to_micros
 
 __all__ = ["SqliteStateStore", "migrations"]
@@ -54,7 +61,11 @@ class SqliteStateStore(StateStore):
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.Error as exc:
+            self._db.close()
             raise StateError(f"state store {self.path}: {exc}") from exc
+        except StateError:
+            self._db.close()
+            raise
 
     def _migrate(self) -> None:
         with self._transaction() as db:
@@ -145,6 +156,7 @@ class SqliteStateStore(StateStore):
         started_at: datetime,
         lease_expires_at: datetime,
     ) -> bool:
+        _distinct(windows)
         started, lease = to_micros(started_at), to_micros(lease_expires_at)
         with self._transaction() as db:
             for window in windows:

@@ -1,0 +1,192 @@
+"""What only the SQLite store does: a file that persists, migrations, and the state URL."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+import tierflow._state
+from tierflow._errors import ConfigError, StateError
+from tierflow._state import (
+    MemoryStateStore,
+    Outcome,
+    RunStatus,
+    SqliteStateStore,
+    open_state_store,
+)
+from tierflow._state._sqlite import migrations
+from tierflow._windows import Window
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+W0 = Window(T0, T0 + timedelta(minutes=5))
+W1 = Window(W0.stop, W0.stop + timedelta(minutes=5))
+MIGRATIONS = Path(tierflow._state.__file__).parent / "migrations" / "sqlite"
+
+
+def schema(db: sqlite3.Connection) -> list[tuple[str, str, str, str | None]]:
+    rows = db.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master"
+        " WHERE name != 'schema_migrations' ORDER BY type, name"
+    ).fetchall()
+    return [tuple(row) for row in rows]
+
+
+def test_data_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with SqliteStateStore(path) as store:
+        store.ensure_job("a", T0)
+        store.ensure_job("b", T0)
+        store.claim("a", [W0, W1], run_id="r1", started_at=T0, lease_expires_at=T0 + W0.length)
+        store.finish(
+            "a",
+            [W0],
+            run_id="r1",
+            outcome=Outcome(
+                RunStatus.SUCCEEDED, T0 + timedelta(seconds=3), 2.5, query_hash="q", error=None
+            ),
+        )
+        entries, history = store.entries("a", T0), store.history("a")
+
+    with SqliteStateStore(path) as reopened:
+        assert reopened.jobs() == ["a", "b"]
+        assert reopened.watermark("a") == W0.stop
+        assert reopened.watermark("b") == T0
+        assert reopened.entries("a", T0) == entries
+        assert reopened.history("a") == history
+        # The claim on W1 is still r1's after the restart.
+        assert (
+            reopened.finish("a", [W1], run_id="r1", outcome=Outcome(RunStatus.SUCCEEDED, T0, 1.0))
+            == W1.stop
+        )
+
+
+def test_schema_version_is_the_number_of_shipped_migrations(tmp_path: Path) -> None:
+    on_disk = sorted(MIGRATIONS.glob("*.sql"))
+    assert on_disk, "no migrations shipped"
+    assert [version for version, _ in migrations()] == list(range(1, len(on_disk) + 1))
+    store = SqliteStateStore(tmp_path / "s.db")
+    try:
+        assert store.schema_version == len(on_disk)
+    finally:
+        store.close()
+
+
+def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    SqliteStateStore(path).close()
+    SqliteStateStore(path).close()
+    db = sqlite3.connect(path)
+    try:
+        versions = [row[0] for row in db.execute("SELECT version FROM schema_migrations")]
+    finally:
+        db.close()
+    assert versions == list(range(1, len(migrations()) + 1))
+
+
+def test_schema_equals_the_migrations_applied_in_order(tmp_path: Path) -> None:
+    SqliteStateStore(tmp_path / "store.db").close()
+    by_hand = sqlite3.connect(tmp_path / "by_hand.db")
+    for script in sorted(MIGRATIONS.glob("*.sql")):
+        by_hand.executescript(script.read_text(encoding="utf-8"))
+    made = sqlite3.connect(tmp_path / "store.db")
+    try:
+        assert schema(made) == schema(by_hand)
+        assert {row[1] for row in schema(made)} >= {"jobs", "runs", "attempts"}
+    finally:
+        made.close()
+        by_hand.close()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    SqliteStateStore(path).close()
+    newer = len(migrations()) + 1
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("INSERT INTO schema_migrations (version) VALUES (?)", (newer,))
+    db.close()
+    with pytest.raises(StateError, match=rf"schema version {newer}.*upgrade tierflow"):
+        SqliteStateStore(path)
+
+
+def test_a_file_that_is_not_a_database_is_a_state_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    path.write_bytes(b"this is not an SQLite database\n" * 200)
+    with pytest.raises(StateError, match=re.escape(str(path))):
+        SqliteStateStore(path)
+
+
+def test_the_ledger_is_unique_on_job_and_window_start(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    SqliteStateStore(path).close()
+    db = sqlite3.connect(path)
+    try:
+        insert = "INSERT INTO runs (job, window_start, window_stop, status) VALUES (?, ?, ?, ?)"
+        db.execute(insert, ("j", 0, 300, "running"))
+        with pytest.raises(sqlite3.IntegrityError):
+            db.execute(insert, ("j", 0, 600, "failed"))
+    finally:
+        db.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# open_state_store
+
+
+def test_open_memory_store() -> None:
+    assert isinstance(open_state_store("memory://"), MemoryStateStore)
+
+
+def test_open_relative_sqlite_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = open_state_store("sqlite:///tierflow.db")
+    try:
+        assert isinstance(store, SqliteStateStore)
+        assert (tmp_path / "tierflow.db").is_file()
+        assert not Path(store.path).is_absolute()
+    finally:
+        store.close()
+
+
+def test_open_relative_sqlite_path_in_a_subdirectory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "var").mkdir()
+    store = open_state_store("sqlite:///var/state.db")
+    store.close()
+    assert (tmp_path / "var" / "state.db").is_file()
+
+
+def test_open_absolute_sqlite_path(tmp_path: Path) -> None:
+    target = tmp_path / "abs.db"
+    url = f"sqlite:///{target}"  # tmp_path is absolute, so this reads sqlite:////…
+    assert url.startswith("sqlite:////")
+    store = open_state_store(url)
+    try:
+        assert isinstance(store, SqliteStateStore)
+        assert Path(store.path) == target
+        assert target.is_file()
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://localhost/tierflow",
+        "sqlite://tierflow.db",  # two slashes: a host, not a path
+        "sqlite:///",  # no file
+        "memory:",
+        "memory:///x",
+        "file:///tmp/tierflow.db",
+        "",
+    ],
+)
+def test_unsupported_state_urls(url: str) -> None:
+    with pytest.raises(ConfigError, match="state url"):
+        open_state_store(url)
