@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,7 +23,7 @@ from tierflow import __version__
 from tierflow._clock import utc_now
 from tierflow._config import DEFAULT_CONFIG, Config, load_config
 from tierflow._errors import ConfigError, TierflowError
-from tierflow._logging import configure_logging
+from tierflow._logging import configure_logging, log_event
 from tierflow._runner import BatchRun, Runner, WindowRun
 from tierflow._state import RunStatus, open_state_store
 from tierflow._windows import isoformat
@@ -100,6 +103,40 @@ def _run(runner: Runner, work: Callable[[Runner], Awaitable[T]]) -> T:
     return asyncio.run(go())
 
 
+@contextmanager
+def _progress(runner: Runner, total: int, as_json: bool) -> Iterator[None]:
+    """A progress bar (windows done / total, rate, ETA) for people at a terminal, and only then."""
+    if as_json or total == 0 or not sys.stdout.isatty():
+        yield
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(f"{task.speed:,.1f} windows/s" if task.speed else "")
+
+    columns = (
+        TextColumn("windows"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        Rate(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=out, transient=True) as bar:
+        task = bar.add_task("windows", total=total)
+        runner.on_progress = lambda done: bar.advance(task, done)
+        yield
+
+
 def _print_json(body: object) -> None:
     sys.stdout.write(json.dumps(body, indent=2, default=str) + "\n")
 
@@ -140,7 +177,21 @@ def plan(
                     {
                         "job": p.job,
                         "windows": [
-                            {"start": _when(w.start), "stop": _when(w.stop), "query": query}
+                            {
+                                "start": _when(w.start),
+                                "stop": _when(w.stop),
+                                "query": None,
+                                "action": "skip",
+                            }
+                            for w in p.skipped
+                        ]
+                        + [
+                            {
+                                "start": _when(w.start),
+                                "stop": _when(w.stop),
+                                "query": query,
+                                "action": "run",
+                            }
                             for batch in p.batches
                             for query in [render_job(loaded, p.job, batch).text]
                             for w in batch.windows
@@ -158,8 +209,9 @@ def plan(
         out.print(f"[bold]{job['job']}[/]: {len(job['windows'])} window(s) due at {_when(at)}")
         last = None
         for window in job["windows"]:
-            out.print(f"  [{window['start']}, {window['stop']})")
-            if window["query"] != last:
+            skip = "  (skip: older than max_catchup)" if window["action"] == "skip" else ""
+            out.print(f"  [{window['start']}, {window['stop']}){skip}")
+            if window["query"] is not None and window["query"] != last:
                 out.print(f"    [dim]{window['query']}[/]", markup=True)
                 last = window["query"]
 
@@ -241,9 +293,54 @@ def run_once(
         loaded = load_config(config)
         at = _instant(now, "--now")
         runner = _runner(loaded)
-        runner.plan(at, jobs)  # unknown jobs fail here, before anything runs
-        runs: list[BatchRun] = _run(runner, lambda r: r.run_due(at, jobs))
+        plans = runner.plan(at, jobs)  # unknown jobs fail here, before anything runs
+        total = sum(len(p.windows) + len(p.skipped) for p in plans)
+        with _progress(runner, total, as_json):
+            runs: list[BatchRun] = _run(runner, lambda r: r.run_due(at, jobs))
     _report_runs(runs, as_json)
+
+
+@app.command()
+def run(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Run as a daemon: every job's windows as they become due, until SIGTERM or SIGINT.
+
+    The first signal stops new windows and lets those in flight finish within [scheduler] grace;
+    a second one exits at once (windows in flight stay claimed until their lease expires)."""
+    from tierflow._daemon import Daemon, MetricsServer
+
+    with _errors():
+        loaded = load_config(config)
+        runner = _runner(loaded)
+
+    async def serve() -> None:
+        daemon = Daemon(runner)
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: signal.Signals) -> None:
+            if daemon.stopping.is_set():
+                log_event("second_signal_exit", level=logging.WARNING, signal=signum.name)
+                os._exit(1)
+            log_event("signal_received", signal=signum.name)
+            daemon.stopping.set()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        server = MetricsServer(runner, loaded.server) if loaded.server else None
+        try:
+            if server is not None:
+                await server.start()
+            await daemon.run()
+        finally:
+            if server is not None:
+                await server.stop()
+            await runner.aclose()
+            runner.store.close()
+
+    with _errors():
+        try:
+            asyncio.run(serve())
+        except OSError as exc:
+            raise BadInput(f"cannot serve metrics on {loaded.server}: {exc.strerror}") from exc
 
 
 @app.command()
@@ -262,8 +359,9 @@ def backfill(
         if begin >= end:
             raise BadInput(f"--from {start} is not before --to {stop}")
         runner = _runner(loaded)
-        runner.backfill_batches(job, begin, end, at)  # unknown job fails before anything runs
-        runs: list[BatchRun] = _run(runner, lambda r: r.backfill(job, begin, end, at))
+        batches = runner.backfill_batches(job, begin, end, at)  # unknown job fails first
+        with _progress(runner, sum(len(b.windows) for b in batches), as_json):
+            runs: list[BatchRun] = _run(runner, lambda r: r.backfill(job, begin, end, at))
     _report_runs(runs, as_json)
 
 

@@ -6,6 +6,7 @@ the table, the key and the offending value, so that one edit fixes them all.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -40,6 +41,8 @@ __all__ = [
     "DownsampleJob",
     "InfluxDB1Connection",
     "JobConfig",
+    "SchedulerConfig",
+    "ServerConfig",
     "StateConfig",
     "TierConfig",
     "load_config",
@@ -110,6 +113,27 @@ class StateConfig(_Model):
     url: str = DEFAULT_STATE_URL
 
 
+class SchedulerConfig(_Model):
+    """How much the scheduler may do at once, and how long a claim on a window lasts."""
+
+    max_concurrency: int = Field(default=16, ge=1, le=1024)
+    lease: PositiveDuration = timedelta(seconds=60)
+    grace: Duration = timedelta(seconds=30)
+    retry_delay: PositiveDuration = timedelta(seconds=5)
+    max_retry_delay: PositiveDuration = timedelta(minutes=10)
+
+
+class ServerConfig(_Model):
+    """Where the daemon serves /metrics, /healthz and /readyz."""
+
+    listen: str = Field(pattern=r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class InfluxDB1Connection(_Model):
     """An InfluxDB 1.x server, spoken to in InfluxQL over HTTP."""
 
@@ -161,6 +185,9 @@ class DownsampleJob(_Model):
     aggregates: dict[str, tuple[str, ...]] = Field(min_length=1)
     into: str | None = Field(default=None, min_length=1)
     catchup_chunk: WindowDuration | None = None
+    max_catchup: PositiveDuration | None = None
+    parallel_windows: int = Field(default=1, ge=1, le=64)
+    recheck: PositiveDuration | None = None
 
     @field_validator("aggregates")
     @classmethod
@@ -220,6 +247,8 @@ class Config:
     connections: Mapping[str, ConnectionConfig]
     tiers: Mapping[str, TierConfig]
     jobs: Mapping[str, JobConfig]
+    scheduler: SchedulerConfig = dataclasses.field(default_factory=SchedulerConfig)
+    server: ServerConfig | None = None
 
     def connection_of(self, tier: str) -> ConnectionConfig:
         return self.connections[self.tiers[tier].connection]
@@ -240,6 +269,7 @@ class _Problem:
 
 
 _MISSING = object()
+_SECTIONS = frozenset({"state", "scheduler", "server", "connections", "tiers", "jobs"})
 _SECRET_KEYS = frozenset({"password", "token", "value"})
 
 
@@ -273,10 +303,14 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
     """Validate an already-parsed TOML document (see `load_config`)."""
     problems = [
         _Problem("", key, _MISSING, "unknown top-level table or key")
-        for key in sorted(set(raw) - {"state", "connections", "tiers", "jobs"})
+        for key in sorted(set(raw) - _SECTIONS)
     ]
 
     state = _validate(StateConfig, raw.get("state", {}), ("state",), problems)
+    scheduler = _validate(SchedulerConfig, raw.get("scheduler", {}), ("scheduler",), problems)
+    server = (
+        _validate(ServerConfig, raw["server"], ("server",), problems) if "server" in raw else None
+    )
     if url := os.environ.get("TIERFLOW_STATE"):
         state = StateConfig(url=url)
     connections = _validate_named(raw, "connections", _CONNECTION_KINDS, problems)
@@ -296,7 +330,15 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
             + "\n".join("  " + p.render(path) for p in problems)
         )
     _warn_literal_secrets(connections, path)
-    return Config(path, state or StateConfig(), connections, tiers, jobs)
+    return Config(
+        path,
+        state or StateConfig(),
+        connections,
+        tiers,
+        jobs,
+        scheduler or SchedulerConfig(),
+        server,
+    )
 
 
 def _named_tables(

@@ -9,14 +9,22 @@ running each window alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from tierflow._state import LedgerEntry, RunStatus
 from tierflow._windows import EPOCH, IntervalSchedule, Schedule, Window, iter_windows
 
-__all__ = ["Batch", "coalesce", "count_due", "due_windows", "windows_between"]
+__all__ = [
+    "Batch",
+    "RetryAt",
+    "coalesce",
+    "count_due",
+    "due_windows",
+    "next_wake",
+    "windows_between",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +51,26 @@ class Batch:
         return (self.windows[0].start - EPOCH) % self.every
 
 
-def _pending(entry: LedgerEntry | None, now: datetime) -> bool:
+RetryAt = Callable[[LedgerEntry], datetime]
+"""When a failed window may run again (the daemon's growing per-window delay)."""
+
+
+def _available_at(entry: LedgerEntry | None, retry_at: RetryAt | None) -> datetime | None:
+    """The instant from which the window may run (None: it needs no run)."""
     if entry is None:
-        return True
+        return EPOCH
     if entry.status.done:
-        return False
+        return None
     if entry.status is RunStatus.RUNNING:
-        return entry.lease_expires_at is None or entry.lease_expires_at <= now
-    return True
+        return entry.lease_expires_at or EPOCH
+    if retry_at is not None and entry.finished_at is not None:
+        return retry_at(entry)
+    return EPOCH
+
+
+def _pending(entry: LedgerEntry | None, now: datetime, retry_at: RetryAt | None = None) -> bool:
+    available = _available_at(entry, retry_at)
+    return available is not None and available <= now
 
 
 def due_windows(
@@ -60,13 +80,36 @@ def due_windows(
     offset: timedelta,
     now: datetime,
     ledger: Mapping[datetime, LedgerEntry],
+    retry_at: RetryAt | None = None,
 ) -> Iterator[Window]:
     """Windows from the one starting at or after `begin` (the watermark) that are due at `now`,
-    oldest first, lazily. `ledger` maps window starts to their entries."""
+    oldest first, lazily. `ledger` maps window starts to their entries; with `retry_at`, a failed
+    window waits until the instant it gives."""
     first = schedule.first_window(begin)
     for window in iter_windows(schedule, first, now - offset):
-        if _pending(ledger.get(window.start), now):
+        if _pending(ledger.get(window.start), now, retry_at):
             yield window
+
+
+def next_wake(
+    schedule: Schedule,
+    *,
+    begin: datetime,
+    offset: timedelta,
+    now: datetime,
+    ledger: Mapping[datetime, LedgerEntry],
+    retry_at: RetryAt | None = None,
+) -> datetime:
+    """The earliest instant after `now` at which another window of the job may become due: the
+    next window's stop + offset, a lease expiring, or a failed window's retry time."""
+    upcoming = schedule.window_at(now - offset)
+    first = schedule.first_window(begin)
+    wake = max(upcoming, first).stop + offset
+    for entry in ledger.values():
+        available = _available_at(entry, retry_at)
+        if available is not None and now < available < wake:
+            wake = available
+    return wake
 
 
 def windows_between(schedule: Schedule, start: datetime, stop: datetime) -> Iterator[Window]:
@@ -84,19 +127,23 @@ def count_due(
     offset: timedelta,
     now: datetime,
     ledger: Mapping[datetime, LedgerEntry],
+    retry_at: RetryAt | None = None,
 ) -> int:
     """How many windows `due_windows` would yield, in O(ledger) time for interval schedules."""
     if not isinstance(schedule, IntervalSchedule):
-        return sum(
-            1 for _ in due_windows(schedule, begin=begin, offset=offset, now=now, ledger=ledger)
+        windows = due_windows(
+            schedule, begin=begin, offset=offset, now=now, ledger=ledger, retry_at=retry_at
         )
+        return sum(1 for _ in windows)
     first = schedule.first_window(begin)
     until = now - offset
     total = max(0, (until - first.start) // schedule.every) if until >= first.stop else 0
     settled = sum(
         1
         for start, entry in ledger.items()
-        if first.start <= start and start + schedule.every <= until and not _pending(entry, now)
+        if first.start <= start
+        and start + schedule.every <= until
+        and not _pending(entry, now, retry_at)
     )
     return total - settled
 

@@ -6,18 +6,28 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from tierflow._clock import Clock, utc_now
 from tierflow._config import Config
 from tierflow._engines import Engine, engine_for
 from tierflow._errors import EngineError, TemplateError, TierflowError
-from tierflow._jobs import render_job
+from tierflow._jobs import fingerprints, render_fingerprint, render_job
 from tierflow._logging import log_event
-from tierflow._planner import Batch, coalesce, count_due, due_windows, windows_between
+from tierflow._metrics import Metrics
+from tierflow._planner import (
+    Batch,
+    coalesce,
+    count_due,
+    due_windows,
+    next_wake,
+    windows_between,
+)
 from tierflow._state import LedgerEntry, Outcome, RunStatus, StateStore
 from tierflow._windows import Window, isoformat
 
@@ -45,6 +55,7 @@ class BatchRun:
     attempts: tuple[int, ...]
     error: str | None = None
     points_written: int = 0
+    reason: str = "scheduled"
 
     @property
     def windows(self) -> list[WindowRun]:
@@ -56,10 +67,12 @@ class BatchRun:
 
 @dataclass(frozen=True, slots=True)
 class JobPlan:
-    """A job's due windows at some instant, grouped into the batches that will run them."""
+    """A job's due windows at some instant: the batches that will run them, and the windows
+    that `max_catchup` says to skip."""
 
     job: str
     batches: tuple[Batch, ...]
+    skipped: tuple[Window, ...] = ()
 
     @property
     def windows(self) -> list[Window]:
@@ -76,9 +89,12 @@ class JobStatus:
     last_status: RunStatus | None
     failed_windows: int
     pending_windows: int
+    rechecked_windows: int = 0
 
 
 _FAILED = frozenset({RunStatus.FAILED, RunStatus.ABANDONED})
+_SKIP_CHUNK = 500
+LATE_DATA = "late_data"
 Progress = Callable[[int], None]
 
 
@@ -86,20 +102,39 @@ Progress = Callable[[int], None]
 class Runner:
     """Runs jobs' windows against their engines and records every outcome in the state store.
 
-    Jobs run concurrently; the windows of one job run one batch at a time, oldest first.
+    Jobs run concurrently. A job runs up to `parallel_windows` batches at a time (default one,
+    oldest first); all jobs together at most `[scheduler] max_concurrency`; each connection's
+    engine at most its `max_concurrency` requests. A claim on windows is a lease, renewed while
+    the query runs, so windows of a crashed worker are taken over once it expires.
+
+    `patient` runners (the daemon) wait a growing delay before retrying a failed window;
+    impatient ones (`run-once`, asked for by a person or a cron job) retry failed windows at once.
+    Once `stopping` is set, no new batch starts.
     """
 
     config: Config
     store: StateStore
     engines: dict[str, Engine] = field(default_factory=dict)
     clock: Clock = utc_now
-    lease: timedelta = timedelta(minutes=10)
     on_progress: Progress | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    patient: bool = False
+    stopping: asyncio.Event | None = None
+    _slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
+
+    @property
+    def lease(self) -> timedelta:
+        return self.config.scheduler.lease
 
     def engine(self, connection: str) -> Engine:
         if connection not in self.engines:
-            self.engines[connection] = engine_for(connection, self.config.connections[connection])
+            self.engines[connection] = engine_for(
+                connection, self.config.connections[connection], self.metrics
+            )
         return self.engines[connection]
+
+    def engine_of(self, job: str) -> Engine:
+        return self.engine(self.config.tiers[self.config.jobs[job].source].connection)
 
     async def aclose(self) -> None:
         await asyncio.gather(*(engine.aclose() for engine in self.engines.values()))
@@ -109,17 +144,36 @@ class Runner:
         spec = self.config.jobs[job]
         return spec.schedule.first_window(spec.start).start
 
+    # -- planning (reads the store, writes nothing) ---------------------------------------------
+
     def plan(self, now: datetime, jobs: Iterable[str] | None = None) -> list[JobPlan]:
-        """The due windows of each job at `now`, as batches. Reads the store, writes nothing."""
+        """The due windows of each job at `now`, as batches."""
         return [self._plan_job(job, now) for job in self._select(jobs)]
 
     def _plan_job(self, job: str, now: datetime) -> JobPlan:
         spec = self.config.jobs[job]
         begin, ledger = self._ledger(job)
         windows = due_windows(
-            spec.schedule, begin=begin, offset=spec.offset, now=now, ledger=ledger
+            spec.schedule,
+            begin=begin,
+            offset=spec.offset,
+            now=now,
+            ledger=ledger,
+            retry_at=self._retry_at if self.patient else None,
         )
-        return JobPlan(job, tuple(coalesce(windows, spec.chunk)))
+        skipped: list[Window] = []
+        if spec.max_catchup is not None:
+            horizon = now - spec.max_catchup
+            windows, skipped = _split_before(windows, horizon)
+        return JobPlan(job, tuple(coalesce(windows, spec.chunk)), tuple(skipped))
+
+    def _retry_at(self, entry: LedgerEntry) -> datetime:
+        scheduler = self.config.scheduler
+        delay = min(
+            scheduler.retry_delay * (1 << min(entry.attempts - 1, 30)), scheduler.max_retry_delay
+        )
+        assert entry.finished_at is not None
+        return entry.finished_at + delay
 
     def _ledger(self, job: str) -> tuple[datetime, dict[datetime, LedgerEntry]]:
         """Where planning starts (watermark, or the first window) and the ledger beyond it."""
@@ -127,15 +181,28 @@ class Runner:
         begin = max(origin, self.store.watermark(job) or origin)
         return begin, {entry.window.start: entry for entry in self.store.entries(job, begin)}
 
+    def next_wake(self, job: str, now: datetime) -> datetime:
+        """When the job may next have work: a window closing, a lease expiring, a retry."""
+        spec = self.config.jobs[job]
+        begin, ledger = self._ledger(job)
+        return next_wake(
+            spec.schedule,
+            begin=begin,
+            offset=spec.offset,
+            now=now,
+            ledger=ledger,
+            retry_at=self._retry_at if self.patient else None,
+        )
+
     def status(self, now: datetime, jobs: Iterable[str] | None = None) -> list[JobStatus]:
-        """Where each job stands at `now`."""
+        """Where each job stands at `now` (and the lag and pending gauges say so too)."""
         return [self._status(job, now) for job in self._select(jobs)]
 
     def _status(self, job: str, now: datetime) -> JobStatus:
         spec = self.config.jobs[job]
         begin, ledger = self._ledger(job)
         last = self.store.history(job, limit=1)
-        return JobStatus(
+        status = JobStatus(
             job=job,
             watermark=self.store.watermark(job),
             lag_seconds=max(0.0, (now - begin).total_seconds()),
@@ -144,7 +211,11 @@ class Runner:
             pending_windows=count_due(
                 spec.schedule, begin=begin, offset=spec.offset, now=now, ledger=ledger
             ),
+            rechecked_windows=self.store.count_attempts(job, reason=LATE_DATA),
         )
+        self.metrics.watermark_lag.labels(job).set(status.lag_seconds)
+        self.metrics.windows_pending.labels(job).set(status.pending_windows)
+        return status
 
     def _select(self, jobs: Iterable[str] | None) -> list[str]:
         chosen = list(self.config.jobs) if jobs is None else list(jobs)
@@ -155,12 +226,6 @@ class Runner:
                 f"{', '.join(self.config.jobs) or 'none'}"
             )
         return chosen
-
-    async def run_due(self, now: datetime, jobs: Iterable[str] | None = None) -> list[BatchRun]:
-        """Run every window due at `now` for the chosen jobs (all by default)."""
-        plans = self.plan(now, jobs)
-        results = await asyncio.gather(*(self._run_batches(p.job, p.batches) for p in plans))
-        return [run for job_runs in results for run in job_runs]
 
     def backfill_batches(
         self, job: str, start: datetime, stop: datetime, now: datetime
@@ -177,32 +242,121 @@ class Runner:
         )
         return list(coalesce(windows, spec.chunk))
 
+    # -- running ----------------------------------------------------------------------------------
+
+    async def run_due(self, now: datetime, jobs: Iterable[str] | None = None) -> list[BatchRun]:
+        """Run every window due at `now` for the chosen jobs (all by default)."""
+        results = await asyncio.gather(*(self.run_job(job, now) for job in self._select(jobs)))
+        return [run for job_runs in results for run in job_runs]
+
+    async def run_job(self, job: str, now: datetime) -> list[BatchRun]:
+        """Record the windows `max_catchup` skips, then run the job's due batches."""
+        plan = self._plan_job(job, now)
+        if plan.skipped:
+            self._skip(job, plan.skipped)
+        return await self._execute(job, plan.batches, reason="scheduled")
+
     async def backfill(
         self, job: str, start: datetime, stop: datetime, now: datetime
     ) -> list[BatchRun]:
         """Re-run `job`'s windows in `[start, stop)`; results overwrite the earlier ones."""
-        return await self._run_batches(job, self.backfill_batches(job, start, stop, now))
+        return await self._execute(
+            job, self.backfill_batches(job, start, stop, now), reason="backfill"
+        )
 
-    async def _run_batches(self, job: str, batches: Sequence[Batch]) -> list[BatchRun]:
-        if batches:
-            self.store.ensure_job(job, self.origin(job))
-        runs: list[BatchRun] = []
-        for batch in batches:
-            if (run := await self._run_batch(job, batch)) is not None:
-                runs.append(run)
-            if self.on_progress is not None:
-                self.on_progress(len(batch.windows))
-        return runs
-
-    async def _run_batch(self, job: str, batch: Batch) -> BatchRun | None:
+    async def recheck(self, job: str, now: datetime) -> list[BatchRun]:
+        """Re-run the job's succeeded windows that stopped within its `recheck` period and whose
+        source data changed since they ran (late data), judged by their fingerprints."""
         spec = self.config.jobs[job]
+        if spec.recheck is None:
+            return []
+        since = now - spec.recheck
+        done = [
+            entry.window
+            for entry in self.store.entries(job, spec.schedule.window_at(since).start)
+            if entry.status is RunStatus.SUCCEEDED
+            and entry.fingerprint is not None
+            and entry.window.stop >= since
+        ]
+        known = (
+            {e.window.start: e.fingerprint for e in self.store.entries(job, done[0].start)}
+            if done
+            else {}
+        )
+        changed: list[Window] = []
+        for batch in coalesce(done, spec.chunk):
+            try:
+                current = await self._fingerprints(job, batch)
+            except (EngineError, TemplateError) as exc:
+                log_event("recheck_failed", level=logging.WARNING, job=job, error=str(exc))
+                return []
+            changed += [w for w in batch.windows if current[w.start] != known.get(w.start)]
+        if changed:
+            log_event("late_data_detected", job=job, windows=len(changed))
+            self.metrics.windows_rechecked.labels(job).inc(len(changed))
+        return await self._execute(job, list(coalesce(changed, spec.chunk)), reason=LATE_DATA)
+
+    def _skip(self, job: str, windows: Sequence[Window]) -> None:
+        self.store.ensure_job(job, self.origin(job))
+        run_id = uuid.uuid4().hex
+        for chunk in _chunks(windows, _SKIP_CHUNK):
+            at = self.clock()
+            if self.store.claim(
+                job,
+                chunk,
+                run_id=run_id,
+                started_at=at,
+                lease_expires_at=at + self.lease,
+                reason="max_catchup",
+            ):
+                outcome = Outcome(RunStatus.SKIPPED, at, 0.0, error="older than max_catchup")
+                self.store.finish(job, chunk, run_id=run_id, outcome=outcome)
+        self.metrics.window_runs.labels(job, RunStatus.SKIPPED.value).inc(len(windows))
+        log_event(
+            "windows_skipped",
+            level=logging.WARNING,
+            job=job,
+            windows=len(windows),
+            window_start=isoformat(windows[0].start),
+            window_stop=isoformat(windows[-1].stop),
+        )
+
+    async def _execute(self, job: str, batches: Sequence[Batch], *, reason: str) -> list[BatchRun]:
+        """Run batches oldest first, at most `parallel_windows` of them at a time."""
+        if not batches:
+            return []
+        self.store.ensure_job(job, self.origin(job))
+        pending = iter(batches)
+        runs: list[BatchRun] = []
+
+        async def worker() -> None:
+            for batch in pending:
+                if self.stopping is not None and self.stopping.is_set():
+                    return  # shutting down: take no new windows
+                if (run := await self._run_batch(job, batch, reason)) is not None:
+                    runs.append(run)
+                if self.on_progress is not None:
+                    self.on_progress(len(batch.windows))
+
+        workers = min(self.config.jobs[job].parallel_windows, len(batches))
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        return sorted(runs, key=lambda run: run.batch.range.start)
+
+    async def _run_batch(self, job: str, batch: Batch, reason: str) -> BatchRun | None:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.config.scheduler.max_concurrency)
+        async with self._slots:
+            return await self._run_claimed(job, batch, reason)
+
+    async def _run_claimed(self, job: str, batch: Batch, reason: str) -> BatchRun | None:
         run_id = uuid.uuid4().hex
         started_at = self.clock()
-        window_fields: dict[str, Any] = {
+        fields: dict[str, Any] = {
             "job": job,
             "window_start": isoformat(batch.range.start),
             "window_stop": isoformat(batch.range.stop),
             "run_id": run_id,
+            "reason": reason,
         }
         if not self.store.claim(
             job,
@@ -210,26 +364,39 @@ class Runner:
             run_id=run_id,
             started_at=started_at,
             lease_expires_at=started_at + self.lease,
+            reason=reason,
         ):
-            log_event("window_claimed_elsewhere", **window_fields)
+            log_event("window_claimed_elsewhere", **fields)
             return None
-        attempts = {
-            e.window.start: e.attempts
+        attempts = tuple(
+            e.attempts
             for e in self.store.entries(job, batch.range.start)
             if e.window.start < batch.range.stop
-        }
+        )
+        fields["attempt"] = max(attempts)
+        log_event("window_started", level=logging.DEBUG, windows=len(batch.windows), **fields)
         began = time.perf_counter()
-        written, error, query = 0, None, None
+        heartbeat = asyncio.create_task(self._heartbeat(job, batch, run_id))
         try:
-            query = render_job(self.config, job, batch)
-            dest = self.config.tiers[spec.dest]
-            engine = self.engine(self.config.tiers[spec.source].connection)
-            written = (await engine.execute(query, database=dest.database)).points_written
-        except (EngineError, TemplateError) as exc:
-            error = str(exc)
-        except Exception as exc:
-            error = f"internal error: {type(exc).__name__}: {exc}"
-            log_event("window_internal_error", level=logging.ERROR, exc_info=True, **window_fields)
+            written, prints, query, error = await self._attempt(job, batch, fields)
+        except asyncio.CancelledError:
+            self._finish(
+                job,
+                batch,
+                run_id,
+                Outcome(
+                    RunStatus.ABANDONED,
+                    self.clock(),
+                    time.perf_counter() - began,
+                    error="abandoned: tierflow shut down while the window ran",
+                ),
+            )
+            log_event("window_abandoned", level=logging.WARNING, **fields)
+            raise
+        finally:
+            heartbeat.cancel()
+            with suppress(asyncio.CancelledError):
+                await heartbeat
         status = RunStatus.FAILED if error else RunStatus.SUCCEEDED
         outcome = Outcome(
             status=status,
@@ -238,17 +405,89 @@ class Runner:
             query_hash=query.hash if query else None,
             template_version=query.template_version if query else None,
             error=error,
+            fingerprints=prints,
         )
-        watermark = self.store.finish(job, batch.windows, run_id=run_id, outcome=outcome)
+        watermark = self._finish(job, batch, run_id, outcome)
+        self.metrics.window_runs.labels(job, status.value).inc(len(batch.windows))
+        self.metrics.window_run_duration.labels(job).observe(outcome.duration_s)
         log_event(
             f"window_{status.value}",
             level=logging.WARNING if error else logging.INFO,
             windows=len(batch.windows),
             points_written=written,
             error=error,
-            watermark=isoformat(watermark),
+            watermark=isoformat(watermark) if watermark else None,
             duration_s=round(outcome.duration_s, 6),
-            **window_fields,
+            **fields,
         )
-        counts = tuple(attempts.get(w.start, 1) for w in batch.windows)
-        return BatchRun(job, batch, status, counts, error, written)
+        return BatchRun(job, batch, status, attempts, error, written, reason)
+
+    async def _attempt(
+        self, job: str, batch: Batch, fields: dict[str, Any]
+    ) -> tuple[int, dict[datetime, str], Any, str | None]:
+        """Fingerprint the source (for `recheck`), then run the query: (points written,
+        fingerprints, the rendered query, the error if it failed)."""
+        spec = self.config.jobs[job]
+        query = None
+        try:
+            # Fingerprint before aggregating: data landing in between makes the next recheck
+            # see a change and re-run the window (one run too many, never one too few).
+            prints = await self._fingerprints(job, batch) if spec.recheck else {}
+            query = render_job(self.config, job, batch)
+            database = self.config.tiers[spec.dest].database
+            written = (await self.engine_of(job).execute(query, database=database)).points_written
+        except (EngineError, TemplateError) as exc:
+            return 0, {}, query, str(exc)
+        except Exception as exc:
+            log_event("window_internal_error", level=logging.ERROR, exc_info=True, **fields)
+            return 0, {}, query, f"internal error: {type(exc).__name__}: {exc}"
+        return written, prints, query, None
+
+    async def _fingerprints(self, job: str, batch: Batch) -> dict[datetime, str]:
+        query = render_fingerprint(self.config, job, batch)
+        database = self.config.tiers[self.config.jobs[job].source].database
+        return fingerprints(await self.engine_of(job).query(query.text, database=database), batch)
+
+    def _finish(self, job: str, batch: Batch, run_id: str, outcome: Outcome) -> datetime | None:
+        try:
+            return self.store.finish(job, batch.windows, run_id=run_id, outcome=outcome)
+        except TierflowError as exc:
+            # Our lease expired and another run took the windows over: its outcome stands.
+            log_event(
+                "window_claim_lost", level=logging.WARNING, job=job, run_id=run_id, error=str(exc)
+            )
+            return None
+
+    async def _heartbeat(self, job: str, batch: Batch, run_id: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            if not self.store.renew(
+                job, batch.windows, run_id=run_id, lease_expires_at=self.clock() + self.lease
+            ):
+                log_event("lease_lost", level=logging.WARNING, job=job, run_id=run_id)
+                return
+
+
+def _split_before(
+    windows: Iterable[Window], horizon: datetime
+) -> tuple[Iterator[Window], list[Window]]:
+    """Split an ordered window stream into those starting before `horizon` (listed) and the
+    rest (still lazy)."""
+    stream = iter(windows)
+    before: list[Window] = []
+    for window in stream:
+        if window.start >= horizon:
+            return _prepend(window, stream), before
+        before.append(window)
+    return iter(()), before
+
+
+def _prepend(first: Window, rest: Iterator[Window]) -> Iterator[Window]:
+    yield first
+    yield from rest
+
+
+def _chunks(windows: Sequence[Window], size: int) -> Iterator[Sequence[Window]]:
+    stream = iter(windows)
+    while chunk := list(islice(stream, size)):
+        yield chunk

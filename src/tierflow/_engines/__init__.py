@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from tierflow._config import ConnectionConfig
-from tierflow._engines._base import Engine, Execution
+from tierflow._engines._base import Engine, Execution, Series
 from tierflow._engines._influxql import InfluxQLEngine
+from tierflow._metrics import Metrics
 
-__all__ = ["Engine", "Execution", "InfluxQLEngine", "engine_for"]
+__all__ = ["Engine", "Execution", "InfluxQLEngine", "Series", "engine_for"]
 
 
-def engine_for(name: str, config: ConnectionConfig) -> Engine:
+def engine_for(name: str, config: ConnectionConfig, metrics: Metrics | None = None) -> Engine:
     """The engine that speaks to a configured connection."""
-    return InfluxQLEngine(name, config)
+    return InfluxQLEngine(name, config, metrics)

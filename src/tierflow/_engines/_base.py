@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 from tierflow._templates import RenderedQuery
 
-__all__ = ["Engine", "Execution"]
+__all__ = ["Engine", "Execution", "Series"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +18,16 @@ class Execution:
     points_written: int
     bytes_sent: int
     bytes_received: int
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One series of a read query's result: its tags and its rows."""
+
+    name: str
+    tags: dict[str, str]
+    columns: list[str]
+    values: list[list[Any]]
 
 
 class Engine(ABC):
@@ -32,6 +43,11 @@ class Engine(ABC):
     @abstractmethod
     async def execute(self, query: RenderedQuery, *, database: str | None = None) -> Execution:
         """Run a query that writes on the server (e.g. `SELECT … INTO`)."""
+
+    @abstractmethod
+    async def query(self, text: str, *, database: str | None = None) -> list[Series]:
+        """Run a small read query and return its series (for checks and fingerprints: results
+        are held in memory, so this is not the export path)."""
 
     @abstractmethod
     async def ping(self) -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import aiohttp
 
 from tierflow._config import InfluxDB1Connection
-from tierflow._engines._base import Engine, Execution
+from tierflow._engines._base import Engine, Execution, Series
 from tierflow._errors import EngineError, QueryError, SecretError, TransientEngineError
+from tierflow._metrics import Metrics
 from tierflow._templates import RenderedQuery
 
 __all__ = ["InfluxQLEngine", "classify"]
@@ -48,9 +50,12 @@ class InfluxQLEngine(Engine):
 
     dialect = "influxql"
 
-    def __init__(self, name: str, config: InfluxDB1Connection) -> None:
+    def __init__(
+        self, name: str, config: InfluxDB1Connection, metrics: Metrics | None = None
+    ) -> None:
         self.name = name
         self.config = config
+        self.metrics = metrics
         self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(config.max_concurrency)
 
@@ -76,8 +81,15 @@ class InfluxQLEngine(Engine):
         form = {"q": query.text}
         if database:
             form["db"] = database
-        body, sent, received = await self._post("query", form)
+        body, sent, received = await self._post("query", form, kind="execute")
         return Execution(_points_written(body, self.name), sent, received)
+
+    async def query(self, text: str, *, database: str | None = None) -> list[Series]:
+        form = {"q": text, "epoch": "ns"}
+        if database:
+            form["db"] = database
+        body, _, _ = await self._post("query", form, kind="query")
+        return _series(body, self.name)
 
     async def ping(self) -> None:
         try:
@@ -92,13 +104,14 @@ class InfluxQLEngine(Engine):
                 f"connection {self.name}: {self.config.url} unreachable: {_describe(exc)}"
             ) from exc
 
-    async def _post(self, path: str, form: dict[str, str]) -> tuple[Any, int, int]:
+    async def _post(self, path: str, form: dict[str, str], *, kind: str) -> tuple[Any, int, int]:
         sent = _form_size(form)
         try:
             auth = self._auth()
         except SecretError as exc:
             raise EngineError(f"connection {self.name}: {exc}") from None
         async with self._slots:
+            began = time.perf_counter()
             try:
                 async with self._client().post(path, data=form, auth=auth) as response:
                     raw = await response.read()
@@ -107,6 +120,14 @@ class InfluxQLEngine(Engine):
                 raise TransientEngineError(
                     f"connection {self.name}: {self.config.url} unreachable: {_describe(exc)}"
                 ) from exc
+            finally:
+                if self.metrics is not None:
+                    self.metrics.query_duration.labels(self.name, kind).observe(
+                        time.perf_counter() - began
+                    )
+        if self.metrics is not None:
+            self.metrics.payload_bytes.labels(self.name, "sent").inc(sent)
+            self.metrics.payload_bytes.labels(self.name, "received").inc(len(raw))
         body = _json(raw)
         if status != 200:
             message = body.get("error", "") if isinstance(body, dict) else ""
@@ -149,6 +170,22 @@ def _points_written(body: Any, connection: str) -> int:
                 index = columns.index("written")
                 written += sum(int(row[index]) for row in series.get("values", ()))
     return written
+
+
+def _series(body: Any, connection: str) -> list[Series]:
+    if not isinstance(body, dict) or not isinstance(body.get("results"), list):
+        raise TransientEngineError(f"connection {connection}: malformed response from server")
+    found: list[Series] = []
+    for result in body["results"]:
+        if error := result.get("error"):
+            raise classify(None, str(error))(f"connection {connection}: {error}")
+        found.extend(
+            Series(
+                s.get("name", ""), s.get("tags") or {}, s.get("columns", []), s.get("values", [])
+            )
+            for s in result.get("series", ())
+        )
+    return found
 
 
 def _describe(exc: BaseException) -> str:

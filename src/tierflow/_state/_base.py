@@ -9,8 +9,8 @@ and advancing the watermark happen in one transaction, so a crash never leaves t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -45,11 +45,13 @@ class LedgerEntry:
     finished_at: datetime | None
     lease_expires_at: datetime | None
     error: str | None
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How a run of some windows ended."""
+    """How a run of some windows ended. `fingerprints` (by window start) describe the source data
+    the windows were aggregated from, so a later change (late data) can be noticed."""
 
     status: RunStatus
     finished_at: datetime
@@ -57,6 +59,7 @@ class Outcome:
     query_hash: str | None = None
     template_version: str | None = None
     error: str | None = None
+    fingerprints: Mapping[datetime, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,7 @@ class Attempt:
     query_hash: str | None
     template_version: str | None
     error: str | None
+    reason: str = "scheduled"
 
 
 class StateStore(ABC):
@@ -101,12 +105,21 @@ class StateStore(ABC):
         run_id: str,
         started_at: datetime,
         lease_expires_at: datetime,
+        reason: str = "scheduled",
     ) -> bool:
         """Mark `windows` (distinct) as running under `run_id`, count an attempt each, atomically.
+        `reason` (scheduled, backfill, late_data, skipped, …) is kept in the history.
 
         Refuse (return False, changing nothing) when any of them is running under another run
-        whose lease has not expired at `started_at`: that run may still finish it.
+        whose lease has not expired at `started_at`: that run may still finish it. An attempt
+        whose lease had expired is marked abandoned in the history.
         """
+
+    @abstractmethod
+    def renew(
+        self, job: str, windows: Sequence[Window], *, run_id: str, lease_expires_at: datetime
+    ) -> bool:
+        """Extend the lease `run_id` holds on `windows`; False if it no longer holds them all."""
 
     @abstractmethod
     def finish(
@@ -121,6 +134,10 @@ class StateStore(ABC):
     @abstractmethod
     def history(self, job: str, *, limit: int = 50) -> list[Attempt]:
         """The latest attempts at `job`'s windows, newest first."""
+
+    @abstractmethod
+    def count_attempts(self, job: str, *, reason: str) -> int:
+        """How many attempts at `job`'s windows ran for `reason` (e.g. late_data re-runs)."""
 
     @abstractmethod
     def jobs(self) -> list[str]:

@@ -48,6 +48,7 @@ class MemoryStateStore(StateStore):
         run_id: str,
         started_at: datetime,
         lease_expires_at: datetime,
+        reason: str = "scheduled",
     ) -> bool:
         _distinct(windows)
         with self._lock:
@@ -55,6 +56,8 @@ class MemoryStateStore(StateStore):
             if any(_held_by_other(e, run_id, started_at) for e in current):
                 return False
             for window, entry in zip(windows, current, strict=True):
+                if entry is not None and entry.status is RunStatus.RUNNING:
+                    self._abandon(job, entry, started_at)
                 attempt = (entry.attempts if entry else 0) + 1
                 self._ledger[(job, window.start)] = LedgerEntry(
                     job,
@@ -66,6 +69,7 @@ class MemoryStateStore(StateStore):
                     None,
                     lease_expires_at,
                     None,
+                    entry.fingerprint if entry else None,
                 )
                 self._attempts[(job, window.start, attempt)] = Attempt(
                     job,
@@ -79,8 +83,40 @@ class MemoryStateStore(StateStore):
                     None,
                     None,
                     None,
+                    reason,
                 )
             return True
+
+    def _abandon(self, job: str, entry: LedgerEntry, at: datetime) -> None:
+        key = (job, entry.window.start, entry.attempts)
+        if key in self._attempts:
+            self._attempts[key] = replace(
+                self._attempts[key],
+                status=RunStatus.ABANDONED,
+                finished_at=at,
+                error="lease expired before the run finished",
+            )
+
+    def renew(
+        self, job: str, windows: Sequence[Window], *, run_id: str, lease_expires_at: datetime
+    ) -> bool:
+        with self._lock:
+            entries = [self._ledger.get((job, w.start)) for w in windows]
+            if any(
+                e is None or e.run_id != run_id or e.status is not RunStatus.RUNNING
+                for e in entries
+            ):
+                return False
+            for entry in entries:
+                assert entry is not None
+                self._ledger[(job, entry.window.start)] = replace(
+                    entry, lease_expires_at=lease_expires_at
+                )
+            return True
+
+    def count_attempts(self, job: str, *, reason: str) -> int:
+        with self._lock:
+            return sum(a.job == job and a.reason == reason for a in self._attempts.values())
 
     def finish(
         self, job: str, windows: Sequence[Window], *, run_id: str, outcome: Outcome
@@ -102,6 +138,7 @@ class MemoryStateStore(StateStore):
                     finished_at=outcome.finished_at,
                     lease_expires_at=None,
                     error=outcome.error,
+                    fingerprint=outcome.fingerprints.get(entry.window.start, entry.fingerprint),
                 )
                 self._record_attempt(job, entry, outcome)
             return self._advance(job)

@@ -128,7 +128,7 @@ class SqliteStateStore(StateStore):
     def entries(self, job: str, since: datetime) -> list[LedgerEntry]:
         rows = self._read(
             "SELECT window_start, window_stop, status, attempts, run_id, started_at,"
-            " finished_at, lease_expires_at, error FROM runs"
+            " finished_at, lease_expires_at, error, fingerprint FROM runs"
             " WHERE job = ? AND window_start >= ? ORDER BY window_start",
             (job, to_micros(since)),
         )
@@ -143,8 +143,20 @@ class SqliteStateStore(StateStore):
                 _moment(finished),
                 _moment(lease),
                 error,
+                fingerprint,
             )
-            for start, stop, status, attempts, run_id, started, finished, lease, error in rows
+            for (
+                start,
+                stop,
+                status,
+                attempts,
+                run_id,
+                started,
+                finished,
+                lease,
+                error,
+                fingerprint,
+            ) in rows
         ]
 
     def claim(
@@ -155,6 +167,7 @@ class SqliteStateStore(StateStore):
         run_id: str,
         started_at: datetime,
         lease_expires_at: datetime,
+        reason: str = "scheduled",
     ) -> bool:
         _distinct(windows)
         started, lease = to_micros(started_at), to_micros(lease_expires_at)
@@ -168,6 +181,12 @@ class SqliteStateStore(StateStore):
                 if held:
                     return False  # nothing written yet: the empty transaction commits
             for window in windows:
+                db.execute(
+                    "UPDATE attempts SET status = 'abandoned', finished_at = ?,"
+                    " error = 'lease expired before the run finished'"
+                    " WHERE job = ? AND window_start = ? AND status = 'running'",
+                    (started, job, to_micros(window.start)),
+                )
                 (attempt,) = db.execute(
                     "INSERT INTO runs (job, window_start, window_stop, status, attempts, run_id,"
                     " started_at, lease_expires_at) VALUES (?, ?, ?, 'running', 1, ?, ?, ?)"
@@ -181,7 +200,7 @@ class SqliteStateStore(StateStore):
                 ).fetchone()
                 db.execute(
                     "INSERT INTO attempts (job, window_start, window_stop, attempt, run_id,"
-                    " status, started_at) VALUES (?, ?, ?, ?, ?, 'running', ?)",
+                    " status, started_at, reason) VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
                     (
                         job,
                         to_micros(window.start),
@@ -189,9 +208,37 @@ class SqliteStateStore(StateStore):
                         attempt,
                         run_id,
                         started,
+                        reason,
                     ),
                 )
         return True
+
+    def renew(
+        self, job: str, windows: Sequence[Window], *, run_id: str, lease_expires_at: datetime
+    ) -> bool:
+        lease = to_micros(lease_expires_at)
+        with self._transaction() as db:
+            held = [
+                db.execute(
+                    "SELECT 1 FROM runs WHERE job = ? AND window_start = ? AND run_id = ?"
+                    " AND status = 'running'",
+                    (job, to_micros(window.start), run_id),
+                ).fetchone()
+                for window in windows
+            ]
+            if not all(held):
+                return False
+            db.executemany(
+                "UPDATE runs SET lease_expires_at = ? WHERE job = ? AND window_start = ?",
+                [(lease, job, to_micros(window.start)) for window in windows],
+            )
+        return True
+
+    def count_attempts(self, job: str, *, reason: str) -> int:
+        rows = self._read(
+            "SELECT COUNT(*) FROM attempts WHERE job = ? AND reason = ?", (job, reason)
+        )
+        return int(rows[0][0])
 
     def finish(
         self, job: str, windows: Sequence[Window], *, run_id: str, outcome: Outcome
@@ -204,7 +251,8 @@ class SqliteStateStore(StateStore):
             for window in windows:
                 held = db.execute(
                     "UPDATE runs SET status = ?, finished_at = ?, lease_expires_at = NULL,"
-                    " duration_s = ?, query_hash = ?, template_version = ?, error = ?"
+                    " duration_s = ?, query_hash = ?, template_version = ?, error = ?,"
+                    " fingerprint = COALESCE(?, fingerprint)"
                     " WHERE job = ? AND window_start = ? AND run_id = ? AND status = 'running'"
                     " RETURNING attempts",
                     (
@@ -214,6 +262,7 @@ class SqliteStateStore(StateStore):
                         outcome.query_hash,
                         outcome.template_version,
                         outcome.error,
+                        outcome.fingerprints.get(window.start),
                         job,
                         to_micros(window.start),
                         run_id,
@@ -253,7 +302,7 @@ class SqliteStateStore(StateStore):
     def history(self, job: str, *, limit: int = 50) -> list[Attempt]:
         rows = self._read(
             "SELECT window_start, window_stop, attempt, run_id, status, started_at, finished_at,"
-            " duration_s, query_hash, template_version, error FROM attempts WHERE job = ?"
+            " duration_s, query_hash, template_version, error, reason FROM attempts WHERE job = ?"
             " ORDER BY id DESC LIMIT ?",
             (job, limit),
         )
@@ -270,6 +319,7 @@ class SqliteStateStore(StateStore):
                 query_hash,
                 version,
                 error,
+                reason,
             )
             for (
                 start,
@@ -283,6 +333,7 @@ class SqliteStateStore(StateStore):
                 query_hash,
                 version,
                 error,
+                reason,
             ) in rows
         ]
 

@@ -1,0 +1,64 @@
+"""Prometheus metrics. One `Metrics` per runner, on its own registry (tests stay isolated).
+
+Names are `tierflow_<noun>_<unit>` with stable labels: `job`, `status`, `connection`, `kind`,
+`direction`.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+_QUERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.window_runs = Counter(
+            "tierflow_window_runs", "Windows run, by outcome.", ["job", "status"], registry=r
+        )
+        self.window_run_duration = Histogram(
+            "tierflow_window_run_duration_seconds",
+            "Time to run one query (a window or a coalesced batch), claim to record.",
+            ["job"],
+            buckets=_QUERY_BUCKETS,
+            registry=r,
+        )
+        self.watermark_lag = Gauge(
+            "tierflow_watermark_lag_seconds",
+            "Now minus the job's watermark.",
+            ["job"],
+            registry=r,
+        )
+        self.windows_pending = Gauge(
+            "tierflow_windows_pending", "Due windows not yet done.", ["job"], registry=r
+        )
+        self.windows_rechecked = Counter(
+            "tierflow_windows_rechecked",
+            "Windows re-aggregated because late data changed their source.",
+            ["job"],
+            registry=r,
+        )
+        self.query_retries = Counter(
+            "tierflow_query_retries", "Engine calls retried.", ["connection"], registry=r
+        )
+        self.query_duration = Histogram(
+            "tierflow_query_duration_seconds",
+            "Engine call latency, by kind (execute, query, ping).",
+            ["connection", "kind"],
+            buckets=_QUERY_BUCKETS,
+            registry=r,
+        )
+        self.payload_bytes = Counter(
+            "tierflow_payload_bytes",
+            "Bytes sent to and received from servers.",
+            ["connection", "direction"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        """The registry in Prometheus text format."""
+        return generate_latest(self.registry)
