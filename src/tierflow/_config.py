@@ -14,9 +14,12 @@ import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -203,6 +206,11 @@ class DownsampleJob(_Model):
                 )
         return value
 
+    def dest_measurement(self, measurement: str) -> str:
+        """Where a measurement's aggregates go: the same name, or the `into` template (e.g.
+        `"{{ measurement }}_5m"`) rendered for it."""
+        return measurement if self.into is None else _render_into(self.into, measurement)
+
     @field_validator("offset")
     @classmethod
     def _not_negative(cls, value: timedelta) -> timedelta:
@@ -233,6 +241,22 @@ class DownsampleJob(_Model):
 
 
 JobConfig = DownsampleJob
+
+
+@cache
+def _into_environment() -> SandboxedEnvironment:
+    return SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+def _render_into(template: str, measurement: str) -> str:
+    try:
+        name = _into_environment().from_string(template).render(measurement=measurement)
+    except jinja2.TemplateError as exc:
+        raise ValueError(f"'into' template {template!r}: {exc}") from None
+    if not name.strip():
+        raise ValueError(f"'into' template {template!r} renders empty for {measurement!r}")
+    return name
+
 
 _CONNECTION_KINDS: dict[str, type[InfluxDB1Connection]] = {"influxdb1": InfluxDB1Connection}
 _JOB_KINDS: dict[str, type[DownsampleJob]] = {"downsample": DownsampleJob}
@@ -459,6 +483,12 @@ def _cross_check(tiers: Mapping[str, TierConfig], jobs: Mapping[str, JobConfig])
     problems: list[_Problem] = []
     for name, job in jobs.items():
         table = _table_name("jobs", name)
+        try:
+            for measurement in job.measurements:
+                job.dest_measurement(measurement)
+        except ValueError as exc:
+            problems.append(_Problem(table, "into", job.into, str(exc)))
+            continue
         if job.source in tiers and job.dest in tiers:
             source, dest = tiers[job.source], tiers[job.dest]
             if source.connection != dest.connection:
@@ -471,13 +501,16 @@ def _cross_check(tiers: Mapping[str, TierConfig], jobs: Mapping[str, JobConfig])
                         "(cross-connection relays are not supported yet)",
                     )
                 )
-            if source.bucket == dest.bucket and job.into is None:
+            if source.bucket == dest.bucket and any(
+                job.dest_measurement(m) == m for m in job.measurements
+            ):
                 problems.append(
                     _Problem(
                         table,
                         "dest",
                         job.dest,
-                        "dest is the source bucket: set 'into' to write to another measurement",
+                        "dest is the source bucket and the output measurement is the source "
+                        "one: set 'into' to write to another measurement",
                     )
                 )
     return problems

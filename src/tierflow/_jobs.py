@@ -6,46 +6,22 @@ import hashlib
 import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from functools import cache
 from typing import Any
 
-import jinja2
-from jinja2.sandbox import SandboxedEnvironment
-
-from tierflow._config import Config, DownsampleJob, JobConfig
+from tierflow._config import Config, JobConfig
 from tierflow._engines import Series
-from tierflow._errors import TemplateError
 from tierflow._planner import Batch
 from tierflow._templates import RenderedQuery, render
 from tierflow._windows import EPOCH
 
-__all__ = ["dest_name", "fingerprints", "render_fingerprint", "render_job"]
-
-
-@cache
-def _names() -> SandboxedEnvironment:
-    return SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
-
-
-def dest_name(job: DownsampleJob, measurement: str) -> str:
-    """The measurement a downsample writes to: the source name, or the job's `into` template
-    (e.g. `"{{ measurement }}_5m"`) rendered for it."""
-    if job.into is None:
-        return measurement
-    try:
-        name = _names().from_string(job.into).render(measurement=measurement).strip()
-    except jinja2.TemplateError as exc:
-        raise TemplateError(f"'into' template {job.into!r}: {exc}") from exc
-    if not name:
-        raise TemplateError(f"'into' template {job.into!r} renders empty for {measurement!r}")
-    return name
+__all__ = ["fingerprints", "render_fingerprint", "render_job"]
 
 
 def _context(config: Config, name: str, batch: Batch) -> dict[str, Any]:
     job: JobConfig = config.jobs[name]
     source, dest = config.tiers[job.source], config.tiers[job.dest]
     return {
-        "measurements": [{"name": m, "into": dest_name(job, m)} for m in job.measurements],
+        "measurements": [{"name": m, "into": job.dest_measurement(m)} for m in job.measurements],
         "aggregates": [
             {"function": fn, "field": field, "alias": f"{field}_{fn}"}
             for field, functions in job.aggregates.items()

@@ -87,8 +87,15 @@ def due_windows(
     window waits until the instant it gives."""
     first = schedule.first_window(begin)
     for window in iter_windows(schedule, first, now - offset):
-        if _pending(ledger.get(window.start), now, retry_at):
+        if _pending(_entry_of(ledger, window), now, retry_at):
             yield window
+
+
+def _entry_of(ledger: Mapping[datetime, LedgerEntry], window: Window) -> LedgerEntry | None:
+    """The window's ledger entry; one left by another schedule (an `every` since changed) that
+    merely starts at the same instant is not it."""
+    entry = ledger.get(window.start)
+    return entry if entry is not None and entry.window == window else None
 
 
 def next_wake(
@@ -113,7 +120,9 @@ def next_wake(
 
 
 def windows_between(schedule: Schedule, start: datetime, stop: datetime) -> Iterator[Window]:
-    """Every window that overlaps `[start, stop)`."""
+    """Every window that overlaps `[start, stop)` (none if the range is empty)."""
+    if start >= stop:
+        return
     window = schedule.window_at(start)
     while window.start < stop:
         yield window
@@ -143,6 +152,8 @@ def count_due(
         for start, entry in ledger.items()
         if first.start <= start
         and start + schedule.every <= until
+        and entry.window == Window(start, start + schedule.every)
+        and (start - first.start) % schedule.every == timedelta(0)
         and not _pending(entry, now, retry_at)
     )
     return total - settled

@@ -72,7 +72,10 @@ def influxql_time(moment: object) -> QueryLiteral:
     """An RFC 3339 UTC time literal, e.g. `'2026-11-01T00:00:00Z'`."""
     if not isinstance(moment, datetime):
         raise TemplateError(f"influxql_time needs a datetime, got {type(moment).__name__}")
-    return QueryLiteral(f"'{isoformat(ensure_utc(moment))}'")
+    try:
+        return QueryLiteral(f"'{isoformat(ensure_utc(moment))}'")
+    except ValueError as exc:
+        raise TemplateError(f"influxql_time: {exc}") from None
 
 
 _INFLUXQL_UNITS = (
@@ -110,7 +113,15 @@ def influxql_function(name: object) -> QueryLiteral:
 def _text(value: object, what: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise TemplateError(f"cannot quote a {type(value).__name__} as an InfluxQL {what}")
-    return str(value)
+    text = str(value)
+    # InfluxQL's reader turns CR into a newline and takes NUL for the end of input; no escape
+    # spells either, so such a value cannot be written in a query at all.
+    if "\r" in text or "\x00" in text:
+        raise TemplateError(
+            f"the InfluxQL {what} {text[:40]!r} holds a carriage return or NUL, "
+            "which InfluxQL cannot quote"
+        )
+    return text
 
 
 def _require_quoted(value: object) -> object:

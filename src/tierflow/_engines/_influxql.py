@@ -18,29 +18,32 @@ from tierflow._templates import RenderedQuery
 __all__ = ["InfluxQLEngine", "classify"]
 
 # Statement errors that say "the server is busy", not "your query is wrong". The 1.x server
-# reports them inside a 200 response or as a 500.
+# reports them inside a 200 response. Specific phrases: a bare "timeout" would also match a
+# permanent error that merely echoes a name such as "http_timeouts".
 _TRANSIENT_MESSAGES = (
-    "timeout",
     "cache-max-memory-size exceeded",
     "cache maximum memory size exceeded",
     "engine is closed",
     "shard is disabled",
     "store is closed",
     "hinted handoff queue not empty",
+    "timeout waiting for",
+    "i/o timeout",
+    "context deadline exceeded",
 )
 _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 def classify(status: int | None, message: str) -> type[EngineError]:
     """Which error class a 1.x failure is. `status` None means a statement error inside a 200."""
-    lowered = message.lower()
-    if any(marker in lowered for marker in _TRANSIENT_MESSAGES):
-        return TransientEngineError
-    if status is None:
-        return QueryError
     if status in _TRANSIENT_STATUSES:
         return TransientEngineError
     if status in {400, 404}:
+        return QueryError
+    if status is None:
+        lowered = message.lower()
+        if any(marker in lowered for marker in _TRANSIENT_MESSAGES):
+            return TransientEngineError
         return QueryError
     return EngineError
 
@@ -156,35 +159,45 @@ def _json(raw: bytes) -> Any:
 
 def _points_written(body: Any, connection: str) -> int:
     """Sum what every `SELECT … INTO` statement wrote; raise on any statement-level error."""
-    if not isinstance(body, dict) or not isinstance(body.get("results"), list):
-        raise TransientEngineError(f"connection {connection}: malformed response from server")
     written = 0
+    for series in _series(body, connection):
+        if "written" in series.columns:
+            index = series.columns.index("written")
+            try:
+                written += sum(int(row[index]) for row in series.values)
+            except (TypeError, ValueError, IndexError):
+                raise _malformed(connection) from None
+    return written
+
+
+def _malformed(connection: str) -> TransientEngineError:
+    # A body that is not what InfluxDB sends: most likely a proxy in between answered.
+    return TransientEngineError(f"connection {connection}: malformed response from server")
+
+
+def _series(body: Any, connection: str) -> list[Series]:
+    """The series of a 1.x JSON response; raise on any statement-level error."""
+    if not isinstance(body, dict) or not isinstance(body.get("results"), list):
+        raise _malformed(connection)
+    found: list[Series] = []
     for result in body["results"]:
+        if not isinstance(result, dict):
+            raise _malformed(connection)
         if error := result.get("error"):
             raise classify(None, str(error))(
                 f"connection {connection}: statement {result.get('statement_id', '?')}: {error}"
             )
-        for series in result.get("series", ()):
-            columns = series.get("columns", [])
-            if "written" in columns:
-                index = columns.index("written")
-                written += sum(int(row[index]) for row in series.get("values", ()))
-    return written
-
-
-def _series(body: Any, connection: str) -> list[Series]:
-    if not isinstance(body, dict) or not isinstance(body.get("results"), list):
-        raise TransientEngineError(f"connection {connection}: malformed response from server")
-    found: list[Series] = []
-    for result in body["results"]:
-        if error := result.get("error"):
-            raise classify(None, str(error))(f"connection {connection}: {error}")
-        found.extend(
-            Series(
-                s.get("name", ""), s.get("tags") or {}, s.get("columns", []), s.get("values", [])
+        for item in result.get("series") or ():
+            if not isinstance(item, dict) or not isinstance(item.get("values", []), list):
+                raise _malformed(connection)
+            found.append(
+                Series(
+                    str(item.get("name", "")),
+                    dict(item.get("tags") or {}),
+                    list(item.get("columns") or []),
+                    list(item.get("values") or []),
+                )
             )
-            for s in result.get("series", ())
-        )
     return found
 
 

@@ -126,7 +126,8 @@ class StateStore(ABC):
         self, job: str, windows: Sequence[Window], *, run_id: str, outcome: Outcome
     ) -> datetime:
         """Record `outcome` for windows claimed by `run_id` and advance the watermark over every
-        contiguous done window, in one transaction; return the new watermark.
+        contiguous done window, in one transaction; return the new watermark. A window that did
+        not succeed moves the watermark back to it if it was behind.
 
         Raise StateError if the claim was lost (another run took the windows over).
         """

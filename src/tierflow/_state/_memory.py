@@ -141,7 +141,8 @@ class MemoryStateStore(StateStore):
                     fingerprint=outcome.fingerprints.get(entry.window.start, entry.fingerprint),
                 )
                 self._record_attempt(job, entry, outcome)
-            return self._advance(job)
+            undone = None if outcome.status.done else min(w.start for w in windows)
+            return self._advance(job, undone)
 
     def _record_attempt(self, job: str, entry: LedgerEntry, outcome: Outcome) -> None:
         key = (job, entry.window.start, entry.attempts)
@@ -155,8 +156,10 @@ class MemoryStateStore(StateStore):
             error=outcome.error,
         )
 
-    def _advance(self, job: str) -> datetime:
+    def _advance(self, job: str, undone: datetime | None) -> datetime:
         mark = self._watermarks[job]
+        if undone is not None:
+            mark = min(mark, undone)  # a window behind the watermark failed (e.g. a backfill)
         while (entry := self._ledger.get((job, mark))) is not None and entry.status.done:
             mark = entry.window.stop
         self._watermarks[job] = mark

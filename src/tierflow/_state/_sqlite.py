@@ -287,6 +287,10 @@ class SqliteStateStore(StateStore):
                     ),
                 )
             mark = int(row[0])
+            if not outcome.status.done:
+                # A window behind the watermark failed (e.g. a backfill): it is no longer true
+                # that every window before the watermark succeeded.
+                mark = min(mark, min(to_micros(window.start) for window in windows))
             while True:
                 step = db.execute(
                     "SELECT window_stop FROM runs WHERE job = ? AND window_start = ?"

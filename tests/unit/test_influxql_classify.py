@@ -1,0 +1,166 @@
+"""InfluxDB 1.x failures mapped onto tierflow's error tree; what a response says was written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tierflow._engines._influxql import _points_written, classify
+from tierflow._errors import EngineError, QueryError, TierflowError, TransientEngineError
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+def test_overload_and_server_errors_are_transient(status: int) -> None:
+    cls = classify(status, "")
+    assert cls is TransientEngineError
+    assert cls("x").transient
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (400, "error parsing query: found FROM, expected identifier at line 1, char 8"),
+        (404, "404 page not found"),
+    ],
+)
+def test_bad_requests_are_query_errors(status: int, message: str) -> None:
+    cls = classify(status, message)
+    assert cls is QueryError
+    assert not cls("x").transient
+
+
+@pytest.mark.parametrize(("status", "message"), [(401, "authorization failed"), (403, "forbidden")])
+def test_auth_failures_are_permanent_engine_errors(status: int, message: str) -> None:
+    cls = classify(status, message)
+    assert cls is EngineError
+    assert not issubclass(cls, QueryError)
+    assert not cls("x").transient
+    assert issubclass(cls, TierflowError)
+
+
+def test_other_statuses_are_plain_engine_errors() -> None:
+    assert classify(418, "") is EngineError
+    assert classify(501, "not implemented") is EngineError
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "database not found: x",
+        "retention policy not found: one_year",
+        "error parsing query: found EOF, expected FROM at line 1, char 9",
+        'partial write: field type conflict: input field "usage" is type integer',
+        "max-select-point limit exceeed: (10000/10000)",
+    ],
+)
+def test_statement_errors_are_query_errors(message: str) -> None:
+    assert classify(None, message) is QueryError
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "engine is closed",
+        "Engine Is Closed",
+        "read tcp 127.0.0.1:8088: i/o timeout",
+        "context deadline exceeded",
+        "shard is disabled",
+        "store is closed",
+        "cache-max-memory-size exceeded: (1073741824/1073741824)",
+    ],
+)
+def test_busy_statement_errors_are_transient(message: str) -> None:
+    assert classify(None, message) is TransientEngineError
+
+
+def test_the_status_decides_before_the_message() -> None:
+    assert classify(500, "error parsing query") is TransientEngineError
+    assert classify(400, "engine is closed") is QueryError
+
+
+@pytest.mark.parametrize("message", ["timeout", "query-timeout limit exceeded"])
+def test_a_bare_timeout_statement_error_is_permanent(message: str) -> None:
+    # The server's own query-timeout limit: the same query would hit it again.
+    assert classify(None, message) is QueryError
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (None, "database not found: http_timeouts"),
+        (400, "error parsing query: found request_timeout, expected FROM at line 1, char 30"),
+    ],
+)
+def test_names_that_contain_a_marker_do_not_make_an_error_transient(
+    status: int | None, message: str
+) -> None:
+    assert classify(status, message) is QueryError
+
+
+# --- _points_written ---------------------------------------------------------------------------
+
+
+def written_series(count: int) -> dict[str, Any]:
+    return {
+        "name": "result",
+        "columns": ["time", "written"],
+        "values": [["1970-01-01T00:00:00Z", count]],
+    }
+
+
+def test_points_written_sums_every_statement() -> None:
+    body = {
+        "results": [
+            {"statement_id": 0, "series": [written_series(42)]},
+            {"statement_id": 1, "series": [written_series(8)]},
+            {"statement_id": 2, "series": [written_series(0)]},
+            {"statement_id": 3},
+        ]
+    }
+    assert _points_written(body, "plant") == 50
+
+
+def test_points_written_reads_the_written_column_wherever_it_is() -> None:
+    series = {"name": "result", "columns": ["written", "time"], "values": [[3, 0], [4, 0]]}
+    assert _points_written({"results": [{"statement_id": 0, "series": [series]}]}, "p") == 7
+
+
+def test_a_statement_error_raises() -> None:
+    body = {
+        "results": [
+            {"statement_id": 0, "series": [written_series(42)]},
+            {"statement_id": 1, "error": "database not found: rollup"},
+        ]
+    }
+    with pytest.raises(QueryError, match=r"plant: statement 1: database not found: rollup"):
+        _points_written(body, "plant")
+
+
+def test_a_transient_statement_error_raises_transient() -> None:
+    body = {"results": [{"statement_id": 0, "error": "engine is closed"}]}
+    with pytest.raises(TransientEngineError):
+        _points_written(body, "plant")
+
+
+@pytest.mark.parametrize("body", [None, [], {"error": "x"}, {"results": None}])
+def test_a_malformed_body_raises_an_engine_error(body: Any) -> None:
+    with pytest.raises(EngineError, match="malformed response"):
+        _points_written(body, "plant")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"results": ["oops"]},
+        {"results": [{"series": [{"columns": ["written"], "values": [["many"]]}]}]},
+    ],
+    ids=["result-not-object", "written-not-number"],
+)
+def test_a_malformed_result_raises_an_engine_error(body: Any) -> None:
+    with pytest.raises(EngineError):
+        _points_written(body, "plant")
+
+
+def test_a_null_series_list_is_no_series() -> None:
+    assert _points_written({"results": [{"statement_id": 0, "series": None}]}, "plant") == 0
