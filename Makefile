@@ -14,3 +14,6 @@ integration:
 
 lint:
 	scripts/bootstrap && .venv/bin/ruff check src tests && .venv/bin/ruff format --check src tests && .venv/bin/mypy
+
+bench:           ## benchmarks on a throwaway influxd (results in bench/results/)
+	scripts/bootstrap && .venv/bin/python bench/catchup.py

@@ -13,6 +13,7 @@ from tierflow._errors import (
     TemplateError,
     TierflowError,
     TransientEngineError,
+    UnknownJobError,
 )
 from tierflow._planner import Batch
 from tierflow._runner import BatchRun, JobPlan, JobStatus, Runner, WindowRun
@@ -51,6 +52,7 @@ __all__ = [
     "TemplateError",
     "TierflowError",
     "TransientEngineError",
+    "UnknownJobError",
     "Window",
     "WindowRun",
     "__version__",

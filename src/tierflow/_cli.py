@@ -18,13 +18,14 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tierflow import __version__
 from tierflow._clock import utc_now
 from tierflow._config import DEFAULT_CONFIG, Config, load_config
-from tierflow._errors import ConfigError, TierflowError
+from tierflow._errors import ConfigError, TierflowError, UnknownJobError
 from tierflow._logging import configure_logging, log_event
-from tierflow._runner import BatchRun, Runner, WindowRun
+from tierflow._runner import BatchRun, Runner, WindowRun, select_jobs
 from tierflow._state import RunStatus, open_state_store
 from tierflow._windows import isoformat
 
@@ -37,8 +38,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Markup off: messages, queries and errors hold user text with brackets, printed as it is.
+out = Console(
+    highlight=False, markup=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200
+)
+err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
 T = TypeVar("T")
 
 ConfigOption = Annotated[
@@ -62,7 +66,7 @@ class BadInput(TierflowError):
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True)
+    err.print(Text.assemble(("error:", "bold red"), " ", message))
     raise typer.Exit(code)
 
 
@@ -70,7 +74,7 @@ def _fail(message: str, code: int) -> NoReturn:
 def _errors() -> Iterator[None]:
     try:
         yield
-    except (ConfigError, BadInput) as exc:
+    except (ConfigError, BadInput, UnknownJobError) as exc:
         _fail(str(exc), 2)
     except TierflowError as exc:
         _fail(str(exc), 1)
@@ -88,7 +92,10 @@ def _instant(text: str | None, option: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _runner(config: Config) -> Runner:
+def _runner(config: Config, jobs: Sequence[str] | None = None) -> Runner:
+    """A runner on the configured state store, once the job names are known to be right (a typo
+    must not leave a state file behind)."""
+    select_jobs(config, jobs)
     return Runner(config, open_state_store(config.state.url))
 
 
@@ -169,7 +176,7 @@ def plan(
     with _errors():
         loaded = load_config(config)
         at = _instant(now, "--now")
-        runner = _runner(loaded)
+        runner = _runner(loaded, jobs)
         try:
             plans = runner.plan(at, jobs)
             body: dict[str, Any] = {
@@ -206,13 +213,17 @@ def plan(
         _print_json(body)
         return
     for job in body["jobs"]:
-        out.print(f"[bold]{job['job']}[/]: {len(job['windows'])} window(s) due at {_when(at)}")
+        out.print(
+            Text.assemble(
+                (job["job"], "bold"), f": {len(job['windows'])} window(s) due at {_when(at)}"
+            )
+        )
         last = None
         for window in job["windows"]:
             skip = "  (skip: older than max_catchup)" if window["action"] == "skip" else ""
             out.print(f"  [{window['start']}, {window['stop']}){skip}")
             if window["query"] is not None and window["query"] != last:
-                out.print(f"    [dim]{window['query']}[/]", markup=True)
+                out.print(Text("    " + window["query"], style="dim"))
                 last = window["query"]
 
 
@@ -260,8 +271,8 @@ def _print_run_tables(runs: Sequence[BatchRun], failed: Sequence[WindowRun]) -> 
             _when(mine[-1].batch.range.stop),
             str(count),
             str(len(mine)),
-            f"[green]{count - bad}[/]",
-            f"[red]{bad}[/]" if bad else "0",
+            Text(str(count - bad), style="green"),
+            Text(str(bad), style="red") if bad else "0",
             f"{sum(run.points_written for run in mine):,}",
         )
     if runs:
@@ -292,8 +303,8 @@ def run_once(
     with _errors():
         loaded = load_config(config)
         at = _instant(now, "--now")
-        runner = _runner(loaded)
-        plans = runner.plan(at, jobs)  # unknown jobs fail here, before anything runs
+        runner = _runner(loaded, jobs)
+        plans = runner.plan(at, jobs)
         total = sum(len(p.windows) + len(p.skipped) for p in plans)
         with _progress(runner, total, as_json):
             runs: list[BatchRun] = _run(runner, lambda r: r.run_due(at, jobs))
@@ -358,8 +369,8 @@ def backfill(
         begin, end, at = _instant(start, "--from"), _instant(stop, "--to"), _instant(now, "--now")
         if begin >= end:
             raise BadInput(f"--from {start} is not before --to {stop}")
-        runner = _runner(loaded)
-        batches = runner.backfill_batches(job, begin, end, at)  # unknown job fails first
+        runner = _runner(loaded, [job])
+        batches = runner.backfill_batches(job, begin, end, at)
         with _progress(runner, sum(len(b.windows) for b in batches), as_json):
             runs: list[BatchRun] = _run(runner, lambda r: r.backfill(job, begin, end, at))
     _report_runs(runs, as_json)
@@ -376,7 +387,7 @@ def status(
     with _errors():
         loaded = load_config(config)
         at = _instant(now, "--now")
-        runner = _runner(loaded)
+        runner = _runner(loaded, jobs)
         try:
             rows = runner.status(at, jobs)
         finally:
@@ -426,9 +437,8 @@ def history(
     """The job's latest attempts, newest first."""
     with _errors():
         loaded = load_config(config)
-        runner = _runner(loaded)
+        runner = _runner(loaded, [job])
         try:
-            runner.plan(utc_now(), [job])  # names the job list if the job is unknown
             attempts = runner.store.history(job, limit=limit)
         finally:
             runner.store.close()

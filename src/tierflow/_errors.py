@@ -11,6 +11,7 @@ __all__ = [
     "TemplateError",
     "TierflowError",
     "TransientEngineError",
+    "UnknownJobError",
 ]
 
 
@@ -20,6 +21,10 @@ class TierflowError(Exception):
 
 class ConfigError(TierflowError):
     """The configuration is invalid; the message names the file, table, key and value."""
+
+
+class UnknownJobError(TierflowError):
+    """A job name that the config does not define."""
 
 
 class SecretError(TierflowError):

@@ -16,7 +16,7 @@ from typing import Any
 from tierflow._clock import Clock, utc_now
 from tierflow._config import Config
 from tierflow._engines import Engine, engine_for
-from tierflow._errors import EngineError, TemplateError, TierflowError
+from tierflow._errors import EngineError, TemplateError, TierflowError, UnknownJobError
 from tierflow._jobs import fingerprints, render_fingerprint, render_job
 from tierflow._logging import log_event
 from tierflow._metrics import Metrics
@@ -31,7 +31,7 @@ from tierflow._planner import (
 from tierflow._state import LedgerEntry, Outcome, RunStatus, StateStore
 from tierflow._windows import Window, isoformat
 
-__all__ = ["BatchRun", "JobPlan", "JobStatus", "Runner", "WindowRun"]
+__all__ = ["BatchRun", "JobPlan", "JobStatus", "Runner", "WindowRun", "select_jobs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,14 +218,7 @@ class Runner:
         return status
 
     def _select(self, jobs: Iterable[str] | None) -> list[str]:
-        chosen = list(self.config.jobs) if jobs is None else list(jobs)
-        unknown = [job for job in chosen if job not in self.config.jobs]
-        if unknown:
-            raise TierflowError(
-                f"unknown job {unknown[0]!r}; jobs in {self.config.path}: "
-                f"{', '.join(self.config.jobs) or 'none'}"
-            )
-        return chosen
+        return select_jobs(self.config, jobs)
 
     def backfill_batches(
         self, job: str, start: datetime, stop: datetime, now: datetime
@@ -466,6 +459,17 @@ class Runner:
             ):
                 log_event("lease_lost", level=logging.WARNING, job=job, run_id=run_id)
                 return
+
+
+def select_jobs(config: Config, jobs: Iterable[str] | None) -> list[str]:
+    """The named jobs (all when None); UnknownJobError names the first the config lacks."""
+    chosen = list(config.jobs) if jobs is None else list(jobs)
+    unknown = [job for job in chosen if job not in config.jobs]
+    if unknown:
+        raise UnknownJobError(
+            f"unknown job {unknown[0]!r}; jobs in {config.path}: {', '.join(config.jobs) or 'none'}"
+        )
+    return chosen
 
 
 def _split_before(
