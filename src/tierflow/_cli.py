@@ -400,6 +400,7 @@ def status(
             "last_status": s.last_status.value if s.last_status else None,
             "failed_windows": s.failed_windows,
             "pending_windows": s.pending_windows,
+            "rechecked_windows": s.rechecked_windows,
         }
         for s in rows
     ]
@@ -413,6 +414,7 @@ def status(
         "last status",
         "failed",
         "pending",
+        "re-aggregated (late data)",
         title=f"tierflow status at {_when(at)}",
     )
     for row in body:
@@ -423,6 +425,7 @@ def status(
             row["last_status"] or "-",
             str(row["failed_windows"]),
             str(row["pending_windows"]),
+            str(row["rechecked_windows"]),
         )
     out.print(table)
 
@@ -455,6 +458,7 @@ def history(
             "template_version": a.template_version,
             "error": a.error,
             "run_id": a.run_id,
+            "reason": a.reason,
         }
         for a in attempts
     ]
@@ -466,6 +470,7 @@ def history(
         "stop",
         "attempt",
         "status",
+        "reason",
         "started",
         "duration",
         "template",
@@ -479,6 +484,7 @@ def history(
             row["stop"],
             str(row["attempt"]),
             row["status"],
+            row["reason"],
             row["started_at"],
             duration,
             row["template_version"] or "-",

@@ -264,18 +264,14 @@ class Runner:
         if spec.recheck is None:
             return []
         since = now - spec.recheck
-        done = [
-            entry.window
+        known = {
+            entry.window: entry.fingerprint
             for entry in self.store.entries(job, spec.schedule.window_at(since).start)
             if entry.status is RunStatus.SUCCEEDED
             and entry.fingerprint is not None
             and entry.window.stop >= since
-        ]
-        known = (
-            {e.window.start: e.fingerprint for e in self.store.entries(job, done[0].start)}
-            if done
-            else {}
-        )
+        }
+        done = sorted(known)
         changed: list[Window] = []
         for batch in coalesce(done, spec.chunk):
             try:
@@ -283,7 +279,7 @@ class Runner:
             except (EngineError, TemplateError) as exc:
                 log_event("recheck_failed", level=logging.WARNING, job=job, error=str(exc))
                 return []
-            changed += [w for w in batch.windows if current[w.start] != known.get(w.start)]
+            changed += [w for w in batch.windows if current[w.start] != known[w]]
         if changed:
             log_event("late_data_detected", job=job, windows=len(changed))
             self.metrics.windows_rechecked.labels(job).inc(len(changed))
