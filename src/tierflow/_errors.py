@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "AuthError",
     "ConfigError",
     "EngineError",
     "QueryError",
@@ -48,15 +49,23 @@ class EngineError(TierflowError):
 
     transient: bool = False
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        #: Seconds the server asked us to wait (`Retry-After` on a 429 or 503), if it said.
+        self.retry_after = retry_after
 
 
 class TransientEngineError(EngineError):
     """A failure worth retrying: the server was unreachable, slow or overloaded."""
 
     transient = True
+
+
+class AuthError(EngineError):
+    """The server refused the credentials (401 after the token was fetched again, or 403)."""
 
 
 class QueryError(EngineError):
