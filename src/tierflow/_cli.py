@@ -312,7 +312,17 @@ def run_once(
 
 
 @app.command()
-def run(config: ConfigOption = DEFAULT_CONFIG) -> None:
+def run(
+    config: ConfigOption = DEFAULT_CONFIG,
+    trace_memory: Annotated[
+        float | None,
+        typer.Option(
+            "--trace-memory",
+            help="Log RSS and the top allocation sites every N seconds (tracemalloc).",
+            min=0.1,
+        ),
+    ] = None,
+) -> None:
     """Run as a daemon: every job's windows as they become due, until SIGTERM or SIGINT.
 
     The first signal stops new windows and lets those in flight finish within [scheduler] grace;
@@ -337,11 +347,18 @@ def run(config: ConfigOption = DEFAULT_CONFIG) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
         server = MetricsServer(runner, loaded.server) if loaded.server else None
+        tracer = None
+        if trace_memory is not None:
+            from tierflow._memtrace import trace_memory as tracing
+
+            tracer = asyncio.create_task(tracing(trace_memory))
         try:
             if server is not None:
                 await server.start()
             await daemon.run()
         finally:
+            if tracer is not None:
+                tracer.cancel()
             if server is not None:
                 await server.stop()
             await runner.aclose()
@@ -377,6 +394,38 @@ def backfill(
 
 
 @app.command()
+def retry(
+    job: Annotated[str, typer.Argument(help="The job whose parked windows to re-queue.")],
+    start: Annotated[str | None, typer.Option("--from", help="Range start (RFC 3339).")] = None,
+    stop: Annotated[str | None, typer.Option("--to", help="Range end, exclusive.")] = None,
+    all_failed: Annotated[
+        bool, typer.Option("--all-failed", help="Every parked window of the job.")
+    ] = False,
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-queue windows parked after max_window_attempts failures: they run again on the next
+    run-once or daemon cycle, with a fresh attempt budget."""
+    with _errors():
+        if all_failed == (start is not None or stop is not None):
+            raise BadInput("give either --from and --to, or --all-failed")
+        if not all_failed and (start is None or stop is None):
+            raise BadInput("--from and --to go together")
+        loaded = load_config(config)
+        begin = _instant(start, "--from") if start else None
+        end = _instant(stop, "--to") if stop else None
+        runner = _runner(loaded, [job])
+        try:
+            count = runner.requeue(job, begin, end)
+        finally:
+            runner.store.close()
+    if as_json:
+        _print_json({"job": job, "requeued": count})
+    else:
+        out.print(f"{_plural(count, 'parked window')} of {job} re-queued")
+
+
+@app.command()
 def status(
     jobs: JobsArgument = None,
     config: ConfigOption = DEFAULT_CONFIG,
@@ -401,6 +450,7 @@ def status(
             "failed_windows": s.failed_windows,
             "pending_windows": s.pending_windows,
             "rechecked_windows": s.rechecked_windows,
+            "parked_windows": s.parked_windows,
         }
         for s in rows
     ]
@@ -413,6 +463,7 @@ def status(
         "lag",
         "last status",
         "failed",
+        "parked",
         "pending",
         "re-aggregated (late data)",
         title=f"tierflow status at {_when(at)}",
@@ -424,6 +475,7 @@ def status(
             f"{row['lag_seconds']:.0f}s",
             row["last_status"] or "-",
             str(row["failed_windows"]),
+            str(row["parked_windows"]),
             str(row["pending_windows"]),
             str(row["rechecked_windows"]),
         )

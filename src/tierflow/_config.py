@@ -39,11 +39,13 @@ from tierflow._windows import CronSchedule, IntervalSchedule, Schedule
 
 __all__ = [
     "AGGREGATES",
+    "CircuitConfig",
     "Config",
     "ConnectionConfig",
     "DownsampleJob",
     "InfluxDB1Connection",
     "JobConfig",
+    "RetryConfig",
     "SchedulerConfig",
     "ServerConfig",
     "StateConfig",
@@ -124,6 +126,8 @@ class SchedulerConfig(_Model):
     grace: Duration = timedelta(seconds=30)
     retry_delay: PositiveDuration = timedelta(seconds=5)
     max_retry_delay: PositiveDuration = timedelta(minutes=10)
+    max_window_attempts: int = Field(default=10, ge=1, le=10_000)
+    window_deadline: PositiveDuration = timedelta(minutes=10)
 
 
 class ServerConfig(_Model):
@@ -137,16 +141,41 @@ class ServerConfig(_Model):
         return host.strip("[]"), int(port)
 
 
-class InfluxDB1Connection(_Model):
+class RetryConfig(_Model):
+    """Retries of transient failures: exponential backoff with full jitter, within a deadline."""
+
+    attempts: int = Field(default=6, ge=1, le=100)
+    initial: PositiveDuration = timedelta(milliseconds=500)
+    max: PositiveDuration = timedelta(seconds=20)
+    deadline: PositiveDuration = timedelta(seconds=60)
+
+
+class CircuitConfig(_Model):
+    """After `failures` transient failures in a row the circuit opens: calls fail fast for
+    `cooldown`, then one probe (the health check) decides whether it closes."""
+
+    failures: int = Field(default=3, ge=1, le=1000)
+    cooldown: PositiveDuration = timedelta(seconds=30)
+
+
+class _Connection(_Model):
+    """What every connection kind shares: limits, timeouts, retries, the circuit breaker."""
+
+    url: str = Field(pattern=r"^https?://[^\s/]+(/.*)?$")
+    timeout: PositiveDuration = timedelta(seconds=15)
+    connect_timeout: PositiveDuration = timedelta(seconds=5)
+    gzip: bool = True
+    max_concurrency: int = Field(default=4, ge=1, le=256)
+    retry: RetryConfig = RetryConfig()
+    circuit: CircuitConfig = CircuitConfig()
+
+
+class InfluxDB1Connection(_Connection):
     """An InfluxDB 1.x server, spoken to in InfluxQL over HTTP."""
 
     kind: Literal["influxdb1"]
-    url: str = Field(pattern=r"^https?://[^\s/]+(/.*)?$")
     username: str | None = None
     password: SecretSource | None = None
-    timeout: PositiveDuration = timedelta(seconds=15)
-    gzip: bool = True
-    max_concurrency: int = Field(default=4, ge=1, le=256)
 
     _shorthand = field_validator("password", mode="before")(_secret_shorthand)
 

@@ -45,6 +45,18 @@ class Metrics:
         self.query_retries = Counter(
             "tierflow_query_retries", "Engine calls retried.", ["connection"], registry=r
         )
+        self.circuit_state = Gauge(
+            "tierflow_circuit_state",
+            "The connection's circuit: 0 closed, 1 open, 2 half-open (probing).",
+            ["connection"],
+            registry=r,
+        )
+        self.windows_parked = Gauge(
+            "tierflow_windows_parked",
+            "Windows that failed max_window_attempts times and wait for `tierflow retry`.",
+            ["job"],
+            registry=r,
+        )
         self.query_duration = Histogram(
             "tierflow_query_duration_seconds",
             "Engine call latency, by kind (execute, query, ping).",

@@ -59,7 +59,7 @@ def _available_at(entry: LedgerEntry | None, retry_at: RetryAt | None) -> dateti
     """The instant from which the window may run (None: it needs no run)."""
     if entry is None:
         return EPOCH
-    if entry.status.done:
+    if entry.status.done or entry.parked:
         return None
     if entry.status is RunStatus.RUNNING:
         return entry.lease_expires_at or EPOCH

@@ -90,6 +90,7 @@ class JobStatus:
     failed_windows: int
     pending_windows: int
     rechecked_windows: int = 0
+    parked_windows: int = 0
 
 
 _FAILED = frozenset({RunStatus.FAILED, RunStatus.ABANDONED})
@@ -212,9 +213,11 @@ class Runner:
                 spec.schedule, begin=begin, offset=spec.offset, now=now, ledger=ledger
             ),
             rechecked_windows=self.store.count_attempts(job, reason=LATE_DATA),
+            parked_windows=sum(e.parked for e in ledger.values()),
         )
         self.metrics.watermark_lag.labels(job).set(status.lag_seconds)
         self.metrics.windows_pending.labels(job).set(status.pending_windows)
+        self.metrics.windows_parked.labels(job).set(status.parked_windows)
         return status
 
     def _select(self, jobs: Iterable[str] | None) -> list[str]:
@@ -367,7 +370,11 @@ class Runner:
         began = time.perf_counter()
         heartbeat = asyncio.create_task(self._heartbeat(job, batch, run_id))
         try:
-            written, prints, query, error = await self._attempt(job, batch, fields)
+            async with asyncio.timeout(self.config.scheduler.window_deadline.total_seconds()):
+                written, prints, query, error = await self._attempt(job, batch, fields)
+        except TimeoutError:
+            written, prints, query = 0, {}, None
+            error = f"window deadline ({self.config.scheduler.window_deadline}) exceeded"
         except asyncio.CancelledError:
             self._finish(
                 job,
@@ -397,6 +404,8 @@ class Runner:
             fingerprints=prints,
         )
         watermark = self._finish(job, batch, run_id, outcome)
+        if error:
+            self._report_parked(job, batch, fields)
         self.metrics.window_runs.labels(job, status.value).inc(len(batch.windows))
         self.metrics.window_run_duration.labels(job).observe(outcome.duration_s)
         log_event(
@@ -438,14 +447,39 @@ class Runner:
         return fingerprints(await self.engine_of(job).query(query.text, database=database), batch)
 
     def _finish(self, job: str, batch: Batch, run_id: str, outcome: Outcome) -> datetime | None:
+        park_after = self.config.scheduler.max_window_attempts
         try:
-            return self.store.finish(job, batch.windows, run_id=run_id, outcome=outcome)
+            return self.store.finish(
+                job, batch.windows, run_id=run_id, outcome=outcome, park_after=park_after
+            )
         except TierflowError as exc:
             # Our lease expired and another run took the windows over: its outcome stands.
             log_event(
                 "window_claim_lost", level=logging.WARNING, job=job, run_id=run_id, error=str(exc)
             )
             return None
+
+    def _report_parked(self, job: str, batch: Batch, fields: dict[str, Any]) -> None:
+        parked = [
+            entry
+            for entry in self.store.entries(job, batch.range.start)
+            if entry.window.start < batch.range.stop and entry.parked
+        ]
+        if parked:
+            log_event(
+                "window_parked",
+                level=logging.ERROR,
+                windows=len(parked),
+                max_window_attempts=self.config.scheduler.max_window_attempts,
+                **fields,
+            )
+
+    def requeue(self, job: str, start: datetime | None = None, stop: datetime | None = None) -> int:
+        """Give `job`'s parked windows in `[start, stop)` (all when None) a fresh attempt budget."""
+        self._select([job])
+        count = self.store.requeue(job, start, stop)
+        log_event("windows_requeued", job=job, windows=count)
+        return count
 
     async def _heartbeat(self, job: str, batch: Batch, run_id: str) -> None:
         while True:

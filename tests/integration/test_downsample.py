@@ -910,7 +910,7 @@ async def test_an_unreachable_server_fails_with_a_transient_error(
     assert {run.status for run in runs} == {RunStatus.FAILED}
     for run in runs:
         assert run.error is not None
-        assert f"connection plant: {url} unreachable" in run.error
+        assert f"connection plant: {url}: unreachable" in run.error
     assert {(a.status, a.error) for a in history} == {(RunStatus.FAILED, runs[0].error)}
     assert watermark == start
 

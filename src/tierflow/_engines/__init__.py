@@ -11,5 +11,9 @@ __all__ = ["Engine", "Execution", "InfluxQLEngine", "Series", "engine_for"]
 
 
 def engine_for(name: str, config: ConnectionConfig, metrics: Metrics | None = None) -> Engine:
-    """The engine that speaks to a configured connection."""
-    return InfluxQLEngine(name, config, metrics)
+    """The engine that speaks to a configured connection, behind its retry layer and circuit
+    breaker."""
+    from tierflow._resilience import ResilientEngine
+
+    inner = InfluxQLEngine(name, config, metrics)
+    return ResilientEngine(inner, name, config.retry, config.circuit, metrics=metrics)

@@ -11,8 +11,15 @@ import aiohttp
 
 from tierflow._config import InfluxDB1Connection
 from tierflow._engines._base import Engine, Execution, Series
-from tierflow._errors import EngineError, QueryError, SecretError, TransientEngineError
+from tierflow._errors import (
+    AuthError,
+    EngineError,
+    QueryError,
+    SecretError,
+    TransientEngineError,
+)
 from tierflow._metrics import Metrics
+from tierflow._secrets import refresh
 from tierflow._templates import RenderedQuery
 
 __all__ = ["InfluxQLEngine", "classify"]
@@ -64,10 +71,12 @@ class InfluxQLEngine(Engine):
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            total = self.config.timeout.total_seconds()
             self._session = aiohttp.ClientSession(
                 base_url=self.config.url.rstrip("/") + "/",
-                timeout=aiohttp.ClientTimeout(total=total, sock_connect=min(total, 10.0)),
+                timeout=aiohttp.ClientTimeout(
+                    total=self.config.timeout.total_seconds(),
+                    sock_connect=self.config.connect_timeout.total_seconds(),
+                ),
                 connector=aiohttp.TCPConnector(limit=self.config.max_concurrency),
                 auto_decompress=True,
                 headers={"Accept-Encoding": "gzip"} if self.config.gzip else {},
@@ -108,20 +117,40 @@ class InfluxQLEngine(Engine):
             ) from exc
 
     async def _post(self, path: str, form: dict[str, str], *, kind: str) -> tuple[Any, int, int]:
-        sent = _form_size(form)
+        status, raw, retry_after = await self._send(path, form, kind)
+        if status == 401 and self.config.password is not None:
+            # The password may have been rotated at its source: fetch it again, try once more.
+            refresh(self.config.password)
+            status, raw, retry_after = await self._send(path, form, kind)
+        body = _json(raw)
+        if status != 200:
+            message = body.get("error", "") if isinstance(body, dict) else ""
+            message = message or raw[:200].decode("utf-8", "replace").strip()
+            error = AuthError if status in {401, 403} else classify(status, message)
+            raise error(
+                f"connection {self.name}: HTTP {status}: {message}",
+                status=status,
+                retry_after=retry_after,
+            )
+        return body, _form_size(form), len(raw)
+
+    async def _send(
+        self, path: str, form: dict[str, str], kind: str
+    ) -> tuple[int, bytes, float | None]:
         try:
             auth = self._auth()
         except SecretError as exc:
-            raise EngineError(f"connection {self.name}: {exc}") from None
+            raise AuthError(f"connection {self.name}: {exc}") from None
         async with self._slots:
             began = time.perf_counter()
             try:
                 async with self._client().post(path, data=form, auth=auth) as response:
                     raw = await response.read()
                     status = response.status
+                    retry_after = _retry_after(response.headers.get("Retry-After"))
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise TransientEngineError(
-                    f"connection {self.name}: {self.config.url} unreachable: {_describe(exc)}"
+                    f"connection {self.name}: {self.config.url}: {_describe(exc)}"
                 ) from exc
             finally:
                 if self.metrics is not None:
@@ -129,21 +158,24 @@ class InfluxQLEngine(Engine):
                         time.perf_counter() - began
                     )
         if self.metrics is not None:
-            self.metrics.payload_bytes.labels(self.name, "sent").inc(sent)
+            self.metrics.payload_bytes.labels(self.name, "sent").inc(_form_size(form))
             self.metrics.payload_bytes.labels(self.name, "received").inc(len(raw))
-        body = _json(raw)
-        if status != 200:
-            message = body.get("error", "") if isinstance(body, dict) else ""
-            message = message or raw[:200].decode("utf-8", "replace").strip()
-            raise classify(status, message)(
-                f"connection {self.name}: HTTP {status}: {message}", status=status
-            )
-        return body, sent, len(raw)
+        return status, raw, retry_after
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _retry_after(header: str | None) -> float | None:
+    """Seconds from a `Retry-After` header (delta-seconds form; an HTTP date is ignored)."""
+    if header is None:
+        return None
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        return None
 
 
 def _form_size(form: dict[str, str]) -> int:
@@ -204,4 +236,6 @@ def _series(body: Any, connection: str) -> list[Series]:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"unreachable ({exc.os_error.strerror or type(exc.os_error).__name__})"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -46,6 +46,7 @@ class LedgerEntry:
     lease_expires_at: datetime | None
     error: str | None
     fingerprint: str | None = None
+    parked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,14 +124,27 @@ class StateStore(ABC):
 
     @abstractmethod
     def finish(
-        self, job: str, windows: Sequence[Window], *, run_id: str, outcome: Outcome
+        self,
+        job: str,
+        windows: Sequence[Window],
+        *,
+        run_id: str,
+        outcome: Outcome,
+        park_after: int | None = None,
     ) -> datetime:
         """Record `outcome` for windows claimed by `run_id` and advance the watermark over every
         contiguous done window, in one transaction; return the new watermark. A window that did
-        not succeed moves the watermark back to it if it was behind.
+        not succeed moves the watermark back to it if it was behind. With `park_after`, a failed
+        window that has had that many attempts since it was last re-queued is parked: no longer
+        due until `requeue`.
 
         Raise StateError if the claim was lost (another run took the windows over).
         """
+
+    @abstractmethod
+    def requeue(self, job: str, start: datetime | None = None, stop: datetime | None = None) -> int:
+        """Un-park `job`'s parked windows starting in `[start, stop)` (all when None), giving
+        each a fresh attempt budget; return how many."""
 
     @abstractmethod
     def history(self, job: str, *, limit: int = 50) -> list[Attempt]:

@@ -27,6 +27,7 @@ class MemoryStateStore(StateStore):
         self._watermarks: dict[str, datetime] = {}
         self._ledger: dict[tuple[str, datetime], LedgerEntry] = {}
         self._attempts: dict[tuple[str, datetime, int], Attempt] = {}
+        self._bases: dict[tuple[str, datetime], int] = {}
 
     def ensure_job(self, job: str, origin: datetime) -> datetime:
         with self._lock:
@@ -114,12 +115,34 @@ class MemoryStateStore(StateStore):
                 )
             return True
 
+    def requeue(self, job: str, start: datetime | None = None, stop: datetime | None = None) -> int:
+        with self._lock:
+            chosen = [
+                entry
+                for (name, at), entry in self._ledger.items()
+                if name == job
+                and entry.parked
+                and (start is None or at >= start)
+                and (stop is None or at < stop)
+            ]
+            for entry in chosen:
+                key = (job, entry.window.start)
+                self._ledger[key] = replace(entry, parked=False)
+                self._bases[key] = entry.attempts
+            return len(chosen)
+
     def count_attempts(self, job: str, *, reason: str) -> int:
         with self._lock:
             return sum(a.job == job and a.reason == reason for a in self._attempts.values())
 
     def finish(
-        self, job: str, windows: Sequence[Window], *, run_id: str, outcome: Outcome
+        self,
+        job: str,
+        windows: Sequence[Window],
+        *,
+        run_id: str,
+        outcome: Outcome,
+        park_after: int | None = None,
     ) -> datetime:
         with self._lock:
             if job not in self._watermarks:
@@ -139,6 +162,10 @@ class MemoryStateStore(StateStore):
                     lease_expires_at=None,
                     error=outcome.error,
                     fingerprint=outcome.fingerprints.get(entry.window.start, entry.fingerprint),
+                    parked=outcome.status is RunStatus.FAILED
+                    and park_after is not None
+                    and entry.attempts - self._bases.get((job, entry.window.start), 0)
+                    >= park_after,
                 )
                 self._record_attempt(job, entry, outcome)
             undone = None if outcome.status.done else min(w.start for w in windows)

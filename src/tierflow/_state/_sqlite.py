@@ -128,7 +128,7 @@ class SqliteStateStore(StateStore):
     def entries(self, job: str, since: datetime) -> list[LedgerEntry]:
         rows = self._read(
             "SELECT window_start, window_stop, status, attempts, run_id, started_at,"
-            " finished_at, lease_expires_at, error, fingerprint FROM runs"
+            " finished_at, lease_expires_at, error, fingerprint, parked FROM runs"
             " WHERE job = ? AND window_start >= ? ORDER BY window_start",
             (job, to_micros(since)),
         )
@@ -144,6 +144,7 @@ class SqliteStateStore(StateStore):
                 _moment(lease),
                 error,
                 fingerprint,
+                bool(parked),
             )
             for (
                 start,
@@ -156,6 +157,7 @@ class SqliteStateStore(StateStore):
                 lease,
                 error,
                 fingerprint,
+                parked,
             ) in rows
         ]
 
@@ -193,7 +195,7 @@ class SqliteStateStore(StateStore):
                     " ON CONFLICT (job, window_start) DO UPDATE SET"
                     " window_stop = excluded.window_stop, status = 'running',"
                     " attempts = runs.attempts + 1, run_id = excluded.run_id,"
-                    " started_at = excluded.started_at, finished_at = NULL,"
+                    " started_at = excluded.started_at, finished_at = NULL, parked = 0,"
                     " lease_expires_at = excluded.lease_expires_at, duration_s = NULL,"
                     " error = NULL RETURNING attempts",
                     (job, to_micros(window.start), to_micros(window.stop), run_id, started, lease),
@@ -234,6 +236,19 @@ class SqliteStateStore(StateStore):
             )
         return True
 
+    def requeue(self, job: str, start: datetime | None = None, stop: datetime | None = None) -> int:
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE runs SET parked = 0, attempt_base = attempts"
+                " WHERE job = ? AND parked = 1 AND window_start >= ? AND window_start < ?",
+                (
+                    job,
+                    to_micros(start) if start else -(2**62),
+                    to_micros(stop) if stop else 2**62,
+                ),
+            )
+            return cursor.rowcount
+
     def count_attempts(self, job: str, *, reason: str) -> int:
         rows = self._read(
             "SELECT COUNT(*) FROM attempts WHERE job = ? AND reason = ?", (job, reason)
@@ -241,7 +256,13 @@ class SqliteStateStore(StateStore):
         return int(rows[0][0])
 
     def finish(
-        self, job: str, windows: Sequence[Window], *, run_id: str, outcome: Outcome
+        self,
+        job: str,
+        windows: Sequence[Window],
+        *,
+        run_id: str,
+        outcome: Outcome,
+        park_after: int | None = None,
     ) -> datetime:
         finished = to_micros(outcome.finished_at)
         with self._transaction() as db:
@@ -252,7 +273,8 @@ class SqliteStateStore(StateStore):
                 held = db.execute(
                     "UPDATE runs SET status = ?, finished_at = ?, lease_expires_at = NULL,"
                     " duration_s = ?, query_hash = ?, template_version = ?, error = ?,"
-                    " fingerprint = COALESCE(?, fingerprint)"
+                    " fingerprint = COALESCE(?, fingerprint),"
+                    " parked = (? = 'failed' AND ? IS NOT NULL AND attempts - attempt_base >= ?)"
                     " WHERE job = ? AND window_start = ? AND run_id = ? AND status = 'running'"
                     " RETURNING attempts",
                     (
@@ -263,6 +285,9 @@ class SqliteStateStore(StateStore):
                         outcome.template_version,
                         outcome.error,
                         outcome.fingerprints.get(window.start),
+                        outcome.status.value,
+                        park_after,
+                        park_after,
                         job,
                         to_micros(window.start),
                         run_id,
