@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -153,10 +154,29 @@ def _when(moment: datetime | None) -> str | None:
 
 
 @app.command()
-def validate(config: ConfigOption = DEFAULT_CONFIG, as_json: JsonOption = False) -> None:
-    """Check the config; exit 0 if it is valid, 2 (with every problem listed) if not."""
+def validate(
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: JsonOption = False,
+    online: Annotated[
+        bool,
+        typer.Option(
+            "--online", help="Also ask each server: buckets, databases, Flux syntax (analyze)."
+        ),
+    ] = False,
+) -> None:
+    """Check the config and every job's query for a sample window; exit 0 if all is well, 2 (with
+    every problem listed) if not, 1 if a server could not be asked (--online)."""
+    from tierflow._validation import check_jobs, check_servers
+
     with _errors():
         loaded = load_config(config)
+        problems = check_jobs(loaded)
+        if online and not problems:
+            problems = asyncio.run(check_servers(loaded))
+    if problems:
+        listing = "\n".join("  " + problem.render() for problem in problems)
+        code = 2 if any(not problem.unreachable for problem in problems) else 1
+        _fail(f"{config}: {len(problems)} problem(s)\n{listing}", code)
     if as_json:
         _print_json({"valid": True, "config": str(config), "jobs": list(loaded.jobs)})
     else:
@@ -223,7 +243,8 @@ def plan(
             skip = "  (skip: older than max_catchup)" if window["action"] == "skip" else ""
             out.print(f"  [{window['start']}, {window['stop']}){skip}")
             if window["query"] is not None and window["query"] != last:
-                out.print(Text("    " + window["query"], style="dim"))
+                # Flux keeps its lines: indent each one, not just the first.
+                out.print(Text(textwrap.indent(window["query"], "    "), style="dim"))
                 last = window["query"]
 
 
@@ -529,8 +550,13 @@ def history(
         "error",
         title=f"history of {job}",
     )
-    for row in body:
+    # Newest first: a version unlike the attempt below it (the one before it in time) is where
+    # the template changed, marked so it shows at a glance.
+    versions = [row["template_version"] for row in body]
+    for index, row in enumerate(body):
         duration = f"{row['duration_s']:.3f}s" if row["duration_s"] is not None else "-"
+        older = next((v for v in versions[index + 1 :] if v), None)
+        changed = bool(row["template_version"] and older and older != row["template_version"])
         table.add_row(
             row["start"],
             row["stop"],
@@ -539,7 +565,7 @@ def history(
             row["reason"],
             row["started_at"],
             duration,
-            row["template_version"] or "-",
+            (row["template_version"] or "-") + (" (changed)" if changed else ""),
             row["error"] or "",
         )
     out.print(table)

@@ -44,7 +44,9 @@ __all__ = [
     "ConnectionConfig",
     "DownsampleJob",
     "InfluxDB1Connection",
+    "InfluxDB2Connection",
     "JobConfig",
+    "QueryJob",
     "RetryConfig",
     "SchedulerConfig",
     "ServerConfig",
@@ -103,13 +105,22 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_SECRET_SHORTHANDS = {
+    "env": "env",
+    "file": "file",
+    "command": "command",
+    "vault": "vault",
+    "aws_secret": "aws",
+}
+
+
 def _secret_shorthand(value: object) -> object:
     """TOML says `password = "x"` or `password = { env = "X" }`; give the union its `kind` tag."""
     if isinstance(value, str):
         return {"kind": "literal", "value": value}
     if isinstance(value, Mapping) and "kind" not in value:
-        for kind in ("env", "file", "command"):
-            if kind in value:
+        for key, kind in _SECRET_SHORTHANDS.items():
+            if key in value:
                 return {"kind": kind, **value}
     return value
 
@@ -180,7 +191,25 @@ class InfluxDB1Connection(_Connection):
     _shorthand = field_validator("password", mode="before")(_secret_shorthand)
 
 
-ConnectionConfig = InfluxDB1Connection
+class InfluxDB2Connection(_Connection):
+    """An InfluxDB 2.x server (OSS or Cloud), spoken to in Flux through `influxdb-client`.
+
+    One org per connection: every request is scoped to it. The client's timeout is a total one
+    that covers the whole response body, and a downsample's response streams back every row it
+    wrote, so the default is longer than the 1.x one.
+    """
+
+    kind: Literal["influxdb2"]
+    org: str = Field(min_length=1)
+    token: SecretSource
+    timeout: PositiveDuration = timedelta(seconds=60)
+    verify_tls: bool = True
+    ca_cert: Path | None = None
+
+    _shorthand = field_validator("token", mode="before")(_secret_shorthand)
+
+
+ConnectionConfig = InfluxDB1Connection | InfluxDB2Connection
 
 
 class TierConfig(_Model):
@@ -202,38 +231,27 @@ class TierConfig(_Model):
         return policy or None
 
 
-class DownsampleJob(_Model):
-    """Aggregate source measurements into the dest tier: one point per window and series."""
+class _Job(_Model):
+    """What every job kind shares: tiers, schedule, catch-up, and `replace`."""
 
-    kind: Literal["downsample"]
     source: str
     dest: str
-    measurements: tuple[Annotated[str, Field(min_length=1)], ...] = Field(min_length=1)
-    tags: dict[str, str] = Field(default_factory=dict)
     every: WindowDuration | None = None
     cron: str | None = None
     offset: Duration = timedelta(0)
     start: UtcDatetime
-    aggregates: dict[str, tuple[str, ...]] = Field(min_length=1)
     into: str | None = Field(default=None, min_length=1)
     catchup_chunk: WindowDuration | None = None
     max_catchup: PositiveDuration | None = None
     parallel_windows: int = Field(default=1, ge=1, le=64)
     recheck: PositiveDuration | None = None
-
-    @field_validator("aggregates")
-    @classmethod
-    def _known_aggregates(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        for field, functions in value.items():
-            if not functions:
-                raise ValueError(f"field {field!r} lists no aggregate")
-            unknown = sorted(set(functions) - AGGREGATES)
-            if unknown:
-                raise ValueError(
-                    f"unknown aggregate {unknown[0]!r} for field {field!r}; "
-                    f"known: {', '.join(sorted(AGGREGATES))}"
-                )
-        return value
+    #: Delete the dest window before writing it again (2.x only), for sources whose series can
+    #: vanish: a plain re-run overwrites the series it writes but leaves the ones it no longer does.
+    replace: bool = False
+    #: Allow the source and dest tiers to live in different orgs (2.x).
+    allow_cross_org: bool = False
+    measurements: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    tags: dict[str, str] = Field(default_factory=dict)
 
     def dest_measurement(self, measurement: str) -> str:
         """Where a measurement's aggregates go: the same name, or the `into` template (e.g.
@@ -269,7 +287,59 @@ class DownsampleJob(_Model):
         return max(timedelta(hours=1), self.every or timedelta(0))
 
 
-JobConfig = DownsampleJob
+class DownsampleJob(_Job):
+    """Aggregate source measurements into the dest tier: one point per window and series."""
+
+    kind: Literal["downsample"]
+    measurements: tuple[Annotated[str, Field(min_length=1)], ...] = Field(min_length=1)
+    aggregates: dict[str, tuple[str, ...]] = Field(min_length=1)
+
+    @field_validator("aggregates")
+    @classmethod
+    def _known_aggregates(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for field, functions in value.items():
+            if not functions:
+                raise ValueError(f"field {field!r} lists no aggregate")
+            unknown = sorted(set(functions) - AGGREGATES)
+            if unknown:
+                raise ValueError(
+                    f"unknown aggregate {unknown[0]!r} for field {field!r}; "
+                    f"known: {', '.join(sorted(AGGREGATES))}"
+                )
+        return value
+
+
+class QueryJob(_Job):
+    """Run a user's own Jinja2 template (Flux for 2.x sources, InfluxQL for 1.x) per window.
+
+    `template` is relative to the config file. `params` reach the template as `params`; like
+    every other value they must pass a quoting filter to reach the query. `measurements` (and
+    `into`) are optional: the template sees them as `source.measurements`/`dest.measurements`,
+    and `replace` needs them to know what to delete.
+    """
+
+    kind: Literal["query"]
+    template: Path
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("recheck")
+    @classmethod
+    def _no_recheck(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None:
+            raise ValueError(
+                "query jobs cannot recheck: late data is found by a fingerprint of the source "
+                "that only downsample jobs define"
+            )
+        return value
+
+    @property
+    def chunk(self) -> timedelta:
+        """A user template need not aggregate per window, so catch-up does not coalesce unless
+        `catchup_chunk` says the template is written for it (`window.every` inside a range)."""
+        return self.catchup_chunk if self.catchup_chunk is not None else timedelta(0)
+
+
+JobConfig = DownsampleJob | QueryJob
 
 
 @cache
@@ -287,8 +357,14 @@ def _render_into(template: str, measurement: str) -> str:
     return name
 
 
-_CONNECTION_KINDS: dict[str, type[InfluxDB1Connection]] = {"influxdb1": InfluxDB1Connection}
-_JOB_KINDS: dict[str, type[DownsampleJob]] = {"downsample": DownsampleJob}
+_CONNECTION_KINDS: dict[str, type[InfluxDB1Connection] | type[InfluxDB2Connection]] = {
+    "influxdb1": InfluxDB1Connection,
+    "influxdb2": InfluxDB2Connection,
+}
+_JOB_KINDS: dict[str, type[DownsampleJob] | type[QueryJob]] = {
+    "downsample": DownsampleJob,
+    "query": QueryJob,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +381,10 @@ class Config:
 
     def connection_of(self, tier: str) -> ConnectionConfig:
         return self.connections[self.tiers[tier].connection]
+
+    def template_path(self, job: QueryJob) -> Path:
+        """A query job's template file: as written if absolute, else beside the config file."""
+        return job.template if job.template.is_absolute() else self.path.parent / job.template
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,7 +456,8 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
 
     declared = _Declared(_names(raw, "connections"), _names(raw, "tiers"))
     problems.extend(_check_references(raw, declared))
-    problems.extend(_cross_check(tiers, jobs))
+    problems.extend(_cross_check(tiers, jobs, connections))
+    problems.extend(_check_job_kinds(path, connections, tiers, jobs))
     if problems:
         raise ConfigError(
             f"{path}: {len(problems)} problem(s) in the config\n"
@@ -450,7 +531,7 @@ def _validate(
 def _from_pydantic(table: tuple[str, ...], body: object, error: Any) -> _Problem:
     loc = [str(part) for part in error["loc"]]
     # Discriminated secret unions add the tag to the location; it is not a key the user wrote.
-    loc = [part for part in loc if part not in {"literal", "env", "file", "command"}] or loc
+    loc = [part for part in loc if part not in {*_SECRET_SHORTHANDS.values(), "literal"}] or loc
     key = ".".join(loc) if loc else None
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
@@ -500,14 +581,18 @@ def _check_references(raw: Mapping[str, Any], declared: _Declared) -> list[_Prob
                 problems.append(
                     _Problem(table, key, tier, f"no such tier; defined: {_listing(declared.tiers)}")
                 )
-        if body.get("kind") == "downsample" and ("every" in body) == ("cron" in body):
+        if body.get("kind") in _JOB_KINDS and ("every" in body) == ("cron" in body):
             key = "cron" if "every" in body else "every"
             value = body.get(key, _MISSING)
             problems.append(_Problem(table, key, value, "set exactly one of 'every' and 'cron'"))
     return problems
 
 
-def _cross_check(tiers: Mapping[str, TierConfig], jobs: Mapping[str, JobConfig]) -> list[_Problem]:
+def _cross_check(
+    tiers: Mapping[str, TierConfig],
+    jobs: Mapping[str, JobConfig],
+    connections: Mapping[str, ConnectionConfig],
+) -> list[_Problem]:
     """Checks across valid tables."""
     problems: list[_Problem] = []
     for name, job in jobs.items():
@@ -520,7 +605,9 @@ def _cross_check(tiers: Mapping[str, TierConfig], jobs: Mapping[str, JobConfig])
             continue
         if job.source in tiers and job.dest in tiers:
             source, dest = tiers[job.source], tiers[job.dest]
-            if source.connection != dest.connection:
+            if problem := _cross_org(table, job, source, dest, connections):
+                problems.append(problem)
+            elif source.connection != dest.connection:
                 problems.append(
                     _Problem(
                         table,
@@ -545,6 +632,103 @@ def _cross_check(tiers: Mapping[str, TierConfig], jobs: Mapping[str, JobConfig])
     return problems
 
 
+def _org(tier: TierConfig, connections: Mapping[str, ConnectionConfig]) -> str | None:
+    connection = connections.get(tier.connection)
+    return connection.org if isinstance(connection, InfluxDB2Connection) else None
+
+
+def _cross_org(
+    table: str,
+    job: JobConfig,
+    source: TierConfig,
+    dest: TierConfig,
+    connections: Mapping[str, ConnectionConfig],
+) -> _Problem | None:
+    """A job reading one org and writing another is refused unless it says so: tokens are often
+    all-access within an org, and a typo in a tier should not move data between tenants."""
+    orgs = _org(source, connections), _org(dest, connections)
+    if None in orgs or orgs[0] == orgs[1] or job.allow_cross_org:
+        return None
+    return _Problem(
+        table,
+        "dest",
+        job.dest,
+        f"source tier {job.source!r} is in org {orgs[0]!r} and dest tier {job.dest!r} in org "
+        f"{orgs[1]!r}; set allow_cross_org = true if the job is meant to cross orgs",
+    )
+
+
+def _check_job_kinds(
+    path: Path,
+    connections: Mapping[str, ConnectionConfig],
+    tiers: Mapping[str, TierConfig],
+    jobs: Mapping[str, JobConfig],
+) -> list[_Problem]:
+    """What a job may ask of the engine its source connection speaks to."""
+    problems: list[_Problem] = []
+    for name, job in jobs.items():
+        table = _table_name("jobs", name)
+        tier = tiers.get(job.source)
+        connection = connections.get(tier.connection) if tier else None
+        if job.replace and isinstance(connection, InfluxDB1Connection):
+            problems.append(
+                _Problem(
+                    table,
+                    "replace",
+                    True,
+                    "not supported on InfluxDB 1.x: its DELETE FROM … WHERE time … removes the "
+                    "range from every retention policy of the database, hot tier included, so "
+                    "tierflow cannot delete only the dest window",
+                )
+            )
+        if job.replace and not job.measurements:
+            problems.append(
+                _Problem(
+                    table,
+                    "replace",
+                    True,
+                    "needs 'measurements': they name what to delete from the dest window",
+                )
+            )
+        if isinstance(job, QueryJob):
+            problems.extend(_check_template_file(path, table, job, connection))
+        elif isinstance(connection, InfluxDB2Connection):
+            problems.extend(
+                _Problem(
+                    table,
+                    f"aggregates.{field}",
+                    list(functions),
+                    "'mode' is not supported on InfluxDB 2.x: Flux's mode() returns every "
+                    "tied value where InfluxQL's MODE() picks one, so results would differ",
+                )
+                for field, functions in job.aggregates.items()
+                if "mode" in functions
+            )
+    return problems
+
+
+_TEMPLATE_SUFFIX = {"influxdb1": ".influxql.j2", "influxdb2": ".flux.j2"}
+
+
+def _check_template_file(
+    path: Path, table: str, job: QueryJob, connection: ConnectionConfig | None
+) -> list[_Problem]:
+    where = job.template if job.template.is_absolute() else path.parent / job.template
+    if not where.is_file():
+        return [_Problem(table, "template", str(job.template), f"no such file: {where}")]
+    if connection is not None and not where.name.endswith(_TEMPLATE_SUFFIX[connection.kind]):
+        return [
+            _Problem(
+                table,
+                "template",
+                str(job.template),
+                f"the source connection is {connection.kind}: its templates end in "
+                f"{_TEMPLATE_SUFFIX[connection.kind]}",
+            )
+        ]
+    return []
+
+
 def _listing(names: Iterable[str]) -> str:
     listed = ", ".join(sorted(names))
     return listed or "none"
@@ -552,9 +736,14 @@ def _listing(names: Iterable[str]) -> str:
 
 def _warn_literal_secrets(connections: Mapping[str, ConnectionConfig], path: Path) -> None:
     for name, connection in connections.items():
-        if isinstance(connection.password, LiteralSecret):
+        key, secret = (
+            ("token", connection.token)
+            if isinstance(connection, InfluxDB2Connection)
+            else ("password", connection.password)
+        )
+        if isinstance(secret, LiteralSecret):
             warnings.warn(
-                f"{path}: [connections.{name}] password is written into the config; "
+                f"{path}: [connections.{name}] {key} is written into the config; "
                 "prefer { env = ... }, { file = ... } or { command = [...] }",
                 stacklevel=3,
             )

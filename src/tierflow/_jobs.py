@@ -1,25 +1,57 @@
-"""Turning a job and a batch of windows into the query that runs them."""
+"""Turning a job and a batch of windows into the query that runs them.
+
+The template is picked by the job's kind and its source connection's kind (InfluxQL for 1.x,
+Flux for 2.x); every rendered query then passes `check_query` before anyone may send it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from tierflow._config import Config, JobConfig
+from tierflow._config import Config, InfluxDB2Connection, JobConfig, QueryJob, TierConfig
 from tierflow._engines import Series
+from tierflow._errors import TemplateError
+from tierflow._flux_literals import delete_predicate
 from tierflow._planner import Batch
-from tierflow._templates import RenderedQuery, render
+from tierflow._query_checks import Target, check_query
+from tierflow._templates import DeleteRange, RenderedQuery, render, render_file
 from tierflow._windows import EPOCH
 
-__all__ = ["fingerprints", "render_fingerprint", "render_job"]
+__all__ = ["dest_target", "dialect_of", "fingerprints", "render_fingerprint", "render_job"]
+
+
+def dialect_of(config: Config, name: str) -> str:
+    """`flux` when the job's source tier is on an InfluxDB 2.x connection, else `influxql`."""
+    connection = config.connection_of(config.jobs[name].source)
+    return "flux" if isinstance(connection, InfluxDB2Connection) else "influxql"
+
+
+def _tier(config: Config, tier: TierConfig) -> dict[str, Any]:
+    connection = config.connections[tier.connection]
+    return {
+        "bucket": tier.bucket,
+        "org": connection.org if isinstance(connection, InfluxDB2Connection) else None,
+        "database": tier.database,
+        "retention_policy": tier.retention_policy,
+    }
+
+
+def dest_target(config: Config, name: str) -> Target:
+    """Where job `name` may write: its dest tier."""
+    tier = config.tiers[config.jobs[name].dest]
+    return Target(**_tier(config, tier))
 
 
 def _context(config: Config, name: str, batch: Batch) -> dict[str, Any]:
     job: JobConfig = config.jobs[name]
     source, dest = config.tiers[job.source], config.tiers[job.dest]
+    if isinstance(job, QueryJob):
+        return _query_context(config, name, job, batch)
     return {
         "measurements": [{"name": m, "into": job.dest_measurement(m)} for m in job.measurements],
         "aggregates": [
@@ -27,17 +59,68 @@ def _context(config: Config, name: str, batch: Batch) -> dict[str, Any]:
             for field, functions in job.aggregates.items()
             for fn in functions
         ],
-        "source": {"database": source.database, "retention_policy": source.retention_policy},
-        "dest": {"database": dest.database, "retention_policy": dest.retention_policy},
+        "source": _tier(config, source),
+        "dest": _tier(config, dest),
         "range": {"start": batch.range.start, "stop": batch.range.stop},
         "bucket": {"every": batch.every, "offset": batch.offset},
         "tags": dict(job.tags),
     }
 
 
+def _query_context(config: Config, name: str, job: QueryJob, batch: Batch) -> dict[str, Any]:
+    source, dest = config.tiers[job.source], config.tiers[job.dest]
+    return {
+        "window": {
+            "start": batch.range.start,
+            "stop": batch.range.stop,
+            "every": batch.every,
+            "offset": batch.offset,
+        },
+        "job": name,
+        "source": {**_tier(config, source), "measurements": list(job.measurements)},
+        "dest": {
+            **_tier(config, dest),
+            "measurements": [job.dest_measurement(m) for m in job.measurements],
+        },
+        "tags": dict(job.tags),
+        "params": dict(job.params),
+    }
+
+
 def render_job(config: Config, name: str, batch: Batch) -> RenderedQuery:
-    """The exact query text that runs `batch` of job `name`: what `plan` shows and what runs."""
-    return render("influxql/downsample.influxql.j2", _context(config, name, batch))
+    """The exact query text that runs `batch` of job `name`: what `plan` shows and what runs.
+
+    Raises `TemplateError` (an `UnsafeQueryError` for a query that breaks a dispatch rule) so a
+    query that must not run never reaches an engine."""
+    job = config.jobs[name]
+    dialect = dialect_of(config, name)
+    context = _context(config, name, batch)
+    if isinstance(job, QueryJob):
+        query = render_file(config.template_path(job), str(job.template), context)
+    else:
+        query = render(f"{dialect}/downsample.{dialect}.j2", context)
+    check_query(
+        query,
+        window=batch.range,
+        dest=dest_target(config, name),
+        require_write=isinstance(job, QueryJob),
+    )
+    if job.replace:
+        query = dataclasses.replace(query, deletes=_deletes(config, name, batch))
+    return query
+
+
+def _deletes(config: Config, name: str, batch: Batch) -> tuple[DeleteRange, ...]:
+    job = config.jobs[name]
+    bucket = config.tiers[job.dest].bucket
+    tags = tuple(sorted(job.tags.items()))
+    deletes = tuple(
+        DeleteRange(bucket, measurement, batch.range.start, batch.range.stop, tags)
+        for measurement in dict.fromkeys(job.dest_measurement(m) for m in job.measurements)
+    )
+    for delete in deletes:
+        delete_predicate(delete)  # refuses what the predicate cannot say, before anything runs
+    return deletes
 
 
 # Aggregates that only accept numbers: a field using one of them can be summed for the fingerprint.
@@ -47,15 +130,38 @@ _NUMERIC = frozenset({"mean", "median", "sum", "spread", "stddev", "min", "max"}
 def render_fingerprint(config: Config, name: str, batch: Batch) -> RenderedQuery:
     """A read query giving, per window of `batch`, a cheap summary of the job's source data."""
     job = config.jobs[name]
-    columns = [{"function": "count", "field": field} for field in job.aggregates]
-    columns += [
-        {"function": "sum", "field": field}
+    if isinstance(job, QueryJob):
+        raise TemplateError(f"job {name}: query jobs have no source fingerprint")
+    # Per field: its point count (a new point changes it), its sum where the job's aggregates
+    # say the field is numeric (a rewritten value changes it), and the selectors the job asks
+    # for (a rewritten first or last point changes them). Across all series, so the query is
+    # cheap; a rewrite that leaves every one of these unchanged leaves the job's output of
+    # count/first/last unchanged too, but a mode over strings may be missed.
+    columns = [
+        {"function": function, "field": field}
         for field, functions in job.aggregates.items()
-        if _NUMERIC.intersection(functions)
+        for function in (
+            "count",
+            *(["sum"] if _NUMERIC.intersection(functions) else []),
+            *(f for f in ("first", "last", "mode") if f in functions),
+        )
     ]
+    dialect = dialect_of(config, name)
     return render(
-        "influxql/fingerprint.influxql.j2", {**_context(config, name, batch), "columns": columns}
+        f"{dialect}/fingerprint.{dialect}.j2",
+        {**_context(config, name, batch), "columns": columns},
     )
+
+
+def _stable(value: object) -> object:
+    """A fingerprint value that does not move when nothing changed: InfluxDB answers an empty
+    bucket with 0 or null depending on the rest of the query's range, and sums floats in an
+    order that depends on storage (last-bit noise); a real change moves a sum far more."""
+    if value is None:
+        return 0
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
+    return value
 
 
 def fingerprints(series: Sequence[Series], batch: Batch) -> dict[datetime, str]:
@@ -65,7 +171,7 @@ def fingerprints(series: Sequence[Series], batch: Batch) -> dict[datetime, str]:
         for row in item.values:
             start = EPOCH + timedelta(microseconds=int(row[0]) // 1000)
             if start in rows:
-                rows[start].append([item.name, *row[1:]])
+                rows[start].append([item.name, *map(_stable, row[1:])])
     return {
         start: hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
         for start, values in rows.items()

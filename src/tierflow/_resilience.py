@@ -21,7 +21,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from enum import StrEnum
 from typing import TypeVar
 
@@ -203,6 +203,20 @@ class ResilientEngine(Engine):
 
     async def query(self, text: str, *, database: str | None = None) -> list[Series]:
         return await self._call(lambda: self.inner.query(text, database=database))
+
+    async def write(
+        self, body: bytes, *, database: str, retention_policy: str | None = None
+    ) -> int:
+        # Safe to retry: the same points at the same timestamps overwrite themselves.
+        return await self._call(
+            lambda: self.inner.write(body, database=database, retention_policy=retention_policy)
+        )
+
+    def stream(
+        self, text: str, *, database: str | None = None, chunk_size: int = 10_000
+    ) -> AsyncIterator[bytes]:
+        # A stream half consumed cannot be retried here; the window that reads it is re-run.
+        return self.inner.stream(text, database=database, chunk_size=chunk_size)
 
     async def ping(self) -> None:
         """The health check itself: straight to the server, whatever the circuit says."""

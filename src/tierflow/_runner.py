@@ -6,8 +6,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import suppress
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
@@ -122,6 +122,9 @@ class Runner:
     patient: bool = False
     stopping: asyncio.Event | None = None
     _slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
+    _connection_slots: dict[str, asyncio.Semaphore] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     @property
     def lease(self) -> timedelta:
@@ -202,6 +205,11 @@ class Runner:
     def _status(self, job: str, now: datetime) -> JobStatus:
         spec = self.config.jobs[job]
         begin, ledger = self._ledger(job)
+        # Windows that max_catchup will skip are not pending: they will never run.
+        counted_from = begin
+        if spec.max_catchup is not None:
+            horizon = spec.schedule.first_window(now - spec.max_catchup).start
+            counted_from = max(begin, horizon)
         last = self.store.history(job, limit=1)
         status = JobStatus(
             job=job,
@@ -210,7 +218,7 @@ class Runner:
             last_status=last[0].status if last else None,
             failed_windows=sum(e.status in _FAILED for e in ledger.values()),
             pending_windows=count_due(
-                spec.schedule, begin=begin, offset=spec.offset, now=now, ledger=ledger
+                spec.schedule, begin=counted_from, offset=spec.offset, now=now, ledger=ledger
             ),
             rechecked_windows=self.store.count_attempts(job, reason=LATE_DATA),
             parked_windows=sum(e.parked for e in ledger.values()),
@@ -272,13 +280,14 @@ class Runner:
             for entry in self.store.entries(job, spec.schedule.window_at(since).start)
             if entry.status is RunStatus.SUCCEEDED
             and entry.fingerprint is not None
-            and entry.window.stop >= since
+            and entry.window.stop > since
         }
         done = sorted(known)
         changed: list[Window] = []
         for batch in coalesce(done, spec.chunk):
             try:
-                current = await self._fingerprints(job, batch)
+                async with self._capacity(job):
+                    current = await self._fingerprints(job, batch)
             except (EngineError, TemplateError) as exc:
                 log_event("recheck_failed", level=logging.WARNING, job=job, error=str(exc))
                 return []
@@ -335,10 +344,22 @@ class Runner:
         return sorted(runs, key=lambda run: run.batch.range.start)
 
     async def _run_batch(self, job: str, batch: Batch, reason: str) -> BatchRun | None:
+        async with self._capacity(job):
+            return await self._run_claimed(job, batch, reason)
+
+    @asynccontextmanager
+    async def _capacity(self, job: str) -> AsyncIterator[None]:
+        """A slot on the job's connection, then one of the global slots. In that order: a batch
+        waiting for a busy connection must not sit on a global slot that an idle connection's
+        job could use."""
+        connection = self.config.tiers[self.config.jobs[job].source].connection
+        if connection not in self._connection_slots:
+            limit = self.config.connections[connection].max_concurrency
+            self._connection_slots[connection] = asyncio.Semaphore(limit)
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.config.scheduler.max_concurrency)
-        async with self._slots:
-            return await self._run_claimed(job, batch, reason)
+        async with self._connection_slots[connection], self._slots:
+            yield
 
     async def _run_claimed(self, job: str, batch: Batch, reason: str) -> BatchRun | None:
         run_id = uuid.uuid4().hex
@@ -387,6 +408,7 @@ class Runner:
                     error="abandoned: tierflow shut down while the window ran",
                 ),
             )
+            self.metrics.window_runs.labels(job, RunStatus.ABANDONED.value).inc(len(batch.windows))
             log_event("window_abandoned", level=logging.WARNING, **fields)
             raise
         finally:
@@ -404,6 +426,8 @@ class Runner:
             fingerprints=prints,
         )
         watermark = self._finish(job, batch, run_id, outcome)
+        if watermark is None:
+            return None  # the claim was lost: the run that took the windows over reports them
         if error:
             self._report_parked(job, batch, fields)
         self.metrics.window_runs.labels(job, status.value).inc(len(batch.windows))
@@ -414,7 +438,7 @@ class Runner:
             windows=len(batch.windows),
             points_written=written,
             error=error,
-            watermark=isoformat(watermark) if watermark else None,
+            watermark=isoformat(watermark),
             duration_s=round(outcome.duration_s, 6),
             **fields,
         )

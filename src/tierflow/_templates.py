@@ -1,18 +1,22 @@
 """Query text from Jinja2 templates: sandboxed, strict, and safe by construction.
 
 Every value that reaches a query must pass through a quoting filter (`influxql_ident`,
-`influxql_string`, `influxql_time`, …), which marks its output as `QueryLiteral`. The environment's
-`finalize` refuses anything else, so a template that forgets to quote a value fails to render
-instead of silently letting hostile input change the statement.
+`influxql_string`, `influxql_time`, `flux_string`, `flux_time`, …), which marks its output as
+`QueryLiteral`. The environment's `finalize` refuses anything else, so a template that forgets to
+quote a value fails to render instead of silently letting hostile input change the statement.
+The Flux filters live in `_flux_literals`; this module registers them beside the InfluxQL ones.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -23,13 +27,17 @@ from tierflow._errors import TemplateError
 from tierflow._windows import ensure_utc, isoformat
 
 __all__ = [
+    "DeleteRange",
     "QueryLiteral",
     "RenderedQuery",
     "influxql_duration",
     "influxql_ident",
+    "influxql_number",
     "influxql_string",
     "influxql_time",
+    "number_literal",
     "render",
+    "render_file",
 ]
 
 
@@ -40,12 +48,30 @@ class QueryLiteral(str):
 
 
 @dataclass(frozen=True, slots=True)
+class DeleteRange:
+    """Points a `replace = true` job deletes from its dest before writing the window again:
+    `[start, stop)` of one measurement in one bucket, narrowed by exact tag values."""
+
+    bucket: str
+    measurement: str
+    start: datetime
+    stop: datetime
+    tags: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RenderedQuery:
-    """A query ready to send, with what the ledger records about where it came from."""
+    """A query ready to send, with what the ledger records about where it came from.
+
+    `dialect` is `influxql` or `flux`. `deletes` are ranges the engine must delete before it
+    sends the query (`replace = true`); they are part of the same call, so a retry repeats both.
+    """
 
     text: str
     template: str
     template_version: str
+    dialect: str = "influxql"
+    deletes: tuple[DeleteRange, ...] = ()
 
     @property
     def hash(self) -> str:
@@ -110,6 +136,26 @@ def influxql_function(name: object) -> QueryLiteral:
     return QueryLiteral(text)
 
 
+def number_literal(value: object, what: str = "number") -> str:
+    """A finite int or float as plain decimal digits (no exponent: Flux has none), which both
+    InfluxQL and Flux read as the same number. Floats keep a decimal point, so they stay floats."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TemplateError(f"{what} needs an int or a float, got {type(value).__name__}")
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise TemplateError(f"{what}: {value} does not fit in a 64-bit integer")
+        return str(value)
+    if not math.isfinite(value):
+        raise TemplateError(f"{what}: {value!r} is not a finite number")
+    text = format(Decimal(repr(value)), "f")
+    return text if "." in text else text + ".0"
+
+
+def influxql_number(value: object) -> QueryLiteral:
+    """A finite int or float as an InfluxQL number literal."""
+    return QueryLiteral(number_literal(value, "influxql_number"))
+
+
 def _text(value: object, what: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise TemplateError(f"cannot quote a {type(value).__name__} as an InfluxQL {what}")
@@ -131,7 +177,8 @@ def _require_quoted(value: object) -> object:
         return value
     raise TemplateError(
         f"the value {str(value)[:40]!r} reached the query without a quoting filter "
-        "(use influxql_ident, influxql_string, influxql_time or influxql_duration)"
+        "(InfluxQL: influxql_ident, influxql_string, influxql_time, influxql_duration, "
+        "influxql_number; Flux: flux_string, flux_time, flux_duration, flux_ident, flux_number)"
     )
 
 
@@ -145,12 +192,16 @@ def _environment(loader: jinja2.BaseLoader) -> SandboxedEnvironment:
         trim_blocks=False,
         lstrip_blocks=True,
     )
+    from tierflow._flux_literals import FLUX_FILTERS
+
     env.filters.update(
         influxql_ident=influxql_ident,
         influxql_string=influxql_string,
         influxql_time=influxql_time,
         influxql_duration=influxql_duration,
         influxql_function=influxql_function,
+        influxql_number=influxql_number,
+        **FLUX_FILTERS,
     )
     return env
 
@@ -158,6 +209,15 @@ def _environment(loader: jinja2.BaseLoader) -> SandboxedEnvironment:
 @cache
 def _builtin() -> SandboxedEnvironment:
     return _environment(jinja2.PackageLoader("tierflow", "templates"))
+
+
+def template_version(source: str) -> str:
+    """A template's version: the start of the SHA-256 of its source text."""
+    return hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
+def _dialect(name: str) -> str:
+    return "flux" if name.endswith(".flux.j2") else "influxql"
 
 
 def render(name: str, context: Mapping[str, Any]) -> RenderedQuery:
@@ -171,8 +231,40 @@ def render(name: str, context: Mapping[str, Any]) -> RenderedQuery:
         raise
     except jinja2.TemplateError as exc:
         raise TemplateError(f"template {name}: {exc}") from exc
-    version = hashlib.sha256(source.encode()).hexdigest()[:12]
-    return RenderedQuery(_one_line(text), name, version)
+    dialect = _dialect(name)
+    # InfluxQL is joined into one line (shorter logs); Flux keeps its lines, since a user's
+    # `//` comment would swallow everything after it if lines were joined.
+    text = _one_line(text) if dialect == "influxql" else _trim_lines(text)
+    return RenderedQuery(text, name, template_version(source), dialect)
+
+
+@cache
+def _user_environment() -> SandboxedEnvironment:
+    # No loader: a user template cannot include or import other files, so its source text is
+    # the whole of it and its hash is its version.
+    return _environment(jinja2.DictLoader({}))
+
+
+def render_file(path: Path, shown_as: str, context: Mapping[str, Any]) -> RenderedQuery:
+    """Render a user's template file (`kind = "query"` jobs). `shown_as` is the name recorded in
+    the ledger and used in errors (the path as the config writes it)."""
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TemplateError(f"template {shown_as}: cannot read {path}: {exc}") from None
+    try:
+        text = _user_environment().from_string(source).render(context)
+    except TemplateError as exc:
+        raise TemplateError(f"template {shown_as}: {exc}") from None
+    except jinja2.TemplateError as exc:
+        raise TemplateError(f"template {shown_as}: {type(exc).__name__}: {exc}") from None
+    return RenderedQuery(_trim_lines(text), shown_as, template_version(source), _dialect(shown_as))
+
+
+def _trim_lines(text: str) -> str:
+    """Drop blank lines and trailing spaces; keep every other line as written."""
+    lines = (line.rstrip() for line in text.split("\n"))
+    return "\n".join(line for line in lines if line.strip())
 
 
 def _one_line(text: str) -> str:

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tierflow._config import Config, load_config, parse_config
+from tierflow._config import (
+    Config,
+    DownsampleJob,
+    InfluxDB1Connection,
+    load_config,
+    parse_config,
+)
 from tierflow._errors import ConfigError, TierflowError
 from tierflow._secrets import EnvSecret, LiteralSecret
 from tierflow._windows import CronSchedule, IntervalSchedule
@@ -128,6 +134,7 @@ def test_full_config_loads(tmp_path: Path) -> None:
     # 01:00 at UTC+1 is midnight UTC, and the value is held in UTC.
     assert job.start == datetime(2026, 1, 1, tzinfo=UTC)
     assert job.start.utcoffset() == timedelta(0)
+    assert isinstance(job, DownsampleJob)
     assert job.aggregates == {"value": ("mean", "max"), "other": ("count",)}
     assert job.tags == {"site": "north"}
     assert job.schedule == IntervalSchedule(timedelta(minutes=5))
@@ -138,6 +145,7 @@ def test_defaults(tmp_path: Path) -> None:
     config = load_text(tmp_path, text.replace(STATE, ""))
     assert config.state.url == "sqlite:///tierflow-state.db"
     plant = config.connections["plant"]
+    assert isinstance(plant, InfluxDB1Connection)
     assert plant.timeout == timedelta(seconds=15)
     assert plant.password is None
     assert config.jobs["sensor_5m"].offset == timedelta(0)
@@ -281,7 +289,8 @@ def test_naive_start(tmp_path: Path) -> None:
 def test_unknown_job_kind(tmp_path: Path) -> None:
     path, message = error_of(tmp_path, document(job={"kind": '"upsample"'}))
     assert line_about(message, "[jobs.sensor_5m] kind") == (
-        f'  {path}: [jobs.sensor_5m] kind = "upsample": unknown kind; expected one of: downsample'
+        f'  {path}: [jobs.sensor_5m] kind = "upsample": unknown kind; '
+        "expected one of: downsample, query"
     )
 
 
@@ -395,7 +404,9 @@ def test_literal_password_warns_without_showing_it(tmp_path: Path) -> None:
         config = load_config(path)
     assert all(SECRET not in str(w.message) for w in caught)
     assert all(str(path) in str(w.message) for w in caught)
-    password = config.connections["plant"].password
+    plant = config.connections["plant"]
+    assert isinstance(plant, InfluxDB1Connection)
+    password = plant.password
     assert isinstance(password, LiteralSecret)
     assert password.resolve() == SECRET
     assert SECRET not in repr(config)

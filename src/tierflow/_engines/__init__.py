@@ -15,5 +15,12 @@ def engine_for(name: str, config: ConnectionConfig, metrics: Metrics | None = No
     breaker."""
     from tierflow._resilience import ResilientEngine
 
-    inner = InfluxQLEngine(name, config, metrics)
+    inner: Engine
+    if config.kind == "influxdb2":
+        # Imported here: the 2.x engine pulls in influxdb-client, which 1.x users need not have.
+        from tierflow._engines._flux import FluxEngine
+
+        inner = FluxEngine(name, config, metrics)
+    else:
+        inner = InfluxQLEngine(name, config, metrics)
     return ResilientEngine(inner, name, config.retry, config.circuit, metrics=metrics)

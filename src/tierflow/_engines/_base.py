@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from tierflow._errors import EngineError
 from tierflow._templates import RenderedQuery
 
 __all__ = ["Engine", "Execution", "Series"]
@@ -48,6 +50,20 @@ class Engine(ABC):
     async def query(self, text: str, *, database: str | None = None) -> list[Series]:
         """Run a small read query and return its series (for checks and fingerprints: results
         are held in memory, so this is not the export path)."""
+
+    async def write(
+        self, body: bytes, *, database: str, retention_policy: str | None = None
+    ) -> int:
+        """Write line protocol (nanosecond timestamps); return the bytes sent. A refusal of any
+        part raises: a batch is never dropped silently."""
+        raise EngineError(f"{type(self).__name__} cannot write line protocol yet")
+
+    def stream(
+        self, text: str, *, database: str | None = None, chunk_size: int = 10_000
+    ) -> AsyncIterator[bytes]:
+        """Run a read query and yield its CSV body in pieces as they arrive (the export path;
+        the CSV dialect is the engine's own)."""
+        raise EngineError(f"{type(self).__name__} cannot stream query results yet")
 
     @abstractmethod
     async def ping(self) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -117,25 +119,120 @@ class InfluxQLEngine(Engine):
             ) from exc
 
     async def _post(self, path: str, form: dict[str, str], *, kind: str) -> tuple[Any, int, int]:
-        status, raw, retry_after = await self._send(path, form, kind)
+        raw = await self._request(path, kind, data=form, size=_form_size(form))
+        return _json(raw), _form_size(form), len(raw)
+
+    async def write(
+        self, body: bytes, *, database: str, retention_policy: str | None = None
+    ) -> int:
+        """POST line protocol (nanosecond timestamps) to /write; return the bytes sent. Any
+        refusal, partial writes included, raises: a batch is never dropped silently."""
+        params = {"db": database, "precision": "ns"}
+        if retention_policy:
+            params["rp"] = retention_policy
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        payload = body
+        if self.config.gzip:
+            payload = gzip.compress(body, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+        await self._request(
+            "write",
+            "write",
+            data=payload,
+            params=params,
+            headers=headers,
+            size=len(payload),
+            expect=204,
+        )
+        return len(payload)
+
+    async def stream(
+        self, text: str, *, database: str | None = None, chunk_size: int = 10_000
+    ) -> AsyncIterator[bytes]:
+        """Run a read query as CSV with `chunked=true` and yield the body in pieces as they
+        arrive, so a large export never sits in memory whole. (CSV: the server writes it
+        faster than JSON, and Arrow parses it in C++.)"""
+        form = {"q": text, "epoch": "ns", "chunked": "true", "chunk_size": str(chunk_size)}
+        if database:
+            form["db"] = database
+        try:
+            auth = self._auth()
+        except SecretError as exc:
+            raise AuthError(f"connection {self.name}: {exc}") from None
+        received = 0
+        async with self._slots:
+            try:
+                async with self._client().post(
+                    "query",
+                    data=form,
+                    auth=auth,
+                    headers={"Accept": "application/csv"},
+                    timeout=self._stream_timeout(),
+                ) as response:
+                    if response.status != 200:
+                        raw = await response.read()
+                        raise self._refusal(response.status, raw, None)
+                    async for piece in response.content.iter_any():
+                        received += len(piece)
+                        if piece.startswith((b'{"error"', b'{"results"')):
+                            # A statement error arrives as JSON even when CSV was asked for.
+                            _series(_json(piece), self.name)
+                        yield piece
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise TransientEngineError(
+                    f"connection {self.name}: {self.config.url}: {_describe(exc)}"
+                ) from exc
+            finally:
+                if self.metrics is not None:
+                    self.metrics.payload_bytes.labels(self.name, "received").inc(received)
+
+    def _stream_timeout(self) -> aiohttp.ClientTimeout:
+        # A stream may run for long: the total timeout would cut it, so bound each read instead.
+        return aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=self.config.connect_timeout.total_seconds(),
+            sock_read=self.config.timeout.total_seconds(),
+        )
+
+    async def _request(
+        self,
+        path: str,
+        kind: str,
+        *,
+        data: Any,
+        size: int,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        expect: int = 200,
+    ) -> bytes:
+        status, raw, retry_after = await self._send(path, kind, data, params, headers, size)
         if status == 401 and self.config.password is not None:
             # The password may have been rotated at its source: fetch it again, try once more.
             refresh(self.config.password)
-            status, raw, retry_after = await self._send(path, form, kind)
+            status, raw, retry_after = await self._send(path, kind, data, params, headers, size)
+        if status != expect:
+            raise self._refusal(status, raw, retry_after)
+        return raw
+
+    def _refusal(self, status: int, raw: bytes, retry_after: float | None) -> EngineError:
         body = _json(raw)
-        if status != 200:
-            message = body.get("error", "") if isinstance(body, dict) else ""
-            message = message or raw[:200].decode("utf-8", "replace").strip()
-            error = AuthError if status in {401, 403} else classify(status, message)
-            raise error(
-                f"connection {self.name}: HTTP {status}: {message}",
-                status=status,
-                retry_after=retry_after,
-            )
-        return body, _form_size(form), len(raw)
+        message = body.get("error", "") if isinstance(body, dict) else ""
+        message = message or raw[:200].decode("utf-8", "replace").strip()
+        error = AuthError if status in {401, 403} else classify(status, message)
+        return error(
+            f"connection {self.name}: HTTP {status}: {message}",
+            status=status,
+            retry_after=retry_after,
+        )
 
     async def _send(
-        self, path: str, form: dict[str, str], kind: str
+        self,
+        path: str,
+        kind: str,
+        data: Any,
+        params: dict[str, str] | None,
+        headers: dict[str, str] | None,
+        size: int,
     ) -> tuple[int, bytes, float | None]:
         try:
             auth = self._auth()
@@ -144,7 +241,9 @@ class InfluxQLEngine(Engine):
         async with self._slots:
             began = time.perf_counter()
             try:
-                async with self._client().post(path, data=form, auth=auth) as response:
+                async with self._client().post(
+                    path, data=data, params=params, headers=headers, auth=auth
+                ) as response:
                     raw = await response.read()
                     status = response.status
                     retry_after = _retry_after(response.headers.get("Retry-After"))
@@ -158,7 +257,7 @@ class InfluxQLEngine(Engine):
                         time.perf_counter() - began
                     )
         if self.metrics is not None:
-            self.metrics.payload_bytes.labels(self.name, "sent").inc(_form_size(form))
+            self.metrics.payload_bytes.labels(self.name, "sent").inc(size)
             self.metrics.payload_bytes.labels(self.name, "received").inc(len(raw))
         return status, raw, retry_after
 

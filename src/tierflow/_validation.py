@@ -1,0 +1,160 @@
+"""`tierflow validate`: beyond the config itself, every job's query, rendered for a sample window
+and held to the dispatch rules (`_query_checks`); with `online`, each server is asked too.
+
+Offline: the same `render_job` the runner calls before every dispatch, on the job's first window.
+Online: for 2.x connections `/health`, every tier's bucket looked up inside the connection's org,
+and every Flux query sent to `POST /api/v2/query/analyze`; for 1.x connections `/ping` and every
+tier's database and retention policy (`SHOW RETENTION POLICIES`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from tierflow._config import Config, InfluxDB1Connection, InfluxDB2Connection, QueryJob
+from tierflow._engines._influxql import InfluxQLEngine
+from tierflow._errors import EngineError, TemplateError
+from tierflow._jobs import render_fingerprint, render_job
+from tierflow._planner import Batch
+from tierflow._templates import influxql_ident
+
+__all__ = ["Problem", "check_jobs", "check_servers", "sample_batch"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One reason a config cannot run as it is. `unreachable` marks a server that did not
+    answer (not a fault of the config)."""
+
+    message: str
+    job: str | None = None
+    template: str | None = None
+    connection: str | None = None
+    unreachable: bool = False
+
+    def render(self) -> str:
+        where = [
+            f"job {self.job}" if self.job else None,
+            f"template {self.template}" if self.template else None,
+            f"connection {self.connection}" if self.connection else None,
+        ]
+        prefix = ", ".join(part for part in where if part)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+def sample_batch(config: Config, job: str) -> Batch:
+    """The job's first window, as a batch of one."""
+    spec = config.jobs[job]
+    return Batch((spec.schedule.first_window(spec.start),))
+
+
+def _template_of(config: Config, job: str) -> str:
+    spec = config.jobs[job]
+    if isinstance(spec, QueryJob):
+        return str(spec.template)
+    from tierflow._jobs import dialect_of
+
+    dialect = dialect_of(config, job)
+    return f"{dialect}/downsample.{dialect}.j2"
+
+
+def check_jobs(config: Config) -> list[Problem]:
+    """Render every job for its first window and check the result (no server needed)."""
+    problems: list[Problem] = []
+    for name, spec in config.jobs.items():
+        batch = sample_batch(config, name)
+        try:
+            render_job(config, name, batch)
+            if spec.recheck is not None:
+                render_fingerprint(config, name, batch)
+        except TemplateError as exc:
+            message = str(exc).removeprefix(f"template {_template_of(config, name)}: ")
+            problems.append(Problem(message, job=name, template=_template_of(config, name)))
+    return problems
+
+
+async def check_servers(config: Config) -> list[Problem]:
+    """Ask every connection's server what only it knows (see the module docstring)."""
+    problems: list[Problem] = []
+    for name, connection in config.connections.items():
+        if isinstance(connection, InfluxDB2Connection):
+            problems += await _check_influxdb2(config, name, connection)
+        else:
+            problems += await _check_influxdb1(config, name, connection)
+    return problems
+
+
+def _tiers_on(config: Config, connection: str) -> Iterator[tuple[str, str]]:
+    for name, tier in config.tiers.items():
+        if tier.connection == connection:
+            yield name, tier.bucket
+
+
+async def _check_influxdb2(
+    config: Config, name: str, connection: InfluxDB2Connection
+) -> list[Problem]:
+    from tierflow._engines._flux import FluxEngine
+
+    engine = FluxEngine(name, connection)
+    problems: list[Problem] = []
+    try:
+        await engine.ping()
+        for tier, bucket in _tiers_on(config, name):
+            if not await engine.bucket_exists(bucket):
+                problems.append(
+                    Problem(
+                        f"tier {tier}: bucket {bucket!r} is not in org {connection.org!r}",
+                        connection=name,
+                    )
+                )
+        for job, spec in config.jobs.items():
+            if config.tiers[spec.source].connection != name:
+                continue
+            try:
+                query = render_job(config, job, sample_batch(config, job))
+            except TemplateError:
+                continue  # reported offline
+            problems.extend(
+                Problem(error, job=job, template=query.template, connection=name)
+                for error in await engine.analyze(query.text)
+            )
+    except EngineError as exc:
+        problems.append(Problem(str(exc), connection=name, unreachable=exc.transient))
+    finally:
+        await engine.aclose()
+    return problems
+
+
+async def _check_influxdb1(
+    config: Config, name: str, connection: InfluxDB1Connection
+) -> list[Problem]:
+    engine = InfluxQLEngine(name, connection)
+    problems: list[Problem] = []
+    try:
+        await engine.ping()
+        for tier_name, _ in _tiers_on(config, name):
+            tier = config.tiers[tier_name]
+            try:
+                series = await engine.query(
+                    f"SHOW RETENTION POLICIES ON {influxql_ident(tier.database)}"
+                )
+            except EngineError as exc:
+                if exc.transient:
+                    raise
+                problems.append(Problem(f"tier {tier_name}: {exc}", connection=name))
+                continue
+            policies = {str(row[0]) for s in series for row in s.values}
+            if tier.retention_policy is not None and tier.retention_policy not in policies:
+                problems.append(
+                    Problem(
+                        f"tier {tier_name}: database {tier.database!r} has no retention policy "
+                        f"{tier.retention_policy!r} (it has: {', '.join(sorted(policies))})",
+                        connection=name,
+                    )
+                )
+    except EngineError as exc:
+        problems.append(Problem(str(exc), connection=name, unreachable=exc.transient))
+    finally:
+        await engine.aclose()
+    return problems

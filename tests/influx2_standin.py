@@ -1,0 +1,199 @@
+"""A recording stand-in of the InfluxDB 2.x HTTP API, for tests of tierflow's 2.x engine.
+
+It stands in for the *request contract* only: it records every request (method, path, query,
+headers, body, gunzipped) and answers the way InfluxDB 2.x documents (annotated CSV for queries,
+`{"code", "message"}` JSON for errors, 204 for deletes, `Retry-After` on 429/503). It runs no
+Flux and stores nothing: whether a script computes the right thing is for the live suite
+(`tests/integration/test_engine_contract.py` against a real `influxdb:2`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import gzip
+import io
+import json
+import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["Answer", "Recorded", "StandIn", "annotated_csv", "running_in_thread"]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+def annotated_csv(tables: Sequence[tuple[list[str], list[str], list[list[str]]]]) -> bytes:
+    """Annotated CSV as InfluxDB 2.x writes it: per block `#datatype`, `#group`, `#default`, a
+    header, rows (RFC 4180 quoting), and a blank line. Each table is (columns, datatypes, rows);
+    `result` and `table` columns are added in front like the server does."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    for index, (columns, datatypes, rows) in enumerate(tables):
+        writer.writerow(["#datatype", "string", "long", *datatypes])
+        groups = [
+            "true"
+            if c in {"_start", "_stop", "_field", "_measurement"} or not c.startswith("_")
+            else "false"
+            for c in columns
+        ]
+        writer.writerow(["#group", "false", "false", *groups])
+        writer.writerow(["#default", "_result", "", *[""] * len(columns)])
+        writer.writerow(["", "result", "table", *columns])
+        writer.writerows(["", "", str(index), *row] for row in rows)
+        buffer.write("\r\n")
+    return buffer.getvalue().encode()
+
+
+def error_csv(message: str) -> bytes:
+    """The error table a 2.x server sends when a query fails after the response began."""
+    quoted = '"' + message.replace('"', '""') + '"'
+    return (
+        "#datatype,string,string\r\n#group,true,true\r\n#default,,\r\n"
+        f",error,reference\r\n,{quoted},\r\n\r\n"
+    ).encode()
+
+
+@dataclass
+class StandIn:
+    """Records requests; answers scripted `Answer`s per path (first in, first out), else the
+    defaults: /health pass, /ready 200, buckets found if in `buckets`, deletes 204, queries
+    `default_csv`. Requests with a token not in `tokens` get 401."""
+
+    tokens: set[str] = field(default_factory=lambda: {"secret-token-1"})
+    org: str = "acme"
+    buckets: set[str] = field(default_factory=lambda: {"hot", "warm"})
+    default_csv: bytes = b""
+    gzip_responses: bool = False
+    requests: list[Recorded] = field(default_factory=list)
+    scripted: dict[str, deque[Answer]] = field(default_factory=dict)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    url: str = ""
+    _runner: web.AppRunner | None = None
+
+    def script(self, path: str, *answers: Answer) -> None:
+        self.scripted.setdefault(path, deque()).extend(answers)
+
+    def paths(self) -> list[str]:
+        return [r.path for r in self.requests]
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        if request.headers.get("Content-Encoding") == "gzip":
+            raw = gzip.decompress(raw)
+        self.requests.append(
+            Recorded(request.method, request.path, dict(request.query), dict(request.headers), raw)
+        )
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            answer = self._answer(request)
+            if answer.delay:
+                await asyncio.sleep(answer.delay)
+        finally:
+            self.in_flight -= 1
+        body = answer.body
+        headers = dict(answer.headers)
+        if self.gzip_responses and "gzip" in request.headers.get("Accept-Encoding", ""):
+            body = gzip.compress(body)
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(status=answer.status, body=body, headers=headers)
+
+    def _answer(self, request: web.Request) -> Answer:
+        queue = self.scripted.get(request.path)
+        if queue:
+            return queue.popleft()
+        auth = request.headers.get("Authorization", "")
+        if request.path not in {"/health", "/ready", "/ping"} and (
+            not auth.startswith("Token ") or auth.removeprefix("Token ") not in self.tokens
+        ):
+            return _json(401, {"code": "unauthorized", "message": "unauthorized access"})
+        if request.path == "/health":
+            return _json(200, {"name": "influxdb", "status": "pass"})
+        if request.path == "/ready":
+            return _json(200, {"status": "ready"})
+        if request.path == "/api/v2/buckets":
+            wanted = request.query.get("name")
+            if request.query.get("org") != self.org:
+                return _json(404, {"code": "not found", "message": "organization not found"})
+            found = [{"name": b, "orgID": "0a"} for b in sorted(self.buckets) if b == wanted]
+            return _json(200, {"buckets": found})
+        if request.path == "/api/v2/delete":
+            return Answer(204)
+        if request.path == "/api/v2/query/analyze":
+            return _json(200, {"errors": []})
+        if request.path == "/api/v2/query":
+            return Answer(200, self.default_csv, {"Content-Type": "text/csv; charset=utf-8"})
+        return _json(404, {"code": "not found", "message": f"path not found: {request.path}"})
+
+
+def _json(status: int, body: object, headers: dict[str, str] | None = None) -> Answer:
+    return Answer(
+        status, json.dumps(body).encode(), {"Content-Type": "application/json", **(headers or {})}
+    )
+
+
+def error_answer(status: int, message: str, **headers: str) -> Answer:
+    return _json(status, {"code": "error", "message": message}, headers)
+
+
+@contextmanager
+def running_in_thread(standin: StandIn) -> Iterator[StandIn]:
+    """Serve `standin` from a thread with its own event loop (for subprocess tests)."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(standin.start())
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield standin
+    finally:
+        asyncio.run_coroutine_threadsafe(standin.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

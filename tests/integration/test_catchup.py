@@ -1,0 +1,286 @@
+"""Catching up on many windows: coalesced queries, `max_catchup`, backfill.
+
+The number of queries is counted where they arrive, at a recording proxy in front of the real
+influxd (`tests.proxy`); what lands in the warm tier is compared with plain Python's aggregates
+of the raw points the test wrote (`expected_tier`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import (
+    WARM_RP,
+    ConfigWriter,
+    Databases,
+    hour_floor_days_ago,
+    read_tier,
+)
+from tests.integration.test_cli import ok_json, rfc3339, tierflow
+from tests.integration.test_concurrency import downsamples, time_range
+from tests.integration.test_downsample import (
+    EVERY,
+    SERIES,
+    Point,
+    assert_all_succeeded,
+    assert_tier,
+    expected_tier,
+    grid,
+    job,
+    ns,
+    open_runner,
+    windows_of,
+    write_points,
+)
+from tests.proxy import Proxy, ThreadedProxy
+from tierflow import RunStatus
+from tierflow.testing import ThrowawayInfluxd
+
+HOURS = 6
+SPAN = timedelta(hours=HOURS)
+COUNT = SPAN // EVERY  # 72 windows of 5 minutes
+
+
+@pytest.fixture
+def start() -> datetime:
+    # Six hours of windows, all well in the past and inside the warm RP's 400 days.
+    return hour_floor_days_ago(2)
+
+
+def readings(
+    seed: int, start: datetime, count: int = COUNT, *, quantum: float | None = None
+) -> list[Point]:
+    """Irregular points for every series in `count` windows of EVERY from `start`, plus one
+    window either side (never aggregated). Every hour boundary (where a 1h chunk ends) and the
+    last instant before it hold a point, so a chunk bound off by one would show. With
+    `quantum` (a power of two), temperatures are multiples of it, so that their sums are exact
+    in any order."""
+    rng = random.Random(seed)
+    step = EVERY // timedelta(microseconds=1) * 1000
+    points = []
+    for host, site in SERIES:
+        for window in range(-1, count + 1):
+            low = ns(start) + window * step
+            edge = window % 12
+            if rng.random() < 0.15 and edge not in {0, 11}:
+                continue
+            times = {rng.randrange(low, low + step) for _ in range(rng.randint(1, 4))}
+            if edge == 0 or rng.random() < 0.2:
+                times.add(low)
+            if edge == 11 or rng.random() < 0.2:
+                times.add(low + step - 1)
+            for moment in sorted(times):
+                temp = rng.uniform(-20, 45)
+                temp = round(temp, 3) if quantum is None else round(temp / quantum) * quantum
+                fields: dict[str, float | int] = {"temp": temp}
+                if rng.random() < 0.7:
+                    fields["errors"] = rng.randint(0, 9)
+                points.append(Point("sensor", (("host", host), ("site", site)), moment, fields))
+    return points
+
+
+def plan_json(config: Path, now: datetime) -> Any:
+    return ok_json(
+        tierflow("plan", "-c", config, "--now", rfc3339(now), "--json", cwd=config.parent)
+    )
+
+
+def as_window(item: dict[str, Any]) -> tuple[datetime, datetime]:
+    return datetime.fromisoformat(item["start"]), datetime.fromisoformat(item["stop"])
+
+
+CHUNKS = {  # catchup_chunk → (its length, queries for the 72 windows, windows per query)
+    "1h": (timedelta(hours=1), 6, 12),
+    "5m": (timedelta(minutes=5), 72, 1),
+    # Not a multiple of the window: two windows (10m) fit in a query, never three (15m).
+    "12m": (timedelta(minutes=12), 36, 2),
+}
+
+
+async def test_coalesced_catchup_sends_one_query_per_chunk_and_writes_the_same_points(
+    influxd: ThrowawayInfluxd,
+    databases: Databases,
+    write_config: ConfigWriter,
+    start: datetime,
+    tmp_path: Path,
+) -> None:
+    points = readings(31, start)
+    expected = expected_tier(points, grid(start, EVERY, COUNT))
+    assert len(expected) > 300
+    now = start + SPAN
+    tiers = {}
+    for chunk, (length, queries, per_query) in CHUNKS.items():
+        db = databases.new()
+        write_points(influxd, db, points)
+        async with Proxy(influxd.url) as proxy:
+            spec = job(start, catchup_chunk=chunk)
+            config = write_config(db, {"down": spec}, url=proxy.url, directory=tmp_path / chunk)
+            plan = await asyncio.to_thread(plan_json, config, now)
+            async with open_runner(config) as runner:
+                runs = await runner.run_due(now)
+
+        assert_all_succeeded(runs)
+        assert windows_of(runs) == grid(start, EVERY, COUNT)
+        assert [len(run.batch.windows) for run in runs] == [per_query] * queries
+        # At the server: exactly one query per chunk, each covering its windows, no more.
+        sent = downsamples(proxy.exchanges)
+        assert len(sent) == len(proxy.exchanges) == queries, chunk
+        ranges = sorted(time_range(e.q or "") for e in sent)
+        assert ranges == [
+            (start + i * per_query * EVERY, start + (i + 1) * per_query * EVERY)
+            for i in range(queries)
+        ]
+        assert all(high - low <= length for low, high in ranges)
+        # `plan` lists every window, and the windows one query covers share its exact text:
+        # the text that then reached the server.
+        (listed,) = plan["jobs"]
+        assert [as_window(w) for w in listed["windows"]] == grid(start, EVERY, COUNT)
+        assert {w["action"] for w in listed["windows"]} == {"run"}
+        groups = [
+            (query, [as_window(w) for w in members])
+            for query, members in itertools.groupby(listed["windows"], key=lambda w: w["query"])
+        ]
+        assert [len(members) for _, members in groups] == [per_query] * queries
+        for query, members in groups:
+            assert time_range(query) == (members[0][0], members[-1][1])
+        assert [query for query, _ in groups] == [e.q for e in sent]
+        assert len({query for query, _ in groups}) == queries
+
+        tiers[chunk] = read_tier(influxd, db, WARM_RP)
+        assert_tier(tiers[chunk], expected)
+
+    assert tiers["1h"] == tiers["5m"] == tiers["12m"]
+
+
+async def test_max_catchup_skips_the_old_windows_and_the_watermark_passes_them(
+    influxd: ThrowawayInfluxd, db: str, write_config: ConfigWriter, start: datetime
+) -> None:
+    points = readings(32, start)
+    write_points(influxd, db, points)
+    now = start + SPAN
+    horizon = now - timedelta(hours=1)
+    skipped, kept = grid(start, EVERY, COUNT - 12), grid(horizon, EVERY, 12)
+
+    async with Proxy(influxd.url) as proxy:
+        config = write_config(db, {"down": job(start, max_catchup="1h")}, url=proxy.url)
+        plan = await asyncio.to_thread(plan_json, config, now)
+        async with open_runner(config) as runner:
+            runs = await runner.run_due(now)
+            (status,) = runner.status(now)
+            again = await runner.run_due(now)
+            history = runner.store.history("down", limit=1000)
+            ledger = runner.store.entries("down", start)
+
+    (listed,) = plan["jobs"]
+    actions = [(as_window(w), w["action"], w["query"]) for w in listed["windows"]]
+    assert [(w, a) for w, a, _ in actions] == [(w, "skip") for w in skipped] + [
+        (w, "run") for w in kept
+    ]
+    assert {q for _, a, q in actions if a == "skip"} == {None}
+    (query,) = {q for _, a, q in actions if a == "run"}
+    assert time_range(query) == (horizon, now)
+
+    assert_all_succeeded(runs)
+    assert windows_of(runs) == kept
+    assert again == []
+    # Only the last hour was read: one query, and nothing else reached the server.
+    (sent,) = proxy.exchanges
+    assert sent.q == query
+    # Skipped windows are recorded as such (not run, not failed) and the watermark passed them.
+    assert sorted((a.window.start, a.window.stop) for a in history) == skipped + kept
+    by_status = {
+        status: sorted((a.window.start, a.window.stop) for a in history if a.status == status)
+        for status in {a.status for a in history}
+    }
+    assert by_status == {RunStatus.SKIPPED: skipped, RunStatus.SUCCEEDED: kept}
+    assert {a.reason for a in history if a.status == RunStatus.SKIPPED} == {"max_catchup"}
+    assert {a.reason for a in history if a.status == RunStatus.SUCCEEDED} == {"scheduled"}
+    assert [(e.window.start, e.window.stop, e.status) for e in ledger] == [
+        (*w, RunStatus.SKIPPED) for w in skipped
+    ] + [(*w, RunStatus.SUCCEEDED) for w in kept]
+    assert (status.watermark, status.pending_windows, status.failed_windows) == (now, 0, 0)
+    # Nothing of the skipped windows is in the warm tier; the rest is exact.
+    expected = expected_tier(points, kept)
+    assert_tier(read_tier(influxd, db, WARM_RP), expected)
+    assert {time for _, time, _ in expected} == {ns(low) for low, _ in kept}
+
+
+@pytest.mark.parametrize(
+    ("chunk", "begin", "end", "per_query"),
+    [
+        pytest.param("1h", 0, 72, 12, id="1h-all"),
+        pytest.param("12m", 0, 72, 2, id="12m-all"),
+        # Chunks count from the first window of the range, not from the hour.
+        pytest.param("1h", 6, 30, 12, id="1h-from-half-past"),
+    ],
+)
+def test_a_backfill_coalesces_like_a_catchup(
+    influxd: ThrowawayInfluxd,
+    db: str,
+    write_config: ConfigWriter,
+    start: datetime,
+    tmp_path: Path,
+    chunk: str,
+    begin: int,
+    end: int,
+    per_query: int,
+) -> None:
+    points = readings(33, start)
+    write_points(influxd, db, points)
+    now = start + SPAN
+    # The first run goes straight to the server; the backfill, after late data, through the
+    # proxy, from the real `tierflow backfill` process.
+    config = write_config(db, {"down": job(start, catchup_chunk=chunk)})
+    ok_json(tierflow("run-once", "-c", config, "--now", rfc3339(now), "--json", cwd=tmp_path))
+    late = [
+        Point(
+            "sensor",
+            (("host", "h1"), ("site", "berlin")),
+            ns(start + i * EVERY) + 11,
+            {"temp": 99.0},
+        )
+        for i in range(COUNT)
+    ]
+    write_points(influxd, db, late)
+    low, high = start + begin * EVERY, start + end * EVERY
+
+    with ThreadedProxy(influxd.url) as proxy:
+        config = write_config(db, {"down": job(start, catchup_chunk=chunk)}, url=proxy.url)
+        body = ok_json(
+            tierflow(
+                "backfill",
+                "down",
+                "--from",
+                rfc3339(low),
+                "--to",
+                rfc3339(high),
+                "--now",
+                rfc3339(now),
+                "--json",
+                "-c",
+                config,
+                cwd=tmp_path,
+            )
+        )
+        sent = downsamples(proxy.proxy.exchanges)
+
+    windows = grid(low, EVERY, end - begin)
+    assert [as_window(run) for run in body["runs"]] == windows
+    assert (body["succeeded"], body["failed"]) == (end - begin, 0)
+    queries = (end - begin) // per_query
+    assert len(sent) == queries
+    assert sorted(time_range(e.q or "") for e in sent) == [
+        (low + i * per_query * EVERY, low + (i + 1) * per_query * EVERY) for i in range(queries)
+    ]
+    # The backfilled windows see the late points; the others keep what the first run wrote.
+    all_windows = grid(start, EVERY, COUNT)
+    outside = [w for w in all_windows if w not in windows]
+    expected = {**expected_tier(points, outside), **expected_tier(points + late, windows)}
+    assert_tier(read_tier(influxd, db, WARM_RP), expected)

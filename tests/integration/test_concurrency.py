@@ -1,0 +1,354 @@
+"""Concurrency limits, judged where they matter: at the server. Every request tierflow sends goes
+through a recording proxy (`tests.proxy`) in front of the real influxd, which counts the requests
+in flight at once; a delay at the proxy makes each request last long enough for overlaps to
+happen. The settings say what should happen; only the proxy's counts say what did.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import (
+    WARM_RP,
+    Databases,
+    TierData,
+    hour_floor_days_ago,
+    read_tier,
+    toml_value,
+)
+from tests.integration.test_downsample import (
+    EVERY,
+    assert_all_succeeded,
+    assert_tier,
+    expected_tier,
+    grid,
+    job,
+    open_runner,
+    telemetry,
+    windows_of,
+    write_points,
+)
+from tests.proxy import Exchange, InFlight, Proxy, max_overlap
+from tierflow import RunStatus
+from tierflow.testing import ThrowawayInfluxd
+
+# -- helpers shared with test_catchup and test_recheck ---------------------------------------
+
+_INTO = re.compile(r'\bINTO "(?:[^"\\]|\\.)*"\.(?:"(?:[^"\\]|\\.)*")?\."((?:[^"\\]|\\.)*)"')
+_RANGE = re.compile(r"WHERE time >= '([^']+)' AND time < '([^']+)'")
+
+
+def into_of(exchange: Exchange) -> str | None:
+    """The measurement a downsample query writes INTO (None for any other request)."""
+    found = _INTO.search(exchange.q or "")
+    return found.group(1) if found else None
+
+
+def downsamples(exchanges: list[Exchange]) -> list[Exchange]:
+    """The `SELECT … INTO` queries among the recorded requests."""
+    return [e for e in exchanges if e.path == "/query" and into_of(e) is not None]
+
+
+def time_range(text: str) -> tuple[datetime, datetime]:
+    """The `WHERE time >= … AND time < …` bounds of an InfluxQL query (every statement of a
+    query tierflow renders has the same bounds: checked)."""
+    found = set(_RANGE.findall(text))
+    assert len(found) == 1, f"not exactly one time range in {text!r}"
+    ((low, high),) = found
+    return datetime.fromisoformat(low), datetime.fromisoformat(high)
+
+
+def write_toml(path: Path, document: Mapping[str, Mapping[str, object]]) -> Path:
+    """A tierflow config from nested tables: `state`/`scheduler` are plain tables, and
+    `connections`/`tiers`/`jobs` tables of named tables."""
+    lines: list[str] = []
+    for section, body in document.items():
+        named = section in {"connections", "tiers", "jobs"}
+        tables = body.items() if named else [(None, body)]
+        for name, table in tables:
+            assert isinstance(table, Mapping)
+            lines.append(f"[{section}.{name}]" if named else f"[{section}]")
+            lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
+            lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def two_connection_config(
+    path: Path,
+    db: str,
+    urls: Mapping[str, str],
+    jobs: Mapping[str, Mapping[str, object]],
+    *,
+    scheduler: Mapping[str, object] | None = None,
+    limits: Mapping[str, int] | None = None,
+) -> Path:
+    """Connections named after `urls` (each with hot/warm tiers `hot_<name>`, `warm_<name>` on
+    the same database); each job names its `connection`."""
+    connections = {
+        name: {
+            "kind": "influxdb1",
+            "url": url,
+            "timeout": "30s",
+            **({"max_concurrency": limits[name]} if limits and name in limits else {}),
+        }
+        for name, url in urls.items()
+    }
+    tiers: dict[str, dict[str, object]] = {}
+    for name in urls:
+        tiers[f"hot_{name}"] = {"connection": name, "bucket": f"{db}/autogen"}
+        tiers[f"warm_{name}"] = {"connection": name, "bucket": f"{db}/{WARM_RP}"}
+    job_tables = {
+        name: {
+            "kind": "downsample",
+            "source": f"hot_{spec['connection']}",
+            "dest": f"warm_{spec['connection']}",
+            **{k: v for k, v in spec.items() if k != "connection"},
+        }
+        for name, spec in jobs.items()
+    }
+    document: dict[str, Mapping[str, object]] = {
+        "state": {"url": f"sqlite:///{path.parent}/state.db"}
+    }
+    if scheduler:
+        document["scheduler"] = scheduler
+    document |= {"connections": connections, "tiers": tiers, "jobs": job_tables}
+    return write_toml(path, document)
+
+
+@pytest.fixture
+def start() -> datetime:
+    return hour_floor_days_ago(2)
+
+
+def _into(name: str) -> str:
+    return "{{ measurement }}_" + name
+
+
+def suffixed(name: str) -> Callable[[str], str]:
+    """What `_into(name)` does to a measurement, computed by the test itself."""
+    return lambda measurement: f"{measurement}_{name}"
+
+
+# -- the tests -------------------------------------------------------------------------------
+
+
+async def test_a_connection_never_has_more_than_its_max_concurrency_in_flight(
+    influxd: ThrowawayInfluxd, db: str, start: datetime, tmp_path: Path
+) -> None:
+    points = telemetry(21, start)
+    write_points(influxd, db, points)
+    count = 8
+    names = ["a", "b", "c"]
+    async with Proxy(influxd.url, delay=0.1, group=into_of) as proxy:
+        config = two_connection_config(
+            tmp_path / "tierflow.toml",
+            db,
+            {"plant": proxy.url},
+            {
+                name: job(
+                    start,
+                    connection="plant",
+                    into=_into(name),
+                    parallel_windows=4,
+                    catchup_chunk="5m",
+                )
+                for name in names
+            },
+            limits={"plant": 2},
+        )
+        async with open_runner(config) as runner:
+            runs = await runner.run_due(start + count * EVERY)
+
+    assert_all_succeeded(runs)
+    for name in names:
+        assert windows_of(r for r in runs if r.job == name) == grid(start, EVERY, count)
+    queries = downsamples(proxy.exchanges)
+    assert len(queries) == len(names) * count
+    assert len(proxy.exchanges) == len(queries)  # nothing else was sent
+    # Twelve batches wanted to run at once; the connection let two through, and used both.
+    assert proxy.max_in_flight == 2
+    assert max_overlap(proxy.exchanges) == 2
+    assert {e.in_flight for e in proxy.exchanges} == {1, 2}
+    # Under concurrency the results stay exact, job by job.
+    expected: TierData = {}
+    for name in names:
+        expected |= expected_tier(points, grid(start, EVERY, count), into=suffixed(name))
+    assert len(expected) > 3 * 30
+    assert_tier(read_tier(influxd, db, WARM_RP), expected)
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+async def test_the_scheduler_limit_holds_across_connections(
+    influxd: ThrowawayInfluxd, db: str, start: datetime, tmp_path: Path, limit: int
+) -> None:
+    points = telemetry(22, start)
+    write_points(influxd, db, points)
+    count = 6
+    both = InFlight()
+    async with (
+        Proxy(influxd.url, delay=0.08, shared=both) as one,
+        Proxy(influxd.url, delay=0.08, shared=both) as two,
+    ):
+        config = two_connection_config(
+            tmp_path / "tierflow.toml",
+            db,
+            {"one": one.url, "two": two.url},
+            {
+                name: job(
+                    start,
+                    connection=name,
+                    into=_into(name),
+                    parallel_windows=4,
+                    catchup_chunk="5m",
+                )
+                for name in ("one", "two")
+            },
+            scheduler={"max_concurrency": limit},
+        )
+        async with open_runner(config) as runner:
+            runs = await runner.run_due(start + count * EVERY)
+
+    assert_all_succeeded(runs)
+    assert len(downsamples(one.exchanges)) == count
+    assert len(downsamples(two.exchanges)) == count
+    # Counted live across both proxies, and again from the recorded spans.
+    assert both.max == limit
+    assert max_overlap(one.exchanges + two.exchanges) == limit
+    expected = {
+        **expected_tier(points, grid(start, EVERY, count), into=lambda m: f"{m}_one"),
+        **expected_tier(points, grid(start, EVERY, count), into=lambda m: f"{m}_two"),
+    }
+    assert_tier(read_tier(influxd, db, WARM_RP), expected)
+
+
+@pytest.mark.parametrize(("parallel", "count"), [(None, 6), (3, 9)])
+async def test_a_job_has_at_most_parallel_windows_in_flight(
+    influxd: ThrowawayInfluxd,
+    db: str,
+    start: datetime,
+    tmp_path: Path,
+    parallel: int | None,
+    count: int,
+) -> None:
+    points = telemetry(23, start)
+    write_points(influxd, db, points)
+    names = ["x", "y"]
+    async with Proxy(influxd.url, delay=0.1, group=into_of) as proxy:
+        config = two_connection_config(
+            tmp_path / "tierflow.toml",
+            db,
+            {"plant": proxy.url},
+            {
+                name: job(
+                    start,
+                    connection="plant",
+                    into=_into(name),
+                    parallel_windows=parallel,
+                    catchup_chunk="5m",
+                )
+                for name in names
+            },
+            limits={"plant": 16},
+        )
+        async with open_runner(config) as runner:
+            runs = await runner.run_due(start + count * EVERY)
+
+    assert_all_succeeded(runs)
+    per_job = parallel or 1
+    # Each job at most (and, with enough batches and a wide connection, exactly) its own limit;
+    # the jobs themselves ran side by side.
+    assert proxy.max_in_flight_by_group() == {f"sensor_{name}": per_job for name in names}
+    for name in names:
+        mine = [e for e in proxy.exchanges if into_of(e) == f"sensor_{name}"]
+        assert len(mine) == count
+        assert max_overlap(mine) == per_job
+    assert proxy.max_in_flight == 2 * per_job
+    expected = {
+        key: value
+        for name in names
+        for key, value in expected_tier(
+            points, grid(start, EVERY, count), into=suffixed(name)
+        ).items()
+    }
+    assert_tier(read_tier(influxd, db, WARM_RP), expected)
+
+
+SLOW = 2.0
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        pytest.param({}, id="defaults"),
+        pytest.param(
+            {"scheduler": {"max_concurrency": 2}, "slow_limit": 1, "slow_parallel": 2},
+            id="global-limit-with-a-queue-on-the-slow-connection",
+        ),
+    ],
+)
+async def test_jobs_on_different_connections_do_not_wait_for_each_other(
+    influxd: ThrowawayInfluxd,
+    databases: Databases,
+    start: datetime,
+    tmp_path: Path,
+    setup: dict[str, Any],
+) -> None:
+    db = databases.new()
+    points = telemetry(24, start)
+    write_points(influxd, db, points)
+    count = 12
+    slow_parallel = setup.get("slow_parallel", 1)
+    async with (
+        Proxy(influxd.url, delay=SLOW) as slow,
+        Proxy(influxd.url) as fast,
+    ):
+        config = two_connection_config(
+            tmp_path / "tierflow.toml",
+            db,
+            {"slow": slow.url, "fast": fast.url},
+            {
+                # The slow job's windows go in one query per `slow_parallel` (the fast one's one
+                # query per window).
+                "slow": job(
+                    start,
+                    connection="slow",
+                    into=_into("slow"),
+                    parallel_windows=slow_parallel,
+                    catchup_chunk=f"{count * 5 // slow_parallel}m",
+                ),
+                "fast": job(start, connection="fast", into=_into("fast"), catchup_chunk="5m"),
+            },
+            scheduler=setup.get("scheduler"),
+            limits={"slow": setup.get("slow_limit", 4)},
+        )
+        async with open_runner(config) as runner:
+            runs = await runner.run_due(start + count * EVERY)
+            ledger = {name: runner.store.entries(name, start) for name in ("slow", "fast")}
+
+    assert_all_succeeded(runs)
+    slow_queries, fast_queries = downsamples(slow.exchanges), downsamples(fast.exchanges)
+    assert len(slow_queries) == slow_parallel
+    assert len(fast_queries) == count
+    first_slow_answer = min(e.ended for e in slow_queries if e.ended is not None)
+    assert first_slow_answer - slow_queries[0].started >= SLOW
+    # The fast job started while the slow one was under way, and was done long before it.
+    assert fast_queries[0].started < first_slow_answer
+    last_fast_answer = max(e.ended for e in fast_queries if e.ended is not None)
+    assert last_fast_answer < first_slow_answer - SLOW / 2
+    # The ledger agrees (its clock is the wall clock, the proxy's a monotonic one).
+    assert {e.status for entries in ledger.values() for e in entries} == {RunStatus.SUCCEEDED}
+    fast_done = max(e.finished_at for e in ledger["fast"] if e.finished_at is not None)
+    slow_done = min(e.finished_at for e in ledger["slow"] if e.finished_at is not None)
+    assert slow_done - fast_done > timedelta(seconds=SLOW / 2)
+    expected = {
+        **expected_tier(points, grid(start, EVERY, count), into=lambda m: f"{m}_slow"),
+        **expected_tier(points, grid(start, EVERY, count), into=lambda m: f"{m}_fast"),
+    }
+    assert_tier(read_tier(influxd, db, WARM_RP), expected)

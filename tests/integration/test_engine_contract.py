@@ -1,0 +1,528 @@
+"""The engine contract, stated once and run against every engine: what a downsample (or a query
+job) writes to the dest tier must equal what plain Python computes from the raw points.
+
+- `influxdb1`: the InfluxQL engine against the throwaway InfluxDB 1.6 the test session starts.
+- `influxdb2`: the Flux engine against a live InfluxDB 2.x, only when
+  `TIERFLOW_TEST_INFLUXDB2_URL`, `TIERFLOW_TEST_INFLUXDB2_TOKEN` and `TIERFLOW_TEST_INFLUXDB2_ORG`
+  are set (an all-access token: the suite creates and deletes its own buckets); otherwise those
+  cases are skipped, saying so. See README, "The live 2.x suite".
+
+Each backend writes and reads its tiers with its own small HTTP client, never through tierflow.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from tests.integration.conftest import (
+    WARM_RP,
+    Databases,
+    TierData,
+    hour_floor_days_ago,
+    read_tier,
+    toml_value,
+)
+from tests.integration.test_downsample import (
+    AGGREGATES,
+    EVERY,
+    HOSTILE_MEASUREMENTS,
+    NS,
+    SPAN,
+    WINDOWS,
+    Point,
+    _every_7m,
+    assert_all_succeeded,
+    assert_tier,
+    expected_tier,
+    grid,
+    line,
+    ns,
+    open_runner,
+    telemetry,
+    windows_of,
+    write_points,
+)
+from tierflow import RunStatus
+from tierflow.testing import ThrowawayInfluxd
+
+LIVE_ENV = (
+    "TIERFLOW_TEST_INFLUXDB2_URL",
+    "TIERFLOW_TEST_INFLUXDB2_TOKEN",
+    "TIERFLOW_TEST_INFLUXDB2_ORG",
+)
+
+
+class Backend(Protocol):
+    kind: str
+
+    def connection_toml(self) -> list[str]: ...
+    def hot(self) -> str: ...
+    def warm(self) -> str: ...
+    def write(self, points: Iterable[Point]) -> None: ...
+    def read_warm(self) -> TierData: ...
+    def read_hot(self) -> TierData: ...
+
+
+@dataclass
+class InfluxDB1:
+    """A fresh database with a `warm` RP on the session's throwaway influxd."""
+
+    server: ThrowawayInfluxd
+    db: str
+    kind: str = "influxdb1"
+
+    def connection_toml(self) -> list[str]:
+        return ['kind = "influxdb1"', f"url = {toml_value(self.server.url)}", 'timeout = "30s"']
+
+    def hot(self) -> str:
+        return f"{self.db}/autogen"
+
+    def warm(self) -> str:
+        return f"{self.db}/{WARM_RP}"
+
+    def write(self, points: Iterable[Point]) -> None:
+        write_points(self.server, self.db, points)
+
+    def read_warm(self) -> TierData:
+        return read_tier(self.server, self.db, WARM_RP)
+
+    def read_hot(self) -> TierData:
+        return read_tier(self.server, self.db, "autogen")
+
+
+@dataclass
+class InfluxDB2:
+    """Two fresh buckets (hot, warm) in the live server's org, deleted afterwards."""
+
+    url: str
+    token: str
+    org: str
+    kind: str = "influxdb2"
+    suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    ids: list[str] = field(default_factory=list)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+        **params: str,
+    ) -> bytes:
+        url = self.url.rstrip("/") + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        request = urllib.request.Request(
+            url,
+            data=body,
+            method=method,
+            headers={
+                "Authorization": f"Token {self.token}",
+                "Content-Type": content_type,
+                "Accept": "application/csv, application/json",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return bytes(response.read())
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(
+                f"{method} {path}: HTTP {exc.code}: {exc.read()[:300]!r}"
+            ) from None
+
+    def create(self) -> None:
+        orgs = json.loads(self._call("GET", "/api/v2/orgs", org=self.org))["orgs"]
+        org_id = orgs[0]["id"]
+        for name in (self.hot(), self.warm()):
+            body = json.dumps({"orgID": org_id, "name": name, "retentionRules": []}).encode()
+            self.ids.append(json.loads(self._call("POST", "/api/v2/buckets", body))["id"])
+
+    def drop(self) -> None:
+        for bucket_id in self.ids:
+            self._call("DELETE", f"/api/v2/buckets/{bucket_id}")
+
+    def connection_toml(self) -> list[str]:
+        return [
+            'kind = "influxdb2"',
+            f"url = {toml_value(self.url)}",
+            f"org = {toml_value(self.org)}",
+            'token = { env = "TIERFLOW_TEST_INFLUXDB2_TOKEN" }',
+            'timeout = "120s"',
+        ]
+
+    def hot(self) -> str:
+        return f"tierflow_hot_{self.suffix}"
+
+    def warm(self) -> str:
+        return f"tierflow_warm_{self.suffix}"
+
+    def write(self, points: Iterable[Point]) -> None:
+        body = "\n".join(line(p) for p in points).encode()
+        self._call(
+            "POST",
+            "/api/v2/write",
+            body,
+            "text/plain; charset=utf-8",
+            org=self.org,
+            bucket=self.hot(),
+            precision="ns",
+        )
+
+    def _read(self, bucket: str) -> TierData:
+        from tierflow._flux_literals import flux_string
+
+        script = f"from(bucket: {flux_string(bucket)}) |> range(start: 0)"
+        body = json.dumps(
+            {
+                "query": script,
+                "type": "flux",
+                "dialect": {"header": True, "annotations": ["datatype"]},
+            }
+        ).encode()
+        text = self._call("POST", "/api/v2/query", body, org=self.org).decode()
+        data: TierData = {}
+        datatypes: list[str] = []
+        header: list[str] = []
+        for cells in csv.reader(io.StringIO(text)):
+            if not cells or cells == [""]:
+                header = []
+                continue
+            if cells[0] == "#datatype":
+                datatypes, header = cells, []
+                continue
+            if not header:
+                header = cells
+                continue
+            row = dict(zip(header, cells, strict=True))
+            kinds = dict(zip(header, datatypes, strict=True))
+            tags = frozenset(
+                (k, v)
+                for k, v in row.items()
+                if k and not k.startswith("_") and k not in {"result", "table"} and v != ""
+            )
+            moment = _rfc3339_ns(row["_time"])
+            value: Any = (
+                int(row["_value"])
+                if kinds["_value"] in {"long", "unsignedLong"}
+                else float(row["_value"])
+            )
+            data.setdefault((row["_measurement"], moment, tags), {})[row["_field"]] = value
+        return data
+
+    def read_warm(self) -> TierData:
+        return self._read(self.warm())
+
+    def read_hot(self) -> TierData:
+        return self._read(self.hot())
+
+
+def _rfc3339_ns(text: str) -> int:
+    seconds, _, fraction = text.rstrip("Z").partition(".")
+    whole = datetime.fromisoformat(seconds + "+00:00")
+    return round(whole.timestamp()) * NS + int((fraction + "000000000")[:9])
+
+
+@pytest.fixture(params=["influxdb1", "influxdb2"])
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    if request.param == "influxdb1":
+        server: ThrowawayInfluxd = request.getfixturevalue("influxd")
+        databases: Databases = request.getfixturevalue("databases")
+        yield InfluxDB1(server, databases.new())
+        return
+    missing = [name for name in LIVE_ENV if not os.environ.get(name)]
+    if missing:
+        pytest.skip(f"live InfluxDB 2.x suite: set {', '.join(missing)} to run it")
+    url, token, org = (os.environ[name] for name in LIVE_ENV)
+    live = InfluxDB2(url, token, org)
+    live.create()
+    try:
+        yield live
+    finally:
+        live.drop()
+
+
+def write_config(backend: Backend, directory: Path, jobs: dict[str, dict[str, object]]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "[state]",
+        f"url = {toml_value('sqlite:///' + str(directory / 'state.db'))}",
+        "",
+        "[connections.db]",
+        *backend.connection_toml(),
+        "",
+        "[tiers.hot]",
+        'connection = "db"',
+        f"bucket = {toml_value(backend.hot())}",
+        "",
+        "[tiers.warm]",
+        'connection = "db"',
+        f"bucket = {toml_value(backend.warm())}",
+    ]
+    for name, job in jobs.items():
+        body = {"kind": "downsample", "source": "hot", "dest": "warm", **job}
+        lines += ["", f"[jobs.{name}]"]
+        lines += [f"{key} = {_toml(value)}" for key, value in body.items() if value is not None]
+    path = directory / "tierflow.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _toml(value: object) -> str:
+    """`toml_value`, plus floats (query job params)."""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict):
+        return (
+            "{ " + ", ".join(f"{toml_value(str(k))} = {_toml(v)}" for k, v in value.items()) + " }"
+        )
+    return toml_value(value)
+
+
+def job(start: datetime, **overrides: object) -> dict[str, object]:
+    return {
+        "measurements": ["sensor"],
+        "every": "5m",
+        "start": start,
+        "aggregates": AGGREGATES,
+        **overrides,
+    }
+
+
+@pytest.fixture
+def start() -> datetime:
+    return hour_floor_days_ago(2)
+
+
+# -- the contract ------------------------------------------------------------------------------
+
+
+async def test_every_window_series_and_field_equals_the_raw_points(
+    backend: Backend, tmp_path: Path, start: datetime
+) -> None:
+    points = telemetry(21, start)
+    backend.write(points)
+    expected = expected_tier(points, grid(start, EVERY, WINDOWS))
+
+    async with open_runner(write_config(backend, tmp_path, {"down": job(start)})) as runner:
+        runs = await runner.run_due(start + SPAN)
+
+    assert_all_succeeded(runs)
+    assert len(runs) == 2  # coalesced into 1h chunks
+    assert windows_of(runs) == grid(start, EVERY, WINDOWS)
+    assert_tier(backend.read_warm(), expected)
+
+
+async def test_window_by_window_equals_coalesced(
+    backend: Backend, tmp_path: Path, start: datetime
+) -> None:
+    points = telemetry(22, start)
+    backend.write(points)
+    async with open_runner(
+        write_config(
+            backend,
+            tmp_path / "a",
+            {"one": job(start, catchup_chunk="5m", into="{{ measurement }}_one")},
+        )
+    ) as runner:
+        one = await runner.run_due(start + SPAN)
+    async with open_runner(
+        write_config(backend, tmp_path / "b", {"all": job(start, into="{{ measurement }}_all")})
+    ) as runner:
+        coalesced = await runner.run_due(start + SPAN)
+
+    assert (len(one), len(coalesced)) == (WINDOWS, 2)
+    warm = backend.read_warm()
+    by_name = {
+        name: {(t, tags): f for (m, t, tags), f in warm.items() if m == name}
+        for name in ("sensor_one", "sensor_all")
+    }
+    assert by_name["sensor_one"] == by_name["sensor_all"]
+    assert_tier(
+        warm,
+        {
+            **expected_tier(points, grid(start, EVERY, WINDOWS), into=lambda m: f"{m}_one"),
+            **expected_tier(points, grid(start, EVERY, WINDOWS), into=lambda m: f"{m}_all"),
+        },
+    )
+
+
+async def test_a_tag_filter_and_windows_not_aligned_to_the_hour(
+    backend: Backend, tmp_path: Path, start: datetime
+) -> None:
+    now = start + timedelta(hours=1)
+    spans = _every_7m(start, now)
+    points = telemetry(23, start)
+    backend.write(points)
+    spec = job(start, every="7m", tags={"site": "berlin"})
+
+    async with open_runner(write_config(backend, tmp_path, {"down": spec})) as runner:
+        runs = await runner.run_due(now)
+
+    assert_all_succeeded(runs)
+    assert windows_of(runs) == spans
+    expected = expected_tier(points, spans, keep=lambda p: dict(p.tags)["site"] == "berlin")
+    assert expected
+    assert_tier(backend.read_warm(), expected)
+
+
+@pytest.mark.parametrize("measurement", HOSTILE_MEASUREMENTS[:3])
+async def test_hostile_names_select_exactly_their_series(
+    backend: Backend, tmp_path: Path, start: datetime, measurement: str
+) -> None:
+    key = "ta\"g 'key',="
+    target = ((key, "v'al ue\\b"), ("host", "a"))
+    series = [(measurement, target), (measurement, ((key, "v"), ("host", "a"))), ("sensor", target)]
+    points = [
+        Point(name, tags, ns(start) + offset * NS, {"temp": float(i + offset)})
+        for i, (name, tags) in enumerate(series)
+        for offset in (0, 1, 250)
+    ]
+    backend.write(points)
+    spec = job(
+        start,
+        measurements=[measurement],
+        tags={key: "v'al ue\\b"},
+        aggregates={"temp": ["mean", "count"]},
+        into="{{ measurement }} 5m",
+    )
+
+    async with open_runner(write_config(backend, tmp_path, {"down": spec})) as runner:
+        assert_all_succeeded(await runner.run_due(start + EVERY))
+
+    expected = expected_tier(
+        points,
+        grid(start, EVERY, 1),
+        aggregates={"temp": ["mean", "count"]},
+        keep=lambda p: (p.measurement, p.tags) == (measurement, target),
+        into=lambda m: f"{m} 5m",
+    )
+    assert len(expected) == 1
+    assert_tier(backend.read_warm(), expected)
+
+
+async def test_replace_removes_series_that_vanished_from_the_source(
+    backend: Backend, tmp_path: Path, start: datetime
+) -> None:
+    spec = job(start, aggregates={"temp": ["count"]}, replace=True)
+    config = write_config(backend, tmp_path, {"down": spec})
+    if backend.kind == "influxdb1":
+        from tierflow import ConfigError, load_config
+
+        with pytest.raises(ConfigError, match=r"replace = True: not supported on InfluxDB 1\.x"):
+            load_config(config)
+        return
+    # A first run writes two series; then one series is (as if) re-tagged at the source: the
+    # re-run must leave only what the source now says.
+    stale = Point("sensor", (("host", "old"), ("site", "x")), ns(start) + NS, {"temp": 1.0})
+    kept = Point("sensor", (("host", "new"), ("site", "x")), ns(start) + 2 * NS, {"temp": 2.0})
+    backend.write([stale, kept])
+    async with open_runner(config) as runner:
+        assert_all_succeeded(await runner.run_due(start + EVERY))
+        assert len(backend.read_warm()) == 2
+        from tests.integration.test_downsample import Point as _P  # noqa: F401 (same type)
+
+        # Delete the stale source point with the 2.x API, then backfill the window.
+        assert isinstance(backend, InfluxDB2)
+        predicate = '_measurement="sensor" AND host="old"'
+        body = json.dumps(
+            {
+                "start": "1970-01-01T00:00:00Z",
+                "stop": "2100-01-01T00:00:00Z",
+                "predicate": predicate,
+            }
+        ).encode()
+        backend._call("POST", "/api/v2/delete", body, org=backend.org, bucket=backend.hot())
+        rerun = await runner.backfill("down", start, start + EVERY, start + EVERY)
+
+    assert {run.status for run in rerun} == {RunStatus.SUCCEEDED}
+    assert_tier(
+        backend.read_warm(),
+        expected_tier([kept], grid(start, EVERY, 1), aggregates={"temp": ["count"]}),
+    )
+
+
+TEMPLATES = {
+    # A user's own template per dialect: the window's max temp, scaled by a param, per series,
+    # into "<measurement>_scaled". Both must write the same points.
+    "influxdb1": (
+        "scaled.influxql.j2",
+        "SELECT max({{ 'temp' | influxql_ident }}) * {{ params.factor | influxql_number }}"
+        " AS {{ 'temp_max' | influxql_ident }}\n"
+        "INTO {{ dest.database | influxql_ident }}.{{ dest.retention_policy | influxql_ident }}"
+        ".{{ (source.measurements[0] ~ '_scaled') | influxql_ident }}\n"
+        "FROM {{ source.database | influxql_ident }}.."
+        "{{ source.measurements[0] | influxql_ident }}\n"
+        "WHERE time >= {{ window.start | influxql_time }}"
+        " AND time < {{ window.stop | influxql_time }}\n"
+        "-- the bucket is the window: coalesced batches stay per window\n"
+        "GROUP BY time({{ window.every | influxql_duration }}), *\n",
+    ),
+    "influxdb2": (
+        "scaled.flux.j2",
+        "// the window's max temp per series, scaled\n"
+        "from(bucket: {{ source.bucket | flux_string }})\n"
+        "  |> range(start: {{ window.start | flux_time }}, stop: {{ window.stop | flux_time }})\n"
+        "  |> filter(fn: (r) => r._measurement == {{ source.measurements[0] | flux_string }}"
+        ' and r._field == "temp")\n'
+        "  |> aggregateWindow(every: {{ window.every | flux_duration }}, fn: max,"
+        ' createEmpty: false, timeSrc: "_start")\n'
+        "  |> map(fn: (r) => ({r with _value: r._value * {{ params.factor | flux_number }}}))\n"
+        '  |> set(key: "_field", value: "temp_max")\n'
+        '  |> set(key: "_measurement", value: '
+        "{{ (source.measurements[0] ~ '_scaled') | flux_string }})\n"
+        "  |> to(bucket: {{ dest.bucket | flux_string }}, org: {{ dest.org | flux_string }})\n",
+    ),
+}
+
+
+async def test_a_user_template_writes_what_it_says(
+    backend: Backend, tmp_path: Path, start: datetime
+) -> None:
+    name, text = TEMPLATES[backend.kind]
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    points = telemetry(24, start)
+    backend.write(points)
+    spec = {
+        "kind": "query",
+        "template": name,
+        "measurements": ["sensor"],
+        "every": "5m",
+        "start": start,
+        "params": {"factor": 0.5},
+        "catchup_chunk": "1h",
+    }
+
+    async with open_runner(write_config(backend, tmp_path, {"scaled": spec})) as runner:
+        runs = await runner.run_due(start + SPAN)
+        history = runner.store.history("scaled", limit=1)
+
+    assert_all_succeeded(runs)
+    assert len(runs) == 2
+    maxima = expected_tier(
+        points,
+        grid(start, EVERY, WINDOWS),
+        aggregates={"temp": ["max"]},
+        into=lambda m: f"{m}_scaled",
+    )
+    expected = {
+        key: {"temp_max": fields["temp_max"] * 0.5}
+        for key, fields in maxima.items()
+        if "temp_max" in fields
+    }
+    assert expected
+    assert_tier(backend.read_warm(), expected)
+    import hashlib
+
+    assert history[0].template_version == hashlib.sha256(text.encode()).hexdigest()[:12]
