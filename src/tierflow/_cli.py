@@ -571,6 +571,126 @@ def history(
     out.print(table)
 
 
+archive_app = typer.Typer(help="The cold tier: check and query the Parquet archive.")
+app.add_typer(archive_app, name="archive")
+
+
+def _cold_tier(config: Config, tier: str) -> None:
+    spec = config.tiers.get(tier)
+    if spec is None or not spec.is_archive:
+        cold = [name for name, t in config.tiers.items() if t.is_archive]
+        raise BadInput(
+            f"{tier!r} is not a cold tier of {config.path}; cold tiers: {', '.join(cold) or 'none'}"
+        )
+
+
+@archive_app.command("verify")
+def archive_verify(
+    tier: Annotated[str, typer.Argument(help="The cold tier.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-check every archived file (exists, checksum, row count); exit 1 naming each bad one."""
+    from tierflow._archiving import Archives
+
+    with _errors():
+        loaded = load_config(config)
+        _cold_tier(loaded, tier)
+        problems = Archives(loaded)(tier).verify()
+    if as_json:
+        _print_json({"tier": tier, "ok": not problems, "problems": [str(p) for p in problems]})
+    else:
+        for problem in problems:
+            err.print(str(problem))
+        out.print(f"{tier}: {'ok' if not problems else _plural(len(problems), 'bad file')}")
+    if problems:
+        raise typer.Exit(1)
+
+
+@archive_app.command("query")
+def archive_query(
+    tier: Annotated[str, typer.Argument(help="The cold tier.")],
+    sql: Annotated[str, typer.Argument(help='SQL; each measurement is a table, e.g. "cpu".')],
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: JsonOption = False,
+) -> None:
+    """Run SQL over the archive with DuckDB (extra tierflow[archive-query]), no restore needed."""
+    from tierflow._archiving import Archives
+
+    with _errors():
+        loaded = load_config(config)
+        _cold_tier(loaded, tier)
+        result = Archives(loaded)(tier).query(sql)
+    if as_json:
+        _print_json({"columns": list(result.columns), "rows": [list(r) for r in result.rows]})
+        return
+    table = Table(*result.columns)
+    for row in result.rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    out.print(table)
+
+
+@app.command()
+def restore(
+    tier: Annotated[str, typer.Argument(help="The cold tier to read.")],
+    start: Annotated[str, typer.Option("--from", help="Range start (RFC 3339).")],
+    stop: Annotated[str, typer.Option("--to", help="Range end, exclusive (RFC 3339).")],
+    into: Annotated[str, typer.Option("--into", help="The live tier to write into.")],
+    measurement: Annotated[
+        str | None, typer.Option("--measurement", help="Only this measurement.")
+    ] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: JsonOption = False,
+) -> None:
+    """Write archived points back into a live tier, point for point, field types kept."""
+    from tierflow._archiving import Archives
+    from tierflow._archiving import restore as restore_range
+    from tierflow._engines import engine_for
+
+    with _errors():
+        loaded = load_config(config)
+        _cold_tier(loaded, tier)
+        target = loaded.tiers.get(into)
+        if target is None or target.is_archive:
+            raise BadInput(f"--into {into!r} is not a live tier of {config}")
+        begin, end = _instant(start, "--from"), _instant(stop, "--to")
+        if begin >= end:
+            raise BadInput(f"--from {start} is not before --to {stop}")
+        connection = loaded.connections[target.connection]
+        archive = Archives(loaded)(tier)
+
+        async def go() -> Any:
+            engine = engine_for(target.connection, connection)
+            try:
+                return await restore_range(
+                    archive,
+                    engine,
+                    target,
+                    start=begin,
+                    stop=end,
+                    measurement=measurement,
+                    max_concurrency=connection.max_concurrency,
+                )
+            finally:
+                await engine.aclose()
+
+        moved = asyncio.run(go())
+    if as_json:
+        _print_json(
+            {
+                "points": moved.points,
+                "dropped": moved.dropped,
+                "bytes": moved.bytes_sent,
+                "requests": moved.requests,
+            }
+        )
+    else:
+        out.print(
+            f"restored {_plural(moved.points, 'point')} into {into} "
+            f"({moved.requests} requests, {moved.bytes_sent:,} bytes)"
+        )
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"tierflow {__version__}")

@@ -30,6 +30,7 @@ from pydantic import (
     PlainValidator,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from tierflow._durations import format_duration, parse_duration
@@ -39,6 +40,7 @@ from tierflow._windows import CronSchedule, IntervalSchedule, Schedule
 
 __all__ = [
     "AGGREGATES",
+    "ArchiveJob",
     "CircuitConfig",
     "Config",
     "ConnectionConfig",
@@ -213,12 +215,25 @@ ConnectionConfig = InfluxDB1Connection | InfluxDB2Connection
 
 
 class TierConfig(_Model):
-    """A place data lives: a bucket (1.x: `database/retention_policy`) on a connection."""
+    """A place data lives: a bucket (1.x: `database/retention_policy`) on a connection, or, for
+    a cold tier, an `archive` URL (`file:///path`, a plain path, or `s3://bucket/prefix`)."""
 
-    connection: str
-    bucket: str = Field(min_length=1)
+    connection: str = ""
+    bucket: str = ""
+    archive: str | None = Field(default=None, min_length=1)
     retention: PositiveDuration | None = None
     shard_duration: PositiveDuration | None = None
+
+    @model_validator(mode="after")
+    def _live_or_archive(self) -> TierConfig:
+        # A live tier without connection or bucket is reported per key by `_check_references`.
+        if self.archive is not None and (self.connection or self.bucket):
+            raise ValueError("a cold tier has 'archive' only, not 'connection' or 'bucket'")
+        return self
+
+    @property
+    def is_archive(self) -> bool:
+        return self.archive is not None
 
     @property
     def database(self) -> str:
@@ -339,7 +354,27 @@ class QueryJob(_Job):
         return self.catchup_chunk if self.catchup_chunk is not None else timedelta(0)
 
 
-JobConfig = DownsampleJob | QueryJob
+class ArchiveJob(_Job):
+    """Copy each window of the source measurements, point for point, into a cold tier's Parquet
+    archive (before the source's retention expires it)."""
+
+    kind: Literal["archive"]
+    measurements: tuple[Annotated[str, Field(min_length=1)], ...] = Field(min_length=1)
+
+    @field_validator("recheck", "into")
+    @classmethod
+    def _not_for_archives(cls, value: object) -> object:
+        if value is not None:
+            raise ValueError("archive jobs copy points as they are: no recheck, no into")
+        return value
+
+    @property
+    def chunk(self) -> timedelta:
+        """Each window is its own set of files, so catch-up runs window by window."""
+        return timedelta(0)
+
+
+JobConfig = DownsampleJob | QueryJob | ArchiveJob
 
 
 @cache
@@ -361,7 +396,8 @@ _CONNECTION_KINDS: dict[str, type[InfluxDB1Connection] | type[InfluxDB2Connectio
     "influxdb1": InfluxDB1Connection,
     "influxdb2": InfluxDB2Connection,
 }
-_JOB_KINDS: dict[str, type[DownsampleJob] | type[QueryJob]] = {
+_JOB_KINDS: dict[str, type[DownsampleJob] | type[QueryJob] | type[ArchiveJob]] = {
+    "archive": ArchiveJob,
     "downsample": DownsampleJob,
     "query": QueryJob,
 }
@@ -563,6 +599,17 @@ def _check_references(raw: Mapping[str, Any], declared: _Declared) -> list[_Prob
     (one edit should fix every problem, not reveal the next)."""
     problems: list[_Problem] = []
     for name, body in _named_tables(raw, "tiers", []):
+        if "archive" not in body:
+            problems.extend(
+                _Problem(
+                    _table_name("tiers", name),
+                    key,
+                    _MISSING,
+                    "required key is missing",
+                )
+                for key in ("connection", "bucket")
+                if key not in body
+            )
         connection = body.get("connection")
         if isinstance(connection, str) and connection not in declared.connections:
             problems.append(
@@ -597,6 +644,11 @@ def _cross_check(
     problems: list[_Problem] = []
     for name, job in jobs.items():
         table = _table_name("jobs", name)
+        if job.source in tiers and job.dest in tiers:
+            archive_problems = _check_archive_tiers(table, job, tiers, connections)
+            if archive_problems or isinstance(job, ArchiveJob):
+                problems.extend(archive_problems)
+                continue
         try:
             for measurement in job.measurements:
                 job.dest_measurement(measurement)
@@ -629,6 +681,41 @@ def _cross_check(
                         "one: set 'into' to write to another measurement",
                     )
                 )
+    return problems
+
+
+def _check_archive_tiers(
+    table: str,
+    job: JobConfig,
+    tiers: Mapping[str, TierConfig],
+    connections: Mapping[str, ConnectionConfig],
+) -> list[_Problem]:
+    """Archive jobs read a live 1.x tier and write a cold one; no other job touches cold tiers."""
+    source, dest = tiers[job.source], tiers[job.dest]
+    if not isinstance(job, ArchiveJob):
+        return [
+            _Problem(table, key, getattr(job, key), f"{job.kind} jobs cannot use a cold tier")
+            for key, tier in (("source", source), ("dest", dest))
+            if tier.is_archive
+        ]
+    problems = []
+    if source.is_archive:
+        problems.append(
+            _Problem(table, "source", job.source, "must be a live tier, not a cold one")
+        )
+    elif not isinstance(connections.get(source.connection), InfluxDB1Connection):
+        problems.append(
+            _Problem(
+                table,
+                "source",
+                job.source,
+                "archive jobs read InfluxDB 1.x tiers for now (the 2.x export is not built yet)",
+            )
+        )
+    if not dest.is_archive:
+        problems.append(
+            _Problem(table, "dest", job.dest, "must be a cold tier (one with 'archive = ...')")
+        )
     return problems
 
 
@@ -692,7 +779,7 @@ def _check_job_kinds(
             )
         if isinstance(job, QueryJob):
             problems.extend(_check_template_file(path, table, job, connection))
-        elif isinstance(connection, InfluxDB2Connection):
+        elif isinstance(job, DownsampleJob) and isinstance(connection, InfluxDB2Connection):
             problems.extend(
                 _Problem(
                     table,

@@ -13,7 +13,15 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from tierflow._config import Config, InfluxDB2Connection, JobConfig, QueryJob, TierConfig
+from tierflow._config import (
+    ArchiveJob,
+    Config,
+    DownsampleJob,
+    InfluxDB2Connection,
+    JobConfig,
+    QueryJob,
+    TierConfig,
+)
 from tierflow._engines import Series
 from tierflow._errors import TemplateError
 from tierflow._flux_literals import delete_predicate
@@ -52,6 +60,8 @@ def _context(config: Config, name: str, batch: Batch) -> dict[str, Any]:
     source, dest = config.tiers[job.source], config.tiers[job.dest]
     if isinstance(job, QueryJob):
         return _query_context(config, name, job, batch)
+    if isinstance(job, ArchiveJob):
+        raise TemplateError(f"job {name}: archive jobs are not rendered from templates")
     return {
         "measurements": [{"name": m, "into": job.dest_measurement(m)} for m in job.measurements],
         "aggregates": [
@@ -93,6 +103,8 @@ def render_job(config: Config, name: str, batch: Batch) -> RenderedQuery:
     Raises `TemplateError` (an `UnsafeQueryError` for a query that breaks a dispatch rule) so a
     query that must not run never reaches an engine."""
     job = config.jobs[name]
+    if isinstance(job, ArchiveJob):
+        return render_export(config, name, batch)
     dialect = dialect_of(config, name)
     context = _context(config, name, batch)
     if isinstance(job, QueryJob):
@@ -108,6 +120,27 @@ def render_job(config: Config, name: str, batch: Batch) -> RenderedQuery:
     if job.replace:
         query = dataclasses.replace(query, deletes=_deletes(config, name, batch))
     return query
+
+
+def render_export(config: Config, name: str, batch: Batch) -> RenderedQuery:
+    """What an archive job reads: one `SELECT *` per measurement over the window (the text that
+    `plan` shows and the ledger hashes; `tierflow._transfer.export_influxql` sends the same)."""
+    from tierflow._transfer import export_query
+
+    job = config.jobs[name]
+    source = config.tiers[job.source]
+    text = "; ".join(
+        export_query(
+            database=source.database,
+            retention_policy=source.retention_policy,
+            measurement=measurement,
+            start=batch.range.start,
+            stop=batch.range.stop,
+            tags=job.tags,
+        )
+        for measurement in job.measurements
+    )
+    return RenderedQuery(text, "export", "builtin")
 
 
 def _deletes(config: Config, name: str, batch: Batch) -> tuple[DeleteRange, ...]:
@@ -130,8 +163,8 @@ _NUMERIC = frozenset({"mean", "median", "sum", "spread", "stddev", "min", "max"}
 def render_fingerprint(config: Config, name: str, batch: Batch) -> RenderedQuery:
     """A read query giving, per window of `batch`, a cheap summary of the job's source data."""
     job = config.jobs[name]
-    if isinstance(job, QueryJob):
-        raise TemplateError(f"job {name}: query jobs have no source fingerprint")
+    if not isinstance(job, DownsampleJob):
+        raise TemplateError(f"job {name}: only downsample jobs have a source fingerprint")
     # Per field: its point count (a new point changes it), its sum where the job's aggregates
     # say the field is numeric (a rewritten value changes it), and the selectors the job asks
     # for (a rewritten first or last point changes them). Across all series, so the query is

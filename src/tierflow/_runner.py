@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tierflow._clock import Clock, utc_now
-from tierflow._config import Config
+from tierflow._config import ArchiveJob, Config
 from tierflow._engines import Engine, engine_for
 from tierflow._errors import EngineError, TemplateError, TierflowError, UnknownJobError
 from tierflow._jobs import fingerprints, render_fingerprint, render_job
@@ -30,6 +31,9 @@ from tierflow._planner import (
 )
 from tierflow._state import LedgerEntry, Outcome, RunStatus, StateStore
 from tierflow._windows import Window, isoformat
+
+if TYPE_CHECKING:
+    from tierflow._archiving import Archives
 
 __all__ = ["BatchRun", "JobPlan", "JobStatus", "Runner", "WindowRun", "select_jobs"]
 
@@ -456,6 +460,8 @@ class Runner:
             # see a change and re-run the window (one run too many, never one too few).
             prints = await self._fingerprints(job, batch) if spec.recheck else {}
             query = render_job(self.config, job, batch)
+            if isinstance(spec, ArchiveJob):
+                return await self._archive(job, spec, batch), {}, query, None
             database = self.config.tiers[spec.dest].database
             written = (await self.engine_of(job).execute(query, database=database)).points_written
         except (EngineError, TemplateError) as exc:
@@ -464,6 +470,22 @@ class Runner:
             log_event("window_internal_error", level=logging.ERROR, exc_info=True, **fields)
             return 0, {}, query, f"internal error: {type(exc).__name__}: {exc}"
         return written, prints, query, None
+
+    async def _archive(self, job: str, spec: ArchiveJob, batch: Batch) -> int:
+        from tierflow._archiving import archive_window
+
+        archive = self.archives(spec.dest)
+        source = self.config.tiers[spec.source]
+        total = 0
+        for window in batch.windows:
+            total += await archive_window(self.engine_of(job), archive, spec, source, window)
+        return total
+
+    @cached_property
+    def archives(self) -> Archives:
+        from tierflow._archiving import Archives
+
+        return Archives(self.config)
 
     async def _fingerprints(self, job: str, batch: Batch) -> dict[datetime, str]:
         query = render_fingerprint(self.config, job, batch)

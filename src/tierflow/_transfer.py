@@ -27,7 +27,13 @@ from tierflow._errors import EngineError
 from tierflow._lineprotocol import encode_batch
 from tierflow._templates import influxql_ident, influxql_string, influxql_time
 
-__all__ = ["Transfer", "export_influxql", "field_types_influxql", "write_batches"]
+__all__ = [
+    "Transfer",
+    "export_influxql",
+    "export_query",
+    "field_types_influxql",
+    "write_batches",
+]
 
 #: 1.x refuses bodies over `max-body-size` (25 MB by default) with 413; stay well under it.
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -46,6 +52,22 @@ class Transfer:
 def _from(database: str, retention_policy: str | None, measurement: str) -> str:
     rp = influxql_ident(retention_policy) if retention_policy else ""
     return f"{influxql_ident(database)}.{rp}.{influxql_ident(measurement)}"
+
+
+def export_query(
+    *,
+    database: str,
+    retention_policy: str | None,
+    measurement: str,
+    start: datetime,
+    stop: datetime,
+    tags: Mapping[str, str] | None = None,
+) -> str:
+    """Every point of one measurement in `[start, stop)`, tags as columns."""
+    where = [f"time >= {influxql_time(start)}", f"time < {influxql_time(stop)}"]
+    where += [f"{influxql_ident(k)} = {influxql_string(v)}" for k, v in (tags or {}).items()]
+    source = _from(database, retention_policy, measurement)
+    return f"SELECT * FROM {source} WHERE {' AND '.join(where)}"
 
 
 async def field_types_influxql(
@@ -86,10 +108,14 @@ async def export_influxql(
     )
     if not types:
         return
-    where = [f"time >= {influxql_time(start)}", f"time < {influxql_time(stop)}"]
-    where += [f"{influxql_ident(k)} = {influxql_string(v)}" for k, v in (tags or {}).items()]
-    source = _from(database, retention_policy, measurement)
-    text = f"SELECT * FROM {source} WHERE {' AND '.join(where)}"
+    text = export_query(
+        database=database,
+        retention_policy=retention_policy,
+        measurement=measurement,
+        start=start,
+        stop=stop,
+        tags=tags,
+    )
     pieces = engine.stream(text, database=database, chunk_size=chunk_size)
     async for block in _csv_blocks(pieces):
         batch = _csv_batch(block, types)

@@ -290,7 +290,7 @@ def test_unknown_job_kind(tmp_path: Path) -> None:
     path, message = error_of(tmp_path, document(job={"kind": '"upsample"'}))
     assert line_about(message, "[jobs.sensor_5m] kind") == (
         f'  {path}: [jobs.sensor_5m] kind = "upsample": unknown kind; '
-        "expected one of: downsample, query"
+        "expected one of: archive, downsample, query"
     )
 
 
