@@ -472,6 +472,9 @@ def status(
             "pending_windows": s.pending_windows,
             "rechecked_windows": s.rechecked_windows,
             "parked_windows": s.parked_windows,
+            "expiry_risk": s.expiry_risk,
+            "windows_at_risk": s.windows_at_risk,
+            "windows_lost": s.windows_lost,
         }
         for s in rows
     ]
@@ -486,6 +489,7 @@ def status(
         "failed",
         "parked",
         "pending",
+        "at risk (lost)",
         "re-aggregated (late data)",
         title=f"tierflow status at {_when(at)}",
     )
@@ -498,6 +502,9 @@ def status(
             str(row["failed_windows"]),
             str(row["parked_windows"]),
             str(row["pending_windows"]),
+            Text(f"{row['windows_at_risk']} ({row['windows_lost']})", style="bold red")
+            if row["expiry_risk"]
+            else "0",
             str(row["rechecked_windows"]),
         )
     out.print(table)

@@ -223,6 +223,9 @@ class TierConfig(_Model):
     archive: str | None = Field(default=None, min_length=1)
     retention: PositiveDuration | None = None
     shard_duration: PositiveDuration | None = None
+    #: How long before its data expires a window still waiting counts as at risk (default:
+    #: a tenth of `retention`, at least an hour).
+    expiry_margin: PositiveDuration | None = None
 
     @model_validator(mode="after")
     def _live_or_archive(self) -> TierConfig:

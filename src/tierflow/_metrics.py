@@ -57,6 +57,12 @@ class Metrics:
             ["job"],
             registry=r,
         )
+        self.windows_at_risk = Gauge(
+            "tierflow_windows_at_risk",
+            "Windows not yet done whose source data expires within the tier's expiry margin.",
+            ["job"],
+            registry=r,
+        )
         self.query_duration = Histogram(
             "tierflow_query_duration_seconds",
             "Engine call latency, by kind (execute, query, ping).",

@@ -95,6 +95,9 @@ class JobStatus:
     pending_windows: int
     rechecked_windows: int = 0
     parked_windows: int = 0
+    expiry_risk: bool = False
+    windows_at_risk: int = 0
+    windows_lost: int = 0
 
 
 _FAILED = frozenset({RunStatus.FAILED, RunStatus.ABANDONED})
@@ -126,6 +129,7 @@ class Runner:
     patient: bool = False
     stopping: asyncio.Event | None = None
     _slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
+    _warned: set[tuple[str, datetime]] = field(default_factory=set, init=False, repr=False)
     _connection_slots: dict[str, asyncio.Semaphore] = field(
         default_factory=dict, init=False, repr=False
     )
@@ -226,11 +230,43 @@ class Runner:
             ),
             rechecked_windows=self.store.count_attempts(job, reason=LATE_DATA),
             parked_windows=sum(e.parked for e in ledger.values()),
+            **self._expiry(job, begin, ledger, now),
         )
+        self.metrics.windows_at_risk.labels(job).set(status.windows_at_risk)
         self.metrics.watermark_lag.labels(job).set(status.lag_seconds)
         self.metrics.windows_pending.labels(job).set(status.pending_windows)
         self.metrics.windows_parked.labels(job).set(status.parked_windows)
         return status
+
+    def _expiry(
+        self, job: str, begin: datetime, ledger: dict[datetime, LedgerEntry], now: datetime
+    ) -> dict[str, Any]:
+        """Windows not yet done whose source data expires within the tier's margin (at risk),
+        or has expired already (lost: never silently skipped, always reported)."""
+        spec = self.config.jobs[job]
+        tier = self.config.tiers[spec.source]
+        if tier.retention is None:
+            return {}
+        margin = tier.expiry_margin or max(tier.retention / 10, timedelta(hours=1))
+        risky_before, lost_before = now - tier.retention + margin, now - tier.retention
+        # Due windows, and parked ones: those wait for a person, not for the clock.
+        due = due_windows(spec.schedule, begin=begin, offset=spec.offset, now=now, ledger=ledger)
+        undone = list(_until(due, risky_before))
+        undone += [e.window for e in ledger.values() if e.parked and e.window.start < risky_before]
+        for window in undone:
+            if (job, window.start) not in self._warned:
+                self._warned.add((job, window.start))
+                log_event(
+                    "window_at_risk",
+                    level=logging.WARNING,
+                    job=job,
+                    window_start=isoformat(window.start),
+                    window_stop=isoformat(window.stop),
+                    expires_at=isoformat(window.start + tier.retention),
+                    lost=window.start < lost_before,
+                )
+        lost = sum(window.start < lost_before for window in undone)
+        return {"expiry_risk": bool(undone), "windows_at_risk": len(undone), "windows_lost": lost}
 
     def _select(self, jobs: Iterable[str] | None) -> list[str]:
         return select_jobs(self.config, jobs)
@@ -546,6 +582,14 @@ def select_jobs(config: Config, jobs: Iterable[str] | None) -> list[str]:
             f"unknown job {unknown[0]!r}; jobs in {config.path}: {', '.join(config.jobs) or 'none'}"
         )
     return chosen
+
+
+def _until(windows: Iterable[Window], before: datetime) -> Iterator[Window]:
+    """The windows of an ordered stream that start before `before`."""
+    for window in windows:
+        if window.start >= before:
+            return
+        yield window
 
 
 def _split_before(
