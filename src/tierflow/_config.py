@@ -662,14 +662,17 @@ def _cross_check(
             source, dest = tiers[job.source], tiers[job.dest]
             if problem := _cross_org(table, job, source, dest, connections):
                 problems.append(problem)
-            elif source.connection != dest.connection:
+            elif source.connection != dest.connection and not _relayable(
+                job, source, dest, connections
+            ):
                 problems.append(
                     _Problem(
                         table,
                         "dest",
                         job.dest,
-                        "source and dest tiers must share a connection "
-                        "(cross-connection relays are not supported yet)",
+                        "source and dest tiers must share a connection, except for downsample "
+                        "jobs between InfluxDB 1.x connections (relays from or to 2.x are not "
+                        "built yet)",
                     )
                 )
             if source.bucket == dest.bucket and any(
@@ -720,6 +723,18 @@ def _check_archive_tiers(
             _Problem(table, "dest", job.dest, "must be a cold tier (one with 'archive = ...')")
         )
     return problems
+
+
+def _relayable(
+    job: JobConfig,
+    source: TierConfig,
+    dest: TierConfig,
+    connections: Mapping[str, ConnectionConfig],
+) -> bool:
+    """Whether tierflow can carry this job's rows from one connection to another itself."""
+    return isinstance(job, DownsampleJob) and all(
+        isinstance(connections.get(tier.connection), InfluxDB1Connection) for tier in (source, dest)
+    )
 
 
 def _org(tier: TierConfig, connections: Mapping[str, ConnectionConfig]) -> str | None:

@@ -73,6 +73,7 @@ def _context(config: Config, name: str, batch: Batch) -> dict[str, Any]:
         "dest": _tier(config, dest),
         "range": {"start": batch.range.start, "stop": batch.range.stop},
         "bucket": {"every": batch.every, "offset": batch.offset},
+        "relay": is_relay(config, name),
         "tags": dict(job.tags),
     }
 
@@ -120,6 +121,27 @@ def render_job(config: Config, name: str, batch: Batch) -> RenderedQuery:
     if job.replace:
         query = dataclasses.replace(query, deletes=_deletes(config, name, batch))
     return query
+
+
+def is_relay(config: Config, name: str) -> bool:
+    """A downsample whose dest is on another connection: tierflow carries the rows across."""
+    job = config.jobs[name]
+    source, dest = config.tiers[job.source], config.tiers[job.dest]
+    return isinstance(job, DownsampleJob) and source.connection != dest.connection
+
+
+def render_relay(config: Config, name: str, batch: Batch) -> list[tuple[str, str, RenderedQuery]]:
+    """For a relay, one aggregating SELECT (no INTO) per measurement, with the measurement it
+    reads and the one it is written to."""
+    context = _context(config, name, batch)
+    found = []
+    for measurement in context["measurements"]:
+        query = render(
+            "influxql/downsample.influxql.j2", {**context, "measurements": [measurement]}
+        )
+        check_query(query, window=batch.range, dest=dest_target(config, name), require_write=False)
+        found.append((measurement["name"], measurement["into"], query))
+    return found
 
 
 def render_export(config: Config, name: str, batch: Batch) -> RenderedQuery:

@@ -15,10 +15,10 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from tierflow._clock import Clock, utc_now
-from tierflow._config import ArchiveJob, Config
+from tierflow._config import ArchiveJob, Config, DownsampleJob
 from tierflow._engines import Engine, engine_for
 from tierflow._errors import EngineError, TemplateError, TierflowError, UnknownJobError
-from tierflow._jobs import fingerprints, render_fingerprint, render_job
+from tierflow._jobs import fingerprints, is_relay, render_fingerprint, render_job, render_relay
 from tierflow._logging import log_event
 from tierflow._metrics import Metrics
 from tierflow._planner import (
@@ -33,7 +33,9 @@ from tierflow._state import LedgerEntry, Outcome, RunStatus, StateStore
 from tierflow._windows import Window, isoformat
 
 if TYPE_CHECKING:
+    from tierflow._archive import FieldType, PointBatch
     from tierflow._archiving import Archives
+    from tierflow._engines import Series
 
 __all__ = ["BatchRun", "JobPlan", "JobStatus", "Runner", "WindowRun", "select_jobs"]
 
@@ -498,6 +500,8 @@ class Runner:
             query = render_job(self.config, job, batch)
             if isinstance(spec, ArchiveJob):
                 return await self._archive(job, spec, batch), {}, query, None
+            if isinstance(spec, DownsampleJob) and is_relay(self.config, job):
+                return await self._relay(job, spec, batch), prints, query, None
             database = self.config.tiers[spec.dest].database
             written = (await self.engine_of(job).execute(query, database=database)).points_written
         except (EngineError, TemplateError) as exc:
@@ -506,6 +510,49 @@ class Runner:
             log_event("window_internal_error", level=logging.ERROR, exc_info=True, **fields)
             return 0, {}, query, f"internal error: {type(exc).__name__}: {exc}"
         return written, prints, query, None
+
+    async def _relay(self, job: str, spec: DownsampleJob, batch: Batch) -> int:
+        """Aggregate on the source server, carry the rows over, write them to the dest."""
+        from tierflow._transfer import (
+            aggregate_type,
+            field_types_influxql,
+            series_batch,
+            write_batches,
+        )
+
+        source, dest = self.config.tiers[spec.source], self.config.tiers[spec.dest]
+        reader, writer = self.engine_of(job), self.engine(dest.connection)
+        written = 0
+        for measurement, into, query in render_relay(self.config, job, batch):
+            types = await field_types_influxql(
+                reader,
+                database=source.database,
+                retention_policy=source.retention_policy,
+                measurement=measurement,
+            )
+            out = {
+                f"{field}_{function}": aggregate_type(function, types.get(field))
+                for field, functions in spec.aggregates.items()
+                for function in functions
+            }
+            rows = await reader.query(query.text, database=source.database)
+
+            async def batches(
+                rows: list[Series] = rows, into: str = into, out: dict[str, FieldType] = out
+            ) -> AsyncIterator[tuple[str, PointBatch]]:
+                for series in rows:
+                    if (points := series_batch(series, out)) is not None:
+                        yield into, points
+
+            moved = await write_batches(
+                writer,
+                batches(),
+                database=dest.database,
+                retention_policy=dest.retention_policy,
+                max_concurrency=self.config.connections[dest.connection].max_concurrency,
+            )
+            written += moved.points
+        return written
 
     async def _archive(self, job: str, spec: ArchiveJob, batch: Batch) -> int:
         from tierflow._archiving import archive_window

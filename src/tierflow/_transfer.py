@@ -22,16 +22,18 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from tierflow._archive import FieldType, PointBatch
-from tierflow._engines import Engine
+from tierflow._engines import Engine, Series
 from tierflow._errors import EngineError
 from tierflow._lineprotocol import encode_batch
 from tierflow._templates import influxql_ident, influxql_string, influxql_time
 
 __all__ = [
     "Transfer",
+    "aggregate_type",
     "export_influxql",
     "export_query",
     "field_types_influxql",
+    "series_batch",
     "write_batches",
 ]
 
@@ -142,6 +144,39 @@ async def _csv_blocks(pieces: AsyncIterator[bytes], size: int = 4 << 20) -> Asyn
                 pending = pending[cut:]
     if header and pending.strip():
         yield header + pending
+
+
+# What an aggregate gives, by the type of the field it reads: averages are floats, counts are
+# integers, and the rest (selectors, sums, spreads) keep the field's own type.
+_FLOAT_AGGREGATES = frozenset({"mean", "median", "stddev"})
+
+
+def aggregate_type(function: str, field: FieldType | None) -> FieldType:
+    if function == "count":
+        return FieldType.INTEGER
+    if function in _FLOAT_AGGREGATES or field is None:
+        return FieldType.FLOAT
+    return field
+
+
+def series_batch(series: Series, types: Mapping[str, FieldType]) -> PointBatch | None:
+    """One series of a (small) read result as a batch: its tags repeated, fields typed."""
+    if not series.values:
+        return None
+    tags = {k: v for k, v in series.tags.items() if v != ""}
+    rows = series.values
+    data: dict[str, pa.Array] = {"time": pa.array([row[0] for row in rows], pa.int64())}
+    for name, value in sorted(tags.items()):
+        data[name] = pa.array([value] * len(rows), pa.string())
+    for index, name in enumerate(series.columns):
+        if name == "time" or name not in types:
+            continue
+        values = [row[index] for row in rows]
+        if any(value is not None for value in values):
+            data[name] = pa.array(values, types[name].arrow_type)
+    if len(data) == 1 + len(tags):
+        return None
+    return PointBatch(pa.record_batch(data), frozenset(tags))
 
 
 def _csv_batch(block: bytes, types: Mapping[str, FieldType]) -> PointBatch | None:

@@ -175,7 +175,7 @@ def test_an_allowed_cross_org_job_still_meets_the_cross_connection_rule(tmp_path
         tmp_path, down(dest="foreign", extra="allow_cross_org = true"), other_org="globex"
     )
     assert "in org" not in text
-    assert "cross-connection relays are not supported yet" in text
+    assert "relays from or to 2.x are not built yet" in text
 
 
 def test_replace_is_refused_on_influxdb1_with_the_reason(tmp_path: Path) -> None:
