@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -29,6 +29,9 @@ from tierflow._logging import configure_logging, log_event
 from tierflow._runner import BatchRun, Runner, WindowRun, select_jobs
 from tierflow._state import RunStatus, open_state_store
 from tierflow._windows import isoformat
+
+if TYPE_CHECKING:
+    from tierflow._archive import ParquetArchive
 
 __all__ = ["app", "main"]
 
@@ -591,6 +594,15 @@ def _cold_tier(config: Config, tier: str) -> None:
         )
 
 
+def _archive(config: Path, tier: str) -> ParquetArchive:
+    """The archive of cold tier `tier` in the config at `config` (bad input if it is not one)."""
+    from tierflow._archiving import Archives
+
+    loaded = load_config(config)
+    _cold_tier(loaded, tier)
+    return Archives(loaded)(tier)
+
+
 @archive_app.command("verify")
 def archive_verify(
     tier: Annotated[str, typer.Argument(help="The cold tier.")],
@@ -598,12 +610,8 @@ def archive_verify(
     as_json: JsonOption = False,
 ) -> None:
     """Re-check every archived file (exists, checksum, row count); exit 1 naming each bad one."""
-    from tierflow._archiving import Archives
-
     with _errors():
-        loaded = load_config(config)
-        _cold_tier(loaded, tier)
-        problems = Archives(loaded)(tier).verify()
+        problems = _archive(config, tier).verify()
     if as_json:
         _print_json({"tier": tier, "ok": not problems, "problems": [str(p) for p in problems]})
     else:
@@ -622,12 +630,8 @@ def archive_query(
     as_json: JsonOption = False,
 ) -> None:
     """Run SQL over the archive with DuckDB (extra tierflow[archive-query]), no restore needed."""
-    from tierflow._archiving import Archives
-
     with _errors():
-        loaded = load_config(config)
-        _cold_tier(loaded, tier)
-        result = Archives(loaded)(tier).query(sql)
+        result = _archive(config, tier).query(sql)
     if as_json:
         _print_json({"columns": list(result.columns), "rows": [list(r) for r in result.rows]})
         return
