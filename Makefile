@@ -17,3 +17,11 @@ lint:
 
 bench:           ## benchmarks on a throwaway influxd (results in bench/results/)
 	scripts/bootstrap && .venv/bin/python bench/catchup.py
+
+.PHONY: soak
+soak:            ## memory soak: the daemon through 20,000+ one-second windows under --trace-memory
+	scripts/bootstrap && .venv/bin/python bench/soak.py
+
+.PHONY: bench-transfer
+bench-transfer:  ## export and write throughput against curl on a throwaway influxd (bench/results/transfer.json)
+	scripts/bootstrap && .venv/bin/python bench/transfer.py

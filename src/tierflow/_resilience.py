@@ -230,7 +230,10 @@ class ResilientEngine(Engine):
             stop=stop_after_attempt(self.retry.attempts)
             | stop_before_delay(self.retry.deadline.total_seconds()),
             wait=self._backoff,
-            retry=retry_if_exception(_transient),
+            # Once the circuit is open, waiting to try again is pointless: give up at once.
+            retry=retry_if_exception(
+                lambda error: _transient(error) and self.breaker.state is CircuitState.CLOSED
+            ),
             sleep=self._sleep,
             before_sleep=self._before_sleep,
             reraise=True,

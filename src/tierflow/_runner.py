@@ -29,6 +29,7 @@ from tierflow._planner import (
     next_wake,
     windows_between,
 )
+from tierflow._resilience import CircuitOpenError
 from tierflow._state import LedgerEntry, Outcome, RunStatus, StateStore
 from tierflow._windows import Window, isoformat
 
@@ -132,6 +133,7 @@ class Runner:
     stopping: asyncio.Event | None = None
     _slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
     _warned: set[tuple[str, datetime]] = field(default_factory=set, init=False, repr=False)
+    _refused: set[tuple[str, datetime]] = field(default_factory=set, init=False, repr=False)
     _connection_slots: dict[str, asyncio.Semaphore] = field(
         default_factory=dict, init=False, repr=False
     )
@@ -184,7 +186,8 @@ class Runner:
     def _retry_at(self, entry: LedgerEntry) -> datetime:
         scheduler = self.config.scheduler
         delay = min(
-            scheduler.retry_delay * (1 << min(entry.attempts - 1, 30)), scheduler.max_retry_delay
+            scheduler.retry_delay * (1 << min(max(entry.attempts - entry.attempt_base, 1) - 1, 30)),
+            scheduler.max_retry_delay,
         )
         assert entry.finished_at is not None
         return entry.finished_at + delay
@@ -424,9 +427,7 @@ class Runner:
             log_event("window_claimed_elsewhere", **fields)
             return None
         attempts = tuple(
-            e.attempts
-            for e in self.store.entries(job, batch.range.start)
-            if e.window.start < batch.range.stop
+            e.attempts for e in self.store.entries(job, batch.range.start, batch.range.stop)
         )
         fields["attempt"] = max(attempts)
         log_event("window_started", level=logging.DEBUG, windows=len(batch.windows), **fields)
@@ -505,6 +506,8 @@ class Runner:
             database = self.config.tiers[spec.dest].database
             written = (await self.engine_of(job).execute(query, database=database)).points_written
         except (EngineError, TemplateError) as exc:
+            if isinstance(exc, CircuitOpenError):
+                self._refused.add((job, batch.range.start))
             return 0, {}, query, str(exc)
         except Exception as exc:
             log_event("window_internal_error", level=logging.ERROR, exc_info=True, **fields)
@@ -576,7 +579,10 @@ class Runner:
         return fingerprints(await self.engine_of(job).query(query.text, database=database), batch)
 
     def _finish(self, job: str, batch: Batch, run_id: str, outcome: Outcome) -> datetime | None:
-        park_after = self.config.scheduler.max_window_attempts
+        # A window the circuit refused was never sent: an outage must not park every window.
+        refused = (job, batch.range.start) in self._refused
+        self._refused.discard((job, batch.range.start))
+        park_after = None if refused else self.config.scheduler.max_window_attempts
         try:
             return self.store.finish(
                 job, batch.windows, run_id=run_id, outcome=outcome, park_after=park_after
@@ -591,8 +597,8 @@ class Runner:
     def _report_parked(self, job: str, batch: Batch, fields: dict[str, Any]) -> None:
         parked = [
             entry
-            for entry in self.store.entries(job, batch.range.start)
-            if entry.window.start < batch.range.stop and entry.parked
+            for entry in self.store.entries(job, batch.range.start, batch.range.stop)
+            if entry.parked
         ]
         if parked:
             log_event(

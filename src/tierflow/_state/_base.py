@@ -47,6 +47,8 @@ class LedgerEntry:
     error: str | None
     fingerprint: str | None = None
     parked: bool = False
+    #: The attempt count when the window was last re-queued: attempts since then are what count.
+    attempt_base: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +96,10 @@ class StateStore(ABC):
         """The job's watermark, or None for a job never registered."""
 
     @abstractmethod
-    def entries(self, job: str, since: datetime) -> list[LedgerEntry]:
-        """Ledger rows of `job` whose window starts at or after `since`, oldest first."""
+    def entries(
+        self, job: str, since: datetime, until: datetime | None = None
+    ) -> list[LedgerEntry]:
+        """Ledger rows of `job` whose window starts in `[since, until)`, oldest first."""
 
     @abstractmethod
     def claim(

@@ -36,9 +36,15 @@ class MemoryStateStore(StateStore):
     def watermark(self, job: str) -> datetime | None:
         return self._watermarks.get(job)
 
-    def entries(self, job: str, since: datetime) -> list[LedgerEntry]:
+    def entries(
+        self, job: str, since: datetime, until: datetime | None = None
+    ) -> list[LedgerEntry]:
         with self._lock:
-            rows = [e for (j, start), e in self._ledger.items() if j == job and start >= since]
+            rows = [
+                replace(e, attempt_base=self._bases.get((j, start), 0))
+                for (j, start), e in self._ledger.items()
+                if j == job and start >= since and (until is None or start < until)
+            ]
         return sorted(rows, key=lambda e: e.window.start)
 
     def claim(
@@ -127,7 +133,7 @@ class MemoryStateStore(StateStore):
             ]
             for entry in chosen:
                 key = (job, entry.window.start)
-                self._ledger[key] = replace(entry, parked=False)
+                self._ledger[key] = replace(entry, parked=False, finished_at=None)
                 self._bases[key] = entry.attempts
             return len(chosen)
 

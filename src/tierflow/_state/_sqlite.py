@@ -125,12 +125,14 @@ class SqliteStateStore(StateStore):
         rows = self._read("SELECT watermark FROM jobs WHERE job = ?", (job,))
         return from_micros(int(rows[0][0])) if rows else None
 
-    def entries(self, job: str, since: datetime) -> list[LedgerEntry]:
+    def entries(
+        self, job: str, since: datetime, until: datetime | None = None
+    ) -> list[LedgerEntry]:
         rows = self._read(
             "SELECT window_start, window_stop, status, attempts, run_id, started_at,"
-            " finished_at, lease_expires_at, error, fingerprint, parked FROM runs"
-            " WHERE job = ? AND window_start >= ? ORDER BY window_start",
-            (job, to_micros(since)),
+            " finished_at, lease_expires_at, error, fingerprint, parked, attempt_base FROM runs"
+            " WHERE job = ? AND window_start >= ? AND window_start < ? ORDER BY window_start",
+            (job, to_micros(since), to_micros(until) if until else 2**62),
         )
         return [
             LedgerEntry(
@@ -145,6 +147,7 @@ class SqliteStateStore(StateStore):
                 error,
                 fingerprint,
                 bool(parked),
+                attempt_base,
             )
             for (
                 start,
@@ -158,6 +161,7 @@ class SqliteStateStore(StateStore):
                 error,
                 fingerprint,
                 parked,
+                attempt_base,
             ) in rows
         ]
 
@@ -239,7 +243,7 @@ class SqliteStateStore(StateStore):
     def requeue(self, job: str, start: datetime | None = None, stop: datetime | None = None) -> int:
         with self._transaction() as db:
             cursor = db.execute(
-                "UPDATE runs SET parked = 0, attempt_base = attempts"
+                "UPDATE runs SET parked = 0, attempt_base = attempts, finished_at = NULL"
                 " WHERE job = ? AND parked = 1 AND window_start >= ? AND window_start < ?",
                 (
                     job,
