@@ -362,6 +362,10 @@ def main() -> None:
         return
     if shutil.which("curl") is None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "curl"], check=True)
+    load_before = os.getloadavg()[0]
+    if load_before > 0.5:
+        print(f"warning: load average {load_before:.2f} before the run; other work on this "
+              "machine lowers both sides' numbers (the ratios less so)")
 
     points, hosts = args.points, args.hosts
     stop = stop_for(points, hosts)
@@ -413,6 +417,7 @@ def main() -> None:
             if args.profile else {}  # fmt: skip
 
     report = summarise(sides, points, hosts, args, variants, profiles)
+    report["load_average"] = {"before": load_before, "after": os.getloadavg()[0]}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "transfer.json").write_text(json.dumps(report, indent=2) + "\n")
 

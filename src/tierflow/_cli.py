@@ -702,6 +702,46 @@ def restore(
         )
 
 
+@app.command("apply")
+def apply_tiers(
+    config: ConfigOption = DEFAULT_CONFIG,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would change; change nothing.")
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Shrink a retention even below what a job still needs."),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Make the declared tiers real: databases and retention policies (1.x), buckets (2.x),
+    archive directories. Creates what is missing, updates what differs, never deletes; exit 2
+    with nothing changed if any tier cannot be applied as declared, e.g. a retention shrinking
+    below a job's oldest pending window (unless --force)."""
+    from tierflow._apply import Action, ApplyRefusedError
+    from tierflow._apply import apply_tiers as apply_all
+
+    with _errors():
+        loaded = load_config(config)
+        try:
+            changes = asyncio.run(apply_all(loaded, now=utc_now(), dry_run=dry_run, force=force))
+        except ApplyRefusedError as exc:
+            raise BadInput(str(exc)) from None
+    if as_json:
+        _print_json({"changes": [change.as_json() for change in changes]})
+        return
+    table = Table("tier", "action", "detail", title="dry run: nothing changed" if dry_run else None)
+    for change in changes:
+        table.add_row(change.tier, change.action.value, change.detail)
+    out.print(table)
+    counts = {action: sum(c.action is action for c in changes) for action in Action}
+    verbs = ("to create", "to update") if dry_run else ("created", "updated")
+    out.print(
+        f"{_plural(len(changes), 'tier')}: {counts[Action.CREATE]} {verbs[0]}, "
+        f"{counts[Action.UPDATE]} {verbs[1]}, {counts[Action.NONE]} unchanged"
+    )
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"tierflow {__version__}")

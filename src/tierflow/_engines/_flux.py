@@ -313,6 +313,73 @@ class FluxEngine(Engine):
         found = _json(raw).get("buckets") or []
         return any(isinstance(b, dict) and b.get("name") == bucket for b in found)
 
+    # -- beyond the contract: buckets, for `tierflow apply` -------------------------------------
+
+    async def org_id(self) -> str | None:
+        """The ID of this connection's org (`GET /api/v2/orgs?org=`), None if there is none."""
+        from influxdb_client.service.organizations_service import OrganizationsService
+
+        status, raw, retry_after = await self._plain(
+            "orgs",
+            lambda api: OrganizationsService(api).get_orgs_async(org=self.config.org, **_RAW),
+        )
+        if status == 404:
+            return None  # OSS answers 404 for an unknown org name
+        self._expect(200, status, raw, retry_after, f"looking up org {self.config.org!r}")
+        found = _json(raw).get("orgs") or []
+        return next(
+            (
+                str(org["id"])
+                for org in found
+                if isinstance(org, dict) and org.get("name") == self.config.org and org.get("id")
+            ),
+            None,
+        )
+
+    async def find_bucket(self, name: str, org_id: str) -> dict[str, Any] | None:
+        """Bucket `name` of org `org_id` as the buckets API describes it, or None."""
+        from influxdb_client.service.buckets_service import BucketsService
+
+        status, raw, retry_after = await self._plain(
+            "buckets",
+            lambda api: BucketsService(api).get_buckets_async(org_id=org_id, name=name, **_RAW),
+        )
+        if status == 404:
+            return None
+        self._expect(200, status, raw, retry_after, f"looking up bucket {name!r}")
+        found = _json(raw).get("buckets") or []
+        return next((b for b in found if isinstance(b, dict) and b.get("name") == name), None)
+
+    async def create_bucket(self, body: dict[str, Any]) -> None:
+        """`POST /api/v2/buckets` with `body` (`orgID`, `name`, `retentionRules`)."""
+        from influxdb_client.service.buckets_service import BucketsService
+
+        status, raw, retry_after = await self._plain(
+            "buckets",
+            lambda api: BucketsService(api).post_buckets_async(post_bucket_request=body, **_RAW),
+        )
+        self._expect(201, status, raw, retry_after, f"creating bucket {body.get('name')!r}")
+
+    async def update_bucket(self, bucket_id: str, body: dict[str, Any]) -> None:
+        """`PATCH /api/v2/buckets/{bucket_id}` with `body` (e.g. `retentionRules`)."""
+        from influxdb_client.service.buckets_service import BucketsService
+
+        status, raw, retry_after = await self._plain(
+            "buckets",
+            lambda api: BucketsService(api).patch_buckets_id_async(bucket_id, body, **_RAW),
+        )
+        self._expect(200, status, raw, retry_after, f"updating bucket {bucket_id}")
+
+    def _expect(
+        self, expected: int, status: int, raw: bytes, retry_after: float | None, doing: str
+    ) -> None:
+        if status != expected:
+            raise classify(status, "")(
+                f"connection {self.name}: {doing}: HTTP {status}: {_message(raw)}",
+                status=status,
+                retry_after=retry_after,
+            )
+
     async def _check_buckets(self, text: str) -> None:
         names = {
             token.value
