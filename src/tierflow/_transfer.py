@@ -129,21 +129,22 @@ async def _csv_blocks(pieces: AsyncIterator[bytes], size: int = 4 << 20) -> Asyn
     """Regroup a streamed CSV body into blocks of about `size` bytes, each the header line
     followed by whole rows, so that each block parses on its own."""
     header = b""
-    pending = b""
+    pending = bytearray()  # appended in place: rebuilding bytes per piece was quadratic
     async for piece in pieces:
         pending += piece
         if not header:
             end = pending.find(b"\n")
             if end < 0:
                 continue
-            header, pending = pending[: end + 1], pending[end + 1 :]
+            header = bytes(pending[: end + 1])
+            del pending[: end + 1]
         if len(pending) >= size:
             cut = pending.rfind(b"\n") + 1
             if cut:
-                yield header + pending[:cut]
-                pending = pending[cut:]
+                yield header + bytes(pending[:cut])
+                del pending[:cut]
     if header and pending.strip():
-        yield header + pending
+        yield header + bytes(pending)
 
 
 # What an aggregate gives, by the type of the field it reads: averages are floats, counts are
