@@ -18,8 +18,7 @@ from tierflow._archive import ParquetArchive, PointBatch, open_archive
 from tierflow._config import ArchiveJob, Config, TierConfig
 from tierflow._engines import Engine
 from tierflow._errors import EngineError, QueryError
-from tierflow._templates import influxql_ident, influxql_string, influxql_time
-from tierflow._transfer import Transfer, export_influxql, write_batches
+from tierflow._transfer import Transfer, export_influxql, export_query, write_batches
 from tierflow._windows import Window
 
 __all__ = ["ArchiveMismatchError", "Archives", "archive_window", "restore"]
@@ -93,12 +92,14 @@ async def _counted(
 async def _source_counts(
     engine: Engine, tier: TierConfig, measurement: str, window: Window, tags: dict[str, str]
 ) -> dict[str, int]:
-    rp = influxql_ident(tier.retention_policy) if tier.retention_policy else ""
-    where = [f"time >= {influxql_time(window.start)}", f"time < {influxql_time(window.stop)}"]
-    where += [f"{influxql_ident(k)} = {influxql_string(v)}" for k, v in tags.items()]
-    text = (
-        f"SELECT count(*) FROM {influxql_ident(tier.database)}.{rp}.{influxql_ident(measurement)}"
-        f" WHERE {' AND '.join(where)}"
+    text = export_query(
+        database=tier.database,
+        retention_policy=tier.retention_policy,
+        measurement=measurement,
+        start=window.start,
+        stop=window.stop,
+        tags=tags,
+        select="count(*)",
     )
     counts: dict[str, int] = {}
     for series in await engine.query(text, database=tier.database):

@@ -21,7 +21,7 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from tierflow._archive import FieldType, PointBatch
+from tierflow._archive import FieldType, PointBatch, widen
 from tierflow._engines import Engine, Series
 from tierflow._errors import EngineError
 from tierflow._lineprotocol import encode_batch
@@ -64,12 +64,14 @@ def export_query(
     start: datetime,
     stop: datetime,
     tags: Mapping[str, str] | None = None,
+    select: str = "*",
 ) -> str:
-    """Every point of one measurement in `[start, stop)`, tags as columns."""
+    """`select` (every point by default, tags as columns) over one measurement in
+    `[start, stop)`."""
     where = [f"time >= {influxql_time(start)}", f"time < {influxql_time(stop)}"]
     where += [f"{influxql_ident(k)} = {influxql_string(v)}" for k, v in (tags or {}).items()]
     source = _from(database, retention_policy, measurement)
-    return f"SELECT * FROM {source} WHERE {' AND '.join(where)}"
+    return f"SELECT {select} FROM {source} WHERE {' AND '.join(where)}"
 
 
 async def field_types_influxql(
@@ -83,14 +85,8 @@ async def field_types_influxql(
         for key, kind in series.values:
             previous = types.get(key)
             # A field with several types across shards is listed once per type: keep the widest.
-            types[key] = FieldType(kind) if previous is None else _wider(previous, FieldType(kind))
+            types[key] = FieldType(kind) if previous is None else widen(previous, FieldType(kind))
     return types
-
-
-def _wider(a: FieldType, b: FieldType) -> FieldType:
-    from tierflow._archive import widen
-
-    return widen(a, b)
 
 
 async def export_influxql(
