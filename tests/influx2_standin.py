@@ -2,8 +2,8 @@
 
 It stands in for the *request contract* only: it records every request (method, path, query,
 headers, body, gunzipped) and answers the way InfluxDB 2.x documents (annotated CSV for queries,
-`{"code", "message"}` JSON for errors, 204 for deletes, `Retry-After` on 429/503). It runs no
-Flux and stores nothing: whether a script computes the right thing is for the live suite
+`{"code", "message"}` JSON for errors, 204 for deletes and writes, `Retry-After` on 429/503).
+It runs no Flux and stores nothing: whether a script computes the right thing is for the live suite
 (`tests/integration/test_engine_contract.py` against a real `influxdb:2`).
 """
 
@@ -15,15 +15,24 @@ import gzip
 import io
 import json
 import threading
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-__all__ = ["Answer", "Recorded", "StandIn", "annotated_csv", "running_in_thread"]
+__all__ = [
+    "Answer",
+    "Point",
+    "Recorded",
+    "StandIn",
+    "annotated_csv",
+    "pivoted_csv",
+    "running_in_thread",
+]
 
 
 @dataclass(frozen=True)
@@ -46,17 +55,27 @@ class Answer:
     delay: float = 0.0
 
 
-def annotated_csv(tables: Sequence[tuple[list[str], list[str], list[list[str]]]]) -> bytes:
+def annotated_csv(
+    tables: Sequence[tuple[list[str], list[str], list[list[str]]]],
+    *,
+    group_key: Sequence[Sequence[str]] | None = None,
+) -> bytes:
     """Annotated CSV as InfluxDB 2.x writes it: per block `#datatype`, `#group`, `#default`, a
     header, rows (RFC 4180 quoting), and a blank line. Each table is (columns, datatypes, rows);
-    `result` and `table` columns are added in front like the server does."""
+    `result` and `table` columns are added in front like the server does. The group key of
+    table i is `group_key[i]`, by default the series key of an unpivoted table (`_start`,
+    `_stop`, `_field`, `_measurement` and every column not starting with `_`)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     for index, (columns, datatypes, rows) in enumerate(tables):
         writer.writerow(["#datatype", "string", "long", *datatypes])
         groups = [
             "true"
-            if c in {"_start", "_stop", "_field", "_measurement"} or not c.startswith("_")
+            if (
+                c in group_key[index]
+                if group_key is not None
+                else c in {"_start", "_stop", "_field", "_measurement"} or not c.startswith("_")
+            )
             else "false"
             for c in columns
         ]
@@ -66,6 +85,54 @@ def annotated_csv(tables: Sequence[tuple[list[str], list[str], list[list[str]]]]
         writer.writerows(["", "", str(index), *row] for row in rows)
         buffer.write("\r\n")
     return buffer.getvalue().encode()
+
+
+Point = tuple[int, tuple[tuple[str, str], ...], tuple[tuple[str, Any], ...]]
+KINDS = {float: "double", int: "long", bool: "boolean", str: "string"}
+NS = 1_000_000_000
+
+
+def rfc3339_nano(ns: int) -> str:
+    """What Go's RFC3339Nano says: trailing zeros of the fraction trimmed, none for a whole
+    second."""
+    moment = datetime.fromtimestamp(ns // NS, UTC)
+    fraction = f"{ns % NS:09d}".rstrip("0")
+    return f"{moment:%Y-%m-%dT%H:%M:%S}" + (f".{fraction}" if fraction else "") + "Z"
+
+
+def cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def pivoted_csv(points: Iterable[Point]) -> bytes:
+    """What 2.x answers a pivoting script with, built here from first principles: a table per
+    series (its tags the group key), a column per field that series has, a row per timestamp,
+    and a new block (annotations, header) whenever the columns change."""
+    series: dict[tuple[tuple[str, str], ...], dict[int, dict[str, Any]]] = defaultdict(dict)
+    for time, tags, values in points:
+        series[tags].setdefault(time, {}).update(values)
+    tables: list[tuple[list[str], list[str], list[list[str]]]] = []
+    keys: list[list[str]] = []
+    for tags, rows in sorted(series.items()):
+        kinds = {name: KINDS[type(v)] for row in rows.values() for name, v in row.items()}
+        names = sorted(kinds)
+        columns = ["_time", *(k for k, _ in tags), *names]
+        datatypes = ["dateTime:RFC3339Nano", *(["string"] * len(tags)), *(kinds[f] for f in names)]
+        body = [
+            [
+                rfc3339_nano(time),
+                *(v for _, v in tags),
+                *(cell(row[f]) if f in row else "" for f in names),
+            ]
+            for time, row in sorted(rows.items())
+        ]
+        tables.append((columns, datatypes, body))
+        keys.append([k for k, _ in tags])
+    return annotated_csv(tables, group_key=keys)
 
 
 def error_csv(message: str) -> bytes:
@@ -87,6 +154,9 @@ class StandIn:
     org: str = "acme"
     buckets: set[str] = field(default_factory=lambda: {"hot", "warm"})
     default_csv: bytes = b""
+    #: Answers a query from its Flux text, instead of `default_csv` (tests that need different
+    #: results for an export and its count, say).
+    on_query: Callable[[str], bytes] | None = None
     gzip_responses: bool = False
     requests: list[Recorded] = field(default_factory=list)
     scripted: dict[str, deque[Answer]] = field(default_factory=dict)
@@ -161,7 +231,16 @@ class StandIn:
         if request.path == "/api/v2/query/analyze":
             return _json(200, {"errors": []})
         if request.path == "/api/v2/query":
-            return Answer(200, self.default_csv, {"Content-Type": "text/csv; charset=utf-8"})
+            body = self.default_csv
+            if self.on_query is not None:
+                body = self.on_query(self.requests[-1].json()["query"])
+            return Answer(200, body, {"Content-Type": "text/csv; charset=utf-8"})
+        if request.path == "/api/v2/write":
+            if request.query.get("org") != self.org:
+                return _json(404, {"code": "not found", "message": "organization not found"})
+            if request.query.get("bucket") not in self.buckets:
+                return _json(404, {"code": "not found", "message": "bucket not found"})
+            return Answer(204)
         return _json(404, {"code": "not found", "message": f"path not found: {request.path}"})
 
 

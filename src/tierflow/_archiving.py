@@ -1,7 +1,8 @@
 """Archive jobs and restores: the cold tier's two directions.
 
 An archive job copies each window of its source measurements, point for point, into the cold
-tier's Parquet archive, then checks the copy against the source before the window counts as
+tier's Parquet archive (from 1.x through `/query?chunked=true` CSV, from 2.x through Flux
+pivoted to one row per point), then checks the copy against the source before the window counts as
 done: per field, the number of values archived must equal InfluxDB's own `count()` over the
 same range. A restore reads an archived range back and writes it, field types kept, into a live
 tier.
@@ -18,6 +19,7 @@ from tierflow._archive import ParquetArchive, PointBatch, open_archive
 from tierflow._config import ArchiveJob, Config, TierConfig
 from tierflow._engines import Engine
 from tierflow._errors import EngineError, QueryError
+from tierflow._flux_export import count_script, export_flux, field_counts
 from tierflow._transfer import Transfer, export_influxql, export_query, write_batches
 from tierflow._windows import Window
 
@@ -58,15 +60,7 @@ async def archive_window(
     total = 0
     for measurement in job.measurements:
         archived: Counter[str] = Counter()
-        batches = export_influxql(
-            engine,
-            database=source.database,
-            retention_policy=source.retention_policy,
-            measurement=measurement,
-            start=window.start,
-            stop=window.stop,
-            tags=job.tags,
-        )
+        batches = _export(engine, source, measurement, window, job.tags)
         manifest = await archive.awrite_window(measurement, window, _counted(batches, archived))
         expected = await _source_counts(engine, source, measurement, window, job.tags)
         if expected != {name: n for name, n in archived.items() if n}:
@@ -76,6 +70,29 @@ async def archive_window(
             )
         total += manifest.rows
     return total
+
+
+def _export(
+    engine: Engine, tier: TierConfig, measurement: str, window: Window, tags: dict[str, str]
+) -> AsyncIterator[PointBatch]:
+    if engine.dialect == "flux":
+        return export_flux(
+            engine,
+            bucket=tier.bucket,
+            measurement=measurement,
+            start=window.start,
+            stop=window.stop,
+            tags=tags,
+        )
+    return export_influxql(
+        engine,
+        database=tier.database,
+        retention_policy=tier.retention_policy,
+        measurement=measurement,
+        start=window.start,
+        stop=window.stop,
+        tags=tags,
+    )
 
 
 async def _counted(
@@ -92,6 +109,15 @@ async def _counted(
 async def _source_counts(
     engine: Engine, tier: TierConfig, measurement: str, window: Window, tags: dict[str, str]
 ) -> dict[str, int]:
+    if engine.dialect == "flux":
+        script = count_script(
+            bucket=tier.bucket,
+            measurement=measurement,
+            start=window.start,
+            stop=window.stop,
+            tags=tags,
+        )
+        return await field_counts(engine, script)
     text = export_query(
         database=tier.database,
         retention_policy=tier.retention_policy,

@@ -648,7 +648,7 @@ def _cross_check(
     for name, job in jobs.items():
         table = _table_name("jobs", name)
         if job.source in tiers and job.dest in tiers:
-            archive_problems = _check_archive_tiers(table, job, tiers, connections)
+            archive_problems = _check_archive_tiers(table, job, tiers)
             if archive_problems or isinstance(job, ArchiveJob):
                 problems.extend(archive_problems)
                 continue
@@ -662,17 +662,15 @@ def _cross_check(
             source, dest = tiers[job.source], tiers[job.dest]
             if problem := _cross_org(table, job, source, dest, connections):
                 problems.append(problem)
-            elif source.connection != dest.connection and not _relayable(
-                job, source, dest, connections
-            ):
+            elif source.connection != dest.connection and not isinstance(job, DownsampleJob):
                 problems.append(
                     _Problem(
                         table,
                         "dest",
                         job.dest,
-                        "source and dest tiers must share a connection, except for downsample "
-                        "jobs between InfluxDB 1.x connections (relays from or to 2.x are not "
-                        "built yet)",
+                        f"{job.kind} jobs run on one server: source and dest tiers must share a "
+                        "connection (downsample jobs may cross connections: tierflow carries "
+                        "their rows)",
                     )
                 )
             if source.bucket == dest.bucket and any(
@@ -691,12 +689,9 @@ def _cross_check(
 
 
 def _check_archive_tiers(
-    table: str,
-    job: JobConfig,
-    tiers: Mapping[str, TierConfig],
-    connections: Mapping[str, ConnectionConfig],
+    table: str, job: JobConfig, tiers: Mapping[str, TierConfig]
 ) -> list[_Problem]:
-    """Archive jobs read a live 1.x tier and write a cold one; no other job touches cold tiers."""
+    """Archive jobs read a live tier and write a cold one; no other job touches cold tiers."""
     source, dest = tiers[job.source], tiers[job.dest]
     if not isinstance(job, ArchiveJob):
         return [
@@ -709,32 +704,11 @@ def _check_archive_tiers(
         problems.append(
             _Problem(table, "source", job.source, "must be a live tier, not a cold one")
         )
-    elif not isinstance(connections.get(source.connection), InfluxDB1Connection):
-        problems.append(
-            _Problem(
-                table,
-                "source",
-                job.source,
-                "archive jobs read InfluxDB 1.x tiers for now (the 2.x export is not built yet)",
-            )
-        )
     if not dest.is_archive:
         problems.append(
             _Problem(table, "dest", job.dest, "must be a cold tier (one with 'archive = ...')")
         )
     return problems
-
-
-def _relayable(
-    job: JobConfig,
-    source: TierConfig,
-    dest: TierConfig,
-    connections: Mapping[str, ConnectionConfig],
-) -> bool:
-    """Whether tierflow can carry this job's rows from one connection to another itself."""
-    return isinstance(job, DownsampleJob) and all(
-        isinstance(connections.get(tier.connection), InfluxDB1Connection) for tier in (source, dest)
-    )
 
 
 def _org(tier: TierConfig, connections: Mapping[str, ConnectionConfig]) -> str | None:

@@ -131,13 +131,15 @@ def is_relay(config: Config, name: str) -> bool:
 
 
 def render_relay(config: Config, name: str, batch: Batch) -> list[tuple[str, str, RenderedQuery]]:
-    """For a relay, one aggregating SELECT (no INTO) per measurement, with the measurement it
-    reads and the one it is written to."""
+    """For a relay, one aggregating read per measurement (a SELECT without INTO from 1.x, a
+    pivoted Flux script without `to()` from 2.x), with the measurement it reads and the one it
+    is written to."""
     context = _context(config, name, batch)
+    dialect = dialect_of(config, name)
     found = []
     for measurement in context["measurements"]:
         query = render(
-            "influxql/downsample.influxql.j2", {**context, "measurements": [measurement]}
+            f"{dialect}/downsample.{dialect}.j2", {**context, "measurements": [measurement]}
         )
         check_query(query, window=batch.range, dest=dest_target(config, name), require_write=False)
         found.append((measurement["name"], measurement["into"], query))
@@ -145,12 +147,26 @@ def render_relay(config: Config, name: str, batch: Batch) -> list[tuple[str, str
 
 
 def render_export(config: Config, name: str, batch: Batch) -> RenderedQuery:
-    """What an archive job reads: one `SELECT *` per measurement over the window (the text that
-    `plan` shows and the ledger hashes; `tierflow._transfer.export_influxql` sends the same)."""
+    """What an archive job reads: per measurement, every point of the window (the text that
+    `plan` shows and the ledger hashes; `tierflow._archiving` sends the same): a `SELECT *`
+    from 1.x, a pivoting Flux script from 2.x."""
+    from tierflow._flux_export import export_script
     from tierflow._transfer import export_query
 
     job = config.jobs[name]
     source = config.tiers[job.source]
+    if dialect_of(config, name) == "flux":
+        scripts = [
+            export_script(
+                bucket=source.bucket,
+                measurement=measurement,
+                start=batch.range.start,
+                stop=batch.range.stop,
+                tags=job.tags,
+            )
+            for measurement in job.measurements
+        ]
+        return RenderedQuery("\n".join(scripts), "export", "builtin", dialect="flux")
     text = "; ".join(
         export_query(
             database=source.database,

@@ -1,6 +1,7 @@
 """Moving points in bulk: the export path (InfluxDB → Arrow batches, streamed) and the write path
 (Arrow batches → line protocol → InfluxDB), shared by archive, restore and cross-connection
-relays.
+relays. This module holds the 1.x export and the writer for both; the 2.x export is in
+`tierflow._flux_export`.
 
 Export reads one measurement over a range with `/query?chunked=true`, so only one chunk (at most
 `chunk_size` points) is in memory at a time. Field types come from `SHOW FIELD KEYS`, not from
@@ -22,13 +23,16 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from tierflow._archive import FieldType, PointBatch, widen
+from tierflow._config import TierConfig
 from tierflow._engines import Engine, Series
 from tierflow._errors import EngineError
+from tierflow._flux_export import annotated_batches
 from tierflow._lineprotocol import encode_batch
-from tierflow._templates import influxql_ident, influxql_string, influxql_time
+from tierflow._templates import RenderedQuery, influxql_ident, influxql_string, influxql_time
 
 __all__ = [
     "Transfer",
+    "aggregate_batches",
     "aggregate_type",
     "export_influxql",
     "export_query",
@@ -141,6 +145,37 @@ async def _csv_blocks(pieces: AsyncIterator[bytes], size: int = 4 << 20) -> Asyn
                 del pending[:cut]
     if header and pending.strip():
         yield header + bytes(pending)
+
+
+async def aggregate_batches(
+    engine: Engine,
+    *,
+    tier: TierConfig,
+    measurement: str,
+    aggregates: Mapping[str, tuple[str, ...]],
+    query: RenderedQuery,
+) -> AsyncIterator[PointBatch]:
+    """The rows of a relay's aggregating read (`render_relay`) as batches of points, typed: from
+    2.x by the server's own column types (streamed), from 1.x by `SHOW FIELD KEYS` and what each
+    aggregate makes of a field (the rows are aggregates: few, read whole)."""
+    if engine.dialect == "flux":
+        async for batch in annotated_batches(engine.stream(query.text)):
+            yield batch
+        return
+    types = await field_types_influxql(
+        engine,
+        database=tier.database,
+        retention_policy=tier.retention_policy,
+        measurement=measurement,
+    )
+    out = {
+        f"{field}_{function}": aggregate_type(function, types.get(field))
+        for field, functions in aggregates.items()
+        for function in functions
+    }
+    for series in await engine.query(query.text, database=tier.database):
+        if (points := series_batch(series, out)) is not None:
+            yield points
 
 
 # What an aggregate gives, by the type of the field it reads: averages are floats, counts are

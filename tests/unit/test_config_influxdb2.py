@@ -16,6 +16,7 @@ from tierflow._config import (
     load_config,
 )
 from tierflow._errors import ConfigError
+from tierflow._jobs import is_relay
 from tierflow._secrets import AwsSecret, FileSecret, VaultSecret
 
 TOKEN = "tok-very-secret-0042"
@@ -170,12 +171,30 @@ def test_a_cross_org_job_is_refused_with_its_own_message(tmp_path: Path) -> None
     assert "cross-connection" not in text  # the org message comes first, alone
 
 
-def test_an_allowed_cross_org_job_still_meets_the_cross_connection_rule(tmp_path: Path) -> None:
-    text = problems(
+def test_an_allowed_cross_org_downsample_is_a_relay(tmp_path: Path) -> None:
+    config = load(
         tmp_path, down(dest="foreign", extra="allow_cross_org = true"), other_org="globex"
     )
-    assert "in org" not in text
-    assert "relays from or to 2.x are not built yet" in text
+    assert is_relay(config, "down")
+
+
+@pytest.mark.parametrize(("source", "dest"), [("hot", "plant_warm"), ("plant_hot", "warm")])
+def test_a_downsample_across_the_two_dialects_is_a_relay(
+    tmp_path: Path, source: str, dest: str
+) -> None:
+    assert is_relay(load(tmp_path, down(source, dest)), "down")
+
+
+def test_a_query_job_across_connections_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "q.flux.j2").write_text("// unused\n", encoding="utf-8")
+    job = (
+        '[jobs.q]\nkind = "query"\nsource = "hot"\ndest = "plant_warm"\n'
+        'measurements = ["sensor"]\nevery = "5m"\nstart = "2026-11-01T00:00:00Z"\n'
+        'template = "q.flux.j2"\n'
+    )
+    text = problems(tmp_path, job)
+    assert '[jobs.q] dest = "plant_warm"' in text
+    assert "query jobs run on one server" in text
 
 
 def test_replace_is_refused_on_influxdb1_with_the_reason(tmp_path: Path) -> None:

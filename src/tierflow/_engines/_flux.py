@@ -6,12 +6,13 @@ What this engine relies on, and what it avoids:
   made outside one) with an explicit aiohttp timeout (a *total* timeout: it covers the whole
   response body, so `timeout` must cover the longest streamed response), gzip, and a connection
   pool of `max_concurrency`.
-- Downsampling runs on the server (`to()`); this engine never writes points itself, so the
-  client's batching writer, which drops a batch after its retries and loses buffered points on
-  `client.close()`, is never used. Retries are tierflow's own (the resilience layer), driven by
+- Downsampling runs on the server (`to()`). Points that tierflow carries itself (restores,
+  relays) are posted by `write`, one body per call, to `/api/v2/write`: the client's batching
+  writer, which drops a batch after its retries and loses buffered points on `client.close()`,
+  is never used. Retries are tierflow's own (the resilience layer), driven by
   `EngineError.transient` and `retry_after`, decided here in `classify`.
-- Query responses are streamed and counted, never held whole (`execute`); `query` holds its
-  (small) result, for fingerprints.
+- Query responses are streamed and counted, never held whole (`execute`, `stream`); `query`
+  holds its (small) result, for fingerprints.
 - On a 401 the token is fetched again from its source once and the request retried, so a
   rotated token needs no restart. Tokens never appear in messages: errors are built from the
   status and the server's own message, never from request headers.
@@ -22,6 +23,7 @@ What this engine relies on, and what it avoids:
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -73,7 +75,8 @@ _DIALECT = {
     "delimiter": ",",
     "annotations": ["datatype", "group", "default"],
     "commentPrefix": "#",
-    "dateTimeFormat": "RFC3339",
+    # Nanoseconds: exports must keep every digit of a point's time.
+    "dateTimeFormat": "RFC3339Nano",
 }
 
 
@@ -215,6 +218,48 @@ class FluxEngine(Engine):
             async for row in stream:
                 _add_row(tables, row)
         return list(tables.values())
+
+    async def write(
+        self, body: bytes, *, database: str, retention_policy: str | None = None
+    ) -> int:
+        """POST line protocol (nanosecond timestamps) to `/api/v2/write` in this org; return the
+        bytes sent. The bucket is the tier's `bucket` as written (`database`, or
+        `database/retention_policy`: a 2.x bucket name may hold a slash). Anything but 204
+        raises: 2.x refuses a whole body on a malformed line (400), one past retention (422)
+        or too large (413), so a batch is never half-written silently."""
+        from influxdb_client.service.write_service import WriteService
+
+        bucket = f"{database}/{retention_policy}" if retention_policy else database
+        await self._check_bucket_names({bucket})
+        payload, extra = body, {}
+        if self.config.gzip:
+            payload = gzip.compress(body, compresslevel=1)
+            extra["content_encoding"] = "gzip"
+        status, raw, retry_after = await self._plain(
+            "write",
+            lambda api: WriteService(api).post_write_async(
+                org=self.config.org,
+                bucket=bucket,
+                body=payload,
+                precision="ns",
+                **extra,
+                **_RAW,
+            ),
+        )
+        self._count("sent", len(payload))
+        self._expect(204, status, raw, retry_after, f"writing to bucket {bucket!r}")
+        return len(payload)
+
+    async def stream(
+        self, text: str, *, database: str | None = None, chunk_size: int = 10_000
+    ) -> AsyncIterator[bytes]:
+        """Run a read script and yield its annotated CSV body (RFC 3339 times with nanoseconds)
+        in pieces as they arrive; the export path reads it block by block
+        (`tierflow._flux_export`). An error table inside the body is left to that reader."""
+        await self._check_buckets(text)
+        async with self._stream(text, "stream") as (stream, _):
+            async for piece in stream.pieces():
+                yield piece
 
     async def ping(self) -> None:
         """`/health` must say pass and `/ready` must answer 200."""
@@ -381,13 +426,17 @@ class FluxEngine(Engine):
             )
 
     async def _check_buckets(self, text: str) -> None:
-        names = {
-            token.value
-            for call in calls(tokenize(text))
-            if call.name in {"from", "to"}
-            for token in call.args.get("bucket", ())
-            if token.kind is Kind.STRING and token.value is not None
-        }
+        await self._check_bucket_names(
+            {
+                token.value
+                for call in calls(tokenize(text))
+                if call.name in {"from", "to"}
+                for token in call.args.get("bucket", ())
+                if token.kind is Kind.STRING and token.value is not None
+            }
+        )
+
+    async def _check_bucket_names(self, names: set[str]) -> None:
         for bucket in sorted(names - self._known_buckets):
             if not await self.bucket_exists(bucket):
                 raise QueryError(
@@ -410,10 +459,13 @@ class FluxEngine(Engine):
         sent = len(json.dumps({"query": text, "type": "flux", "dialect": _DIALECT}).encode())
 
         async def post(api: Any) -> Any:
-            response = await _network(
-                self,
-                QueryService(api).post_query_async(org=self.config.org, query=payload, **_RAW),
-            )
+            if kind == "stream":
+                request = self._post_unbounded(api, "/api/v2/query", payload)
+            else:
+                request = QueryService(api).post_query_async(
+                    org=self.config.org, query=payload, **_RAW
+                )
+            response = await _network(self, request)
             if response.status == 401:
                 raw = await response.read()
                 response.release()
@@ -432,6 +484,25 @@ class FluxEngine(Engine):
         response = await self._authorized(post)
         self._count("sent", sent)
         return response, sent
+
+    async def _post_unbounded(self, api: Any, path: str, body: Any) -> Any:
+        """POST through the client's own session (its headers, token included), with a timeout
+        on each read instead of the client's total one: a bulk export may stream for longer
+        than any sensible total, as long as the server keeps sending."""
+        rest = api.rest_client
+        extra = {"proxy": rest.proxy, "proxy_headers": rest.proxy_headers} if rest.proxy else {}
+        return await rest.pool_manager.post(
+            f"{self.config.url.rstrip('/')}{path}",
+            params={"org": self.config.org},
+            data=json.dumps(api.sanitize_for_serialization(body)),
+            headers={**api.default_headers, "Content-Type": "application/json"},
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=self.config.connect_timeout.total_seconds(),
+                sock_read=self.config.timeout.total_seconds(),
+            ),
+            **extra,
+        )
 
     async def _plain(
         self, kind: str, request: Callable[[Any], Awaitable[Any]]
@@ -524,6 +595,18 @@ class _Stream:
         async for line in self._response.content:
             self.received += len(line)
             yield line
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        """The raw body in pieces as they arrive (the bulk path: no per-line Python work)."""
+        try:
+            async for piece in self._response.content.iter_any():
+                self.received += len(piece)
+                yield piece
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransientEngineError(
+                f"connection {self.engine.name}: {self.engine.config.url}: response cut off: "
+                f"{_describe(exc)}"
+            ) from exc
 
 
 async def _network(engine: FluxEngine, request: Awaitable[T]) -> T:

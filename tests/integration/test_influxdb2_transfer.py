@@ -1,0 +1,382 @@
+"""The 2.x half of the lifecycle: relays from 1.x to 2.x and back, an archive job reading a 2.x
+tier, and a restore into one.
+
+Which parts are real:
+- InfluxDB 1.x is the session's throwaway influxd 1.6: a relay's source or dest, and the oracle.
+- InfluxDB 2.x is the recording stand-in of its HTTP API (`tests/influx2_standin.py`), because
+  no 2.x server can be installed here. It checks the request contract only and runs no Flux:
+  where it must answer a query, it answers with annotated CSV built by the test from data the
+  real 1.x server computed or stored (`pivoted_csv`). What a real 2.x makes of the scripts is
+  the live suite's (`test_influxdb2_live.py`, run when a 2.x URL is given); every script sent
+  here is also type-checked by the official Flux checker.
+- Line protocol that tierflow posted to the stand-in is replayed into the real influxd, so a
+  real server parses every byte tierflow wrote, and what it stored is compared with the oracle.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fluxcheck import FluxChecker, flux_checker
+from tests.influx2_standin import Point, StandIn, annotated_csv, pivoted_csv
+from tests.integration._helpers import open_runner
+from tests.integration.conftest import Databases, TierData, field_types, read_tier
+from tierflow import RunStatus
+from tierflow._archive import open_archive
+from tierflow._archiving import restore
+from tierflow.testing import ThrowawayInfluxd
+
+__all__ = ["flux_checker"]
+
+TOKEN = "stand-in-token-7"
+NS = 1_000_000_000
+AGGREGATES = '{ temp = ["mean", "max", "first"], n = ["sum", "count", "last", "spread"] }'
+HOSTS = ("a", "b c", "d,e", "f=g")
+
+
+@pytest.fixture
+async def standin(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StandIn]:
+    monkeypatch.setenv("TF_STANDIN_TOKEN", TOKEN)
+    server = StandIn(tokens={TOKEN}, org="acme", buckets={"hot", "warm"})
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def start() -> datetime:
+    # Recent: the 1.x `warm` RP (400d) refuses older points.
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=6)
+
+
+def escape_tag(text: str) -> str:
+    return text.replace(" ", "\\ ").replace(",", "\\,").replace("=", "\\=")
+
+
+def raw_points(start: datetime, count: int = 2000) -> list[Point]:
+    rng = random.Random(17)
+    points: list[Point] = []
+    for _ in range(count):
+        nanos = int(start.timestamp()) * NS + rng.randrange(0, 2 * 3600 * NS)
+        fields: dict[str, Any] = {"temp": rng.uniform(-20, 40), "n": rng.randint(-(2**40), 2**40)}
+        if rng.random() < 0.3:
+            fields["ok"] = rng.random() < 0.5
+        points.append((nanos, (("host", rng.choice(HOSTS)),), tuple(sorted(fields.items()))))
+    return points
+
+
+def lp_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f"{value}i" if isinstance(value, int) else repr(value)
+
+
+def line(measurement: str, point: Point) -> str:
+    time, tags, fields = point
+    tag_text = "".join(f",{k}={escape_tag(v)}" for k, v in tags)
+    values = ",".join(f"{k}={lp_value(v)}" for k, v in fields)
+    return f"{measurement}{tag_text} {values} {time}"
+
+
+def config(
+    tmp_path: Path,
+    influxd: ThrowawayInfluxd,
+    standin: StandIn,
+    tiers: dict[str, tuple[str, str]],
+    job: str,
+) -> Path:
+    lines = [
+        "[state]",
+        f'url = "sqlite:///{tmp_path / "state.db"}"',
+        "[connections.plant]",
+        'kind = "influxdb1"',
+        f'url = "{influxd.url}"',
+        "[connections.cloud]",
+        'kind = "influxdb2"',
+        f'url = "{standin.url}"',
+        'org = "acme"',
+        'token = { env = "TF_STANDIN_TOKEN" }',
+    ]
+    for name, (connection, where) in tiers.items():
+        lines += [f"[tiers.{name}]"]
+        if connection == "archive":
+            lines += [f'archive = "{where}"']
+        else:
+            lines += [f'connection = "{connection}"', f'bucket = "{where}"']
+    path = tmp_path / "tierflow.toml"
+    path.write_text("\n".join(lines) + "\n" + job, encoding="utf-8")
+    return path
+
+
+def downsample(start: datetime) -> str:
+    return f"""
+[jobs.down]
+kind = "downsample"
+source = "hot"
+dest = "warm"
+measurements = ["m"]
+every = "10m"
+start = "{start.isoformat().replace("+00:00", "Z")}"
+aggregates = {AGGREGATES}
+"""
+
+
+async def run(path: Path, now: datetime) -> list[Any]:
+    async with open_runner(path) as runner:
+        return await runner.run_due(now)
+
+
+def replay(influxd: ThrowawayInfluxd, standin: StandIn, db: str) -> list[dict[str, str]]:
+    """Post every body tierflow wrote to the stand-in into the real influxd (db.warm); return
+    the write requests' query parameters."""
+    writes = [r for r in standin.requests if r.path == "/api/v2/write"]
+    for request in writes:
+        influxd.write(request.body, db=db, rp="warm")
+    return [r.query for r in writes]
+
+
+def typed(tier: TierData, types: dict[str, str]) -> list[Point]:
+    """A 1.x tier's points with the types `SHOW FIELD KEYS` gives (JSON says 2 for 2.0)."""
+    cast = {"float": float, "integer": int, "boolean": bool, "string": str}
+    return [
+        (time, tuple(sorted(tags)), tuple(sorted((k, cast[types[k]](v)) for k, v in row.items())))
+        for (_, time, tags), row in tier.items()
+    ]
+
+
+_RANGE = re.compile(r"range\(start: (\S+), stop: (\S+)\)")
+
+
+def in_range(script: str, points: Iterable[Point]) -> list[Point]:
+    first, stop = (
+        int(datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()) * NS
+        for t in _RANGE.search(script).groups()  # type: ignore[union-attr]
+    )
+    return [p for p in points if first <= p[0] < stop]
+
+
+async def oracle(
+    tmp_path: Path, influxd: ThrowawayInfluxd, standin: StandIn, source: str, start: datetime
+) -> tuple[str, TierData]:
+    """The same job as SELECT … INTO on the real influxd: the expected warm tier."""
+    local = source + "_oracle"
+    influxd.execute(f'CREATE RETENTION POLICY "warm" ON "{source}" DURATION 400d REPLICATION 1')
+    directory = tmp_path / "oracle"
+    directory.mkdir()
+    path = config(
+        directory,
+        influxd,
+        standin,
+        {"hot": ("plant", f"{source}/autogen"), "warm": ("plant", f"{source}/warm")},
+        downsample(start),
+    )
+    runs = await run(path, start + timedelta(hours=2))
+    assert {r.status for r in runs} == {RunStatus.SUCCEEDED}
+    del local
+    return source, read_tier(influxd, source, "warm")
+
+
+async def test_a_relay_from_1x_to_2x_writes_what_select_into_writes(
+    tmp_path: Path,
+    influxd: ThrowawayInfluxd,
+    databases: Databases,
+    standin: StandIn,
+    start: datetime,
+) -> None:
+    source, replayed = databases.new(), databases.new()
+    influxd.write([line("m", p) for p in raw_points(start)], db=source)
+    _, expected = await oracle(tmp_path, influxd, standin, source, start)
+    path = config(
+        tmp_path,
+        influxd,
+        standin,
+        {"hot": ("plant", f"{source}/autogen"), "warm": ("cloud", "warm")},
+        downsample(start),
+    )
+
+    runs = await run(path, start + timedelta(hours=2))
+
+    assert {r.status for r in runs} == {RunStatus.SUCCEEDED}
+    assert sum(len(r.batch.windows) for r in runs) == 12
+    sent = replay(influxd, standin, replayed)
+    assert sent
+    assert all(q == {"org": "acme", "bucket": "warm", "precision": "ns"} for q in sent)
+    assert read_tier(influxd, replayed, "warm") == expected
+    assert field_types(influxd, replayed, "warm", "m") == field_types(influxd, source, "warm", "m")
+    assert sum(r.points_written for r in runs) == len(expected)
+
+
+async def test_a_relay_from_2x_to_1x_reads_pivoted_aggregates_and_writes_them_exactly(
+    tmp_path: Path,
+    influxd: ThrowawayInfluxd,
+    databases: Databases,
+    standin: StandIn,
+    start: datetime,
+    flux_checker: FluxChecker,
+) -> None:
+    source, dest = databases.new(), databases.new()
+    influxd.write([line("m", p) for p in raw_points(start)], db=source)
+    _, expected = await oracle(tmp_path, influxd, standin, source, start)
+    types = field_types(influxd, source, "warm", "m")
+    aggregates = typed(expected, types)  # what a 2.x server would answer, as typed points
+    standin.on_query = lambda script: pivoted_csv(in_range(script, aggregates))
+    path = config(
+        tmp_path,
+        influxd,
+        standin,
+        {"hot": ("cloud", "hot"), "warm": ("plant", f"{dest}/warm")},
+        downsample(start),
+    )
+
+    runs = await run(path, start + timedelta(hours=2))
+
+    assert {r.status for r in runs} == {RunStatus.SUCCEEDED}
+    scripts = [r.json()["query"] for r in standin.requests if r.path == "/api/v2/query"]
+    assert scripts
+    for script in scripts:
+        assert flux_checker.is_valid(script), script
+        assert "to(" not in script
+        assert "pivot(" in script
+    assert read_tier(influxd, dest, "warm") == expected
+    assert field_types(influxd, dest, "warm", "m") == types
+
+
+def counts(points: Iterable[Point]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for _, _, fields in points:
+        for name, _ in fields:
+            found[name] = found.get(name, 0) + 1
+    return found
+
+
+def count_csv(by_field: dict[str, int]) -> bytes:
+    return annotated_csv(
+        [(["_field", "_value"], ["string", "long"], [[k, str(v)]]) for k, v in by_field.items()],
+        group_key=[["_field"]] * len(by_field),
+    )
+
+
+def answer(points: list[Point], *, extra: int = 0) -> Any:
+    """The stand-in's answers for an archive job: the points of the script's range, pivoted,
+    or their counts per field (plus `extra` on each, to fake a source that changed)."""
+
+    def on_query(script: str) -> bytes:
+        chosen = in_range(script, points)
+        if "count()" in script:
+            return count_csv({k: v + extra for k, v in counts(chosen).items()})
+        return pivoted_csv(chosen)
+
+    return on_query
+
+
+async def test_a_2x_tier_archives_to_parquet_and_restores_into_2x_point_for_point(
+    tmp_path: Path,
+    influxd: ThrowawayInfluxd,
+    databases: Databases,
+    standin: StandIn,
+    start: datetime,
+    flux_checker: FluxChecker,
+) -> None:
+    points = raw_points(start)
+    standin.on_query = answer(points)
+    cold = tmp_path / "cold"
+    job = f"""
+[jobs.keep]
+kind = "archive"
+source = "hot"
+dest = "cold"
+measurements = ["m"]
+every = "1h"
+start = "{start.isoformat().replace("+00:00", "Z")}"
+"""
+    path = config(
+        tmp_path,
+        influxd,
+        standin,
+        {"hot": ("cloud", "hot"), "warm": ("cloud", "warm"), "cold": ("archive", str(cold))},
+        job,
+    )
+
+    runs = await run(path, start + timedelta(hours=2))
+
+    assert [r.status for r in runs] == [RunStatus.SUCCEEDED] * len(runs)
+    assert sum(len(r.batch.windows) for r in runs) == 2
+    assert sum(r.points_written for r in runs) == len(points)
+    for script in (r.json()["query"] for r in standin.requests if r.path == "/api/v2/query"):
+        assert flux_checker.is_valid(script), script
+    archive = open_archive(str(cold))
+    assert archive.verify() == []
+    archived = [
+        (
+            time,
+            tuple(sorted((t, row[t]) for t in batch.points.tags if row[t] is not None)),
+            tuple(sorted((f, row[f]) for f in batch.points.fields if row[f] is not None)),
+        )
+        for batch in archive.read(start, start + timedelta(hours=2))
+        for time, row in zip(
+            batch.points.data.column("time").cast("int64").to_pylist(),
+            batch.points.data.drop_columns(["time"]).to_pylist(),
+            strict=True,
+        )
+    ]
+    assert sorted(archived) == sorted(points)
+
+    # Restore into the 2.x warm bucket; a real server parses what was posted.
+    async with open_runner(path) as runner:
+        moved = await restore(
+            archive,
+            runner.engine("cloud"),
+            runner.config.tiers["warm"],
+            start=start,
+            stop=start + timedelta(hours=2),
+            measurement=None,
+            max_concurrency=2,
+        )
+    assert moved.points == len(points)
+    assert moved.dropped == 0
+    replayed = databases.new()
+    sent = replay(influxd, standin, replayed)
+    assert {q["bucket"] for q in sent} == {"warm"}
+    assert sorted(
+        typed(read_tier(influxd, replayed, "warm"), field_types(influxd, replayed, "warm", "m"))
+    ) == sorted(points)
+    assert field_types(influxd, replayed, "warm", "m") == {
+        "temp": "float",
+        "n": "integer",
+        "ok": "boolean",
+    }
+
+
+async def test_an_archive_whose_count_disagrees_with_the_source_is_not_done(
+    tmp_path: Path, influxd: ThrowawayInfluxd, standin: StandIn, start: datetime
+) -> None:
+    standin.on_query = answer(raw_points(start, 300), extra=1)
+    job = f"""
+[jobs.keep]
+kind = "archive"
+source = "hot"
+dest = "cold"
+measurements = ["m"]
+every = "1h"
+start = "{start.isoformat().replace("+00:00", "Z")}"
+"""
+    path = config(
+        tmp_path,
+        influxd,
+        standin,
+        {"hot": ("cloud", "hot"), "cold": ("archive", str(tmp_path / "cold"))},
+        job,
+    )
+
+    runs = await run(path, start + timedelta(hours=2))
+
+    assert runs
+    assert {r.status for r in runs} == {RunStatus.FAILED}
+    assert all("not recorded as done" in (r.error or "") for r in runs)
