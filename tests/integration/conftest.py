@@ -214,3 +214,10 @@ def hour_floor_days_ago(days: int) -> datetime:
     the data must be recent whatever the wall clock says; everything else uses explicit `now`s."""
     moment = datetime.now(UTC) - timedelta(days=days)
     return moment.replace(minute=0, second=0, microsecond=0)
+
+
+@pytest.fixture
+def start() -> datetime:
+    """A job start two days back: its windows are all in the past and well inside the warm RP's
+    400 days."""
+    return hour_floor_days_ago(2)

@@ -262,13 +262,13 @@ def test_a_retention_under_an_hour_is_refused_before_anything_is_made(apply: App
 
 
 def test_an_unreachable_server_exits_1(tmp_path: Path) -> None:
-    from tests.integration.test_downsample import closed_port
+    from tests.integration._support import free_port
 
     config = tmp_path / "tierflow.toml"
     lines: list[Any] = [
         "[connections.plant]",
         'kind = "influxdb1"',
-        f'url = "http://127.0.0.1:{closed_port()}"',
+        f'url = "http://127.0.0.1:{free_port()}"',
         'timeout = "2s"',
         "[tiers.hot]",
         'connection = "plant"',

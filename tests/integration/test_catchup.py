@@ -9,36 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import random
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import (
-    WARM_RP,
-    ConfigWriter,
-    Databases,
-    hour_floor_days_ago,
-    read_tier,
-)
-from tests.integration.test_cli import ok_json, rfc3339, tierflow
-from tests.integration.test_concurrency import downsamples, time_range
-from tests.integration.test_downsample import (
+from tests.integration._helpers import (
     EVERY,
-    SERIES,
     Point,
     assert_all_succeeded,
     assert_tier,
+    downsamples,
     expected_tier,
     grid,
     job,
     ns,
     open_runner,
+    readings,
+    time_range,
     windows_of,
     write_points,
 )
+from tests.integration.conftest import WARM_RP, ConfigWriter, Databases, read_tier
+from tests.integration.test_cli import ok_json, rfc3339, tierflow
 from tests.proxy import Proxy, ThreadedProxy
 from tierflow import RunStatus
 from tierflow.testing import ThrowawayInfluxd
@@ -46,44 +40,6 @@ from tierflow.testing import ThrowawayInfluxd
 HOURS = 6
 SPAN = timedelta(hours=HOURS)
 COUNT = SPAN // EVERY  # 72 windows of 5 minutes
-
-
-@pytest.fixture
-def start() -> datetime:
-    # Six hours of windows, all well in the past and inside the warm RP's 400 days.
-    return hour_floor_days_ago(2)
-
-
-def readings(
-    seed: int, start: datetime, count: int = COUNT, *, quantum: float | None = None
-) -> list[Point]:
-    """Irregular points for every series in `count` windows of EVERY from `start`, plus one
-    window either side (never aggregated). Every hour boundary (where a 1h chunk ends) and the
-    last instant before it hold a point, so a chunk bound off by one would show. With
-    `quantum` (a power of two), temperatures are multiples of it, so that their sums are exact
-    in any order."""
-    rng = random.Random(seed)
-    step = EVERY // timedelta(microseconds=1) * 1000
-    points = []
-    for host, site in SERIES:
-        for window in range(-1, count + 1):
-            low = ns(start) + window * step
-            edge = window % 12
-            if rng.random() < 0.15 and edge not in {0, 11}:
-                continue
-            times = {rng.randrange(low, low + step) for _ in range(rng.randint(1, 4))}
-            if edge == 0 or rng.random() < 0.2:
-                times.add(low)
-            if edge == 11 or rng.random() < 0.2:
-                times.add(low + step - 1)
-            for moment in sorted(times):
-                temp = rng.uniform(-20, 45)
-                temp = round(temp, 3) if quantum is None else round(temp / quantum) * quantum
-                fields: dict[str, float | int] = {"temp": temp}
-                if rng.random() < 0.7:
-                    fields["errors"] = rng.randint(0, 9)
-                points.append(Point("sensor", (("host", host), ("site", site)), moment, fields))
-    return points
 
 
 def plan_json(config: Path, now: datetime) -> Any:
@@ -111,7 +67,7 @@ async def test_coalesced_catchup_sends_one_query_per_chunk_and_writes_the_same_p
     start: datetime,
     tmp_path: Path,
 ) -> None:
-    points = readings(31, start)
+    points = readings(31, start, COUNT)
     expected = expected_tier(points, grid(start, EVERY, COUNT))
     assert len(expected) > 300
     now = start + SPAN
@@ -162,7 +118,7 @@ async def test_coalesced_catchup_sends_one_query_per_chunk_and_writes_the_same_p
 async def test_max_catchup_skips_the_old_windows_and_the_watermark_passes_them(
     influxd: ThrowawayInfluxd, db: str, write_config: ConfigWriter, start: datetime
 ) -> None:
-    points = readings(32, start)
+    points = readings(32, start, COUNT)
     write_points(influxd, db, points)
     now = start + SPAN
     horizon = now - timedelta(hours=1)
@@ -232,7 +188,7 @@ def test_a_backfill_coalesces_like_a_catchup(
     end: int,
     per_query: int,
 ) -> None:
-    points = readings(33, start)
+    points = readings(33, start, COUNT)
     write_points(influxd, db, points)
     now = start + SPAN
     # The first run goes straight to the server; the backfill, after late data, through the

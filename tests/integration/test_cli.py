@@ -14,17 +14,17 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import WARM_RP, ConfigWriter, hour_floor_days_ago, read_tier
-from tests.integration.test_downsample import (
+from tests.integration._helpers import (
     EVERY,
     assert_tier,
-    closed_port,
     expected_tier,
     grid,
     job,
     telemetry,
     write_points,
 )
+from tests.integration._support import free_port
+from tests.integration.conftest import WARM_RP, ConfigWriter, read_tier
 from tierflow.testing import ThrowawayInfluxd
 
 TIERFLOW = Path(sys.executable).parent / "tierflow"
@@ -67,11 +67,6 @@ def window_strings(start: datetime, count: int) -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def start() -> datetime:
-    return hour_floor_days_ago(2)
-
-
-@pytest.fixture
 def bad_config(tmp_path: Path, write_config: ConfigWriter, start: datetime) -> Path:
     return write_config("db_unused", {"down": job(start, every="5x")})
 
@@ -79,9 +74,7 @@ def bad_config(tmp_path: Path, write_config: ConfigWriter, start: datetime) -> P
 def test_validate_accepts_a_good_config(
     tmp_path: Path, write_config: ConfigWriter, start: datetime
 ) -> None:
-    config = write_config(
-        "db_unused", {"down": job(start)}, url=f"http://127.0.0.1:{closed_port()}"
-    )
+    config = write_config("db_unused", {"down": job(start)}, url=f"http://127.0.0.1:{free_port()}")
 
     body = ok_json(tierflow("validate", "-c", config, "--json", cwd=tmp_path))
 
@@ -125,7 +118,7 @@ def test_a_config_value_that_looks_like_markup_is_reported_not_a_crash(
 def test_plan_shows_the_due_windows_and_their_query_without_a_server(
     tmp_path: Path, write_config: ConfigWriter, start: datetime
 ) -> None:
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     config = write_config("db_plan", {"down": job(start)}, url=url)
     now = start + 3 * EVERY + timedelta(seconds=30)
 
@@ -156,7 +149,7 @@ def test_plan_shows_the_due_windows_and_their_query_without_a_server(
 def test_plan_for_people_shows_the_query_as_it_runs(
     tmp_path: Path, write_config: ConfigWriter, start: datetime, site: str
 ) -> None:
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     config = write_config("db_plan", {"down": job(start, tags={"site": site})}, url=url)
 
     result = tierflow("plan", "-c", config, "--now", rfc3339(start + EVERY), cwd=tmp_path)
@@ -274,9 +267,7 @@ def test_run_once_exits_1_when_a_window_fails(
 def test_now_without_a_zone_exits_2_and_writes_nothing(
     tmp_path: Path, write_config: ConfigWriter, start: datetime, command: str
 ) -> None:
-    config = write_config(
-        "db_unused", {"down": job(start)}, url=f"http://127.0.0.1:{closed_port()}"
-    )
+    config = write_config("db_unused", {"down": job(start)}, url=f"http://127.0.0.1:{free_port()}")
 
     result = tierflow(command, "-c", config, "--now", "2030-01-01T00:00:00", "--json", cwd=tmp_path)
 
@@ -289,9 +280,7 @@ def test_now_without_a_zone_exits_2_and_writes_nothing(
 def test_backfill_with_from_not_before_to_exits_2(
     tmp_path: Path, write_config: ConfigWriter, start: datetime
 ) -> None:
-    config = write_config(
-        "db_unused", {"down": job(start)}, url=f"http://127.0.0.1:{closed_port()}"
-    )
+    config = write_config("db_unused", {"down": job(start)}, url=f"http://127.0.0.1:{free_port()}")
     moment = rfc3339(start + EVERY)
 
     result = tierflow(
@@ -315,9 +304,7 @@ def test_backfill_with_from_not_before_to_exits_2(
 def test_an_unknown_job_fails_naming_the_known_ones(
     tmp_path: Path, write_config: ConfigWriter, start: datetime, command: list[str]
 ) -> None:
-    config = write_config(
-        "db_unused", {"down": job(start)}, url=f"http://127.0.0.1:{closed_port()}"
-    )
+    config = write_config("db_unused", {"down": job(start)}, url=f"http://127.0.0.1:{free_port()}")
 
     result = tierflow(*command, "-c", config, "--json", cwd=tmp_path)
 
@@ -330,9 +317,7 @@ def test_an_unknown_job_fails_naming_the_known_ones(
 def test_an_unknown_job_is_bad_input_exit_2(
     tmp_path: Path, write_config: ConfigWriter, start: datetime
 ) -> None:
-    config = write_config(
-        "db_unused", {"down": job(start)}, url=f"http://127.0.0.1:{closed_port()}"
-    )
+    config = write_config("db_unused", {"down": job(start)}, url=f"http://127.0.0.1:{free_port()}")
 
     result = tierflow(
         "run-once", "nosuchjob", "-c", config, "--now", "2030-01-03T00:00:00Z", cwd=tmp_path

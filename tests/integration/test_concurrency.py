@@ -6,7 +6,6 @@ happen. The settings say what should happen; only the proxy's counts say what di
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,54 +13,30 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import (
-    WARM_RP,
-    Databases,
-    TierData,
-    hour_floor_days_ago,
-    read_tier,
-    toml_value,
-)
-from tests.integration.test_downsample import (
+from tests.integration._helpers import (
     EVERY,
     assert_all_succeeded,
     assert_tier,
+    downsamples,
     expected_tier,
     grid,
+    into_of,
     job,
     open_runner,
     telemetry,
     windows_of,
     write_points,
 )
-from tests.proxy import Exchange, InFlight, Proxy, max_overlap
+from tests.integration.conftest import (
+    WARM_RP,
+    Databases,
+    TierData,
+    read_tier,
+    toml_value,
+)
+from tests.proxy import InFlight, Proxy, max_overlap
 from tierflow import RunStatus
 from tierflow.testing import ThrowawayInfluxd
-
-# -- helpers shared with test_catchup and test_recheck ---------------------------------------
-
-_INTO = re.compile(r'\bINTO "(?:[^"\\]|\\.)*"\.(?:"(?:[^"\\]|\\.)*")?\."((?:[^"\\]|\\.)*)"')
-_RANGE = re.compile(r"WHERE time >= '([^']+)' AND time < '([^']+)'")
-
-
-def into_of(exchange: Exchange) -> str | None:
-    """The measurement a downsample query writes INTO (None for any other request)."""
-    found = _INTO.search(exchange.q or "")
-    return found.group(1) if found else None
-
-
-def downsamples(exchanges: list[Exchange]) -> list[Exchange]:
-    """The `SELECT … INTO` queries among the recorded requests."""
-    return [e for e in exchanges if e.path == "/query" and into_of(e) is not None]
-
-
-def time_range(text: str) -> tuple[datetime, datetime]:
-    """The `WHERE time >= … AND time < …` bounds of an InfluxQL query (every statement of a
-    query tierflow renders has the same bounds: checked)."""
-    found = set(_RANGE.findall(text))
-    assert len(found) == 1, f"not exactly one time range in {text!r}"
-    ((low, high),) = found
-    return datetime.fromisoformat(low), datetime.fromisoformat(high)
 
 
 def write_toml(path: Path, document: Mapping[str, Mapping[str, object]]) -> Path:
@@ -120,11 +95,6 @@ def two_connection_config(
         document["scheduler"] = scheduler
     document |= {"connections": connections, "tiers": tiers, "jobs": job_tables}
     return write_toml(path, document)
-
-
-@pytest.fixture
-def start() -> datetime:
-    return hour_floor_days_ago(2)
 
 
 def _into(name: str) -> str:

@@ -21,6 +21,14 @@ from typing import Any
 
 import pytest
 
+from tests.integration._helpers import (
+    Point,
+    assert_tier,
+    expected_tier,
+    grid,
+    ns,
+    write_points,
+)
 from tests.integration._support import (
     Event,
     SlowProxy,
@@ -44,14 +52,6 @@ from tests.integration.conftest import (
     Databases,
     config_text,
     read_tier,
-)
-from tests.integration.test_downsample import (
-    Point,
-    assert_tier,
-    expected_tier,
-    grid,
-    ns,
-    write_points,
 )
 from tierflow.testing import ThrowawayInfluxd
 

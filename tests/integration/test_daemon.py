@@ -19,6 +19,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tests.integration._helpers import (
+    Point,
+    assert_tier,
+    expected_tier,
+    grid,
+    job,
+    telemetry,
+    write_points,
+)
 from tests.integration._support import (
     SlowProxy,
     Tierflow,
@@ -39,15 +48,6 @@ from tests.integration._support import (
     wait_http,
 )
 from tests.integration.conftest import WARM_RP, ConfigWriter, read_tier
-from tests.integration.test_downsample import (
-    Point,
-    assert_tier,
-    expected_tier,
-    grid,
-    job,
-    telemetry,
-    write_points,
-)
 from tierflow.testing import ThrowawayInfluxd
 
 SECOND = timedelta(seconds=1)

@@ -15,21 +15,38 @@ import math
 import operator
 import random
 import re
-import socket
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.integration._helpers import (
+    AGGREGATES,
+    EVERY,
+    NS,
+    SERIES,
+    SPAN,
+    WINDOWS,
+    Point,
+    assert_all_succeeded,
+    assert_tier,
+    expected_tier,
+    grid,
+    job,
+    ns,
+    open_runner,
+    telemetry,
+    windows_of,
+    writable,
+    write_points,
+)
+from tests.integration._support import free_port
 from tests.integration.conftest import (
     WARM_RP,
     ConfigWriter,
@@ -39,190 +56,10 @@ from tests.integration.conftest import (
     hour_floor_days_ago,
     read_tier,
 )
-from tierflow import (
-    BatchRun,
-    Runner,
-    RunStatus,
-    SqliteStateStore,
-    TransientEngineError,
-    load_config,
-)
+from tierflow import BatchRun, RunStatus, TransientEngineError
 from tierflow.testing import ThrowawayInfluxd
 
-EVERY = timedelta(minutes=5)
-SPAN = timedelta(hours=2)
-WINDOWS = SPAN // EVERY  # 24
-AGGREGATES: dict[str, list[str]] = {
-    "temp": ["mean", "min", "max", "first", "last", "count"],
-    "errors": ["sum", "count"],
-}
-SERIES = [  # host h3 reports from two sites: merging series would show
-    ("h1", "berlin"),
-    ("h2", "berlin"),
-    ("h3", "paris"),
-    ("h3", "berlin"),
-    ("h4", "paris"),
-    ("h5", "oslo"),
-]
-EMPTY_EVERYWHERE = 7  # a window no series has a point in
-NS = 1_000_000_000
-
-
-def ns(moment: datetime) -> int:
-    return round(moment.timestamp()) * NS
-
-
-# -- raw points and line protocol ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Point:
-    measurement: str
-    tags: tuple[tuple[str, str], ...]
-    time: int  # ns since the epoch
-    fields: Mapping[str, float | int]
-
-
-def _escape(text: str, specials: str) -> str:
-    for char in specials:
-        text = text.replace(char, "\\" + char)
-    return text
-
-
-def writable(text: str) -> bool:
-    """Whether line protocol can carry `text` as a name or tag value unchanged: no newline, and no
-    backslash that the 1.x parser would read as part of an escape."""
-    if not text or "\n" in text or "\r" in text or text.endswith("\\"):
-        return False
-    return not any(text[i] == "\\" and text[i + 1] in ',= "\\' for i in range(len(text) - 1))
-
-
-def line(point: Point) -> str:
-    assert writable(point.measurement)
-    assert not point.measurement.startswith("#"), "a line starting with # is a comment"
-    parts = [_escape(point.measurement, ", ")]
-    for key, value in point.tags:
-        assert writable(key)
-        assert writable(value)
-        parts.append(f"{_escape(key, ',= ')}={_escape(value, ',= ')}")
-    fields = []
-    for name, number in point.fields.items():
-        # bool is an int: keep it out, and keep floats floats (repr always has '.' or 'e').
-        assert not isinstance(number, bool)
-        text = f"{number}i" if isinstance(number, int) else repr(float(number))
-        fields.append(f"{_escape(name, ',= ')}={text}")
-    return f"{','.join(parts)} {','.join(fields)} {point.time}"
-
-
-def write_points(server: ThrowawayInfluxd, db: str, points: Iterable[Point]) -> None:
-    server.write([line(p) for p in points], db=db)
-
-
-def telemetry(seed: int, start: datetime, *, measurement: str = "sensor") -> list[Point]:
-    """Irregular `sensor` points for every series, from one window before `start` to one window
-    past `start + SPAN` (neither may be aggregated), with some windows empty for some series,
-    one empty for all, points on window edges, some points lacking a field, and integers past
-    2**53 so that a float detour would show in the sums."""
-    rng = random.Random(seed)
-    every, origin = EVERY // timedelta(microseconds=1) * 1000, ns(start)
-    points = []
-    for host, site in SERIES:
-        for window in range(-1, WINDOWS + 1):
-            if window == EMPTY_EVERYWHERE or rng.random() < 0.2:
-                continue
-            low = origin + window * every
-            times = {rng.randrange(low, low + every) for _ in range(rng.randint(1, 6))}
-            if rng.random() < 0.3:
-                times.add(low)
-            if rng.random() < 0.3:
-                times.add(low + every - 1)
-            for moment in sorted(times):
-                fields: dict[str, float | int] = {}
-                if rng.random() < 0.85:
-                    fields["temp"] = rng.choice([rng.uniform(-20, 45), float(rng.randint(-5, 5))])
-                if rng.random() < 0.7 or not fields:
-                    big = rng.random() < 0.1
-                    fields["errors"] = 2**53 + rng.randint(1, 99) if big else rng.randint(0, 9)
-                tags = (("host", host), ("site", site))
-                points.append(Point(measurement, tags, moment, fields))
-    return points
-
-
-# -- the independent computation -----------------------------------------------------------
-
-
-def _mean(values: list[tuple[int, Any]]) -> float:
-    return math.fsum(v for _, v in values) / len(values)
-
-
-def _sum(values: list[tuple[int, Any]]) -> float | int:
-    numbers = [v for _, v in values]
-    return sum(numbers) if all(isinstance(v, int) for v in numbers) else math.fsum(numbers)
-
-
-PYTHON_AGGREGATES: dict[str, Callable[[list[tuple[int, Any]]], float | int]] = {
-    "mean": _mean,
-    "min": lambda values: min(v for _, v in values),
-    "max": lambda values: max(v for _, v in values),
-    "first": lambda values: min(values, key=lambda tv: tv[0])[1],
-    "last": lambda values: max(values, key=lambda tv: tv[0])[1],
-    "count": len,
-    "sum": _sum,
-}
-
-
-def expected_tier(
-    points: Iterable[Point],
-    spans: Sequence[tuple[datetime, datetime]],
-    *,
-    aggregates: Mapping[str, Iterable[str]] = AGGREGATES,
-    keep: Callable[[Point], bool] = lambda point: True,
-    into: Callable[[str], str] = lambda measurement: measurement,
-) -> TierData:
-    """One point per (window, series) that has values, stamped at the window start, with
-    `<field>_<function>` for each field that has values in that window. `spans` are the
-    windows, [start, stop) each."""
-    bounds = [(ns(low), ns(high)) for low, high in spans]
-    grouped: dict[tuple[str, int, frozenset[tuple[str, str]]], dict[str, list[tuple[int, Any]]]]
-    grouped = defaultdict(lambda: defaultdict(list))
-    for point in points:
-        owners = [low for low, high in bounds if low <= point.time < high]
-        if not keep(point) or not owners:
-            continue
-        key = (into(point.measurement), owners[0], frozenset(point.tags))
-        for name, value in point.fields.items():
-            grouped[key][name].append((point.time, value))
-    return {
-        key: {
-            f"{name}_{function}": PYTHON_AGGREGATES[function](by_field[name])
-            for name, functions in aggregates.items()
-            if by_field.get(name)
-            for function in functions
-        }
-        for key, by_field in grouped.items()
-    }
-
-
-def assert_tier(actual: TierData, expected: TierData) -> None:
-    """The same points, keys and fields on both sides; ints exact, floats to 1e-9 relative.
-
-    JSON cannot tell 2.0 from 2, so the stored field *types* are checked with SHOW FIELD KEYS
-    (see `assert_field_types`); here a float field may come back as a JSON integer."""
-    missing = sorted(set(expected) - set(actual), key=repr)
-    extra = sorted(set(actual) - set(expected), key=repr)
-    assert not missing, f"{len(missing)} point(s) missing from the tier, e.g. {missing[:3]}"
-    assert not extra, f"{len(extra)} unexpected point(s) in the tier, e.g. {extra[:3]}"
-    for key, fields in expected.items():
-        got = actual[key]
-        assert set(got) == set(fields), f"fields of {key}: {sorted(got)} != {sorted(fields)}"
-        for name, want in fields.items():
-            if isinstance(want, int):
-                assert isinstance(got[name], int), f"{key} {name}: {got[name]!r} is no int"
-                assert got[name] == want, f"{key} {name}: {got[name]} != {want}"
-            else:
-                assert math.isclose(got[name], want, rel_tol=1e-9, abs_tol=1e-12), (
-                    f"{key} {name}: {got[name]!r} != {want!r}"
-                )
+# -- checks of the warm tier beyond its values -----------------------------------------------
 
 
 def assert_field_types(
@@ -246,50 +83,6 @@ def assert_field_types(
 
 def hot_tier(points: Iterable[Point]) -> TierData:
     return {(p.measurement, p.time, frozenset(p.tags)): dict(p.fields) for p in points}
-
-
-# -- running tierflow ----------------------------------------------------------------------
-
-
-def job(start: datetime, **overrides: object) -> dict[str, object]:
-    body: dict[str, object] = {
-        "measurements": ["sensor"],
-        "every": "5m",
-        "start": start,
-        "aggregates": AGGREGATES,
-    }
-    body.update(overrides)
-    return {key: value for key, value in body.items() if value is not None}
-
-
-@asynccontextmanager
-async def open_runner(config_path: Path) -> AsyncIterator[Runner]:
-    config = load_config(config_path)
-    store = SqliteStateStore(config_path.parent / "state.db")
-    runner = Runner(config, store)
-    try:
-        yield runner
-    finally:
-        await runner.aclose()
-        store.close()
-
-
-def windows_of(runs: Iterable[BatchRun]) -> list[tuple[datetime, datetime]]:
-    return [(w.window.start, w.window.stop) for run in runs for w in run.windows]
-
-
-def grid(start: datetime, every: timedelta, count: int) -> list[tuple[datetime, datetime]]:
-    return [(start + i * every, start + (i + 1) * every) for i in range(count)]
-
-
-def assert_all_succeeded(runs: Iterable[BatchRun]) -> None:
-    bad = [(run.batch.range, run.status, run.error) for run in runs if run.status != "succeeded"]
-    assert not bad, f"failed runs: {bad}"
-
-
-@pytest.fixture
-def start() -> datetime:
-    return hour_floor_days_ago(2)
 
 
 # -- the tests -----------------------------------------------------------------------------
@@ -857,12 +650,6 @@ async def test_a_measurement_with_a_newline_matches_nothing_and_does_not_fail(
 # -- failures and the ledger -----------------------------------------------------------------
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_a_missing_database_fails_every_window_and_holds_the_watermark(
     write_config: ConfigWriter, start: datetime
 ) -> None:
@@ -895,7 +682,7 @@ async def test_a_missing_database_fails_every_window_and_holds_the_watermark(
 async def test_an_unreachable_server_fails_with_a_transient_error(
     write_config: ConfigWriter, start: datetime
 ) -> None:
-    port = closed_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     config = write_config("db_anything", {"down": job(start)}, url=url)
 

@@ -28,23 +28,13 @@ from typing import Any, Protocol
 
 import pytest
 
-from tests.integration.conftest import (
-    WARM_RP,
-    Databases,
-    TierData,
-    hour_floor_days_ago,
-    read_tier,
-    toml_value,
-)
-from tests.integration.test_downsample import (
+from tests.integration._helpers import (
     AGGREGATES,
     EVERY,
-    HOSTILE_MEASUREMENTS,
     NS,
     SPAN,
     WINDOWS,
     Point,
-    _every_7m,
     assert_all_succeeded,
     assert_tier,
     expected_tier,
@@ -56,6 +46,14 @@ from tests.integration.test_downsample import (
     windows_of,
     write_points,
 )
+from tests.integration.conftest import (
+    WARM_RP,
+    Databases,
+    TierData,
+    read_tier,
+    toml_value,
+)
+from tests.integration.test_downsample import HOSTILE_MEASUREMENTS, _every_7m
 from tierflow import RunStatus
 from tierflow.testing import ThrowawayInfluxd
 
@@ -300,11 +298,6 @@ def job(start: datetime, **overrides: object) -> dict[str, object]:
     }
 
 
-@pytest.fixture
-def start() -> datetime:
-    return hour_floor_days_ago(2)
-
-
 # -- the contract ------------------------------------------------------------------------------
 
 
@@ -431,7 +424,7 @@ async def test_replace_removes_series_that_vanished_from_the_source(
     async with open_runner(config) as runner:
         assert_all_succeeded(await runner.run_due(start + EVERY))
         assert len(backend.read_warm()) == 2
-        from tests.integration.test_downsample import Point as _P  # noqa: F401 (same type)
+        from tests.integration._helpers import Point as _P  # noqa: F401 (same type)
 
         # Delete the stale source point with the 2.x API, then backfill the window.
         assert isinstance(backend, InfluxDB2)

@@ -28,6 +28,15 @@ from typing import Any
 
 import pytest
 
+from tests.integration._helpers import (
+    NS,
+    PYTHON_AGGREGATES,
+    Point,
+    assert_tier,
+    ns,
+    open_runner,
+    write_points,
+)
 from tests.integration._support import (
     free_port,
     ok_json,
@@ -39,18 +48,8 @@ from tests.integration.conftest import (
     WARM_RP,
     Databases,
     TierData,
-    hour_floor_days_ago,
     read_tier,
     toml_value,
-)
-from tests.integration.test_downsample import (
-    NS,
-    PYTHON_AGGREGATES,
-    Point,
-    assert_tier,
-    ns,
-    open_runner,
-    write_points,
 )
 from tests.proxy import Exchange, Fault, FaultRule, Proxy, ThreadedProxy
 from tierflow import BatchRun, JobStatus, Runner, RunStatus, SqliteStateStore, load_config
@@ -321,11 +320,6 @@ class BlackHole:
         for connection in self.accepted:
             connection.close()
         self._listener.close()
-
-
-@pytest.fixture
-def start() -> datetime:
-    return hour_floor_days_ago(2)
 
 
 # -- scattered transient faults ----------------------------------------------------------------

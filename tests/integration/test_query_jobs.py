@@ -12,9 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import WARM_RP, hour_floor_days_ago, read_tier, toml_value
-from tests.integration.test_cli import tierflow
-from tests.integration.test_downsample import (
+from tests.integration._helpers import (
     EVERY,
     assert_tier,
     expected_tier,
@@ -22,6 +20,8 @@ from tests.integration.test_downsample import (
     telemetry,
     write_points,
 )
+from tests.integration.conftest import WARM_RP, read_tier, toml_value
+from tests.integration.test_cli import tierflow
 from tierflow.testing import ThrowawayInfluxd
 
 GOOD = (
@@ -82,11 +82,6 @@ def run_json(*args: str | Path, cwd: Path, code: int = 0) -> Any:
     result = tierflow(*args, "--json", cwd=cwd)
     assert result.returncode == code, result.stderr
     return json.loads(result.stdout)
-
-
-@pytest.fixture
-def start() -> datetime:
-    return hour_floor_days_ago(2)
 
 
 def test_a_query_job_runs_its_template_and_history_shows_a_changed_one(
@@ -207,9 +202,9 @@ def test_validate_online_checks_databases_and_retention_policies(
 
 
 def test_validate_online_with_the_server_down_exits_1(tmp_path: Path, start: datetime) -> None:
-    from tests.integration.test_downsample import closed_port
+    from tests.integration._support import free_port
 
-    path = config(tmp_path, f"http://127.0.0.1:{closed_port()}", "db", GOOD, start)
+    path = config(tmp_path, f"http://127.0.0.1:{free_port()}", "db", GOOD, start)
     result = tierflow("validate", "--online", "-c", path, cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     assert "unreachable" in result.stderr

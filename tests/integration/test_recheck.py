@@ -11,24 +11,24 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-import pytest
-
-from tests.integration.conftest import WARM_RP, ConfigWriter, hour_floor_days_ago, read_tier
-from tests.integration.test_catchup import readings
-from tests.integration.test_concurrency import downsamples, into_of, time_range
-from tests.integration.test_downsample import (
+from tests.integration._helpers import (
     EVERY,
     Point,
     assert_all_succeeded,
     assert_tier,
+    downsamples,
     expected_tier,
     grid,
+    into_of,
     job,
     ns,
     open_runner,
+    readings,
+    time_range,
     windows_of,
     write_points,
 )
+from tests.integration.conftest import WARM_RP, ConfigWriter, read_tier
 from tests.proxy import Exchange, Proxy
 from tierflow import RunStatus
 from tierflow.testing import ThrowawayInfluxd
@@ -36,11 +36,6 @@ from tierflow.testing import ThrowawayInfluxd
 COUNT = 36  # three hours of 5-minute windows
 RECHECK = timedelta(hours=2)
 LATE_DATA = "late_data"
-
-
-@pytest.fixture
-def start() -> datetime:
-    return hour_floor_days_ago(2)
 
 
 def fingerprint_reads(exchanges: list[Exchange]) -> list[Exchange]:
