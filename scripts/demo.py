@@ -1,9 +1,12 @@
-"""tierflow's demo: a real downsampling pipeline on a throwaway local InfluxDB 1.x.
+"""tierflow's demo: the whole lifecycle on a throwaway local InfluxDB 1.x.
 
-Starts `influxd` on a free loopback port in a temp dir, writes six hours of synthetic IoT
-telemetry into a hot tier, then drives the real `tierflow` command: validate, plan, run-once
-(the catch-up: every due 5-minute window, coalesced into hourly queries), run-once again (nothing
-left to do), status. Finally it reads the warm tier back and stops the server.
+Starts `influxd` on a free loopback port in a temp dir and drives the real `tierflow` command:
+apply (the tiers become a database and retention policies), then six hours of synthetic IoT
+telemetry land in the hot tier, then validate, plan, run-once (the catch-up: every due 5-minute
+window downsampled, coalesced into hourly queries, and every due hour archived to Parquet in a
+cold tier), run-once again (nothing left to do), status, archive verify, a SQL query over the
+cold tier, and a restore of two archived hours into a fresh tier, counted against the hot tier.
+Everything lives in a temp dir, deleted afterwards.
 """
 
 from __future__ import annotations
@@ -42,6 +45,14 @@ connection = "plant"
 bucket = "plant/warm"
 retention = "400d"
 
+[tiers.cold]
+archive = "{archive}"
+
+[tiers.restored]
+connection = "plant"
+bucket = "plant/restored"
+retention = "30d"
+
 [jobs.sensor_5m]
 kind = "downsample"
 source = "hot"
@@ -63,6 +74,15 @@ every = "1h"
 offset = "1m"
 start = "{start}"
 aggregates = {{ temp = ["mean", "max"] }}
+
+[jobs.sensor_to_cold]
+kind = "archive"
+source = "hot"
+dest = "cold"
+measurements = ["sensor"]
+every = "1h"
+offset = "5m"
+start = "{start}"
 """
 
 
@@ -101,24 +121,38 @@ def main() -> None:
     start = (now - timedelta(hours=HOURS)).replace(minute=0, second=0)
     with tempfile.TemporaryDirectory(prefix="tierflow-demo-") as scratch, ThrowawayInfluxd() as db:
         print(f"influxd {db.url} (data in a temp dir, deleted afterwards)")
-        db.execute('CREATE DATABASE "plant"')
-        db.execute('CREATE RETENTION POLICY "hot" ON "plant" DURATION 7d REPLICATION 1 DEFAULT')
-        db.execute('CREATE RETENTION POLICY "warm" ON "plant" DURATION 400d REPLICATION 1')
+        config = Path(scratch) / "tierflow.toml"
+        config.write_text(
+            CONFIG.format(
+                state=Path(scratch) / "state.db",
+                url=db.url,
+                archive=Path(scratch) / "cold",
+                start=start.isoformat().replace("+00:00", "Z"),
+            )
+        )
+        tierflow("apply", config=config)
         lines = telemetry(start, now)
         began = time.perf_counter()
         db.write(lines, db="plant", rp="hot", precision="ns")
         print(f"wrote {len(lines):,} raw points ({len(SITES) * DEVICES_PER_SITE} devices, every "
               f"{STEP.seconds}s since {start:%H:%M} UTC) in {time.perf_counter() - began:.2f}s")
 
-        config = Path(scratch) / "tierflow.toml"
-        config.write_text(CONFIG.format(state=Path(scratch) / "state.db", url=db.url,
-                                        start=start.isoformat().replace("+00:00", "Z")))
         tierflow("validate", config=config)
         tierflow("plan", "berlin_1h", config=config)
         tierflow("run-once", config=config)
         tierflow("run-once", config=config)
         tierflow("status", config=config)
         tierflow("history", "berlin_1h", "--limit", "3", config=config)
+        tierflow("archive", "verify", "cold", config=config)
+        tierflow(
+            "archive", "query", "cold",
+            "SELECT site, count(*) AS points, round(avg(temp), 2) AS mean_temp "
+            "FROM sensor GROUP BY site ORDER BY site",
+            config=config,
+        )
+        first, second = start + timedelta(hours=1), start + timedelta(hours=3)
+        tierflow("restore", "cold", "--from", _rfc3339(first), "--to", _rfc3339(second),
+                 "--into", "restored", config=config)
 
         warm = db.query('SELECT count("temp_mean") FROM "plant"."warm"."sensor"', db="plant")
         hourly = db.query('SELECT count("temp_mean") FROM "plant"."warm"."sensor_berlin_1h"',
@@ -126,6 +160,18 @@ def main() -> None:
         print(f"\nwarm tier: {_count(warm):,} five-minute points in sensor, "
               f"{_count(hourly):,} hourly points in sensor_berlin_1h "
               f"(from {len(lines):,} raw points)")
+        where = f"WHERE time >= '{_rfc3339(first)}' AND time < '{_rfc3339(second)}'"
+        hot = db.query(f'SELECT count("temp") FROM "plant"."hot"."sensor" {where}', db="plant")
+        back = db.query(f'SELECT count("temp") FROM "plant"."restored"."sensor" {where}',
+                        db="plant")
+        print(f"restored tier: {_count(back):,} points from the cold tier for "
+              f"{first:%H:%M}-{second:%H:%M} UTC; the hot tier holds {_count(hot):,}")
+        if _count(back) != _count(hot):
+            raise SystemExit("the restore did not give back every archived point")
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _count(results: list[dict[str, object]]) -> int:
