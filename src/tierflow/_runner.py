@@ -18,6 +18,7 @@ from tierflow._clock import Clock, utc_now
 from tierflow._config import ArchiveJob, Config, DownsampleJob
 from tierflow._engines import Engine, engine_for
 from tierflow._errors import EngineError, TemplateError, TierflowError, UnknownJobError
+from tierflow._gate import Priority, PriorityGate
 from tierflow._jobs import fingerprints, is_relay, render_fingerprint, render_job, render_relay
 from tierflow._logging import log_event
 from tierflow._metrics import Metrics
@@ -34,9 +35,7 @@ from tierflow._state import LedgerEntry, Outcome, RunStatus, StateStore
 from tierflow._windows import Window, isoformat
 
 if TYPE_CHECKING:
-    from tierflow._archive import FieldType, PointBatch
     from tierflow._archiving import Archives
-    from tierflow._engines import Series
 
 __all__ = ["BatchRun", "JobPlan", "JobStatus", "Runner", "WindowRun", "select_jobs"]
 
@@ -115,11 +114,14 @@ class Runner:
 
     Jobs run concurrently. A job runs up to `parallel_windows` batches at a time (default one,
     oldest first); all jobs together at most `[scheduler] max_concurrency`; each connection's
-    engine at most its `max_concurrency` requests. A claim on windows is a lease, renewed while
-    the query runs, so windows of a crashed worker are taken over once it expires.
+    engine at most its `max_concurrency` requests. Batches waiting for those slots are served
+    at-risk first (their oldest window's source data expires within the tier's margin), the
+    soonest to expire first, then in the order they asked. A claim on windows is a lease, renewed
+    while the query runs, so windows of a crashed worker are taken over once it expires.
 
-    `patient` runners (the daemon) wait a growing delay before retrying a failed window;
-    impatient ones (`run-once`, asked for by a person or a cron job) retry failed windows at once.
+    `patient` runners (the daemon) wait a growing delay before retrying a failed window (at most
+    `retry_delay` once the window is at risk); impatient ones (`run-once`, asked for by a person
+    or a cron job) retry failed windows at once.
     Once `stopping` is set, no new batch starts.
     """
 
@@ -131,12 +133,10 @@ class Runner:
     metrics: Metrics = field(default_factory=Metrics)
     patient: bool = False
     stopping: asyncio.Event | None = None
-    _slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
+    _slots: PriorityGate | None = field(default=None, init=False, repr=False)
     _warned: set[tuple[str, datetime]] = field(default_factory=set, init=False, repr=False)
     _refused: set[tuple[str, datetime]] = field(default_factory=set, init=False, repr=False)
-    _connection_slots: dict[str, asyncio.Semaphore] = field(
-        default_factory=dict, init=False, repr=False
-    )
+    _connection_slots: dict[str, PriorityGate] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def lease(self) -> timedelta:
@@ -184,13 +184,41 @@ class Runner:
         return JobPlan(job, tuple(coalesce(windows, spec.chunk)), tuple(skipped))
 
     def _retry_at(self, entry: LedgerEntry) -> datetime:
+        """When a failed window may run again: after a delay doubling per attempt, but no later
+        than `retry_delay` after it failed (or than the instant it became at risk, if later)
+        once its source data expires within the tier's margin."""
         scheduler = self.config.scheduler
         delay = min(
             scheduler.retry_delay * (1 << min(max(entry.attempts - entry.attempt_base, 1) - 1, 30)),
             scheduler.max_retry_delay,
         )
         assert entry.finished_at is not None
-        return entry.finished_at + delay
+        retry_at = entry.finished_at + delay
+        if (expiry := self._retention(entry.job)) is not None:
+            retention, margin = expiry
+            at_risk_from = entry.window.start + retention - margin
+            retry_at = min(retry_at, max(at_risk_from, entry.finished_at + scheduler.retry_delay))
+        return retry_at
+
+    def _retention(self, job: str) -> tuple[timedelta, timedelta] | None:
+        """The retention of the job's source tier and its expiry margin (None: data never
+        expires there)."""
+        tier = self.config.tiers[self.config.jobs[job].source]
+        if tier.retention is None:
+            return None
+        return tier.retention, tier.expiry_margin or max(tier.retention / 10, timedelta(hours=1))
+
+    def _priority(self, job: str, batch: Batch, now: datetime) -> Priority:
+        """A batch whose oldest window is at risk at `now` (its source data expires within the
+        margin, or has expired) asks for capacity by when that data expires; others by turn."""
+        expiry = self._retention(job)
+        if expiry is None:
+            return Priority()
+        retention, margin = expiry
+        oldest = batch.windows[0].start
+        if oldest >= now - retention + margin:
+            return Priority()
+        return Priority(expires_at=oldest + retention)
 
     def _ledger(self, job: str) -> tuple[datetime, dict[datetime, LedgerEntry]]:
         """Where planning starts (watermark, or the first window) and the ledger beyond it."""
@@ -249,11 +277,10 @@ class Runner:
         """Windows not yet done whose source data expires within the tier's margin (at risk),
         or has expired already (lost: never silently skipped, always reported)."""
         spec = self.config.jobs[job]
-        tier = self.config.tiers[spec.source]
-        if tier.retention is None:
+        if (expiry := self._retention(job)) is None:
             return {}
-        margin = tier.expiry_margin or max(tier.retention / 10, timedelta(hours=1))
-        risky_before, lost_before = now - tier.retention + margin, now - tier.retention
+        retention, margin = expiry
+        risky_before, lost_before = now - retention + margin, now - retention
         # Due windows, and parked ones: those wait for a person, not for the clock.
         due = due_windows(spec.schedule, begin=begin, offset=spec.offset, now=now, ledger=ledger)
         undone = list(_until(due, risky_before))
@@ -267,7 +294,7 @@ class Runner:
                     job=job,
                     window_start=isoformat(window.start),
                     window_stop=isoformat(window.stop),
-                    expires_at=isoformat(window.start + tier.retention),
+                    expires_at=isoformat(window.start + retention),
                     lost=window.start < lost_before,
                 )
         lost = sum(window.start < lost_before for window in undone)
@@ -389,24 +416,28 @@ class Runner:
         return sorted(runs, key=lambda run: run.batch.range.start)
 
     async def _run_batch(self, job: str, batch: Batch, reason: str) -> BatchRun | None:
-        async with self._capacity(job):
-            return await self._run_claimed(job, batch, reason)
+        priority = self._priority(job, batch, self.clock())
+        async with self._capacity(job, priority):
+            return await self._run_claimed(job, batch, reason, priority)
 
     @asynccontextmanager
-    async def _capacity(self, job: str) -> AsyncIterator[None]:
-        """A slot on the job's connection, then one of the global slots. In that order: a batch
-        waiting for a busy connection must not sit on a global slot that an idle connection's
-        job could use."""
+    async def _capacity(self, job: str, priority: Priority | None = None) -> AsyncIterator[None]:
+        """A slot on the job's connection, then one of the global slots, each served by
+        `priority` (at risk first, soonest to expire first, then first come). In that order: a
+        batch waiting for a busy connection must not sit on a global slot that an idle
+        connection's job could use."""
         connection = self.config.tiers[self.config.jobs[job].source].connection
         if connection not in self._connection_slots:
             limit = self.config.connections[connection].max_concurrency
-            self._connection_slots[connection] = asyncio.Semaphore(limit)
+            self._connection_slots[connection] = PriorityGate(limit)
         if self._slots is None:
-            self._slots = asyncio.Semaphore(self.config.scheduler.max_concurrency)
-        async with self._connection_slots[connection], self._slots:
+            self._slots = PriorityGate(self.config.scheduler.max_concurrency)
+        async with self._connection_slots[connection].slot(priority), self._slots.slot(priority):
             yield
 
-    async def _run_claimed(self, job: str, batch: Batch, reason: str) -> BatchRun | None:
+    async def _run_claimed(
+        self, job: str, batch: Batch, reason: str, priority: Priority | None = None
+    ) -> BatchRun | None:
         run_id = uuid.uuid4().hex
         started_at = self.clock()
         fields: dict[str, Any] = {
@@ -416,6 +447,9 @@ class Runner:
             "run_id": run_id,
             "reason": reason,
         }
+        if priority is not None and priority.expires_at is not None:
+            fields["at_risk"] = True
+            fields["expires_at"] = isoformat(priority.expires_at)
         if not self.store.claim(
             job,
             batch.windows,
@@ -515,41 +549,24 @@ class Runner:
         return written, prints, query, None
 
     async def _relay(self, job: str, spec: DownsampleJob, batch: Batch) -> int:
-        """Aggregate on the source server, carry the rows over, write them to the dest."""
-        from tierflow._transfer import (
-            aggregate_type,
-            field_types_influxql,
-            series_batch,
-            write_batches,
-        )
+        """Aggregate on the source server, carry the rows over, write them to the dest (1.x or
+        2.x on either side)."""
+        from tierflow._transfer import aggregate_batches, write_batches
 
         source, dest = self.config.tiers[spec.source], self.config.tiers[spec.dest]
         reader, writer = self.engine_of(job), self.engine(dest.connection)
         written = 0
         for measurement, into, query in render_relay(self.config, job, batch):
-            types = await field_types_influxql(
+            rows = aggregate_batches(
                 reader,
-                database=source.database,
-                retention_policy=source.retention_policy,
+                tier=source,
                 measurement=measurement,
+                aggregates=spec.aggregates,
+                query=query,
             )
-            out = {
-                f"{field}_{function}": aggregate_type(function, types.get(field))
-                for field, functions in spec.aggregates.items()
-                for function in functions
-            }
-            rows = await reader.query(query.text, database=source.database)
-
-            async def batches(
-                rows: list[Series] = rows, into: str = into, out: dict[str, FieldType] = out
-            ) -> AsyncIterator[tuple[str, PointBatch]]:
-                for series in rows:
-                    if (points := series_batch(series, out)) is not None:
-                        yield into, points
-
             moved = await write_batches(
                 writer,
-                batches(),
+                ((into, points) async for points in rows),
                 database=dest.database,
                 retention_policy=dest.retention_policy,
                 max_concurrency=self.config.connections[dest.connection].max_concurrency,
