@@ -25,3 +25,7 @@ soak:            ## memory soak: the daemon through 20,000+ one-second windows u
 .PHONY: bench-transfer
 bench-transfer:  ## export and write throughput against curl on a throwaway influxd (bench/results/transfer.json)
 	scripts/bootstrap && .venv/bin/python bench/transfer.py
+
+.PHONY: bench-flux-reader
+bench-flux-reader:  ## the 2.x export reader, offline, against Arrow parsing the same CSV in one call
+	scripts/bootstrap && .venv/bin/python bench/flux_reader.py

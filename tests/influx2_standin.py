@@ -20,16 +20,20 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 __all__ = [
+    "ROTATED",
+    "TOKEN",
     "Answer",
     "Point",
     "Recorded",
     "StandIn",
     "annotated_csv",
+    "influxdb2_connection",
     "pivoted_csv",
     "running_in_thread",
 ]
@@ -135,6 +139,26 @@ def pivoted_csv(points: Iterable[Point]) -> bytes:
     return annotated_csv(tables, group_key=keys)
 
 
+#: The token the stand-in accepts by default, and the one tests rotate to.
+TOKEN = "secret-token-1"
+ROTATED = "secret-token-2"
+
+
+def influxdb2_connection(url: str, token_file: Path, **overrides: object) -> Any:
+    """An `InfluxDB2Connection` to `url` in org `acme`, its token read from `token_file`."""
+    from tierflow._config import InfluxDB2Connection
+
+    body: dict[str, object] = {
+        "kind": "influxdb2",
+        "url": url,
+        "org": "acme",
+        "token": {"kind": "file", "file": str(token_file)},
+        "timeout": "5s",
+        **overrides,
+    }
+    return InfluxDB2Connection.model_validate(body)
+
+
 def error_csv(message: str) -> bytes:
     """The error table a 2.x server sends when a query fails after the response began."""
     quoted = '"' + message.replace('"', '""') + '"'
@@ -150,7 +174,7 @@ class StandIn:
     defaults: /health pass, /ready 200, buckets found if in `buckets`, deletes 204, queries
     `default_csv`. Requests with a token not in `tokens` get 401."""
 
-    tokens: set[str] = field(default_factory=lambda: {"secret-token-1"})
+    tokens: set[str] = field(default_factory=lambda: {TOKEN})
     org: str = "acme"
     buckets: set[str] = field(default_factory=lambda: {"hot", "warm"})
     default_csv: bytes = b""

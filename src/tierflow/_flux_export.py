@@ -134,6 +134,8 @@ class _Header:
     names: list[str]
     datatypes: list[str]
     groups: list[bool]
+    #: A row's end followed by a blank line: the end of the block (2.x writes CRLF).
+    blank: bytes = b"\r\n\r\n"
 
 
 async def annotated_batches(
@@ -166,7 +168,7 @@ async def _blocks(
                 del pending[:used]
                 scanned = 0
                 continue
-            end = _block_end(pending, scanned)
+            end = _block_end(pending, scanned, header.blank)
             if end >= 0:
                 if end:
                     yield header, bytes(pending[:end])
@@ -178,7 +180,7 @@ async def _blocks(
                 del pending[:cut]
                 scanned = 0
                 continue
-            scanned = max(0, len(pending) - 2)
+            scanned = max(0, len(pending) - len(header.blank) + 1)
             break
     if header is not None and pending.strip():
         yield header, bytes(pending)
@@ -202,6 +204,7 @@ def _read_header(pending: bytearray) -> tuple[_Header, int] | None:
         if cells and cells[0].startswith("#"):
             annotations[cells[0]] = cells
             continue
+        blank = b"\r\n\r\n" if pending[end - 1 : end] == b"\r" else b"\n\n"
         break
     if cells[1:3] == ["error", "reference"]:
         end = pending.find(b"\n", position)
@@ -223,26 +226,21 @@ def _read_header(pending: bytearray) -> tuple[_Header, int] | None:
         raise TransientEngineError(
             "malformed response from server: a table's annotations do not match its header"
         )
-    return _Header(cells, datatypes, groups), position
+    return _Header(cells, datatypes, groups, blank), position
 
 
-def _block_end(pending: bytearray, start: int) -> int:
-    """Where the blank line that ends the block begins in `pending` (rows before it), or -1."""
-    if pending.startswith((b"\r\n", b"\n")):
+def _block_end(pending: bytearray, start: int, blank: bytes) -> int:
+    """Where the blank line that ends the block begins in `pending` (rows before it), or -1.
+    `blank` is a row's line end and the blank line (`\r\n\r\n` or `\n\n`)."""
+    half = len(blank) // 2
+    if pending.startswith(blank[half:]):
         return 0
     position = start
-    while True:
-        found = [
-            i
-            for i in (pending.find(b"\n\r\n", position), pending.find(b"\n\n", position))
-            if i >= 0
-        ]
-        if not found:
-            return -1
-        at = min(found)
+    while (at := pending.find(blank, position)) >= 0:
         if pending.count(b'"', 0, at) % 2 == 0:  # not inside a quoted value
-            return at + 1
+            return at + half
         position = at + 1
+    return -1
 
 
 def _row_cut(pending: bytearray) -> int:
@@ -278,7 +276,8 @@ def _parse(header: _Header, rows: bytes) -> PointBatch | None:
     try:
         table = pa_csv.read_csv(
             io.BytesIO(rows),
-            read_options=pa_csv.ReadOptions(column_names=names, block_size=len(rows) + 1),
+            # Blocks of 1 MiB: Arrow parses them on its own threads.
+            read_options=pa_csv.ReadOptions(column_names=names, block_size=1 << 20),
             parse_options=pa_csv.ParseOptions(newlines_in_values=b'"' in rows),
             convert_options=pa_csv.ConvertOptions(
                 column_types=column_types,

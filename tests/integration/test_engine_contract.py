@@ -239,6 +239,11 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         databases: Databases = request.getfixturevalue("databases")
         yield InfluxDB1(server, databases.new())
         return
+    yield from live_influxdb2()
+
+
+def live_influxdb2() -> Iterator[InfluxDB2]:
+    """Fresh buckets on the live 2.x server, deleted afterwards; skips, saying why, without one."""
     missing = [name for name in LIVE_ENV if not os.environ.get(name)]
     if missing:
         pytest.skip(f"live InfluxDB 2.x suite: set {', '.join(missing)} to run it")

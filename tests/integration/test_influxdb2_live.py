@@ -11,7 +11,6 @@ the points written (`expected_tier`), or are the points themselves.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,7 +31,7 @@ from tests.integration._helpers import (
     write_points,
 )
 from tests.integration.conftest import Databases, TierData, read_tier, toml_value
-from tests.integration.test_engine_contract import LIVE_ENV, InfluxDB2
+from tests.integration.test_engine_contract import InfluxDB2, live_influxdb2
 from tierflow import RunStatus
 from tierflow._archive import open_archive
 from tierflow._archiving import restore
@@ -43,16 +42,7 @@ AGGREGATES = {"temp": ["mean", "max", "count"], "errors": ["sum", "last"]}
 
 @pytest.fixture
 def live() -> Iterator[InfluxDB2]:
-    missing = [name for name in LIVE_ENV if not os.environ.get(name)]
-    if missing:
-        pytest.skip(f"live InfluxDB 2.x suite: set {', '.join(missing)} to run it")
-    url, token, org = (os.environ[name] for name in LIVE_ENV)
-    server = InfluxDB2(url, token, org)
-    server.create()
-    try:
-        yield server
-    finally:
-        server.drop()
+    yield from live_influxdb2()
 
 
 def write_config(
@@ -83,6 +73,26 @@ def write_config(
     path = directory / "tierflow.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def relay_job(start: datetime) -> dict[str, object]:
+    return {
+        "kind": "downsample",
+        "source": "hot",
+        "dest": "warm",
+        "measurements": ["sensor"],
+        "every": "5m",
+        "start": start,
+        "aggregates": AGGREGATES,
+    }
+
+
+async def run_relay(path: Path, points: list[Point], start: datetime) -> TierData:
+    """Run the relay over the whole span; the tier it must have written, computed here."""
+    async with open_runner(path) as runner:
+        runs = await runner.run_due(start + SPAN)
+    assert {r.status for r in runs} == {RunStatus.SUCCEEDED}
+    return expected_tier(points, grid(start, EVERY, WINDOWS), aggregates=AGGREGATES)
 
 
 def as_tier(points: list[Point], start: datetime, stop: datetime) -> TierData:
@@ -146,22 +156,11 @@ async def test_a_relay_from_1x_writes_the_aggregates_into_a_2x_bucket(
     path = write_config(
         tmp_path,
         {"hot": ("plant", f"{source}/autogen"), "warm": ("cloud", live.warm())},
-        {
-            "kind": "downsample",
-            "source": "hot",
-            "dest": "warm",
-            "measurements": ["sensor"],
-            "every": "5m",
-            "start": start,
-            "aggregates": AGGREGATES,
-        },
+        relay_job(start),
         live=live,
         influxd=influxd,
     )
-    async with open_runner(path) as runner:
-        runs = await runner.run_due(start + SPAN)
-    assert {r.status for r in runs} == {RunStatus.SUCCEEDED}
-    expected = expected_tier(points, grid(start, EVERY, WINDOWS), aggregates=AGGREGATES)
+    expected = await run_relay(path, points, start)
     assert_tier(live.read_warm(), expected)
 
 
@@ -178,20 +177,9 @@ async def test_a_relay_from_2x_writes_the_aggregates_into_a_1x_database(
     path = write_config(
         tmp_path,
         {"hot": ("cloud", live.hot()), "warm": ("plant", f"{dest}/warm")},
-        {
-            "kind": "downsample",
-            "source": "hot",
-            "dest": "warm",
-            "measurements": ["sensor"],
-            "every": "5m",
-            "start": start,
-            "aggregates": AGGREGATES,
-        },
+        relay_job(start),
         live=live,
         influxd=influxd,
     )
-    async with open_runner(path) as runner:
-        runs = await runner.run_due(start + SPAN)
-    assert {r.status for r in runs} == {RunStatus.SUCCEEDED}
-    expected = expected_tier(points, grid(start, EVERY, WINDOWS), aggregates=AGGREGATES)
+    expected = await run_relay(path, points, start)
     assert_tier(read_tier(influxd, dest, "warm"), expected)

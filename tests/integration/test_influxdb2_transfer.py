@@ -248,6 +248,18 @@ async def test_a_relay_from_2x_to_1x_reads_pivoted_aggregates_and_writes_them_ex
     assert field_types(influxd, dest, "warm", "m") == types
 
 
+def archive_job(start: datetime) -> str:
+    return f"""
+[jobs.keep]
+kind = "archive"
+source = "hot"
+dest = "cold"
+measurements = ["m"]
+every = "1h"
+start = "{start.isoformat().replace("+00:00", "Z")}"
+"""
+
+
 def counts(points: Iterable[Point]) -> dict[str, int]:
     found: dict[str, int] = {}
     for _, _, fields in points:
@@ -287,15 +299,7 @@ async def test_a_2x_tier_archives_to_parquet_and_restores_into_2x_point_for_poin
     points = raw_points(start)
     standin.on_query = answer(points)
     cold = tmp_path / "cold"
-    job = f"""
-[jobs.keep]
-kind = "archive"
-source = "hot"
-dest = "cold"
-measurements = ["m"]
-every = "1h"
-start = "{start.isoformat().replace("+00:00", "Z")}"
-"""
+    job = archive_job(start)
     path = config(
         tmp_path,
         influxd,
@@ -358,15 +362,7 @@ async def test_an_archive_whose_count_disagrees_with_the_source_is_not_done(
     tmp_path: Path, influxd: ThrowawayInfluxd, standin: StandIn, start: datetime
 ) -> None:
     standin.on_query = answer(raw_points(start, 300), extra=1)
-    job = f"""
-[jobs.keep]
-kind = "archive"
-source = "hot"
-dest = "cold"
-measurements = ["m"]
-every = "1h"
-start = "{start.isoformat().replace("+00:00", "Z")}"
-"""
+    job = archive_job(start)
     path = config(
         tmp_path,
         influxd,

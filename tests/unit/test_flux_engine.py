@@ -13,14 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.influx2_standin import Answer, StandIn, annotated_csv, error_answer, error_csv
-from tierflow._config import InfluxDB2Connection
+from tests.influx2_standin import (
+    ROTATED,
+    TOKEN,
+    Answer,
+    StandIn,
+    annotated_csv,
+    error_answer,
+    error_csv,
+    influxdb2_connection,
+)
 from tierflow._engines._flux import FluxEngine
 from tierflow._errors import AuthError, EngineError, QueryError, TransientEngineError
 from tierflow._templates import DeleteRange, RenderedQuery
 
-TOKEN = "secret-token-1"
-ROTATED = "secret-token-2"
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 SCRIPT = (
     'from(bucket: "hot") |> range(start: 2026-11-01T00:00:00Z, stop: 2026-11-01T01:00:00Z)'
@@ -70,27 +76,8 @@ async def standin() -> AsyncIterator[StandIn]:
 
 
 @pytest.fixture
-def token_file(tmp_path: Path) -> Path:
-    path = tmp_path / "token"
-    path.write_text(TOKEN + "\n", encoding="utf-8")
-    return path
-
-
-def connection(url: str, token_file: Path, **overrides: object) -> InfluxDB2Connection:
-    body: dict[str, object] = {
-        "kind": "influxdb2",
-        "url": url,
-        "org": "acme",
-        "token": {"kind": "file", "file": str(token_file)},
-        "timeout": "5s",
-        **overrides,
-    }
-    return InfluxDB2Connection.model_validate(body)
-
-
-@pytest.fixture
 async def engine(standin: StandIn, token_file: Path) -> AsyncIterator[FluxEngine]:
-    flux = FluxEngine("cloud", connection(standin.url, token_file))
+    flux = FluxEngine("cloud", influxdb2_connection(standin.url, token_file))
     yield flux
     await flux.aclose()
 
@@ -125,7 +112,7 @@ async def test_a_query_is_a_json_post_scoped_to_the_org_with_the_token(
 
 
 async def test_gzip_off_asks_for_no_compression(standin: StandIn, token_file: Path) -> None:
-    flux = FluxEngine("cloud", connection(standin.url, token_file, gzip=False))
+    flux = FluxEngine("cloud", influxdb2_connection(standin.url, token_file, gzip=False))
     try:
         await flux.execute(query())
     finally:
@@ -302,7 +289,7 @@ async def test_requests_in_flight_stay_within_max_concurrency(
 ) -> None:
     import asyncio
 
-    flux = FluxEngine("cloud", connection(standin.url, token_file, max_concurrency=2))
+    flux = FluxEngine("cloud", influxdb2_connection(standin.url, token_file, max_concurrency=2))
     standin.script("/api/v2/query", *[Answer(200, ROWS, delay=0.05)] * 6)
     try:
         await flux.execute(query())  # learn the buckets first
@@ -318,7 +305,7 @@ async def test_an_unreachable_server_is_transient(token_file: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    flux = FluxEngine("cloud", connection(f"http://127.0.0.1:{port}", token_file))
+    flux = FluxEngine("cloud", influxdb2_connection(f"http://127.0.0.1:{port}", token_file))
     try:
         with pytest.raises(TransientEngineError, match="unreachable"):
             await flux.ping()
@@ -329,7 +316,7 @@ async def test_an_unreachable_server_is_transient(token_file: Path) -> None:
 
 
 async def test_a_missing_token_source_is_an_auth_error(standin: StandIn, tmp_path: Path) -> None:
-    flux = FluxEngine("cloud", connection(standin.url, tmp_path / "missing"))
+    flux = FluxEngine("cloud", influxdb2_connection(standin.url, tmp_path / "missing"))
     with pytest.raises(AuthError, match="cannot read secret file"):
         await flux.execute(query())
     await flux.aclose()

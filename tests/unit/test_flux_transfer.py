@@ -22,15 +22,18 @@ from hypothesis import strategies as st
 
 from tests.fluxcheck import FluxChecker, flux_checker, string_literals, walk
 from tests.influx2_standin import (
+    ROTATED,
+    TOKEN,
     Point,
     StandIn,
     annotated_csv,
     error_answer,
     error_csv,
+    influxdb2_connection,
     pivoted_csv,
 )
 from tierflow._archive import PointBatch
-from tierflow._config import InfluxDB2Connection, parse_config
+from tierflow._config import parse_config
 from tierflow._engines._flux import FluxEngine
 from tierflow._errors import EngineError, QueryError, TransientEngineError
 from tierflow._flux_export import (
@@ -46,8 +49,6 @@ from tierflow._windows import Window
 
 __all__ = ["flux_checker"]
 
-TOKEN = "secret-token-1"
-ROTATED = "secret-token-2"
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 NS = 1_000_000_000
 BODY = b"m,host=a v=1.5 1790000000000000000\nm,host=b v=2i 1790000000000000001\n"
@@ -61,23 +62,8 @@ async def standin() -> AsyncIterator[StandIn]:
     await server.stop()
 
 
-@pytest.fixture
-def token_file(tmp_path: Path) -> Path:
-    path = tmp_path / "token"
-    path.write_text(TOKEN + "\n", encoding="utf-8")
-    return path
-
-
 def engine_for(standin: StandIn, token_file: Path, **overrides: object) -> FluxEngine:
-    body: dict[str, object] = {
-        "kind": "influxdb2",
-        "url": standin.url,
-        "org": "acme",
-        "token": {"kind": "file", "file": str(token_file)},
-        "timeout": "5s",
-        **overrides,
-    }
-    return FluxEngine("cloud", InfluxDB2Connection.model_validate(body))
+    return FluxEngine("cloud", influxdb2_connection(standin.url, token_file, **overrides))
 
 
 @pytest.fixture
@@ -254,6 +240,24 @@ def test_the_strategy_makes_nasty_points() -> None:
     )
     assert body.count(b"#datatype") == 2
     assert b'"he said ""hi"",\nthen left"' in body
+
+
+async def test_a_body_with_plain_newlines_reads_the_same() -> None:
+    # 2.x writes CRLF; a proxy or a 1.8 compatibility layer may not.
+    points: list[Point] = [
+        (5, (("host", "a"),), (("usage", 1.5),)),
+        (6, (("host", "a"),), (("usage", 2.5),)),
+        (5, (("host", "b"), ("rack", "r1")), (("count", 7), ("ok", True))),
+    ]
+    body = pivoted_csv(points).replace(b"\r\n", b"\n")
+    assert b"\r" not in body
+
+    async def stream() -> AsyncIterator[bytes]:
+        for index in range(0, len(body), 5):
+            yield body[index : index + 5]
+
+    batches = [batch async for batch in annotated_batches(stream(), block_bytes=40)]
+    assert as_points(batches) == by_point(points)
 
 
 async def test_an_error_table_in_the_middle_of_an_export_raises() -> None:

@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+
 from tierflow._errors import EngineError
 from tierflow._templates import RenderedQuery
 
-__all__ = ["Engine", "Execution", "Series"]
+__all__ = ["Engine", "Execution", "Series", "describe_failure", "retry_after_seconds"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,3 +74,22 @@ class Engine(ABC):
     @abstractmethod
     async def aclose(self) -> None:
         """Close connections. The engine may not be used afterwards."""
+
+
+def retry_after_seconds(header: str | None) -> float | None:
+    """Seconds from a `Retry-After` header (delta-seconds form; an HTTP date is ignored)."""
+    if header is None:
+        return None
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        return None
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A network failure in a few words, for an error message (never a request's headers)."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"unreachable ({exc.os_error.strerror or type(exc.os_error).__name__})"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

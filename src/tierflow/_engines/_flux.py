@@ -34,7 +34,13 @@ import aiohttp
 
 from tierflow._config import InfluxDB2Connection
 from tierflow._engines._annotated_csv import FluxResultError, Row, rows
-from tierflow._engines._base import Engine, Execution, Series
+from tierflow._engines._base import (
+    Engine,
+    Execution,
+    Series,
+    describe_failure,
+    retry_after_seconds,
+)
 from tierflow._errors import AuthError, EngineError, QueryError, SecretError, TransientEngineError
 from tierflow._flux_literals import delete_predicate
 from tierflow._flux_syntax import Kind, calls, tokenize
@@ -477,7 +483,7 @@ class FluxEngine(Engine):
                 raise classify(response.status, message)(
                     f"connection {self.name}: HTTP {response.status}: {message}",
                     status=response.status,
-                    retry_after=_retry_after(response.headers.get("Retry-After")),
+                    retry_after=retry_after_seconds(response.headers.get("Retry-After")),
                 )
             return response
 
@@ -526,7 +532,7 @@ class FluxEngine(Engine):
             raw = self.scrub(raw.decode("utf-8", "replace")).encode()  # errors quote the body
             if response.status == 401:
                 raise _Unauthorized(_message(raw))
-            return response.status, raw, _retry_after(response.headers.get("Retry-After"))
+            return response.status, raw, retry_after_seconds(response.headers.get("Retry-After"))
 
         return await self._authorized(send)
 
@@ -584,7 +590,8 @@ class _Stream:
             raise classify(None, message)(f"connection {name}: {message}") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransientEngineError(
-                f"connection {name}: {self.engine.config.url}: response cut off: {_describe(exc)}"
+                f"connection {name}: {self.engine.config.url}: response cut off: "
+                f"{describe_failure(exc)}"
             ) from exc
         except ValueError as exc:
             raise TransientEngineError(
@@ -605,7 +612,7 @@ class _Stream:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransientEngineError(
                 f"connection {self.engine.name}: {self.engine.config.url}: response cut off: "
-                f"{_describe(exc)}"
+                f"{describe_failure(exc)}"
             ) from exc
 
 
@@ -614,7 +621,7 @@ async def _network(engine: FluxEngine, request: Awaitable[T]) -> T:
         return await request
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise TransientEngineError(
-            f"connection {engine.name}: {engine.config.url} unreachable: {_describe(exc)}"
+            f"connection {engine.name}: {engine.config.url} unreachable: {describe_failure(exc)}"
         ) from exc
 
 
@@ -660,20 +667,3 @@ def _message(raw: bytes) -> str:
     if isinstance(message, str) and message:
         return message
     return raw[:200].decode("utf-8", "replace").strip()
-
-
-def _retry_after(header: str | None) -> float | None:
-    if header is None:
-        return None
-    try:
-        return max(0.0, float(header))
-    except ValueError:
-        return None
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"unreachable ({exc.os_error.strerror or type(exc.os_error).__name__})"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

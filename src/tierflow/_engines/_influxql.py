@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import json
 import time
@@ -12,7 +13,13 @@ from typing import Any
 import aiohttp
 
 from tierflow._config import InfluxDB1Connection
-from tierflow._engines._base import Engine, Execution, Series
+from tierflow._engines._base import (
+    Engine,
+    Execution,
+    Series,
+    describe_failure,
+    retry_after_seconds,
+)
 from tierflow._errors import (
     AuthError,
     EngineError,
@@ -86,11 +93,14 @@ class InfluxQLEngine(Engine):
             )
         return self._session
 
-    def _auth(self) -> aiohttp.BasicAuth | None:
+    def _auth(self) -> dict[str, str]:
+        """The basic-auth header, if the connection has a user (UTF-8, as InfluxDB reads it;
+        built here: aiohttp's `BasicAuth` is deprecated and encodes Latin-1)."""
         if self.config.username is None:
-            return None
+            return {}
         password = self.config.password.resolve() if self.config.password else ""
-        return aiohttp.BasicAuth(self.config.username, password)
+        pair = f"{self.config.username}:{password}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
 
     async def execute(self, query: RenderedQuery, *, database: str | None = None) -> Execution:
         form = {"q": query.text}
@@ -108,7 +118,7 @@ class InfluxQLEngine(Engine):
 
     async def ping(self) -> None:
         try:
-            async with self._client().get("ping", auth=self._auth()) as response:
+            async with self._client().get("ping", headers=self._auth()) as response:
                 if response.status != 204:
                     raise classify(response.status, "")(
                         f"connection {self.name}: /ping answered HTTP {response.status}",
@@ -116,7 +126,7 @@ class InfluxQLEngine(Engine):
                     )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransientEngineError(
-                f"connection {self.name}: {self.config.url} unreachable: {_describe(exc)}"
+                f"connection {self.name}: {self.config.url} unreachable: {describe_failure(exc)}"
             ) from exc
 
     async def _post(self, path: str, form: dict[str, str], *, kind: str) -> tuple[Any, int, int]:
@@ -166,10 +176,9 @@ class InfluxQLEngine(Engine):
                 async with self._client().post(
                     "query",
                     data=form,
-                    auth=auth,
                     # Uncompressed: compressing a bulk export costs influxd the CPU it needs to
                     # produce rows (measured: 0.72x of curl compressed, 0.98x uncompressed).
-                    headers={"Accept": "application/csv", "Accept-Encoding": "identity"},
+                    headers={"Accept": "application/csv", "Accept-Encoding": "identity", **auth},
                     timeout=self._stream_timeout(),
                 ) as response:
                     if response.status != 200:
@@ -183,7 +192,7 @@ class InfluxQLEngine(Engine):
                         yield piece
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise TransientEngineError(
-                    f"connection {self.name}: {self.config.url}: {_describe(exc)}"
+                    f"connection {self.name}: {self.config.url}: {describe_failure(exc)}"
                 ) from exc
             finally:
                 if self.metrics is not None:
@@ -245,14 +254,14 @@ class InfluxQLEngine(Engine):
             began = time.perf_counter()
             try:
                 async with self._client().post(
-                    path, data=data, params=params, headers=headers, auth=auth
+                    path, data=data, params=params, headers={**(headers or {}), **auth}
                 ) as response:
                     raw = await response.read()
                     status = response.status
-                    retry_after = _retry_after(response.headers.get("Retry-After"))
+                    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise TransientEngineError(
-                    f"connection {self.name}: {self.config.url}: {_describe(exc)}"
+                    f"connection {self.name}: {self.config.url}: {describe_failure(exc)}"
                 ) from exc
             finally:
                 if self.metrics is not None:
@@ -268,16 +277,6 @@ class InfluxQLEngine(Engine):
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-def _retry_after(header: str | None) -> float | None:
-    """Seconds from a `Retry-After` header (delta-seconds form; an HTTP date is ignored)."""
-    if header is None:
-        return None
-    try:
-        return max(0.0, float(header))
-    except ValueError:
-        return None
 
 
 def _form_size(form: dict[str, str]) -> int:
@@ -333,11 +332,3 @@ def _series(body: Any, connection: str) -> list[Series]:
                 )
             )
     return found
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"unreachable ({exc.os_error.strerror or type(exc.os_error).__name__})"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
