@@ -743,13 +743,16 @@ def _check_job_kinds(
     tiers: Mapping[str, TierConfig],
     jobs: Mapping[str, JobConfig],
 ) -> list[_Problem]:
-    """What a job may ask of the engine its source connection speaks to."""
+    """What a job may ask of the engines it uses (`replace` deletes on the dest; templates are
+    the source's dialect)."""
     problems: list[_Problem] = []
     for name, job in jobs.items():
         table = _table_name("jobs", name)
         tier = tiers.get(job.source)
         connection = connections.get(tier.connection) if tier else None
-        if job.replace and isinstance(connection, InfluxDB1Connection):
+        dest_tier = tiers.get(job.dest)
+        dest = connections.get(dest_tier.connection) if dest_tier else None
+        if job.replace and isinstance(dest, InfluxDB1Connection):
             problems.append(
                 _Problem(
                     table,

@@ -38,7 +38,7 @@ from tierflow._engines._base import Engine, Execution, Series
 from tierflow._errors import EngineError
 from tierflow._logging import log_event
 from tierflow._metrics import Metrics
-from tierflow._templates import RenderedQuery
+from tierflow._templates import DeleteRange, RenderedQuery
 
 __all__ = ["CircuitBreaker", "CircuitOpenError", "CircuitState", "ResilientEngine"]
 
@@ -217,6 +217,10 @@ class ResilientEngine(Engine):
     ) -> AsyncIterator[bytes]:
         # A stream half consumed cannot be retried here; the window that reads it is re-run.
         return self.inner.stream(text, database=database, chunk_size=chunk_size)
+
+    async def delete(self, target: DeleteRange) -> None:
+        # Safe to retry: deleting a range twice leaves it as deleting it once.
+        await self._call(lambda: self.inner.delete(target))
 
     async def ping(self) -> None:
         """The health check itself: straight to the server, whatever the circuit says."""

@@ -32,6 +32,7 @@ from tierflow._planner import (
 )
 from tierflow._resilience import CircuitOpenError
 from tierflow._state import LedgerEntry, Outcome, RunStatus, StateStore
+from tierflow._templates import DeleteRange
 from tierflow._windows import Window, isoformat
 
 if TYPE_CHECKING:
@@ -536,7 +537,7 @@ class Runner:
             if isinstance(spec, ArchiveJob):
                 return await self._archive(job, spec, batch), {}, query, None
             if isinstance(spec, DownsampleJob) and is_relay(self.config, job):
-                return await self._relay(job, spec, batch), prints, query, None
+                return await self._relay(job, spec, batch, query.deletes), prints, query, None
             database = self.config.tiers[spec.dest].database
             written = (await self.engine_of(job).execute(query, database=database)).points_written
         except (EngineError, TemplateError) as exc:
@@ -548,13 +549,17 @@ class Runner:
             return 0, {}, query, f"internal error: {type(exc).__name__}: {exc}"
         return written, prints, query, None
 
-    async def _relay(self, job: str, spec: DownsampleJob, batch: Batch) -> int:
+    async def _relay(
+        self, job: str, spec: DownsampleJob, batch: Batch, deletes: Sequence[DeleteRange]
+    ) -> int:
         """Aggregate on the source server, carry the rows over, write them to the dest (1.x or
-        2.x on either side)."""
+        2.x on either side). With `replace`, the dest window is deleted first, on the dest."""
         from tierflow._transfer import aggregate_batches, write_batches
 
         source, dest = self.config.tiers[spec.source], self.config.tiers[spec.dest]
         reader, writer = self.engine_of(job), self.engine(dest.connection)
+        for target in deletes:
+            await writer.delete(target)
         written = 0
         for measurement, into, query in render_relay(self.config, job, batch):
             rows = aggregate_batches(

@@ -213,6 +213,46 @@ async def test_a_relay_from_1x_to_2x_writes_what_select_into_writes(
     assert sum(r.points_written for r in runs) == len(expected)
 
 
+async def test_a_replacing_relay_into_2x_deletes_each_dest_window_before_writing_it(
+    tmp_path: Path,
+    influxd: ThrowawayInfluxd,
+    databases: Databases,
+    standin: StandIn,
+    start: datetime,
+) -> None:
+    source = databases.new()
+    influxd.write([line("m", p) for p in raw_points(start, 300)], db=source)
+    path = config(
+        tmp_path,
+        influxd,
+        standin,
+        {"hot": ("plant", f"{source}/autogen"), "warm": ("cloud", "warm")},
+        downsample(start).replace("aggregates", 'into = "m_10m"\nreplace = true\naggregates'),
+    )
+
+    runs = await run(path, start + timedelta(hours=2))
+
+    assert {r.status for r in runs} == {RunStatus.SUCCEEDED}
+    order = [r for r in standin.requests if r.path in {"/api/v2/delete", "/api/v2/write"}]
+    deleted: list[tuple[str, str]] = []
+    for request in order:
+        if request.path == "/api/v2/delete":
+            body = request.json()
+            assert request.query == {"org": "acme", "bucket": "warm"}
+            assert body["predicate"] == '_measurement="m_10m"'
+            deleted.append((body["start"], body["stop"]))
+        else:
+            assert deleted, "a write came before its window was deleted"
+    ranges = [(r.batch.range.start, r.batch.range.stop) for r in runs]
+    assert order[0].path == "/api/v2/delete"
+    assert [datetime.fromisoformat(a.replace("Z", "+00:00")) for a, _ in deleted] == [
+        low for low, _ in ranges
+    ]
+    for (_, high), (_, stop) in zip(ranges, deleted, strict=True):
+        # The delete API's stop is inclusive: one nanosecond before the window's end.
+        assert stop == (high - timedelta(microseconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%f") + "999Z"
+
+
 async def test_a_relay_from_2x_to_1x_reads_pivoted_aggregates_and_writes_them_exactly(
     tmp_path: Path,
     influxd: ThrowawayInfluxd,

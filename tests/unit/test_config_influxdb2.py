@@ -185,6 +185,13 @@ def test_a_downsample_across_the_two_dialects_is_a_relay(
     assert is_relay(load(tmp_path, down(source, dest)), "down")
 
 
+def test_replace_is_decided_by_the_dest_which_is_where_it_deletes(tmp_path: Path) -> None:
+    into_2x = load(tmp_path, down("plant_hot", "warm", "replace = true")).jobs["down"]
+    assert into_2x.replace
+    text = problems(tmp_path, down("hot", "plant_warm", "replace = true"))
+    assert "[jobs.down] replace = True: not supported on InfluxDB 1.x" in text
+
+
 def test_a_query_job_across_connections_is_refused(tmp_path: Path) -> None:
     (tmp_path / "q.flux.j2").write_text("// unused\n", encoding="utf-8")
     job = (

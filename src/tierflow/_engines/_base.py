@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 
 from tierflow._errors import EngineError
-from tierflow._templates import RenderedQuery
+from tierflow._templates import DeleteRange, RenderedQuery
 
 __all__ = ["Engine", "Execution", "Series", "describe_failure", "retry_after_seconds"]
 
@@ -66,6 +66,11 @@ class Engine(ABC):
         """Run a read query and yield its CSV body in pieces as they arrive (the export path;
         the CSV dialect is the engine's own)."""
         raise EngineError(f"{type(self).__name__} cannot stream query results yet")
+
+    async def delete(self, target: DeleteRange) -> None:
+        """Delete `[start, stop)` of one measurement (narrowed by tags) from a bucket: what
+        `replace = true` does before a window is written again."""
+        raise EngineError(f"{type(self).__name__} cannot delete a window")
 
     @abstractmethod
     async def ping(self) -> None:
