@@ -15,8 +15,12 @@ Which parts are real:
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +29,7 @@ from typing import Any
 import pytest
 
 from tests.fluxcheck import FluxChecker, flux_checker
-from tests.influx2_standin import Point, StandIn, annotated_csv, pivoted_csv
+from tests.influx2_standin import Point, StandIn, annotated_csv, pivoted_csv, running_in_thread
 from tests.integration._helpers import open_runner
 from tests.integration.conftest import Databases, TierData, field_types, read_tier
 from tierflow import RunStatus
@@ -36,6 +40,7 @@ from tierflow.testing import ThrowawayInfluxd
 __all__ = ["flux_checker"]
 
 TOKEN = "stand-in-token-7"
+TIERFLOW = str(Path(sys.executable).parent / "tierflow")
 NS = 1_000_000_000
 AGGREGATES = '{ temp = ["mean", "max", "first"], n = ["sum", "count", "last", "spread"] }'
 HOSTS = ("a", "b c", "d,e", "f=g")
@@ -416,3 +421,60 @@ async def test_an_archive_whose_count_disagrees_with_the_source_is_not_done(
     assert runs
     assert {r.status for r in runs} == {RunStatus.FAILED}
     assert all("not recorded as done" in (r.error or "") for r in runs)
+
+
+def test_the_restore_command_writes_a_1x_archive_into_a_2x_tier(
+    tmp_path: Path, influxd: ThrowawayInfluxd, databases: Databases, start: datetime
+) -> None:
+    """Edge 1.x → cold tier → central 2.x, through the `tierflow` command; the token is never
+    printed."""
+    source, replayed = databases.new(), databases.new()
+    points = raw_points(start, 1500)
+    influxd.write([line("m", p) for p in points], db=source)
+    standin = StandIn(tokens={TOKEN}, org="acme", buckets={"warm"})
+    with running_in_thread(standin):
+        path = config(
+            tmp_path,
+            influxd,
+            standin,
+            {
+                "hot": ("plant", f"{source}/autogen"),
+                "cold": ("archive", str(tmp_path / "cold")),
+                "central": ("cloud", "warm"),
+            },
+            archive_job(start),
+        )
+        env = {**os.environ, "TF_STANDIN_TOKEN": TOKEN}
+        until = rfc3339(start + timedelta(hours=2))
+        archived = tierflow_command(path, env, "run-once", "--now", until, "--json")
+        assert json.loads(archived.stdout)["succeeded"] == 2
+        restored = tierflow_command(
+            path, env, "restore", "cold", "--from", rfc3339(start), "--to", until,
+            "--into", "central", "--json",
+        )  # fmt: skip
+    assert json.loads(restored.stdout)["points"] == len(points)
+    replay(influxd, standin, replayed)
+    types = field_types(influxd, replayed, "warm", "m")
+    assert sorted(typed(read_tier(influxd, replayed, "warm"), types)) == sorted(points)
+    assert types == field_types(influxd, source, "autogen", "m")
+    for output in (archived, restored):
+        assert TOKEN not in output.stdout + output.stderr
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def tierflow_command(
+    path: Path, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [TIERFLOW, *args, "-c", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
