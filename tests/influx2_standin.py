@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import gzip
 import io
 import json
@@ -46,6 +47,8 @@ class Recorded:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    #: The status the stand-in answered with (0 until it has answered).
+    status: int = 0
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -220,6 +223,8 @@ class StandIn:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             answer = self._answer(request)
+            index = len(self.requests) - 1
+            self.requests[index] = dataclasses.replace(self.requests[index], status=answer.status)
             if answer.delay:
                 await asyncio.sleep(answer.delay)
         finally:

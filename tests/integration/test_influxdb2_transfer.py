@@ -29,7 +29,14 @@ from typing import Any
 import pytest
 
 from tests.fluxcheck import FluxChecker, flux_checker
-from tests.influx2_standin import Point, StandIn, annotated_csv, pivoted_csv, running_in_thread
+from tests.influx2_standin import (
+    Point,
+    StandIn,
+    annotated_csv,
+    error_answer,
+    pivoted_csv,
+    running_in_thread,
+)
 from tests.integration._helpers import open_runner
 from tests.integration.conftest import Databases, TierData, field_types, read_tier
 from tierflow import RunStatus
@@ -139,9 +146,9 @@ async def run(path: Path, now: datetime) -> list[Any]:
 
 
 def replay(influxd: ThrowawayInfluxd, standin: StandIn, db: str) -> list[dict[str, str]]:
-    """Post every body tierflow wrote to the stand-in into the real influxd (db.warm); return
-    the write requests' query parameters."""
-    writes = [r for r in standin.requests if r.path == "/api/v2/write"]
+    """Post every body the stand-in accepted (204) into the real influxd (db.warm); return the
+    write requests' query parameters."""
+    writes = [r for r in standin.requests if r.path == "/api/v2/write" and r.status == 204]
     for request in writes:
         influxd.write(request.body, db=db, rp="warm")
     return [r.query for r in writes]
@@ -478,3 +485,37 @@ def tierflow_command(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done
+
+
+async def test_a_relay_into_2x_never_drops_a_refused_body(
+    tmp_path: Path,
+    influxd: ThrowawayInfluxd,
+    databases: Databases,
+    standin: StandIn,
+    start: datetime,
+) -> None:
+    """Busy answers are retried; a refusal fails the window, which stays due and is written
+    whole by the next run: the dest ends exactly like SELECT INTO, nothing lost or doubled."""
+    source, replayed = databases.new(), databases.new()
+    influxd.write([line("m", p) for p in raw_points(start)], db=source)
+    _, expected = await oracle(tmp_path, influxd, standin, source, start)
+    path = config(
+        tmp_path,
+        influxd,
+        standin,
+        {"hot": ("plant", f"{source}/autogen"), "warm": ("cloud", "warm")},
+        downsample(start),
+    )
+    busy = error_answer(503, "busy", **{"Retry-After": "0"})
+    standin.script("/api/v2/write", busy, busy, error_answer(422, "points beyond retention"))
+
+    first = await run(path, start + timedelta(hours=2))
+    second = await run(path, start + timedelta(hours=2))
+
+    assert [r.status for r in first].count(RunStatus.FAILED) == 1
+    assert {r.status for r in second} == {RunStatus.SUCCEEDED}
+    assert [r.batch for r in second] == [r.batch for r in first if r.status is RunStatus.FAILED]
+    statuses = [r.status for r in standin.requests if r.path == "/api/v2/write"]
+    assert statuses[:3] == [503, 503, 422]
+    replay(influxd, standin, replayed)
+    assert read_tier(influxd, replayed, "warm") == expected
