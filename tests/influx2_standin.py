@@ -37,6 +37,7 @@ __all__ = [
     "influxdb2_connection",
     "pivoted_csv",
     "running_in_thread",
+    "unpivoted_csv",
 ]
 
 
@@ -142,6 +143,28 @@ def pivoted_csv(points: Iterable[Point]) -> bytes:
     return annotated_csv(tables, group_key=keys)
 
 
+def unpivoted_csv(points: Iterable[Point]) -> bytes:
+    """What 2.x answers the same script without `pivot()` with: a table per series, field and
+    value type (`_time`, `_value`, `_field`, the tags; the group key `_field` and the tags), so a
+    field written as an integer in one shard and a float in another comes as two tables."""
+    values: dict[tuple[tuple[tuple[str, str], ...], str, str], dict[int, Any]] = defaultdict(dict)
+    for time, tags, fields in points:
+        for name, value in fields:
+            values[(tags, name, KINDS[type(value)])][time] = value
+    tables: list[tuple[list[str], list[str], list[list[str]]]] = []
+    keys: list[list[str]] = []
+    for (tags, name, kind), rows in sorted(values.items()):
+        columns = ["_time", "_value", "_field", *(k for k, _ in tags)]
+        datatypes = ["dateTime:RFC3339Nano", kind, "string", *(["string"] * len(tags))]
+        body = [
+            [rfc3339_nano(time), cell(value), name, *(v for _, v in tags)]
+            for time, value in sorted(rows.items())
+        ]
+        tables.append((columns, datatypes, body))
+        keys.append(["_field", *(k for k, _ in tags)])
+    return annotated_csv(tables, group_key=keys)
+
+
 #: The token the stand-in accepts by default, and the one tests rotate to.
 TOKEN = "secret-token-1"
 ROTATED = "secret-token-2"
@@ -183,7 +206,7 @@ class StandIn:
     default_csv: bytes = b""
     #: Answers a query from its Flux text, instead of `default_csv` (tests that need different
     #: results for an export and its count, say).
-    on_query: Callable[[str], bytes] | None = None
+    on_query: Callable[[str], bytes | Answer] | None = None
     gzip_responses: bool = False
     requests: list[Recorded] = field(default_factory=list)
     scripted: dict[str, deque[Answer]] = field(default_factory=dict)
@@ -262,7 +285,10 @@ class StandIn:
         if request.path == "/api/v2/query":
             body = self.default_csv
             if self.on_query is not None:
-                body = self.on_query(self.requests[-1].json()["query"])
+                answered = self.on_query(self.requests[-1].json()["query"])
+                if isinstance(answered, Answer):
+                    return answered
+                body = answered
             return Answer(200, body, {"Content-Type": "text/csv; charset=utf-8"})
         if request.path == "/api/v2/write":
             if request.query.get("org") != self.org:

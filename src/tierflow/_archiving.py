@@ -10,6 +10,7 @@ tier.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,9 +20,15 @@ from tierflow._archive import ParquetArchive, PointBatch, open_archive
 from tierflow._config import ArchiveJob, Config, TierConfig
 from tierflow._engines import Engine
 from tierflow._errors import EngineError, QueryError
-from tierflow._flux_export import count_script, export_flux, field_counts
+from tierflow._flux_export import (
+    count_script,
+    export_flux,
+    field_counts,
+    is_field_type_conflict,
+)
+from tierflow._logging import log_event
 from tierflow._transfer import Transfer, export_influxql, export_query, write_batches
-from tierflow._windows import Window
+from tierflow._windows import Window, isoformat
 
 __all__ = ["ArchiveMismatchError", "Archives", "archive_window", "restore"]
 
@@ -61,7 +68,24 @@ async def archive_window(
     for measurement in job.measurements:
         archived: Counter[str] = Counter()
         batches = _export(engine, source, measurement, window, job.tags)
-        manifest = await archive.awrite_window(measurement, window, _counted(batches, archived))
+        try:
+            manifest = await archive.awrite_window(measurement, window, _counted(batches, archived))
+        except EngineError as exc:
+            if not is_field_type_conflict(exc):
+                raise
+            # 2.x cannot pivot a field that has two types in the window's shards: archive it
+            # unpivoted (a row per field value; the file's column takes the wider type).
+            log_event(
+                "archive_unpivoted",
+                level=logging.WARNING,
+                measurement=measurement,
+                window_start=isoformat(window.start),
+                window_stop=isoformat(window.stop),
+                reason=str(exc),
+            )
+            archived.clear()
+            batches = _export(engine, source, measurement, window, job.tags, pivot=False)
+            manifest = await archive.awrite_window(measurement, window, _counted(batches, archived))
         expected = await _source_counts(engine, source, measurement, window, job.tags)
         if expected != {name: n for name, n in archived.items() if n}:
             raise ArchiveMismatchError(
@@ -73,7 +97,13 @@ async def archive_window(
 
 
 def _export(
-    engine: Engine, tier: TierConfig, measurement: str, window: Window, tags: dict[str, str]
+    engine: Engine,
+    tier: TierConfig,
+    measurement: str,
+    window: Window,
+    tags: dict[str, str],
+    *,
+    pivot: bool = True,
 ) -> AsyncIterator[PointBatch]:
     if engine.dialect == "flux":
         return export_flux(
@@ -83,6 +113,7 @@ def _export(
             start=window.start,
             stop=window.stop,
             tags=tags,
+            pivot=pivot,
         )
     return export_influxql(
         engine,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from tierflow._archive import FieldType, PointBatch
@@ -31,7 +32,15 @@ from tierflow._engines import Engine
 from tierflow._errors import EngineError, QueryError, TransientEngineError
 from tierflow._flux_literals import flux_string, flux_time
 
-__all__ = ["annotated_batches", "count_script", "export_flux", "export_script", "field_counts"]
+__all__ = [
+    "FieldTypeConflictError",
+    "annotated_batches",
+    "count_script",
+    "export_flux",
+    "export_script",
+    "field_counts",
+    "is_field_type_conflict",
+]
 
 #: Annotated CSV datatypes of field columns, as InfluxDB field types.
 FIELD_TYPES = {
@@ -44,6 +53,22 @@ FIELD_TYPES = {
 # The annotation column, the table bookkeeping and the series key columns that are not tags.
 _NOT_DATA = frozenset({"", "result", "table", "_start", "_stop", "_measurement", "_field"})
 _TIME = "_time"
+# How Flux says that one column holds two types (a field written as an integer in one shard and
+# a float in another): pivoting such a series into one row per point is impossible.
+_COLLISION = ("schema collision", "both of type")
+
+
+class FieldTypeConflictError(QueryError):
+    """A field of the export has different types in different shards: the pivot failed."""
+
+
+def is_field_type_conflict(error: EngineError) -> bool:
+    """Whether `error` says a column holds two types, whether it came as an error table inside
+    the stream or as the HTTP error of a query that failed before its first row."""
+    lowered = str(error).lower()
+    return isinstance(error, FieldTypeConflictError) or (
+        not error.transient and any(marker in lowered for marker in _COLLISION)
+    )
 
 
 def _selection(
@@ -69,14 +94,18 @@ def export_script(
     start: datetime,
     stop: datetime,
     tags: Mapping[str, str] | None = None,
+    pivot: bool = True,
 ) -> str:
     """Every point of `measurement` in `[start, stop)`, one row per point: `_time`, the tags,
-    one column per field."""
-    return (
+    one column per field. Without `pivot`, one row per field value (`_field`, `_value`): the
+    fallback for a field whose type differs between shards."""
+    script = (
         _selection(bucket, measurement, start, stop, tags or {})
         + '  |> drop(columns: ["_start", "_stop", "_measurement"])\n'
-        + '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
     )
+    if pivot:
+        script += '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
+    return script
 
 
 def count_script(
@@ -120,10 +149,13 @@ async def export_flux(
     start: datetime,
     stop: datetime,
     tags: Mapping[str, str] | None = None,
+    pivot: bool = True,
 ) -> AsyncIterator[PointBatch]:
-    """Every point of `measurement` in `[start, stop)` as Arrow batches, streamed."""
+    """Every point of `measurement` in `[start, stop)` as Arrow batches, streamed (see
+    `export_script` for `pivot`). Raises `FieldTypeConflictError` if the pivot fails on a field
+    with two types."""
     script = export_script(
-        bucket=bucket, measurement=measurement, start=start, stop=stop, tags=tags
+        bucket=bucket, measurement=measurement, start=start, stop=stop, tags=tags, pivot=pivot
     )
     async for batch in annotated_batches(engine.stream(script)):
         yield batch
@@ -144,8 +176,10 @@ async def annotated_batches(
     """The points of a pivoted annotated CSV stream, a batch per block of about
     `block_bytes`."""
     async for header, rows in _blocks(pieces, block_bytes):
-        batch = _parse(header, rows)
-        if batch is not None:
+        if "_field" in header.names and "_value" in header.names:
+            for one in _parse_unpivoted(header, rows):
+                yield one
+        elif (batch := _parse(header, rows)) is not None:
             yield batch
 
 
@@ -212,6 +246,8 @@ def _read_header(pending: bytearray) -> tuple[_Header, int] | None:
             return None
         (row,) = csv.reader([pending[position:end].decode("utf-8").rstrip("\r")])
         message = row[1] if len(row) > 1 else "unknown error"
+        if any(marker in message.lower() for marker in _COLLISION):
+            raise FieldTypeConflictError(f"the query failed on the server: {message}")
         raise QueryError(f"the query failed on the server: {message}")
     duplicated = sorted({name for name in cells if cells.count(name) > 1} - {""})
     if duplicated:
@@ -273,23 +309,7 @@ def _parse(header: _Header, rows: bytes) -> PointBatch | None:
     column_types: dict[str, pa.DataType] = {_TIME: pa.timestamp("ns", tz="UTC")}
     column_types.update({tag: pa.string() for tag in tags})
     column_types.update({name: kind.arrow_type for name, kind in fields.items()})
-    try:
-        table = pa_csv.read_csv(
-            io.BytesIO(rows),
-            # Blocks of 1 MiB: Arrow parses them on its own threads.
-            read_options=pa_csv.ReadOptions(column_names=names, block_size=1 << 20),
-            parse_options=pa_csv.ParseOptions(newlines_in_values=b'"' in rows),
-            convert_options=pa_csv.ConvertOptions(
-                column_types=column_types,
-                include_columns=[_TIME, *tags, *fields],
-                strings_can_be_null=True,
-                null_values=[""],
-                true_values=["true"],
-                false_values=["false"],
-            ),
-        )
-    except (pa.ArrowInvalid, ValueError) as exc:
-        raise TransientEngineError(f"malformed response from server: {exc}") from exc
+    table = _read(rows, names, column_types)
     if table.num_rows == 0:
         return None
     data = table.combine_chunks().to_batches()[0]
@@ -304,3 +324,65 @@ def _parse(header: _Header, rows: bytes) -> PointBatch | None:
     if len(columns) == 1 + len(present_tags):
         return None
     return PointBatch(pa.record_batch(columns), frozenset(present_tags))
+
+
+def _parse_unpivoted(header: _Header, rows: bytes) -> list[PointBatch]:
+    """One block of unpivoted rows (`_time`, tags, `_field`, `_value`) as a batch per field:
+    each holds that field's values, typed by the block's `_value` datatype."""
+    names = header.names
+    kinds = dict(zip(names, header.datatypes, strict=True))
+    kind = FIELD_TYPES.get(kinds["_value"])
+    if kind is None:
+        raise EngineError(f"column '_value' has datatype {kinds['_value']!r}: not a field type")
+    tags = [
+        name
+        for name, grouped in zip(names, header.groups, strict=True)
+        if grouped and name not in _NOT_DATA and name != _TIME
+    ]
+    if "time" in tags:
+        raise QueryError("a tag named 'time' cannot be archived or relayed as a point")
+    table = _read(
+        rows,
+        names,
+        {
+            _TIME: pa.timestamp("ns", tz="UTC"),
+            "_field": pa.string(),
+            "_value": kind.arrow_type,
+            **{tag: pa.string() for tag in tags},
+        },
+    )
+    batches = []
+    field_column = table.column("_field")
+    for name in pc.unique(field_column).to_pylist():
+        if name is None:
+            continue
+        chosen = table.filter(pc.equal(field_column, name)).combine_chunks()
+        columns = {"time": chosen.column(_TIME).cast(pa.int64())}
+        present = [t for t in tags if chosen.column(t).null_count < chosen.num_rows]
+        columns.update({t: chosen.column(t) for t in present})
+        if name in columns:
+            raise QueryError(f"field {name!r} has the name of a tag or of 'time'")
+        columns[name] = chosen.column("_value")
+        batches.append(PointBatch(pa.table(columns).to_batches()[0], frozenset(present)))
+    return batches
+
+
+def _read(rows: bytes, names: list[str], column_types: dict[str, pa.DataType]) -> pa.Table:
+    """Parse CSV rows (no header) into the columns `column_types` names, typed so."""
+    try:
+        return pa_csv.read_csv(
+            io.BytesIO(rows),
+            # Blocks of 1 MiB: Arrow parses them on its own threads.
+            read_options=pa_csv.ReadOptions(column_names=names, block_size=1 << 20),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=b'"' in rows),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=column_types,
+                include_columns=list(column_types),
+                strings_can_be_null=True,
+                null_values=[""],
+                true_values=["true"],
+                false_values=["false"],
+            ),
+        )
+    except (pa.ArrowInvalid, ValueError) as exc:
+        raise TransientEngineError(f"malformed response from server: {exc}") from exc

@@ -30,12 +30,15 @@ import pytest
 
 from tests.fluxcheck import FluxChecker, flux_checker
 from tests.influx2_standin import (
+    Answer,
     Point,
     StandIn,
     annotated_csv,
     error_answer,
+    error_csv,
     pivoted_csv,
     running_in_thread,
+    unpivoted_csv,
 )
 from tests.integration._helpers import open_runner
 from tests.integration.conftest import Databases, TierData, field_types, read_tier
@@ -519,3 +522,62 @@ async def test_a_relay_into_2x_never_drops_a_refused_body(
     assert statuses[:3] == [503, 503, 422]
     replay(influxd, standin, replayed)
     assert read_tier(influxd, replayed, "warm") == expected
+
+
+COLLISION = 'schema collision detected: column "n" is both of type float and int'
+
+
+@pytest.mark.parametrize(
+    "collision",
+    [error_csv(COLLISION), error_answer(400, COLLISION)],
+    ids=["error table in the stream", "HTTP error before it"],
+)
+async def test_a_field_with_two_types_is_archived_unpivoted_not_crashed_on(
+    tmp_path: Path,
+    influxd: ThrowawayInfluxd,
+    standin: StandIn,
+    start: datetime,
+    collision: bytes | Answer,
+) -> None:
+    """2.x cannot pivot a field written as an integer in one shard and a float in another; the
+    archive job falls back to one row per field value and still archives every value."""
+    base = int(start.timestamp()) * NS
+    points: list[Point] = [
+        (base + i * 60 * NS, (("host", "a" if i % 2 else "b"),), (("n", i if i < 40 else i + 0.5),))
+        for i in range(80)
+    ]
+
+    def on_query(script: str) -> bytes | Answer:
+        chosen = in_range(script, points)
+        if "count()" in script:
+            return count_csv(counts(chosen))
+        return collision if "pivot(" in script else unpivoted_csv(chosen)
+
+    standin.on_query = on_query
+    path = config(
+        tmp_path,
+        influxd,
+        standin,
+        {"hot": ("cloud", "hot"), "cold": ("archive", str(tmp_path / "cold"))},
+        archive_job(start),
+    )
+
+    runs = await run(path, start + timedelta(hours=2))
+
+    assert [r.status for r in runs] == [RunStatus.SUCCEEDED] * 2
+    scripts = [r.json()["query"] for r in standin.requests if r.path == "/api/v2/query"]
+    exports = [s for s in scripts if "count()" not in s]
+    assert ["pivot(" in s for s in exports] == [True, False, True, False]  # per window
+    archive = open_archive(str(tmp_path / "cold"))
+    assert archive.verify() == []
+    found: dict[tuple[int, str], float] = {}
+    for batch in archive.read(start, start + timedelta(hours=2)):
+        data = batch.points.data
+        for time, host, value in zip(
+            data.column("time").cast("int64").to_pylist(),
+            data.column("host").to_pylist(),
+            data.column("n").to_pylist(),
+            strict=True,
+        ):
+            found[(time, host)] = value
+    assert found == {(t, dict(tags)["host"]): dict(f)["n"] for t, tags, f in points}

@@ -11,11 +11,12 @@ from __future__ import annotations
 import gzip
 import math
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,6 +32,7 @@ from tests.influx2_standin import (
     error_csv,
     influxdb2_connection,
     pivoted_csv,
+    unpivoted_csv,
 )
 from tierflow._archive import PointBatch
 from tierflow._config import parse_config
@@ -161,16 +163,16 @@ async def test_a_write_refused_with_401_fetches_the_token_again_once(
 
 
 def as_points(batches: Iterable[PointBatch]) -> set[Point]:
-    found: set[Point] = set()
+    """The points the batches hold, rows of one point merged (unpivoted reads give a row per
+    field value)."""
+    found: dict[tuple[int, tuple[tuple[str, str], ...]], dict[str, Any]] = defaultdict(dict)
     for batch in batches:
         data = batch.data.to_pydict()
         for index, time in enumerate(data["time"]):
             tags = tuple(sorted((t, data[t][index]) for t in batch.tags if data[t][index]))
-            fields = tuple(
-                sorted((f, data[f][index]) for f in batch.fields if data[f][index] is not None)
-            )
-            found.add((time, tags, fields))
-    return found
+            fields = {f: data[f][index] for f in batch.fields if data[f][index] is not None}
+            found[(time, tags)].update(fields)
+    return {(time, tags, tuple(sorted(f.items()))) for (time, tags), f in found.items()}
 
 
 def by_point(points: Iterable[Point]) -> set[Point]:
@@ -211,26 +213,50 @@ points_strategy = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@pytest.mark.parametrize("build", [pivoted_csv, unpivoted_csv])
+@settings(max_examples=150, deadline=None)
 @given(
     points=points_strategy,
     sizes=st.lists(st.integers(min_value=1, max_value=300), min_size=1),
     block_bytes=st.integers(min_value=1, max_value=5000),
 )
-async def test_pivoted_csv_reads_back_point_for_point_whatever_the_cuts(
-    points: list[Point], sizes: list[int], block_bytes: int
+async def test_annotated_csv_reads_back_point_for_point_whatever_the_cuts(
+    build: Callable[[list[Point]], bytes], points: list[Point], sizes: list[int], block_bytes: int
 ) -> None:
-    body = pivoted_csv(points)
+    body = build(points)
     cuts = iter(sizes * (len(body) // len(sizes) + 1) or [1])
     batches = [
         batch async for batch in annotated_batches(pieces_of(body, cuts), block_bytes=block_bytes)
     ]
     expected = by_point(points)
     assert as_points(batches) == expected
+    if build is pivoted_csv:  # one row per point, never two
+        assert sum(batch.num_rows for batch in batches) == len(expected)
     for batch in batches:
         for name in batch.fields:  # types as the server said: 1.0 stays a float, 1 an integer
             kinds = {type(v) for v in batch.data.column(name).to_pylist() if v is not None}
             assert len(kinds) <= 1
+
+
+async def test_a_field_with_two_types_reads_unpivoted_with_each_value_typed() -> None:
+    # An integer field in one shard, a float in the next: two tables, two datatypes.
+    points: list[Point] = [
+        (1, (("host", "a"),), (("n", 3), ("temp", 0.5))),
+        (2, (("host", "a"),), (("n", 4.25),)),
+        (3, (("host", "a"),), (("n", 2**60 + 1),)),
+    ]
+    body = unpivoted_csv(points)
+    assert body.count(b"#datatype") == 3  # n as long, n as double, temp as double
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield body
+
+    batches = [batch async for batch in annotated_batches(stream())]
+    assert as_points(batches) == by_point(points)
+    types = {str(b.data.schema.field("n").type) for b in batches if "n" in b.fields}
+    assert types == {"int64", "double"}
+    (big,) = [b for b in batches if "n" in b.fields and b.data.column("n").type == pa.int64()]
+    assert 2**60 + 1 in big.data.column("n").to_pylist()  # no float detour
 
 
 def test_the_strategy_makes_nasty_points() -> None:
