@@ -212,6 +212,12 @@ class ResilientEngine(Engine):
             lambda: self.inner.write(body, database=database, retention_policy=retention_policy)
         )
 
+    def query_chunks(
+        self, text: str, *, database: str | None = None, chunk_size: int = 10_000
+    ) -> AsyncIterator[list[Series]]:
+        # Like `stream`: a result half read cannot be retried here; its window is re-run.
+        return self.inner.query_chunks(text, database=database, chunk_size=chunk_size)
+
     def stream(
         self, text: str, *, database: str | None = None, chunk_size: int = 10_000
     ) -> AsyncIterator[bytes]:

@@ -155,9 +155,9 @@ async def aggregate_batches(
     aggregates: Mapping[str, tuple[str, ...]],
     query: RenderedQuery,
 ) -> AsyncIterator[PointBatch]:
-    """The rows of a relay's aggregating read (`render_relay`) as batches of points, typed: from
-    2.x by the server's own column types (streamed), from 1.x by `SHOW FIELD KEYS` and what each
-    aggregate makes of a field (the rows are aggregates: few, read whole)."""
+    """The rows of a relay's aggregating read (`render_relay`) as batches of points, streamed
+    and typed: from 2.x by the server's own column types, from 1.x (chunked JSON) by
+    `SHOW FIELD KEYS` and what each aggregate makes of a field."""
     if engine.dialect == "flux":
         async for batch in annotated_batches(engine.stream(query.text)):
             yield batch
@@ -173,9 +173,10 @@ async def aggregate_batches(
         for field, functions in aggregates.items()
         for function in functions
     }
-    for series in await engine.query(query.text, database=tier.database):
-        if (points := series_batch(series, out)) is not None:
-            yield points
+    async for chunk in engine.query_chunks(query.text, database=tier.database):
+        for series in chunk:
+            if (points := series_batch(series, out)) is not None:
+                yield points
 
 
 # What an aggregate gives, by the type of the field it reads: averages are floats, counts are

@@ -12,7 +12,12 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import Databases, field_types, read_tier
+from tierflow._config import InfluxDB1Connection
+from tierflow._engines import InfluxQLEngine, Series
+from tierflow._errors import QueryError
 from tierflow.testing import ThrowawayInfluxd
 
 TIERFLOW = str(Path(sys.executable).parent / "tierflow")
@@ -92,3 +97,36 @@ def test_a_relay_writes_what_select_into_writes(
     key = ("m", first, frozenset({("host", "b c")}))
     assert relayed[key]["n_count"] == len(mine)
     assert relayed[key]["n_sum"] == sum(mine)
+
+
+async def test_chunked_reads_give_exactly_the_rows_of_one_read(
+    influxd: ThrowawayInfluxd, db: str
+) -> None:
+    """Relays read 1.x aggregates as chunked JSON, a chunk at a time: the same rows as one
+    read, whatever the chunk size; a statement error in the stream raises."""
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=4)
+    write(influxd, db, start)
+    stop = start + timedelta(hours=2)
+    text = (
+        f'SELECT mean("temp") AS "temp_mean", count("n") AS "n_count" FROM "{db}".."m" '
+        f"WHERE time >= {int(start.timestamp())}s AND time < {int(stop.timestamp())}s "
+        "GROUP BY time(10m), *"
+    )
+    engine = InfluxQLEngine(
+        "plant", InfluxDB1Connection.model_validate({"kind": "influxdb1", "url": influxd.url})
+    )
+    try:
+        whole = await engine.query(text, database=db)
+        chunks = [c async for c in engine.query_chunks(text, database=db, chunk_size=5)]
+        with pytest.raises(QueryError, match="not found"):
+            [c async for c in engine.query_chunks('SELECT * FROM "nosuch".."m"')]
+    finally:
+        await engine.aclose()
+
+    def rows(series: list[Series]) -> list[tuple[object, ...]]:
+        return sorted((tuple(sorted(s.tags.items())), *row) for s in series for row in s.values)
+
+    assert len(chunks) >= 36 // 5 + 1  # 36 rows, at most 5 a chunk
+    assert all(sum(len(s.values) for s in chunk) <= 5 for chunk in chunks)
+    assert rows([s for chunk in chunks for s in chunk]) == rows(whole)
+    assert len(rows(whole)) == 3 * 12  # three hosts, twelve 10-minute buckets

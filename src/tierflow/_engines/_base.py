@@ -60,6 +60,14 @@ class Engine(ABC):
         part raises: a batch is never dropped silently."""
         raise EngineError(f"{type(self).__name__} cannot write line protocol yet")
 
+    async def query_chunks(
+        self, text: str, *, database: str | None = None, chunk_size: int = 10_000
+    ) -> AsyncIterator[list[Series]]:
+        """Run a read query and yield its series a chunk at a time (at most about `chunk_size`
+        rows each; a series may span chunks), so a large result is never held whole. By
+        default one chunk: the whole `query` result."""
+        yield await self.query(text, database=database)
+
     def stream(
         self, text: str, *, database: str | None = None, chunk_size: int = 10_000
     ) -> AsyncIterator[bytes]:

@@ -166,6 +166,20 @@ class InfluxQLEngine(Engine):
         form = {"q": text, "epoch": "ns", "chunked": "true", "chunk_size": str(chunk_size)}
         if database:
             form["db"] = database
+        # Uncompressed: compressing a bulk export costs influxd the CPU it needs to produce rows
+        # (measured: 0.72x of curl compressed, 0.98x uncompressed).
+        headers = {"Accept": "application/csv", "Accept-Encoding": "identity"}
+        async for piece in self._stream_body(form, headers):
+            if piece.startswith((b'{"error"', b'{"results"')):
+                # A statement error arrives as JSON even when CSV was asked for.
+                _series(_json(piece), self.name)
+            yield piece
+
+    async def _stream_body(
+        self, form: dict[str, str], headers: dict[str, str]
+    ) -> AsyncIterator[bytes]:
+        """POST /query and yield the body in pieces as they arrive, under one slot, with a
+        timeout per read rather than a total one."""
         try:
             auth = self._auth()
         except SecretError as exc:
@@ -176,9 +190,7 @@ class InfluxQLEngine(Engine):
                 async with self._client().post(
                     "query",
                     data=form,
-                    # Uncompressed: compressing a bulk export costs influxd the CPU it needs to
-                    # produce rows (measured: 0.72x of curl compressed, 0.98x uncompressed).
-                    headers={"Accept": "application/csv", "Accept-Encoding": "identity", **auth},
+                    headers={**headers, **auth},
                     timeout=self._stream_timeout(),
                 ) as response:
                     if response.status != 200:
@@ -186,9 +198,6 @@ class InfluxQLEngine(Engine):
                         raise self._refusal(response.status, raw, None)
                     async for piece in response.content.iter_any():
                         received += len(piece)
-                        if piece.startswith((b'{"error"', b'{"results"')):
-                            # A statement error arrives as JSON even when CSV was asked for.
-                            _series(_json(piece), self.name)
                         yield piece
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise TransientEngineError(
@@ -197,6 +206,30 @@ class InfluxQLEngine(Engine):
             finally:
                 if self.metrics is not None:
                     self.metrics.payload_bytes.labels(self.name, "received").inc(received)
+
+    async def query_chunks(
+        self, text: str, *, database: str | None = None, chunk_size: int = 10_000
+    ) -> AsyncIterator[list[Series]]:
+        """`chunked=true` JSON: influxd writes one JSON document per chunk, a line each; each is
+        parsed (and checked for statement errors) as it arrives."""
+        form = {"q": text, "epoch": "ns", "chunked": "true", "chunk_size": str(chunk_size)}
+        if database:
+            form["db"] = database
+        async for line in self._lines(form):
+            if line.strip():
+                yield _series(_json(line), self.name)
+
+    async def _lines(self, form: dict[str, str]) -> AsyncIterator[bytes]:
+        """The lines of a streamed /query response, whole, however the body is cut."""
+        pending = bytearray()
+        async for piece in self._stream_body(form, {}):
+            pending += piece
+            if (end := pending.rfind(b"\n")) >= 0:
+                for line in bytes(pending[: end + 1]).splitlines():
+                    yield line
+                del pending[: end + 1]
+        if pending.strip():
+            yield bytes(pending)
 
     def _stream_timeout(self) -> aiohttp.ClientTimeout:
         # A stream may run for long: the total timeout would cut it, so bound each read instead.
