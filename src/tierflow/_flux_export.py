@@ -33,7 +33,6 @@ from tierflow._errors import EngineError, QueryError, TransientEngineError
 from tierflow._flux_literals import flux_string, flux_time
 
 __all__ = [
-    "FieldTypeConflictError",
     "annotated_batches",
     "count_script",
     "export_flux",
@@ -58,17 +57,11 @@ _TIME = "_time"
 _COLLISION = ("schema collision", "both of type")
 
 
-class FieldTypeConflictError(QueryError):
-    """A field of the export has different types in different shards: the pivot failed."""
-
-
 def is_field_type_conflict(error: EngineError) -> bool:
     """Whether `error` says a column holds two types, whether it came as an error table inside
     the stream or as the HTTP error of a query that failed before its first row."""
     lowered = str(error).lower()
-    return isinstance(error, FieldTypeConflictError) or (
-        not error.transient and any(marker in lowered for marker in _COLLISION)
-    )
+    return not error.transient and any(marker in lowered for marker in _COLLISION)
 
 
 def _selection(
@@ -152,8 +145,8 @@ async def export_flux(
     pivot: bool = True,
 ) -> AsyncIterator[PointBatch]:
     """Every point of `measurement` in `[start, stop)` as Arrow batches, streamed (see
-    `export_script` for `pivot`). Raises `FieldTypeConflictError` if the pivot fails on a field
-    with two types."""
+    `export_script` for `pivot`). A pivot that fails on a field with two types raises an error
+    that `is_field_type_conflict` recognises."""
     script = export_script(
         bucket=bucket, measurement=measurement, start=start, stop=stop, tags=tags, pivot=pivot
     )
@@ -246,8 +239,6 @@ def _read_header(pending: bytearray) -> tuple[_Header, int] | None:
             return None
         (row,) = csv.reader([pending[position:end].decode("utf-8").rstrip("\r")])
         message = row[1] if len(row) > 1 else "unknown error"
-        if any(marker in message.lower() for marker in _COLLISION):
-            raise FieldTypeConflictError(f"the query failed on the server: {message}")
         raise QueryError(f"the query failed on the server: {message}")
     duplicated = sorted({name for name in cells if cells.count(name) > 1} - {""})
     if duplicated:
@@ -288,20 +279,44 @@ def _row_cut(pending: bytearray) -> int:
     return 0
 
 
+def _tags(header: _Header) -> list[str]:
+    """The block's tag columns: its group key, bar the bookkeeping and series-key columns."""
+    return [
+        name
+        for name, grouped in zip(header.names, header.groups, strict=True)
+        if grouped and name not in _NOT_DATA and name != _TIME
+    ]
+
+
+def _points(table: pa.Table, tags: list[str], fields: dict[str, str]) -> PointBatch | None:
+    """`table`'s rows as points: `time` (int64 ns) from `_time`, the tags, and each field from
+    its column (`fields`: field name → column). Tags and fields that are null on every row are
+    left out; None if no field is left."""
+    data = table.combine_chunks()
+    columns: dict[str, pa.Array] = {"time": data.column(_TIME).cast(pa.int64())}
+    present = [tag for tag in tags if data.column(tag).null_count < data.num_rows]
+    columns.update({tag: data.column(tag) for tag in present})
+    for name, column in fields.items():
+        if name in columns:
+            raise QueryError(f"field {name!r} has the name of a tag or of 'time'")
+        if data.column(column).null_count < data.num_rows:
+            columns[name] = data.column(column)
+    if len(columns) == 1 + len(present):
+        return None
+    return PointBatch(pa.table(columns).to_batches()[0], frozenset(present))
+
+
 def _parse(header: _Header, rows: bytes) -> PointBatch | None:
     """One block's rows as a batch: `time` (int64 ns), tags, typed fields."""
     names = header.names
-    tags: list[str] = []
+    tags = _tags(header)
     fields: dict[str, FieldType] = {}
-    for name, kind, grouped in zip(names, header.datatypes, header.groups, strict=True):
-        if name in _NOT_DATA or name == _TIME:
+    for name, kind in zip(names, header.datatypes, strict=True):
+        if name in _NOT_DATA or name == _TIME or name in tags:
             continue
-        if grouped:
-            tags.append(name)
-        elif kind in FIELD_TYPES:
-            fields[name] = FIELD_TYPES[kind]
-        else:
+        if kind not in FIELD_TYPES:
             raise EngineError(f"column {name!r} has datatype {kind!r}, which is not a field type")
+        fields[name] = FIELD_TYPES[kind]
     if _TIME not in names or not fields:
         return None
     if "time" in tags or "time" in fields:
@@ -312,18 +327,7 @@ def _parse(header: _Header, rows: bytes) -> PointBatch | None:
     table = _read(rows, names, column_types)
     if table.num_rows == 0:
         return None
-    data = table.combine_chunks().to_batches()[0]
-    columns = {"time": data.column(_TIME).cast(pa.int64())}
-    present_tags = []
-    for name in [*tags, *fields]:
-        column = data.column(name)
-        if column.null_count < data.num_rows:
-            columns[name] = column
-            if name in tags:
-                present_tags.append(name)
-    if len(columns) == 1 + len(present_tags):
-        return None
-    return PointBatch(pa.record_batch(columns), frozenset(present_tags))
+    return _points(table, tags, {name: name for name in fields})
 
 
 def _parse_unpivoted(header: _Header, rows: bytes) -> list[PointBatch]:
@@ -334,11 +338,7 @@ def _parse_unpivoted(header: _Header, rows: bytes) -> list[PointBatch]:
     kind = FIELD_TYPES.get(kinds["_value"])
     if kind is None:
         raise EngineError(f"column '_value' has datatype {kinds['_value']!r}: not a field type")
-    tags = [
-        name
-        for name, grouped in zip(names, header.groups, strict=True)
-        if grouped and name not in _NOT_DATA and name != _TIME
-    ]
+    tags = _tags(header)
     if "time" in tags:
         raise QueryError("a tag named 'time' cannot be archived or relayed as a point")
     table = _read(
@@ -356,14 +356,9 @@ def _parse_unpivoted(header: _Header, rows: bytes) -> list[PointBatch]:
     for name in pc.unique(field_column).to_pylist():
         if name is None:
             continue
-        chosen = table.filter(pc.equal(field_column, name)).combine_chunks()
-        columns = {"time": chosen.column(_TIME).cast(pa.int64())}
-        present = [t for t in tags if chosen.column(t).null_count < chosen.num_rows]
-        columns.update({t: chosen.column(t) for t in present})
-        if name in columns:
-            raise QueryError(f"field {name!r} has the name of a tag or of 'time'")
-        columns[name] = chosen.column("_value")
-        batches.append(PointBatch(pa.table(columns).to_batches()[0], frozenset(present)))
+        chosen = table.filter(pc.equal(field_column, name))
+        if (batch := _points(chosen, tags, {name: "_value"})) is not None:
+            batches.append(batch)
     return batches
 
 
