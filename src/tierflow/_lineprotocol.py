@@ -37,16 +37,18 @@ class Encoded:
     dropped: int
 
 
-# A backslash escapes the next byte in line protocol, and only `\,` `\=` `\ ` are unescaped:
-# so a backslash at the end of a name, or right before a character that needs escaping, can
-# never be read back as written. Such names are refused rather than silently changed.
-_STRANDED_IN_KEY = re.compile(r"\\([ ,=]|$)")
-_STRANDED_IN_MEASUREMENT = re.compile(r"\\([ ,]|$)")
+# A backslash escapes the next byte in line protocol, and the server unescapes it before a few
+# characters only: `\,` `\=` `\ ` in tag keys and values, and those and `\"` in measurements and
+# field keys (InfluxDB's `pkg/escape`; seen: a measurement `\=` was stored as `=`, a field key
+# `\"` as `"`). So a backslash at the end of a name, or right before one of those characters,
+# can never be read back as written. Such names are refused rather than silently changed.
+_STRANDED_IN_TAG = re.compile(r"\\([ ,=]|$)")
+_STRANDED_IN_NAME = re.compile(r'\\([ ,="]|$)')
 
 
 def escape_measurement(name: str) -> str:
     _no_newline(name, "measurement")
-    if _STRANDED_IN_MEASUREMENT.search(name):
+    if _STRANDED_IN_NAME.search(name):
         raise LineProtocolError(_stranded("measurement", name))
     if name.startswith("#"):
         # A line that starts with '#' is a comment, and no escape spells the '#'.
@@ -56,18 +58,19 @@ def escape_measurement(name: str) -> str:
     return name.replace(",", "\\,").replace(" ", "\\ ")
 
 
-def escape_key(name: str) -> str:
-    """A tag key or field key (tag values go through `_tag_part`)."""
+def escape_key(name: str, *, field: bool = False) -> str:
+    """A tag key, or a field key with `field` (tag values go through `_tag_part`)."""
     _no_newline(name, "key")
-    if _STRANDED_IN_KEY.search(name):
-        raise LineProtocolError(_stranded("key", name))
+    if (_STRANDED_IN_NAME if field else _STRANDED_IN_TAG).search(name):
+        raise LineProtocolError(_stranded("field key" if field else "key", name))
     return name.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
 def _stranded(what: str, text: str) -> str:
     return (
         f"line protocol cannot carry the {what} {text[:40]!r}: a backslash at its end or before "
-        "a space, comma or equals sign cannot be read back as written"
+        "a character it escapes (space, comma, equals sign; in measurements and field keys also "
+        "a double quote) cannot be read back as written"
     )
 
 
@@ -87,7 +90,7 @@ def _tag_part(key: str, values: pa.Array) -> pa.Array:
         or pc.any(pc.match_substring(distinct, "\r")).as_py()
     ):
         raise LineProtocolError(f"line protocol cannot carry a newline in a value of tag {key!r}")
-    stranded = pc.match_substring_regex(distinct, _STRANDED_IN_KEY.pattern)
+    stranded = pc.match_substring_regex(distinct, _STRANDED_IN_TAG.pattern)
     if pc.any(stranded).as_py():
         bad = pc.filter(distinct, stranded)[0].as_py()
         raise LineProtocolError(_stranded(f"value of tag {key!r}", bad))
@@ -148,7 +151,10 @@ def encode_batch(
         else pc.binary_join_element_wise(escape_measurement(measurement), tag_set, "")
     )
     field_set = _concat(
-        [_prefixed(",", escape_key(name), _field_text(batch.column(name))) for name in fields]
+        [
+            _prefixed(",", escape_key(name, field=True), _field_text(batch.column(name)))
+            for name in fields
+        ]
     )
     if field_set is None:
         raise LineProtocolError("a point needs at least one field")
