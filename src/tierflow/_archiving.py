@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from tierflow._archive import ParquetArchive, PointBatch, open_archive
+from tierflow._archive._archive import StagedWindow
 from tierflow._config import ArchiveJob, Config, TierConfig
 from tierflow._engines import Engine
 from tierflow._errors import EngineError, QueryError
@@ -26,8 +27,9 @@ from tierflow._flux_export import (
     field_counts,
     is_field_type_conflict,
 )
+from tierflow._influxql_export import count_influxql, export_influxql, plan_export
 from tierflow._logging import log_event
-from tierflow._transfer import Transfer, export_influxql, export_query, write_batches
+from tierflow._transfer import Transfer, write_batches
 from tierflow._windows import Window, isoformat
 
 __all__ = ["ArchiveMismatchError", "Archives", "archive_window", "restore"]
@@ -63,108 +65,162 @@ def _local_path(url: str, config: Config) -> str:
 async def archive_window(
     engine: Engine, archive: ParquetArchive, job: ArchiveJob, source: TierConfig, window: Window
 ) -> int:
-    """Archive every measurement of `job` for `window`, verified; return the points archived."""
-    total = 0
-    for measurement in job.measurements:
+    """Archive every measurement of `job` for `window`, verified; return the points archived.
+    Each measurement is written to a local file and checked against the source first; only
+    when every one has passed are they committed, so a window that fails any check leaves
+    nothing visible in the archive."""
+    staged: list[StagedWindow] = []
+    try:
+        for measurement in job.measurements:
+            # One at a time, so that a failure discards what was staged before it.
+            one = await _stage_checked(engine, archive, job, source, measurement, window)
+            staged.append(one)
+        return sum([(await archive.acommit(one)).rows for one in staged])
+    finally:
+        for one in staged:
+            archive.discard(one)
+
+
+async def _stage_checked(
+    engine: Engine,
+    archive: ParquetArchive,
+    job: ArchiveJob,
+    source: TierConfig,
+    measurement: str,
+    window: Window,
+) -> StagedWindow:
+    """One measurement's window, staged and checked: per field, the values archived equal
+    InfluxDB's own count over the same range."""
+    if engine.dialect != "flux":
+        plan = await plan_export(
+            engine,
+            database=source.database,
+            retention_policy=source.retention_policy,
+            measurement=measurement,
+            start=window.start,
+            stop=window.stop,
+        )
+        if plan is None:
+            return await archive.astage_window(measurement, window, _nothing())
         archived: Counter[str] = Counter()
-        batches = _export(engine, source, measurement, window, job.tags)
-        try:
-            manifest = await archive.awrite_window(measurement, window, _counted(batches, archived))
-        except EngineError as exc:
-            if not is_field_type_conflict(exc):
-                raise
-            # 2.x cannot pivot a field that has two types in the window's shards: archive it
-            # unpivoted (a row per field value; the file's column takes the wider type).
-            log_event(
-                "archive_unpivoted",
-                level=logging.WARNING,
-                measurement=measurement,
-                window_start=isoformat(window.start),
-                window_stop=isoformat(window.stop),
-                reason=str(exc),
-            )
-            archived.clear()
-            batches = _export(engine, source, measurement, window, job.tags, pivot=False)
-            manifest = await archive.awrite_window(measurement, window, _counted(batches, archived))
-        expected = await _source_counts(engine, source, measurement, window, job.tags)
-        if expected != {name: n for name, n in archived.items() if n}:
-            raise ArchiveMismatchError(
-                f"archive of {measurement} {window} holds {dict(archived)} values per field, "
-                f"the source {expected}: not recorded as done"
-            )
-        total += manifest.rows
-    return total
+        batches = export_influxql(
+            engine,
+            database=source.database,
+            retention_policy=source.retention_policy,
+            measurement=measurement,
+            start=window.start,
+            stop=window.stop,
+            tags=job.tags,
+            plan=plan,
+        )
+        staged = await archive.astage_window(measurement, window, _counted(batches, archived))
+        expected = await count_influxql(
+            engine, plan, start=window.start, stop=window.stop, tags=job.tags
+        )
+        return _checked(archive, staged, archived, expected)
+    return await _stage_flux(engine, archive, job, source, measurement, window)
 
 
-def _export(
+async def _stage_flux(
+    engine: Engine,
+    archive: ParquetArchive,
+    job: ArchiveJob,
+    source: TierConfig,
+    measurement: str,
+    window: Window,
+) -> StagedWindow:
+    """2.x: pivoted to a row per point, the fast way; unpivoted (a row per field value, each
+    typed by its own table) when the pivot cannot hold the window: a field with two types in
+    its shards, or an empty string, which a pivoted row cannot tell from a missing value (the
+    count check finds it)."""
+    script = count_script(
+        bucket=source.bucket,
+        measurement=measurement,
+        start=window.start,
+        stop=window.stop,
+        tags=job.tags,
+    )
+    archived: Counter[str] = Counter()
+    try:
+        batches = _flux_batches(engine, source, measurement, window, job.tags, pivot=True)
+        staged = await archive.astage_window(measurement, window, _counted(batches, archived))
+    except EngineError as exc:
+        if not is_field_type_conflict(exc):
+            raise
+        reason = str(exc)
+    else:
+        expected = await field_counts(engine, script)
+        if expected == _nonzero(archived):
+            return staged
+        archive.discard(staged)
+        reason = f"pivoted export held {_nonzero(archived)} values per field, the source {expected}"
+    log_event(
+        "archive_unpivoted",
+        level=logging.WARNING,
+        measurement=measurement,
+        window_start=isoformat(window.start),
+        window_stop=isoformat(window.stop),
+        reason=reason,
+    )
+    archived.clear()
+    batches = _flux_batches(engine, source, measurement, window, job.tags, pivot=False)
+    staged = await archive.astage_window(measurement, window, _counted(batches, archived))
+    return _checked(archive, staged, archived, await field_counts(engine, script))
+
+
+def _checked(
+    archive: ParquetArchive,
+    staged: StagedWindow,
+    archived: Counter[str],
+    expected: dict[str, int],
+) -> StagedWindow:
+    if expected != _nonzero(archived):
+        archive.discard(staged)
+        raise ArchiveMismatchError(
+            f"archive of {staged.measurement} {staged.window} holds {_nonzero(archived)} values "
+            f"per field, the source {expected}: nothing committed, not recorded as done"
+        )
+    return staged
+
+
+def _nonzero(counts: Counter[str]) -> dict[str, int]:
+    return {name: n for name, n in counts.items() if n}
+
+
+async def _nothing() -> AsyncIterator[PointBatch]:
+    return
+    yield  # pragma: no cover - makes this an async generator
+
+
+def _flux_batches(
     engine: Engine,
     tier: TierConfig,
     measurement: str,
     window: Window,
     tags: dict[str, str],
     *,
-    pivot: bool = True,
+    pivot: bool,
 ) -> AsyncIterator[PointBatch]:
-    if engine.dialect == "flux":
-        return export_flux(
-            engine,
-            bucket=tier.bucket,
-            measurement=measurement,
-            start=window.start,
-            stop=window.stop,
-            tags=tags,
-            pivot=pivot,
-        )
-    return export_influxql(
+    return export_flux(
         engine,
-        database=tier.database,
-        retention_policy=tier.retention_policy,
+        bucket=tier.bucket,
         measurement=measurement,
         start=window.start,
         stop=window.stop,
         tags=tags,
+        pivot=pivot,
     )
 
 
 async def _counted(
     batches: AsyncIterator[PointBatch], counts: Counter[str]
 ) -> AsyncIterator[PointBatch]:
-    """Pass batches on, counting the values of each field on the way."""
+    """Pass batches on, counting the values of each field (by its key) on the way."""
     async for batch in batches:
         for name in batch.fields:
             column = batch.data.column(name)
-            counts[name] += len(column) - column.null_count
+            counts[batch.key(name)] += len(column) - column.null_count
         yield batch
-
-
-async def _source_counts(
-    engine: Engine, tier: TierConfig, measurement: str, window: Window, tags: dict[str, str]
-) -> dict[str, int]:
-    if engine.dialect == "flux":
-        script = count_script(
-            bucket=tier.bucket,
-            measurement=measurement,
-            start=window.start,
-            stop=window.stop,
-            tags=tags,
-        )
-        return await field_counts(engine, script)
-    text = export_query(
-        database=tier.database,
-        retention_policy=tier.retention_policy,
-        measurement=measurement,
-        start=window.start,
-        stop=window.stop,
-        tags=tags,
-        select="count(*)",
-    )
-    counts: dict[str, int] = {}
-    for series in await engine.query(text, database=tier.database):
-        for row in series.values:
-            for column, value in zip(series.columns[1:], row[1:], strict=True):
-                if value:
-                    counts[column.removeprefix("count_")] = int(value)
-    return counts
 
 
 async def restore(

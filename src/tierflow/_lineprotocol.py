@@ -15,7 +15,7 @@ refused. Null tags are left out of their line; null fields too; a line whose fie
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -136,15 +136,19 @@ def encode_batch(
     tags: Sequence[str],
     fields: Sequence[str],
     time: str = "time",
+    keys: Mapping[str, str] | None = None,
 ) -> Encoded:
     """Encode `batch` (a `time` column of timestamps or int64 nanoseconds, string tag columns,
-    typed field columns) as line protocol with nanosecond timestamps."""
+    typed field columns) as line protocol with nanosecond timestamps. A column is written
+    under its name, or under `keys[name]` (several columns may carry one field key when each
+    row has a value in at most one of them)."""
+    keys = keys or {}
     if batch.num_rows == 0:
         return Encoded(b"", 0, 0)
     # Each tag and field becomes ",key=value", or "" where its value is null; joining those
     # with no separator leaves absent ones out. (pyarrow 26's null_handling="skip" drops whole
     # rows whose parts are all null, so it is not used.)
-    tag_set = _concat([_tag_part(tag, batch.column(tag)) for tag in sorted(tags)])
+    tag_set = _concat([_tag_part(keys.get(tag, tag), batch.column(tag)) for tag in sorted(tags)])
     key = (
         escape_measurement(measurement)
         if tag_set is None
@@ -152,7 +156,9 @@ def encode_batch(
     )
     field_set = _concat(
         [
-            _prefixed(",", escape_key(name, field=True), _field_text(batch.column(name)))
+            _prefixed(
+                ",", escape_key(keys.get(name, name), field=True), _field_text(batch.column(name))
+            )
             for name in fields
         ]
     )

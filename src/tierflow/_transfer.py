@@ -3,9 +3,9 @@
 relays. This module holds the 1.x export and the writer for both; the 2.x export is in
 `tierflow._flux_export`.
 
-Export reads one measurement over a range with `/query?chunked=true`, so only one chunk (at most
-`chunk_size` points) is in memory at a time. Field types come from `SHOW FIELD KEYS`, not from
-the JSON (where a float 2.0 arrives as the integer 2). Writes are encoded a batch at a time,
+The 1.x export (`export_influxql`, in `tierflow._influxql_export`) reads one measurement over a
+range with `/query?chunked=true`, so only one chunk (at most `chunk_size` points) is in memory at
+a time. Writes are encoded a batch at a time,
 split into bodies under the server's limit, and posted at most `max_concurrency` at a time
 through the connection's retry layer; a body that cannot be written fails the whole transfer —
 nothing is buffered across windows and nothing is dropped.
@@ -14,21 +14,19 @@ nothing is buffered across windows and nothing is dropped.
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 
 from tierflow._archive import FieldType, PointBatch, widen
 from tierflow._config import TierConfig
 from tierflow._engines import Engine, Series
 from tierflow._errors import EngineError
 from tierflow._flux_export import annotated_batches
+from tierflow._influxql_export import export_influxql, export_query, field_keys_influxql
 from tierflow._lineprotocol import encode_batch
-from tierflow._templates import RenderedQuery, influxql_ident, influxql_string, influxql_time
+from tierflow._templates import RenderedQuery
 
 __all__ = [
     "Transfer",
@@ -55,96 +53,19 @@ class Transfer:
     requests: int
 
 
-def _from(database: str, retention_policy: str | None, measurement: str) -> str:
-    rp = influxql_ident(retention_policy) if retention_policy else ""
-    return f"{influxql_ident(database)}.{rp}.{influxql_ident(measurement)}"
-
-
-def export_query(
-    *,
-    database: str,
-    retention_policy: str | None,
-    measurement: str,
-    start: datetime,
-    stop: datetime,
-    tags: Mapping[str, str] | None = None,
-    select: str = "*",
-) -> str:
-    """`select` (every point by default, tags as columns) over one measurement in
-    `[start, stop)`."""
-    where = [f"time >= {influxql_time(start)}", f"time < {influxql_time(stop)}"]
-    where += [f"{influxql_ident(k)} = {influxql_string(v)}" for k, v in (tags or {}).items()]
-    source = _from(database, retention_policy, measurement)
-    return f"SELECT {select} FROM {source} WHERE {' AND '.join(where)}"
-
-
 async def field_types_influxql(
     engine: Engine, *, database: str, retention_policy: str | None, measurement: str
 ) -> dict[str, FieldType]:
-    """The measurement's field types in one retention policy (`SHOW FIELD KEYS` is per RP)."""
-    rp = influxql_ident(retention_policy) + "." if retention_policy else ""
-    text = f"SHOW FIELD KEYS ON {influxql_ident(database)} FROM {rp}{influxql_ident(measurement)}"
+    """The type a relay's aggregate reads each field as: a field with several types across
+    shards is read by the server as the widest (and so is what `SELECT … INTO` writes)."""
     types: dict[str, FieldType] = {}
-    for series in await engine.query(text, database=database):
-        for key, kind in series.values:
-            previous = types.get(key)
-            # A field with several types across shards is listed once per type: keep the widest.
-            types[key] = FieldType(kind) if previous is None else widen(previous, FieldType(kind))
-    return types
-
-
-async def export_influxql(
-    engine: Engine,
-    *,
-    database: str,
-    retention_policy: str | None,
-    measurement: str,
-    start: datetime,
-    stop: datetime,
-    tags: Mapping[str, str] | None = None,
-    chunk_size: int = 10_000,
-) -> AsyncIterator[PointBatch]:
-    """Every point of `measurement` in `[start, stop)` as Arrow batches, streamed."""
-    types = await field_types_influxql(
+    found = await field_keys_influxql(
         engine, database=database, retention_policy=retention_policy, measurement=measurement
     )
-    if not types:
-        return
-    text = export_query(
-        database=database,
-        retention_policy=retention_policy,
-        measurement=measurement,
-        start=start,
-        stop=stop,
-        tags=tags,
-    )
-    pieces = engine.stream(text, database=database, chunk_size=chunk_size)
-    async for block in _csv_blocks(pieces):
-        batch = _csv_batch(block, types)
-        if batch is not None:
-            yield batch
-
-
-async def _csv_blocks(pieces: AsyncIterator[bytes], size: int = 4 << 20) -> AsyncIterator[bytes]:
-    """Regroup a streamed CSV body into blocks of about `size` bytes, each the header line
-    followed by whole rows, so that each block parses on its own."""
-    header = b""
-    pending = bytearray()  # appended in place: rebuilding bytes per piece was quadratic
-    async for piece in pieces:
-        pending += piece
-        if not header:
-            end = pending.find(b"\n")
-            if end < 0:
-                continue
-            header = bytes(pending[: end + 1])
-            del pending[: end + 1]
-        if len(pending) >= size:
-            cut = pending.rfind(b"\n") + 1
-            if cut:
-                yield header + bytes(pending[:cut])
-                del pending[:cut]
-    if header and pending.strip():
-        yield header + bytes(pending)
+    for key, kinds in found.items():
+        for kind in kinds:
+            types[key] = widen(types[key], kind) if key in types else kind
+    return types
 
 
 async def aggregate_batches(
@@ -212,37 +133,6 @@ def series_batch(series: Series, types: Mapping[str, FieldType]) -> PointBatch |
     return PointBatch(pa.record_batch(data), frozenset(tags))
 
 
-def _csv_batch(block: bytes, types: Mapping[str, FieldType]) -> PointBatch | None:
-    """Parse one CSV block: columns `name,tags,time`, then tags and fields by name. A tag is
-    any column that is not a field; empty cells are absent tags and fields."""
-    header = block[: block.find(b"\n")].decode().rstrip("\r").split(",")
-    columns = header[3:]
-    column_types = {"time": pa.int64()}
-    column_types.update({c: types[c].arrow_type if c in types else pa.string() for c in columns})
-    table = pa_csv.read_csv(
-        io.BytesIO(block),
-        read_options=pa_csv.ReadOptions(block_size=len(block) + 1),
-        convert_options=pa_csv.ConvertOptions(
-            column_types=column_types,
-            include_columns=["time", *columns],
-            strings_can_be_null=True,
-            null_values=[""],
-            true_values=["true"],
-            false_values=["false"],
-        ),
-    )
-    if table.num_rows == 0:
-        return None
-    data = table.combine_chunks().to_batches()[0]
-    present = [
-        name
-        for name in data.schema.names
-        if name == "time" or data.column(name).null_count < data.num_rows
-    ]
-    tags = frozenset(name for name in present if name != "time" and name not in types)
-    return PointBatch(data.select(present), tags)
-
-
 async def write_batches(
     engine: Engine,
     batches: AsyncIterable[tuple[str, PointBatch]],
@@ -267,7 +157,11 @@ async def write_batches(
     try:
         async for measurement, batch in batches:
             encoded = encode_batch(
-                measurement, batch.data, tags=sorted(batch.tags), fields=batch.fields
+                measurement,
+                batch.data,
+                tags=sorted(batch.tags),
+                fields=batch.fields,
+                keys=batch.keys,
             )
             points += encoded.points
             dropped += encoded.dropped

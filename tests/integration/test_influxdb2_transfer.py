@@ -573,11 +573,18 @@ async def test_a_field_with_two_types_is_archived_unpivoted_not_crashed_on(
     found: dict[tuple[int, str], float] = {}
     for batch in archive.read(start, start + timedelta(hours=2)):
         data = batch.points.data
-        for time, host, value in zip(
-            data.column("time").cast("int64").to_pylist(),
-            data.column("host").to_pylist(),
-            data.column("n").to_pylist(),
-            strict=True,
-        ):
-            found[(time, host)] = value
-    assert found == {(t, dict(tags)["host"]): dict(f)["n"] for t, tags, f in points}
+        # One column per type the field came as (`n::integer`, `n::float`): nothing widened.
+        for name in batch.points.fields:
+            assert batch.points.key(name) == "n"
+            for time, host, value in zip(
+                data.column("time").cast("int64").to_pylist(),
+                data.column("host").to_pylist(),
+                data.column(name).to_pylist(),
+                strict=True,
+            ):
+                if value is not None:
+                    found[(time, host)] = value
+    expected = {(t, dict(tags)["host"]): dict(f)["n"] for t, tags, f in points}
+    assert found == expected
+    assert {type(v) for k, v in found.items()} == {int, float}
+    assert all(type(found[key]) is type(value) for key, value in expected.items())

@@ -24,6 +24,7 @@ import pytest
 import tierflow._archive as archive_package
 from tierflow._archive import (
     ArchiveError,
+    Column,
     FieldType,
     LocalObjectStore,
     ObjectNotFoundError,
@@ -109,7 +110,7 @@ def data_keys(store: LocalObjectStore) -> list[str]:
 
 def test_the_package_exports_exactly_its_public_api() -> None:
     assert set(archive_package.__all__) == {
-        "ArchiveError", "ArchivedBatch", "ArchivedFile", "FieldType", "LocalObjectStore",
+        "ArchiveError", "ArchivedBatch", "ArchivedFile", "Column", "FieldType", "LocalObjectStore",
         "ObjectInfo", "ObjectNotFoundError", "ObjectStore", "ParquetArchive", "Point",
         "PointBatch", "ProblemKind", "QueryResult", "S3ObjectStore", "TypeConflict",
         "VerifyProblem", "WindowManifest", "open_archive", "open_object_store", "partition_date",
@@ -298,7 +299,7 @@ def test_the_manifest_is_json_in_the_archive_and_parses_back(
     window = hours(0, 1)
     written = archive.write_window("cpu", window, [points(window, 3, tags={"h": "a"}, v=1)])
     document = json.loads(store.get_bytes(written.key))
-    assert document["format"] == "tierflow-archive/1"
+    assert document["format"] == "tierflow-archive/2"
     assert document["window"] == {"start": "2026-11-01T00:00:00Z", "stop": "2026-11-01T01:00:00Z"}
     assert document["tierflow_version"] == "9.9.9"
     assert document["written_at"] == "2026-11-20T12:00:00Z"
@@ -611,7 +612,9 @@ def test_widen_is_symmetric(first: FieldType, second: FieldType, widened: FieldT
     assert widen(second, first) == widened
 
 
-def test_integer_then_float_is_stored_as_float_and_recorded(archive: ParquetArchive) -> None:
+def test_integer_then_float_keeps_each_type_in_a_column_of_its_own(
+    archive: ParquetArchive, store: LocalObjectStore
+) -> None:
     window = hours(0, 1)
     base = ns(window.start)
     manifest = archive.write_window(
@@ -623,15 +626,29 @@ def test_integer_then_float_is_stored_as_float_and_recorded(archive: ParquetArch
             batch({"time": pa.array([base + 2], pa.int64()), "v": pa.array([3], pa.int64())}),
         ],
     )
-    assert manifest.fields == {"v": FieldType.FLOAT}
-    assert manifest.conflicts == (
-        TypeConflict("v", (FieldType.FLOAT, FieldType.INTEGER), FieldType.FLOAT),
-    )
-    assert [row["v"] for row in read_all(archive, window)] == [float(2**53), 0.5, 3.0]
+    assert manifest.fields == {}
+    assert manifest.conflicts == (TypeConflict("v", (FieldType.FLOAT, FieldType.INTEGER)),)
+    assert manifest.columns == {
+        "v::float": Column("field", "v", FieldType.FLOAT),
+        "v::integer": Column("field", "v", FieldType.INTEGER),
+    }
+    # Every value with its own type and bits: 2**53 + 1 is not rounded through a float.
+    assert read_all(archive, window) == [
+        {"time": base, "v::float": None, "v::integer": 2**53 + 1},
+        {"time": base + 1, "v::float": 0.5, "v::integer": None},
+        {"time": base + 2, "v::float": None, "v::integer": 3},
+    ]
+    (read,) = archive.read(window.start, window.stop)
+    assert {read.points.key(name) for name in read.points.fields} == {"v"}
+    parquet = pq.ParquetFile(store.uri(manifest.files[0].path))
+    assert parquet.schema_arrow.field("v::integer").metadata == {
+        b"tierflow.kind": b"field",
+        b"tierflow.key": b"v",
+    }
     assert archive.verify() == []
 
 
-def test_anything_with_a_string_is_stored_as_text(archive: ParquetArchive) -> None:
+def test_every_type_of_a_field_keeps_its_values(archive: ParquetArchive) -> None:
     window = hours(0, 1)
     base = ns(window.start)
     manifest = archive.write_window(
@@ -647,16 +664,16 @@ def test_anything_with_a_string_is_stored_as_text(archive: ParquetArchive) -> No
             ),
         ],
     )
-    assert manifest.fields == {"b": FieldType.STRING, "v": FieldType.STRING}
+    assert manifest.fields == {}
     assert {c.field: c.types for c in manifest.conflicts} == {
-        "b": (FieldType.BOOLEAN, FieldType.FLOAT),
-        "v": (FieldType.BOOLEAN, FieldType.INTEGER, FieldType.STRING),
+        "b": (FieldType.FLOAT, FieldType.BOOLEAN),
+        "v": (FieldType.INTEGER, FieldType.BOOLEAN, FieldType.STRING),
     }
     found = read_all(archive, window)
-    assert [(row["v"], row["b"]) for row in found] == [
-        ("42", "true"),
-        ("true", "1.5"),
-        ("text", "false"),
+    assert [{k: v for k, v in row.items() if v is not None} for row in found] == [
+        {"time": base, "v::integer": 42, "b::boolean": True},
+        {"time": base + 1, "v::boolean": True, "b::float": 1.5},
+        {"time": base + 2, "v::string": "text", "b::boolean": False},
     ]
 
 
@@ -687,21 +704,32 @@ def test_tags_and_fields_appearing_late_are_null_before(
     assert parquet.schema_arrow.names == ["time", "a", "b", "v", "w"]
 
 
-def test_a_name_used_as_tag_and_as_field_is_refused(
+def test_a_tag_and_a_field_of_one_name_are_both_kept(
     archive: ParquetArchive, store: LocalObjectStore
 ) -> None:
     window = hours(0, 1)
     base = ns(window.start)
-    with pytest.raises(ArchiveError, match="both as a tag and as a field"):
-        archive.write_window(
-            "m",
-            window,
-            [
-                batch({"time": pa.array([base], pa.int64()), "x": ["tag"]}, tags={"x"}),
-                batch({"time": pa.array([base + 1], pa.int64()), "x": [1.0]}),
-            ],
-        )
-    assert list(store.list_prefix()) == []
+    manifest = archive.write_window(
+        "m",
+        window,
+        [
+            batch({"time": pa.array([base], pa.int64()), "x": ["tag0"]}, tags={"x"}),
+            batch({"time": pa.array([base + 1], pa.int64()), "x": [1.5]}),
+        ],
+    )
+    assert manifest.tags == ("x",)
+    assert manifest.fields == {"x": FieldType.FLOAT}
+    assert manifest.columns == {
+        "x": Column("tag", "x"),
+        "x::field": Column("field", "x", FieldType.FLOAT),
+    }
+    (read,) = archive.read(window.start, window.stop)
+    assert read.points.tags == {"x"}
+    assert read.points.key("x::field") == "x"
+    assert rows([read.points]) == [
+        {"time": base, "x": "tag0", "x::field": None},
+        {"time": base + 1, "x": None, "x::field": 1.5},
+    ]
 
 
 def test_types_of_different_windows_are_kept_as_each_window_stored_them(

@@ -23,7 +23,7 @@ from tierflow._archive._local import LocalObjectStore
 from tierflow._archive._manifest import ArchivedFile, WindowManifest, partition_date
 from tierflow._archive._query import QueryResult
 from tierflow._archive._s3 import S3ObjectStore
-from tierflow._archive._schema import FieldType, Point, PointBatch, TypeConflict, widen
+from tierflow._archive._schema import Column, FieldType, Point, PointBatch, TypeConflict, widen
 from tierflow._archive._store import ObjectInfo, ObjectStore
 from tierflow._archive._verify import ProblemKind, VerifyProblem
 from tierflow._errors import ConfigError
@@ -32,6 +32,7 @@ __all__ = [
     "ArchiveError",
     "ArchivedBatch",
     "ArchivedFile",
+    "Column",
     "FieldType",
     "LocalObjectStore",
     "ObjectInfo",

@@ -32,13 +32,24 @@ from tierflow._windows import Window, isoformat, to_micros
 if TYPE_CHECKING:
     from tierflow._archive._query import QueryResult
 
-__all__ = ["ArchivedBatch", "ParquetArchive"]
+__all__ = ["ArchivedBatch", "ParquetArchive", "StagedWindow"]
 
 _T = TypeVar("_T")
 
 
 def _ns(moment: datetime) -> int:
     return to_micros(moment) * 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class StagedWindow:
+    """A window written to a local file and not yet committed (`ParquetArchive.acommit`):
+    `written` describes the file, None when the window held no point."""
+
+    measurement: str
+    window: Window
+    written: WrittenFile | None
+    scratch: _Scratch
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +129,23 @@ class ParquetArchive:
         """`write_window` for an async source; encoding, compression and uploads run in worker
         threads so the event loop stays free. If cancelled while committing, the commit still
         finishes (the window is then archived; a re-run replaces it)."""
-        with self._staging() as scratch:
-            writer = self._writer(scratch, measurement, window)
+        staged = await self.astage_window(measurement, window, batches)
+        try:
+            return await self.acommit(staged)
+        finally:
+            self.discard(staged)
+
+    async def astage_window(
+        self, measurement: str, window: Window, batches: AsyncIterable[PointBatch]
+    ) -> StagedWindow:
+        """Write one window of one measurement to a local file, not yet visible in the archive:
+        `acommit` makes it the window's archive, `discard` drops it. A caller checks the staged
+        file (counts against the source) between the two, so that a window that fails a check
+        leaves nothing behind."""
+        scratch = self._staging()
+        path = scratch.__enter__()
+        try:
+            writer = self._writer(path, measurement, window)
             try:
                 async for batch in batches:
                     await _in_thread(writer.add, batch)
@@ -127,7 +153,22 @@ class ParquetArchive:
             except BaseException:
                 writer.abort()
                 raise
-            return await _in_thread(self._commit, measurement, window, written)
+        except BaseException:
+            scratch.__exit__()
+            raise
+        return StagedWindow(measurement, window, written, scratch)
+
+    async def acommit(self, staged: StagedWindow) -> WindowManifest:
+        """Make a staged window the window's archive (see `tierflow._archive._manifest` for the
+        commit protocol), then drop the local file."""
+        try:
+            return await _in_thread(self._commit, staged.measurement, staged.window, staged.written)
+        finally:
+            self.discard(staged)
+
+    def discard(self, staged: StagedWindow) -> None:
+        """Drop a staged window's local file (nothing in the archive changes). Idempotent."""
+        staged.scratch.__exit__()
 
     def _staging(self) -> _Scratch:
         return _Scratch(self._staging_dir)
@@ -178,6 +219,7 @@ class ParquetArchive:
             tags=written.tags if written else (),
             fields=written.fields if written else {},
             conflicts=written.conflicts if written else (),
+            columns=written.columns if written else {},
             tierflow_version=self.tierflow_version,
             written_at=self._clock(),
             key=key,
@@ -302,4 +344,5 @@ class _Scratch:
         return self._path
 
     def __exit__(self, *exc: object) -> None:
-        shutil.rmtree(self._path, ignore_errors=True)
+        if (path := getattr(self, "_path", None)) is not None:
+            shutil.rmtree(path, ignore_errors=True)

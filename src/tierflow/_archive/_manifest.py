@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from tierflow._archive._errors import ArchiveError
-from tierflow._archive._schema import FieldType, TypeConflict
+from tierflow._archive._schema import TAG, Column, FieldType, TypeConflict
 from tierflow._windows import Window, ensure_utc, isoformat
 
 __all__ = [
@@ -43,7 +43,10 @@ __all__ = [
 ]
 
 MANIFESTS = "_manifests/"
-FORMAT = "tierflow-archive/1"
+# Format 2 keeps a field's types in columns of their own and describes every column; format 1
+# (read, never written) widened them.
+FORMAT = "tierflow-archive/2"
+_READABLE = frozenset({"tierflow-archive/1", FORMAT})
 _STAMP = "%Y%m%dT%H%M%S"
 
 
@@ -124,8 +127,8 @@ class ArchivedFile:
 @dataclass(frozen=True, slots=True)
 class WindowManifest:
     """What one window of one measurement holds in the archive: its files (none when the window
-    was empty), its schema (tag names; field names and types) and the type conflicts settled
-    while writing it."""
+    was empty), its schema (tag names; field names with their one type; the fields that came in
+    several types, each type in a column of its own) and what each file column holds."""
 
     measurement: str
     window: Window
@@ -136,6 +139,7 @@ class WindowManifest:
     tierflow_version: str
     written_at: datetime
     key: str = field(default="", compare=False)
+    columns: Mapping[str, Column] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -151,13 +155,15 @@ class WindowManifest:
             "tags": list(self.tags),
             "fields": {name: str(kind) for name, kind in self.fields.items()},
             "conflicts": [
-                {
-                    "field": conflict.field,
-                    "types": [str(kind) for kind in conflict.types],
-                    "stored_as": str(conflict.stored_as),
-                }
+                {"field": conflict.field, "types": [str(kind) for kind in conflict.types]}
+                | ({"stored_as": str(conflict.stored_as)} if conflict.stored_as else {})
                 for conflict in self.conflicts
             ],
+            "columns": {
+                name: {"kind": column.kind, "key": column.key}
+                | ({"type": str(column.type)} if column.type else {})
+                for name, column in self.columns.items()
+            },
             "files": [
                 {
                     "path": f.path,
@@ -177,7 +183,7 @@ class WindowManifest:
         """Parse a manifest; ArchiveError (naming `key`) if it is not one this version reads."""
         try:
             document = json.loads(data)
-            if document.get("format") != FORMAT:
+            if document.get("format") not in _READABLE:
                 raise ValueError(f"unknown format {document.get('format')!r}")
             return cls._from_document(document, key)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -208,10 +214,18 @@ class WindowManifest:
             TypeConflict(
                 str(entry["field"]),
                 tuple(FieldType(t) for t in entry["types"]),
-                FieldType(entry["stored_as"]),
+                FieldType(entry["stored_as"]) if entry.get("stored_as") else None,
             )
             for entry in document["conflicts"]
         )
+        columns = {
+            str(name): Column(
+                str(entry["kind"]),
+                str(entry["key"]),
+                None if entry["kind"] == TAG else FieldType(entry["type"]),
+            )
+            for name, entry in document.get("columns", {}).items()
+        }
         return cls(
             measurement=measurement,
             window=window,
@@ -222,6 +236,7 @@ class WindowManifest:
             tierflow_version=version,
             written_at=_parse_iso(document["written_at"]),
             key=key,
+            columns=columns,
         )
 
 

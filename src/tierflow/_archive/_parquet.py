@@ -6,21 +6,23 @@ schema and a few counters.
 
 Parquet fixes a file's schema when the file is opened, but a window's schema is known only at
 its end: a tag can first appear in its last batch, a field can come as an integer and later as
-a float. So the writer writes *segments*: it opens a segment with the schema known so far, and
+a float. So the writer writes *segments*: it opens a segment with the columns known so far, and
 keeps writing to it while batches fit (a batch that lacks some of its columns fits, with nulls
-there). A batch that brings a new column, or a type the segment's column cannot hold, closes the
-segment and opens the next with the widened schema. At the end a single segment simply becomes
-the file; several are copied, row group by row group, into one file of the final schema. So the
-common window is written once, and a window whose schema changed at most twice.
+there). A batch that brings a new column (a new tag, field, or type of a field) closes the
+segment and opens the next with the larger schema. At the end a single segment simply becomes
+the file; several are copied, row group by row group, into one file of the final schema (where
+a field's column may be renamed, `x` becoming `x::integer` once `x` also came as a float). So
+the common window is written once, and a window whose schema changed at most twice.
 
-Columns are ordered `time`, then tags, then fields, each sorted by name, so the same points give
-the same schema (and byte-identical files) whatever order their batches came in.
+Columns are ordered `time`, then tags, then fields, each sorted by key (and a field's types in
+a fixed order), so the same points give the same schema (and byte-identical files) whatever
+order their batches came in. Values are never converted to another type.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,15 +35,19 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
 from tierflow._archive._errors import ArchiveError
 from tierflow._archive._schema import (
+    FIELD,
+    KEY_KEY,
     KIND_KEY,
+    TAG,
     TAG_TYPE,
     TIME,
     TIME_TYPE,
+    Column,
     FieldType,
     PointBatch,
     TypeConflict,
     cast_column,
-    widen,
+    column_names,
 )
 from tierflow._windows import EPOCH, isoformat
 
@@ -51,6 +57,7 @@ __all__ = [
     "format_ns",
     "read_file",
     "read_row_count",
+    "schema_columns",
     "sha256_of",
 ]
 
@@ -77,17 +84,17 @@ class WrittenFile:
     tags: tuple[str, ...]
     fields: Mapping[str, FieldType]
     conflicts: tuple[TypeConflict, ...]
+    columns: Mapping[str, Column]
 
 
 @dataclass(frozen=True, slots=True)
 class _Columns:
     """A batch normalised: time as UTC nanosecond timestamps, tags dictionary-encoded, fields in
-    their canonical Arrow type."""
+    their canonical Arrow type, each column known by what it holds."""
 
     rows: int
-    arrays: dict[str, pa.Array]
-    tags: frozenset[str]
-    fields: dict[str, FieldType]
+    time: pa.Array
+    arrays: dict[Column, pa.Array]
     min_ns: int
     max_ns: int
 
@@ -100,7 +107,7 @@ def _normalise(batch: PointBatch, start_ns: int, stop_ns: int) -> _Columns:
     if TIME not in names:
         raise ArchiveError(f"a batch has no {TIME!r} column: {names}")
     if TIME in batch.tags:
-        raise ArchiveError(f"{TIME!r} cannot be a tag")
+        raise ArchiveError(f"{TIME!r} cannot be a tag column")
     time = _time_column(data.column(TIME))
     extremes = pc.min_max(time.cast(pa.int64()))
     low, high = extremes["min"].as_py(), extremes["max"].as_py()
@@ -110,22 +117,23 @@ def _normalise(batch: PointBatch, start_ns: int, stop_ns: int) -> _Columns:
             f"a point at {format_ns(outside)} lies outside the window "
             f"[{format_ns(start_ns)}, {format_ns(stop_ns)})"
         )
-    arrays: dict[str, pa.Array] = {TIME: time}
-    fields: dict[str, FieldType] = {}
-    for name, column in zip(names, data.columns, strict=True):
+    arrays: dict[Column, pa.Array] = {}
+    for name, values in zip(names, data.columns, strict=True):
         if name == TIME:
             continue
         if name in batch.tags:
-            if FieldType.of_arrow(column.type) not in {None, FieldType.STRING}:
-                raise ArchiveError(f"tag {name!r} is a {column.type} column, not strings")
-            arrays[name] = cast_column(column, TAG_TYPE)
-            continue
-        field_type = FieldType.of_arrow(column.type)
-        if field_type is not None:  # an all-null column says nothing: the field is absent
-            arrays[name] = cast_column(column, field_type.arrow_type)
-            fields[name] = field_type
-    tags = frozenset(name for name in batch.tags if name in arrays)
-    return _Columns(data.num_rows, arrays, tags, fields, low, high)
+            if FieldType.of_arrow(values.type) not in {None, FieldType.STRING}:
+                raise ArchiveError(f"tag {name!r} is a {values.type} column, not strings")
+            column, target = Column(TAG, batch.key(name)), TAG_TYPE
+        else:
+            field_type = FieldType.of_arrow(values.type)
+            if field_type is None:  # an all-null column says nothing: the field is absent
+                continue
+            column, target = Column(FIELD, batch.key(name), field_type), field_type.arrow_type
+        if column in arrays:
+            raise ArchiveError(f"a batch has two columns for {column.kind} {column.key!r}")
+        arrays[column] = cast_column(values, target)
+    return _Columns(data.num_rows, time, arrays, low, high)
 
 
 def _time_column(column: pa.Array) -> pa.Array:
@@ -141,16 +149,13 @@ def _time_column(column: pa.Array) -> pa.Array:
         raise ArchiveError(f"time values out of range: {exc}") from exc
 
 
-def _schema(
-    tags: frozenset[str], fields: Mapping[str, FieldType], metadata: Mapping[str, str]
-) -> pa.Schema:
-    columns = [pa.field(TIME, TIME_TYPE, nullable=False)]
-    columns += [pa.field(name, TAG_TYPE, metadata={KIND_KEY: b"tag"}) for name in sorted(tags)]
-    columns += [
-        pa.field(name, fields[name].arrow_type, metadata={KIND_KEY: b"field"})
-        for name in sorted(fields)
-    ]
-    return pa.schema(columns, metadata=dict(metadata))
+def _schema(columns: Iterable[Column], metadata: Mapping[str, str]) -> pa.Schema:
+    fields = [pa.field(TIME, TIME_TYPE, nullable=False)]
+    for column, name in column_names(columns).items():
+        kind = {KIND_KEY: column.kind.encode(), KEY_KEY: column.key.encode()}
+        arrow_type = TAG_TYPE if column.type is None else column.type.arrow_type
+        fields.append(pa.field(name, arrow_type, metadata=kind))
+    return pa.schema(fields, metadata=dict(metadata))
 
 
 def _kind(column: pa.Field) -> bytes | None:
@@ -158,14 +163,33 @@ def _kind(column: pa.Field) -> bytes | None:
     return kind
 
 
-def _conform(arrays: Mapping[str, pa.Array], rows: int, schema: pa.Schema) -> pa.RecordBatch:
-    """The columns as a batch of `schema`: missing ones null, widened ones cast."""
-    columns = [
-        pa.nulls(rows, column.type)
-        if (values := arrays.get(column.name)) is None
-        else cast_column(values, column.type)
-        for column in schema
-    ]
+def schema_columns(schema: pa.Schema) -> dict[str, Column]:
+    """What each non-time column of a window file holds, from its metadata (files before format
+    2 have no `tierflow.key`: the key is the column's name)."""
+    found: dict[str, Column] = {}
+    for column in schema:
+        kind = _kind(column)
+        if column.name == TIME and kind is None:
+            continue
+        key = (column.metadata or {}).get(KEY_KEY, column.name.encode()).decode()
+        if kind == TAG.encode():
+            found[column.name] = Column(TAG, key)
+        else:
+            found[column.name] = Column(FIELD, key, FieldType.of_arrow(column.type))
+    return found
+
+
+def _conform(
+    time: pa.Array, arrays: Mapping[Column, pa.Array], rows: int, schema: pa.Schema
+) -> pa.RecordBatch:
+    """The columns as a batch of `schema`: missing ones null."""
+    wanted = schema_columns(schema)
+    columns = [time]
+    for field in schema:
+        if field.name == TIME:
+            continue
+        values = arrays.get(wanted[field.name])
+        columns.append(pa.nulls(rows, field.type) if values is None else values)
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
@@ -178,18 +202,14 @@ class _ParquetOut:
     ) -> None:
         self.path = path
         self.schema = schema
-        self.tags = frozenset(f.name for f in schema if _kind(f) == b"tag")
-        self.fields = {f.name: FieldType.of_arrow(f.type) for f in schema if _kind(f) == b"field"}
+        self.columns = frozenset(schema_columns(schema).values())
         self._row_group_rows = row_group_rows
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
         self._writer = pq.ParquetWriter(path, schema, **options)
 
     def fits(self, columns: _Columns) -> bool:
-        return columns.tags <= self.tags and all(
-            (stored := self.fields.get(name)) is not None and widen(stored, kind) == stored
-            for name, kind in columns.fields.items()
-        )
+        return columns.arrays.keys() <= self.columns
 
     def write(self, batch: pa.RecordBatch) -> None:
         self._pending.append(batch)
@@ -240,9 +260,7 @@ class WindowFileWriter:
             "compression_level": compression_level,
         }
         self._row_group_rows = row_group_rows
-        self._tags: frozenset[str] = frozenset()
-        self._fields: dict[str, FieldType] = {}
-        self._seen: dict[str, set[FieldType]] = {}
+        self._columns: set[Column] = set()
         self._segments: list[_ParquetOut] = []
         self._rows = 0
         self._min_ns = stop_ns
@@ -257,28 +275,19 @@ class WindowFileWriter:
 
     def _add(self, batch: PointBatch) -> None:
         columns = _normalise(batch, self._start_ns, self._stop_ns)
-        self._learn(columns)
+        self._columns |= columns.arrays.keys()
         current = self._segments[-1] if self._segments else None
         if current is None or not current.fits(columns):
             if current is not None:
                 current.close()
             path = self._directory / f"segment-{len(self._segments):04d}.parquet"
-            schema = _schema(self._tags, self._fields, self._metadata)
+            schema = _schema(self._columns, self._metadata)
             current = _ParquetOut(path, schema, self._options, self._row_group_rows)
             self._segments.append(current)
-        current.write(_conform(columns.arrays, columns.rows, current.schema))
+        current.write(_conform(columns.time, columns.arrays, columns.rows, current.schema))
         self._rows += columns.rows
         self._min_ns = min(self._min_ns, columns.min_ns)
         self._max_ns = max(self._max_ns, columns.max_ns)
-
-    def _learn(self, columns: _Columns) -> None:
-        clash = (columns.tags & self._fields.keys()) | (self._tags & columns.fields.keys())
-        if clash:
-            raise ArchiveError(f"{sorted(clash)} used both as a tag and as a field in one window")
-        self._tags |= columns.tags
-        for name, kind in columns.fields.items():
-            self._seen.setdefault(name, set()).add(kind)
-            self._fields[name] = widen(self._fields.get(name, kind), kind)
 
     def finish(self) -> WrittenFile | None:
         """Close the file and describe it; None when the window held no point."""
@@ -296,10 +305,13 @@ class WindowFileWriter:
             self._merge(final_path)
         with open(final_path, "rb") as file:
             sha256, size = sha256_of(file)
+        names = column_names(self._columns)  # in file order
+        types: dict[str, list[FieldType]] = {}
+        for column in names:
+            if column.type is not None:
+                types.setdefault(column.key, []).append(column.type)
         conflicts = tuple(
-            TypeConflict(name, tuple(sorted(kinds)), self._fields[name])
-            for name, kinds in sorted(self._seen.items())
-            if len(kinds) > 1
+            TypeConflict(key, tuple(kinds)) for key, kinds in types.items() if len(kinds) > 1
         )
         return WrittenFile(
             path=final_path,
@@ -308,20 +320,26 @@ class WindowFileWriter:
             max_time_ns=self._max_ns,
             size=size,
             sha256=sha256,
-            tags=tuple(sorted(self._tags)),
-            fields=dict(sorted(self._fields.items())),
+            tags=tuple(column.key for column in names if column.kind == TAG),
+            fields={key: kinds[0] for key, kinds in sorted(types.items()) if len(kinds) == 1},
             conflicts=conflicts,
+            columns={name: column for column, name in names.items()},
         )
 
     def _merge(self, final_path: Path) -> None:
-        schema = _schema(self._tags, self._fields, self._metadata)
+        schema = _schema(self._columns, self._metadata)
         out = _ParquetOut(final_path, schema, self._options, self._row_group_rows)
         try:
             for segment in self._segments:
                 parquet = pq.ParquetFile(segment.path)
+                held = schema_columns(parquet.schema_arrow)
                 for batch in parquet.iter_batches(batch_size=self._row_group_rows):
-                    arrays = dict(zip(batch.schema.names, batch.columns, strict=True))
-                    out.write(_conform(arrays, batch.num_rows, schema))
+                    arrays = {
+                        held[name]: values
+                        for name, values in zip(batch.schema.names, batch.columns, strict=True)
+                        if name != TIME
+                    }
+                    out.write(_conform(batch.column(TIME), arrays, batch.num_rows, schema))
                 parquet.close()
                 segment.path.unlink()
         except BaseException:
@@ -372,7 +390,9 @@ def read_file(
     except (pa.ArrowException, OSError) as exc:
         raise ArchiveError(f"not a readable Parquet file: {exc}") from exc
     schema = parquet.schema_arrow
-    tags = frozenset(f.name for f in schema if _kind(f) == b"tag")
+    held = schema_columns(schema)
+    tags = frozenset(name for name, column in held.items() if column.kind == TAG)
+    keys = {name: column.key for name, column in held.items() if column.key != name}
     time_index = schema.get_field_index(TIME)
     metadata = parquet.metadata
     groups = [
@@ -391,7 +411,7 @@ def read_file(
         if high is not None:
             selected = selected.filter(pc.less(selected.column(TIME), high))
         if selected.num_rows:
-            yield PointBatch(selected, tags)
+            yield PointBatch(selected, tags, keys)
 
 
 def _may_hold(statistics: pq.Statistics | None, start_ns: int | None, stop_ns: int | None) -> bool:

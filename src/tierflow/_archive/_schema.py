@@ -1,17 +1,12 @@
-"""Points in columns, their InfluxDB types, and the rule that settles type conflicts.
+"""Points in columns, their InfluxDB types, and how a window's columns are named.
 
 InfluxDB types a field per shard, so one field can come back as an integer from one shard and a
-float (or a string) from another within one window. A Parquet file has one type per column, so
-the archive settles each field on one type per window file:
-
-- the same type twice stays that type;
-- two different numeric types (integer, unsigned, float) become **float** (integers beyond
-  2**53 lose precision, which is why the manifest records the conflict);
-- anything with a string or a boolean (other than boolean twice) becomes **string** (`true`,
-  `false`, `42`, `1.5`): the one type every value can be written as.
-
-Tags are always strings, stored dictionary-encoded. A name may not be both a tag and a field in
-one window, nor be `time`.
+float (or a string) from another within one window. Nothing is widened: a window file keeps one
+column per type such a field had (`x::integer`, `x::float`), and each value is restored with its
+own type. A tag and a field may share a name (`m,x=a x=1.5`); the field's column is then
+`x::field`. Each column's Parquet metadata records what it is (`tierflow.kind`: tag or field) and
+its InfluxDB name (`tierflow.key`), so a reader never has to parse column names; the manifest
+records the same. Tags are always strings, stored dictionary-encoded.
 """
 
 from __future__ import annotations
@@ -29,10 +24,12 @@ __all__ = [
     "TAG_TYPE",
     "TIME",
     "TIME_TYPE",
+    "Column",
     "FieldType",
     "Point",
     "PointBatch",
     "TypeConflict",
+    "column_names",
     "widen",
 ]
 
@@ -40,6 +37,9 @@ TIME = "time"
 TIME_TYPE = pa.timestamp("ns", tz="UTC")
 TAG_TYPE = pa.dictionary(pa.int32(), pa.string())
 KIND_KEY = b"tierflow.kind"
+KEY_KEY = b"tierflow.key"
+TAG = "tag"
+FIELD = "field"
 
 
 class FieldType(StrEnum):
@@ -87,7 +87,8 @@ _NUMERIC = frozenset({FieldType.FLOAT, FieldType.INTEGER, FieldType.UNSIGNED})
 
 
 def widen(first: FieldType, second: FieldType) -> FieldType:
-    """The one type a field takes when its values come as `first` and as `second`."""
+    """The one type a field takes when its values come as `first` and as `second`: used only
+    to infer a type for `PointBatch.from_points`; the archive never widens a stored value."""
     if first == second:
         return first
     if first in _NUMERIC and second in _NUMERIC:
@@ -115,15 +116,24 @@ class PointBatch:
     Arrow timestamp), one string column per tag named in `tags` (null where a point lacks the
     tag), and one column per field, typed as InfluxDB typed it: float64, int64, uint64, bool or
     string (narrower ints and floats are widened; null where a point lacks the field).
+    Column names are unique; `keys` maps a column to its InfluxDB key where the two differ, so
+    two columns may carry one key (a tag and a field called `x`, or a field in two types; a
+    point has a value in at most one of a field's columns).
     """
 
     data: pa.RecordBatch
     tags: frozenset[str] = frozenset()
+    keys: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def fields(self) -> tuple[str, ...]:
         """The field columns, in the batch's order."""
         return tuple(n for n in self.data.schema.names if n != TIME and n not in self.tags)
+
+    def key(self, column: str) -> str:
+        """The InfluxDB tag or field key of a column: its name unless `keys` says otherwise
+        (a field named like a tag, one column per type of a field)."""
+        return self.keys.get(column, column)
 
     @property
     def num_rows(self) -> int:
@@ -194,8 +204,57 @@ def cast_column(values: pa.Array, target: pa.DataType) -> pa.Array:
 
 @dataclass(frozen=True, slots=True)
 class TypeConflict:
-    """A field that came as several types within one window, and the type it was stored as."""
+    """A field that came as several types within one window. Archives since format 2 keep one
+    column per type (`stored_as` None); format 1 widened them to `stored_as`."""
 
     field: str
     types: tuple[FieldType, ...]
-    stored_as: FieldType
+    stored_as: FieldType | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """What a column of a window file holds: a tag (`type` None) or one type of a field."""
+
+    kind: str
+    key: str
+    type: FieldType | None = None
+
+
+_TYPE_ORDER = {kind: index for index, kind in enumerate(FieldType)}
+
+
+def _sort_key(column: Column) -> tuple[int, str, int]:
+    kind_rank = 0 if column.kind == TAG else 1
+    return kind_rank, column.key, -1 if column.type is None else _TYPE_ORDER[column.type]
+
+
+def column_names(columns: Iterable[Column]) -> dict[Column, str]:
+    """A unique column name for each column, in file order (tags by key, then fields by key and
+    type): a tag is named by its key; a field by its key, `key::field` where a tag (or `time`)
+    has that name, `key::<type>` for each type of a field with several. A name already taken
+    gets `#2`, `#3`, … (a tag literally called `x::field`)."""
+    ordered = sorted(set(columns), key=_sort_key)
+    tags = {column.key for column in ordered if column.kind == TAG}
+    types: dict[str, int] = {}
+    for column in ordered:
+        if column.kind == FIELD:
+            types[column.key] = types.get(column.key, 0) + 1
+    taken = {TIME}
+    names: dict[Column, str] = {}
+    for column in ordered:
+        if column.kind == TAG:
+            wanted = column.key if column.key != TIME else f"{TIME}::tag"
+        elif types[column.key] > 1:
+            wanted = f"{column.key}::{column.type}"
+        elif column.key in tags or column.key == TIME:
+            wanted = f"{column.key}::field"
+        else:
+            wanted = column.key
+        name, number = wanted, 1
+        while name in taken:
+            number += 1
+            name = f"{wanted}#{number}"
+        taken.add(name)
+        names[column] = name
+    return names

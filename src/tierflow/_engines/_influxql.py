@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import msgpack
 
 from tierflow._config import InfluxDB1Connection
 from tierflow._engines._base import (
@@ -210,26 +211,24 @@ class InfluxQLEngine(Engine):
     async def query_chunks(
         self, text: str, *, database: str | None = None, chunk_size: int = 10_000
     ) -> AsyncIterator[list[Series]]:
-        """`chunked=true` JSON: influxd writes one JSON document per chunk, a line each; each is
-        parsed (and checked for statement errors) as it arrives."""
+        """`chunked=true` as MessagePack: influxd writes one document per chunk; each is parsed
+        (and checked for statement errors) as it arrives. MessagePack, not JSON: it keeps a
+        float's type (JSON writes 2.0 as 2 and -0.0 as -0) and tells "" from a missing value."""
         form = {"q": text, "epoch": "ns", "chunked": "true", "chunk_size": str(chunk_size)}
         if database:
             form["db"] = database
-        async for line in self._lines(form):
-            if line.strip():
-                yield _series(_json(line), self.name)
-
-    async def _lines(self, form: dict[str, str]) -> AsyncIterator[bytes]:
-        """The lines of a streamed /query response, whole, however the body is cut."""
-        pending = bytearray()
-        async for piece in self._stream_body(form, {}):
-            pending += piece
-            if (end := pending.rfind(b"\n")) >= 0:
-                for line in bytes(pending[: end + 1]).splitlines():
-                    yield line
-                del pending[: end + 1]
-        if pending.strip():
-            yield bytes(pending)
+        unpacker = msgpack.Unpacker(raw=False)
+        async for piece in self._stream_body(form, {"Accept": "application/x-msgpack"}):
+            unpacker.feed(piece)
+            try:
+                documents = list(unpacker)
+            except (ValueError, msgpack.UnpackException) as exc:
+                # Invalid UTF-8 in a stored string, or a body that is not what influxd sends.
+                raise QueryError(
+                    f"connection {self.name}: a result could not be decoded: {exc}"
+                ) from None
+            for document in documents:
+                yield _series(document, self.name)
 
     def _stream_timeout(self) -> aiohttp.ClientTimeout:
         # A stream may run for long: the total timeout would cut it, so bound each read instead.
@@ -260,7 +259,7 @@ class InfluxQLEngine(Engine):
         return raw
 
     def _refusal(self, status: int, raw: bytes, retry_after: float | None) -> EngineError:
-        body = _json(raw)
+        body = _json(raw) or _msgpack(raw)
         message = body.get("error", "") if isinstance(body, dict) else ""
         message = message or raw[:200].decode("utf-8", "replace").strip()
         error = AuthError if status in {401, 403} else classify(status, message)
@@ -320,6 +319,14 @@ def _json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except ValueError:
+        return None
+
+
+def _msgpack(raw: bytes) -> Any:
+    """An error body influxd wrote as MessagePack (it answers in the format asked for)."""
+    try:
+        return msgpack.unpackb(raw, raw=False)
+    except (ValueError, msgpack.UnpackException):
         return None
 
 
