@@ -287,7 +287,7 @@ def test_a_re_run_on_s3_replaces_and_removes_the_old_object(s3_archive: ParquetA
     new = s3_archive.write_window("m", window, [second])
     store = s3_archive.store
     assert not store.exists(old.files[0].path)
-    assert [i.key for i in store.list_prefix("measurement=")] == [new.files[0].path]
+    assert [i.key for i in store.list_prefix("m/")] == [new.files[0].path]
     assert sum(b.points.num_rows for b in s3_archive.read(window.start, window.stop)) == 20
 
 
