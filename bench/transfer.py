@@ -11,8 +11,14 @@ throwaway `influxd`.
   10,000-line bodies (the server's ingest limit). The target database is dropped and created
   again before every run and holds exactly the 2M points after it.
 
+- Whole commands, as a user meets them: `tierflow run-once` archiving the same range as one
+  window of an archive job (interpreter start-up, config, state store, the schema lookups, the
+  export, the Parquet file, the count check and the commit) against the curl export, and
+  `tierflow restore` of it into another database against the curl write.
+
 Each side runs `--repeat` times, interleaved, so drift hits both alike; medians are reported,
-and the ratios tierflow / curl (goals: export >= 0.8x, write >= 0.85x).
+and the ratios tierflow / curl (goals: export >= 0.8x, write >= 0.85x, for the inner loops and
+for the whole commands).
 
     make bench-transfer   # or: .venv/bin/python bench/transfer.py [--repeat 3] [--variants]
                           #     [--profile]
@@ -49,7 +55,8 @@ from typing import Any
 from tierflow._archive import PointBatch, open_archive
 from tierflow._config import parse_config
 from tierflow._engines import Engine, engine_for
-from tierflow._transfer import MAX_BODY_BYTES, export_influxql, export_query, write_batches
+from tierflow._influxql_export import export_influxql, export_query
+from tierflow._transfer import MAX_BODY_BYTES, write_batches
 from tierflow._windows import Window
 from tierflow.testing import ThrowawayInfluxd
 
@@ -286,6 +293,75 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+# -- whole commands ----------------------------------------------------------------------------
+
+TIERFLOW = str(Path(sys.executable).with_name("tierflow"))
+
+
+def command_config(directory: Path, url: str, stop: datetime) -> Path:
+    """An archive job whose one window is `[START, stop)` (rounded up to whole hours), and a
+    restore target, in a fresh directory (state and archive of their own)."""
+    hours = -(-int((stop - START).total_seconds()) // 3600)
+    directory.mkdir(parents=True)
+    path = directory / "tierflow.toml"
+    path.write_text(
+        f"""
+[state]
+url = "sqlite:///{directory / "state.db"}"
+[connections.bench]
+kind = "influxdb1"
+url = "{url}"
+timeout = "300s"
+[tiers.hot]
+connection = "bench"
+bucket = "{SOURCE_DB}"
+[tiers.restored]
+connection = "bench"
+bucket = "{TARGET_DB}"
+[tiers.cold]
+archive = "{directory / "archive"}"
+[jobs.to_cold]
+kind = "archive"
+source = "hot"
+dest = "cold"
+measurements = ["{MEASUREMENT}"]
+every = "{hours}h"
+start = "{START.isoformat()}"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def command_archive(config: Path, stop: datetime) -> float:
+    """`tierflow run-once` archiving the one window; wall time of the whole process."""
+    hours = -(-int((stop - START).total_seconds()) // 3600)
+    now = (START + timedelta(hours=hours)).isoformat()
+    began = time.perf_counter()
+    done = subprocess.run(
+        [TIERFLOW, "run-once", "--now", now, "--json", "-c", str(config)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    wall = time.perf_counter() - began
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["succeeded"] == 1, done.stdout
+    return wall
+
+
+def command_restore(config: Path, stop: datetime, points: int) -> float:
+    """`tierflow restore` of the archived range into `TARGET_DB`; wall time of the process."""
+    began = time.perf_counter()
+    done = subprocess.run(
+        [TIERFLOW, "restore", "cold", "--from", START.isoformat(), "--to", stop.isoformat(),
+         "--into", "restored", "--json", "-c", str(config)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    wall = time.perf_counter() - began
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["points"] == points, done.stdout
+    return wall
+
+
 # -- profiling ---------------------------------------------------------------------------------
 
 
@@ -345,6 +421,8 @@ class Sides:
     tierflow_export_small: list[ExportRun] = field(default_factory=list)
     curl_write_s: list[float] = field(default_factory=list)
     tierflow_write: list[WriteRun] = field(default_factory=list)
+    command_archive_s: list[float] = field(default_factory=list)
+    command_restore_s: list[float] = field(default_factory=list)
 
 
 def main() -> None:
@@ -409,6 +487,12 @@ def main() -> None:
             sides.tierflow_write.append(asyncio.run(tierflow_restore(db.url, archive_dir, stop)))
             restored = count_points(db, TARGET_DB)
             assert set(restored.values()) == {points}, f"restored {restored}, not {points}"
+            config = command_config(work / f"command-{repeat}", db.url, stop)
+            sides.command_archive_s.append(command_archive(config, stop))
+            recreate(db, TARGET_DB)
+            sides.command_restore_s.append(command_restore(config, stop, points))
+            assert set(count_points(db, TARGET_DB).values()) == {points}
+            shutil.rmtree(config.parent)
             print(f"  repeat {repeat + 1}/{args.repeat} done")
 
         variants = run_variants(db, work, archive_dir, points, hosts, stop, args.repeat) \
@@ -521,6 +605,16 @@ def summarise(
                 "tierflow": [asdict(r) for r in sides.tierflow_write],
             },
         },
+        "commands": {
+            "archive_points_per_s": points / med(sides.command_archive_s),
+            "archive_ratio": points / med(sides.command_archive_s) / curl_export_rate,
+            "restore_points_per_s": points / med(sides.command_restore_s),
+            "restore_ratio": points / med(sides.command_restore_s) / curl_write_rate,
+            "runs": {
+                "archive_s": sides.command_archive_s,
+                "restore_s": sides.command_restore_s,
+            },
+        },
         "variants_points_per_s": variants,
     }
 
@@ -535,6 +629,13 @@ def summarise(
           f"{e['ratio']:>7.2f}x  >= {EXPORT_GOAL}x ({mark(e['ratio'], EXPORT_GOAL)})")
     print(f"  {'write (points/s)':32}{curl_write_rate:>14,.0f}{write_rate:>14,.0f}"
           f"{w['ratio']:>7.2f}x  >= {WRITE_GOAL}x ({mark(w['ratio'], WRITE_GOAL)})")
+    c = report["commands"]
+    print(f"  {'tierflow run-once (archive)':32}{curl_export_rate:>14,.0f}"
+          f"{c['archive_points_per_s']:>14,.0f}{c['archive_ratio']:>7.2f}x  >= {EXPORT_GOAL}x "
+          f"({mark(c['archive_ratio'], EXPORT_GOAL)})")
+    print(f"  {'tierflow restore':32}{curl_write_rate:>14,.0f}"
+          f"{c['restore_points_per_s']:>14,.0f}{c['restore_ratio']:>7.2f}x  >= {WRITE_GOAL}x "
+          f"({mark(c['restore_ratio'], WRITE_GOAL)})")  # fmt: skip
     print(f"\n  tierflow export, peak RSS of its process: {peak['small']:.0f} MB at "
           f"{args.small:,} points, {peak['full']:.0f} MB at {points:,} "
           f"(after imports: {baseline:.0f} MB)")

@@ -39,7 +39,7 @@ from tierflow._archive import (
     partition_date,
     widen,
 )
-from tierflow._archive._manifest import manifest_key, parse_manifest_key
+from tierflow._archive._manifest import ManifestKey, manifest_key, parse_manifest_key
 from tierflow._errors import ConfigError, TierflowError
 from tierflow._windows import EPOCH, Window
 
@@ -238,7 +238,7 @@ def test_hostile_tag_values_keys_and_measurement_names_round_trip(archive: Parqu
         (value, value) for value in HOSTILE
     ]
     assert archive.measurements() == [measurement]
-    assert manifest_key(measurement, window).count("/") == 2  # the name's slash is encoded
+    assert manifest_key(measurement, window).count("/") == 3  # the name's slash is encoded
 
 
 def test_from_points_infers_types_and_honours_given_ones() -> None:
@@ -263,7 +263,7 @@ def test_from_points_infers_types_and_honours_given_ones() -> None:
 # Layout and manifest
 
 
-def test_layout_is_hive_partitioned_by_measurement_and_window_start_date(
+def test_layout_is_by_measurement_and_window_start_date_with_no_hive_directories(
     archive: ParquetArchive, store: LocalObjectStore
 ) -> None:
     across_midnight = hours(22, 26)  # 22:00 on 1 Nov to 02:00 on 2 Nov
@@ -275,10 +275,9 @@ def test_layout_is_hive_partitioned_by_measurement_and_window_start_date(
     [file] = manifest.files
     assert partition_date(across_midnight).isoformat() == "2026-11-01"
     assert file.path == (
-        "measurement=sensor/date=2026-11-01/"
-        f"20261101T220000Z_20261102T020000Z-{file.sha256[:16]}.parquet"
+        f"m/sensor/2026-11-01/20261101T220000Z_20261102T020000Z-{file.sha256[:16]}.parquet"
     )
-    assert manifest.key == "_manifests/measurement=sensor/20261101T220000Z_20261102T020000Z.json"
+    assert manifest.key == "_manifests/m/sensor/20261101T220000Z_20261102T020000Z.json"
     assert store.exists(file.path)
     assert file.size == store.size(file.path)
     assert (file.rows, file.min_time_ns, file.max_time_ns) == (
@@ -319,7 +318,9 @@ def test_the_manifest_is_json_in_the_archive_and_parses_back(
 
 def test_manifest_keys_round_trip_sub_second_windows() -> None:
     window = Window(T0 + timedelta(microseconds=250), T0 + timedelta(seconds=1))
-    assert parse_manifest_key(manifest_key("a/b c", window)) == ("a/b c", window)
+    parsed = parse_manifest_key(manifest_key("a/b c", window))
+    assert parsed == ManifestKey(window, "a/b c", "a%2Fb%20c", legacy=False)
+    assert parse_manifest_key("_manifests/m/x/garbage.json") is None
     assert parse_manifest_key("_manifests/measurement=x/garbage.json") is None
     assert parse_manifest_key("_manifests/elsewhere/1_2.json") is None
 
@@ -544,7 +545,8 @@ def test_a_failed_manifest_commit_leaves_the_previous_run_readable(tmp_path: Pat
     assert len(data_keys(store)) == 2
     assert archive.manifest("m", window) == first
     assert [row["v"] for row in read_all(archive, window)] == [1] * 4
-    assert archive.verify() == []
+    [orphan] = set(data_keys(store)) - {first.files[0].path}
+    assert [(p.path, p.kind) for p in archive.verify()] == [(orphan, ProblemKind.ORPHAN)]
     store.fail = False
     again = archive.write_window("m", window, [points(window, 9, v=2)])
     assert data_keys(store) == [again.files[0].path]  # the orphan is gone
@@ -760,7 +762,7 @@ def test_a_range_reads_back_across_partitions_in_window_order(archive: ParquetAr
     assert times == sorted(times)
     assert (times[0], times[-1]) == (ns(start), ns(stop - HOUR))
     assert len(times) == 36
-    assert {b.path.split("/")[1] for b in found} == {"date=2026-11-01", "date=2026-11-02"}
+    assert {b.path.split("/")[2] for b in found} == {"2026-11-01", "2026-11-02"}
     everything = [(b.window.start, b.measurement) for b in archive.read(start, stop)]
     assert everything == sorted(everything)
     assert {m for _, m in everything} == {"cpu", "mem"}
@@ -850,6 +852,8 @@ def test_verify_finds_an_unreadable_file_and_a_bad_manifest(
         (path, ProblemKind.CHECKSUM_MISMATCH),
         (path, ProblemKind.UNREADABLE),
         (two_windows[1].key, ProblemKind.BAD_MANIFEST),
+        # Named by the manifest that no longer reads: nothing reads it now.
+        (two_windows[1].files[0].path, ProblemKind.ORPHAN),
     }
 
 
@@ -878,12 +882,9 @@ def test_sql_over_the_archive(archive: ParquetArchive) -> None:
     assert result.rows == [('cpu "load"/1', 10, 7.0), ("mem", 3, None)]
 
     per_host = archive.query(
-        'SELECT host, date, min(epoch_ns(time)) FROM "cpu ""load""/1" GROUP BY ALL ORDER BY host'
+        'SELECT host, min(epoch_ns(time)) FROM "cpu ""load""/1" GROUP BY ALL ORDER BY host'
     )
-    assert per_host.rows == [
-        ("a", T0.date(), ns(first.start)),
-        ("b", (T0 + 24 * HOUR).date(), ns(second.start)),
-    ]
+    assert per_host.rows == [("a", ns(first.start)), ("b", ns(second.start))]
     assert archive.query("SELECT typeof(free) FROM mem LIMIT 1").rows == [("BIGINT",)]
 
 

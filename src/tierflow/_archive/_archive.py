@@ -18,6 +18,9 @@ from tierflow._archive._manifest import (
     WindowManifest,
     data_key,
     data_prefix,
+    legacy_data_prefix,
+    legacy_manifest_key,
+    legacy_manifest_prefix,
     manifest_key,
     manifest_prefix,
     parse_manifest_key,
@@ -25,7 +28,7 @@ from tierflow._archive._manifest import (
 from tierflow._archive._parquet import WindowFileWriter, WrittenFile, read_file
 from tierflow._archive._schema import PointBatch
 from tierflow._archive._store import ObjectStore
-from tierflow._archive._verify import VerifyProblem, verify_manifests
+from tierflow._archive._verify import VerifyProblem, verify_archive
 from tierflow._clock import Clock, utc_now
 from tierflow._windows import Window, isoformat, to_micros
 
@@ -229,18 +232,21 @@ class ParquetArchive:
         for stale in self.store.list_prefix(data_prefix(measurement, window)):
             if stale.key not in keep:
                 self.store.delete(stale.key)
+        _drop_legacy_window(self.store, measurement, window)
         return manifest
 
     # -- reading -----------------------------------------------------------------------------
 
     def manifest(self, measurement: str, window: Window) -> WindowManifest | None:
-        """The manifest of one window, or None if the window was never archived."""
-        key = manifest_key(measurement, window)
-        try:
-            data = self.store.get_bytes(key)
-        except ObjectNotFoundError:
-            return None
-        return WindowManifest.from_json(data, key=key)
+        """The manifest of one window, or None if the window was never archived. A manifest of
+        the layout before `m/` is read when the window has none of this layout."""
+        for key in (manifest_key(measurement, window), legacy_manifest_key(measurement, window)):
+            try:
+                data = self.store.get_bytes(key)
+            except ObjectNotFoundError:
+                continue
+            return WindowManifest.from_json(data, key=key)
+        return None
 
     def manifests(
         self,
@@ -257,16 +263,36 @@ class ParquetArchive:
     def _manifest_keys(
         self, measurement: str | None, start: datetime | None, stop: datetime | None
     ) -> list[tuple[str, str, Window]]:
-        found = []
-        for info in self.store.list_prefix(manifest_prefix(measurement)):
-            parsed = parse_manifest_key(info.key)
-            if parsed is None:
-                continue
-            name, window = parsed
-            if (start is None or window.stop > start) and (stop is None or window.start < stop):
-                found.append((info.key, name, window))
+        """(key, measurement, window) of the manifests to read, one per window: where a window
+        has manifests of both layouts (a re-run crashed before removing the old one), the new
+        one. A key holding only a hash of its measurement's name is resolved by reading one of
+        that measurement's manifests."""
+        if measurement is None:
+            prefixes = [manifest_prefix()]
+        else:
+            prefixes = [manifest_prefix(measurement), legacy_manifest_prefix(measurement)]
+        hashed: dict[str, str] = {}
+        chosen: dict[tuple[str, Window], tuple[bool, str]] = {}
+        for prefix in prefixes:
+            for info in self.store.list_prefix(prefix):
+                parsed = parse_manifest_key(info.key)
+                if parsed is None or not _overlaps(parsed.window, start, stop):
+                    continue
+                name = parsed.measurement or measurement
+                if name is None:
+                    name = hashed.get(parsed.directory) or self._name_in(info.key)
+                    hashed[parsed.directory] = name
+                # New layout (legacy False) sorts first, so it wins.
+                candidate = (parsed.legacy, info.key)
+                chosen[name, parsed.window] = min(
+                    chosen.get((name, parsed.window), candidate), candidate
+                )
+        found = [(key, name, window) for (name, window), (_, key) in chosen.items()]
         found.sort(key=lambda item: (item[2].start, item[1]))
         return found
+
+    def _name_in(self, key: str) -> str:
+        return WindowManifest.from_json(self.store.get_bytes(key), key=key).measurement
 
     def measurements(self) -> list[str]:
         """Every measurement with at least one archived window, sorted."""
@@ -301,7 +327,7 @@ class ParquetArchive:
         """Re-check every file every manifest names: that it exists, that its SHA-256 and its
         row count (from the Parquet footer) are the manifest's; and that every manifest reads.
         Returns the problems found, none when the archive is sound."""
-        return verify_manifests(self.store, manifest_prefix())
+        return verify_archive(self.store)
 
     def query(self, sql: str) -> QueryResult:
         """Run `sql` with DuckDB over the archive (the `archive-query` extra). A view per
@@ -313,6 +339,24 @@ class ParquetArchive:
 
     def __repr__(self) -> str:
         return f"ParquetArchive({self.store!r})"
+
+
+def _overlaps(window: Window, start: datetime | None, stop: datetime | None) -> bool:
+    return (start is None or window.stop > start) and (stop is None or window.start < stop)
+
+
+def _drop_legacy_window(store: ObjectStore, measurement: str, window: Window) -> None:
+    """Remove the window's manifest and files of the layout before `m/`, if it has any. Called
+    once the window's new manifest is committed, so readers never lack a manifest; the manifest
+    goes first, so a crash leaves orphan files (which `verify` reports and the window's next run
+    removes), never a manifest naming removed files. Listed rather than deleted blindly: an old
+    key of a long name cannot exist on a local disk, and deleting it would fail there."""
+    old = legacy_manifest_key(measurement, window)
+    for info in store.list_prefix(old):
+        if info.key == old:
+            store.delete(old)
+    for info in store.list_prefix(legacy_data_prefix(measurement, window)):
+        store.delete(info.key)
 
 
 async def _in_thread(function: Callable[..., _T], *args: object) -> _T:

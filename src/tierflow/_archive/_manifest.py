@@ -2,24 +2,36 @@
 
 Layout, relative to the archive's root::
 
-    measurement=<m>/date=<YYYY-MM-DD>/<start>_<stop>-<sha256[:16]>.parquet
-    _manifests/measurement=<m>/<start>_<stop>.json
+    m/<m>/<YYYY-MM-DD>/<start>_<stop>-<sha256[:16]>.parquet
+    _manifests/m/<m>/<start>_<stop>.json
 
-`<m>` is the measurement name percent-encoded (hive style, so DuckDB decodes it back), `<start>`
-and `<stop>` the window's bounds as `20261101T000000Z`. A window's file sits under the date of
-the window's **start**, even when the window runs past midnight: one window, one file, one
-place; the `date` partition is therefore a pruning hint, and `time` the truth.
+`<m>` is the measurement name percent-encoded (every byte but letters, digits and `-._` escaped,
+a leading `.` or `_` too, so no segment is hidden from tools that skip such names), `<start>`
+and `<stop>` the window's bounds as `20261101T000000Z`. No directory is named `key=value`:
+tools that read hive partitions (DuckDB, pandas, `pyarrow.dataset`) would add columns named
+after them and hide a tag or field of that name. A name whose encoding is longer than 120
+bytes is written as a readable prefix of it, `~`, and a hash of the whole name (a file system
+refuses a name over 255 bytes); only the manifest (and the file's Parquet metadata,
+`tierflow.measurement`) hold such a name whole, so readers take names from manifests, not keys.
+A window's file sits under the date of the window's **start**, even when the window runs past
+midnight: one window, one file, one place; `time` is the truth.
 
 The manifest of a window is the commit point. The data file is written first, under a name
 carrying its checksum, so it never overwrites the file the current manifest names; then the
 manifest is replaced (one atomic put); then files of earlier runs of the window are removed. A
 crash at any step leaves the previous manifest naming complete files, and at worst an orphan
-that the window's next run removes. An empty window has a manifest with no file, so "archived
-and empty" differs from "not archived".
+that the window's next run removes (and `verify` reports until then). An empty window has a
+manifest with no file, so "archived and empty" differs from "not archived".
+
+Archives written before this layout (`measurement=<m>/date=<d>/…`, manifests under
+`_manifests/measurement=<m>/`; see `legacy_manifest_key`) are still read. A window archived
+again has its old manifest, then its old files, removed once its new manifest is committed;
+where a window has manifests of both layouts, the new one is read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,22 +44,35 @@ from tierflow._archive._schema import TAG, Column, FieldType, TypeConflict
 from tierflow._windows import Window, ensure_utc, isoformat
 
 __all__ = [
+    "DATA",
     "MANIFESTS",
     "ArchivedFile",
+    "ManifestKey",
     "WindowManifest",
     "data_key",
     "data_prefix",
+    "encode_measurement",
+    "legacy_data_prefix",
+    "legacy_manifest_key",
     "manifest_key",
     "manifest_prefix",
     "parse_manifest_key",
 ]
 
 MANIFESTS = "_manifests/"
+DATA = "m/"
 # Format 2 keeps a field's types in columns of their own and describes every column; format 1
 # (read, never written) widened them.
 FORMAT = "tierflow-archive/2"
 _READABLE = frozenset({"tierflow-archive/1", FORMAT})
 _STAMP = "%Y%m%dT%H%M%S"
+_LEGACY = "measurement="
+# Well under the 255 bytes most file systems allow a name, leaving room for a store's temporary
+# name (the local store adds about 25 bytes to a file's name while writing it).
+_SEGMENT_BYTES = 120
+_PREFIX_BYTES = 64
+_HASH_CHARS = 32
+_HASHED = "~"  # never in a plain encoding (escaped there), so it marks a hashed one
 
 
 def _stamp(moment: datetime) -> str:
@@ -61,10 +86,35 @@ def _parse_stamp(text: str) -> datetime:
     return datetime.strptime(text, pattern).replace(tzinfo=UTC)
 
 
-def _partition(measurement: str) -> str:
+def _escape(text: str, *, leading: bool) -> str:
+    escaped = quote(text, safe="").replace(_HASHED, "%7E")
+    if leading and escaped[:1] in {".", "_"}:
+        # Stores hide dot-names and pyarrow.dataset skips `_`-names: escape them visible.
+        escaped = f"%{ord(escaped[0]):02X}{escaped[1:]}"
+    return escaped
+
+
+def encode_measurement(measurement: str) -> str:
+    """The directory name of a measurement: its percent-encoding, or, when that is longer than
+    `_SEGMENT_BYTES`, a readable prefix of it, `~` and the first 128 bits of the SHA-256 of the
+    name's UTF-8 (so it stays unique). ArchiveError for an empty name."""
     if not measurement:
         raise ArchiveError("a measurement name cannot be empty")
-    return f"measurement={quote(measurement, safe='')}/"
+    whole = _escape(measurement, leading=True)
+    if len(whole) <= _SEGMENT_BYTES:
+        return whole
+    prefix = ""
+    for index, char in enumerate(measurement):
+        piece = _escape(char, leading=index == 0)
+        if len(prefix) + len(piece) > _PREFIX_BYTES:
+            break
+        prefix += piece
+    digest = hashlib.sha256(measurement.encode()).hexdigest()[:_HASH_CHARS]
+    return f"{prefix}{_HASHED}{digest}"
+
+
+def _decode(directory: str) -> str | None:
+    return None if _HASHED in directory else unquote(directory)
 
 
 def _window_name(window: Window) -> str:
@@ -72,14 +122,14 @@ def _window_name(window: Window) -> str:
 
 
 def partition_date(window: Window) -> date:
-    """The `date=` partition of a window: the UTC date of its start."""
+    """The date directory of a window's file: the UTC date of its start."""
     return ensure_utc(window.start).date()
 
 
 def data_prefix(measurement: str, window: Window) -> str:
     """The prefix every data file of this window (of any run) has."""
     day = partition_date(window).isoformat()
-    return f"{_partition(measurement)}date={day}/{_window_name(window)}-"
+    return f"{DATA}{encode_measurement(measurement)}/{day}/{_window_name(window)}-"
 
 
 def data_key(measurement: str, window: Window, sha256: str) -> str:
@@ -87,25 +137,65 @@ def data_key(measurement: str, window: Window, sha256: str) -> str:
 
 
 def manifest_prefix(measurement: str | None = None) -> str:
-    return MANIFESTS if measurement is None else f"{MANIFESTS}{_partition(measurement)}"
+    """The prefix of the manifests of one measurement (this layout), or of every manifest."""
+    if measurement is None:
+        return MANIFESTS
+    return f"{MANIFESTS}{DATA}{encode_measurement(measurement)}/"
 
 
 def manifest_key(measurement: str, window: Window) -> str:
     return f"{manifest_prefix(measurement)}{_window_name(window)}.json"
 
 
-def parse_manifest_key(key: str) -> tuple[str, Window] | None:
-    """The measurement and window a manifest key names; None for a key of another shape."""
-    partition, _, name = key.removeprefix(MANIFESTS).partition("/")
+def _legacy_partition(measurement: str) -> str:
+    if not measurement:
+        raise ArchiveError("a measurement name cannot be empty")
+    return f"{_LEGACY}{quote(measurement, safe='')}/"
+
+
+def legacy_data_prefix(measurement: str, window: Window) -> str:
+    """`data_prefix` in the layout before `m/`: `measurement=<m>/date=<d>/<window>-`."""
+    day = partition_date(window).isoformat()
+    return f"{_legacy_partition(measurement)}date={day}/{_window_name(window)}-"
+
+
+def legacy_manifest_prefix(measurement: str) -> str:
+    return f"{MANIFESTS}{_legacy_partition(measurement)}"
+
+
+def legacy_manifest_key(measurement: str, window: Window) -> str:
+    """`manifest_key` in the layout before `m/`: `_manifests/measurement=<m>/<window>.json`."""
+    return f"{legacy_manifest_prefix(measurement)}{_window_name(window)}.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestKey:
+    """What a manifest's key says: its window; its measurement, or None when the key holds only
+    a hash of it (the manifest holds it whole); the measurement's directory name; and whether
+    the key is of the layout before `m/`."""
+
+    window: Window
+    measurement: str | None
+    directory: str
+    legacy: bool = False
+
+
+def parse_manifest_key(key: str) -> ManifestKey | None:
+    """What a manifest key names; None for a key of another shape."""
+    rest = key.removeprefix(MANIFESTS)
+    legacy = rest.startswith(_LEGACY)
+    if not legacy and not rest.startswith(DATA):
+        return None
+    directory, _, name = rest.removeprefix(_LEGACY if legacy else DATA).partition("/")
     start, _, stop = name.removesuffix(".json").partition("_")
-    if not partition.startswith("measurement=") or not name.endswith(".json") or "/" in name:
+    if not directory or not name.endswith(".json") or "/" in name:
         return None
     try:
-        return unquote(partition.removeprefix("measurement=")), Window(
-            _parse_stamp(start), _parse_stamp(stop)
-        )
+        window = Window(_parse_stamp(start), _parse_stamp(stop))
     except ValueError:
         return None
+    measurement = unquote(directory) if legacy else _decode(directory)
+    return ManifestKey(window, measurement, directory, legacy)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """The object-store contract: where the archive's bytes live.
 
-Keys are relative, `/`-separated paths such as `measurement=cpu/date=2026-11-01/x.parquet`. A key
+Keys are relative, `/`-separated paths such as `m/cpu/2026-11-01/x.parquet`. A key
 has no leading or trailing slash, no empty segment, and no segment starting with a dot (stores
 keep their temporary files under such names, so they can never collide with a real object).
 """

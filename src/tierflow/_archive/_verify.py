@@ -1,4 +1,4 @@
-"""Re-checking an archive against its manifests."""
+"""Re-checking an archive against its manifests, and its manifests against what is stored."""
 
 from __future__ import annotations
 
@@ -6,11 +6,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from tierflow._archive._errors import ArchiveError, ObjectNotFoundError
-from tierflow._archive._manifest import ArchivedFile, WindowManifest, parse_manifest_key
+from tierflow._archive._manifest import (
+    MANIFESTS,
+    ArchivedFile,
+    WindowManifest,
+    legacy_manifest_key,
+    manifest_key,
+)
 from tierflow._archive._parquet import read_row_count, sha256_of
 from tierflow._archive._store import ObjectStore
+from tierflow._windows import Window
 
-__all__ = ["ProblemKind", "VerifyProblem", "verify_manifests"]
+__all__ = ["ProblemKind", "VerifyProblem", "verify_archive"]
 
 
 class ProblemKind(StrEnum):
@@ -19,6 +26,7 @@ class ProblemKind(StrEnum):
     ROW_COUNT_MISMATCH = "row_count_mismatch"
     UNREADABLE = "unreadable"
     BAD_MANIFEST = "bad_manifest"
+    ORPHAN = "orphan"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,23 +41,48 @@ class VerifyProblem:
         return f"{self.path}: {self.kind}: {self.detail}"
 
 
-def verify_manifests(store: ObjectStore, prefix: str) -> list[VerifyProblem]:
-    """Check every manifest under `prefix` and every file each names; see
-    `ParquetArchive.verify`."""
+def verify_archive(store: ObjectStore) -> list[VerifyProblem]:
+    """Check every manifest and every file each names, then that every other stored object is
+    named by a manifest; see `ParquetArchive.verify`."""
     problems: list[VerifyProblem] = []
-    for info in store.list_prefix(prefix):
-        named = parse_manifest_key(info.key)
+    named: set[str] = set()
+    read: dict[tuple[str, Window], str] = {}
+    # Key order puts `_manifests/m/` before `_manifests/measurement=`: of a window's manifests
+    # of both layouts (a re-run crashed before removing the old one), the new one comes first
+    # and is the one readers read; the old one and its files are orphans.
+    for info in store.list_prefix(MANIFESTS):
         try:
             manifest = WindowManifest.from_json(store.get_bytes(info.key), key=info.key)
+            _check_key(manifest, info.key)
         except ArchiveError as exc:
             problems.append(VerifyProblem(info.key, ProblemKind.BAD_MANIFEST, str(exc)))
             continue
-        if named != (manifest.measurement, manifest.window):
-            detail = f"describes {manifest.measurement!r} {manifest.window}, not what its key names"
-            problems.append(VerifyProblem(info.key, ProblemKind.BAD_MANIFEST, detail))
+        window = (manifest.measurement, manifest.window)
+        if (replacing := read.get(window)) is not None:
+            detail = f"replaced by {replacing}, which is the one read"
+            problems.append(VerifyProblem(info.key, ProblemKind.ORPHAN, detail))
+            continue
+        read[window] = info.key
         for file in manifest.files:
+            named.add(file.path)
             problems.extend(verify_file(store, file))
+    problems.extend(
+        VerifyProblem(info.key, ProblemKind.ORPHAN, "stored, but no manifest names it")
+        for info in store.list_prefix()
+        if not info.key.startswith(MANIFESTS) and info.key not in named
+    )
     return problems
+
+
+def _check_key(manifest: WindowManifest, key: str) -> None:
+    """ArchiveError unless `key` is the manifest's key in this layout or the one before `m/`,
+    so a manifest stored under another window's key is caught."""
+    if key not in {
+        manifest_key(manifest.measurement, manifest.window),
+        legacy_manifest_key(manifest.measurement, manifest.window),
+    }:
+        detail = f"describes {manifest.measurement!r} {manifest.window}, not what its key names"
+        raise ArchiveError(f"manifest {key} {detail}")
 
 
 def verify_file(store: ObjectStore, file: ArchivedFile) -> list[VerifyProblem]:
