@@ -10,11 +10,14 @@ tier.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from tierflow._archive import ParquetArchive, PointBatch, open_archive
 from tierflow._archive._archive import StagedWindow
@@ -113,9 +116,9 @@ async def _stage_checked(
             tags=job.tags,
             plan=plan,
         )
-        staged = await archive.astage_window(measurement, window, _counted(batches, archived))
-        expected = await count_influxql(
-            engine, plan, start=window.start, stop=window.stop, tags=job.tags
+        counting = count_influxql(engine, plan, start=window.start, stop=window.stop, tags=job.tags)
+        staged, expected = await _alongside(
+            archive.astage_window(measurement, window, _counted(batches, archived)), counting
         )
         return _checked(archive, staged, archived, expected)
     return await _stage_flux(engine, archive, job, source, measurement, window)
@@ -143,13 +146,16 @@ async def _stage_flux(
     archived: Counter[str] = Counter()
     try:
         batches = _flux_batches(engine, source, measurement, window, job.tags, pivot=True)
-        staged = await archive.astage_window(measurement, window, _counted(batches, archived))
+        staged, expected = await _alongside(
+            archive.astage_window(measurement, window, _counted(batches, archived)),
+            field_counts(engine, script),
+        )
     except EngineError as exc:
         if not is_field_type_conflict(exc):
             raise
         reason = str(exc)
-    else:
         expected = await field_counts(engine, script)
+    else:
         if expected == _nonzero(archived):
             return staged
         archive.discard(staged)
@@ -165,7 +171,28 @@ async def _stage_flux(
     archived.clear()
     batches = _flux_batches(engine, source, measurement, window, job.tags, pivot=False)
     staged = await archive.astage_window(measurement, window, _counted(batches, archived))
-    return _checked(archive, staged, archived, await field_counts(engine, script))
+    return _checked(archive, staged, archived, expected)
+
+
+async def _alongside(
+    staging: Coroutine[Any, Any, StagedWindow], counting: Coroutine[Any, Any, dict[str, int]]
+) -> tuple[StagedWindow, dict[str, int]]:
+    """Stage a window while the server counts the same range: the count takes no longer than
+    the export, so the check costs no extra wall time. A failure of either cancels the other
+    (and a staged file is discarded by the caller's `finally`, or here)."""
+    count = asyncio.ensure_future(counting)
+    try:
+        staged = await staging
+    except BaseException:
+        count.cancel()
+        with suppress(BaseException):
+            await count
+        raise
+    try:
+        return staged, await count
+    except BaseException:
+        staged.scratch.__exit__()
+        raise
 
 
 def _checked(

@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from tierflow._archive import FieldType, PointBatch
+from tierflow._archive import Column, FieldType, PointBatch
+from tierflow._archive._schema import FIELD, TAG, column_names
 from tierflow._engines import Engine
 from tierflow._errors import EngineError, QueryError, TransientEngineError
 from tierflow._flux_literals import flux_string, flux_time
@@ -291,19 +292,24 @@ def _tags(header: _Header) -> list[str]:
 def _points(table: pa.Table, tags: list[str], fields: dict[str, str]) -> PointBatch | None:
     """`table`'s rows as points: `time` (int64 ns) from `_time`, the tags, and each field from
     its column (`fields`: field name → column). Tags and fields that are null on every row are
-    left out; None if no field is left."""
+    left out; None if no field is left. A field named like a tag keeps both (see
+    `tierflow._archive.column_names`)."""
     data = table.combine_chunks()
-    columns: dict[str, pa.Array] = {"time": data.column(_TIME).cast(pa.int64())}
     present = [tag for tag in tags if data.column(tag).null_count < data.num_rows]
-    columns.update({tag: data.column(tag) for tag in present})
+    arrays: dict[Column, pa.Array] = {Column(TAG, tag): data.column(tag) for tag in present}
     for name, column in fields.items():
-        if name in columns:
-            raise QueryError(f"field {name!r} has the name of a tag or of 'time'")
-        if data.column(column).null_count < data.num_rows:
-            columns[name] = data.column(column)
-    if len(columns) == 1 + len(present):
+        values = data.column(column)
+        if values.null_count < data.num_rows:
+            arrays[Column(FIELD, name, FieldType.of_arrow(values.type))] = values
+    if len(arrays) == len(present):
         return None
-    return PointBatch(pa.table(columns).to_batches()[0], frozenset(present))
+    names = column_names(arrays)
+    batch = pa.table(
+        [data.column(_TIME).cast(pa.int64()), *(arrays[column] for column in names)],
+        names=["time", *names.values()],
+    ).to_batches()[0]
+    keys = {name: column.key for column, name in names.items() if column.key != name}
+    return PointBatch(batch, frozenset(names[Column(TAG, tag)] for tag in present), keys)
 
 
 def _parse(header: _Header, rows: bytes) -> PointBatch | None:
@@ -351,6 +357,14 @@ def _parse_unpivoted(header: _Header, rows: bytes) -> list[PointBatch]:
             **{tag: pa.string() for tag in tags},
         },
     )
+    if kind is FieldType.STRING:
+        # Each unpivoted row is a stored value, never a missing one: an empty cell is "" (the
+        # CSV reader took it for null).
+        table = table.set_column(
+            table.schema.get_field_index("_value"),
+            "_value",
+            pc.fill_null(table.column("_value"), ""),
+        )
     batches = []
     field_column = table.column("_field")
     for name in pc.unique(field_column).to_pylist():

@@ -588,3 +588,43 @@ async def test_a_field_with_two_types_is_archived_unpivoted_not_crashed_on(
     assert found == expected
     assert {type(v) for k, v in found.items()} == {int, float}
     assert all(type(found[key]) is type(value) for key, value in expected.items())
+
+
+async def test_an_empty_string_on_2x_is_archived_as_an_empty_string_not_a_missing_value(
+    tmp_path: Path, influxd: ThrowawayInfluxd, standin: StandIn, start: datetime
+) -> None:
+    """A pivoted row writes "" and a missing value alike (an empty cell); the count check sees
+    the difference, and the window is read again unpivoted, where every row is a value."""
+    base = int(start.timestamp()) * NS
+    points: list[Point] = [
+        (base + 1 * NS, (("host", "a"),), (("note", ""), ("n", 1))),
+        (base + 2 * NS, (("host", "a"),), (("n", 2),)),
+        (base + 3 * NS, (("host", "a"),), (("note", 'multi\nline "q" \\'),)),
+    ]
+
+    def on_query(script: str) -> bytes:
+        chosen = in_range(script, points)
+        if "count()" in script:
+            return count_csv(counts(chosen))
+        return pivoted_csv(chosen) if "pivot(" in script else unpivoted_csv(chosen)
+
+    standin.on_query = on_query
+    path = config(
+        tmp_path,
+        influxd,
+        standin,
+        {"hot": ("cloud", "hot"), "cold": ("archive", str(tmp_path / "cold"))},
+        archive_job(start),
+    )
+    runs = await run(path, start + timedelta(hours=1))
+    assert [r.status for r in runs] == [RunStatus.SUCCEEDED]
+    archive = open_archive(str(tmp_path / "cold"))
+    found: dict[int, dict[str, object]] = {}
+    for batch in archive.read(start, start + timedelta(hours=1)):
+        data = batch.points.data
+        times = data.column("time").cast("int64").to_pylist()
+        for name in batch.points.fields:
+            for time, value in zip(times, data.column(name).to_pylist(), strict=True):
+                if value is not None:
+                    found.setdefault(time, {})[batch.points.key(name)] = value
+    assert found == {t: dict(f) for t, _, f in points}
