@@ -18,6 +18,7 @@ import io
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import reduce
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -36,6 +37,7 @@ __all__ = [
     "aggregate_type",
     "export_influxql",
     "export_query",
+    "field_type_sets_influxql",
     "field_types_influxql",
     "series_batch",
     "write_batches",
@@ -78,19 +80,29 @@ def export_query(
     return f"SELECT {select} FROM {source} WHERE {' AND '.join(where)}"
 
 
+async def field_type_sets_influxql(
+    engine: Engine, *, database: str, retention_policy: str | None, measurement: str
+) -> dict[str, set[str]]:
+    """Every type each field of the measurement has in one retention policy, as `SHOW FIELD
+    KEYS` names them: a field with several types across shards is listed once per type."""
+    rp = influxql_ident(retention_policy) + "." if retention_policy else ""
+    text = f"SHOW FIELD KEYS ON {influxql_ident(database)} FROM {rp}{influxql_ident(measurement)}"
+    types: dict[str, set[str]] = {}
+    for series in await engine.query(text, database=database):
+        for key, kind in series.values:
+            types.setdefault(key, set()).add(kind)
+    return types
+
+
 async def field_types_influxql(
     engine: Engine, *, database: str, retention_policy: str | None, measurement: str
 ) -> dict[str, FieldType]:
-    """The measurement's field types in one retention policy (`SHOW FIELD KEYS` is per RP)."""
-    rp = influxql_ident(retention_policy) + "." if retention_policy else ""
-    text = f"SHOW FIELD KEYS ON {influxql_ident(database)} FROM {rp}{influxql_ident(measurement)}"
-    types: dict[str, FieldType] = {}
-    for series in await engine.query(text, database=database):
-        for key, kind in series.values:
-            previous = types.get(key)
-            # A field with several types across shards is listed once per type: keep the widest.
-            types[key] = FieldType(kind) if previous is None else widen(previous, FieldType(kind))
-    return types
+    """The measurement's field types in one retention policy (`SHOW FIELD KEYS` is per RP); of
+    a field with several types across shards, the widest."""
+    sets = await field_type_sets_influxql(
+        engine, database=database, retention_policy=retention_policy, measurement=measurement
+    )
+    return {key: reduce(widen, map(FieldType, sorted(kinds))) for key, kinds in sets.items()}
 
 
 async def export_influxql(
