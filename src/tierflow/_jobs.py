@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,7 +27,7 @@ from tierflow._errors import TemplateError
 from tierflow._flux_literals import delete_predicate
 from tierflow._planner import Batch
 from tierflow._query_checks import Target, check_query
-from tierflow._templates import DeleteRange, RenderedQuery, render, render_file
+from tierflow._templates import DeleteRange, QueryLiteral, RenderedQuery, render, render_file
 from tierflow._windows import EPOCH
 
 __all__ = ["dest_target", "dialect_of", "fingerprints", "render_fingerprint", "render_job"]
@@ -194,56 +194,123 @@ def _deletes(config: Config, name: str, batch: Batch) -> tuple[DeleteRange, ...]
     return deletes
 
 
-# Aggregates that only accept numbers: a field using one of them can be summed for the fingerprint.
-_NUMERIC = frozenset({"mean", "median", "sum", "spread", "stddev", "min", "max"})
+# What a fingerprint can take of a field, by its type as `SHOW FIELD KEYS` names it: `sum` of
+# numbers only ("unsupported sum iterator type" for booleans and strings, seen on 1.6.7), and of
+# the job's selectors those the type accepts (min/max take booleans but not strings, seen).
+_SUMMABLE = frozenset({"float", "integer", "unsigned"})
+_SELECTORS: dict[str | None, tuple[str, ...]] = {
+    "boolean": ("min", "max", "first", "last", "mode"),
+    "string": ("first", "last", "mode"),
+    None: ("min", "max", "first", "last", "mode"),  # type unknown (Flux): the job's own choice
+}
+FIELD_TYPES = frozenset({*_SUMMABLE, "boolean", "string"})
+# Without types (Flux), the job's aggregates are the evidence: these take numbers only.
+_NUMERIC_ONLY = frozenset({"mean", "median", "sum", "spread", "stddev"})
+
+# Measurement → field → every type the field has in the source (a field can have several, one
+# per shard); None where the dialect cannot say (Flux).
+FieldTypes = Mapping[str, Mapping[str, Collection[str]]]
 
 
-def render_fingerprint(config: Config, name: str, batch: Batch) -> RenderedQuery:
-    """A read query giving, per window of `batch`, a cheap summary of the job's source data."""
+def _column(function: str, field: str, cast: str | None) -> dict[str, Any]:
+    shown = f"{field}::{cast}" if cast else field
+    literal = QueryLiteral(cast) if cast in FIELD_TYPES else None
+    return {"function": function, "field": field, "cast": literal, "alias": f"{function}({shown})"}
+
+
+def _field_columns(
+    field: str, functions: Sequence[str], types: Iterable[str | None]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A field's fingerprint columns: (across all series, per series). Its point count catches
+    a late point; where the type can be summed, the sum catches a rewritten value, and the
+    first/last/mode the job asks for a rewritten edge point. No cheap summary of booleans and
+    strings catches a rewrite, so for them the fingerprint holds the job's own selectors per
+    series: they change exactly when the job's output of them does."""
+    totals: list[dict[str, Any]] = []
+    per_series: list[dict[str, Any]] = []
+    for kind in types:
+        totals.append(_column("count", field, kind))
+        summable = kind in _SUMMABLE if kind else bool(_NUMERIC_ONLY.intersection(functions))
+        if summable:
+            totals.append(_column("sum", field, kind))
+            totals += [_column(f, field, kind) for f in ("first", "last", "mode") if f in functions]
+        else:
+            per_series += [_column(f, field, kind) for f in _SELECTORS[kind] if f in functions]
+    return totals, per_series
+
+
+def render_fingerprint(
+    config: Config, name: str, batch: Batch, types: FieldTypes | None = None
+) -> RenderedQuery:
+    """A read query giving, per window of `batch`, a cheap summary of the job's source data.
+
+    `types` (from `SHOW FIELD KEYS`, InfluxQL only) casts each field to each type it has, so a
+    field with several types across shards is summarised in all of them; a field without a
+    type has no data and no column. Without `types`, InfluxQL assumes every type (the shape
+    `check` renders) and Flux takes the job's aggregates as evidence of the type. The text is
+    empty when there is nothing to summarise."""
     job = config.jobs[name]
     if not isinstance(job, DownsampleJob):
         raise TemplateError(f"job {name}: only downsample jobs have a source fingerprint")
-    # Per field: its point count (a new point changes it), its sum where the job's aggregates
-    # say the field is numeric (a rewritten value changes it), and the selectors the job asks
-    # for (a rewritten first or last point changes them). Across all series, so the query is
-    # cheap; a rewrite that leaves every one of these unchanged leaves the job's output of
-    # count/first/last unchanged too, but a mode over strings may be missed.
-    columns = [
-        {"function": function, "field": field}
-        for field, functions in job.aggregates.items()
-        for function in (
-            "count",
-            *(["sum"] if _NUMERIC.intersection(functions) else []),
-            *(f for f in ("first", "last", "mode") if f in functions),
-        )
-    ]
     dialect = dialect_of(config, name)
+    statements = []
+    for measurement in job.measurements:
+        totals: list[dict[str, Any]] = []
+        per_series: list[dict[str, Any]] = []
+        for field, functions in job.aggregates.items():
+            kinds: Iterable[str | None] = [None]
+            if dialect == "influxql":
+                kinds = sorted(
+                    FIELD_TYPES if types is None else types.get(measurement, {}).get(field, ())
+                )
+            unknown = [kind for kind in kinds if kind is not None and kind not in FIELD_TYPES]
+            if unknown:
+                raise TemplateError(
+                    f"job {name}: measurement {measurement!r} field {field!r} has type "
+                    f"{unknown[0]!r}, which tierflow does not know"
+                )
+            more, series = _field_columns(field, functions, kinds)
+            totals += more
+            per_series += series
+        statements += [
+            {"measurement": measurement, "columns": columns, "per_series": grouped}
+            for columns, grouped in ((totals, False), (per_series, True))
+            if columns
+        ]
     return render(
         f"{dialect}/fingerprint.{dialect}.j2",
-        {**_context(config, name, batch), "columns": columns},
+        {**_context(config, name, batch), "statements": statements},
     )
 
 
 def _stable(value: object) -> object:
-    """A fingerprint value that does not move when nothing changed: InfluxDB answers an empty
-    bucket with 0 or null depending on the rest of the query's range, and sums floats in an
+    """A fingerprint value that does not move when nothing changed: InfluxDB sums floats in an
     order that depends on storage (last-bit noise); a real change moves a sum far more."""
-    if value is None:
-        return 0
     if isinstance(value, float):
         return float(f"{value:.12g}")
     return value
 
 
+def _absent(value: object) -> bool:
+    # An empty bucket is answered with a count of 0 and nulls, or not at all, depending on the
+    # rest of the query's range and on which types exist elsewhere: all three mean "nothing".
+    return value is None or (value == 0 and not isinstance(value, bool))
+
+
 def fingerprints(series: Sequence[Series], batch: Batch) -> dict[datetime, str]:
     """Digest a fingerprint query's result into one short hash per window of `batch`."""
-    rows: dict[datetime, list[object]] = {window.start: [] for window in batch.windows}
-    for item in sorted(series, key=lambda s: s.name):
+    found: dict[datetime, list[object]] = {window.start: [] for window in batch.windows}
+    for item in series:
+        tags = sorted(item.tags.items())
         for row in item.values:
             start = EPOCH + timedelta(microseconds=int(row[0]) // 1000)
-            if start in rows:
-                rows[start].append([item.name, *map(_stable, row[1:])])
+            if start in found:
+                found[start] += [
+                    [item.name, tags, column, _stable(value)]
+                    for column, value in zip(item.columns[1:], row[1:], strict=True)
+                    if not _absent(value)
+                ]
     return {
-        start: hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
-        for start, values in rows.items()
+        start: hashlib.sha256(json.dumps(sorted(values, key=json.dumps)).encode()).hexdigest()[:16]
+        for start, values in found.items()
     }

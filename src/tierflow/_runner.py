@@ -19,7 +19,14 @@ from tierflow._config import ArchiveJob, Config, DownsampleJob
 from tierflow._engines import Engine, engine_for
 from tierflow._errors import EngineError, TemplateError, TierflowError, UnknownJobError
 from tierflow._gate import Priority, PriorityGate
-from tierflow._jobs import fingerprints, is_relay, render_fingerprint, render_job, render_relay
+from tierflow._jobs import (
+    dialect_of,
+    fingerprints,
+    is_relay,
+    render_fingerprint,
+    render_job,
+    render_relay,
+)
 from tierflow._logging import log_event
 from tierflow._metrics import Metrics
 from tierflow._planner import (
@@ -596,9 +603,26 @@ class Runner:
         return Archives(self.config)
 
     async def _fingerprints(self, job: str, batch: Batch) -> dict[datetime, str]:
-        query = render_fingerprint(self.config, job, batch)
-        database = self.config.tiers[self.config.jobs[job].source].database
-        return fingerprints(await self.engine_of(job).query(query.text, database=database), batch)
+        spec, engine = self.config.jobs[job], self.engine_of(job)
+        source = self.config.tiers[spec.source]
+        types = None
+        if dialect_of(self.config, job) == "influxql":
+            from tierflow._transfer import field_type_sets_influxql
+
+            # Asked every time, not cached: late data may bring a field's first point of
+            # another type, and a fingerprint blind to that type would miss it.
+            types = {
+                measurement: await field_type_sets_influxql(
+                    engine,
+                    database=source.database,
+                    retention_policy=source.retention_policy,
+                    measurement=measurement,
+                )
+                for measurement in spec.measurements
+            }
+        query = render_fingerprint(self.config, job, batch, types)
+        found = await engine.query(query.text, database=source.database) if query.text else []
+        return fingerprints(found, batch)
 
     def _finish(self, job: str, batch: Batch, run_id: str, outcome: Outcome) -> datetime | None:
         # A window the circuit refused was never sent: an outage must not park every window.

@@ -34,6 +34,7 @@ __all__ = [
     "aggregate_type",
     "export_influxql",
     "export_query",
+    "field_type_sets_influxql",
     "field_types_influxql",
     "series_batch",
     "write_batches",
@@ -51,6 +52,17 @@ class Transfer:
     dropped: int
     bytes_sent: int
     requests: int
+
+
+async def field_type_sets_influxql(
+    engine: Engine, *, database: str, retention_policy: str | None, measurement: str
+) -> dict[str, set[str]]:
+    """Every type each field of the measurement has in one retention policy, as `SHOW FIELD
+    KEYS` names them: a field with several types across shards is listed once per type."""
+    found = await field_keys_influxql(
+        engine, database=database, retention_policy=retention_policy, measurement=measurement
+    )
+    return {key: {str(kind) for kind in kinds} for key, kinds in found.items()}
 
 
 async def field_types_influxql(

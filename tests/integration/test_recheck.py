@@ -39,8 +39,13 @@ LATE_DATA = "late_data"
 
 
 def fingerprint_reads(exchanges: list[Exchange]) -> list[Exchange]:
-    """The read queries (no INTO) tierflow sent: the fingerprints."""
-    return [e for e in exchanges if e.path == "/query" and into_of(e) is None]
+    """The read queries (no INTO) tierflow sent: the fingerprints (not the `SHOW FIELD KEYS`
+    that tells them the fields' types)."""
+    return [
+        e
+        for e in exchanges
+        if e.path == "/query" and into_of(e) is None and not (e.q or "").startswith("SHOW ")
+    ]
 
 
 def index_of(start: datetime, point: Point) -> int:

@@ -271,7 +271,11 @@ def test_the_downsample_template_holds_hostile_names_exactly(
 
 @pytest.mark.parametrize(
     "aggregates",
-    [{"temp": ["mean"]}, {"a": ["first", "last"], "b": ["spread", "stddev", "min", "max"]}],
+    [
+        {"temp": ["mean"]},
+        {"a": ["first", "last"], "b": ["spread", "stddev", "min", "max"]},
+        {"online": ["min", "max", "count"], "state": ["first", "last", "count"]},
+    ],
 )
 @pytest.mark.parametrize(
     ("every", "count"),
@@ -291,6 +295,34 @@ def test_every_shape_of_downsample_type_checks(
     query = render_job(config, "down", batch(every, count))
     assert flux_checker.is_valid(query.text), query.text
     assert query.text.count("|> to(") == 2
+    fingerprint = render_fingerprint(config, "down", batch(every, count)).text
+    assert flux_checker.is_valid(fingerprint), fingerprint
+
+
+def test_the_fingerprint_sums_only_fields_the_job_shows_to_be_numbers() -> None:
+    # Flux cannot be asked a field's type cheaply: a field no numbers-only aggregate uses may be
+    # a boolean or a string, which `sum` refuses; its selectors are taken per series instead.
+    aggregates = {"temp": ["mean", "last"], "online": ["min", "max"], "state": ["last"]}
+    config = config_for({"measurements": ["a"], "every": "5m", "aggregates": aggregates})
+    tables = render_fingerprint(config, "down", batch(timedelta(minutes=5), 2)).text.split("from(")
+    shapes = sorted(
+        (
+            t.split('r._field == "')[1].split('"')[0],
+            t.split("fn: ")[2].split(",")[0],
+            "group()" in t,
+        )
+        for t in tables[1:]
+    )
+    assert shapes == [
+        ("online", "count", True),
+        ("online", "max", False),
+        ("online", "min", False),
+        ("state", "count", True),
+        ("state", "last", False),
+        ("temp", "count", True),
+        ("temp", "last", True),
+        ("temp", "sum", True),
+    ]
 
 
 def test_mode_is_refused_for_influxdb2_at_load() -> None:
