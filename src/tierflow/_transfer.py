@@ -90,7 +90,11 @@ async def aggregate_batches(
 ) -> AsyncIterator[PointBatch]:
     """The rows of a relay's aggregating read (`render_relay`) as batches of points, streamed
     and typed: from 2.x by the server's own column types, from 1.x (chunked JSON) by
-    `SHOW FIELD KEYS` and what each aggregate makes of a field."""
+    `SHOW FIELD KEYS` and what each aggregate makes of a field.
+
+    Either way the rows are exactly what `SELECT … INTO` / `to()` would write once null cells are
+    left out (as the writer does): 1.x reads with `fill(none)`, and Flux's pivot leaves null the
+    cell of a window a (field, function) has no row for (flux `stdlib/universe/pivot.go`)."""
     if engine.dialect == "flux":
         async for batch in annotated_batches(engine.stream(query.text)):
             yield batch
