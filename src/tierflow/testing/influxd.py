@@ -40,6 +40,8 @@ _WRITE_CHUNK_BYTES = 5_000_000
 _LOG_TAIL_BYTES = 4_000
 _PRECISIONS = frozenset({"ns", "n", "u", "us", "ms", "s", "m", "h"})
 _CONFIG_NAME = "influxd.toml"
+_TSM_DIR_NAME = "data"
+_WAL_DIR_NAME = "wal"
 _LOG_NAME = "influxd.log"
 
 
@@ -74,6 +76,8 @@ class ThrowawayInfluxd:
         self._owns_data_dir = data_dir is None
         self._startup_timeout = startup_timeout
         self._http_port: int | None = None
+        self._rpc_port: int | None = None
+        self._binary: str | None = None
         self._log_offset = 0
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self.process = None
@@ -93,6 +97,30 @@ class ThrowawayInfluxd:
         if self._data_dir is None:
             raise InfluxdError("the throwaway influxd has no data directory yet; call start()")
         return self._data_dir
+
+    @property
+    def tsm_dir(self) -> Path:
+        """The `[data] dir`: `<db>/<rp>/<shard id>/*.tsm` (and each shard's tombstones)."""
+        return self.data_dir / _TSM_DIR_NAME
+
+    @property
+    def wal_dir(self) -> Path:
+        """The `[data] wal-dir`: `<db>/<rp>/<shard id>/_NNNNN.wal`, writes not yet in a TSM file."""
+        return self.data_dir / _WAL_DIR_NAME
+
+    @property
+    def binary(self) -> str:
+        """Path of the `influxd` binary (or wrapper) the running server was started from."""
+        if self._binary is None or self.process is None:
+            raise InfluxdError("the throwaway influxd is not running; call start() first")
+        return self._binary
+
+    @property
+    def rpc_address(self) -> str:
+        """``127.0.0.1:PORT`` of the RPC service (`influxd backup -host`); valid while running."""
+        if self._rpc_port is None or self.process is None:
+            raise InfluxdError("the throwaway influxd is not running; call start() first")
+        return f"127.0.0.1:{self._rpc_port}"
 
     @property
     def log_path(self) -> Path:
@@ -174,6 +202,8 @@ class ThrowawayInfluxd:
             )
         self.process = process
         self._http_port = http_port
+        self._rpc_port = rpc_port
+        self._binary = binary
         # Don't leave a server running, or a temp dir behind, when a test forgets stop() or the
         # interpreter exits first.
         owned = self._data_dir if self._owns_data_dir else None
@@ -227,6 +257,8 @@ class ThrowawayInfluxd:
             self._finalizer = None
         self.process = None
         self._http_port = None
+        self._rpc_port = None
+        self._binary = None
 
     def _log_tail(self) -> str:
         try:
@@ -371,8 +403,8 @@ bind-address = {_toml_string(f"127.0.0.1:{rpc_port}")}
   dir = {path("meta")}
 
 [data]
-  dir = {path("data")}
-  wal-dir = {path("wal")}
+  dir = {path(_TSM_DIR_NAME)}
+  wal-dir = {path(_WAL_DIR_NAME)}
   query-log-enabled = false
 
 [monitor]
