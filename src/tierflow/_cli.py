@@ -653,7 +653,9 @@ def restore(
     config: ConfigOption = DEFAULT_CONFIG,
     as_json: JsonOption = False,
 ) -> None:
-    """Write archived points back into a live tier, point for point, field types kept."""
+    """Write archived points back into a live tier, point for point, field types kept. A
+    measurement the live tier refuses (e.g. a field type conflict) is named with its field and
+    first offending point and left out; the others are restored; exit 1 if any was refused."""
     from tierflow._archiving import Archives
     from tierflow._archiving import restore as restore_range
     from tierflow._engines import engine_for

@@ -356,14 +356,23 @@ class WriteRefusedError(EngineError):
 
     @classmethod
     def of(
-        cls, measurement: str, batch: PointBatch, column: str | None, row: int, cause: Exception
+        cls,
+        measurement: str,
+        batch: PointBatch,
+        column: str | None,
+        row: int,
+        cause: Exception,
+        *,
+        exact: bool = True,
     ) -> WriteRefusedError:
+        """The refusal of `batch`'s `row` (`exact`), or of a body starting at that row (when the
+        server did not say which point it refused)."""
         kind = "tag" if column in batch.tags else "field"
         at = f"{kind} {column!r}, " if column is not None else ""
         time_ns = point_ns(batch.data, row)
+        where = "first offending point at" if exact else "a body of points from"
         error = cls(
-            f"measurement {measurement!r}, {at}first offending point at {ns_isoformat(time_ns)}: "
-            f"{cause}",
+            f"measurement {measurement!r}, {at}{where} {ns_isoformat(time_ns)}: {cause}",
             measurement=measurement,
             column=column,
             time_ns=time_ns,
@@ -374,7 +383,7 @@ class WriteRefusedError(EngineError):
         return error
 
 
-# 1.x (tsdb/field_validator.go) and 2.x name the field of a type conflict the same way.
+# How 1.x words a field type conflict (tsdb/field_validator.go).
 _CONFLICT_FIELD = re.compile(r'input field "(.*)" on measurement "')
 
 
@@ -396,10 +405,11 @@ class _Posted:
         rows = self.piece.rows
         named = _CONFLICT_FIELD.search(str(exc))
         column = named.group(1) if named else None
-        row = rows[0].as_py()
-        if column is not None and column in self.batch.data.schema.names:
-            held = pc.is_valid(self.batch.data.column(column).take(rows))
-            row = rows[max(0, pc.index(held, True).as_py())].as_py()
+        if column is None or column not in self.batch.data.schema.names:
+            first = rows[0].as_py()
+            return WriteRefusedError.of(self.measurement, self.batch, None, first, exc, exact=False)
+        held = pc.is_valid(self.batch.data.column(column).take(rows))
+        row = rows[max(0, pc.index(held, True).as_py())].as_py()
         return WriteRefusedError.of(self.measurement, self.batch, column, row, exc)
 
 
