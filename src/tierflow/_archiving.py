@@ -260,7 +260,10 @@ async def restore(
     measurement: str | None,
     max_concurrency: int,
 ) -> Transfer:
-    """Write the archived points of `[start, stop)` (one measurement or all) into `into`."""
+    """Write the archived points of `[start, stop)` (one measurement or all) into `into`.
+
+    A measurement the dest refuses (a field type conflict, a name line protocol cannot carry)
+    fails alone and is listed in `Transfer.failures`; the others are still restored."""
 
     async def batches() -> AsyncIterator[tuple[str, PointBatch]]:
         for archived in archive.read(start, stop, measurement=measurement):
@@ -272,4 +275,5 @@ async def restore(
         database=into.database,
         retention_policy=into.retention_policy,
         max_concurrency=max_concurrency,
+        isolate=True,
     )

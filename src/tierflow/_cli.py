@@ -653,10 +653,13 @@ def restore(
     config: ConfigOption = DEFAULT_CONFIG,
     as_json: JsonOption = False,
 ) -> None:
-    """Write archived points back into a live tier, point for point, field types kept."""
+    """Write archived points back into a live tier, point for point, field types kept. A
+    measurement the live tier refuses (e.g. a field type conflict) is named with its field and
+    first offending point and left out; the others are restored; exit 1 if any was refused."""
     from tierflow._archiving import Archives
     from tierflow._archiving import restore as restore_range
     from tierflow._engines import engine_for
+    from tierflow._lineprotocol import ns_isoformat
 
     with _errors():
         loaded = load_config(config)
@@ -693,6 +696,15 @@ def restore(
                 "dropped": moved.dropped,
                 "bytes": moved.bytes_sent,
                 "requests": moved.requests,
+                "failures": [
+                    {
+                        "measurement": failure.measurement,
+                        "column": failure.column,
+                        "time": ns_isoformat(failure.time_ns),
+                        "error": failure.reason,
+                    }
+                    for failure in moved.failures
+                ],
             }
         )
     else:
@@ -700,6 +712,12 @@ def restore(
             f"restored {_plural(moved.points, 'point')} into {into} "
             f"({moved.requests} requests, {moved.bytes_sent:,} bytes)"
         )
+        for failure in moved.failures:
+            # One line each: a server's message may quote a line whose strings hold newlines.
+            text = str(failure).replace("\r", "\\r").replace("\n", "\\n")
+            err.print(Text.assemble(("error:", "bold red"), " not restored: ", text))
+    if moved.failures:
+        raise typer.Exit(1)
 
 
 @app.command("apply")

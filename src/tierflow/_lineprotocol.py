@@ -7,34 +7,89 @@ is made per point.
 
 Escaping follows the line-protocol rules exactly: in measurements, commas and spaces; in tag keys,
 tag values and field keys, commas, equals signs and spaces; in string field values, double quotes
-and backslashes. Names and values may not hold newlines (nothing can escape one): they are
-refused. Null tags are left out of their line; null fields too; a line whose fields are all null
-(or NaN/inf, which line protocol cannot carry) is dropped, and counted.
+and backslashes. A string field value may hold newlines and carriage returns as they are (the
+server's parser reads a quoted value past them); names and tag values may not (nothing can escape
+one there): they are refused, naming the column and the first point that holds one. Null tags are
+left out of their line; null fields too; a line whose fields are all null (or NaN/inf, which line
+protocol cannot carry) is dropped, and counted.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["Encoded", "LineProtocolError", "encode_batch", "escape_key", "escape_measurement"]
+from tierflow._errors import TierflowError
+
+__all__ = [
+    "Encoded",
+    "LineProtocolError",
+    "Piece",
+    "encode_batch",
+    "escape_key",
+    "escape_measurement",
+    "ns_isoformat",
+    "point_ns",
+]
+
+T = TypeVar("T")
 
 
-class LineProtocolError(ValueError):
-    """A name or value that line protocol cannot carry (a newline)."""
+class LineProtocolError(TierflowError, ValueError):
+    """A name or value that line protocol cannot carry (a newline in a name or tag value, a
+    stranded backslash, a line longer than a body may be). `column` names the tag or field at
+    fault (None for the measurement itself) and `row` the first offending row of the batch."""
+
+    def __init__(self, message: str, *, column: str | None = None, row: int = 0) -> None:
+        super().__init__(message)
+        self.column = column
+        self.row = row
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """Whole lines of an encoded batch, as one body, and the batch row each line came from."""
+
+    body: bytes
+    rows: pa.Array
 
 
 @dataclass(frozen=True, slots=True)
 class Encoded:
-    """An encoded batch: the body (newline-terminated lines) and how many points it holds."""
+    """An encoded batch: the body (newline-terminated lines) and how many points it holds.
+
+    A line ends at a newline, but not every newline ends a line: a string field value may hold
+    one. So `split` cuts at the recorded line ends, never by looking for newlines."""
 
     body: bytes
     points: int
     dropped: int
+    #: The batch row of each line, in line order.
+    rows: pa.Array = field(repr=False)
+    #: Where each line ends in `body` (exclusive byte offsets, ascending).
+    ends: Sequence[int] = field(repr=False)
+
+    def split(self, limit: int) -> Iterator[Piece]:
+        """Bodies of at most `limit` bytes, each of whole lines, in order."""
+        start = line = 0
+        while start < len(self.body):
+            stop_line = bisect_right(self.ends, start + limit, lo=line)
+            if stop_line == line:
+                raise LineProtocolError(
+                    f"one line of line protocol is {self.ends[line] - start} bytes, longer than "
+                    f"the {limit} a body may be",
+                    row=self.rows[line].as_py(),
+                )
+            end = self.ends[stop_line - 1]
+            yield Piece(self.body[start:end], self.rows.slice(line, stop_line - line))
+            start, line = end, stop_line
 
 
 # A backslash escapes the next byte in line protocol, and the server unescapes it before a few
@@ -47,6 +102,7 @@ _STRANDED_IN_NAME = re.compile(r'\\([ ,="]|$)')
 
 
 def escape_measurement(name: str) -> str:
+    """The measurement as line protocol spells it; refused if it cannot be read back as written."""
     _no_newline(name, "measurement")
     if _STRANDED_IN_NAME.search(name):
         raise LineProtocolError(_stranded("measurement", name))
@@ -60,9 +116,9 @@ def escape_measurement(name: str) -> str:
 
 def escape_key(name: str, *, field: bool = False) -> str:
     """A tag key, or a field key with `field` (tag values go through `_tag_part`)."""
-    _no_newline(name, "key")
+    _no_newline(name, "key", column=name)
     if (_STRANDED_IN_NAME if field else _STRANDED_IN_TAG).search(name):
-        raise LineProtocolError(_stranded("field key" if field else "key", name))
+        raise LineProtocolError(_stranded("field key" if field else "key", name), column=name)
     return name.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
@@ -74,32 +130,45 @@ def _stranded(what: str, text: str) -> str:
     )
 
 
-def _no_newline(text: str, what: str) -> None:
+def _no_newline(text: str, what: str, *, column: str | None = None) -> None:
     if "\n" in text or "\r" in text:
-        raise LineProtocolError(f"line protocol cannot carry a newline in a {what}: {text[:40]!r}")
+        raise LineProtocolError(
+            f"line protocol cannot carry a newline in a {what}: {text[:40]!r}", column=column
+        )
 
 
 def _tag_part(key: str, values: pa.Array) -> pa.Array:
     """`,key=value` per row, or "" where the tag is absent. Tags repeat a lot, so the escaping is
     done once per distinct value (on the dictionary) and spread to the rows with `take`."""
+    escaped = _named(key, values, lambda: escape_key(key))
     if not pa.types.is_dictionary(values.type):
         values = pc.dictionary_encode(values)
     distinct = pc.cast(values.dictionary, pa.string())
-    if (
-        pc.any(pc.match_substring(distinct, "\n")).as_py()
-        or pc.any(pc.match_substring(distinct, "\r")).as_py()
-    ):
-        raise LineProtocolError(f"line protocol cannot carry a newline in a value of tag {key!r}")
+    newline = pc.match_substring_regex(distinct, "[\r\n]")
+    if pc.any(newline).as_py():
+        raise LineProtocolError(
+            f"line protocol cannot carry a newline in a value of tag {key!r}",
+            column=key,
+            row=_first_row(values, newline),
+        )
     stranded = pc.match_substring_regex(distinct, _STRANDED_IN_TAG.pattern)
     if pc.any(stranded).as_py():
         bad = pc.filter(distinct, stranded)[0].as_py()
-        raise LineProtocolError(_stranded(f"value of tag {key!r}", bad))
+        raise LineProtocolError(
+            _stranded(f"value of tag {key!r}", bad), column=key, row=_first_row(values, stranded)
+        )
     for char in (",", "=", " "):
         distinct = pc.replace_substring(distinct, char, "\\" + char)
-    parts = pc.binary_join_element_wise("," + escape_key(key), distinct, "=")
+    parts = pc.binary_join_element_wise("," + escaped, distinct, "=")
     # An empty tag value is not allowed: it is left out, as InfluxDB itself does.
     parts = pc.if_else(pc.equal(distinct, ""), "", parts)
     return pc.fill_null(pc.take(parts, values.indices), "")
+
+
+def _first_row(values: pa.DictionaryArray, bad: pa.Array) -> int:
+    """The first row whose dictionary entry is marked in `bad`."""
+    rows = pc.fill_null(pc.take(bad, values.indices), False)
+    return int(pc.index(rows, True).as_py())
 
 
 def _field_text(values: pa.Array) -> pa.Array:
@@ -116,13 +185,12 @@ def _field_text(values: pa.Array) -> pa.Array:
     if pa.types.is_boolean(kind):
         return pc.if_else(values, "true", "false")
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        # Only `\\` and `\"` are escapes inside a quoted value (1.x models/points.go,
+        # unescapeStringField). Newlines and carriage returns are written as they are: the
+        # server's scanLine ends a line only at a newline outside double quotes, and stores them
+        # (seen on 1.6.7, and checked by the round-trip tests).
         text = pc.replace_substring(pc.cast(values, pa.string()), "\\", "\\\\")
         text = pc.replace_substring(text, '"', '\\"')
-        if (
-            pc.any(pc.match_substring(text, "\n")).as_py()
-            or pc.any(pc.match_substring(text, "\r")).as_py()
-        ):
-            raise LineProtocolError("line protocol cannot carry a newline in a string field")
         return pc.binary_join_element_wise('"', text, '"', "")
     if pa.types.is_dictionary(kind):
         return _field_text(pc.cast(values, kind.value_type))
@@ -144,7 +212,7 @@ def encode_batch(
     row has a value in at most one of them)."""
     keys = keys or {}
     if batch.num_rows == 0:
-        return Encoded(b"", 0, 0)
+        return Encoded(b"", 0, 0, pa.array([], pa.int64()), ())
     # Each tag and field becomes ",key=value", or "" where its value is null; joining those
     # with no separator leaves absent ones out. (pyarrow 26's null_handling="skip" drops whole
     # rows whose parts are all null, so it is not used.)
@@ -154,14 +222,7 @@ def encode_batch(
         if tag_set is None
         else pc.binary_join_element_wise(escape_measurement(measurement), tag_set, "")
     )
-    field_set = _concat(
-        [
-            _prefixed(
-                ",", escape_key(keys.get(name, name), field=True), _field_text(batch.column(name))
-            )
-            for name in fields
-        ]
-    )
+    field_set = _concat([_field_part(keys.get(name, name), batch.column(name)) for name in fields])
     if field_set is None:
         raise LineProtocolError("a point needs at least one field")
     field_set = pc.utf8_slice_codeunits(field_set, 1)  # the leading comma
@@ -170,9 +231,42 @@ def encode_batch(
         stamps = pc.cast(pc.cast(stamps, pa.timestamp("ns")), pa.int64())
     lines = pc.binary_join_element_wise(key, field_set, pc.cast(stamps, pa.string()), " ")
     writable = pc.and_(pc.is_valid(lines), pc.not_equal(field_set, ""))
-    lines = pc.filter(lines, pc.fill_null(writable, False))
-    lines = pc.binary_join_element_wise(lines, "\n", "")
-    return Encoded(_body(lines), len(lines), batch.num_rows - len(lines))
+    writable = pc.fill_null(writable, False)
+    lines = pc.binary_join_element_wise(pc.filter(lines, writable), "\n", "")
+    body, ends = _body(lines)
+    rows = pc.cast(pc.indices_nonzero(writable), pa.int64())
+    return Encoded(body, len(lines), batch.num_rows - len(lines), rows, ends)
+
+
+def _field_part(name: str, values: pa.Array) -> pa.Array:
+    return _named(
+        name, values, lambda: _prefixed(",", escape_key(name, field=True), _field_text(values))
+    )
+
+
+def _named(column: str, values: pa.Array, make: Callable[[], T]) -> T:
+    """`make()`, its refusal pinned on `column` and the first row that holds a value there."""
+    try:
+        return make()
+    except LineProtocolError as exc:
+        exc.column = column
+        exc.row = max(0, int(pc.index(pc.is_valid(values), True).as_py()))
+        raise
+
+
+def point_ns(batch: pa.RecordBatch, row: int, time: str = "time") -> int:
+    """The time of one row of `batch`, in nanoseconds since the epoch."""
+    stamp = batch.column(time)[row]
+    if isinstance(stamp, pa.TimestampScalar):
+        stamp = pc.cast(pc.cast(stamp, pa.timestamp("ns")), pa.int64())
+    return int(stamp.as_py())
+
+
+def ns_isoformat(ns: int) -> str:
+    """RFC 3339 in UTC with every nanosecond digit there is (datetime stops at microseconds)."""
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{nanos:09d}Z" if nanos else f"{text}Z"
 
 
 def _prefixed(separator: str, key: str, values: pa.Array) -> pa.Array:
@@ -189,13 +283,17 @@ def _concat(parts: Sequence[pa.Array]) -> pa.Array | None:
     return pc.binary_join_element_wise(*parts, "")
 
 
-def _body(lines: pa.Array) -> bytes:
-    """The concatenated strings of a string array, straight from its data buffer."""
+def _body(lines: pa.Array) -> tuple[bytes, Sequence[int]]:
+    """The concatenated strings of a string array, straight from its data buffer, and where
+    each string ends in it."""
     if len(lines) == 0:
-        return b""
+        return b"", ()
     _, offsets, data = lines.buffers()
     if offsets is None or data is None:
-        return b""
-    bounds = memoryview(offsets).cast("i")
-    first, last = bounds[lines.offset], bounds[lines.offset + len(lines)]
-    return memoryview(data)[first:last].tobytes()
+        return b"", ()
+    bounds = memoryview(offsets).cast("i")[lines.offset : lines.offset + len(lines) + 1]
+    first, last = bounds[0], bounds[-1]
+    body = memoryview(data)[first:last].tobytes()
+    if first == 0:
+        return body, bounds[1:]
+    return body, [end - first for end in bounds[1:]]

@@ -7,29 +7,33 @@ The 1.x export (`export_influxql`, in `tierflow._influxql_export`) reads one mea
 range with `/query?chunked=true`, so only one chunk (at most `chunk_size` points) is in memory at
 a time. Writes are encoded a batch at a time,
 split into bodies under the server's limit, and posted at most `max_concurrency` at a time
-through the connection's retry layer; a body that cannot be written fails the whole transfer —
-nothing is buffered across windows and nothing is dropped.
+through the connection's retry layer; a body that cannot be written fails the whole transfer, or
+with `isolate` (restores) only its measurement — nothing is buffered across windows and nothing
+is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tierflow._archive import FieldType, PointBatch, widen
 from tierflow._config import TierConfig
 from tierflow._engines import Engine, Series
-from tierflow._errors import EngineError
+from tierflow._errors import AuthError, EngineError
 from tierflow._flux_export import annotated_batches
 from tierflow._influxql_export import export_influxql, export_query, field_keys_influxql
-from tierflow._lineprotocol import encode_batch
+from tierflow._lineprotocol import LineProtocolError, Piece, encode_batch, ns_isoformat, point_ns
 from tierflow._templates import RenderedQuery
 
 __all__ = [
     "Transfer",
+    "WriteRefusedError",
     "aggregate_batches",
     "aggregate_type",
     "export_influxql",
@@ -52,6 +56,8 @@ class Transfer:
     dropped: int
     bytes_sent: int
     requests: int
+    #: Measurements refused and left out (`write_batches(isolate=True)`), one error each.
+    failures: tuple[WriteRefusedError, ...] = ()
 
 
 async def field_type_sets_influxql(
@@ -157,12 +163,21 @@ async def write_batches(
     retention_policy: str | None,
     max_concurrency: int,
     max_body_bytes: int = MAX_BODY_BYTES,
+    isolate: bool = False,
 ) -> Transfer:
     """Encode and write `(measurement, batch)` pairs; at most `max_concurrency` bodies in flight.
-    The first failure cancels the rest and raises."""
+
+    A refusal (the encoder's, or the server's 400/413/422, e.g. a field type conflict) becomes a
+    `WriteRefusedError` naming the measurement, the field and the time of the first offending
+    point. By default the first failure cancels the rest and raises. With `isolate`, a refused
+    measurement fails alone: its first refusal is kept in `Transfer.failures`, its later batches
+    are skipped, and the other measurements are still written; other failures (unreachable
+    server, credentials, a missing database) still raise, as every measurement would meet them.
+    """
     slots = asyncio.Semaphore(max_concurrency)
     points = dropped = sent = requests = 0
-    posts: set[asyncio.Task[int]] = set()
+    posts: dict[asyncio.Task[int], _Posted] = {}
+    failed: dict[str, WriteRefusedError] = {}
 
     async def post(body: bytes) -> int:
         try:
@@ -170,46 +185,155 @@ async def write_batches(
         finally:
             slots.release()
 
+    def refused(error: WriteRefusedError) -> None:
+        if not isolate:
+            raise error
+        # Bodies finish in any order: keep the earliest point refused.
+        kept = failed.get(error.measurement)
+        if kept is None or error.time_ns < kept.time_ns:
+            failed[error.measurement] = error
+
+    def settle(task: asyncio.Task[int]) -> None:
+        nonlocal points, sent
+        posted = posts.pop(task)
+        try:
+            sent += task.result()
+        except EngineError as exc:
+            if not _is_refusal(exc):
+                raise
+            refused(posted.refused(exc))
+        else:
+            points += len(posted.rows)
+
     try:
         async for measurement, batch in batches:
-            encoded = encode_batch(
-                measurement,
-                batch.data,
-                tags=sorted(batch.tags),
-                fields=batch.fields,
-                keys=batch.keys,
-            )
-            points += encoded.points
+            if measurement in failed:
+                continue
+            try:
+                encoded = encode_batch(
+                    measurement,
+                    batch.data,
+                    tags=sorted(batch.tags),
+                    fields=batch.fields,
+                    keys=batch.keys,
+                )
+                pieces = list(encoded.split(max_body_bytes))
+            except LineProtocolError as exc:
+                refused(WriteRefusedError.of(measurement, batch, exc.column, exc.row, exc))
+                continue
             dropped += encoded.dropped
-            for body in _split(encoded.body, max_body_bytes):
+            for piece in pieces:
                 await slots.acquire()
                 for done in [task for task in posts if task.done()]:
-                    posts.discard(done)
-                    sent += done.result()  # raises the first failure
-                posts.add(asyncio.create_task(post(body)))
+                    settle(done)  # raises the first failure unless isolated
+                if measurement in failed:
+                    slots.release()
+                    break
+                posts[asyncio.create_task(post(piece.body))] = _Posted(measurement, batch, piece)
                 requests += 1
-        for result in await asyncio.gather(*posts):
-            sent += result
-        posts.clear()
+        while posts:
+            await asyncio.wait(set(posts), return_when=asyncio.FIRST_COMPLETED)
+            for done in [task for task in posts if task.done()]:
+                settle(done)
     except BaseException:
         for task in posts:
             task.cancel()
         await asyncio.gather(*posts, return_exceptions=True)
         raise
-    return Transfer(points, dropped, sent, requests)
+    return Transfer(points, dropped, sent, requests, tuple(failed.values()))
 
 
-def _split(body: bytes, limit: int) -> list[bytes]:
-    """Cut a newline-terminated body into pieces of at most `limit` bytes, at line ends."""
-    pieces: list[bytes] = []
-    start = 0
-    while start < len(body):
-        end = min(start + limit, len(body))
-        if end < len(body):
-            cut = body.rfind(b"\n", start, end)
-            if cut < start:
-                raise EngineError(f"one line of line protocol is longer than {limit} bytes")
-            end = cut + 1
-        pieces.append(body[start:end])
-        start = end
-    return pieces
+class WriteRefusedError(EngineError):
+    """A measurement's points that cannot be written: the encoder or the server refused them.
+    The message names the measurement, the field (or tag) at fault where known, and the time
+    of the first offending point."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        measurement: str,
+        column: str | None,
+        time_ns: int,
+        reason: str,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message, status=status)
+        self.measurement = measurement
+        self.column = column
+        self.time_ns = time_ns
+        self.reason = reason
+
+    @classmethod
+    def of(
+        cls,
+        measurement: str,
+        batch: PointBatch,
+        column: str | None,
+        row: int,
+        cause: Exception,
+        *,
+        exact: bool = True,
+    ) -> WriteRefusedError:
+        """The refusal of `batch`'s `row` (`exact`), or of a body starting at that row (when the
+        server did not say which point it refused)."""
+        kind = "tag" if column in {batch.key(name) for name in batch.tags} else "field"
+        at = f"{kind} {column!r}, " if column is not None else ""
+        time_ns = point_ns(batch.data, row)
+        where = "first offending point at" if exact else "a body of points from"
+        error = cls(
+            f"measurement {measurement!r}, {at}{where} {ns_isoformat(time_ns)}: {cause}",
+            measurement=measurement,
+            column=column,
+            time_ns=time_ns,
+            reason=str(cause),
+            status=getattr(cause, "status", None),
+        )
+        error.__cause__ = cause
+        return error
+
+
+# How 1.x words a field type conflict (tsdb/field_validator.go).
+_CONFLICT_FIELD = re.compile(r'input field "(.*)" on measurement "')
+
+
+@dataclass(frozen=True, slots=True)
+class _Posted:
+    """A body in flight and where its lines came from, to name the point a refusal is about."""
+
+    measurement: str
+    batch: PointBatch
+    piece: Piece
+
+    @property
+    def rows(self) -> pa.Array:
+        return self.piece.rows
+
+    def refused(self, exc: EngineError) -> WriteRefusedError:
+        """The refusal, pinned on the field the server named (its first point in this body
+        holding a value) or, when it named none, on the body's first point."""
+        rows = self.piece.rows
+        named = _CONFLICT_FIELD.search(str(exc))
+        key = named.group(1) if named else None
+        # The field's columns (one per type it has in the batch; `keys` maps them to `key`).
+        columns = [name for name in self.batch.fields if self.batch.key(name) == key]
+        if not columns:
+            first = rows[0].as_py()
+            return WriteRefusedError.of(self.measurement, self.batch, None, first, exc, exact=False)
+        held = pc.is_valid(self.batch.data.column(columns[0]).take(rows))
+        for column in columns[1:]:
+            held = pc.or_(held, pc.is_valid(self.batch.data.column(column).take(rows)))
+        row = rows[max(0, pc.index(held, True).as_py())].as_py()
+        return WriteRefusedError.of(self.measurement, self.batch, key, row, exc)
+
+
+def _is_refusal(exc: EngineError) -> bool:
+    """Whether the server refused these points themselves (the same body would be refused
+    again, whatever else is written), rather than failing for every write."""
+    return not exc.transient and not isinstance(exc, AuthError) and exc.status in _REFUSALS
+
+
+#: 400 a malformed line or a 1.x partial write (type conflict, beyond retention); 413 too
+#: large; 422 a 2.x type conflict or point beyond retention. A 404 (no such database) is not
+#: one: it would fail every measurement.
+_REFUSALS = frozenset({400, 413, 422})

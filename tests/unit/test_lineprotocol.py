@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from itertools import accumulate
+
 import pyarrow as pa
 import pytest
 
-from tierflow._lineprotocol import LineProtocolError, encode_batch
+from tierflow._errors import TierflowError
+from tierflow._lineprotocol import (
+    LineProtocolError,
+    encode_batch,
+    ns_isoformat,
+    point_ns,
+)
 
 
 def lines(body: bytes) -> list[str]:
@@ -86,13 +94,76 @@ def test_dictionary_tags_and_fields() -> None:
     ]
 
 
-@pytest.mark.parametrize(("column", "value"), [("t", "a\nb"), ("t", "a\rb"), ("s", "x\ny")])
-def test_newlines_are_refused(column: str, value: str) -> None:
+def test_strings_keep_newlines_and_escape_only_quotes_and_backslashes() -> None:
     batch = pa.record_batch(
-        {"time": pa.array([1], pa.int64()), "t": ["ok"], "s": ["ok"], column: [value]}
+        {
+            "time": pa.array([1, 2, 3, 4], pa.int64()),
+            "s": ["two\nlines", "cr\r\nlf\r", "", 'end \\ and "q"\\'],
+        }
     )
-    with pytest.raises(LineProtocolError, match="newline"):
-        encode_batch("m", batch, tags=["t"], fields=["s"])
+    encoded = encode_batch("m", batch, tags=[], fields=["s"])
+    # Written by hand from 1.x models/points.go: inside quotes only \\ and \" are escapes.
+    expected = [
+        b'm s="two\nlines" 1\n',
+        b'm s="cr\r\nlf\r" 2\n',
+        b'm s="" 3\n',
+        b'm s="end \\\\ and \\"q\\"\\\\" 4\n',
+    ]
+    assert encoded.body == b"".join(expected)
+    assert list(encoded.ends) == list(accumulate(len(line) for line in expected))
+
+
+@pytest.mark.parametrize(
+    ("measurement", "column", "value", "row", "where"),
+    [
+        ("m", "t", "a\nb", 1, "t"),
+        ("m", "t", "a\rb", 1, "t"),
+        ("m", "k\ney", "v", 1, "k\ney"),
+        ("m\n", "t", "v", 0, None),
+    ],
+)
+def test_newlines_in_names_and_tag_values_are_refused_naming_column_and_row(
+    measurement: str, column: str, value: str, row: int, where: str | None
+) -> None:
+    batch = pa.record_batch(
+        {"time": pa.array([1, 2], pa.int64()), "s": ["ok", "ok"], column: [None, value]}
+    )
+    with pytest.raises(LineProtocolError, match="newline") as caught:
+        encode_batch(measurement, batch, tags=[column], fields=["s"])
+    assert (caught.value.column, caught.value.row) == (where, row)
+
+
+def test_a_newline_in_a_field_key_is_refused() -> None:
+    batch = pa.record_batch({"time": pa.array([1, 2], pa.int64()), "a\rb": [None, 1.0]})
+    with pytest.raises(LineProtocolError, match="newline") as caught:
+        encode_batch("m", batch, tags=[], fields=["a\rb"])
+    assert (caught.value.column, caught.value.row) == ("a\rb", 1)
+
+
+def test_split_cuts_at_line_ends_not_at_newlines_inside_strings() -> None:
+    batch = pa.record_batch(
+        {"time": pa.array([1, 2, 3], pa.int64()), "s": ["a\n\n\n", None, "b\nc"]}
+    )
+    encoded = encode_batch("m", batch, tags=[], fields=["s"])
+    pieces = list(encoded.split(16))
+    assert [piece.body for piece in pieces] == [b'm s="a\n\n\n" 1\n', b'm s="b\nc" 3\n']
+    assert [piece.rows.to_pylist() for piece in pieces] == [[0], [2]]
+    assert b"".join(piece.body for piece in encoded.split(1 << 20)) == encoded.body
+    with pytest.raises(LineProtocolError, match="longer than") as caught:
+        list(encoded.split(10))
+    assert caught.value.row == 0
+
+
+def test_point_times_keep_every_nanosecond() -> None:
+    batch = pa.record_batch(
+        {"time": pa.array([1_700_000_000_000_000_001, 0], pa.timestamp("ns", tz="UTC"))}
+    )
+    assert ns_isoformat(point_ns(batch, 0)) == "2023-11-14T22:13:20.000000001Z"
+    assert ns_isoformat(point_ns(batch, 1)) == "1970-01-01T00:00:00Z"
+
+
+def test_a_line_protocol_error_is_a_tierflow_error() -> None:
+    assert issubclass(LineProtocolError, TierflowError)
 
 
 def test_empty_batch() -> None:
