@@ -31,6 +31,12 @@ from tierflow._flux_export import (
     is_field_type_conflict,
 )
 from tierflow._influxql_export import count_influxql, export_influxql, plan_export
+from tierflow._lineprotocol import (
+    LineProtocolError,
+    check_tag_values,
+    escape_key,
+    escape_measurement,
+)
 from tierflow._logging import log_event
 from tierflow._transfer import Transfer, write_batches
 from tierflow._windows import Window, isoformat
@@ -105,7 +111,7 @@ async def _stage_checked(
         )
         if plan is None:
             return await archive.astage_window(measurement, window, _nothing())
-        archived: Counter[str] = Counter()
+        archived = _Tally()
         batches = export_influxql(
             engine,
             database=source.database,
@@ -143,7 +149,7 @@ async def _stage_flux(
         stop=window.stop,
         tags=job.tags,
     )
-    archived: Counter[str] = Counter()
+    archived = _Tally()
     try:
         batches = _flux_batches(engine, source, measurement, window, job.tags, pivot=True)
         staged, expected = await _alongside(
@@ -156,10 +162,11 @@ async def _stage_flux(
         reason = str(exc)
         expected = await field_counts(engine, script)
     else:
-        if expected == _nonzero(archived):
+        if expected == archived.nonzero():
+            _warn_unrestorable(staged, archived)
             return staged
         archive.discard(staged)
-        reason = f"pivoted export held {_nonzero(archived)} values per field, the source {expected}"
+        reason = f"pivoted export held {archived.nonzero()} values per field, the source {expected}"
     log_event(
         "archive_unpivoted",
         level=logging.WARNING,
@@ -168,7 +175,7 @@ async def _stage_flux(
         window_stop=isoformat(window.stop),
         reason=reason,
     )
-    archived.clear()
+    archived = _Tally()
     batches = _flux_batches(engine, source, measurement, window, job.tags, pivot=False)
     staged = await archive.astage_window(measurement, window, _counted(batches, archived))
     return _checked(archive, staged, archived, expected)
@@ -198,20 +205,17 @@ async def _alongside(
 def _checked(
     archive: ParquetArchive,
     staged: StagedWindow,
-    archived: Counter[str],
+    archived: _Tally,
     expected: dict[str, int],
 ) -> StagedWindow:
-    if expected != _nonzero(archived):
+    _warn_unrestorable(staged, archived)
+    if expected != archived.nonzero():
         archive.discard(staged)
         raise ArchiveMismatchError(
-            f"archive of {staged.measurement} {staged.window} holds {_nonzero(archived)} values "
+            f"archive of {staged.measurement} {staged.window} holds {archived.nonzero()} values "
             f"per field, the source {expected}: nothing committed, not recorded as done"
         )
     return staged
-
-
-def _nonzero(counts: Counter[str]) -> dict[str, int]:
-    return {name: n for name, n in counts.items() if n}
 
 
 async def _nothing() -> AsyncIterator[PointBatch]:
@@ -239,15 +243,58 @@ def _flux_batches(
     )
 
 
-async def _counted(
-    batches: AsyncIterator[PointBatch], counts: Counter[str]
-) -> AsyncIterator[PointBatch]:
-    """Pass batches on, counting the values of each field (by its key) on the way."""
+@dataclass
+class _Tally:
+    """What passed on the way into the archive: values per field key, and why some tag values
+    could not be written back through line protocol."""
+
+    values: Counter[str] = field(default_factory=Counter)
+    unrestorable: set[str] = field(default_factory=set)
+
+    def nonzero(self) -> dict[str, int]:
+        return {name: n for name, n in self.values.items() if n}
+
+
+async def _counted(batches: AsyncIterator[PointBatch], tally: _Tally) -> AsyncIterator[PointBatch]:
+    """Pass batches on, counting the values of each field (by its key) on the way, and noting
+    tag values that line protocol could not carry back (see `_warn_unrestorable`)."""
     async for batch in batches:
         for name in batch.fields:
             column = batch.data.column(name)
-            counts[batch.key(name)] += len(column) - column.null_count
+            tally.values[batch.key(name)] += len(column) - column.null_count
+        for name in batch.tags:
+            try:
+                check_tag_values(batch.key(name), batch.data.column(name))
+            except LineProtocolError as exc:
+                tally.unrestorable.add(str(exc))
         yield batch
+
+
+def _warn_unrestorable(staged: StagedWindow, tally: _Tally) -> None:
+    """Warn once per window of a measurement holding names or tag values that no restore could
+    write back through line protocol. The archive keeps them exactly; only restore would refuse
+    them (naming measurement, key and time)."""
+    problems = sorted(tally.unrestorable)
+    names = [("measurement", staged.measurement)]
+    if staged.written is not None:
+        names += [(column.kind, column.key) for column in staged.written.columns.values()]
+    for kind, name in names:
+        try:
+            if kind == "measurement":
+                escape_measurement(name)
+            else:
+                escape_key(name, field=kind == "field")
+        except LineProtocolError as exc:
+            problems.append(str(exc))
+    if problems:
+        log_event(
+            "archive_unrestorable",
+            level=logging.WARNING,
+            measurement=staged.measurement,
+            window_start=isoformat(staged.window.start),
+            window_stop=isoformat(staged.window.stop),
+            problems=problems,
+        )
 
 
 async def restore(

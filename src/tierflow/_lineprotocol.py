@@ -32,6 +32,7 @@ __all__ = [
     "Encoded",
     "LineProtocolError",
     "Piece",
+    "check_tag_values",
     "encode_batch",
     "escape_key",
     "escape_measurement",
@@ -120,6 +121,17 @@ def escape_key(name: str, *, field: bool = False) -> str:
     if (_STRANDED_IN_NAME if field else _STRANDED_IN_TAG).search(name):
         raise LineProtocolError(_stranded("field key" if field else "key", name), column=name)
     return name.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def check_tag_values(key: str, values: pa.Array) -> None:
+    """Raise LineProtocolError if some value of tag `key` cannot be written back (a newline, or
+    a backslash the parser would read as an escape). Cheap when no value holds a backslash or
+    a line break: only then are the distinct values checked, as the encoder checks them."""
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary
+    text = pc.cast(values, pa.string())
+    if pc.any(pc.match_substring_regex(text, r"[\\\r\n]")).as_py():
+        _tag_part(key, pc.unique(text))
 
 
 def _stranded(what: str, text: str) -> str:

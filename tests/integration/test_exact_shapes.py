@@ -338,3 +338,47 @@ def test_generated_shapes_archive_and_restore_exactly(
     assert moved.failures == ()
     assert parquet_points(tmp_path / "archive") == source
     assert on_disk(stored_points(influxd, restored_db, "short")) == source
+
+
+def test_values_no_restore_could_write_back_are_archived_and_warned_about(
+    influxd: ThrowawayInfluxd, db: str, tmp_path: Path
+) -> None:
+    """InfluxDB stores the tag value `a\\\\=b` (written `a\\\\\\=b`: it unescapes only the last
+    pair), but line protocol cannot spell a backslash before `=` back: the archive keeps the
+    value exactly and warns at archive time, naming measurement and tag."""
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    base = int(start.timestamp()) * 10**9
+    influxd.write_body(b"odd,t=a\\\\\\=b v=1i " + str(base + 10**9).encode(), db=db)
+    (stored,) = stored_points(influxd, db)
+    assert stored.tags == (("t", "a\\\\=b"),)
+    config = tmp_path / "tierflow.toml"
+    config.write_text(
+        f"""
+[state]
+url = "sqlite:///{tmp_path / "state.db"}"
+[connections.plant]
+kind = "influxdb1"
+url = "{influxd.url}"
+[tiers.hot]
+connection = "plant"
+bucket = "{db}"
+[tiers.cold]
+archive = "{tmp_path / "archive"}"
+[jobs.to_cold]
+kind = "archive"
+source = "hot"
+dest = "cold"
+measurements = ["odd"]
+every = "1h"
+start = "{start.isoformat()}"
+""",
+        encoding="utf-8",
+    )
+    ran = tierflow("run-once", "--now", (start + timedelta(hours=1)).isoformat(), config=config)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert parquet_points(tmp_path / "archive") == on_disk([stored])
+    (warning,) = [
+        json.loads(text) for text in ran.stderr.splitlines() if '"archive_unrestorable"' in text
+    ]
+    assert warning["measurement"] == "odd"
+    assert "tag 't'" in warning["problems"][0]
