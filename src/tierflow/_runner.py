@@ -18,6 +18,7 @@ from tierflow._clock import Clock, utc_now
 from tierflow._config import ArchiveJob, Config, DownsampleJob
 from tierflow._engines import Engine, engine_for
 from tierflow._errors import EngineError, TemplateError, TierflowError, UnknownJobError
+from tierflow._field_check import warn_missing_fields
 from tierflow._gate import Priority, PriorityGate
 from tierflow._jobs import fingerprints, is_relay, render_fingerprint, render_job, render_relay
 from tierflow._logging import log_event
@@ -137,6 +138,7 @@ class Runner:
     _slots: PriorityGate | None = field(default=None, init=False, repr=False)
     _warned: set[tuple[str, datetime]] = field(default_factory=set, init=False, repr=False)
     _refused: set[tuple[str, datetime]] = field(default_factory=set, init=False, repr=False)
+    _fields_checked: set[str] = field(default_factory=set, init=False, repr=False)
     _connection_slots: dict[str, PriorityGate] = field(default_factory=dict, init=False, repr=False)
 
     @property
@@ -331,6 +333,13 @@ class Runner:
         plan = self._plan_job(job, now)
         if plan.skipped:
             self._skip(job, plan.skipped)
+        spec = self.config.jobs[job]
+        if plan.batches and isinstance(spec, DownsampleJob) and job not in self._fields_checked:
+            self._fields_checked.add(job)  # once per job and runner: a lookup, not one per window
+            async with self._capacity(job):
+                await warn_missing_fields(
+                    self.engine_of(job), job, spec, self.config.tiers[spec.source], now=now
+                )
         return await self._execute(job, plan.batches, reason="scheduled")
 
     async def backfill(

@@ -14,6 +14,7 @@ nothing is buffered across windows and nothing is dropped.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ __all__ = [
     "aggregate_type",
     "export_influxql",
     "export_query",
+    "field_kinds_influxql",
     "field_types_influxql",
     "series_batch",
     "write_batches",
@@ -78,19 +80,29 @@ def export_query(
     return f"SELECT {select} FROM {source} WHERE {' AND '.join(where)}"
 
 
+async def field_kinds_influxql(
+    engine: Engine, *, database: str, retention_policy: str | None, measurement: str
+) -> dict[str, set[FieldType]]:
+    """Every type each field of the measurement has in one retention policy (`SHOW FIELD KEYS`
+    is per RP, and lists a field once per type it has in any shard)."""
+    rp = influxql_ident(retention_policy) + "." if retention_policy else ""
+    text = f"SHOW FIELD KEYS ON {influxql_ident(database)} FROM {rp}{influxql_ident(measurement)}"
+    kinds: dict[str, set[FieldType]] = {}
+    for series in await engine.query(text, database=database):
+        for key, kind in series.values:
+            kinds.setdefault(key, set()).add(FieldType(kind))
+    return kinds
+
+
 async def field_types_influxql(
     engine: Engine, *, database: str, retention_policy: str | None, measurement: str
 ) -> dict[str, FieldType]:
-    """The measurement's field types in one retention policy (`SHOW FIELD KEYS` is per RP)."""
-    rp = influxql_ident(retention_policy) + "." if retention_policy else ""
-    text = f"SHOW FIELD KEYS ON {influxql_ident(database)} FROM {rp}{influxql_ident(measurement)}"
-    types: dict[str, FieldType] = {}
-    for series in await engine.query(text, database=database):
-        for key, kind in series.values:
-            previous = types.get(key)
-            # A field with several types across shards is listed once per type: keep the widest.
-            types[key] = FieldType(kind) if previous is None else widen(previous, FieldType(kind))
-    return types
+    """The measurement's field types in one retention policy; a field with several types across
+    shards gets the widest."""
+    kinds = await field_kinds_influxql(
+        engine, database=database, retention_policy=retention_policy, measurement=measurement
+    )
+    return {key: functools.reduce(widen, sorted(types)) for key, types in kinds.items()}
 
 
 async def export_influxql(
