@@ -135,6 +135,9 @@ class Runner:
     metrics: Metrics = field(default_factory=Metrics)
     patient: bool = False
     stopping: asyncio.Event | None = None
+    #: Look each downsample job's source fields up before its first batch and log
+    #: `fields_missing` for fields the source lacks (what `run-once` does).
+    check_fields: bool = False
     _slots: PriorityGate | None = field(default=None, init=False, repr=False)
     _warned: set[tuple[str, datetime]] = field(default_factory=set, init=False, repr=False)
     _refused: set[tuple[str, datetime]] = field(default_factory=set, init=False, repr=False)
@@ -334,7 +337,12 @@ class Runner:
         if plan.skipped:
             self._skip(job, plan.skipped)
         spec = self.config.jobs[job]
-        if plan.batches and isinstance(spec, DownsampleJob) and job not in self._fields_checked:
+        if (
+            self.check_fields
+            and plan.batches
+            and isinstance(spec, DownsampleJob)
+            and job not in self._fields_checked
+        ):
             self._fields_checked.add(job)  # once per job and runner: a lookup, not one per window
             async with self._capacity(job):
                 await warn_missing_fields(
