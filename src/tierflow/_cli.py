@@ -328,6 +328,7 @@ def run_once(
         loaded = load_config(config)
         at = _instant(now, "--now")
         runner = _runner(loaded, jobs)
+        runner.check_fields = True
         plans = runner.plan(at, jobs)
         total = sum(len(p.windows) + len(p.skipped) for p in plans)
         with _progress(runner, total, as_json):

@@ -497,6 +497,9 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
     problems.extend(_check_references(raw, declared))
     problems.extend(_cross_check(tiers, jobs, connections))
     problems.extend(_check_job_kinds(path, connections, tiers, jobs))
+    from tierflow._overlap import check_overlaps  # it builds on this module's models
+
+    problems.extend(check_overlaps(tiers, jobs, connections))
     if problems:
         raise ConfigError(
             f"{path}: {len(problems)} problem(s) in the config\n"

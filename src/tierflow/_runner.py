@@ -18,6 +18,7 @@ from tierflow._clock import Clock, utc_now
 from tierflow._config import ArchiveJob, Config, DownsampleJob
 from tierflow._engines import Engine, engine_for
 from tierflow._errors import EngineError, TemplateError, TierflowError, UnknownJobError
+from tierflow._field_check import warn_missing_fields
 from tierflow._gate import Priority, PriorityGate
 from tierflow._jobs import (
     dialect_of,
@@ -141,9 +142,13 @@ class Runner:
     metrics: Metrics = field(default_factory=Metrics)
     patient: bool = False
     stopping: asyncio.Event | None = None
+    #: Look each downsample job's source fields up before its first batch and log
+    #: `fields_missing` for fields the source lacks (what `run-once` does).
+    check_fields: bool = False
     _slots: PriorityGate | None = field(default=None, init=False, repr=False)
     _warned: set[tuple[str, datetime]] = field(default_factory=set, init=False, repr=False)
     _refused: set[tuple[str, datetime]] = field(default_factory=set, init=False, repr=False)
+    _fields_checked: set[str] = field(default_factory=set, init=False, repr=False)
     _connection_slots: dict[str, PriorityGate] = field(default_factory=dict, init=False, repr=False)
 
     @property
@@ -338,6 +343,18 @@ class Runner:
         plan = self._plan_job(job, now)
         if plan.skipped:
             self._skip(job, plan.skipped)
+        spec = self.config.jobs[job]
+        if (
+            self.check_fields
+            and plan.batches
+            and isinstance(spec, DownsampleJob)
+            and job not in self._fields_checked
+        ):
+            self._fields_checked.add(job)  # once per job and runner: a lookup, not one per window
+            async with self._capacity(job):
+                await warn_missing_fields(
+                    self.engine_of(job), job, spec, self.config.tiers[spec.source], now=now
+                )
         return await self._execute(job, plan.batches, reason="scheduled")
 
     async def backfill(

@@ -4,17 +4,29 @@ and held to the dispatch rules (`_query_checks`); with `online`, each server is 
 Offline: the same `render_job` the runner calls before every dispatch, on the job's first window.
 Online: for 2.x connections `/health`, every tier's bucket looked up inside the connection's org,
 and every Flux query sent to `POST /api/v2/query/analyze`; for 1.x connections `/ping` and every
-tier's database and retention policy (`SHOW RETENTION POLICIES`).
+tier's database and retention policy (`SHOW RETENTION POLICIES`). On both, each downsample job's
+fields are looked up in its source measurements (`_field_check`): a field the source lacks and
+an aggregate its type does not take are problems.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from tierflow._config import Config, InfluxDB1Connection, InfluxDB2Connection, QueryJob
+from tierflow._archive import FieldType
+from tierflow._clock import utc_now
+from tierflow._config import (
+    Config,
+    DownsampleJob,
+    InfluxDB1Connection,
+    InfluxDB2Connection,
+    QueryJob,
+)
+from tierflow._engines import Engine
 from tierflow._engines._influxql import InfluxQLEngine
-from tierflow._errors import EngineError, TemplateError
+from tierflow._errors import EngineError, QueryError, TemplateError
+from tierflow._field_check import source_field_types, type_problems
 from tierflow._jobs import render_fingerprint, render_job
 from tierflow._planner import Batch
 from tierflow._templates import influxql_ident
@@ -119,6 +131,7 @@ async def _check_influxdb2(
                 Problem(error, job=job, template=query.template, connection=name)
                 for error in await engine.analyze(query.text)
             )
+        problems += await _check_fields(config, name, engine)
     except EngineError as exc:
         problems.append(Problem(str(exc), connection=name, unreachable=exc.transient))
     finally:
@@ -153,8 +166,39 @@ async def _check_influxdb1(
                         connection=name,
                     )
                 )
+        if not problems:  # a missing database or policy would be reported again per field
+            problems += await _check_fields(config, name, engine)
     except EngineError as exc:
         problems.append(Problem(str(exc), connection=name, unreachable=exc.transient))
     finally:
         await engine.aclose()
+    return problems
+
+
+async def _check_fields(config: Config, name: str, engine: Engine) -> list[Problem]:
+    """Each downsample job reading through this connection: its fields exist in the source
+    measurements and each aggregate takes their types (one lookup per tier and measurement)."""
+    now = utc_now()
+    known: dict[tuple[str, str], Mapping[str, frozenset[FieldType]] | None] = {}
+    problems: list[Problem] = []
+    for job, spec in config.jobs.items():
+        if not isinstance(spec, DownsampleJob) or config.tiers[spec.source].connection != name:
+            continue
+        for measurement in spec.measurements:
+            key = (spec.source, measurement)
+            if key not in known:
+                try:
+                    known[key] = await source_field_types(
+                        engine, config.tiers[spec.source], measurement, now=now
+                    )
+                except QueryError as exc:
+                    problems.append(
+                        Problem(f"measurement {measurement!r}: {exc}", job=job, connection=name)
+                    )
+                    known[key] = None
+            if (types := known[key]) is not None:
+                problems.extend(
+                    Problem(message, job=job, connection=name)
+                    for message in type_problems(spec, engine.dialect, measurement, types)
+                )
     return problems

@@ -20,12 +20,14 @@ TOKEN = "tkn-Zq8rV1-do-not-print-me"
 ROTATED = "tkn-Zq8rV2-nor-this-one"
 START = datetime(2026, 11, 1, tzinfo=UTC)
 NOW = START + timedelta(minutes=15)
+# Every query gets this answer, `validate --online`'s lookup of the source's fields included:
+# a float field `temp`, what the job aggregates.
 CSV = annotated_csv(
     [
         (
             ["_time", "_value", "_field", "_measurement"],
             ["dateTime:RFC3339", "double", "string", "string"],
-            [["2026-11-01T00:00:00Z", "1.5", "temp_mean", "sensor"]],
+            [["2026-11-01T00:00:00Z", "1.5", "temp", "sensor"]],
         )
     ]
 )

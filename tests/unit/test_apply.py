@@ -281,7 +281,7 @@ def test_a_shrink_is_blocked_by_a_job_whose_oldest_pending_window_would_expire()
         {"hot": {"bucket": "db", "retention": "2d"}, "warm": {"bucket": "db/warm"}},
         jobs={
             "old": {"source": "hot", "dest": "warm"},
-            "recent": {"source": "hot", "dest": "warm"},
+            "recent": {"source": "hot", "dest": "warm", "into": "recent_{{ measurement }}"},
             "elsewhere": {"source": "warm", "dest": "hot", "into": "x_{{ measurement }}"},
         },
     )
@@ -307,7 +307,12 @@ def test_the_oldest_pending_window_counts_parked_ones_and_not_those_max_catchup_
         {"hot": {"bucket": "db"}, "warm": {"bucket": "db/warm"}},
         jobs={
             "parked": {"source": "hot", "dest": "warm", "start": NOW - 10 * HOUR},
-            "skips": {"source": "hot", "dest": "warm", "max_catchup": "3h"},
+            "skips": {
+                "source": "hot",
+                "dest": "warm",
+                "max_catchup": "3h",
+                "into": "skips_{{ measurement }}",
+            },
         },
     )
     store = MemoryStateStore()

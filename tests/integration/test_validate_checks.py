@@ -1,0 +1,212 @@
+"""`tierflow validate` refuses jobs that write the same points; `validate --online` knows the
+source's field types, and `run-once` warns about fields the source lacks: on the real influxd,
+through the real command.
+
+The oracle for which aggregate takes which type is the server itself: every aggregate is run on
+a field of every type InfluxDB 1.6.7 can store, and its answer is compared with the rule
+tierflow applies.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.integration._helpers import EVERY, job, ns
+from tests.integration.conftest import ConfigWriter
+from tests.integration.test_cli import tierflow
+from tierflow._archive import FieldType
+from tierflow._config import AGGREGATES
+from tierflow._field_check import ACCEPTED_TYPES
+from tierflow.testing import InfluxdError, ThrowawayInfluxd
+
+# One point per window for two hours: a float, an integer, a boolean and a string field.
+LITERALS = {"temp": "21.5", "count": "3i", "ok": "true", "status": '"running"'}
+TYPES = {
+    "temp": FieldType.FLOAT,
+    "count": FieldType.INTEGER,
+    "ok": FieldType.BOOLEAN,
+    "status": FieldType.STRING,
+}
+
+
+def write_sensor(influxd: ThrowawayInfluxd, db: str, start: datetime) -> None:
+    fields = ",".join(f"{name}={value}" for name, value in LITERALS.items())
+    influxd.write(
+        [f"sensor,site=berlin {fields} {ns(start + i * EVERY)}" for i in range(24)], db=db
+    )
+
+
+@pytest.mark.parametrize("field", sorted(TYPES))
+def test_the_influxql_rules_are_the_servers_own(
+    influxd: ThrowawayInfluxd, db: str, start: datetime, field: str
+) -> None:
+    write_sensor(influxd, db, start)
+    for function in sorted(AGGREGATES):
+        query = (
+            f'SELECT {function}("{field}") FROM "sensor" WHERE time >= {ns(start)} '
+            f"AND time < {ns(start + timedelta(hours=2))} GROUP BY time(5m), *"
+        )
+        try:
+            influxd.query(query, db=db)
+            refusal = ""
+        except InfluxdError as exc:
+            refusal = str(exc)
+        accepted = refusal == ""
+        assert accepted or f"unsupported {function} iterator type" in refusal
+        rule = TYPES[field] in ACCEPTED_TYPES["influxql"][function]
+        assert rule == accepted, f"{function}({field}): tierflow says {rule}, influxd {accepted}"
+
+
+def validate_online(config: Path, tmp_path: Path) -> tuple[int, str]:
+    result = tierflow("validate", "--online", "-c", config, cwd=tmp_path)
+    return result.returncode, result.stderr
+
+
+def test_a_clean_config_passes(
+    influxd: ThrowawayInfluxd,
+    db: str,
+    start: datetime,
+    tmp_path: Path,
+    write_config: ConfigWriter,
+) -> None:
+    write_sensor(influxd, db, start)
+    aggregates = {
+        "temp": ["mean", "median", "stddev", "spread", "sum", "min", "max"],
+        "count": ["sum", "mean"],
+        "ok": ["count", "first", "last", "min", "max", "mode"],
+        "status": ["count", "first", "last", "mode"],
+    }
+    config = write_config(db, {"down": job(start, aggregates=aggregates)})
+
+    assert validate_online(config, tmp_path) == (0, "")
+
+
+def test_type_mistakes_and_a_misspelt_field_are_reported_at_once(
+    influxd: ThrowawayInfluxd,
+    db: str,
+    start: datetime,
+    tmp_path: Path,
+    write_config: ConfigWriter,
+) -> None:
+    write_sensor(influxd, db, start)
+    aggregates = {"status": ["mean"], "tmep": ["mean"], "ok": ["sum"], "temp": ["max"]}
+    config = write_config(db, {"down": job(start, aggregates=aggregates)})
+
+    code, stderr = validate_online(config, tmp_path)
+
+    assert code == 2, stderr
+    assert f"{config}: 3 problem(s)" in stderr
+    assert (
+        "job down, connection plant: measurement 'sensor' field 'status' is string in the "
+        "source: aggregate mean does not apply to string fields"
+    ) in stderr
+    assert (
+        "job down, connection plant: measurement 'sensor' has no field 'tmep' in the source "
+        "(its fields: count, ok, status, temp)"
+    ) in stderr
+    assert (
+        "job down, connection plant: measurement 'sensor' field 'ok' is boolean in the "
+        "source: aggregate sum does not apply to boolean fields"
+    ) in stderr
+    assert "Traceback" not in stderr
+    # Offline, the same config is valid: only the server knows the fields.
+    assert tierflow("validate", "-c", config, cwd=tmp_path).returncode == 0
+
+
+def test_a_field_with_two_types_across_shards_is_refused_if_either_is(
+    influxd: ThrowawayInfluxd,
+    db: str,
+    start: datetime,
+    tmp_path: Path,
+    write_config: ConfigWriter,
+) -> None:
+    write_sensor(influxd, db, start)
+    # Another shard group (autogen's are 7 days long) holds `count` as a string.
+    influxd.write([f'sensor,site=berlin count="three" {ns(start - timedelta(days=30))}'], db=db)
+    counted = write_config(db, {"down": job(start, aggregates={"count": ["count", "last"]})})
+    assert validate_online(counted, tmp_path) == (0, "")
+
+    summed = write_config(db, {"down": job(start, aggregates={"count": ["sum"]})})
+    code, stderr = validate_online(summed, tmp_path)
+    assert code == 2, stderr
+    assert (
+        "measurement 'sensor' field 'count' is integer and string in the source: aggregate sum "
+        "does not apply to string fields"
+    ) in stderr
+
+
+def test_run_once_warns_once_per_job_about_fields_the_source_lacks(
+    influxd: ThrowawayInfluxd,
+    db: str,
+    start: datetime,
+    tmp_path: Path,
+    write_config: ConfigWriter,
+) -> None:
+    write_sensor(influxd, db, start)
+    config = write_config(
+        db,
+        {
+            "typo": job(start, aggregates={"tmep": ["mean"], "temp": ["max"]}, catchup_chunk="5m"),
+            "fine": job(start, aggregates={"temp": ["mean"]}, into="{{ measurement }}_fine"),
+        },
+    )
+    now = start + timedelta(hours=2)
+
+    result = tierflow(
+        "--log-level",
+        "warning",
+        "run-once",
+        "-c",
+        config,
+        "--now",
+        now.isoformat(),
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    warned = [event for event in events if event["event"] == "fields_missing"]
+    assert len(warned) == 1, result.stderr  # 24 windows, one warning
+    (event,) = warned
+    assert event["job"] == "typo"
+    assert event["measurement"] == "sensor"
+    assert event["fields"] == ["tmep"]
+    assert event["level"] == "warning"
+
+
+def test_validate_refuses_two_jobs_writing_the_same_points(
+    influxd: ThrowawayInfluxd,
+    db: str,
+    start: datetime,
+    tmp_path: Path,
+    write_config: ConfigWriter,
+) -> None:
+    aggregates = {"temp": ["mean"]}
+    clash = write_config(
+        db,
+        {
+            "temp_5m": job(start, aggregates=aggregates),
+            "temp_1h": job(start, aggregates=aggregates, every="1h"),
+        },
+    )
+
+    result = tierflow("validate", "-c", clash, cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert (
+        f'{clash}: [jobs.temp_1h] dest = "warm": it and [jobs.temp_5m] both write field(s) '
+        "temp_mean of measurement 'sensor' in tier warm"
+    ) in result.stderr
+    assert "set 'into' on one of them" in result.stderr
+    fixed = write_config(
+        db,
+        {
+            "temp_5m": job(start, aggregates=aggregates),
+            "temp_1h": job(start, aggregates=aggregates, every="1h", into="{{ measurement }}_1h"),
+        },
+    )
+    assert tierflow("validate", "-c", fixed, cwd=tmp_path).returncode == 0
