@@ -30,7 +30,7 @@ from tierflow._flux_export import (
     field_counts,
     is_field_type_conflict,
 )
-from tierflow._influxql_export import count_influxql, export_influxql, plan_export
+from tierflow._influxql_export import count_influxql, export_planned, plan_export
 from tierflow._lineprotocol import (
     LineProtocolError,
     check_tag_values,
@@ -112,19 +112,10 @@ async def _stage_checked(
         if plan is None:
             return await archive.astage_window(measurement, window, _nothing())
         archived = _Tally()
-        batches = export_influxql(
-            engine,
-            database=source.database,
-            retention_policy=source.retention_policy,
-            measurement=measurement,
-            start=window.start,
-            stop=window.stop,
-            tags=job.tags,
-            plan=plan,
-        )
-        counting = count_influxql(engine, plan, start=window.start, stop=window.stop, tags=job.tags)
+        batches = export_planned(engine, plan, tags=job.tags)
         staged, expected = await _alongside(
-            archive.astage_window(measurement, window, _counted(batches, archived)), counting
+            archive.astage_window(measurement, window, _counted(batches, archived)),
+            count_influxql(engine, plan, tags=job.tags),
         )
         return _checked(archive, staged, archived, expected)
     return await _stage_flux(engine, archive, job, source, measurement, window)

@@ -40,6 +40,7 @@ __all__ = [
     "ExportPlan",
     "count_influxql",
     "export_influxql",
+    "export_planned",
     "export_query",
     "field_keys_influxql",
     "plan_export",
@@ -202,42 +203,47 @@ async def export_influxql(
     stop: datetime,
     tags: Mapping[str, str] | None = None,
     chunk_size: int = 10_000,
-    plan: ExportPlan | None = None,
 ) -> AsyncIterator[PointBatch]:
     """Every point of `measurement` in `[start, stop)` as Arrow batches, streamed, each value
     with the type and bits InfluxDB holds (see the module's docstring)."""
-    if plan is None:
-        plan = await plan_export(
-            engine,
-            database=database,
-            retention_policy=retention_policy,
-            measurement=measurement,
-            start=start,
-            stop=stop,
-        )
-    if plan is None:
-        return
+    plan = await plan_export(
+        engine,
+        database=database,
+        retention_policy=retention_policy,
+        measurement=measurement,
+        start=start,
+        stop=stop,
+    )
+    if plan is not None:
+        async for batch in export_planned(engine, plan, tags=tags, chunk_size=chunk_size):
+            yield batch
+
+
+async def export_planned(
+    engine: Engine,
+    plan: ExportPlan,
+    *,
+    tags: Mapping[str, str] | None = None,
+    chunk_size: int = 10_000,
+) -> AsyncIterator[PointBatch]:
+    """`export_influxql` for a plan made already (`plan_export`)."""
     for low, high in plan.ranges:
         text = plan.query(low, high, tags)
         if plan.csv:
-            pieces = engine.stream(text, database=database, chunk_size=chunk_size)
+            pieces = engine.stream(text, database=plan.database, chunk_size=chunk_size)
             async for block in csv_blocks(pieces):
                 if (batch := _csv_batch(block, plan)) is not None:
                     yield batch
         else:
-            async for chunk in engine.query_chunks(text, database=database, chunk_size=chunk_size):
+            chunks = engine.query_chunks(text, database=plan.database, chunk_size=chunk_size)
+            async for chunk in chunks:
                 for series in chunk:
                     if (batch := _rows_batch(series, plan)) is not None:
                         yield batch
 
 
 async def count_influxql(
-    engine: Engine,
-    plan: ExportPlan,
-    *,
-    start: datetime,
-    stop: datetime,
-    tags: Mapping[str, str] | None = None,
+    engine: Engine, plan: ExportPlan, *, tags: Mapping[str, str] | None = None
 ) -> dict[str, int]:
     """InfluxDB's own count of values per field over the plan's ranges (the archive's check)."""
     counts: dict[str, int] = {}
@@ -246,8 +252,8 @@ async def count_influxql(
             database=plan.database,
             retention_policy=plan.retention_policy,
             measurement=plan.measurement,
-            start=max(low, start),
-            stop=min(high, stop),
+            start=low,
+            stop=high,
             tags=tags,
             select="count(*)",
         )
