@@ -323,7 +323,9 @@ def _csv_batch(block: bytes, plan: ExportPlan) -> PointBatch | None:
             skip_rows=1,
             column_names=["\0name", "\0tags", "time", *selected],
         ),
-        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+        # No value of a CSV export holds a line break: strings go as MessagePack, and names
+        # and tag values cannot hold one. Quoted commas and quotes are parsed either way.
+        parse_options=pa_csv.ParseOptions(newlines_in_values=False),
         convert_options=pa_csv.ConvertOptions(
             column_types=types,
             include_columns=["time", *selected],
