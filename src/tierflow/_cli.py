@@ -731,19 +731,36 @@ def apply_tiers(
         bool,
         typer.Option("--force", help="Shrink a retention even below what a job still needs."),
     ] = False,
+    allow_shrink: Annotated[
+        bool,
+        typer.Option(
+            "--allow-shrink",
+            help="Shrink a retention even though the server then deletes the data it holds "
+            "older than the new one (--force does not).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Make the declared tiers real: databases and retention policies (1.x), buckets (2.x),
     archive directories. Creates what is missing, updates what differs, never deletes; exit 2
     with nothing changed if any tier cannot be applied as declared, e.g. a retention shrinking
-    below a job's oldest pending window (unless --force)."""
+    below a job's oldest pending window (unless --force) or over data older than the new
+    retention, which the server would delete (unless --allow-shrink)."""
     from tierflow._apply import Action, ApplyRefusedError
     from tierflow._apply import apply_tiers as apply_all
 
     with _errors():
         loaded = load_config(config)
         try:
-            changes = asyncio.run(apply_all(loaded, now=utc_now(), dry_run=dry_run, force=force))
+            changes = asyncio.run(
+                apply_all(
+                    loaded,
+                    now=utc_now(),
+                    dry_run=dry_run,
+                    force=force,
+                    allow_shrink=allow_shrink,
+                )
+            )
         except ApplyRefusedError as exc:
             raise BadInput(str(exc)) from None
     if as_json:
@@ -754,10 +771,13 @@ def apply_tiers(
         table.add_row(change.tier, change.action.value, change.detail)
     out.print(table)
     counts = {action: sum(c.action is action for c in changes) for action in Action}
-    verbs = ("to create", "to update") if dry_run else ("created", "updated")
+    verbs = ("to create", "to update", "to shrink") if dry_run else ("created", "updated", "shrunk")
+    shrunk = (
+        f"{counts[Action.SHRINK]} {verbs[2]} (deleting data), " if counts[Action.SHRINK] else ""
+    )
     out.print(
         f"{_plural(len(changes), 'tier')}: {counts[Action.CREATE]} {verbs[0]}, "
-        f"{counts[Action.UPDATE]} {verbs[1]}, {counts[Action.NONE]} unchanged"
+        f"{counts[Action.UPDATE]} {verbs[1]}, {shrunk}{counts[Action.NONE]} unchanged"
     )
 
 

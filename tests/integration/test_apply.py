@@ -1,7 +1,8 @@
 """`tierflow apply` against a real influxd 1.6.7, through the console script: the database and
 retention policies it makes, read back with SHOW RETENTION POLICIES; a second apply changing
-nothing; updates; --dry-run; the shrink guard and --force; refusals that change nothing; the
-JSON shape. (2.x buckets: tests/unit/test_apply.py, against the recording stand-in.)"""
+nothing; updates; --dry-run; the shrink guards (--force for pending windows, --allow-shrink for
+data the server would delete, counted against what the test wrote); refusals that change nothing;
+the JSON shape. (2.x buckets: tests/unit/test_apply.py, against the recording stand-in.)"""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import subprocess
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -175,9 +176,11 @@ def test_an_existing_default_policy_gets_the_tiers_retention_and_a_shard_that_fi
 
     changes = apply.changes()
 
-    assert changes["hot"] == (
-        "update",
-        f'retention policy "{apply.db}"."autogen": duration infinite → 2d, shard duration 7d → 1d',
+    action, detail = changes["hot"]
+    assert action == "update"
+    assert detail.startswith(
+        f'retention policy "{apply.db}"."autogen": duration infinite → 2d, shard duration 7d → 1d '
+        "(no data older than "
     )
     policies = apply.policies()
     assert policies is not None
@@ -280,3 +283,103 @@ def test_an_unreachable_server_exits_1(tmp_path: Path) -> None:
 
     assert result.returncode == 1
     assert "unreachable" in result.stderr
+
+
+NS = 1_000_000_000
+# The README's own example, applied to a database that already holds data.
+README_HOT: Tiers = {"hot": {"bucket": "{db}", "retention": "7d"}}
+
+
+def _written_long_ago(apply: Apply, databases: Databases) -> tuple[int, int]:
+    """A database made by hand (`autogen` infinite) holding points 30 and 20 days old and an hour
+    old; return the field values older than 7 days and the oldest time (ns), as written."""
+    databases.create(apply.db)
+    now = int(datetime.now(UTC).timestamp()) * NS
+    month_ago = now - 30 * 86400 * NS + 123  # a nanosecond part the report must keep
+    lines, values = [], 0
+    for i in range(40):
+        # Every fourth point lacks `n`: the count is of field values, not points.
+        fields = f"usage={i}.5" if i % 4 == 0 else f"usage={i}.5,n={i}i"
+        values += 1 if i % 4 == 0 else 2
+        lines.append(f"cpu,host=h{i % 3} {fields} {month_ago + i * 60 * NS}")
+    lines.append(f'mem,host=h0 free=7i,note="x" {now - 20 * 86400 * NS}')
+    values += 2
+    lines += [f"cpu,host=h0 usage={i}.0,n={i}i {now - 3600 * NS + i * NS}" for i in range(5)]
+    apply.server.write(lines, db=apply.db)
+    return values, month_ago
+
+
+def _cutoff_between(text: str, before: datetime, after: datetime) -> None:
+    """The cutoff the report names is now − 7d for a `now` taken while apply ran."""
+    (cutoff,) = set(re.findall(r"older than (\S+Z)", text))
+    moment = datetime.fromisoformat(cutoff.replace("Z", "+00:00"))
+    week = timedelta(days=7)
+    assert before - week - timedelta(seconds=1) <= moment <= after - week + timedelta(seconds=1)
+
+
+def test_a_shrink_over_older_data_is_refused_and_shown_until_allowed(
+    apply: Apply, databases: Databases
+) -> None:
+    count, oldest = _written_long_ago(apply, databases)
+    apply.configure(README_HOT)
+    before = apply.policies()
+    assert before is not None
+    assert before["autogen"] == ("0s", "168h0m0s", True)
+    oldest_text = datetime.fromtimestamp(oldest // NS, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    oldest_text += f".{oldest % NS:09d}Z"
+    place = f'retention policy "{apply.db}"."autogen"'
+
+    for args in [("--dry-run",), (), ("--force",), ("--json",)]:
+        started = datetime.now(UTC)
+        refused = apply.run(*args)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stdout == ""
+        message = " ".join(refused.stderr.split())  # the console wraps long lines
+        assert (
+            f"tier hot: {place}: retention infinite → 7d would delete {count} field value(s) "
+            "older than "
+        ) in message
+        assert f", the oldest at {oldest_text} in measurement 'cpu'" in message
+        assert "pass --allow-shrink" in message
+        _cutoff_between(message, started, datetime.now(UTC))
+        assert apply.policies() == before
+
+    started = datetime.now(UTC)
+    planned = apply.changes("--dry-run", "--allow-shrink")
+    action, detail = planned["hot"]
+    assert action == "shrink"
+    assert detail.startswith(
+        f"{place}: duration infinite → 7d; deletes {count} field value(s) older than "
+    )
+    assert detail.endswith(f", the oldest at {oldest_text} in measurement 'cpu'")
+    _cutoff_between(detail, started, datetime.now(UTC))
+    assert apply.policies() == before
+
+    shrunk = apply.run("--allow-shrink")
+
+    assert shrunk.returncode == 0, shrunk.stderr
+    assert "1 tier: 0 created, 0 updated, 1 shrunk (deleting data), 0 unchanged" in shrunk.stdout
+    assert apply.policies() == {**before, "autogen": ("168h0m0s", "168h0m0s", True)}
+
+
+def test_a_shrink_over_no_older_data_is_an_ordinary_update(
+    apply: Apply, databases: Databases
+) -> None:
+    databases.create(apply.db)
+    now = int(datetime.now(UTC).timestamp()) * NS
+    apply.server.write(
+        [f"cpu usage={i}.5 {now - 6 * 86400 * NS + i * NS}" for i in range(3)], db=apply.db
+    )
+    apply.configure(README_HOT)
+
+    started = datetime.now(UTC)
+    action, detail = apply.changes()["hot"]
+
+    assert action == "update"
+    assert detail.startswith(
+        f'retention policy "{apply.db}"."autogen": duration infinite → 7d (no data older than '
+    )
+    _cutoff_between(detail, started, datetime.now(UTC))
+    policies = apply.policies()
+    assert policies is not None
+    assert policies["autogen"] == ("168h0m0s", "168h0m0s", True)

@@ -21,23 +21,28 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from tests.influx2_standin import Answer, StandIn
+from tests.fluxcheck import FluxChecker, flux_checker, string_literals, walk
+from tests.influx2_standin import Answer, StandIn, annotated_csv, rfc3339_nano
 from tierflow._apply import (
     Action,
     ApplyRefusedError,
+    BucketPlace,
     Change,
     Observed,
     Policy,
+    PolicyPlace,
     Shrink,
     Statement,
-    _directory,
     _oldest_pending,
     apply_tiers,
     blocked_shrinks,
     parse_go_duration,
     plan_changes,
 )
+from tierflow._apply._admin import _directory, expiring_flux_script
 from tierflow._config import Config, parse_config
 from tierflow._runner import Runner
 from tierflow._state import MemoryStateStore, Outcome, RunStatus
@@ -47,6 +52,9 @@ TOKEN = "secret-token-1"
 ORG_ID = "0a0b0c0d0e0f1011"
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+AUTOGEN_PLACE = PolicyPlace("plant", "db", "autogen")
+
+__all__ = ["flux_checker"]
 
 
 def config(
@@ -167,7 +175,7 @@ def test_the_default_policy_is_held_to_the_tiers_retention_with_a_shard_that_fit
     assert statements([change]) == [
         'ALTER RETENTION POLICY "autogen" ON "db" DURATION 2d SHARD DURATION 1d'
     ]
-    assert change.shrink == Shrink(("hot",), None, 2 * DAY)
+    assert change.shrink == Shrink(("hot",), None, 2 * DAY, AUTOGEN_PLACE)
     assert change.detail == (
         'retention policy "db"."autogen": duration infinite → 2d, shard duration 7d → 1d'
     )
@@ -204,7 +212,7 @@ def test_tiers_sharing_a_policy_change_it_once() -> None:
     assert actions(changes) == {"a": Action.UPDATE, "b": Action.UPDATE}
     assert len(statements(changes)) == 1
     assert changes[1].detail.endswith("(as for tier a)")
-    assert changes[0].shrink == Shrink(("a", "b"), None, 3 * DAY)
+    assert changes[0].shrink == Shrink(("a", "b"), None, 3 * DAY, AUTOGEN_PLACE)
 
 
 def test_tiers_sharing_a_policy_must_agree() -> None:
@@ -285,7 +293,7 @@ def test_a_shrink_is_blocked_by_a_job_whose_oldest_pending_window_would_expire()
             "elsewhere": {"source": "warm", "dest": "hot", "into": "x_{{ measurement }}"},
         },
     )
-    shrink = Change("hot", Action.UPDATE, "", shrink=Shrink(("hot",), None, 2 * DAY))
+    shrink = Change("hot", Action.UPDATE, "", shrink=Shrink(("hot",), None, 2 * DAY, AUTOGEN_PLACE))
     windows = {
         "old": Window(NOW - 3 * DAY, NOW - 3 * DAY + HOUR),
         "recent": Window(NOW - DAY, NOW - DAY + HOUR),
@@ -367,7 +375,10 @@ class BucketStandIn(StandIn):
                     return _reply(404, {"code": "not found", "message": "organization not found"})
                 return _reply(200, {"orgs": [{"id": self.org_id, "name": self.org}]})
             case "GET", "/api/v2/buckets":
-                return self._find(request.query.get("orgID"), request.query.get("name"))
+                org_id = request.query.get("orgID")
+                if org_id is None and request.query.get("org") == self.org:
+                    org_id = self.org_id  # FluxEngine.bucket_exists asks by org name
+                return self._find(org_id, request.query.get("name"))
             case "POST", "/api/v2/buckets":
                 return self._create(json.loads(body))
             case "PATCH", path if path.startswith("/api/v2/buckets/"):
@@ -551,10 +562,124 @@ async def test_a_shrinking_bucket_is_guarded_then_forced(
         refused.value
     )
     assert "[2026-11-15T00:00:00Z, 2026-11-15T01:00:00Z)" in str(refused.value)
-    assert {r.method for r in standin.requests} == {"GET"}
+    assert changing(standin) == []
 
     changes = await apply_tiers(shrunk, now=NOW, force=True, store=MemoryStateStore())
     assert changes[0].action is Action.UPDATE
+    assert changes[0].shrink == Shrink(("hot",), 7 * DAY, 2 * DAY, BucketPlace("plant", "hot"))
+    assert changes[0].detail.endswith("(no data older than 2026-11-18T00:00:00Z)")
     assert standin.rule("hot")["everySeconds"] == 2 * 86400
     # The kept shard group duration (1d) still fits the new retention.
     assert standin.rule("hot")["shardGroupDurationSeconds"] == 86400
+
+
+# -- 2.x: a shrink over data the bucket holds ----------------------------------------------------
+
+
+def changing(standin: StandIn) -> list[tuple[str, str]]:
+    """The requests that change something (queries are POSTs too, and read only)."""
+    return [
+        (r.method, r.path)
+        for r in standin.requests
+        if r.method != "GET" and r.path != "/api/v2/query"
+    ]
+
+
+def older_data(count: int | None, oldest: int | None, measurement: str = "cpu") -> bytes:
+    """What a 2.x server answers the expiry script: its `count` and `oldest` results (a result
+    with no table when the range is empty)."""
+    body = b""
+    if count is not None:
+        body += annotated_csv([(["_value"], ["long"], [[str(count)]])], group_key=[[]])
+        body = body.replace(b"_result", b"count")
+    if oldest is not None:
+        table = (
+            ["_time", "_measurement"],
+            ["dateTime:RFC3339", "string"],
+            [[rfc3339_nano(oldest), measurement]],
+        )
+        body += annotated_csv([table], group_key=[[]]).replace(b"_result", b"oldest")
+    return body
+
+
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(bucket=st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=12))
+def test_the_expiry_script_type_checks_and_counts_the_bucket_up_to_the_cutoff(
+    flux_checker: FluxChecker, bucket: str
+) -> None:
+    cutoff = datetime(2026, 11, 13, 0, 0, 0, 500, tzinfo=UTC)
+    script = expiring_flux_script(bucket, cutoff)
+
+    assert flux_checker.is_valid(script), script
+    tree = flux_checker.ast(script)
+    assert string_literals(tree) == [bucket, "count", "_time", "_measurement", "_time", "oldest"]
+    (ranged,) = [
+        n
+        for n in walk(tree)
+        if n["type"] == "CallExpression" and n["callee"].get("name") == "range"
+    ]
+    arguments = {p["key"]["name"]: p["value"] for p in ranged["arguments"][0]["properties"]}
+    assert (arguments["start"]["type"], arguments["start"]["value"]) == ("IntegerLiteral", "0")
+    assert arguments["stop"]["type"] == "DateTimeLiteral"
+    assert datetime.fromisoformat(arguments["stop"]["value"]) == cutoff
+
+
+async def test_a_bucket_shrink_over_older_data_is_refused_then_allowed(
+    standin: BucketStandIn, tmp_path: Path
+) -> None:
+    await apply_tiers(config2(tmp_path, standin.url, TIERS2), now=NOW)
+    oldest = int((NOW - 30 * DAY).timestamp()) * 1_000_000_000 + 7
+    standin.on_query = lambda script: older_data(123, oldest)
+    shrunk = config2(tmp_path, standin.url, {**TIERS2, "all": {"bucket": "all", "retention": "7d"}})
+    standin.requests.clear()
+
+    for dry_run in (False, True):
+        with pytest.raises(ApplyRefusedError) as refused:
+            await apply_tiers(shrunk, now=NOW, dry_run=dry_run, force=True)
+        assert (
+            'tier all: bucket "all": retention infinite → 7d would delete 123 field value(s) '
+            "older than 2026-11-13T00:00:00Z, the oldest at 2026-10-21T00:00:00.000000007Z in "
+            "measurement 'cpu'"
+        ) in str(refused.value)
+        assert "pass --allow-shrink" in str(refused.value)
+    assert changing(standin) == []  # --force is not enough
+    assert standin.rule("all")["everySeconds"] == 0
+    (query,) = {r.json()["query"] for r in standin.requests if r.path == "/api/v2/query"}
+    assert query == expiring_flux_script("all", NOW - 7 * DAY)
+    assert {r.query["org"] for r in standin.requests if r.path == "/api/v2/query"} == {"acme"}
+
+    planned = await apply_tiers(shrunk, now=NOW, dry_run=True, allow_shrink=True)
+    assert changing(standin) == []
+    changes = await apply_tiers(shrunk, now=NOW, allow_shrink=True)
+
+    assert planned == changes
+    assert changes[2].as_json() == {
+        "tier": "all",
+        "action": "shrink",
+        "detail": 'bucket "all" in org "acme": retention infinite → 7d; deletes 123 field '
+        "value(s) older than 2026-11-13T00:00:00Z, the oldest at "
+        "2026-10-21T00:00:00.000000007Z in measurement 'cpu'",
+    }
+    bucket_id = next(i for i, b in standin.stored.items() if b["name"] == "all")
+    assert changing(standin) == [("PATCH", f"/api/v2/buckets/{bucket_id}")]
+    assert standin.rule("all")["everySeconds"] == 7 * 86400
+
+
+async def test_a_bucket_shrink_over_no_older_data_is_an_update_saying_so(
+    standin: BucketStandIn, tmp_path: Path
+) -> None:
+    await apply_tiers(config2(tmp_path, standin.url, TIERS2), now=NOW)
+    standin.on_query = lambda script: older_data(None, None)
+    shrunk = config2(tmp_path, standin.url, {**TIERS2, "all": {"bucket": "all", "retention": "7d"}})
+
+    changes = await apply_tiers(shrunk, now=NOW)
+
+    assert changes[2].as_json() == {
+        "tier": "all",
+        "action": "update",
+        "detail": 'bucket "all" in org "acme": retention infinite → 7d '
+        "(no data older than 2026-11-13T00:00:00Z)",
+    }
+    assert standin.rule("all")["everySeconds"] == 7 * 86400
