@@ -163,7 +163,9 @@ def parquet_points(root: Path) -> set[tuple[Any, ...]]:
 def test_every_shape_is_archived_exactly(
     influxd: ThrowawayInfluxd, db: str, tmp_path: Path
 ) -> None:
-    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=6)
+    # On a 2-hour boundary (the job's windows are epoch-aligned), some hours back.
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=6)
+    start = hour - timedelta(hours=hour.hour % 2)
     base = int(start.timestamp()) * 10**9
     influxd.execute(
         f'CREATE RETENTION POLICY "short" ON "{db}" DURATION INF REPLICATION 1 SHARD DURATION 1h'
