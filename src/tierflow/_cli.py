@@ -4,31 +4,40 @@ machines). Exit codes: 0 done, 1 some window failed, 2 bad input (config, argume
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
-import sys
 import textwrap
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from tierflow import __version__
+from tierflow._cli_common import (
+    BadInput,
+    ConfigOption,
+    JobsArgument,
+    JsonOption,
+    NowOption,
+    err,
+    fail,
+    instant,
+    mapped_errors,
+    out,
+    plural,
+    print_json,
+    run_async,
+    session,
+    when,
+)
+from tierflow._cli_report import progress, report_runs
 from tierflow._clock import utc_now
 from tierflow._config import DEFAULT_CONFIG, Config, load_config
-from tierflow._errors import ConfigError, TierflowError, UnknownJobError
 from tierflow._logging import configure_logging, log_event
-from tierflow._runner import BatchRun, Runner, WindowRun, select_jobs
-from tierflow._state import RunStatus, open_state_store
-from tierflow._windows import isoformat
+from tierflow._runner import BatchRun
 
 if TYPE_CHECKING:
     from tierflow._archive import ParquetArchive
@@ -42,118 +51,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Markup off: messages, queries and errors hold user text with brackets, printed as it is.
-out = Console(
-    highlight=False, markup=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200
-)
-err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
-T = TypeVar("T")
-
-ConfigOption = Annotated[
-    Path,
-    typer.Option(
-        "--config", "-c", envvar="TIERFLOW_CONFIG", help="The config file.", show_default=True
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
-NowOption = Annotated[
-    str | None,
-    typer.Option("--now", help="Act as if it were this instant (RFC 3339 with a zone), not now."),
-]
-JobsArgument = Annotated[
-    list[str] | None, typer.Argument(help="Jobs (default: all).", show_default=False)
-]
-
-
-class BadInput(TierflowError):
-    """A command-line argument is wrong (exit code 2)."""
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    err.print(Text.assemble(("error:", "bold red"), " ", message))
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except (ConfigError, BadInput, UnknownJobError) as exc:
-        _fail(str(exc), 2)
-    except TierflowError as exc:
-        _fail(str(exc), 1)
-
-
-def _instant(text: str | None, option: str) -> datetime:
-    if text is None:
-        return utc_now()
-    try:
-        moment = datetime.fromisoformat(text.replace("z", "Z"))
-    except ValueError:
-        raise BadInput(f"{option} {text!r} is not an RFC 3339 timestamp") from None
-    if moment.tzinfo is None:
-        raise BadInput(f"{option} {text!r} has no time zone; add Z for UTC")
-    return moment.astimezone(UTC)
-
-
-def _runner(config: Config, jobs: Sequence[str] | None = None) -> Runner:
-    """A runner on the configured state store, once the job names are known to be right (a typo
-    must not leave a state file behind)."""
-    select_jobs(config, jobs)
-    return Runner(config, open_state_store(config.state.url))
-
-
-def _run(runner: Runner, work: Callable[[Runner], Awaitable[T]]) -> T:
-    async def go() -> T:
-        try:
-            return await work(runner)
-        finally:
-            await runner.aclose()
-            runner.store.close()
-
-    return asyncio.run(go())
-
-
-@contextmanager
-def _progress(runner: Runner, total: int, as_json: bool) -> Iterator[None]:
-    """A progress bar (windows done / total, rate, ETA) for people at a terminal, and only then."""
-    if as_json or total == 0 or not sys.stdout.isatty():
-        yield
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        Task,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    class Rate(ProgressColumn):
-        def render(self, task: Task) -> Text:
-            return Text(f"{task.speed:,.1f} windows/s" if task.speed else "")
-
-    columns = (
-        TextColumn("windows"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        Rate(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=out, transient=True) as bar:
-        task = bar.add_task("windows", total=total)
-        runner.on_progress = lambda done: bar.advance(task, done)
-        yield
-
-
-def _print_json(body: object) -> None:
-    sys.stdout.write(json.dumps(body, indent=2, default=str) + "\n")
-
-
-def _when(moment: datetime | None) -> str | None:
-    return isoformat(moment) if moment else None
 
 
 @app.command()
@@ -171,7 +68,7 @@ def validate(
     every problem listed) if not, 1 if a server could not be asked (--online)."""
     from tierflow._validation import check_jobs, check_servers
 
-    with _errors():
+    with mapped_errors():
         loaded = load_config(config)
         problems = check_jobs(loaded)
         if online and not problems:
@@ -179,9 +76,9 @@ def validate(
     if problems:
         listing = "\n".join("  " + problem.render() for problem in problems)
         code = 2 if any(not problem.unreachable for problem in problems) else 1
-        _fail(f"{config}: {len(problems)} problem(s)\n{listing}", code)
+        fail(f"{config}: {len(problems)} problem(s)\n{listing}", code)
     if as_json:
-        _print_json({"valid": True, "config": str(config), "jobs": list(loaded.jobs)})
+        print_json({"valid": True, "config": str(config), "jobs": list(loaded.jobs)})
     else:
         out.print(f"{config}: valid ({len(loaded.jobs)} job(s), {len(loaded.tiers)} tier(s))")
 
@@ -196,49 +93,44 @@ def plan(
     """Show the windows due now (or at --now) per job, with the exact query each would run."""
     from tierflow._jobs import render_job
 
-    with _errors():
-        loaded = load_config(config)
-        at = _instant(now, "--now")
-        runner = _runner(loaded, jobs)
-        try:
-            plans = runner.plan(at, jobs)
-            body: dict[str, Any] = {
-                "jobs": [
-                    {
-                        "job": p.job,
-                        "windows": [
-                            {
-                                "start": _when(w.start),
-                                "stop": _when(w.stop),
-                                "query": None,
-                                "action": "skip",
-                            }
-                            for w in p.skipped
-                        ]
-                        + [
-                            {
-                                "start": _when(w.start),
-                                "stop": _when(w.stop),
-                                "query": query,
-                                "action": "run",
-                            }
-                            for batch in p.batches
-                            for query in [render_job(loaded, p.job, batch).text]
-                            for w in batch.windows
-                        ],
-                    }
-                    for p in plans
-                ]
-            }
-        finally:
-            runner.store.close()
+    at = instant(now, "--now")
+    with session(config, jobs) as (loaded, runner):
+        plans = runner.plan(at, jobs)
+        body: dict[str, Any] = {
+            "jobs": [
+                {
+                    "job": p.job,
+                    "windows": [
+                        {
+                            "start": when(w.start),
+                            "stop": when(w.stop),
+                            "query": None,
+                            "action": "skip",
+                        }
+                        for w in p.skipped
+                    ]
+                    + [
+                        {
+                            "start": when(w.start),
+                            "stop": when(w.stop),
+                            "query": query,
+                            "action": "run",
+                        }
+                        for batch in p.batches
+                        for query in [render_job(loaded, p.job, batch).text]
+                        for w in batch.windows
+                    ],
+                }
+                for p in plans
+            ]
+        }
     if as_json:
-        _print_json(body)
+        print_json(body)
         return
     for job in body["jobs"]:
         out.print(
             Text.assemble(
-                (job["job"], "bold"), f": {len(job['windows'])} window(s) due at {_when(at)}"
+                (job["job"], "bold"), f": {len(job['windows'])} window(s) due at {when(at)}"
             )
         )
         last = None
@@ -251,71 +143,6 @@ def plan(
                 last = window["query"]
 
 
-def _plural(count: int, noun: str, plural: str | None = None) -> str:
-    return f"{count:,} {noun if count == 1 else (plural or noun + 's')}"
-
-
-def _report_runs(runs: Sequence[BatchRun], as_json: bool) -> None:
-    windows = [w for run in runs for w in run.windows]
-    failed = [w for w in windows if w.status is not RunStatus.SUCCEEDED]
-    if as_json:
-        _print_json(
-            {
-                "runs": [
-                    {
-                        "job": w.job,
-                        "start": _when(w.window.start),
-                        "stop": _when(w.window.stop),
-                        "status": w.status.value,
-                        "attempts": w.attempts,
-                        "error": w.error,
-                    }
-                    for w in windows
-                ],
-                "succeeded": len(windows) - len(failed),
-                "failed": len(failed),
-            }
-        )
-    else:
-        _print_run_tables(runs, failed)
-    if failed:
-        raise typer.Exit(1)
-
-
-def _print_run_tables(runs: Sequence[BatchRun], failed: Sequence[WindowRun]) -> None:
-    """People get one line per job, and every failed window spelled out."""
-    table = Table("job", "from", "to", "windows", "queries", "succeeded", "failed", "points")
-    for job in dict.fromkeys(run.job for run in runs):
-        mine = [run for run in runs if run.job == job]
-        count = sum(len(run.batch.windows) for run in mine)
-        bad = sum(len(run.batch.windows) for run in mine if run.status is not RunStatus.SUCCEEDED)
-        table.add_row(
-            job,
-            _when(mine[0].batch.range.start),
-            _when(mine[-1].batch.range.stop),
-            str(count),
-            str(len(mine)),
-            Text(str(count - bad), style="green"),
-            Text(str(bad), style="red") if bad else "0",
-            f"{sum(run.points_written for run in mine):,}",
-        )
-    if runs:
-        out.print(table)
-    if failed:
-        errors = Table("job", "start", "stop", "attempts", "error", title="failed windows")
-        for w in failed:
-            errors.add_row(
-                w.job, _when(w.window.start), _when(w.window.stop), str(w.attempts), w.error or ""
-            )
-        out.print(errors)
-    windows = sum(len(run.batch.windows) for run in runs)
-    out.print(
-        f"{_plural(windows - len(failed), 'window')} succeeded, {len(failed):,} failed, "
-        f"{_plural(len(runs), 'query', 'queries')}, "
-        f"{_plural(sum(run.points_written for run in runs), 'point')} written"
-    )
-
-
 @app.command("run-once")
 def run_once(
     jobs: JobsArgument = None,
@@ -324,16 +151,14 @@ def run_once(
     as_json: JsonOption = False,
 ) -> None:
     """Run every due window once, record each; exit 1 if any failed."""
-    with _errors():
-        loaded = load_config(config)
-        at = _instant(now, "--now")
-        runner = _runner(loaded, jobs)
+    at = instant(now, "--now")
+    with session(config, jobs) as (_, runner):
         runner.check_fields = True
         plans = runner.plan(at, jobs)
         total = sum(len(p.windows) + len(p.skipped) for p in plans)
-        with _progress(runner, total, as_json):
-            runs: list[BatchRun] = _run(runner, lambda r: r.run_due(at, jobs))
-    _report_runs(runs, as_json)
+        with progress(runner, total, as_json):
+            runs: list[BatchRun] = run_async(runner, lambda r: r.run_due(at, jobs))
+    report_runs(runs, as_json)
 
 
 @app.command()
@@ -353,10 +178,6 @@ def run(
     The first signal stops new windows and lets those in flight finish within [scheduler] grace;
     a second one exits at once (windows in flight stay claimed until their lease expires)."""
     from tierflow._daemon import Daemon, MetricsServer
-
-    with _errors():
-        loaded = load_config(config)
-        runner = _runner(loaded)
 
     async def serve() -> None:
         daemon = Daemon(runner)
@@ -387,9 +208,8 @@ def run(
             if server is not None:
                 await server.stop()
             await runner.aclose()
-            runner.store.close()
 
-    with _errors():
+    with session(config) as (loaded, runner):
         try:
             asyncio.run(serve())
         except OSError as exc:
@@ -406,16 +226,14 @@ def backfill(
     as_json: JsonOption = False,
 ) -> None:
     """Re-run the job's windows that overlap [--from, --to), whatever the watermark says."""
-    with _errors():
-        loaded = load_config(config)
-        begin, end, at = _instant(start, "--from"), _instant(stop, "--to"), _instant(now, "--now")
-        if begin >= end:
-            raise BadInput(f"--from {start} is not before --to {stop}")
-        runner = _runner(loaded, [job])
+    begin, end, at = instant(start, "--from"), instant(stop, "--to"), instant(now, "--now")
+    if begin >= end:
+        fail(f"--from {start} is not before --to {stop}", 2)
+    with session(config, [job]) as (_, runner):
         batches = runner.backfill_batches(job, begin, end, at)
-        with _progress(runner, sum(len(b.windows) for b in batches), as_json):
-            runs: list[BatchRun] = _run(runner, lambda r: r.backfill(job, begin, end, at))
-    _report_runs(runs, as_json)
+        with progress(runner, sum(len(b.windows) for b in batches), as_json):
+            runs: list[BatchRun] = run_async(runner, lambda r: r.backfill(job, begin, end, at))
+    report_runs(runs, as_json)
 
 
 @app.command()
@@ -431,23 +249,18 @@ def retry(
 ) -> None:
     """Re-queue windows parked after max_window_attempts failures: they run again on the next
     run-once or daemon cycle, with a fresh attempt budget."""
-    with _errors():
-        if all_failed == (start is not None or stop is not None):
-            raise BadInput("give either --from and --to, or --all-failed")
-        if not all_failed and (start is None or stop is None):
-            raise BadInput("--from and --to go together")
-        loaded = load_config(config)
-        begin = _instant(start, "--from") if start else None
-        end = _instant(stop, "--to") if stop else None
-        runner = _runner(loaded, [job])
-        try:
-            count = runner.requeue(job, begin, end)
-        finally:
-            runner.store.close()
+    if all_failed == (start is not None or stop is not None):
+        fail("give either --from and --to, or --all-failed", 2)
+    if not all_failed and (start is None or stop is None):
+        fail("--from and --to go together", 2)
+    begin = instant(start, "--from") if start else None
+    end = instant(stop, "--to") if stop else None
+    with session(config, [job]) as (_, runner):
+        count = runner.requeue(job, begin, end)
     if as_json:
-        _print_json({"job": job, "requeued": count})
+        print_json({"job": job, "requeued": count})
     else:
-        out.print(f"{_plural(count, 'parked window')} of {job} re-queued")
+        out.print(f"{plural(count, 'parked window')} of {job} re-queued")
 
 
 @app.command()
@@ -458,18 +271,13 @@ def status(
     as_json: JsonOption = False,
 ) -> None:
     """Per job: watermark, lag, last status, failed and pending windows."""
-    with _errors():
-        loaded = load_config(config)
-        at = _instant(now, "--now")
-        runner = _runner(loaded, jobs)
-        try:
-            rows = runner.status(at, jobs)
-        finally:
-            runner.store.close()
+    at = instant(now, "--now")
+    with session(config, jobs) as (_, runner):
+        rows = runner.status(at, jobs)
     body: list[dict[str, Any]] = [
         {
             "job": s.job,
-            "watermark": _when(s.watermark),
+            "watermark": when(s.watermark),
             "lag_seconds": s.lag_seconds,
             "last_status": s.last_status.value if s.last_status else None,
             "failed_windows": s.failed_windows,
@@ -483,7 +291,7 @@ def status(
         for s in rows
     ]
     if as_json:
-        _print_json({"now": _when(at), "jobs": body})
+        print_json({"now": when(at), "jobs": body})
         return
     table = Table(
         "job",
@@ -495,7 +303,7 @@ def status(
         "pending",
         "at risk (lost)",
         "re-aggregated (late data)",
-        title=f"tierflow status at {_when(at)}",
+        title=f"tierflow status at {when(at)}",
     )
     for row in body:
         table.add_row(
@@ -522,21 +330,16 @@ def history(
     as_json: JsonOption = False,
 ) -> None:
     """The job's latest attempts, newest first."""
-    with _errors():
-        loaded = load_config(config)
-        runner = _runner(loaded, [job])
-        try:
-            attempts = runner.store.history(job, limit=limit)
-        finally:
-            runner.store.close()
+    with session(config, [job]) as (_, runner):
+        attempts = runner.store.history(job, limit=limit)
     body: list[dict[str, Any]] = [
         {
-            "start": _when(a.window.start),
-            "stop": _when(a.window.stop),
+            "start": when(a.window.start),
+            "stop": when(a.window.stop),
             "attempt": a.attempt,
             "status": a.status.value,
-            "started_at": _when(a.started_at),
-            "finished_at": _when(a.finished_at),
+            "started_at": when(a.started_at),
+            "finished_at": when(a.finished_at),
             "duration_s": a.duration_s,
             "query_hash": a.query_hash,
             "template_version": a.template_version,
@@ -547,7 +350,7 @@ def history(
         for a in attempts
     ]
     if as_json:
-        _print_json({"job": job, "attempts": body})
+        print_json({"job": job, "attempts": body})
         return
     table = Table(
         "start",
@@ -611,14 +414,14 @@ def archive_verify(
     as_json: JsonOption = False,
 ) -> None:
     """Re-check every archived file (exists, checksum, row count); exit 1 naming each bad one."""
-    with _errors():
+    with mapped_errors():
         problems = _archive(config, tier).verify()
     if as_json:
-        _print_json({"tier": tier, "ok": not problems, "problems": [str(p) for p in problems]})
+        print_json({"tier": tier, "ok": not problems, "problems": [str(p) for p in problems]})
     else:
         for problem in problems:
             err.print(str(problem))
-        out.print(f"{tier}: {'ok' if not problems else _plural(len(problems), 'bad file')}")
+        out.print(f"{tier}: {'ok' if not problems else plural(len(problems), 'bad file')}")
     if problems:
         raise typer.Exit(1)
 
@@ -631,10 +434,10 @@ def archive_query(
     as_json: JsonOption = False,
 ) -> None:
     """Run SQL over the archive with DuckDB (extra tierflow[archive-query]), no restore needed."""
-    with _errors():
+    with mapped_errors():
         result = _archive(config, tier).query(sql)
     if as_json:
-        _print_json({"columns": list(result.columns), "rows": [list(r) for r in result.rows]})
+        print_json({"columns": list(result.columns), "rows": [list(r) for r in result.rows]})
         return
     table = Table(*result.columns)
     for row in result.rows:
@@ -662,13 +465,13 @@ def restore(
     from tierflow._engines import engine_for
     from tierflow._lineprotocol import ns_isoformat
 
-    with _errors():
+    with mapped_errors():
         loaded = load_config(config)
         _cold_tier(loaded, tier)
         target = loaded.tiers.get(into)
         if target is None or target.is_archive:
             raise BadInput(f"--into {into!r} is not a live tier of {config}")
-        begin, end = _instant(start, "--from"), _instant(stop, "--to")
+        begin, end = instant(start, "--from"), instant(stop, "--to")
         if begin >= end:
             raise BadInput(f"--from {start} is not before --to {stop}")
         connection = loaded.connections[target.connection]
@@ -691,7 +494,7 @@ def restore(
 
         moved = asyncio.run(go())
     if as_json:
-        _print_json(
+        print_json(
             {
                 "points": moved.points,
                 "dropped": moved.dropped,
@@ -710,7 +513,7 @@ def restore(
         )
     else:
         out.print(
-            f"restored {_plural(moved.points, 'point')} into {into} "
+            f"restored {plural(moved.points, 'point')} into {into} "
             f"({moved.requests} requests, {moved.bytes_sent:,} bytes)"
         )
         for failure in moved.failures:
@@ -740,14 +543,14 @@ def apply_tiers(
     from tierflow._apply import Action, ApplyRefusedError
     from tierflow._apply import apply_tiers as apply_all
 
-    with _errors():
+    with mapped_errors():
         loaded = load_config(config)
         try:
             changes = asyncio.run(apply_all(loaded, now=utc_now(), dry_run=dry_run, force=force))
         except ApplyRefusedError as exc:
             raise BadInput(str(exc)) from None
     if as_json:
-        _print_json({"changes": [change.as_json() for change in changes]})
+        print_json({"changes": [change.as_json() for change in changes]})
         return
     table = Table("tier", "action", "detail", title="dry run: nothing changed" if dry_run else None)
     for change in changes:
@@ -756,7 +559,7 @@ def apply_tiers(
     counts = {action: sum(c.action is action for c in changes) for action in Action}
     verbs = ("to create", "to update") if dry_run else ("created", "updated")
     out.print(
-        f"{_plural(len(changes), 'tier')}: {counts[Action.CREATE]} {verbs[0]}, "
+        f"{plural(len(changes), 'tier')}: {counts[Action.CREATE]} {verbs[0]}, "
         f"{counts[Action.UPDATE]} {verbs[1]}, {counts[Action.NONE]} unchanged"
     )
 
