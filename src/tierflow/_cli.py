@@ -33,6 +33,7 @@ from tierflow._cli_common import (
     session,
     when,
 )
+from tierflow._cli_group import TierflowGroup
 from tierflow._cli_report import progress, report_runs
 from tierflow._clock import utc_now
 from tierflow._config import DEFAULT_CONFIG, Config, load_config
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["app", "main"]
 
 app = typer.Typer(
+    cls=TierflowGroup,
     name="tierflow",
     help="Run the life of InfluxDB time-series data: downsample, archive, restore.",
     no_args_is_help=True,
@@ -385,7 +387,9 @@ def history(
     out.print(table)
 
 
-archive_app = typer.Typer(help="The cold tier: check and query the Parquet archive.")
+archive_app = typer.Typer(
+    cls=TierflowGroup, help="The cold tier: check and query the Parquet archive."
+)
 app.add_typer(archive_app, name="archive")
 
 
@@ -575,13 +579,18 @@ def _main(
     log_level: Annotated[
         str,
         typer.Option(
-            "--log-level", envvar="TIERFLOW_LOG_LEVEL", help="debug, info, warning, error."
+            "--log-level",
+            envvar="TIERFLOW_LOG_LEVEL",
+            metavar="LEVEL",
+            help="debug, info, warning, error (also accepted after the command).",
         ),
     ] = "warning",
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise typer.BadParameter(f"{log_level!r} is not one of debug, info, warning, error")
     configure_logging(log_level)
 
 

@@ -80,7 +80,7 @@ def report_runs(runs: Sequence[BatchRun], as_json: bool) -> None:
 
 
 def _print_run_tables(runs: Sequence[BatchRun], failed: Sequence[WindowRun]) -> None:
-    """People get one line per job, and every failed window spelled out."""
+    """People get one line per job, and one per job and error for the failed windows."""
     table = Table("job", "from", "to", "windows", "queries", "succeeded", "failed", "points")
     for job in dict.fromkeys(run.job for run in runs):
         mine = [run for run in runs if run.job == job]
@@ -99,15 +99,34 @@ def _print_run_tables(runs: Sequence[BatchRun], failed: Sequence[WindowRun]) -> 
     if runs:
         out.print(table)
     if failed:
-        errors = Table("job", "start", "stop", "attempts", "error", title="failed windows")
-        for w in failed:
-            errors.add_row(
-                w.job, when(w.window.start), when(w.window.stop), str(w.attempts), w.error or ""
-            )
-        out.print(errors)
+        out.print(_failure_table(failed))
     windows = sum(len(run.batch.windows) for run in runs)
     out.print(
         f"{plural(windows - len(failed), 'window')} succeeded, {len(failed):,} failed, "
         f"{plural(len(runs), 'query', 'queries')}, "
         f"{plural(sum(run.points_written for run in runs), 'point')} written"
     )
+
+
+def _failure_table(failed: Sequence[WindowRun]) -> Table:
+    """One row per job and error: how many windows, the first and the last (200 windows failing
+    for one reason are one row; `--json` lists every window)."""
+    groups: dict[tuple[str, str], list[WindowRun]] = {}
+    for w in failed:
+        groups.setdefault((w.job, w.error or ""), []).append(w)
+    table = Table(
+        "job", "windows", "first window", "last window", "attempts", "error", title="failed windows"
+    )
+    for (job, error), runs in groups.items():
+        first = min(runs, key=lambda w: w.window.start).window
+        last = max(runs, key=lambda w: w.window.start).window
+        attempts = sorted({w.attempts for w in runs})
+        table.add_row(
+            job,
+            str(len(runs)),
+            when(first.start),
+            when(last.start) if len(runs) > 1 else "",
+            "-".join(map(str, (attempts[0], attempts[-1]) if len(attempts) > 1 else attempts)),
+            error,
+        )
+    return table

@@ -1,0 +1,149 @@
+"""The `tierflow` command through typer's CliRunner: global options on either side of the
+command, and how run-once reports many failed windows."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from tierflow._cli import app
+from tierflow._cli_group import global_options_first
+from tierflow._cli_report import report_runs
+from tierflow._planner import Batch
+from tierflow._runner import BatchRun
+from tierflow._state import RunStatus
+from tierflow._windows import Window
+
+CONFIG = """
+[state]
+url = "sqlite:///{state}"
+
+[connections.plant]
+kind = "influxdb1"
+url = "http://127.0.0.1:9"
+
+[tiers.hot]
+connection = "plant"
+bucket = "plant/autogen"
+
+[tiers.warm]
+connection = "plant"
+bucket = "plant/warm"
+
+[jobs.sensor_5m]
+kind = "downsample"
+source = "hot"
+dest = "warm"
+measurements = ["sensor"]
+every = "5m"
+start = 2026-01-01T00:00:00Z
+aggregates = {{ value = ["mean"] }}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TIERFLOW_CONFIG", "TIERFLOW_STATE", "TIERFLOW_LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "tierflow.toml"
+    path.write_text(CONFIG.format(state=tmp_path / "state.db"), encoding="utf-8")
+    return path
+
+
+def invoke(*args: str | Path) -> tuple[int, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert not isinstance(result.exception, Exception) or isinstance(
+        result.exception, SystemExit
+    ), result.exception
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-c", "{c}", "validate"],
+        ["validate", "-c", "{c}"],
+        ["--config={c}", "validate"],
+        ["--log-level", "debug", "validate", "-c", "{c}"],
+        ["validate", "-c", "{c}", "--log-level", "debug"],
+        ["-c", "{c}", "--log-level=debug", "validate"],
+        ["-c{c}", "validate", "--log-level=DEBUG"],
+    ],
+)
+def test_config_and_log_level_go_before_or_after_the_command(config: Path, args: list[str]) -> None:
+    code, output = invoke(*(a.replace("{c}", str(config)) for a in args))
+    assert (code, output.strip()) == (0, f"{config}: valid (1 job(s), 2 tier(s))")
+    if any("debug" in a.lower() for a in args):
+        assert logging.getLogger("tierflow").level == logging.DEBUG
+
+
+def test_config_after_the_command_wins_over_the_one_before(config: Path) -> None:
+    code, output = invoke("-c", "missing.toml", "validate", "-c", config)
+    assert code == 0, output
+    code, output = invoke("-c", config, "validate", "-c", "missing.toml")
+    assert code == 2
+    assert "missing.toml: config file not found" in output
+
+
+def test_config_before_a_subgroup_command_reaches_it(config: Path) -> None:
+    code, output = invoke("-c", config, "archive", "verify", "hot")
+    assert code == 2
+    assert "'hot' is not a cold tier of" in output
+    assert str(config) in output
+
+
+def test_arguments_after_double_dash_stay_where_they_are() -> None:
+    moved = global_options_first(["-c", "x", "run-once", "--", "--log-level"], frozenset())
+    assert moved == ["run-once", "-c", "x", "--", "--log-level"]
+
+
+def test_a_bad_log_level_is_a_usage_error_not_a_crash(config: Path) -> None:
+    code, output = invoke("validate", "-c", config, "--log-level", "loud")
+    assert code == 2
+    assert "'loud' is not one of debug, info, warning, error" in output
+
+
+def failed_runs(count: int) -> list[BatchRun]:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    step = timedelta(minutes=5)
+    windows = [Window(start + i * step, start + (i + 1) * step) for i in range(count)]
+    error = "connection refused: http://127.0.0.1:9"
+    runs = [BatchRun("sensor_5m", Batch((w,)), RunStatus.FAILED, (3,), error) for w in windows]
+    other = Window(start - step, start)
+    runs.insert(0, BatchRun("sensor_5m", Batch((other,)), RunStatus.FAILED, (1,), "timeout"))
+    return runs
+
+
+def test_many_windows_failing_for_one_reason_are_one_row(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(typer.Exit) as exit_:
+        report_runs(failed_runs(200), as_json=False)
+    assert exit_.value.exit_code == 1
+    lines = capsys.readouterr().out.splitlines()
+    refused = [line for line in lines if "connection refused" in line]
+    assert len(refused) == 1, "\n".join(lines)
+    assert "200" in refused[0]
+    assert "2026-01-01T00:00:00Z" in refused[0]
+    assert "2026-01-01T16:35:00Z" in refused[0]  # the 200th window's start
+    assert len([line for line in lines if "timeout" in line]) == 1
+    assert "0 windows succeeded, 201 failed" in lines[-1]
+
+
+def test_json_keeps_every_failed_window(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(typer.Exit):
+        report_runs(failed_runs(200), as_json=True)
+    body = json.loads(capsys.readouterr().out)
+    assert body["failed"] == 201
+    assert len(body["runs"]) == 201
+    assert body["runs"][-1]["start"] == "2026-01-01T16:35:00Z"
