@@ -34,7 +34,7 @@ from tierflow._cli_common import (
     when,
 )
 from tierflow._cli_group import TierflowGroup
-from tierflow._cli_report import progress, report_runs
+from tierflow._cli_report import progress, report_runs, status_table
 from tierflow._clock import utc_now
 from tierflow._config import DEFAULT_CONFIG, Config, load_config
 from tierflow._logging import configure_logging, log_event
@@ -272,10 +272,13 @@ def status(
     now: NowOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Per job: watermark, lag, last status, failed and pending windows."""
+    """Per job: watermark, lag, last status, failed, parked and pending windows, windows at risk
+    of expiring (and lost), late-data re-runs, and when the job next has work."""
     at = instant(now, "--now")
     with session(config, jobs) as (_, runner):
         rows = runner.status(at, jobs)
+        # When each job next has work: now if windows are pending, else the planner's next wake.
+        wakes = {s.job: at if s.pending_windows else runner.next_wake(s.job, at) for s in rows}
     body: list[dict[str, Any]] = [
         {
             "job": s.job,
@@ -289,39 +292,14 @@ def status(
             "expiry_risk": s.expiry_risk,
             "windows_at_risk": s.windows_at_risk,
             "windows_lost": s.windows_lost,
+            "next_due": when(wakes[s.job]),
         }
         for s in rows
     ]
     if as_json:
         print_json({"now": when(at), "jobs": body})
         return
-    table = Table(
-        "job",
-        "watermark",
-        "lag",
-        "last status",
-        "failed",
-        "parked",
-        "pending",
-        "at risk (lost)",
-        "re-aggregated (late data)",
-        title=f"tierflow status at {when(at)}",
-    )
-    for row in body:
-        table.add_row(
-            row["job"],
-            row["watermark"] or "-",
-            f"{row['lag_seconds']:.0f}s",
-            row["last_status"] or "-",
-            str(row["failed_windows"]),
-            str(row["parked_windows"]),
-            str(row["pending_windows"]),
-            Text(f"{row['windows_at_risk']} ({row['windows_lost']})", style="bold red")
-            if row["expiry_risk"]
-            else "0",
-            str(row["rechecked_windows"]),
-        )
-    out.print(table)
+    out.print(status_table(body, at))
 
 
 @app.command()

@@ -4,18 +4,21 @@ terminal, then a table per job (people) or every window (`--json`)."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
 
 import typer
-from rich.table import Table
+from rich import box
+from rich.table import Column, Table
 from rich.text import Text
 
 from tierflow._cli_common import out, plural, print_json, when
 from tierflow._runner import BatchRun, Runner, WindowRun
 from tierflow._state import RunStatus
 
-__all__ = ["progress", "report_runs"]
+__all__ = ["compact_duration", "progress", "report_runs", "status_table"]
 
 
 @contextmanager
@@ -128,5 +131,68 @@ def _failure_table(failed: Sequence[WindowRun]) -> Table:
             when(last.start) if len(runs) > 1 else "",
             "-".join(map(str, (attempts[0], attempts[-1]) if len(attempts) > 1 else attempts)),
             error,
+        )
+    return table
+
+
+def compact_duration(seconds: float) -> str:
+    """At most two units, rounded down: `45s`, `2h13m`, `3d4h` (not `7980s`)."""
+    left = int(seconds)
+    if left < 60:
+        return f"{max(left, 0)}s"
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, left = divmod(left, size)
+        if count or parts:
+            parts.append(f"{count}{unit}")
+    return "".join(part for part in parts[:2] if not part.startswith("0"))
+
+
+def _short_time(text: str | None, at: datetime) -> str:
+    """`01-01 16:35` in the year of `at` (the title names it), the date alone otherwise."""
+    if text is None:
+        return "-"
+    moment = datetime.fromisoformat(text)
+    if moment.year != at.year:
+        return moment.strftime("%Y-%m-%d")
+    return moment.strftime("%m-%d %H:%M:%S" if moment.second else "%m-%d %H:%M")
+
+
+def status_table(rows: Sequence[Mapping[str, Any]], at: datetime) -> Table:
+    """`tierflow status` for people, within 80 columns (`--json` has every value in full)."""
+    table = Table(
+        Column("job", overflow="fold"),  # a long name wraps rather than losing its end
+        "watermark",
+        "lag",
+        "last",
+        "fail",
+        "park",
+        "pend",
+        "risk",
+        "late",
+        "next",
+        title=f"tierflow status at {when(at)}",
+        caption="windows failed, parked, pending; at risk of expiring (lost); re-run for late "
+        "data. next: when the job next has work",
+        # The box's blank separators are the only space between columns: 80 columns hold all ten.
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=0,
+    )
+    for row in rows:
+        due = datetime.fromisoformat(row["next_due"])
+        table.add_row(
+            row["job"],
+            _short_time(row["watermark"], at),
+            compact_duration(row["lag_seconds"]),
+            row["last_status"] or "-",
+            str(row["failed_windows"]),
+            str(row["parked_windows"]),
+            str(row["pending_windows"]),
+            Text(f"{row['windows_at_risk']} ({row['windows_lost']})", style="bold red")
+            if row["expiry_risk"]
+            else "0",
+            str(row["rechecked_windows"]),
+            "now" if due <= at else "in " + compact_duration((due - at).total_seconds()),
         )
     return table

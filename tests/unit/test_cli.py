@@ -147,3 +147,69 @@ def test_json_keeps_every_failed_window(capsys: pytest.CaptureFixture[str]) -> N
     assert body["failed"] == 201
     assert len(body["runs"]) == 201
     assert body["runs"][-1]["start"] == "2026-01-01T16:35:00Z"
+
+
+def test_status_fits_80_columns_with_lag_and_next_due(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from tierflow import _cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(_cli, "out", Console(file=screen, width=80, force_terminal=True))
+    # 2026-01-01T02:13:00Z + 30s: the job starts at midnight, every 5m, so its watermark is the
+    # start (nothing ran): lag 2h13m; windows are pending, so it next has work now.
+    code, output = invoke("status", "-c", config, "--now", "2026-01-01T02:13:30Z")
+    assert code == 0, output
+    text = _plain(screen.getvalue())
+    assert max(map(len, text.splitlines())) <= 80, text
+    row = next(line.strip() for line in text.splitlines() if "sensor_5m" in line)
+    assert row.split() == ["sensor_5m", "-", "2h13m", "-", "0", "0", "26", "0", "0", "now"]
+
+    code, output = invoke("status", "-c", config, "--now", "2025-12-31T23:00:00Z", "--json")
+    (job,) = json.loads(output)["jobs"]
+    # Before the start: nothing pending, the first window [00:00, 00:05) is due at 00:05.
+    assert job["next_due"] == "2026-01-01T00:05:00Z"
+    assert job["pending_windows"] == 0
+
+
+def _plain(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def test_a_busy_status_row_fits_80_columns_unbroken() -> None:
+    import io
+
+    from rich.console import Console
+
+    from tierflow._cli_report import status_table
+
+    at = datetime(2026, 3, 4, 12, 0, 30, tzinfo=UTC)
+    row = {
+        "job": "sensor_temp_5m",
+        "watermark": "2026-03-02T09:47:00Z",
+        "lag_seconds": 2 * 86400 + 2 * 3600 + 13 * 60 + 30,
+        "last_status": "succeeded",
+        "failed_windows": 1234,
+        "parked_windows": 12,
+        "pending_windows": 9999,
+        "expiry_risk": True,
+        "windows_at_risk": 120,
+        "windows_lost": 3,
+        "rechecked_windows": 345,
+        "next_due": "2026-03-04T12:04:30Z",
+    }
+    screen = io.StringIO()
+    Console(file=screen, width=80, force_terminal=True).print(status_table([row], at))
+    text = _plain(screen.getvalue())
+    assert max(map(len, text.splitlines())) <= 80, text
+    line = next(line.strip() for line in text.splitlines() if "sensor_temp_5m" in line)
+    assert line.split() == [
+        "sensor_temp_5m", "03-02", "09:47", "2d2h", "succeeded", "1234", "12", "9999",
+        "120", "(3)", "345", "in", "4m",
+    ]  # fmt: skip
