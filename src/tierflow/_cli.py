@@ -180,9 +180,19 @@ def run(
     The first signal stops new windows and lets those in flight finish within [scheduler] grace;
     a second one exits at once (windows in flight stay claimed until their lease expires)."""
     from tierflow._daemon import Daemon, MetricsServer
+    from tierflow._terminal import DaemonDisplay
+
+    # A person at a terminal sees batches and the catch-up; a log level below warning asks for
+    # the log lines instead, and machines (no terminal) get the JSON ones.
+    quiet = logging.getLogger("tierflow").getEffectiveLevel() >= logging.WARNING
+    display = DaemonDisplay(err) if err.is_terminal and quiet else None
 
     async def serve() -> None:
         daemon = Daemon(runner)
+        if display is not None:
+            display.attach()
+            runner.on_progress = display.advance
+            display.catch_up(sum(len(p.windows) for p in runner.plan(utc_now())))
         loop = asyncio.get_running_loop()
 
         def on_signal(signum: signal.Signals) -> None:
@@ -207,6 +217,8 @@ def run(
         finally:
             if tracer is not None:
                 tracer.cancel()
+            if display is not None:
+                display.close_bar()
             if server is not None:
                 await server.stop()
             await runner.aclose()
