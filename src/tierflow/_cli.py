@@ -68,19 +68,25 @@ def validate(
 ) -> None:
     """Check the config and every job's query for a sample window; exit 0 if all is well, 2 (with
     every problem listed) if not, 1 if a server could not be asked (--online)."""
+    from tierflow._preflight import missing_extras, warnings_for
     from tierflow._validation import check_jobs, check_servers
 
     with mapped_errors():
         loaded = load_config(config)
-        problems = check_jobs(loaded)
+        problems = missing_extras(loaded) + check_jobs(loaded)
         if online and not problems:
             problems = asyncio.run(check_servers(loaded))
     if problems:
         listing = "\n".join("  " + problem.render() for problem in problems)
         code = 2 if any(not problem.unreachable for problem in problems) else 1
         fail(f"{config}: {len(problems)} problem(s)\n{listing}", code)
+    cautions = warnings_for(loaded, utc_now())
+    for caution in cautions:
+        err.print(Text.assemble(("warning:", "bold yellow"), " ", caution))
     if as_json:
-        print_json({"valid": True, "config": str(config), "jobs": list(loaded.jobs)})
+        print_json(
+            {"valid": True, "config": str(config), "jobs": list(loaded.jobs), "warnings": cautions}
+        )
     else:
         out.print(f"{config}: valid ({len(loaded.jobs)} job(s), {len(loaded.tiers)} tier(s))")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -213,3 +214,146 @@ def test_a_busy_status_row_fits_80_columns_unbroken() -> None:
         "sensor_temp_5m", "03-02", "09:47", "2d2h", "succeeded", "1234", "12", "9999",
         "120", "(3)", "345", "in", "4m",
     ]  # fmt: skip
+
+
+EXTRAS = """
+[connections.cloud]
+kind = "influxdb2"
+url = "http://127.0.0.1:9"
+org = "acme"
+token = {{ env = "CLOUD_TOKEN" }}
+
+[tiers.cloud_raw]
+connection = "cloud"
+bucket = "raw"
+
+[tiers.cold]
+archive = "{archive}"
+"""
+
+
+def with_extras(config: Path, archive: str) -> Path:
+    text = config.read_text(encoding="utf-8") + EXTRAS.format(archive=archive)
+    config.write_text(text, encoding="utf-8")
+    return config
+
+
+@pytest.mark.parametrize(
+    ("module", "archive", "expected"),
+    [
+        ("influxdb_client", "cold", "connection cloud: kind influxdb2 needs influxdb_client, "),
+        ("s3fs", "s3://bucket/cold", "tier cold: an s3:// archive needs s3fs, "),
+    ],
+)
+def test_validate_refuses_a_config_whose_extra_is_not_installed(
+    config: Path, monkeypatch: pytest.MonkeyPatch, module: str, archive: str, expected: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # what an install without the extra has
+    code, output = invoke("validate", "-c", with_extras(config, archive))
+    assert code == 2, output
+    extra = "influxdb2" if module == "influxdb_client" else "archive-s3"
+    assert f"{expected}not installed: pip install 'tierflow[{extra}]'" in output
+    assert "Traceback" not in output
+
+
+def test_archive_query_without_duckdb_names_the_extra(
+    config: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "duckdb", None)
+    path = with_extras(config, str(tmp_path / "cold"))
+    code, output = invoke("archive", "query", "cold", "select 1", "-c", path)
+    assert code == 1
+    assert "pip install 'tierflow[archive-query]'" in output
+
+
+def test_a_start_in_the_future_is_a_warning(config: Path) -> None:
+    text = config.read_text(encoding="utf-8").replace(
+        "2026-01-01T00:00:00Z", "2999-01-01T00:00:00Z"
+    )
+    config.write_text(text, encoding="utf-8")
+    code, output = invoke("validate", "-c", config)
+    assert code == 0, output
+    assert (
+        "warning: job sensor_5m: start 2999-01-01T00:00:00Z is in the future: no window of it "
+        "runs before then"
+    ) in output
+
+
+@pytest.mark.parametrize(
+    ("wrong", "right"),
+    [("agregates", "aggregates"), ("measurement", "measurements"), ("every_", "every")],
+)
+def test_a_mistyped_key_gets_did_you_mean(config: Path, wrong: str, right: str) -> None:
+    text = config.read_text(encoding="utf-8").replace(f"\n{right} =", f"\n{wrong} =")
+    config.write_text(text, encoding="utf-8")
+    code, output = invoke("validate", "-c", config)
+    assert code == 2
+    assert f"[jobs.sensor_5m] {wrong}" in output
+    assert f"unknown key; did you mean '{right}'?" in output
+
+
+def test_a_mistyped_table_gets_did_you_mean(config: Path) -> None:
+    config.write_text(config.read_text(encoding="utf-8") + "\n[schedular]\n", encoding="utf-8")
+    code, output = invoke("validate", "-c", config)
+    assert code == 2
+    assert (
+        "top level schedular: unknown top-level table or key; did you mean 'scheduler'?" in output
+    )
+
+
+BROKEN = [
+    (["validate", "-c", "{bad_toml}"], 2),
+    (["validate", "--online", "-c", "{bad_state}"], 1),
+    (["plan", "-c", "{c}", "--now", "yesterday"], 2),
+    (["plan", "nope", "-c", "{c}"], 2),
+    (["run-once", "-c", "{bad_state}"], 1),
+    (["run-once", "-c", "{c}", "--now", "2026-01-01T00:10:00"], 2),
+    (["run", "-c", "{bad_toml}"], 2),
+    (["run", "-c", "{bad_state}"], 1),
+    (["backfill", "sensor_5m", "--from", "2026-01-02T00:00:00Z", "--to", "2026-01-01T00:00:00Z",
+      "-c", "{c}"], 2),
+    (["backfill", "nope", "--from", "2026-01-01T00:00:00Z", "--to", "2026-01-02T00:00:00Z",
+      "-c", "{c}"], 2),
+    (["retry", "sensor_5m", "-c", "{c}"], 2),
+    (["retry", "sensor_5m", "--from", "x", "--to", "y", "-c", "{c}"], 2),
+    (["status", "-c", "{bad_state}"], 1),
+    (["status", "nope", "-c", "{c}"], 2),
+    (["history", "nope", "-c", "{c}"], 2),
+    (["history", "sensor_5m", "-c", "{bad_state}"], 1),
+    (["archive", "verify", "hot", "-c", "{c}"], 2),
+    (["archive", "query", "cold", "selec nothing", "-c", "{cold}"], 1),
+    (["restore", "hot", "--from", "2026-01-01T00:00:00Z", "--to", "2026-01-02T00:00:00Z",
+      "--into", "warm", "-c", "{c}"], 2),
+    (["restore", "cold", "--from", "2026-01-01T00:00:00Z", "--to", "2026-01-02T00:00:00Z",
+      "--into", "cold", "-c", "{cold}"], 2),
+    (["apply", "-c", "{bad_toml}"], 2),
+    (["--log-level", "loud", "status", "-c", "{c}"], 2),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "code"), BROKEN, ids=[" ".join(a[:2]) for a, _ in BROKEN])
+def test_every_command_with_a_broken_input_is_an_error_not_a_traceback(
+    config: Path, tmp_path: Path, args: list[str], code: int
+) -> None:
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text("[jobs\n", encoding="utf-8")
+    bad_state = tmp_path / "bad-state.toml"
+    # A state store that cannot open: its directory is a file.
+    (tmp_path / "file").write_text("", encoding="utf-8")
+    bad_state.write_text(
+        config.read_text(encoding="utf-8").replace(
+            str(tmp_path / "state.db"), str(tmp_path / "file" / "s.db")
+        ),
+        encoding="utf-8",
+    )
+    cold = tmp_path / "cold.toml"
+    cold.write_text(config.read_text(encoding="utf-8"), encoding="utf-8")
+    with_extras(cold, str(tmp_path / "cold"))
+    (tmp_path / "cold").mkdir()
+    names = {"{c}": config, "{bad_toml}": bad_toml, "{bad_state}": bad_state, "{cold}": cold}
+    result = CliRunner().invoke(app, [str(names.get(a, a)) for a in args])
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit | None), repr(result.exception)
+    assert "Traceback" not in result.output
+    assert "error" in result.output.lower()
+    assert "internal error" not in result.output
