@@ -52,6 +52,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
@@ -62,12 +63,15 @@ def validate(
     online: Annotated[
         bool,
         typer.Option(
-            "--online", help="Also ask each server: buckets, databases, Flux syntax (analyze)."
+            "--online",
+            help="Also ask each server: databases and retention policies (1.x), buckets and "
+            "Flux syntax (2.x), and each downsample field and its type in the source.",
         ),
     ] = False,
 ) -> None:
-    """Check the config and every job's query for a sample window; exit 0 if all is well, 2 (with
-    every problem listed) if not, 1 if a server could not be asked (--online)."""
+    """Check the config, the optional packages it needs, and every job's query for a sample
+    window; exit 0 if all is well (warnings, e.g. a start in the future, on stderr), 2 with every
+    problem listed if not, 1 if a server could not be asked (--online)."""
     from tierflow._preflight import missing_extras, warnings_for
     from tierflow._validation import check_jobs, check_servers
 
@@ -176,6 +180,7 @@ def run(
         float | None,
         typer.Option(
             "--trace-memory",
+            metavar="SECONDS",
             help="Log RSS and the top allocation sites every N seconds (tracemalloc).",
             min=0.1,
         ),
@@ -184,7 +189,8 @@ def run(
     """Run as a daemon: every job's windows as they become due, until SIGTERM or SIGINT.
 
     The first signal stops new windows and lets those in flight finish within [scheduler] grace;
-    a second one exits at once (windows in flight stay claimed until their lease expires)."""
+    a second one exits at once (windows in flight stay claimed until their lease expires).
+    At a terminal: a line per batch and a catch-up progress bar; otherwise JSON log lines."""
     from tierflow._daemon import Daemon, MetricsServer
     from tierflow._terminal import DaemonDisplay
 
@@ -238,9 +244,11 @@ def run(
 
 @app.command()
 def backfill(
-    job: Annotated[str, typer.Argument(help="The job to re-run.")],
-    start: Annotated[str, typer.Option("--from", help="Range start (RFC 3339).")],
-    stop: Annotated[str, typer.Option("--to", help="Range end, exclusive (RFC 3339).")],
+    job: Annotated[str, typer.Argument(metavar="JOB", help="The job to re-run.")],
+    start: Annotated[str, typer.Option("--from", metavar="TS", help="Range start (RFC 3339).")],
+    stop: Annotated[
+        str, typer.Option("--to", metavar="TS", help="Range end, exclusive (RFC 3339).")
+    ],
     config: ConfigOption = DEFAULT_CONFIG,
     now: NowOption = None,
     as_json: JsonOption = False,
@@ -258,9 +266,15 @@ def backfill(
 
 @app.command()
 def retry(
-    job: Annotated[str, typer.Argument(help="The job whose parked windows to re-queue.")],
-    start: Annotated[str | None, typer.Option("--from", help="Range start (RFC 3339).")] = None,
-    stop: Annotated[str | None, typer.Option("--to", help="Range end, exclusive.")] = None,
+    job: Annotated[
+        str, typer.Argument(metavar="JOB", help="The job whose parked windows to re-queue.")
+    ],
+    start: Annotated[
+        str | None, typer.Option("--from", metavar="TS", help="Range start (RFC 3339).")
+    ] = None,
+    stop: Annotated[
+        str | None, typer.Option("--to", metavar="TS", help="Range end, exclusive (RFC 3339).")
+    ] = None,
     all_failed: Annotated[
         bool, typer.Option("--all-failed", help="Every parked window of the job.")
     ] = False,
@@ -322,9 +336,11 @@ def status(
 
 @app.command()
 def history(
-    job: Annotated[str, typer.Argument(help="The job.")],
+    job: Annotated[str, typer.Argument(metavar="JOB", help="The job.")],
     config: ConfigOption = DEFAULT_CONFIG,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="How many attempts.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, metavar="N", help="How many attempts.")
+    ] = 50,
     as_json: JsonOption = False,
 ) -> None:
     """The job's latest attempts, newest first."""
@@ -409,7 +425,7 @@ def _archive(config: Path, tier: str) -> ParquetArchive:
 
 @archive_app.command("verify")
 def archive_verify(
-    tier: Annotated[str, typer.Argument(help="The cold tier.")],
+    tier: Annotated[str, typer.Argument(metavar="TIER", help="The cold tier.")],
     config: ConfigOption = DEFAULT_CONFIG,
     as_json: JsonOption = False,
 ) -> None:
@@ -428,8 +444,15 @@ def archive_verify(
 
 @archive_app.command("query")
 def archive_query(
-    tier: Annotated[str, typer.Argument(help="The cold tier.")],
-    sql: Annotated[str, typer.Argument(help='SQL; each measurement is a table, e.g. "cpu".')],
+    tier: Annotated[str, typer.Argument(metavar="TIER", help="The cold tier.")],
+    sql: Annotated[
+        str,
+        typer.Argument(
+            metavar="SQL",
+            help='SQL; each measurement is a table of its own columns, e.g. "cpu"; '
+            "`points` holds them all.",
+        ),
+    ],
     config: ConfigOption = DEFAULT_CONFIG,
     as_json: JsonOption = False,
 ) -> None:
@@ -447,12 +470,16 @@ def archive_query(
 
 @app.command()
 def restore(
-    tier: Annotated[str, typer.Argument(help="The cold tier to read.")],
-    start: Annotated[str, typer.Option("--from", help="Range start (RFC 3339).")],
-    stop: Annotated[str, typer.Option("--to", help="Range end, exclusive (RFC 3339).")],
-    into: Annotated[str, typer.Option("--into", help="The live tier to write into.")],
+    tier: Annotated[str, typer.Argument(metavar="TIER", help="The cold tier to read.")],
+    start: Annotated[str, typer.Option("--from", metavar="TS", help="Range start (RFC 3339).")],
+    stop: Annotated[
+        str, typer.Option("--to", metavar="TS", help="Range end, exclusive (RFC 3339).")
+    ],
+    into: Annotated[
+        str, typer.Option("--into", metavar="TIER", help="The live tier to write into.")
+    ],
     measurement: Annotated[
-        str | None, typer.Option("--measurement", help="Only this measurement.")
+        str | None, typer.Option("--measurement", metavar="NAME", help="Only this measurement.")
     ] = None,
     config: ConfigOption = DEFAULT_CONFIG,
     as_json: JsonOption = False,

@@ -53,6 +53,7 @@ ConfigOption = Annotated[
     typer.Option(
         "--config",
         "-c",
+        metavar="PATH",
         envvar="TIERFLOW_CONFIG",
         help="The config file (also accepted before the command).",
         show_default=True,
@@ -69,7 +70,7 @@ NowOption = Annotated[
 ]
 JobsArgument = Annotated[
     list[str] | None,
-    typer.Argument(metavar="[JOB]...", help="Jobs (default: all).", show_default=False),
+    typer.Argument(metavar="JOB", help="Jobs (default: all).", show_default=False),
 ]
 
 

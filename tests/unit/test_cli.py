@@ -357,3 +357,24 @@ def test_every_command_with_a_broken_input_is_an_error_not_a_traceback(
     assert "Traceback" not in result.output
     assert "error" in result.output.lower()
     assert "internal error" not in result.output
+
+
+COMMANDS = [
+    [], ["validate"], ["plan"], ["run-once"], ["run"], ["backfill"], ["retry"], ["status"],
+    ["history"], ["archive"], ["archive", "verify"], ["archive", "query"], ["restore"], ["apply"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c) or "tierflow" for c in COMMANDS])
+def test_every_help_is_whole_and_every_command_is_in_the_readme(command: list[str]) -> None:
+    code, output = invoke(*command, "--help")
+    assert code == 0
+    assert "<bool>" not in output  # a flag takes no value
+    if command:
+        readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+        assert f"| `tierflow {' '.join(command)}" in readme
+    # Text in brackets is text, not markup to swallow.
+    if command == ["run"]:
+        assert "[scheduler] grace" in output
+    if command == ["archive", "query"]:
+        assert "tierflow[archive-query]" in output
