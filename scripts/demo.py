@@ -6,16 +6,21 @@ telemetry land in the hot tier, then validate, plan, run-once (the catch-up: eve
 window downsampled, coalesced into hourly queries, and every due hour archived to Parquet in a
 cold tier), run-once again (nothing left to do), status, archive verify, a SQL query over the
 cold tier, and a restore of two archived hours into a fresh tier, counted against the hot tier.
-Everything lives in a temp dir, deleted afterwards.
+Everything lives in a temp dir, deleted afterwards, unless `--keep DIR` (or TIERFLOW_DEMO_KEEP=DIR)
+says where to leave the config, state and cold tier for a newcomer to start from. The config it
+used is printed either way.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import random
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -116,11 +121,31 @@ def tierflow(*args: str, config: Path) -> None:
         raise SystemExit(done.returncode)
 
 
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--keep",
+        metavar="DIR",
+        type=Path,
+        default=os.environ.get("TIERFLOW_DEMO_KEEP") or None,
+        help="leave the config, state and cold tier in DIR (env TIERFLOW_DEMO_KEEP)",
+    )
+    return parser.parse_args()
+
+
 def main() -> None:
+    keep: Path | None = _arguments().keep
     now = datetime.now(UTC).replace(microsecond=0)
     start = (now - timedelta(hours=HOURS)).replace(minute=0, second=0)
-    with tempfile.TemporaryDirectory(prefix="tierflow-demo-") as scratch, ThrowawayInfluxd() as db:
-        print(f"influxd {db.url} (data in a temp dir, deleted afterwards)")
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+    place: AbstractContextManager[str] = (
+        nullcontext(str(keep.resolve()))
+        if keep is not None
+        else tempfile.TemporaryDirectory(prefix="tierflow-demo-")
+    )
+    with place as scratch, ThrowawayInfluxd() as db:
+        print(f"influxd {db.url} (its data in a temp dir, deleted afterwards)")
         config = Path(scratch) / "tierflow.toml"
         config.write_text(
             CONFIG.format(
@@ -130,6 +155,8 @@ def main() -> None:
                 start=start.isoformat().replace("+00:00", "Z"),
             )
         )
+        print(f"\nthe config ({config}):\n")
+        print(config.read_text(), flush=True)
         tierflow("apply", config=config)
         lines = telemetry(start, now)
         began = time.perf_counter()
@@ -168,6 +195,10 @@ def main() -> None:
               f"{first:%H:%M}-{second:%H:%M} UTC; the hot tier holds {_count(hot):,}")
         if _count(back) != _count(hot):
             raise SystemExit("the restore did not give back every archived point")
+        if keep is not None:
+            print(f"\nkept in {scratch}: tierflow.toml, state.db, cold/ (the influxd is gone: "
+                  "point [connections.plant] url at yours, then `tierflow -c "
+                  f"{config} validate`)")
 
 
 def _rfc3339(moment: datetime) -> str:

@@ -4,156 +4,56 @@ machines). Exit codes: 0 done, 1 some window failed, 2 bad input (config, argume
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
-import sys
 import textwrap
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from tierflow import __version__
+from tierflow._cli_archive import register as register_archive_commands
+from tierflow._cli_common import (
+    BadInput,
+    ConfigOption,
+    JobsArgument,
+    JsonOption,
+    NowOption,
+    err,
+    fail,
+    instant,
+    mapped_errors,
+    out,
+    plural,
+    print_json,
+    run_async,
+    session,
+    when,
+)
+from tierflow._cli_group import TierflowGroup
+from tierflow._cli_report import progress, report_runs, status_table
 from tierflow._clock import utc_now
-from tierflow._config import DEFAULT_CONFIG, Config, load_config
-from tierflow._errors import ConfigError, TierflowError, UnknownJobError
+from tierflow._config import DEFAULT_CONFIG, load_config
 from tierflow._logging import configure_logging, log_event
-from tierflow._runner import BatchRun, Runner, WindowRun, select_jobs
-from tierflow._state import RunStatus, open_state_store
-from tierflow._windows import isoformat
+from tierflow._runner import BatchRun
 
 if TYPE_CHECKING:
-    from tierflow._archive import ParquetArchive
+    pass
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
+    cls=TierflowGroup,
     name="tierflow",
     help="Run the life of InfluxDB time-series data: downsample, archive, restore.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-# Markup off: messages, queries and errors hold user text with brackets, printed as it is.
-out = Console(
-    highlight=False, markup=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200
-)
-err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
-T = TypeVar("T")
-
-ConfigOption = Annotated[
-    Path,
-    typer.Option(
-        "--config", "-c", envvar="TIERFLOW_CONFIG", help="The config file.", show_default=True
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
-NowOption = Annotated[
-    str | None,
-    typer.Option("--now", help="Act as if it were this instant (RFC 3339 with a zone), not now."),
-]
-JobsArgument = Annotated[
-    list[str] | None, typer.Argument(help="Jobs (default: all).", show_default=False)
-]
-
-
-class BadInput(TierflowError):
-    """A command-line argument is wrong (exit code 2)."""
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    err.print(Text.assemble(("error:", "bold red"), " ", message))
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except (ConfigError, BadInput, UnknownJobError) as exc:
-        _fail(str(exc), 2)
-    except TierflowError as exc:
-        _fail(str(exc), 1)
-
-
-def _instant(text: str | None, option: str) -> datetime:
-    if text is None:
-        return utc_now()
-    try:
-        moment = datetime.fromisoformat(text.replace("z", "Z"))
-    except ValueError:
-        raise BadInput(f"{option} {text!r} is not an RFC 3339 timestamp") from None
-    if moment.tzinfo is None:
-        raise BadInput(f"{option} {text!r} has no time zone; add Z for UTC")
-    return moment.astimezone(UTC)
-
-
-def _runner(config: Config, jobs: Sequence[str] | None = None) -> Runner:
-    """A runner on the configured state store, once the job names are known to be right (a typo
-    must not leave a state file behind)."""
-    select_jobs(config, jobs)
-    return Runner(config, open_state_store(config.state.url))
-
-
-def _run(runner: Runner, work: Callable[[Runner], Awaitable[T]]) -> T:
-    async def go() -> T:
-        try:
-            return await work(runner)
-        finally:
-            await runner.aclose()
-            runner.store.close()
-
-    return asyncio.run(go())
-
-
-@contextmanager
-def _progress(runner: Runner, total: int, as_json: bool) -> Iterator[None]:
-    """A progress bar (windows done / total, rate, ETA) for people at a terminal, and only then."""
-    if as_json or total == 0 or not sys.stdout.isatty():
-        yield
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        Task,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    class Rate(ProgressColumn):
-        def render(self, task: Task) -> Text:
-            return Text(f"{task.speed:,.1f} windows/s" if task.speed else "")
-
-    columns = (
-        TextColumn("windows"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        Rate(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=out, transient=True) as bar:
-        task = bar.add_task("windows", total=total)
-        runner.on_progress = lambda done: bar.advance(task, done)
-        yield
-
-
-def _print_json(body: object) -> None:
-    sys.stdout.write(json.dumps(body, indent=2, default=str) + "\n")
-
-
-def _when(moment: datetime | None) -> str | None:
-    return isoformat(moment) if moment else None
 
 
 @app.command()
@@ -163,25 +63,34 @@ def validate(
     online: Annotated[
         bool,
         typer.Option(
-            "--online", help="Also ask each server: buckets, databases, Flux syntax (analyze)."
+            "--online",
+            help="Also ask each server: databases and retention policies (1.x), buckets and "
+            "Flux syntax (2.x), and each downsample field and its type in the source.",
         ),
     ] = False,
 ) -> None:
-    """Check the config and every job's query for a sample window; exit 0 if all is well, 2 (with
-    every problem listed) if not, 1 if a server could not be asked (--online)."""
+    """Check the config, the optional packages it needs, and every job's query for a sample
+    window; exit 0 if all is well (warnings, e.g. a start in the future, on stderr), 2 with every
+    problem listed if not, 1 if a server could not be asked (--online)."""
+    from tierflow._preflight import missing_extras, warnings_for
     from tierflow._validation import check_jobs, check_servers
 
-    with _errors():
+    with mapped_errors():
         loaded = load_config(config)
-        problems = check_jobs(loaded)
+        problems = missing_extras(loaded) + check_jobs(loaded)
         if online and not problems:
             problems = asyncio.run(check_servers(loaded))
     if problems:
         listing = "\n".join("  " + problem.render() for problem in problems)
         code = 2 if any(not problem.unreachable for problem in problems) else 1
-        _fail(f"{config}: {len(problems)} problem(s)\n{listing}", code)
+        fail(f"{config}: {len(problems)} problem(s)\n{listing}", code)
+    cautions = warnings_for(loaded, utc_now())
+    for caution in cautions:
+        err.print(Text.assemble(("warning:", "bold yellow"), " ", caution))
     if as_json:
-        _print_json({"valid": True, "config": str(config), "jobs": list(loaded.jobs)})
+        print_json(
+            {"valid": True, "config": str(config), "jobs": list(loaded.jobs), "warnings": cautions}
+        )
     else:
         out.print(f"{config}: valid ({len(loaded.jobs)} job(s), {len(loaded.tiers)} tier(s))")
 
@@ -196,49 +105,44 @@ def plan(
     """Show the windows due now (or at --now) per job, with the exact query each would run."""
     from tierflow._jobs import render_job
 
-    with _errors():
-        loaded = load_config(config)
-        at = _instant(now, "--now")
-        runner = _runner(loaded, jobs)
-        try:
-            plans = runner.plan(at, jobs)
-            body: dict[str, Any] = {
-                "jobs": [
-                    {
-                        "job": p.job,
-                        "windows": [
-                            {
-                                "start": _when(w.start),
-                                "stop": _when(w.stop),
-                                "query": None,
-                                "action": "skip",
-                            }
-                            for w in p.skipped
-                        ]
-                        + [
-                            {
-                                "start": _when(w.start),
-                                "stop": _when(w.stop),
-                                "query": query,
-                                "action": "run",
-                            }
-                            for batch in p.batches
-                            for query in [render_job(loaded, p.job, batch).text]
-                            for w in batch.windows
-                        ],
-                    }
-                    for p in plans
-                ]
-            }
-        finally:
-            runner.store.close()
+    at = instant(now, "--now")
+    with session(config, jobs) as (loaded, runner):
+        plans = runner.plan(at, jobs)
+        body: dict[str, Any] = {
+            "jobs": [
+                {
+                    "job": p.job,
+                    "windows": [
+                        {
+                            "start": when(w.start),
+                            "stop": when(w.stop),
+                            "query": None,
+                            "action": "skip",
+                        }
+                        for w in p.skipped
+                    ]
+                    + [
+                        {
+                            "start": when(w.start),
+                            "stop": when(w.stop),
+                            "query": query,
+                            "action": "run",
+                        }
+                        for batch in p.batches
+                        for query in [render_job(loaded, p.job, batch).text]
+                        for w in batch.windows
+                    ],
+                }
+                for p in plans
+            ]
+        }
     if as_json:
-        _print_json(body)
+        print_json(body)
         return
     for job in body["jobs"]:
         out.print(
             Text.assemble(
-                (job["job"], "bold"), f": {len(job['windows'])} window(s) due at {_when(at)}"
+                (job["job"], "bold"), f": {len(job['windows'])} window(s) due at {when(at)}"
             )
         )
         last = None
@@ -251,71 +155,6 @@ def plan(
                 last = window["query"]
 
 
-def _plural(count: int, noun: str, plural: str | None = None) -> str:
-    return f"{count:,} {noun if count == 1 else (plural or noun + 's')}"
-
-
-def _report_runs(runs: Sequence[BatchRun], as_json: bool) -> None:
-    windows = [w for run in runs for w in run.windows]
-    failed = [w for w in windows if w.status is not RunStatus.SUCCEEDED]
-    if as_json:
-        _print_json(
-            {
-                "runs": [
-                    {
-                        "job": w.job,
-                        "start": _when(w.window.start),
-                        "stop": _when(w.window.stop),
-                        "status": w.status.value,
-                        "attempts": w.attempts,
-                        "error": w.error,
-                    }
-                    for w in windows
-                ],
-                "succeeded": len(windows) - len(failed),
-                "failed": len(failed),
-            }
-        )
-    else:
-        _print_run_tables(runs, failed)
-    if failed:
-        raise typer.Exit(1)
-
-
-def _print_run_tables(runs: Sequence[BatchRun], failed: Sequence[WindowRun]) -> None:
-    """People get one line per job, and every failed window spelled out."""
-    table = Table("job", "from", "to", "windows", "queries", "succeeded", "failed", "points")
-    for job in dict.fromkeys(run.job for run in runs):
-        mine = [run for run in runs if run.job == job]
-        count = sum(len(run.batch.windows) for run in mine)
-        bad = sum(len(run.batch.windows) for run in mine if run.status is not RunStatus.SUCCEEDED)
-        table.add_row(
-            job,
-            _when(mine[0].batch.range.start),
-            _when(mine[-1].batch.range.stop),
-            str(count),
-            str(len(mine)),
-            Text(str(count - bad), style="green"),
-            Text(str(bad), style="red") if bad else "0",
-            f"{sum(run.points_written for run in mine):,}",
-        )
-    if runs:
-        out.print(table)
-    if failed:
-        errors = Table("job", "start", "stop", "attempts", "error", title="failed windows")
-        for w in failed:
-            errors.add_row(
-                w.job, _when(w.window.start), _when(w.window.stop), str(w.attempts), w.error or ""
-            )
-        out.print(errors)
-    windows = sum(len(run.batch.windows) for run in runs)
-    out.print(
-        f"{_plural(windows - len(failed), 'window')} succeeded, {len(failed):,} failed, "
-        f"{_plural(len(runs), 'query', 'queries')}, "
-        f"{_plural(sum(run.points_written for run in runs), 'point')} written"
-    )
-
-
 @app.command("run-once")
 def run_once(
     jobs: JobsArgument = None,
@@ -324,16 +163,14 @@ def run_once(
     as_json: JsonOption = False,
 ) -> None:
     """Run every due window once, record each; exit 1 if any failed."""
-    with _errors():
-        loaded = load_config(config)
-        at = _instant(now, "--now")
-        runner = _runner(loaded, jobs)
+    at = instant(now, "--now")
+    with session(config, jobs) as (_, runner):
         runner.check_fields = True
         plans = runner.plan(at, jobs)
         total = sum(len(p.windows) + len(p.skipped) for p in plans)
-        with _progress(runner, total, as_json):
-            runs: list[BatchRun] = _run(runner, lambda r: r.run_due(at, jobs))
-    _report_runs(runs, as_json)
+        with progress(runner, total, as_json):
+            runs: list[BatchRun] = run_async(runner, lambda r: r.run_due(at, jobs))
+    report_runs(runs, as_json)
 
 
 @app.command()
@@ -343,6 +180,7 @@ def run(
         float | None,
         typer.Option(
             "--trace-memory",
+            metavar="SECONDS",
             help="Log RSS and the top allocation sites every N seconds (tracemalloc).",
             min=0.1,
         ),
@@ -351,15 +189,22 @@ def run(
     """Run as a daemon: every job's windows as they become due, until SIGTERM or SIGINT.
 
     The first signal stops new windows and lets those in flight finish within [scheduler] grace;
-    a second one exits at once (windows in flight stay claimed until their lease expires)."""
+    a second one exits at once (windows in flight stay claimed until their lease expires).
+    At a terminal: a line per batch and a catch-up progress bar; otherwise JSON log lines."""
     from tierflow._daemon import Daemon, MetricsServer
+    from tierflow._terminal import DaemonDisplay
 
-    with _errors():
-        loaded = load_config(config)
-        runner = _runner(loaded)
+    # A person at a terminal sees batches and the catch-up; a log level below warning asks for
+    # the log lines instead, and machines (no terminal) get the JSON ones.
+    quiet = logging.getLogger("tierflow").getEffectiveLevel() >= logging.WARNING
+    display = DaemonDisplay(err) if err.is_terminal and quiet else None
 
     async def serve() -> None:
         daemon = Daemon(runner)
+        if display is not None:
+            display.attach()
+            runner.on_progress = display.advance
+            display.catch_up(sum(len(p.windows) for p in runner.plan(utc_now())))
         loop = asyncio.get_running_loop()
 
         def on_signal(signum: signal.Signals) -> None:
@@ -384,12 +229,13 @@ def run(
         finally:
             if tracer is not None:
                 tracer.cancel()
+            if display is not None:
+                display.close_bar()
             if server is not None:
                 await server.stop()
             await runner.aclose()
-            runner.store.close()
 
-    with _errors():
+    with session(config) as (loaded, runner):
         try:
             asyncio.run(serve())
         except OSError as exc:
@@ -398,31 +244,37 @@ def run(
 
 @app.command()
 def backfill(
-    job: Annotated[str, typer.Argument(help="The job to re-run.")],
-    start: Annotated[str, typer.Option("--from", help="Range start (RFC 3339).")],
-    stop: Annotated[str, typer.Option("--to", help="Range end, exclusive (RFC 3339).")],
+    job: Annotated[str, typer.Argument(metavar="JOB", help="The job to re-run.")],
+    start: Annotated[str, typer.Option("--from", metavar="TS", help="Range start (RFC 3339).")],
+    stop: Annotated[
+        str, typer.Option("--to", metavar="TS", help="Range end, exclusive (RFC 3339).")
+    ],
     config: ConfigOption = DEFAULT_CONFIG,
     now: NowOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Re-run the job's windows that overlap [--from, --to), whatever the watermark says."""
-    with _errors():
-        loaded = load_config(config)
-        begin, end, at = _instant(start, "--from"), _instant(stop, "--to"), _instant(now, "--now")
-        if begin >= end:
-            raise BadInput(f"--from {start} is not before --to {stop}")
-        runner = _runner(loaded, [job])
+    begin, end, at = instant(start, "--from"), instant(stop, "--to"), instant(now, "--now")
+    if begin >= end:
+        fail(f"--from {start} is not before --to {stop}", 2)
+    with session(config, [job]) as (_, runner):
         batches = runner.backfill_batches(job, begin, end, at)
-        with _progress(runner, sum(len(b.windows) for b in batches), as_json):
-            runs: list[BatchRun] = _run(runner, lambda r: r.backfill(job, begin, end, at))
-    _report_runs(runs, as_json)
+        with progress(runner, sum(len(b.windows) for b in batches), as_json):
+            runs: list[BatchRun] = run_async(runner, lambda r: r.backfill(job, begin, end, at))
+    report_runs(runs, as_json)
 
 
 @app.command()
 def retry(
-    job: Annotated[str, typer.Argument(help="The job whose parked windows to re-queue.")],
-    start: Annotated[str | None, typer.Option("--from", help="Range start (RFC 3339).")] = None,
-    stop: Annotated[str | None, typer.Option("--to", help="Range end, exclusive.")] = None,
+    job: Annotated[
+        str, typer.Argument(metavar="JOB", help="The job whose parked windows to re-queue.")
+    ],
+    start: Annotated[
+        str | None, typer.Option("--from", metavar="TS", help="Range start (RFC 3339).")
+    ] = None,
+    stop: Annotated[
+        str | None, typer.Option("--to", metavar="TS", help="Range end, exclusive (RFC 3339).")
+    ] = None,
     all_failed: Annotated[
         bool, typer.Option("--all-failed", help="Every parked window of the job.")
     ] = False,
@@ -431,23 +283,18 @@ def retry(
 ) -> None:
     """Re-queue windows parked after max_window_attempts failures: they run again on the next
     run-once or daemon cycle, with a fresh attempt budget."""
-    with _errors():
-        if all_failed == (start is not None or stop is not None):
-            raise BadInput("give either --from and --to, or --all-failed")
-        if not all_failed and (start is None or stop is None):
-            raise BadInput("--from and --to go together")
-        loaded = load_config(config)
-        begin = _instant(start, "--from") if start else None
-        end = _instant(stop, "--to") if stop else None
-        runner = _runner(loaded, [job])
-        try:
-            count = runner.requeue(job, begin, end)
-        finally:
-            runner.store.close()
+    if all_failed == (start is not None or stop is not None):
+        fail("give either --from and --to, or --all-failed", 2)
+    if not all_failed and (start is None or stop is None):
+        fail("--from and --to go together", 2)
+    begin = instant(start, "--from") if start else None
+    end = instant(stop, "--to") if stop else None
+    with session(config, [job]) as (_, runner):
+        count = runner.requeue(job, begin, end)
     if as_json:
-        _print_json({"job": job, "requeued": count})
+        print_json({"job": job, "requeued": count})
     else:
-        out.print(f"{_plural(count, 'parked window')} of {job} re-queued")
+        out.print(f"{plural(count, 'parked window')} of {job} re-queued")
 
 
 @app.command()
@@ -457,19 +304,17 @@ def status(
     now: NowOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Per job: watermark, lag, last status, failed and pending windows."""
-    with _errors():
-        loaded = load_config(config)
-        at = _instant(now, "--now")
-        runner = _runner(loaded, jobs)
-        try:
-            rows = runner.status(at, jobs)
-        finally:
-            runner.store.close()
+    """Per job: watermark, lag, last status, failed, parked and pending windows, windows at risk
+    of expiring (and lost), late-data re-runs, and when the job next has work."""
+    at = instant(now, "--now")
+    with session(config, jobs) as (_, runner):
+        rows = runner.status(at, jobs)
+        # When each job next has work: now if windows are pending, else the planner's next wake.
+        wakes = {s.job: at if s.pending_windows else runner.next_wake(s.job, at) for s in rows}
     body: list[dict[str, Any]] = [
         {
             "job": s.job,
-            "watermark": _when(s.watermark),
+            "watermark": when(s.watermark),
             "lag_seconds": s.lag_seconds,
             "last_status": s.last_status.value if s.last_status else None,
             "failed_windows": s.failed_windows,
@@ -479,64 +324,36 @@ def status(
             "expiry_risk": s.expiry_risk,
             "windows_at_risk": s.windows_at_risk,
             "windows_lost": s.windows_lost,
+            "next_due": when(wakes[s.job]),
         }
         for s in rows
     ]
     if as_json:
-        _print_json({"now": _when(at), "jobs": body})
+        print_json({"now": when(at), "jobs": body})
         return
-    table = Table(
-        "job",
-        "watermark",
-        "lag",
-        "last status",
-        "failed",
-        "parked",
-        "pending",
-        "at risk (lost)",
-        "re-aggregated (late data)",
-        title=f"tierflow status at {_when(at)}",
-    )
-    for row in body:
-        table.add_row(
-            row["job"],
-            row["watermark"] or "-",
-            f"{row['lag_seconds']:.0f}s",
-            row["last_status"] or "-",
-            str(row["failed_windows"]),
-            str(row["parked_windows"]),
-            str(row["pending_windows"]),
-            Text(f"{row['windows_at_risk']} ({row['windows_lost']})", style="bold red")
-            if row["expiry_risk"]
-            else "0",
-            str(row["rechecked_windows"]),
-        )
-    out.print(table)
+    out.print(status_table(body, at))
 
 
 @app.command()
 def history(
-    job: Annotated[str, typer.Argument(help="The job.")],
+    job: Annotated[str, typer.Argument(metavar="JOB", help="The job.")],
     config: ConfigOption = DEFAULT_CONFIG,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="How many attempts.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, metavar="N", help="How many attempts.")
+    ] = 50,
     as_json: JsonOption = False,
 ) -> None:
     """The job's latest attempts, newest first."""
-    with _errors():
-        loaded = load_config(config)
-        runner = _runner(loaded, [job])
-        try:
-            attempts = runner.store.history(job, limit=limit)
-        finally:
-            runner.store.close()
+    with session(config, [job]) as (_, runner):
+        attempts = runner.store.history(job, limit=limit)
     body: list[dict[str, Any]] = [
         {
-            "start": _when(a.window.start),
-            "stop": _when(a.window.stop),
+            "start": when(a.window.start),
+            "stop": when(a.window.stop),
             "attempt": a.attempt,
             "status": a.status.value,
-            "started_at": _when(a.started_at),
-            "finished_at": _when(a.finished_at),
+            "started_at": when(a.started_at),
+            "finished_at": when(a.finished_at),
             "duration_s": a.duration_s,
             "query_hash": a.query_hash,
             "template_version": a.template_version,
@@ -547,7 +364,7 @@ def history(
         for a in attempts
     ]
     if as_json:
-        _print_json({"job": job, "attempts": body})
+        print_json({"job": job, "attempts": body})
         return
     table = Table(
         "start",
@@ -582,143 +399,7 @@ def history(
     out.print(table)
 
 
-archive_app = typer.Typer(help="The cold tier: check and query the Parquet archive.")
-app.add_typer(archive_app, name="archive")
-
-
-def _cold_tier(config: Config, tier: str) -> None:
-    spec = config.tiers.get(tier)
-    if spec is None or not spec.is_archive:
-        cold = [name for name, t in config.tiers.items() if t.is_archive]
-        raise BadInput(
-            f"{tier!r} is not a cold tier of {config.path}; cold tiers: {', '.join(cold) or 'none'}"
-        )
-
-
-def _archive(config: Path, tier: str) -> ParquetArchive:
-    """The archive of cold tier `tier` in the config at `config` (bad input if it is not one)."""
-    from tierflow._archiving import Archives
-
-    loaded = load_config(config)
-    _cold_tier(loaded, tier)
-    return Archives(loaded)(tier)
-
-
-@archive_app.command("verify")
-def archive_verify(
-    tier: Annotated[str, typer.Argument(help="The cold tier.")],
-    config: ConfigOption = DEFAULT_CONFIG,
-    as_json: JsonOption = False,
-) -> None:
-    """Re-check every archived file (exists, checksum, row count); exit 1 naming each bad one."""
-    with _errors():
-        problems = _archive(config, tier).verify()
-    if as_json:
-        _print_json({"tier": tier, "ok": not problems, "problems": [str(p) for p in problems]})
-    else:
-        for problem in problems:
-            err.print(str(problem))
-        out.print(f"{tier}: {'ok' if not problems else _plural(len(problems), 'bad file')}")
-    if problems:
-        raise typer.Exit(1)
-
-
-@archive_app.command("query")
-def archive_query(
-    tier: Annotated[str, typer.Argument(help="The cold tier.")],
-    sql: Annotated[str, typer.Argument(help='SQL; each measurement is a table, e.g. "cpu".')],
-    config: ConfigOption = DEFAULT_CONFIG,
-    as_json: JsonOption = False,
-) -> None:
-    """Run SQL over the archive with DuckDB (extra tierflow[archive-query]), no restore needed."""
-    with _errors():
-        result = _archive(config, tier).query(sql)
-    if as_json:
-        _print_json({"columns": list(result.columns), "rows": [list(r) for r in result.rows]})
-        return
-    table = Table(*result.columns)
-    for row in result.rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
-    out.print(table)
-
-
-@app.command()
-def restore(
-    tier: Annotated[str, typer.Argument(help="The cold tier to read.")],
-    start: Annotated[str, typer.Option("--from", help="Range start (RFC 3339).")],
-    stop: Annotated[str, typer.Option("--to", help="Range end, exclusive (RFC 3339).")],
-    into: Annotated[str, typer.Option("--into", help="The live tier to write into.")],
-    measurement: Annotated[
-        str | None, typer.Option("--measurement", help="Only this measurement.")
-    ] = None,
-    config: ConfigOption = DEFAULT_CONFIG,
-    as_json: JsonOption = False,
-) -> None:
-    """Write archived points back into a live tier, point for point, field types kept. A
-    measurement the live tier refuses (e.g. a field type conflict) is named with its field and
-    first offending point and left out; the others are restored; exit 1 if any was refused."""
-    from tierflow._archiving import Archives
-    from tierflow._archiving import restore as restore_range
-    from tierflow._engines import engine_for
-    from tierflow._lineprotocol import ns_isoformat
-
-    with _errors():
-        loaded = load_config(config)
-        _cold_tier(loaded, tier)
-        target = loaded.tiers.get(into)
-        if target is None or target.is_archive:
-            raise BadInput(f"--into {into!r} is not a live tier of {config}")
-        begin, end = _instant(start, "--from"), _instant(stop, "--to")
-        if begin >= end:
-            raise BadInput(f"--from {start} is not before --to {stop}")
-        connection = loaded.connections[target.connection]
-        archive = Archives(loaded)(tier)
-
-        async def go() -> Any:
-            engine = engine_for(target.connection, connection)
-            try:
-                return await restore_range(
-                    archive,
-                    engine,
-                    target,
-                    start=begin,
-                    stop=end,
-                    measurement=measurement,
-                    max_concurrency=connection.max_concurrency,
-                )
-            finally:
-                await engine.aclose()
-
-        moved = asyncio.run(go())
-    if as_json:
-        _print_json(
-            {
-                "points": moved.points,
-                "dropped": moved.dropped,
-                "bytes": moved.bytes_sent,
-                "requests": moved.requests,
-                "failures": [
-                    {
-                        "measurement": failure.measurement,
-                        "column": failure.column,
-                        "time": ns_isoformat(failure.time_ns),
-                        "error": failure.reason,
-                    }
-                    for failure in moved.failures
-                ],
-            }
-        )
-    else:
-        out.print(
-            f"restored {_plural(moved.points, 'point')} into {into} "
-            f"({moved.requests} requests, {moved.bytes_sent:,} bytes)"
-        )
-        for failure in moved.failures:
-            # One line each: a server's message may quote a line whose strings hold newlines.
-            text = str(failure).replace("\r", "\\r").replace("\n", "\\n")
-            err.print(Text.assemble(("error:", "bold red"), " not restored: ", text))
-    if moved.failures:
-        raise typer.Exit(1)
+register_archive_commands(app)
 
 
 @app.command("apply")
@@ -749,7 +430,7 @@ def apply_tiers(
     from tierflow._apply import Action, ApplyRefusedError
     from tierflow._apply import apply_tiers as apply_all
 
-    with _errors():
+    with mapped_errors():
         loaded = load_config(config)
         try:
             changes = asyncio.run(
@@ -764,7 +445,7 @@ def apply_tiers(
         except ApplyRefusedError as exc:
             raise BadInput(str(exc)) from None
     if as_json:
-        _print_json({"changes": [change.as_json() for change in changes]})
+        print_json({"changes": [change.as_json() for change in changes]})
         return
     table = Table("tier", "action", "detail", title="dry run: nothing changed" if dry_run else None)
     for change in changes:
@@ -776,7 +457,7 @@ def apply_tiers(
         f"{counts[Action.SHRINK]} {verbs[2]} (deleting data), " if counts[Action.SHRINK] else ""
     )
     out.print(
-        f"{_plural(len(changes), 'tier')}: {counts[Action.CREATE]} {verbs[0]}, "
+        f"{plural(len(changes), 'tier')}: {counts[Action.CREATE]} {verbs[0]}, "
         f"{counts[Action.UPDATE]} {verbs[1]}, {shrunk}{counts[Action.NONE]} unchanged"
     )
 
@@ -792,13 +473,18 @@ def _main(
     log_level: Annotated[
         str,
         typer.Option(
-            "--log-level", envvar="TIERFLOW_LOG_LEVEL", help="debug, info, warning, error."
+            "--log-level",
+            envvar="TIERFLOW_LOG_LEVEL",
+            metavar="LEVEL",
+            help="debug, info, warning, error (also accepted after the command).",
         ),
     ] = "warning",
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise typer.BadParameter(f"{log_level!r} is not one of debug, info, warning, error")
     configure_logging(log_level)
 
 

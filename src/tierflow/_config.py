@@ -7,6 +7,7 @@ the table, the key and the offending value, so that one edit fixes them all.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import tomllib
@@ -474,7 +475,9 @@ def load_config(path: Path | str | None = None) -> Config:
 def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
     """Validate an already-parsed TOML document (see `load_config`)."""
     problems = [
-        _Problem("", key, _MISSING, "unknown top-level table or key")
+        _Problem(
+            "", key, _MISSING, "unknown top-level table or key" + _did_you_mean(key, _SECTIONS)
+        )
         for key in sorted(set(raw) - _SECTIONS)
     ]
 
@@ -566,11 +569,18 @@ def _validate(
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        problems.extend(_from_pydantic(table, body, error) for error in exc.errors())
+        problems.extend(_from_pydantic(table, body, error, model) for error in exc.errors())
         return None
 
 
-def _from_pydantic(table: tuple[str, ...], body: object, error: Any) -> _Problem:
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _from_pydantic(
+    table: tuple[str, ...], body: object, error: Any, model: type[BaseModel]
+) -> _Problem:
     loc = [str(part) for part in error["loc"]]
     # Discriminated secret unions add the tag to the location; it is not a key the user wrote.
     loc = [part for part in loc if part not in {*_SECRET_SHORTHANDS.values(), "literal"}] or loc
@@ -578,6 +588,9 @@ def _from_pydantic(table: tuple[str, ...], body: object, error: Any) -> _Problem
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key"
+        if len(loc) == 1:
+            keys = (info.alias or name for name, info in model.model_fields.items())
+            message += _did_you_mean(loc[0], keys)
     elif error["type"] == "missing":
         message = "required key is missing"
         return _Problem(_table_name(*table), key, _MISSING, message)

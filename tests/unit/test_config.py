@@ -199,7 +199,7 @@ def test_unknown_key(tmp_path: Path) -> None:
 def test_unknown_key_in_a_connection(tmp_path: Path) -> None:
     path, message = error_of(tmp_path, document(connection={"retries": "3"}))
     assert line_about(message, "[connections.plant] retries") == (
-        f"  {path}: [connections.plant] retries = 3: unknown key"
+        f"  {path}: [connections.plant] retries = 3: unknown key; did you mean 'retry'?"
     )
 
 

@@ -56,6 +56,9 @@ class SqliteStateStore(StateStore):
             self._db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=30
             )
+        except sqlite3.Error as exc:  # e.g. its directory is missing: nothing to close
+            raise StateError(f"state store {self.path}: {exc}") from exc
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")

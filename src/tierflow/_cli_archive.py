@@ -1,0 +1,186 @@
+"""The cold-tier commands: `tierflow archive verify|query` and `tierflow restore`."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from tierflow._cli_common import (
+    BadInput,
+    ConfigOption,
+    JsonOption,
+    err,
+    instant,
+    mapped_errors,
+    out,
+    plural,
+    print_json,
+)
+from tierflow._cli_group import TierflowGroup
+from tierflow._config import DEFAULT_CONFIG, Config, load_config
+
+if TYPE_CHECKING:
+    from tierflow._archive import ParquetArchive
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add `archive` and `restore` to the `tierflow` app."""
+    app.add_typer(archive_app, name="archive")
+    app.command()(restore)
+
+
+archive_app = typer.Typer(
+    cls=TierflowGroup, help="The cold tier: check and query the Parquet archive."
+)
+
+
+def _cold_tier(config: Config, tier: str) -> None:
+    spec = config.tiers.get(tier)
+    if spec is None or not spec.is_archive:
+        cold = [name for name, t in config.tiers.items() if t.is_archive]
+        raise BadInput(
+            f"{tier!r} is not a cold tier of {config.path}; cold tiers: {', '.join(cold) or 'none'}"
+        )
+
+
+def _archive(config: Path, tier: str) -> ParquetArchive:
+    """The archive of cold tier `tier` in the config at `config` (bad input if it is not one)."""
+    from tierflow._archiving import Archives
+
+    loaded = load_config(config)
+    _cold_tier(loaded, tier)
+    return Archives(loaded)(tier)
+
+
+@archive_app.command("verify")
+def archive_verify(
+    tier: Annotated[str, typer.Argument(metavar="TIER", help="The cold tier.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-check every archived file (exists, checksum, row count); exit 1 naming each bad one."""
+    with mapped_errors():
+        problems = _archive(config, tier).verify()
+    if as_json:
+        print_json({"tier": tier, "ok": not problems, "problems": [str(p) for p in problems]})
+    else:
+        for problem in problems:
+            err.print(str(problem))
+        out.print(f"{tier}: {'ok' if not problems else plural(len(problems), 'bad file')}")
+    if problems:
+        raise typer.Exit(1)
+
+
+@archive_app.command("query")
+def archive_query(
+    tier: Annotated[str, typer.Argument(metavar="TIER", help="The cold tier.")],
+    sql: Annotated[
+        str,
+        typer.Argument(
+            metavar="SQL",
+            help='SQL; each measurement is a table of its own columns, e.g. "cpu"; '
+            "`points` holds them all.",
+        ),
+    ],
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: JsonOption = False,
+) -> None:
+    """Run SQL over the archive with DuckDB (extra tierflow[archive-query]), no restore needed."""
+    with mapped_errors():
+        result = _archive(config, tier).query(sql)
+    if as_json:
+        print_json({"columns": list(result.columns), "rows": [list(r) for r in result.rows]})
+        return
+    table = Table(*result.columns)
+    for row in result.rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    out.print(table)
+
+
+def restore(
+    tier: Annotated[str, typer.Argument(metavar="TIER", help="The cold tier to read.")],
+    start: Annotated[str, typer.Option("--from", metavar="TS", help="Range start (RFC 3339).")],
+    stop: Annotated[
+        str, typer.Option("--to", metavar="TS", help="Range end, exclusive (RFC 3339).")
+    ],
+    into: Annotated[
+        str, typer.Option("--into", metavar="TIER", help="The live tier to write into.")
+    ],
+    measurement: Annotated[
+        str | None, typer.Option("--measurement", metavar="NAME", help="Only this measurement.")
+    ] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: JsonOption = False,
+) -> None:
+    """Write archived points back into a live tier, point for point, field types kept. A
+    measurement the live tier refuses (e.g. a field type conflict) is named with its field and
+    first offending point and left out; the others are restored; exit 1 if any was refused."""
+    from tierflow._archiving import Archives
+    from tierflow._archiving import restore as restore_range
+    from tierflow._engines import engine_for
+    from tierflow._lineprotocol import ns_isoformat
+
+    with mapped_errors():
+        loaded = load_config(config)
+        _cold_tier(loaded, tier)
+        target = loaded.tiers.get(into)
+        if target is None or target.is_archive:
+            raise BadInput(f"--into {into!r} is not a live tier of {config}")
+        begin, end = instant(start, "--from"), instant(stop, "--to")
+        if begin >= end:
+            raise BadInput(f"--from {start} is not before --to {stop}")
+        connection = loaded.connections[target.connection]
+        archive = Archives(loaded)(tier)
+
+        async def go() -> Any:
+            engine = engine_for(target.connection, connection)
+            try:
+                return await restore_range(
+                    archive,
+                    engine,
+                    target,
+                    start=begin,
+                    stop=end,
+                    measurement=measurement,
+                    max_concurrency=connection.max_concurrency,
+                )
+            finally:
+                await engine.aclose()
+
+        moved = asyncio.run(go())
+    if as_json:
+        print_json(
+            {
+                "points": moved.points,
+                "dropped": moved.dropped,
+                "bytes": moved.bytes_sent,
+                "requests": moved.requests,
+                "failures": [
+                    {
+                        "measurement": failure.measurement,
+                        "column": failure.column,
+                        "time": ns_isoformat(failure.time_ns),
+                        "error": failure.reason,
+                    }
+                    for failure in moved.failures
+                ],
+            }
+        )
+    else:
+        out.print(
+            f"restored {plural(moved.points, 'point')} into {into} "
+            f"({moved.requests} requests, {moved.bytes_sent:,} bytes)"
+        )
+        for failure in moved.failures:
+            # One line each: a server's message may quote a line whose strings hold newlines.
+            text = str(failure).replace("\r", "\\r").replace("\n", "\\n")
+            err.print(Text.assemble(("error:", "bold red"), " not restored: ", text))
+    if moved.failures:
+        raise typer.Exit(1)

@@ -1,0 +1,151 @@
+"""What every `tierflow` command shares: the consoles, the common options, error mapping (a
+tierflow error, never a traceback), parsing instants, and opening a config with its state store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from tierflow._clock import utc_now
+from tierflow._config import Config, load_config
+from tierflow._errors import ConfigError, TierflowError, UnknownJobError
+from tierflow._runner import Runner, select_jobs
+from tierflow._state import open_state_store
+from tierflow._windows import isoformat
+
+__all__ = [
+    "BadInput",
+    "ConfigOption",
+    "JobsArgument",
+    "JsonOption",
+    "NowOption",
+    "err",
+    "fail",
+    "instant",
+    "mapped_errors",
+    "out",
+    "plural",
+    "print_json",
+    "run_async",
+    "session",
+    "when",
+]
+
+# Markup off: messages, queries and errors hold user text with brackets, printed as it is.
+out = Console(
+    highlight=False, markup=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200
+)
+err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
+T = TypeVar("T")
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        metavar="PATH",
+        envvar="TIERFLOW_CONFIG",
+        help="The config file (also accepted before the command).",
+        show_default=True,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+NowOption = Annotated[
+    str | None,
+    typer.Option(
+        "--now",
+        metavar="TS",
+        help="Act as if it were this instant (RFC 3339 with a zone), not now.",
+    ),
+]
+JobsArgument = Annotated[
+    list[str] | None,
+    typer.Argument(metavar="JOB", help="Jobs (default: all).", show_default=False),
+]
+
+
+class BadInput(TierflowError):
+    """A command-line argument is wrong (exit code 2)."""
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print `error: message` on stderr and exit with `code`."""
+    err.print(Text.assemble(("error:", "bold red"), " ", message))
+    raise typer.Exit(code)
+
+
+@contextmanager
+def mapped_errors() -> Iterator[None]:
+    """Bad input (config, arguments, job names) exits 2, any other tierflow error 1."""
+    try:
+        yield
+    except (ConfigError, BadInput, UnknownJobError) as exc:
+        fail(str(exc), 2)
+    except TierflowError as exc:
+        fail(str(exc), 1)
+
+
+def instant(text: str | None, option: str) -> datetime:
+    """`text` as an aware UTC instant (the clock when None); exit 2 naming `option` if it is not
+    RFC 3339 with a zone."""
+    if text is None:
+        return utc_now()
+    try:
+        moment = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        fail(f"{option} {text!r} is not an RFC 3339 timestamp", 2)
+    if moment.tzinfo is None:
+        fail(f"{option} {text!r} has no time zone; add Z for UTC", 2)
+    return moment.astimezone(UTC)
+
+
+@contextmanager
+def session(config: Path, jobs: Sequence[str] | None = None) -> Iterator[tuple[Config, Runner]]:
+    """The config at `config` and a runner on its state store, closed on the way out; errors
+    mapped to exit codes. The job names are checked before the store opens: a typo must not
+    leave a state file behind."""
+    with mapped_errors():
+        loaded = load_config(config)
+        select_jobs(loaded, jobs)
+        runner = Runner(loaded, open_state_store(loaded.state.url))
+        try:
+            yield loaded, runner
+        finally:
+            runner.store.close()
+
+
+def run_async(runner: Runner, work: Callable[[Runner], Awaitable[T]]) -> T:
+    """Run `work` on an event loop of its own, closing the runner's engines after."""
+
+    async def go() -> T:
+        try:
+            return await work(runner)
+        finally:
+            await runner.aclose()
+
+    return asyncio.run(go())
+
+
+def print_json(body: object) -> None:
+    """`body` as indented JSON on stdout."""
+    sys.stdout.write(json.dumps(body, indent=2, default=str) + "\n")
+
+
+def when(moment: datetime | None) -> str | None:
+    """RFC 3339 text for an instant, None for None."""
+    return isoformat(moment) if moment else None
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """`1 window`, `2 windows` (or `many`)."""
+    return f"{count:,} {noun if count == 1 else (many or noun + 's')}"

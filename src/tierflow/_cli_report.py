@@ -1,0 +1,198 @@
+"""How `run-once`, `backfill` and the other window-running commands report: a progress bar at a
+terminal, then a table per job (people) or every window (`--json`)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import typer
+from rich import box
+from rich.table import Column, Table
+from rich.text import Text
+
+from tierflow._cli_common import out, plural, print_json, when
+from tierflow._runner import BatchRun, Runner, WindowRun
+from tierflow._state import RunStatus
+
+__all__ = ["compact_duration", "progress", "report_runs", "status_table"]
+
+
+@contextmanager
+def progress(runner: Runner, total: int, as_json: bool) -> Iterator[None]:
+    """A progress bar (windows done / total, rate, ETA) for people at a terminal, and only then."""
+    if as_json or total == 0 or not sys.stdout.isatty():
+        yield
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    class Rate(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(f"{task.speed:,.1f} windows/s" if task.speed else "")
+
+    columns = (
+        TextColumn("windows"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        Rate(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=out, transient=True) as bar:
+        task = bar.add_task("windows", total=total)
+        runner.on_progress = lambda done: bar.advance(task, done)
+        yield
+
+
+def report_runs(runs: Sequence[BatchRun], as_json: bool) -> None:
+    """Print what ran; exit 1 if any window failed."""
+    windows = [w for run in runs for w in run.windows]
+    failed = [w for w in windows if w.status is not RunStatus.SUCCEEDED]
+    if as_json:
+        print_json(
+            {
+                "runs": [
+                    {
+                        "job": w.job,
+                        "start": when(w.window.start),
+                        "stop": when(w.window.stop),
+                        "status": w.status.value,
+                        "attempts": w.attempts,
+                        "error": w.error,
+                    }
+                    for w in windows
+                ],
+                "succeeded": len(windows) - len(failed),
+                "failed": len(failed),
+            }
+        )
+    else:
+        _print_run_tables(runs, failed)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_run_tables(runs: Sequence[BatchRun], failed: Sequence[WindowRun]) -> None:
+    """People get one line per job, and one per job and error for the failed windows."""
+    table = Table("job", "from", "to", "windows", "queries", "succeeded", "failed", "points")
+    for job in dict.fromkeys(run.job for run in runs):
+        mine = [run for run in runs if run.job == job]
+        count = sum(len(run.batch.windows) for run in mine)
+        bad = sum(len(run.batch.windows) for run in mine if run.status is not RunStatus.SUCCEEDED)
+        table.add_row(
+            job,
+            when(mine[0].batch.range.start),
+            when(mine[-1].batch.range.stop),
+            str(count),
+            str(len(mine)),
+            Text(str(count - bad), style="green"),
+            Text(str(bad), style="red") if bad else "0",
+            f"{sum(run.points_written for run in mine):,}",
+        )
+    if runs:
+        out.print(table)
+    if failed:
+        out.print(_failure_table(failed))
+    windows = sum(len(run.batch.windows) for run in runs)
+    out.print(
+        f"{plural(windows - len(failed), 'window')} succeeded, {len(failed):,} failed, "
+        f"{plural(len(runs), 'query', 'queries')}, "
+        f"{plural(sum(run.points_written for run in runs), 'point')} written"
+    )
+
+
+def _failure_table(failed: Sequence[WindowRun]) -> Table:
+    """One row per job and error: how many windows, the first and the last (200 windows failing
+    for one reason are one row; `--json` lists every window)."""
+    groups: dict[tuple[str, str], list[WindowRun]] = {}
+    for w in failed:
+        groups.setdefault((w.job, w.error or ""), []).append(w)
+    table = Table(
+        "job", "windows", "first window", "last window", "attempts", "error", title="failed windows"
+    )
+    for (job, error), runs in groups.items():
+        first = min(runs, key=lambda w: w.window.start).window
+        last = max(runs, key=lambda w: w.window.start).window
+        attempts = sorted({w.attempts for w in runs})
+        table.add_row(
+            job,
+            str(len(runs)),
+            when(first.start),
+            when(last.start) if len(runs) > 1 else "",
+            "-".join(map(str, (attempts[0], attempts[-1]) if len(attempts) > 1 else attempts)),
+            error,
+        )
+    return table
+
+
+def compact_duration(seconds: float) -> str:
+    """At most two units, rounded down: `45s`, `2h13m`, `3d4h` (not `7980s`)."""
+    left = int(seconds)
+    if left < 60:
+        return f"{max(left, 0)}s"
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, left = divmod(left, size)
+        if count or parts:
+            parts.append(f"{count}{unit}")
+    return "".join(part for part in parts[:2] if not part.startswith("0"))
+
+
+def _short_time(text: str | None, at: datetime) -> str:
+    """`01-01 16:35` in the year of `at` (the title names it), the date alone otherwise."""
+    if text is None:
+        return "-"
+    moment = datetime.fromisoformat(text)
+    if moment.year != at.year:
+        return moment.strftime("%Y-%m-%d")
+    return moment.strftime("%m-%d %H:%M:%S" if moment.second else "%m-%d %H:%M")
+
+
+def status_table(rows: Sequence[Mapping[str, Any]], at: datetime) -> Table:
+    """`tierflow status` for people, within 80 columns (`--json` has every value in full)."""
+    table = Table(
+        Column("job", overflow="fold"),  # a long name wraps rather than losing its end
+        "watermark",
+        "lag",
+        "last",
+        "fail",
+        "park",
+        "pend",
+        "risk",
+        "late",
+        "next",
+        title=f"tierflow status at {when(at)}",
+        caption="windows failed, parked, pending; at risk of expiring (lost); re-run for late "
+        "data. next: when the job next has work",
+        # The box's blank separators are the only space between columns: 80 columns hold all ten.
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=0,
+    )
+    for row in rows:
+        due = datetime.fromisoformat(row["next_due"])
+        table.add_row(
+            row["job"],
+            _short_time(row["watermark"], at),
+            compact_duration(row["lag_seconds"]),
+            row["last_status"] or "-",
+            str(row["failed_windows"]),
+            str(row["parked_windows"]),
+            str(row["pending_windows"]),
+            Text(f"{row['windows_at_risk']} ({row['windows_lost']})", style="bold red")
+            if row["expiry_risk"]
+            else "0",
+            str(row["rechecked_windows"]),
+            "now" if due <= at else "in " + compact_duration((due - at).total_seconds()),
+        )
+    return table
