@@ -15,6 +15,7 @@ from tierflow._errors import QueryError, TierflowError, TransientEngineError
 from tierflow._jobs import render_job
 from tierflow._runner import BatchRun, JobStatus, Runner
 from tierflow._state import MemoryStateStore, RunStatus
+from tierflow._state._rules import WindowState
 from tierflow._windows import Window
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -342,23 +343,43 @@ def status_of(runner: Runner, now: datetime) -> JobStatus:
     return status
 
 
+def states(**counts: int) -> dict[WindowState, int]:
+    return {state: counts.get(state.value, 0) for state in WindowState}
+
+
 async def test_status_follows_what_happened() -> None:
     runner, _, fake = make_runner()
-    assert status_of(runner, NOW) == JobStatus("cpu", None, 5 * 3600.0, None, 0, 5)
+    assert status_of(runner, NOW) == JobStatus(
+        "cpu", None, 5 * 3600.0, None, 0, 5, window_states=states(pending=5)
+    )
 
     fake.fail_on(1, QueryError("database not found: raw"))
     await runner.run_due(NOW)
     # The gap at window 1 holds the watermark at 01:00; window 4 was the last one attempted.
     assert status_of(runner, NOW) == JobStatus(
-        "cpu", START + H, 4 * 3600.0, RunStatus.SUCCEEDED, 1, 1
+        "cpu",
+        START + H,
+        4 * 3600.0,
+        RunStatus.SUCCEEDED,
+        1,
+        1,
+        window_states=states(succeeded=4, failed=1),
     )
     later = NOW + 2 * H + 30 * M
     assert status_of(runner, later) == JobStatus(
-        "cpu", START + H, 6.5 * 3600.0, RunStatus.SUCCEEDED, 1, 3
+        "cpu",
+        START + H,
+        6.5 * 3600.0,
+        RunStatus.SUCCEEDED,
+        1,
+        3,
+        window_states=states(succeeded=4, failed=1, pending=2),
     )
 
     await runner.run_due(NOW)
-    assert status_of(runner, NOW) == JobStatus("cpu", START + 5 * H, 0.0, RunStatus.SUCCEEDED, 0, 0)
+    assert status_of(runner, NOW) == JobStatus(
+        "cpu", START + 5 * H, 0.0, RunStatus.SUCCEEDED, 0, 0, window_states=states(succeeded=5)
+    )
 
 
 async def test_status_reports_a_failed_last_attempt() -> None:
