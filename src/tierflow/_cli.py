@@ -27,7 +27,7 @@ from tierflow._config import DEFAULT_CONFIG, Config, load_config
 from tierflow._errors import ConfigError, TierflowError, UnknownJobError
 from tierflow._logging import configure_logging, log_event
 from tierflow._runner import BatchRun, Runner, WindowRun, select_jobs
-from tierflow._state import RunStatus, open_state_store
+from tierflow._state import LedgerEntry, RunStatus, open_state_store
 from tierflow._windows import isoformat
 
 if TYPE_CHECKING:
@@ -255,9 +255,40 @@ def _plural(count: int, noun: str, plural: str | None = None) -> str:
     return f"{count:,} {noun if count == 1 else (plural or noun + 's')}"
 
 
-def _report_runs(runs: Sequence[BatchRun], as_json: bool) -> None:
+def _held_json(held: Sequence[LedgerEntry]) -> list[dict[str, Any]]:
+    return [
+        {
+            "job": e.job,
+            "start": _when(e.window.start),
+            "stop": _when(e.window.stop),
+            "status": e.status.value,
+            "run_id": e.run_id,
+            "holder": {"host": e.holder.host, "pid": e.holder.pid} if e.holder else None,
+            "lease_expires_at": _when(e.lease_expires_at),
+        }
+        for e in held
+    ]
+
+
+def _report_held(held: Sequence[LedgerEntry]) -> None:
+    """Say which due windows this run could not take, and why (on stderr: the table is stdout)."""
+    for e in held:
+        if e.status is RunStatus.RUNNING:
+            who = str(e.holder) if e.holder else "a run that recorded no holder"
+            why = f"held by {who} (run {e.run_id}) until {_when(e.lease_expires_at)}"
+        else:
+            why = f"{e.status.value} in run {e.run_id}, which held it while this run planned"
+        err.print(
+            f"not taken: {e.job} window {_when(e.window.start)} .. {_when(e.window.stop)}: {why}"
+        )
+
+
+def _report_runs(runs: Sequence[BatchRun], as_json: bool, held: Sequence[LedgerEntry] = ()) -> None:
+    """Print the runs; exit 1 if a window failed or a due window was left to another run."""
     windows = [w for run in runs for w in run.windows]
     failed = [w for w in windows if w.status is not RunStatus.SUCCEEDED]
+    if held:
+        _report_held(held)
     if as_json:
         _print_json(
             {
@@ -274,11 +305,12 @@ def _report_runs(runs: Sequence[BatchRun], as_json: bool) -> None:
                 ],
                 "succeeded": len(windows) - len(failed),
                 "failed": len(failed),
+                "not_taken": _held_json(held),
             }
         )
     else:
         _print_run_tables(runs, failed)
-    if failed:
+    if failed or held:
         raise typer.Exit(1)
 
 
@@ -322,8 +354,17 @@ def run_once(
     config: ConfigOption = DEFAULT_CONFIG,
     now: NowOption = None,
     as_json: JsonOption = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Wait for due windows other runs hold (until they finish them, or their holder "
+            "dies or its lease expires, then take them over) instead of leaving them.",
+        ),
+    ] = False,
 ) -> None:
-    """Run every due window once, record each; exit 1 if any failed."""
+    """Run every due window once, record each; exit 1 if any failed, or if another run holds
+    some (each is named, with its holder and lease) and --wait was not given."""
     with _errors():
         loaded = load_config(config)
         at = _instant(now, "--now")
@@ -331,9 +372,14 @@ def run_once(
         runner.check_fields = True
         plans = runner.plan(at, jobs)
         total = sum(len(p.windows) + len(p.skipped) for p in plans)
+
+        async def work(r: Runner) -> tuple[list[BatchRun], list[LedgerEntry]]:
+            done = await (r.run_waiting(at, jobs) if wait else r.run_due(at, jobs))
+            return done, r.held_undone()
+
         with _progress(runner, total, as_json):
-            runs: list[BatchRun] = _run(runner, lambda r: r.run_due(at, jobs))
-    _report_runs(runs, as_json)
+            runs, held = _run(runner, work)
+    _report_runs(runs, as_json, held)
 
 
 @app.command()
@@ -414,8 +460,12 @@ def backfill(
         runner = _runner(loaded, [job])
         batches = runner.backfill_batches(job, begin, end, at)
         with _progress(runner, sum(len(b.windows) for b in batches), as_json):
-            runs: list[BatchRun] = _run(runner, lambda r: r.backfill(job, begin, end, at))
-    _report_runs(runs, as_json)
+
+            async def work(r: Runner) -> tuple[list[BatchRun], list[LedgerEntry]]:
+                return await r.backfill(job, begin, end, at), r.held_undone()
+
+            runs, held = _run(runner, work)
+    _report_runs(runs, as_json, held)
 
 
 @app.command()
@@ -479,6 +529,20 @@ def status(
             "expiry_risk": s.expiry_risk,
             "windows_at_risk": s.windows_at_risk,
             "windows_lost": s.windows_lost,
+            # Every window from the job's start to now, each in one state; and who runs which.
+            "windows": {str(state): count for state, count in s.window_states.items()},
+            "running_windows": len(s.claims),
+            "claims": [
+                {
+                    "start": _when(c.window.start),
+                    "stop": _when(c.window.stop),
+                    "run_id": c.run_id,
+                    "holder": {"host": c.holder.host, "pid": c.holder.pid} if c.holder else None,
+                    "lease_expires_at": _when(c.lease_expires_at),
+                    "stale": c.stale,
+                }
+                for c in s.claims
+            ],
         }
         for s in rows
     ]
@@ -510,6 +574,26 @@ def status(
             if row["expiry_risk"]
             else "0",
             str(row["rechecked_windows"]),
+        )
+    out.print(table)
+    _print_claims(body)
+
+
+def _print_claims(body: Sequence[dict[str, Any]]) -> None:
+    """The running windows under the status table: who holds them, until when."""
+    claims = [(row["job"], claim) for row in body for claim in row["claims"]]
+    if not claims:
+        return
+    table = Table("job", "start", "stop", "holder", "run", "lease until", title="running windows")
+    for job, c in claims:
+        holder = c["holder"]
+        table.add_row(
+            job,
+            c["start"],
+            c["stop"],
+            f"pid {holder['pid']} on {holder['host']}" if holder else "-",
+            c["run_id"] or "-",
+            f"{c['lease_expires_at']}" + (" (stale: taken over next run)" if c["stale"] else ""),
         )
     out.print(table)
 

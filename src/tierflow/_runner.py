@@ -786,6 +786,38 @@ class Runner:
                 **fields,
             )
 
+    def held_undone(self) -> list[LedgerEntry]:
+        """The windows this runner's claims found held by other runs that are still not done
+        (as the ledger has them now: who holds them, until when), oldest first per job."""
+        found: dict[tuple[str, datetime], LedgerEntry] = {}
+        for seen in self.held:
+            key = (seen.job, seen.window.start)
+            if key in found:
+                continue
+            now = self.store.entries(seen.job, seen.window.start, seen.window.stop)
+            if now and not (now[0].status.done or now[0].parked):
+                found[key] = now[0]
+        return sorted(found.values(), key=lambda e: (e.job, e.window.start))
+
+    async def run_waiting(
+        self, now: datetime, jobs: Iterable[str] | None = None, *, poll: float = 1.0
+    ) -> list[BatchRun]:
+        """`run_due`, then, while other runs hold windows due at `now`, wait (until the holder
+        finishes them, dies, or its lease expires) and run what is still due."""
+        runs = await self.run_due(now, jobs)
+        while held := self.held_undone():
+            self.held.clear()
+            leases = [e.lease_expires_at for e in held if e.lease_expires_at is not None]
+            until = min(leases, default=self.clock()) - self.clock()
+            log_event(
+                "waiting_for_held_windows",
+                windows=len(held),
+                until=_when(min(leases, default=None)),
+            )
+            await asyncio.sleep(min(poll, max(until.total_seconds(), 0.05)))
+            runs += await self.run_due(now, jobs)
+        return runs
+
     def requeue(self, job: str, start: datetime | None = None, stop: datetime | None = None) -> int:
         """Give `job`'s parked windows in `[start, stop)` (all when None) a fresh attempt budget."""
         self._select([job])
