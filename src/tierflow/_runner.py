@@ -559,11 +559,16 @@ class Runner:
         outstanding = list(claim.taken)
         heartbeat = asyncio.create_task(self._heartbeat(job, outstanding, run_id))
         runs: list[BatchRun] = []
+        part_fields = fields
         try:
             for part in coalesce(claim.taken, self.config.jobs[job].chunk):
                 part_fields = fields | {
                     "window_start": isoformat(part.range.start),
                     "window_stop": isoformat(part.range.stop),
+                    "attempt": max(
+                        e.attempts
+                        for e in self.store.entries(job, part.range.start, part.range.stop)
+                    ),
                 }
                 run = await self._run_part(job, part, run_id, reason, part_fields)
                 if run is not None:
@@ -584,7 +589,7 @@ class Runner:
                 ),
             )
             self.metrics.window_runs.labels(job, RunStatus.ABANDONED.value).inc(len(outstanding))
-            log_event("window_abandoned", level=logging.WARNING, **fields)
+            log_event("window_abandoned", level=logging.WARNING, **part_fields)
             raise
         finally:
             heartbeat.cancel()
@@ -622,7 +627,6 @@ class Runner:
         attempts = tuple(
             e.attempts for e in self.store.entries(job, batch.range.start, batch.range.stop)
         )
-        fields = fields | {"attempt": max(attempts)}
         log_event("window_started", level=logging.DEBUG, windows=len(batch.windows), **fields)
         began = time.perf_counter()
         try:
