@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ from tierflow._config import Config, parse_config
 from tierflow._errors import QueryError, TierflowError, TransientEngineError
 from tierflow._jobs import render_job
 from tierflow._runner import BatchRun, JobStatus, Runner
-from tierflow._state import MemoryStateStore, RunStatus
+from tierflow._state import MemoryStateStore, Outcome, RunStatus
 from tierflow._state._rules import WindowState
 from tierflow._windows import Window
 
@@ -432,3 +433,43 @@ async def test_aclose_closes_the_engines() -> None:
     runner, _, fake = make_runner()
     await runner.aclose()
     assert fake.closed
+
+
+# --- windows held by another run: reported, or waited for ------------------------------------
+
+
+def hold(store: MemoryStateStore, k: int) -> None:
+    store.ensure_job("cpu", START)
+    assert store.claim(
+        "cpu", [hourly(k)], run_id="other", started_at=NOW - M, lease_expires_at=NOW + 5 * M
+    )
+
+
+async def test_a_held_window_is_reported_undone_until_its_holder_finishes_it() -> None:
+    runner, store, _ = make_runner()
+    hold(store, 2)
+    await runner.run_due(NOW)
+    assert [(e.window, e.run_id) for e in runner.held_undone()] == [(hourly(2), "other")]
+    store.finish("cpu", [hourly(2)], run_id="other", outcome=Outcome(RunStatus.SUCCEEDED, NOW, 1))
+    assert runner.held_undone() == []
+
+
+@pytest.mark.parametrize("outcome", [RunStatus.SUCCEEDED, RunStatus.FAILED])
+async def test_run_waiting_waits_for_a_held_window_and_runs_it_only_if_still_due(
+    outcome: RunStatus,
+) -> None:
+    runner, store, fake = make_runner()
+    hold(store, 2)
+
+    async def other_run_ends() -> None:
+        await asyncio.sleep(0.2)
+        store.finish("cpu", [hourly(2)], run_id="other", outcome=Outcome(outcome, NOW, 1))
+
+    ending = asyncio.create_task(other_run_ends())
+    runs = await runner.run_waiting(NOW, poll=0.05)
+    await ending
+    again = [hourly(2)] if outcome is RunStatus.FAILED else []
+    assert windows_of(runs) == [hourly(0), hourly(1), hourly(3), hourly(4), *again]
+    assert ranges_run(fake) == windows_of(runs)
+    assert runner.held_undone() == []
+    assert store.watermark("cpu") == START + 5 * H
