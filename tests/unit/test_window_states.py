@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tierflow._config import Config, parse_config
+from tests.unit.test_runner import START, make_config
 from tierflow._errors import StateError
 from tierflow._runner import JobStatus, Runner
 from tierflow._state import Holder, MemoryStateStore, Outcome, RunStatus, SqliteStateStore
@@ -22,33 +22,11 @@ from tierflow._state._base import StateStore
 from tierflow._state._rules import WindowState, state_of
 from tierflow._windows import Window
 
-START = datetime(2026, 1, 1, tzinfo=UTC)
 H = timedelta(hours=1)
 WINDOWS = 8
 NOW = START + WINDOWS * H + 30 * timedelta(minutes=1)
 HOLDERS = [Holder("here", 101, "boot:1"), Holder("here", 202, "boot:2"), None]
 DEAD = HOLDERS[1]
-
-
-def config() -> Config:
-    job = {
-        "kind": "downsample",
-        "source": "raw",
-        "dest": "rollup",
-        "measurements": ["cpu"],
-        "every": "1h",
-        "start": START,
-        "aggregates": {"usage": ["mean"]},
-    }
-    raw = {
-        "connections": {"plant": {"kind": "influxdb1", "url": "http://influx.example:8086"}},
-        "tiers": {
-            "raw": {"connection": "plant", "bucket": "raw/autogen"},
-            "rollup": {"connection": "plant", "bucket": "rollup"},
-        },
-        "jobs": {"cpu": job},
-    }
-    return parse_config(raw, Path("t.toml"))
 
 
 def hourly(k: int) -> Window:
@@ -135,7 +113,7 @@ def test_every_window_is_in_one_state_and_a_lagging_watermark_is_explained(
 ) -> None:
     with tempfile.TemporaryDirectory() as where:
         stores: list[StateStore] = [MemoryStateStore(), SqliteStateStore(Path(where) / "s.db")]
-        runners = [Runner(config(), store, engines={}) for store in stores]
+        runners = [Runner(make_config(), store, engines={}) for store in stores]
         held: list[dict[int, list[Window]]] = [{}, {}]
         try:
             for store in stores:
