@@ -34,11 +34,12 @@ from tierflow._cli_common import (
     when,
 )
 from tierflow._cli_group import TierflowGroup
-from tierflow._cli_report import progress, report_runs, status_table
+from tierflow._cli_report import claims_table, progress, report_runs, status_table
 from tierflow._clock import utc_now
 from tierflow._config import DEFAULT_CONFIG, load_config
 from tierflow._logging import configure_logging, log_event
-from tierflow._runner import BatchRun
+from tierflow._runner import BatchRun, Runner
+from tierflow._state import LedgerEntry
 
 if TYPE_CHECKING:
     pass
@@ -161,16 +162,30 @@ def run_once(
     config: ConfigOption = DEFAULT_CONFIG,
     now: NowOption = None,
     as_json: JsonOption = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Wait for due windows other runs hold (until they finish them, or their holder "
+            "dies or its lease expires, then take them over) instead of leaving them.",
+        ),
+    ] = False,
 ) -> None:
-    """Run every due window once, record each; exit 1 if any failed."""
+    """Run every due window once, record each; exit 1 if any failed, or if another run holds
+    some (each is named, with its holder and lease) and --wait was not given."""
     at = instant(now, "--now")
     with session(config, jobs) as (_, runner):
         runner.check_fields = True
         plans = runner.plan(at, jobs)
         total = sum(len(p.windows) + len(p.skipped) for p in plans)
+
+        async def work(r: Runner) -> tuple[list[BatchRun], list[LedgerEntry]]:
+            done = await (r.run_waiting(at, jobs) if wait else r.run_due(at, jobs))
+            return done, r.held_undone()
+
         with progress(runner, total, as_json):
-            runs: list[BatchRun] = run_async(runner, lambda r: r.run_due(at, jobs))
-    report_runs(runs, as_json)
+            runs, held = run_async(runner, work)
+    report_runs(runs, as_json, held)
 
 
 @app.command()
@@ -260,8 +275,12 @@ def backfill(
     with session(config, [job]) as (_, runner):
         batches = runner.backfill_batches(job, begin, end, at)
         with progress(runner, sum(len(b.windows) for b in batches), as_json):
-            runs: list[BatchRun] = run_async(runner, lambda r: r.backfill(job, begin, end, at))
-    report_runs(runs, as_json)
+
+            async def work(r: Runner) -> tuple[list[BatchRun], list[LedgerEntry]]:
+                return await r.backfill(job, begin, end, at), r.held_undone()
+
+            runs, held = run_async(runner, work)
+    report_runs(runs, as_json, held)
 
 
 @app.command()
@@ -325,6 +344,20 @@ def status(
             "windows_at_risk": s.windows_at_risk,
             "windows_lost": s.windows_lost,
             "next_due": when(wakes[s.job]),
+            # Every window from the job's start to now, each in one state; and who runs which.
+            "windows": {str(state): count for state, count in s.window_states.items()},
+            "running_windows": len(s.claims),
+            "claims": [
+                {
+                    "start": when(c.window.start),
+                    "stop": when(c.window.stop),
+                    "run_id": c.run_id,
+                    "holder": {"host": c.holder.host, "pid": c.holder.pid} if c.holder else None,
+                    "lease_expires_at": when(c.lease_expires_at),
+                    "stale": c.stale,
+                }
+                for c in s.claims
+            ],
         }
         for s in rows
     ]
@@ -332,6 +365,8 @@ def status(
         print_json({"now": when(at), "jobs": body})
         return
     out.print(status_table(body, at))
+    if claims := claims_table(body):
+        out.print(claims)
 
 
 @app.command()

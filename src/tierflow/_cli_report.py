@@ -14,11 +14,11 @@ from rich import box
 from rich.table import Column, Table
 from rich.text import Text
 
-from tierflow._cli_common import out, plural, print_json, when
+from tierflow._cli_common import err, out, plural, print_json, when
 from tierflow._runner import BatchRun, Runner, WindowRun
-from tierflow._state import RunStatus
+from tierflow._state import LedgerEntry, RunStatus
 
-__all__ = ["compact_duration", "progress", "report_runs", "status_table"]
+__all__ = ["claims_table", "compact_duration", "progress", "report_runs", "status_table"]
 
 
 @contextmanager
@@ -54,10 +54,12 @@ def progress(runner: Runner, total: int, as_json: bool) -> Iterator[None]:
         yield
 
 
-def report_runs(runs: Sequence[BatchRun], as_json: bool) -> None:
-    """Print what ran; exit 1 if any window failed."""
+def report_runs(runs: Sequence[BatchRun], as_json: bool, held: Sequence[LedgerEntry] = ()) -> None:
+    """Print what ran; exit 1 if any window failed or a due window was left to another run."""
     windows = [w for run in runs for w in run.windows]
     failed = [w for w in windows if w.status is not RunStatus.SUCCEEDED]
+    if held:
+        _report_held(held)
     if as_json:
         print_json(
             {
@@ -74,12 +76,41 @@ def report_runs(runs: Sequence[BatchRun], as_json: bool) -> None:
                 ],
                 "succeeded": len(windows) - len(failed),
                 "failed": len(failed),
+                "not_taken": _held_json(held),
             }
         )
     else:
         _print_run_tables(runs, failed)
-    if failed:
+    if failed or held:
         raise typer.Exit(1)
+
+
+def _held_json(held: Sequence[LedgerEntry]) -> list[dict[str, Any]]:
+    return [
+        {
+            "job": e.job,
+            "start": when(e.window.start),
+            "stop": when(e.window.stop),
+            "status": e.status.value,
+            "run_id": e.run_id,
+            "holder": {"host": e.holder.host, "pid": e.holder.pid} if e.holder else None,
+            "lease_expires_at": when(e.lease_expires_at),
+        }
+        for e in held
+    ]
+
+
+def _report_held(held: Sequence[LedgerEntry]) -> None:
+    """Say which due windows this run could not take, and why (on stderr: the table is stdout)."""
+    for e in held:
+        if e.status is RunStatus.RUNNING:
+            who = str(e.holder) if e.holder else "a run that recorded no holder"
+            why = f"held by {who} (run {e.run_id}) until {when(e.lease_expires_at)}"
+        else:
+            why = f"{e.status.value} in run {e.run_id}, which held it while this run planned"
+        err.print(
+            f"not taken: {e.job} window {when(e.window.start)} .. {when(e.window.stop)}: {why}"
+        )
 
 
 def _print_run_tables(runs: Sequence[BatchRun], failed: Sequence[WindowRun]) -> None:
@@ -194,5 +225,24 @@ def status_table(rows: Sequence[Mapping[str, Any]], at: datetime) -> Table:
             else "0",
             str(row["rechecked_windows"]),
             "now" if due <= at else "in " + compact_duration((due - at).total_seconds()),
+        )
+    return table
+
+
+def claims_table(body: Sequence[Mapping[str, Any]]) -> Table | None:
+    """The running windows under the status table: who holds them, until when."""
+    claims = [(row["job"], claim) for row in body for claim in row["claims"]]
+    if not claims:
+        return None
+    table = Table("job", "start", "stop", "holder", "run", "lease until", title="running windows")
+    for job, c in claims:
+        holder = c["holder"]
+        table.add_row(
+            job,
+            c["start"],
+            c["stop"],
+            f"pid {holder['pid']} on {holder['host']}" if holder else "-",
+            c["run_id"] or "-",
+            f"{c['lease_expires_at']}" + (" (stale: taken over next run)" if c["stale"] else ""),
         )
     return table

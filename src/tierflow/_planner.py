@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from tierflow._state import LedgerEntry, RunStatus
+from tierflow._state import LedgerEntry
+from tierflow._state._rules import available_at
 from tierflow._windows import EPOCH, IntervalSchedule, Schedule, Window, iter_windows
 
 __all__ = [
@@ -55,21 +56,14 @@ RetryAt = Callable[[LedgerEntry], datetime]
 """When a failed window may run again (the daemon's growing per-window delay)."""
 
 
-def _available_at(entry: LedgerEntry | None, retry_at: RetryAt | None) -> datetime | None:
-    """The instant from which the window may run (None: it needs no run)."""
-    if entry is None:
-        return EPOCH
-    if entry.status.done or entry.parked:
-        return None
-    if entry.status is RunStatus.RUNNING:
-        return entry.lease_expires_at or EPOCH
-    if retry_at is not None and entry.finished_at is not None:
-        return retry_at(entry)
-    return EPOCH
-
-
-def _pending(entry: LedgerEntry | None, now: datetime, retry_at: RetryAt | None = None) -> bool:
-    available = _available_at(entry, retry_at)
+def _pending(
+    entry: LedgerEntry | None,
+    now: datetime,
+    retry_at: RetryAt | None = None,
+    *,
+    include_held: bool = False,
+) -> bool:
+    available = available_at(entry, retry_at, include_held=include_held)
     return available is not None and available <= now
 
 
@@ -81,13 +75,15 @@ def due_windows(
     now: datetime,
     ledger: Mapping[datetime, LedgerEntry],
     retry_at: RetryAt | None = None,
+    include_held: bool = False,
 ) -> Iterator[Window]:
     """Windows from the one starting at or after `begin` (the watermark) that are due at `now`,
     oldest first, lazily. `ledger` maps window starts to their entries; with `retry_at`, a failed
-    window waits until the instant it gives."""
+    window waits until the instant it gives; with `include_held`, windows running under a live
+    lease are listed too (for the claim to judge and report)."""
     first = schedule.first_window(begin)
     for window in iter_windows(schedule, first, now - offset):
-        if _pending(_entry_of(ledger, window), now, retry_at):
+        if _pending(_entry_of(ledger, window), now, retry_at, include_held=include_held):
             yield window
 
 
@@ -113,7 +109,7 @@ def next_wake(
     first = schedule.first_window(begin)
     wake = max(upcoming, first).stop + offset
     for entry in ledger.values():
-        available = _available_at(entry, retry_at)
+        available = available_at(entry, retry_at)
         if available is not None and now < available < wake:
             wake = available
     return wake

@@ -6,7 +6,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -39,14 +40,24 @@ from tierflow._planner import (
     windows_between,
 )
 from tierflow._resilience import CircuitOpenError
-from tierflow._state import LedgerEntry, Outcome, RunStatus, StateStore
+from tierflow._state import Claim, LedgerEntry, Outcome, RunStatus, StateStore
+from tierflow._state._holder import Holder, holder_gone, this_process
+from tierflow._state._rules import WindowState, state_of
 from tierflow._templates import DeleteRange
 from tierflow._windows import Window, isoformat
 
 if TYPE_CHECKING:
     from tierflow._archiving import Archives
 
-__all__ = ["BatchRun", "JobPlan", "JobStatus", "Runner", "WindowRun", "select_jobs"]
+__all__ = [
+    "BatchRun",
+    "ClaimView",
+    "JobPlan",
+    "JobStatus",
+    "Runner",
+    "WindowRun",
+    "select_jobs",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +120,28 @@ class JobStatus:
     expiry_risk: bool = False
     windows_at_risk: int = 0
     windows_lost: int = 0
+    #: Every window from the job's first to the last complete at `now`, counted by the one
+    #: state it is in (they add up to all of them; a lagging watermark shows as not succeeded).
+    window_states: Mapping[WindowState, int] = field(default_factory=dict)
+    #: The running windows: holder, run and lease of each.
+    claims: tuple[ClaimView, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimView:
+    """A running window as `status` shows it. `stale`: its lease expired or its holder is dead,
+    so the next run takes it over."""
+
+    window: Window
+    run_id: str | None
+    holder: Holder | None
+    lease_expires_at: datetime | None
+    stale: bool
 
 
 _FAILED = frozenset({RunStatus.FAILED, RunStatus.ABANDONED})
+#: Claims that take windows whatever the ledger says (but never from a live holder).
+_FORCED = frozenset({"backfill", "late_data"})
 _SKIP_CHUNK = 500
 LATE_DATA = "late_data"
 Progress = Callable[[int], None]
@@ -145,6 +175,9 @@ class Runner:
     #: Look each downsample job's source fields up before its first batch and log
     #: `fields_missing` for fields the source lacks (what `run-once` does).
     check_fields: bool = False
+    #: Windows this runner's claims found held by another live run (holder, lease): run-once
+    #: reports those still undone.
+    held: list[LedgerEntry] = field(default_factory=list, init=False, repr=False)
     _slots: PriorityGate | None = field(default=None, init=False, repr=False)
     _warned: set[tuple[str, datetime]] = field(default_factory=set, init=False, repr=False)
     _refused: set[tuple[str, datetime]] = field(default_factory=set, init=False, repr=False)
@@ -182,6 +215,8 @@ class Runner:
     def _plan_job(self, job: str, now: datetime) -> JobPlan:
         spec = self.config.jobs[job]
         begin, ledger = self._ledger(job)
+        # Windows held by other runs are planned too: the claim judges them (their holder may be
+        # dead) and reports who holds them, instead of leaving them silently out.
         windows = due_windows(
             spec.schedule,
             begin=begin,
@@ -189,6 +224,7 @@ class Runner:
             now=now,
             ledger=ledger,
             retry_at=self._retry_at if self.patient else None,
+            include_held=True,
         )
         skipped: list[Window] = []
         if spec.max_catchup is not None:
@@ -277,12 +313,39 @@ class Runner:
             rechecked_windows=self.store.count_attempts(job, reason=LATE_DATA),
             parked_windows=sum(e.parked for e in ledger.values()),
             **self._expiry(job, begin, ledger, now),
+            **self._census(job, now),
         )
         self.metrics.windows_at_risk.labels(job).set(status.windows_at_risk)
         self.metrics.watermark_lag.labels(job).set(status.lag_seconds)
         self.metrics.windows_pending.labels(job).set(status.pending_windows)
         self.metrics.windows_parked.labels(job).set(status.parked_windows)
         return status
+
+    def _census(self, job: str, now: datetime) -> dict[str, Any]:
+        """Each window from the job's first to the last complete at `now`, by state."""
+        spec = self.config.jobs[job]
+        origin = self.origin(job)
+        until = now - spec.offset
+        total = count_due(spec.schedule, begin=origin, offset=spec.offset, now=now, ledger={})
+        census = self.store.census(job, origin, until)
+        states: Counter[WindowState] = Counter(dict.fromkeys(WindowState, 0))
+        for (status, parked), count in census.counts.items():
+            states[state_of(status, parked)] += count
+        # A window without a ledger row has never been claimed: it waits for its first run.
+        states[WindowState.PENDING] = total - sum(states.values())
+        claims = tuple(
+            ClaimView(
+                e.window,
+                e.run_id,
+                e.holder,
+                e.lease_expires_at,
+                e.lease_expires_at is None
+                or e.lease_expires_at <= now
+                or (e.holder is not None and holder_gone(e.holder)),
+            )
+            for e in census.running
+        )
+        return {"window_states": dict(states), "claims": claims}
 
     def _expiry(
         self, job: str, begin: datetime, ledger: dict[datetime, LedgerEntry], now: datetime
@@ -399,16 +462,21 @@ class Runner:
         run_id = uuid.uuid4().hex
         for chunk in _chunks(windows, _SKIP_CHUNK):
             at = self.clock()
-            if self.store.claim(
+            # Only windows still due: one another run finished or holds since planning is not
+            # skipped over its result.
+            claim = self.store.claim(
                 job,
                 chunk,
                 run_id=run_id,
                 started_at=at,
                 lease_expires_at=at + self.lease,
                 reason="max_catchup",
-            ):
+                holder=this_process(),
+            )
+            self._note_refused(job, claim, {"job": job, "run_id": run_id, "reason": "max_catchup"})
+            if claim.taken:
                 outcome = Outcome(RunStatus.SKIPPED, at, 0.0, error="older than max_catchup")
-                self.store.finish(job, chunk, run_id=run_id, outcome=outcome)
+                self.store.finish(job, claim.taken, run_id=run_id, outcome=outcome)
         self.metrics.window_runs.labels(job, RunStatus.SKIPPED.value).inc(len(windows))
         log_event(
             "windows_skipped",
@@ -431,8 +499,7 @@ class Runner:
             for batch in pending:
                 if self.stopping is not None and self.stopping.is_set():
                     return  # shutting down: take no new windows
-                if (run := await self._run_batch(job, batch, reason)) is not None:
-                    runs.append(run)
+                runs.extend(await self._run_batch(job, batch, reason))
                 if self.on_progress is not None:
                     self.on_progress(len(batch.windows))
 
@@ -440,7 +507,7 @@ class Runner:
         await asyncio.gather(*(worker() for _ in range(workers)))
         return sorted(runs, key=lambda run: run.batch.range.start)
 
-    async def _run_batch(self, job: str, batch: Batch, reason: str) -> BatchRun | None:
+    async def _run_batch(self, job: str, batch: Batch, reason: str) -> list[BatchRun]:
         priority = self._priority(job, batch, self.clock())
         async with self._capacity(job, priority):
             return await self._run_claimed(job, batch, reason, priority)
@@ -462,7 +529,7 @@ class Runner:
 
     async def _run_claimed(
         self, job: str, batch: Batch, reason: str, priority: Priority | None = None
-    ) -> BatchRun | None:
+    ) -> list[BatchRun]:
         run_id = uuid.uuid4().hex
         started_at = self.clock()
         fields: dict[str, Any] = {
@@ -475,48 +542,99 @@ class Runner:
         if priority is not None and priority.expires_at is not None:
             fields["at_risk"] = True
             fields["expires_at"] = isoformat(priority.expires_at)
-        if not self.store.claim(
+        claim = self.store.claim(
             job,
             batch.windows,
             run_id=run_id,
             started_at=started_at,
             lease_expires_at=started_at + self.lease,
             reason=reason,
-        ):
-            log_event("window_claimed_elsewhere", **fields)
-            return None
+            holder=this_process(),
+            force=reason in _FORCED,
+        )
+        self._note_refused(job, claim, fields)
+        if not claim.taken:
+            return []
+        # The heartbeat renews what this run still holds: parts finished are no longer its.
+        outstanding = list(claim.taken)
+        heartbeat = asyncio.create_task(self._heartbeat(job, outstanding, run_id))
+        runs: list[BatchRun] = []
+        part_fields = fields
+        try:
+            for part in coalesce(claim.taken, self.config.jobs[job].chunk):
+                part_fields = fields | {
+                    "window_start": isoformat(part.range.start),
+                    "window_stop": isoformat(part.range.stop),
+                    "attempt": max(
+                        e.attempts
+                        for e in self.store.entries(job, part.range.start, part.range.stop)
+                    ),
+                }
+                run = await self._run_part(job, part, run_id, reason, part_fields)
+                if run is not None:
+                    runs.append(run)
+                del outstanding[: len(part.windows)]
+        except asyncio.CancelledError:
+            if not outstanding:
+                raise
+            self._finish(
+                job,
+                Batch(tuple(outstanding)),
+                run_id,
+                Outcome(
+                    RunStatus.ABANDONED,
+                    self.clock(),
+                    0.0,
+                    error="abandoned: tierflow shut down while the window ran",
+                ),
+            )
+            self.metrics.window_runs.labels(job, RunStatus.ABANDONED.value).inc(len(outstanding))
+            log_event("window_abandoned", level=logging.WARNING, **part_fields)
+            raise
+        finally:
+            heartbeat.cancel()
+            with suppress(asyncio.CancelledError):
+                await heartbeat
+        return runs
+
+    def _note_refused(self, job: str, claim: Claim, fields: dict[str, Any]) -> None:
+        """Log (and keep, for run-once to report) the windows a claim could not take."""
+        for entry in claim.held:
+            self.held.append(entry)
+            log_event(
+                "window_claimed_elsewhere",
+                **fields
+                | {
+                    "window_start": isoformat(entry.window.start),
+                    "window_stop": isoformat(entry.window.stop),
+                    "holder": str(entry.holder) if entry.holder else None,
+                    "holder_run_id": entry.run_id,
+                    "lease_expires_at": _when(entry.lease_expires_at),
+                },
+            )
+        if claim.settled:
+            log_event(
+                "windows_settled_elsewhere",
+                level=logging.DEBUG,
+                windows=len(claim.settled),
+                **fields,
+            )
+
+    async def _run_part(
+        self, job: str, batch: Batch, run_id: str, reason: str, fields: dict[str, Any]
+    ) -> BatchRun | None:
+        """Run claimed windows as one query and record the outcome (None: the claim was lost)."""
         attempts = tuple(
             e.attempts for e in self.store.entries(job, batch.range.start, batch.range.stop)
         )
-        fields["attempt"] = max(attempts)
         log_event("window_started", level=logging.DEBUG, windows=len(batch.windows), **fields)
         began = time.perf_counter()
-        heartbeat = asyncio.create_task(self._heartbeat(job, batch, run_id))
         try:
             async with asyncio.timeout(self.config.scheduler.window_deadline.total_seconds()):
                 written, prints, query, error = await self._attempt(job, batch, fields)
         except TimeoutError:
             written, prints, query = 0, {}, None
             error = f"window deadline ({self.config.scheduler.window_deadline}) exceeded"
-        except asyncio.CancelledError:
-            self._finish(
-                job,
-                batch,
-                run_id,
-                Outcome(
-                    RunStatus.ABANDONED,
-                    self.clock(),
-                    time.perf_counter() - began,
-                    error="abandoned: tierflow shut down while the window ran",
-                ),
-            )
-            self.metrics.window_runs.labels(job, RunStatus.ABANDONED.value).inc(len(batch.windows))
-            log_event("window_abandoned", level=logging.WARNING, **fields)
-            raise
-        finally:
-            heartbeat.cancel()
-            with suppress(asyncio.CancelledError):
-                await heartbeat
         status = RunStatus.FAILED if error else RunStatus.SUCCEEDED
         outcome = Outcome(
             status=status,
@@ -672,6 +790,38 @@ class Runner:
                 **fields,
             )
 
+    def held_undone(self) -> list[LedgerEntry]:
+        """The windows this runner's claims found held by other runs that are still not done
+        (as the ledger has them now: who holds them, until when), oldest first per job."""
+        found: dict[tuple[str, datetime], LedgerEntry] = {}
+        for seen in self.held:
+            key = (seen.job, seen.window.start)
+            if key in found:
+                continue
+            now = self.store.entries(seen.job, seen.window.start, seen.window.stop)
+            if now and not (now[0].status.done or now[0].parked):
+                found[key] = now[0]
+        return sorted(found.values(), key=lambda e: (e.job, e.window.start))
+
+    async def run_waiting(
+        self, now: datetime, jobs: Iterable[str] | None = None, *, poll: float = 1.0
+    ) -> list[BatchRun]:
+        """`run_due`, then, while other runs hold windows due at `now`, wait (until the holder
+        finishes them, dies, or its lease expires) and run what is still due."""
+        runs = await self.run_due(now, jobs)
+        while held := self.held_undone():
+            self.held.clear()
+            leases = [e.lease_expires_at for e in held if e.lease_expires_at is not None]
+            until = min(leases, default=self.clock()) - self.clock()
+            log_event(
+                "waiting_for_held_windows",
+                windows=len(held),
+                until=_when(min(leases, default=None)),
+            )
+            await asyncio.sleep(min(poll, max(until.total_seconds(), 0.05)))
+            runs += await self.run_due(now, jobs)
+        return runs
+
     def requeue(self, job: str, start: datetime | None = None, stop: datetime | None = None) -> int:
         """Give `job`'s parked windows in `[start, stop)` (all when None) a fresh attempt budget."""
         self._select([job])
@@ -679,11 +829,12 @@ class Runner:
         log_event("windows_requeued", job=job, windows=count)
         return count
 
-    async def _heartbeat(self, job: str, batch: Batch, run_id: str) -> None:
+    async def _heartbeat(self, job: str, windows: list[Window], run_id: str) -> None:
+        """Renew the lease on `windows` (which the run shrinks as it finishes parts of them)."""
         while True:
             await asyncio.sleep(self.lease.total_seconds() / 3)
             if not self.store.renew(
-                job, batch.windows, run_id=run_id, lease_expires_at=self.clock() + self.lease
+                job, list(windows), run_id=run_id, lease_expires_at=self.clock() + self.lease
             ):
                 log_event("lease_lost", level=logging.WARNING, job=job, run_id=run_id)
                 return
@@ -731,3 +882,7 @@ def _chunks(windows: Sequence[Window], size: int) -> Iterator[Sequence[Window]]:
     stream = iter(windows)
     while chunk := list(islice(stream, size)):
         yield chunk
+
+
+def _when(moment: datetime | None) -> str | None:
+    return isoformat(moment) if moment else None

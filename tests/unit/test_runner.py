@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +15,8 @@ from tierflow._config import Config, parse_config
 from tierflow._errors import QueryError, TierflowError, TransientEngineError
 from tierflow._jobs import render_job
 from tierflow._runner import BatchRun, JobStatus, Runner
-from tierflow._state import MemoryStateStore, RunStatus
+from tierflow._state import MemoryStateStore, Outcome, RunStatus
+from tierflow._state._rules import WindowState
 from tierflow._windows import Window
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -342,23 +344,43 @@ def status_of(runner: Runner, now: datetime) -> JobStatus:
     return status
 
 
+def states(**counts: int) -> dict[WindowState, int]:
+    return {state: counts.get(state.value, 0) for state in WindowState}
+
+
 async def test_status_follows_what_happened() -> None:
     runner, _, fake = make_runner()
-    assert status_of(runner, NOW) == JobStatus("cpu", None, 5 * 3600.0, None, 0, 5)
+    assert status_of(runner, NOW) == JobStatus(
+        "cpu", None, 5 * 3600.0, None, 0, 5, window_states=states(pending=5)
+    )
 
     fake.fail_on(1, QueryError("database not found: raw"))
     await runner.run_due(NOW)
     # The gap at window 1 holds the watermark at 01:00; window 4 was the last one attempted.
     assert status_of(runner, NOW) == JobStatus(
-        "cpu", START + H, 4 * 3600.0, RunStatus.SUCCEEDED, 1, 1
+        "cpu",
+        START + H,
+        4 * 3600.0,
+        RunStatus.SUCCEEDED,
+        1,
+        1,
+        window_states=states(succeeded=4, failed=1),
     )
     later = NOW + 2 * H + 30 * M
     assert status_of(runner, later) == JobStatus(
-        "cpu", START + H, 6.5 * 3600.0, RunStatus.SUCCEEDED, 1, 3
+        "cpu",
+        START + H,
+        6.5 * 3600.0,
+        RunStatus.SUCCEEDED,
+        1,
+        3,
+        window_states=states(succeeded=4, failed=1, pending=2),
     )
 
     await runner.run_due(NOW)
-    assert status_of(runner, NOW) == JobStatus("cpu", START + 5 * H, 0.0, RunStatus.SUCCEEDED, 0, 0)
+    assert status_of(runner, NOW) == JobStatus(
+        "cpu", START + 5 * H, 0.0, RunStatus.SUCCEEDED, 0, 0, window_states=states(succeeded=5)
+    )
 
 
 async def test_status_reports_a_failed_last_attempt() -> None:
@@ -411,3 +433,43 @@ async def test_aclose_closes_the_engines() -> None:
     runner, _, fake = make_runner()
     await runner.aclose()
     assert fake.closed
+
+
+# --- windows held by another run: reported, or waited for ------------------------------------
+
+
+def hold(store: MemoryStateStore, k: int) -> None:
+    store.ensure_job("cpu", START)
+    assert store.claim(
+        "cpu", [hourly(k)], run_id="other", started_at=NOW - M, lease_expires_at=NOW + 5 * M
+    )
+
+
+async def test_a_held_window_is_reported_undone_until_its_holder_finishes_it() -> None:
+    runner, store, _ = make_runner()
+    hold(store, 2)
+    await runner.run_due(NOW)
+    assert [(e.window, e.run_id) for e in runner.held_undone()] == [(hourly(2), "other")]
+    store.finish("cpu", [hourly(2)], run_id="other", outcome=Outcome(RunStatus.SUCCEEDED, NOW, 1))
+    assert runner.held_undone() == []
+
+
+@pytest.mark.parametrize("outcome", [RunStatus.SUCCEEDED, RunStatus.FAILED])
+async def test_run_waiting_waits_for_a_held_window_and_runs_it_only_if_still_due(
+    outcome: RunStatus,
+) -> None:
+    runner, store, fake = make_runner()
+    hold(store, 2)
+
+    async def other_run_ends() -> None:
+        await asyncio.sleep(0.2)
+        store.finish("cpu", [hourly(2)], run_id="other", outcome=Outcome(outcome, NOW, 1))
+
+    ending = asyncio.create_task(other_run_ends())
+    runs = await runner.run_waiting(NOW, poll=0.05)
+    await ending
+    again = [hourly(2)] if outcome is RunStatus.FAILED else []
+    assert windows_of(runs) == [hourly(0), hourly(1), hourly(3), hourly(4), *again]
+    assert ranges_run(fake) == windows_of(runs)
+    assert runner.held_undone() == []
+    assert store.watermark("cpu") == START + 5 * H

@@ -12,6 +12,8 @@ import pytest
 from tierflow._errors import StateError
 from tierflow._state import (
     Attempt,
+    Claim,
+    Holder,
     LedgerEntry,
     MemoryStateStore,
     Outcome,
@@ -50,7 +52,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore
 
 def claim(
     store: StateStore, indexes: list[int], run_id: str, started: datetime = T0, job: str = JOB
-) -> bool:
+) -> Claim:
     return store.claim(
         job,
         [window(i) for i in indexes],
@@ -160,15 +162,19 @@ def test_a_new_claim_clears_the_last_outcome(store: StateStore) -> None:
     assert (entry.started_at, entry.lease_expires_at) == (at(30), at(40))
 
 
-def test_a_live_lease_of_another_run_refuses_the_claim(store: StateStore) -> None:
+def test_a_live_lease_of_another_run_refuses_that_window_only(store: StateStore) -> None:
     store.ensure_job(JOB, T0)
     assert claim(store, [1], "r1", started=T0)  # lease until T0 + 10 min
-    before = snapshot(store)
-    # r2 asks for windows 0-2 while r1 still holds window 1: nothing at all is claimed.
-    assert not claim(store, [0, 1, 2], "r2", started=at(5))
-    assert snapshot(store) == before
-    (entry,) = store.entries(JOB, T0)
-    assert (entry.window, entry.run_id, entry.attempts) == (window(1), "r1", 1)
+    # r2 asks for windows 0-2 while r1 still holds window 1: it gets 0 and 2, and is told who
+    # holds 1 and until when.
+    taken = claim(store, [0, 1, 2], "r2", started=at(5))
+    assert not taken
+    assert taken.taken == (window(0), window(2))
+    assert [(e.window, e.run_id, e.lease_expires_at) for e in taken.held] == [
+        (window(1), "r1", at(10))
+    ]
+    by_window = {e.window: (e.run_id, e.attempts) for e in store.entries(JOB, T0)}
+    assert by_window == {window(0): ("r2", 1), window(1): ("r1", 1), window(2): ("r2", 1)}
 
 
 def test_the_lease_is_live_until_the_instant_it_expires(store: StateStore) -> None:
@@ -400,3 +406,114 @@ def test_times_keep_their_microseconds(store: StateStore) -> None:
     (entry,) = store.entries(JOB, odd)
     assert entry.window == exact
     assert entry.started_at == odd
+
+
+# ---------------------------------------------------------------------------------------------
+# Holders: who holds a claim, and what happens when it dies
+
+ALIVE = Holder("here", 101, "boot:1")
+DEAD = Holder("here", 202, "boot:2")
+
+
+def dead_only(holder: Holder) -> bool:
+    return holder == DEAD
+
+
+def claim_as(
+    store: StateStore,
+    indexes: list[int],
+    run_id: str,
+    holder: Holder | None,
+    started: datetime = T0,
+    **extra: object,
+) -> Claim:
+    return store.claim(
+        JOB,
+        [window(i) for i in indexes],
+        run_id=run_id,
+        started_at=started,
+        lease_expires_at=started + LEASE,
+        holder=holder,
+        gone=dead_only,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def test_a_claim_records_its_holder(store: StateStore) -> None:
+    store.ensure_job(JOB, T0)
+    assert claim_as(store, [0], "r1", ALIVE)
+    (entry,) = store.entries(JOB, T0)
+    assert entry.holder == ALIVE
+    census = store.census(JOB, T0, at(60))
+    assert census.running == (entry,)
+
+
+def test_the_claim_of_a_dead_holder_is_taken_over_at_once(store: StateStore) -> None:
+    store.ensure_job(JOB, T0)
+    assert claim_as(store, [0, 1], "r1", DEAD)
+    # Well within r1's lease: its holder is dead, so nobody will finish the windows.
+    taken = claim_as(store, [0, 1], "r2", ALIVE, started=at(1))
+    assert taken
+    assert taken.taken == (window(0), window(1))
+    assert {(e.run_id, e.attempts, e.holder) for e in store.entries(JOB, T0)} == {("r2", 2, ALIVE)}
+    abandoned = [a for a in store.history(JOB) if a.status is RunStatus.ABANDONED]
+    assert {(a.run_id, a.error) for a in abandoned} == {
+        ("r1", "holder pid 202 on host here died before the run finished")
+    }
+
+
+@pytest.mark.parametrize("holder", [ALIVE, Holder("elsewhere", 202, "boot:2"), None])
+def test_the_claim_of_a_live_or_unknown_holder_is_respected(
+    store: StateStore, holder: Holder | None
+) -> None:
+    store.ensure_job(JOB, T0)
+    assert claim_as(store, [0], "r1", holder)
+    taken = claim_as(store, [0], "r2", ALIVE, started=at(9))
+    assert taken.taken == ()
+    assert [(e.run_id, e.holder) for e in taken.held] == [("r1", holder)]
+    # Once its lease has expired it is taken over all the same.
+    assert claim_as(store, [0], "r2", ALIVE, started=at(10))
+
+
+def test_a_claim_takes_only_windows_still_due(store: StateStore) -> None:
+    # Planned as due, then another run finished them: a claim without force leaves them.
+    store.ensure_job(JOB, T0)
+    run(store, 0, RunStatus.SUCCEEDED)
+    run(store, 1, RunStatus.SKIPPED)
+    run(store, 2, RunStatus.FAILED)
+    assert claim(store, [3], "r3")
+    store.finish(JOB, [window(3)], run_id="r3", outcome=outcome(RunStatus.FAILED), park_after=1)
+    before = store.history(JOB)
+    taken = claim_as(store, [0, 1, 2, 3, 4], "late", ALIVE, started=at(30))
+    assert taken.settled == (window(0), window(1), window(3))
+    assert taken.taken == (window(2), window(4))
+    assert len(store.history(JOB)) == len(before) + 2
+
+
+def test_a_forced_claim_takes_done_windows_but_not_live_claims(store: StateStore) -> None:
+    store.ensure_job(JOB, T0)
+    run(store, 0, RunStatus.SUCCEEDED)
+    assert claim_as(store, [1], "r1", ALIVE)
+    taken = claim_as(store, [0, 1], "backfill", ALIVE, started=at(1), force=True)
+    assert taken.taken == (window(0),)
+    assert [e.window for e in taken.held] == [window(1)]
+
+
+def test_census_counts_rows_by_status_inside_the_range(store: StateStore) -> None:
+    store.ensure_job(JOB, T0)
+    run(store, 0, RunStatus.SUCCEEDED)
+    run(store, 1, RunStatus.SKIPPED)
+    assert claim(store, [2], "r2")
+    store.finish(JOB, [window(2)], run_id="r2", outcome=outcome(RunStatus.FAILED), park_after=1)
+    run(store, 3, RunStatus.FAILED)
+    assert claim_as(store, [4], "r4", ALIVE)
+    run(store, 5, RunStatus.SUCCEEDED)
+    census = store.census(JOB, window(0).start, window(4).stop)  # window 5 is outside
+    assert census.counts == {
+        (RunStatus.SUCCEEDED, False): 1,
+        (RunStatus.SKIPPED, False): 1,
+        (RunStatus.FAILED, True): 1,
+        (RunStatus.FAILED, False): 1,
+        (RunStatus.RUNNING, False): 1,
+    }
+    assert [(e.window, e.holder) for e in census.running] == [(window(4), ALIVE)]

@@ -9,14 +9,15 @@ and advancing the watermark happen in one transaction, so a crash never leaves t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from tierflow._state._holder import Holder, holder_gone
 from tierflow._windows import Window
 
-__all__ = ["Attempt", "LedgerEntry", "Outcome", "RunStatus", "StateStore"]
+__all__ = ["Attempt", "Census", "Claim", "LedgerEntry", "Outcome", "RunStatus", "StateStore"]
 
 
 class RunStatus(StrEnum):
@@ -49,6 +50,31 @@ class LedgerEntry:
     parked: bool = False
     #: The attempt count when the window was last re-queued: attempts since then are what count.
     attempt_base: int = 0
+    #: The process that claimed the window (None for claims made before tierflow recorded it).
+    holder: Holder | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What a claim took: `taken` windows are now the run's; `held` ones (their ledger entries,
+    naming holder and lease) another live run holds; `settled` ones were done or parked by
+    another run since they were planned. True when every window asked for was taken."""
+
+    taken: tuple[Window, ...] = ()
+    held: tuple[LedgerEntry, ...] = ()
+    settled: tuple[Window, ...] = ()
+
+    def __bool__(self) -> bool:
+        return not self.held and not self.settled
+
+
+@dataclass(frozen=True, slots=True)
+class Census:
+    """A job's ledger rows in a range, counted by (status, parked), and the running ones in full
+    (holder and lease)."""
+
+    counts: Mapping[tuple[RunStatus, bool], int]
+    running: tuple[LedgerEntry, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +111,8 @@ class Attempt:
 
 class StateStore(ABC):
     """Durable watermarks, ledger and history. Implementations must be safe to share within one
-    process; `SqliteStateStore` is for a single worker, `MemoryStateStore` for tests."""
+    process; `SqliteStateStore` also between processes of one host (each claim and finish is one
+    `BEGIN IMMEDIATE` transaction), `MemoryStateStore` is for tests."""
 
     @abstractmethod
     def ensure_job(self, job: str, origin: datetime) -> datetime:
@@ -111,13 +138,19 @@ class StateStore(ABC):
         started_at: datetime,
         lease_expires_at: datetime,
         reason: str = "scheduled",
-    ) -> bool:
-        """Mark `windows` (distinct) as running under `run_id`, count an attempt each, atomically.
-        `reason` (scheduled, backfill, late_data, skipped, …) is kept in the history.
+        holder: Holder | None = None,
+        force: bool = False,
+        gone: Callable[[Holder], bool] = holder_gone,
+    ) -> Claim:
+        """Mark those of `windows` (distinct) that may be taken as running under `run_id` and
+        `holder`, counting an attempt each, in one transaction; return what was taken and what
+        not. `reason` (scheduled, backfill, late_data, max_catchup, …) is kept in the history.
 
-        Refuse (return False, changing nothing) when any of them is running under another run
-        whose lease has not expired at `started_at`: that run may still finish it. An attempt
-        whose lease had expired is marked abandoned in the history.
+        Whether a window may be taken is `_rules.refusal`, judged inside the transaction: not
+        one running under another run whose lease is live at `started_at` and whose holder is
+        not `gone` (that run may still finish it); without `force`, only windows still due
+        (not done or parked, e.g. by a concurrent run since they were planned). The attempt a
+        taken-over claim was making is marked abandoned in the history.
         """
 
     @abstractmethod
@@ -149,6 +182,11 @@ class StateStore(ABC):
     def requeue(self, job: str, start: datetime | None = None, stop: datetime | None = None) -> int:
         """Un-park `job`'s parked windows starting in `[start, stop)` (all when None), giving
         each a fresh attempt budget; return how many."""
+
+    @abstractmethod
+    def census(self, job: str, since: datetime, until: datetime) -> Census:
+        """`job`'s ledger rows of windows inside `[since, until)`, counted by (status, parked),
+        with the running rows in full."""
 
     @abstractmethod
     def history(self, job: str, *, limit: int = 50) -> list[Attempt]:

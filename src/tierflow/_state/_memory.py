@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
 from tierflow._errors import StateError
 from tierflow._state._base import (
     Attempt,
+    Census,
+    Claim,
     LedgerEntry,
     Outcome,
     RunStatus,
     StateStore,
     _distinct,
 )
+from tierflow._state._holder import Holder, holder_gone
+from tierflow._state._rules import Refusal, abandon_reason, advance, refusal
 from tierflow._windows import Window
 
 __all__ = ["MemoryStateStore"]
@@ -56,13 +61,27 @@ class MemoryStateStore(StateStore):
         started_at: datetime,
         lease_expires_at: datetime,
         reason: str = "scheduled",
-    ) -> bool:
+        holder: Holder | None = None,
+        force: bool = False,
+        gone: Callable[[Holder], bool] = holder_gone,
+    ) -> Claim:
         _distinct(windows)
+        taken: list[Window] = []
+        held: list[LedgerEntry] = []
+        settled: list[Window] = []
         with self._lock:
-            current = [self._ledger.get((job, w.start)) for w in windows]
-            if any(_held_by_other(e, run_id, started_at) for e in current):
-                return False
-            for window, entry in zip(windows, current, strict=True):
+            for window in windows:
+                entry = self._ledger.get((job, window.start))
+                why = refusal(entry, run_id=run_id, at=started_at, force=force, gone=gone)
+                if why is Refusal.HELD:
+                    assert entry is not None
+                    base = self._bases.get((job, window.start), 0)
+                    held.append(replace(entry, attempt_base=base))
+                    continue
+                if why is Refusal.SETTLED:
+                    settled.append(window)
+                    continue
+                taken.append(window)
                 if entry is not None and entry.status is RunStatus.RUNNING:
                     self._abandon(job, entry, started_at)
                 attempt = (entry.attempts if entry else 0) + 1
@@ -77,6 +96,7 @@ class MemoryStateStore(StateStore):
                     lease_expires_at,
                     None,
                     entry.fingerprint if entry else None,
+                    holder=holder,
                 )
                 self._attempts[(job, window.start, attempt)] = Attempt(
                     job,
@@ -92,7 +112,7 @@ class MemoryStateStore(StateStore):
                     None,
                     reason,
                 )
-            return True
+        return Claim(tuple(taken), tuple(held), tuple(settled))
 
     def _abandon(self, job: str, entry: LedgerEntry, at: datetime) -> None:
         key = (job, entry.window.start, entry.attempts)
@@ -101,7 +121,7 @@ class MemoryStateStore(StateStore):
                 self._attempts[key],
                 status=RunStatus.ABANDONED,
                 finished_at=at,
-                error="lease expired before the run finished",
+                error=abandon_reason(entry, at),
             )
 
     def renew(
@@ -190,13 +210,30 @@ class MemoryStateStore(StateStore):
         )
 
     def _advance(self, job: str, undone: datetime | None) -> datetime:
-        mark = self._watermarks[job]
-        if undone is not None:
-            mark = min(mark, undone)  # a window behind the watermark failed (e.g. a backfill)
-        while (entry := self._ledger.get((job, mark))) is not None and entry.status.done:
-            mark = entry.window.stop
-        self._watermarks[job] = mark
+        def done_stop(start: datetime) -> datetime | None:
+            entry = self._ledger.get((job, start))
+            return entry.window.stop if entry is not None and entry.status.done else None
+
+        self._watermarks[job] = mark = advance(self._watermarks[job], undone, done_stop)
         return mark
+
+    def census(self, job: str, since: datetime, until: datetime) -> Census:
+        with self._lock:
+            mine = [
+                e
+                for (name, start), e in self._ledger.items()
+                if name == job and start >= since and e.window.stop <= until
+            ]
+        counts = Counter((e.status, e.parked) for e in mine)
+        running = sorted(
+            (
+                replace(e, attempt_base=self._bases.get((job, e.window.start), 0))
+                for e in mine
+                if e.status is RunStatus.RUNNING
+            ),
+            key=lambda e: e.window.start,
+        )
+        return Census(dict(counts), tuple(running))
 
     def history(self, job: str, *, limit: int = 50) -> list[Attempt]:
         with self._lock:
@@ -205,13 +242,3 @@ class MemoryStateStore(StateStore):
 
     def jobs(self) -> list[str]:
         return sorted(self._watermarks)
-
-
-def _held_by_other(entry: LedgerEntry | None, run_id: str, now: datetime) -> bool:
-    return (
-        entry is not None
-        and entry.status is RunStatus.RUNNING
-        and entry.run_id != run_id
-        and entry.lease_expires_at is not None
-        and entry.lease_expires_at > now
-    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from importlib import resources
@@ -14,12 +14,16 @@ from typing import Any
 from tierflow._errors import StateError
 from tierflow._state._base import (
     Attempt,
+    Census,
+    Claim,
     LedgerEntry,
     Outcome,
     RunStatus,
     StateStore,
     _distinct,
 )
+from tierflow._state._holder import Holder, holder_gone
+from tierflow._state._rules import Refusal, abandon_reason, advance, refusal
 from tierflow._windows import Window, from_micros, to_micros
 
 __all__ = ["SqliteStateStore", "migrations"]
@@ -47,7 +51,8 @@ def _moment(micros: int | None) -> datetime | None:
 
 
 class SqliteStateStore(StateStore):
-    """State in a SQLite file (WAL mode). Several processes may read; one should write."""
+    """State in a SQLite file (WAL mode), shared safely by the processes of one host: every claim
+    and finish is one `BEGIN IMMEDIATE` transaction."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
@@ -132,41 +137,26 @@ class SqliteStateStore(StateStore):
         self, job: str, since: datetime, until: datetime | None = None
     ) -> list[LedgerEntry]:
         rows = self._read(
-            "SELECT window_start, window_stop, status, attempts, run_id, started_at,"
-            " finished_at, lease_expires_at, error, fingerprint, parked, attempt_base FROM runs"
-            " WHERE job = ? AND window_start >= ? AND window_start < ? ORDER BY window_start",
+            f"SELECT {_ENTRY} FROM runs WHERE job = ? AND window_start >= ? AND window_start < ?"
+            " ORDER BY window_start",
             (job, to_micros(since), to_micros(until) if until else 2**62),
         )
-        return [
-            LedgerEntry(
-                job,
-                Window(from_micros(start), from_micros(stop)),
-                RunStatus(status),
-                attempts,
-                run_id,
-                _moment(started),
-                _moment(finished),
-                _moment(lease),
-                error,
-                fingerprint,
-                bool(parked),
-                attempt_base,
-            )
-            for (
-                start,
-                stop,
-                status,
-                attempts,
-                run_id,
-                started,
-                finished,
-                lease,
-                error,
-                fingerprint,
-                parked,
-                attempt_base,
-            ) in rows
-        ]
+        return [_entry(job, row) for row in rows]
+
+    def census(self, job: str, since: datetime, until: datetime) -> Census:
+        span = (job, to_micros(since), to_micros(until))
+        where = "job = ? AND window_start >= ? AND window_stop <= ?"
+        counts = self._read(
+            f"SELECT status, parked, COUNT(*) FROM runs WHERE {where} GROUP BY status, parked", span
+        )
+        running = self._read(
+            f"SELECT {_ENTRY} FROM runs WHERE {where} AND status = 'running' ORDER BY window_start",
+            span,
+        )
+        return Census(
+            {(RunStatus(status), bool(parked)): n for status, parked, n in counts},
+            tuple(_entry(job, row) for row in running),
+        )
 
     def claim(
         self,
@@ -177,35 +167,65 @@ class SqliteStateStore(StateStore):
         started_at: datetime,
         lease_expires_at: datetime,
         reason: str = "scheduled",
-    ) -> bool:
+        holder: Holder | None = None,
+        force: bool = False,
+        gone: Callable[[Holder], bool] = holder_gone,
+    ) -> Claim:
         _distinct(windows)
         started, lease = to_micros(started_at), to_micros(lease_expires_at)
+        host, pid, process_start = (
+            (holder.host, holder.pid, holder.started) if holder else (None, None, None)
+        )
+        taken: list[Window] = []
+        held: list[LedgerEntry] = []
+        settled: list[Window] = []
+        # BEGIN IMMEDIATE: the rows are judged and taken under the write lock, so two processes
+        # claiming the same window cannot both see it due.
         with self._transaction() as db:
             for window in windows:
-                held = db.execute(
-                    "SELECT 1 FROM runs WHERE job = ? AND window_start = ? AND status = 'running'"
-                    " AND run_id != ? AND lease_expires_at > ?",
-                    (job, to_micros(window.start), run_id, started),
+                row = db.execute(
+                    f"SELECT {_ENTRY} FROM runs WHERE job = ? AND window_start = ?",
+                    (job, to_micros(window.start)),
                 ).fetchone()
-                if held:
-                    return False  # nothing written yet: the empty transaction commits
-            for window in windows:
-                db.execute(
-                    "UPDATE attempts SET status = 'abandoned', finished_at = ?,"
-                    " error = 'lease expired before the run finished'"
-                    " WHERE job = ? AND window_start = ? AND status = 'running'",
-                    (started, job, to_micros(window.start)),
-                )
+                entry = _entry(job, row) if row else None
+                why = refusal(entry, run_id=run_id, at=started_at, force=force, gone=gone)
+                if why is Refusal.HELD:
+                    assert entry is not None
+                    held.append(entry)
+                    continue
+                if why is Refusal.SETTLED:
+                    settled.append(window)
+                    continue
+                taken.append(window)
+                if entry is not None and entry.status is RunStatus.RUNNING:
+                    db.execute(
+                        "UPDATE attempts SET status = 'abandoned', finished_at = ?, error = ?"
+                        " WHERE job = ? AND window_start = ? AND status = 'running'",
+                        (started, abandon_reason(entry, started_at), job, to_micros(window.start)),
+                    )
                 (attempt,) = db.execute(
                     "INSERT INTO runs (job, window_start, window_stop, status, attempts, run_id,"
-                    " started_at, lease_expires_at) VALUES (?, ?, ?, 'running', 1, ?, ?, ?)"
+                    " started_at, lease_expires_at, holder_host, holder_pid, holder_started)"
+                    " VALUES (?, ?, ?, 'running', 1, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (job, window_start) DO UPDATE SET"
                     " window_stop = excluded.window_stop, status = 'running',"
                     " attempts = runs.attempts + 1, run_id = excluded.run_id,"
                     " started_at = excluded.started_at, finished_at = NULL, parked = 0,"
                     " lease_expires_at = excluded.lease_expires_at, duration_s = NULL,"
-                    " error = NULL RETURNING attempts",
-                    (job, to_micros(window.start), to_micros(window.stop), run_id, started, lease),
+                    " error = NULL, holder_host = excluded.holder_host,"
+                    " holder_pid = excluded.holder_pid, holder_started = excluded.holder_started"
+                    " RETURNING attempts",
+                    (
+                        job,
+                        to_micros(window.start),
+                        to_micros(window.stop),
+                        run_id,
+                        started,
+                        lease,
+                        host,
+                        pid,
+                        process_start,
+                    ),
                 ).fetchone()
                 db.execute(
                     "INSERT INTO attempts (job, window_start, window_stop, attempt, run_id,"
@@ -220,7 +240,7 @@ class SqliteStateStore(StateStore):
                         reason,
                     ),
                 )
-        return True
+        return Claim(tuple(taken), tuple(held), tuple(settled))
 
     def renew(
         self, job: str, windows: Sequence[Window], *, run_id: str, lease_expires_at: datetime
@@ -318,22 +338,18 @@ class SqliteStateStore(StateStore):
                         held[0],
                     ),
                 )
-            mark = int(row[0])
-            if not outcome.status.done:
-                # A window behind the watermark failed (e.g. a backfill): it is no longer true
-                # that every window before the watermark succeeded.
-                mark = min(mark, min(to_micros(window.start) for window in windows))
-            while True:
+
+            def done_stop(start: datetime) -> datetime | None:
                 step = db.execute(
-                    "SELECT window_stop FROM runs WHERE job = ? AND window_start = ?"
-                    " AND status IN ('succeeded', 'skipped')",
-                    (job, mark),
+                    "SELECT window_stop, status FROM runs WHERE job = ? AND window_start = ?",
+                    (job, to_micros(start)),
                 ).fetchone()
-                if step is None:
-                    break
-                mark = int(step[0])
-            db.execute("UPDATE jobs SET watermark = ? WHERE job = ?", (mark, job))
-        return from_micros(mark)
+                return from_micros(step[0]) if step and RunStatus(step[1]).done else None
+
+            undone = None if outcome.status.done else min(window.start for window in windows)
+            mark = advance(from_micros(row[0]), undone, done_stop)
+            db.execute("UPDATE jobs SET watermark = ? WHERE job = ?", (to_micros(mark), job))
+        return mark
 
     def history(self, job: str, *, limit: int = 50) -> list[Attempt]:
         rows = self._read(
@@ -379,6 +395,34 @@ class SqliteStateStore(StateStore):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+_ENTRY = (
+    "window_start, window_stop, status, attempts, run_id, started_at, finished_at,"
+    " lease_expires_at, error, fingerprint, parked, attempt_base, holder_host, holder_pid,"
+    " holder_started"
+)
+
+
+def _entry(job: str, row: Sequence[Any]) -> LedgerEntry:
+    """A ledger entry from a row of `SELECT {_ENTRY}`."""
+    (start, stop, status, attempts, run_id, started, finished, lease, error) = row[:9]
+    fingerprint, parked, attempt_base, host, pid, process_start = row[9:]
+    return LedgerEntry(
+        job,
+        Window(from_micros(start), from_micros(stop)),
+        RunStatus(status),
+        attempts,
+        run_id,
+        _moment(started),
+        _moment(finished),
+        _moment(lease),
+        error,
+        fingerprint,
+        bool(parked),
+        attempt_base,
+        Holder(host, pid, process_start or "") if host is not None else None,
+    )
 
 
 def _statements(sql: str) -> list[str]:
