@@ -32,6 +32,7 @@ from tierflow._windows import isoformat
 
 if TYPE_CHECKING:
     from tierflow._archive import ParquetArchive
+    from tierflow._definitions import DefinitionCheck
 
 __all__ = ["app", "main"]
 
@@ -103,6 +104,43 @@ def _runner(config: Config, jobs: Sequence[str] | None = None) -> Runner:
     return Runner(config, open_state_store(config.state.url))
 
 
+def _checked_runner(config: Config, jobs: Sequence[str] | None = None) -> Runner:
+    """A runner, once every chosen job's definition matches the one its ledger was recorded
+    with (JobRedefinedError, exit 2, naming what changed, if not)."""
+    from tierflow._definitions import accept_definitions
+
+    runner = _runner(config, jobs)
+    try:
+        accept_definitions(config, runner.store, jobs)
+    except BaseException:
+        runner.store.close()
+        raise
+    return runner
+
+
+def _definition_json(check: DefinitionCheck) -> dict[str, Any]:
+    return {
+        "state": check.state,
+        "digest": check.definition.digest,
+        "changes": [{"key": c.key, "old": c.old, "new": c.new} for c in check.changes],
+    }
+
+
+def _print_redefined(jobs: Sequence[dict[str, Any]]) -> None:
+    for job in jobs:
+        changes = job["definition"]["changes"]
+        if changes:
+            listing = "; ".join(f"{c['key']}: {c['old']} → {c['new']}" for c in changes)
+            out.print(
+                Text.assemble(
+                    (job["job"], "bold"),
+                    f": redefined since its ledger was recorded ({listing}); run and run-once "
+                    f"refuse it until `tierflow reset {job['job']}` or the old definition is back",
+                    style="red",
+                )
+            )
+
+
 def _run(runner: Runner, work: Callable[[Runner], Awaitable[T]]) -> T:
     async def go() -> T:
         try:
@@ -169,6 +207,7 @@ def validate(
 ) -> None:
     """Check the config and every job's query for a sample window; exit 0 if all is well, 2 (with
     every problem listed) if not, 1 if a server could not be asked (--online)."""
+    from tierflow._definitions import definition_problems
     from tierflow._validation import check_jobs, check_servers
 
     with _errors():
@@ -176,6 +215,8 @@ def validate(
         problems = check_jobs(loaded)
         if online and not problems:
             problems = asyncio.run(check_servers(loaded))
+        if not any(problem.unreachable for problem in problems):
+            problems += definition_problems(loaded)
     if problems:
         listing = "\n".join("  " + problem.render() for problem in problems)
         code = 2 if any(not problem.unreachable for problem in problems) else 1
@@ -194,6 +235,7 @@ def plan(
     as_json: JsonOption = False,
 ) -> None:
     """Show the windows due now (or at --now) per job, with the exact query each would run."""
+    from tierflow._definitions import check_definitions
     from tierflow._jobs import render_job
 
     with _errors():
@@ -202,10 +244,12 @@ def plan(
         runner = _runner(loaded, jobs)
         try:
             plans = runner.plan(at, jobs)
+            checks = {c.job: c for c in check_definitions(loaded, runner.store, jobs)}
             body: dict[str, Any] = {
                 "jobs": [
                     {
                         "job": p.job,
+                        "definition": _definition_json(checks[p.job]),
                         "windows": [
                             {
                                 "start": _when(w.start),
@@ -235,6 +279,7 @@ def plan(
     if as_json:
         _print_json(body)
         return
+    _print_redefined(body["jobs"])
     for job in body["jobs"]:
         out.print(
             Text.assemble(
@@ -327,7 +372,7 @@ def run_once(
     with _errors():
         loaded = load_config(config)
         at = _instant(now, "--now")
-        runner = _runner(loaded, jobs)
+        runner = _checked_runner(loaded, jobs)
         runner.check_fields = True
         plans = runner.plan(at, jobs)
         total = sum(len(p.windows) + len(p.skipped) for p in plans)
@@ -356,7 +401,7 @@ def run(
 
     with _errors():
         loaded = load_config(config)
-        runner = _runner(loaded)
+        runner = _checked_runner(loaded)
 
     async def serve() -> None:
         daemon = Daemon(runner)
@@ -451,19 +496,80 @@ def retry(
 
 
 @app.command()
+def reset(
+    job: Annotated[str, typer.Argument(help="The job to start again.")],
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--from", help="Forget from the window holding this instant on (default: all)."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be forgotten; change nothing.")
+    ] = False,
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: JsonOption = False,
+) -> None:
+    """Start a job again, e.g. after changing its dest or aggregates: forget its ledger and
+    watermark from --from on (default: all of it) and record its current definition, so the
+    next run writes those windows under it. Deletes nothing in InfluxDB or the archive."""
+    from tierflow._definitions import reset_job
+
+    with _errors():
+        loaded = load_config(config)
+        since = _instant(start, "--from") if start is not None else None
+        runner = _runner(loaded, [job])
+        try:
+            done = reset_job(loaded, runner.store, job, since, dry_run=dry_run)
+        finally:
+            runner.store.close()
+    if as_json:
+        _print_json(
+            {
+                "job": job,
+                "dry_run": dry_run,
+                "from": _when(done.since),
+                "windows_forgotten": done.windows,
+                "watermark_before": _when(done.watermark_before),
+                "watermark_after": _when(done.watermark_after),
+                "changes": [{"key": c.key, "old": c.old, "new": c.new} for c in done.changes],
+            }
+        )
+        return
+    for change in done.changes:
+        out.print(f"  {change}")
+    span = f"from {_when(done.since)} on" if done.since else "all of it"
+    verb = "would forget" if dry_run else "forgot"
+    marks = (
+        f"watermark {_when(done.watermark_before) or '-'} → {_when(done.watermark_after) or '-'}"
+    )
+    out.print(f"{job}: {verb} {_plural(done.windows, 'ledger window')} ({span}); {marks}")
+    if dry_run:
+        out.print("dry run: nothing changed")
+    else:
+        out.print(
+            "definition recorded; no data was deleted: the next run writes those windows again"
+        )
+
+
+@app.command()
 def status(
     jobs: JobsArgument = None,
     config: ConfigOption = DEFAULT_CONFIG,
     now: NowOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Per job: watermark, lag, last status, failed and pending windows."""
+    """Per job: watermark, lag, last status, failed and pending windows, and whether the job
+    was redefined since its ledger was recorded."""
+    from tierflow._definitions import check_definitions
+
     with _errors():
         loaded = load_config(config)
         at = _instant(now, "--now")
         runner = _runner(loaded, jobs)
         try:
             rows = runner.status(at, jobs)
+            checks = {c.job: c for c in check_definitions(loaded, runner.store, jobs)}
         finally:
             runner.store.close()
     body: list[dict[str, Any]] = [
@@ -479,6 +585,7 @@ def status(
             "expiry_risk": s.expiry_risk,
             "windows_at_risk": s.windows_at_risk,
             "windows_lost": s.windows_lost,
+            "definition": _definition_json(checks[s.job]),
         }
         for s in rows
     ]
@@ -495,6 +602,7 @@ def status(
         "pending",
         "at risk (lost)",
         "re-aggregated (late data)",
+        "definition",
         title=f"tierflow status at {_when(at)}",
     )
     for row in body:
@@ -510,8 +618,17 @@ def status(
             if row["expiry_risk"]
             else "0",
             str(row["rechecked_windows"]),
+            _definition_cell(row["definition"]),
         )
     out.print(table)
+    _print_redefined(body)
+
+
+def _definition_cell(definition: dict[str, Any]) -> Text | str:
+    if definition["changes"]:
+        keys = ", ".join(change["key"] for change in definition["changes"])
+        return Text(f"changed: {keys}", style="bold red")
+    return {"same": "recorded", "new": "new", "unrecorded": "not recorded yet"}[definition["state"]]
 
 
 @app.command()

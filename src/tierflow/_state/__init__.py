@@ -5,12 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from tierflow._errors import ConfigError
-from tierflow._state._base import Attempt, LedgerEntry, Outcome, RunStatus, StateStore
+from tierflow._state._base import (
+    Attempt,
+    JobDefinition,
+    LedgerEntry,
+    Outcome,
+    RunStatus,
+    StateStore,
+)
 from tierflow._state._memory import MemoryStateStore
 from tierflow._state._sqlite import SqliteStateStore
 
 __all__ = [
     "Attempt",
+    "JobDefinition",
     "LedgerEntry",
     "MemoryStateStore",
     "Outcome",
