@@ -168,7 +168,8 @@ def test_a_populated_database_from_before_definitions_upgrades(tmp_path: Path) -
     old.commit()
     old.close()
 
-    with SqliteStateStore(path) as store:
+    store = SqliteStateStore(path)
+    with store:
         assert store.schema_version == len(migrations())
         assert store.watermark("cpu") == datetime(2026, 1, 1, 2, tzinfo=UTC)
         assert [e.fingerprint for e in store.entries("cpu", T0 - timedelta(days=400))] == [
