@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import textwrap
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,19 +126,12 @@ def _definition_json(check: DefinitionCheck) -> dict[str, Any]:
     }
 
 
-def _print_redefined(jobs: Sequence[dict[str, Any]]) -> None:
-    for job in jobs:
-        changes = job["definition"]["changes"]
-        if changes:
-            listing = "; ".join(f"{c['key']}: {c['old']} → {c['new']}" for c in changes)
-            out.print(
-                Text.assemble(
-                    (job["job"], "bold"),
-                    f": redefined since its ledger was recorded ({listing}); run and run-once "
-                    f"refuse it until `tierflow reset {job['job']}` or the old definition is back",
-                    style="red",
-                )
-            )
+def _print_redefined(checks: Iterable[DefinitionCheck]) -> None:
+    from tierflow._definitions import summary
+
+    for check in checks:
+        if check.changes:
+            out.print(Text.assemble((check.job, "bold"), ": ", summary(check), style="red"))
 
 
 def _run(runner: Runner, work: Callable[[Runner], Awaitable[T]]) -> T:
@@ -279,7 +272,7 @@ def plan(
     if as_json:
         _print_json(body)
         return
-    _print_redefined(body["jobs"])
+    _print_redefined(checks.values())
     for job in body["jobs"]:
         out.print(
             Text.assemble(
@@ -621,7 +614,7 @@ def status(
             _definition_cell(row["definition"]),
         )
     out.print(table)
-    _print_redefined(body)
+    _print_redefined(checks.values())
 
 
 def _definition_cell(definition: dict[str, Any]) -> Text | str:

@@ -51,6 +51,7 @@ __all__ = [
     "definition_problems",
     "job_definition",
     "reset_job",
+    "summary",
 ]
 
 #: Before any window a ledger could hold (the stores take microseconds since the epoch).
@@ -208,6 +209,15 @@ _NOTES = {
 }
 
 
+def summary(check: DefinitionCheck) -> str:
+    """One line for `validate`, `plan` and `status`: what changed, and what `run` will do."""
+    listing = "; ".join(map(str, check.changes))
+    return (
+        f"redefined since its ledger was recorded ({listing}); run and run-once refuse it "
+        f"until `tierflow reset {check.job}` or the old definition is back"
+    )
+
+
 def accept_definitions(config: Config, store: StateStore, jobs: Iterable[str] | None) -> None:
     """Before running: refuse (JobRedefinedError, naming every redefined job) if any chosen job's
     definition changed; otherwise record the definitions of jobs seen for the first time, and of
@@ -283,8 +293,4 @@ def definition_problems(config: Config) -> list[Problem]:
         return []
     with open_state_store(url) as store:
         checks = check_definitions(config, store)
-    return [
-        Problem(refusal(config, check), job=check.job)
-        for check in checks
-        if check.state == "changed"
-    ]
+    return [Problem(summary(check), job=check.job) for check in checks if check.state == "changed"]
