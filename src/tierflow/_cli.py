@@ -130,7 +130,7 @@ def _print_redefined(checks: Iterable[DefinitionCheck]) -> None:
     from tierflow._definitions import summary
 
     for check in checks:
-        if check.changes:
+        if check.state == "changed":
             out.print(Text.assemble((check.job, "bold"), ": ", summary(check), style="red"))
 
 
@@ -618,7 +618,7 @@ def status(
 
 
 def _definition_cell(definition: dict[str, Any]) -> Text | str:
-    if definition["changes"]:
+    if definition["state"] == "changed":
         keys = ", ".join(change["key"] for change in definition["changes"])
         return Text(f"changed: {keys}", style="bold red")
     return {"same": "recorded", "new": "new", "unrecorded": "not recorded yet"}[definition["state"]]

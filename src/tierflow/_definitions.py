@@ -76,8 +76,10 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class DefinitionCheck:
-    """A job's configured definition against the recorded one. `state`: `same`; `changed`;
-    `new` (never seen); `unrecorded` (a ledger written before definitions were recorded)."""
+    """A job's configured definition against the recorded one. `state`: `same`; `changed` (and
+    some window is done under the recorded one); `new` (never seen, or no window done yet:
+    `changes` then lists what differs from the recorded one); `unrecorded` (a ledger written
+    before definitions were recorded)."""
 
     job: str
     state: Literal["same", "changed", "new", "unrecorded"]
@@ -184,9 +186,23 @@ def check_definitions(
             checks.append(DefinitionCheck(name, "unrecorded", now))
         elif recorded.body == now.body:
             checks.append(DefinitionCheck(name, "same", now))
+        elif not _has_output(config, store, name):
+            # Every window so far failed (a wrong URL, say): no output can be stale.
+            checks.append(DefinitionCheck(name, "new", now, changes(recorded, now)))
         else:
             checks.append(DefinitionCheck(name, "changed", now, changes(recorded, now)))
     return checks
+
+
+def _has_output(config: Config, store: StateStore, job: str) -> bool:
+    """Whether any window of `job` is done (succeeded or skipped) under its recorded definition."""
+    spec = config.jobs[job]
+    mark = store.watermark(job)
+    # A watermark only passes done windows: past the first window, one is done (the ledger is
+    # read only when it is not, which is rare).
+    if mark is not None and mark > spec.schedule.first_window(spec.start).start:
+        return True
+    return any(entry.status.done for entry in store.entries(job, _BEGINNING))
 
 
 def refusal(config: Config, check: DefinitionCheck) -> str:
@@ -204,6 +220,7 @@ def refusal(config: Config, check: DefinitionCheck) -> str:
 
 _NOTES = {
     "new": "first run of this job: its definition is recorded",
+    "replaced": "no window is done under the previous definition: nothing to start again",
     "unrecorded": "its ledger was written before definitions were recorded: it is taken to "
     "belong to this definition, so a change made before now cannot be noticed",
 }
@@ -231,13 +248,15 @@ def accept_definitions(config: Config, store: StateStore, jobs: Iterable[str] | 
     for check in checks:
         if check.state in {"new", "unrecorded"} and store.definition(check.job) != check.definition:
             store.record_definition(check.job, check.definition)
+            replaced = "replaced" if check.changes else check.state
             log_event(
                 "definition_recorded",
                 level=logging.INFO if check.state == "new" else logging.WARNING,
                 job=check.job,
                 digest=check.definition.digest,
-                previous=check.state,
-                note=_NOTES[check.state],
+                previous=replaced,
+                note=_NOTES[replaced],
+                changes=[str(change) for change in check.changes],
             )
 
 

@@ -65,6 +65,14 @@ def digest(config: Config) -> str:
 BASE = make_config()
 
 
+def ran_once() -> MemoryStateStore:
+    """A store in which the first window of BASE's job succeeded under BASE's definition."""
+    store = MemoryStateStore()
+    finished(store, 0)
+    store.record_definition("cpu", job_definition(BASE, "cpu"))
+    return store
+
+
 # ---------------------------------------------------------------------------------------------
 # which keys count
 
@@ -124,18 +132,14 @@ def test_renaming_a_tier_is_not_a_change() -> None:
     ids=lambda value: value if isinstance(value, str) else next(iter(value)),
 )
 def test_settings_that_change_the_output_count(job: dict[str, Any], key: str) -> None:
-    store = MemoryStateStore()
-    store.ensure_job("cpu", START)
-    store.record_definition("cpu", job_definition(BASE, "cpu"))
+    store = ran_once()
     (check,) = check_definitions(make_config(job=job), store)
     assert check.state == "changed"
     assert [change.key for change in check.changes] == [key]
 
 
 def test_a_schedule_change_from_every_to_cron_names_both() -> None:
-    store = MemoryStateStore()
-    store.ensure_job("cpu", START)
-    store.record_definition("cpu", job_definition(BASE, "cpu"))
+    store = ran_once()
     cron = make_config(job={"every": None, "cron": "0 * * * *"})
     (check,) = check_definitions(cron, store)
     assert [str(c) for c in check.changes] == ["cron: (none) → 0 * * * *", "every: 1h → (none)"]
@@ -143,9 +147,7 @@ def test_a_schedule_change_from_every_to_cron_names_both() -> None:
 
 def test_the_server_url_counts_without_its_credentials() -> None:
     moved = make_config(connection={"url": "http://tierflow:s3cret@influx2.example:8086?p=x"})
-    store = MemoryStateStore()
-    store.ensure_job("cpu", START)
-    store.record_definition("cpu", job_definition(BASE, "cpu"))
+    store = ran_once()
     (check,) = check_definitions(moved, store)
     dest, source = check.changes  # both tiers live on the moved server
     assert source.key == "source"
@@ -268,6 +270,36 @@ def test_a_job_that_never_ran_may_change_freely() -> None:
     changed = make_config(job={"dest": "other"})
     accept_definitions(changed, store, None)
     assert store.definition("cpu") == job_definition(changed, "cpu")
+
+
+@pytest.mark.parametrize("hour", [0, 3])
+def test_a_job_none_of_whose_windows_is_done_may_change_freely(
+    hour: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """E.g. every window failed at a wrong server URL: once it is fixed, nothing is stale."""
+    store = MemoryStateStore()
+    store.ensure_job("cpu", START)
+    window = Window(START + hour * H, START + (hour + 1) * H)
+    assert store.claim("cpu", [window], run_id="r", started_at=START, lease_expires_at=START + H)
+    store.finish("cpu", [window], run_id="r", outcome=Outcome(RunStatus.FAILED, START, 1.0))
+    store.record_definition("cpu", job_definition(BASE, "cpu"))
+    moved = make_config(connection={"url": "http://influx.example:9999"})
+    (check,) = check_definitions(moved, store)
+    assert check.state == "new"
+    with caplog.at_level(logging.INFO, logger="tierflow"):
+        accept_definitions(moved, store, None)
+    assert store.definition("cpu") == job_definition(moved, "cpu")
+    (record,) = caplog.records
+    assert record.tierflow_fields["previous"] == "replaced"  # type: ignore[attr-defined]
+
+
+def test_a_done_window_beyond_a_failed_first_one_still_counts() -> None:
+    store = MemoryStateStore()
+    finished(store, 2)
+    store.record_definition("cpu", job_definition(BASE, "cpu"))
+    assert store.watermark("cpu") == START  # held at the gap
+    (check,) = check_definitions(make_config(job={"dest": "other"}), store)
+    assert check.state == "changed"
 
 
 def test_reset_forgets_everything_by_default_and_records_the_definition() -> None:
