@@ -33,6 +33,8 @@ from tierflow._cli_common import (
     session,
     when,
 )
+from tierflow._cli_definitions import definition_json, print_redefined
+from tierflow._cli_definitions import register as register_definition_commands
 from tierflow._cli_group import TierflowGroup
 from tierflow._cli_report import claims_table, progress, report_runs, status_table
 from tierflow._clock import utc_now
@@ -70,9 +72,11 @@ def validate(
         ),
     ] = False,
 ) -> None:
-    """Check the config, the optional packages it needs, and every job's query for a sample
-    window; exit 0 if all is well (warnings, e.g. a start in the future, on stderr), 2 with every
+    """Check the config, the optional packages it needs, every job's query for a sample window,
+    and (when the state store exists) that no job was redefined since its ledger was recorded;
+    exit 0 if all is well (warnings, e.g. a start in the future, on stderr), 2 with every
     problem listed if not, 1 if a server could not be asked (--online)."""
+    from tierflow._definitions import definition_problems
     from tierflow._preflight import missing_extras, warnings_for
     from tierflow._validation import check_jobs, check_servers
 
@@ -81,6 +85,8 @@ def validate(
         problems = missing_extras(loaded) + check_jobs(loaded)
         if online and not problems:
             problems = asyncio.run(check_servers(loaded))
+        if not any(problem.unreachable for problem in problems):
+            problems += definition_problems(loaded)
     if problems:
         listing = "\n".join("  " + problem.render() for problem in problems)
         code = 2 if any(not problem.unreachable for problem in problems) else 1
@@ -104,15 +110,18 @@ def plan(
     as_json: JsonOption = False,
 ) -> None:
     """Show the windows due now (or at --now) per job, with the exact query each would run."""
+    from tierflow._definitions import check_definitions
     from tierflow._jobs import render_job
 
     at = instant(now, "--now")
     with session(config, jobs) as (loaded, runner):
         plans = runner.plan(at, jobs)
+        checks = {c.job: c for c in check_definitions(loaded, runner.store, jobs)}
         body: dict[str, Any] = {
             "jobs": [
                 {
                     "job": p.job,
+                    "definition": definition_json(checks[p.job]),
                     "windows": [
                         {
                             "start": when(w.start),
@@ -140,6 +149,7 @@ def plan(
     if as_json:
         print_json(body)
         return
+    print_redefined(checks.values())
     for job in body["jobs"]:
         out.print(
             Text.assemble(
@@ -174,7 +184,7 @@ def run_once(
     """Run every due window once, record each; exit 1 if any failed, or if another run holds
     some (each is named, with its holder and lease) and --wait was not given."""
     at = instant(now, "--now")
-    with session(config, jobs) as (_, runner):
+    with session(config, jobs, checked=True) as (_, runner):
         runner.check_fields = True
         plans = runner.plan(at, jobs)
         total = sum(len(p.windows) + len(p.skipped) for p in plans)
@@ -250,7 +260,7 @@ def run(
                 await server.stop()
             await runner.aclose()
 
-    with session(config) as (loaded, runner):
+    with session(config, checked=True) as (loaded, runner):
         try:
             asyncio.run(serve())
         except OSError as exc:
@@ -324,10 +334,14 @@ def status(
     as_json: JsonOption = False,
 ) -> None:
     """Per job: watermark, lag, last status, failed, parked and pending windows, windows at risk
-    of expiring (and lost), late-data re-runs, and when the job next has work."""
+    of expiring (and lost), late-data re-runs, when the job next has work, and whether it was
+    redefined since its ledger was recorded."""
+    from tierflow._definitions import check_definitions
+
     at = instant(now, "--now")
-    with session(config, jobs) as (_, runner):
+    with session(config, jobs) as (loaded, runner):
         rows = runner.status(at, jobs)
+        checks = {c.job: c for c in check_definitions(loaded, runner.store, jobs)}
         # When each job next has work: now if windows are pending, else the planner's next wake.
         wakes = {s.job: at if s.pending_windows else runner.next_wake(s.job, at) for s in rows}
     body: list[dict[str, Any]] = [
@@ -358,6 +372,7 @@ def status(
                 }
                 for c in s.claims
             ],
+            "definition": definition_json(checks[s.job]),
         }
         for s in rows
     ]
@@ -367,6 +382,7 @@ def status(
     out.print(status_table(body, at))
     if claims := claims_table(body):
         out.print(claims)
+    print_redefined(checks.values())
 
 
 @app.command()
@@ -435,6 +451,7 @@ def history(
 
 
 register_archive_commands(app)
+register_definition_commands(app)
 
 
 @app.command("apply")

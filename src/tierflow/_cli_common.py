@@ -110,15 +110,22 @@ def instant(text: str | None, option: str) -> datetime:
 
 
 @contextmanager
-def session(config: Path, jobs: Sequence[str] | None = None) -> Iterator[tuple[Config, Runner]]:
+def session(
+    config: Path, jobs: Sequence[str] | None = None, *, checked: bool = False
+) -> Iterator[tuple[Config, Runner]]:
     """The config at `config` and a runner on its state store, closed on the way out; errors
     mapped to exit codes. The job names are checked before the store opens: a typo must not
-    leave a state file behind."""
+    leave a state file behind. `checked` (for the commands that run windows): every chosen job's
+    definition must match the one its ledger was recorded with (exit 2 naming what changed)."""
     with mapped_errors():
         loaded = load_config(config)
         select_jobs(loaded, jobs)
         runner = Runner(loaded, open_state_store(loaded.state.url))
         try:
+            if checked:
+                from tierflow._definitions import accept_definitions
+
+                accept_definitions(loaded, runner.store, jobs)
             yield loaded, runner
         finally:
             runner.store.close()

@@ -204,7 +204,8 @@ def status_table(rows: Sequence[Mapping[str, Any]], at: datetime) -> Table:
         "next",
         title=f"tierflow status at {when(at)}",
         caption="windows failed, parked, pending; at risk of expiring (lost); re-run for late "
-        "data. next: when the job next has work",
+        "data. next: when the job next has work"
+        + ("; job!: redefined (see below)" if any(_redefined(row) for row in rows) else ""),
         # The box's blank separators are the only space between columns: 80 columns hold all ten.
         box=box.SIMPLE_HEAD,
         show_edge=False,
@@ -213,7 +214,7 @@ def status_table(rows: Sequence[Mapping[str, Any]], at: datetime) -> Table:
     for row in rows:
         due = datetime.fromisoformat(row["next_due"])
         table.add_row(
-            row["job"],
+            _job_cell(row),
             _short_time(row["watermark"], at),
             compact_duration(row["lag_seconds"]),
             row["last_status"] or "-",
@@ -227,6 +228,19 @@ def status_table(rows: Sequence[Mapping[str, Any]], at: datetime) -> Table:
             "now" if due <= at else "in " + compact_duration((due - at).total_seconds()),
         )
     return table
+
+
+def _job_cell(row: Mapping[str, Any]) -> Text | str:
+    """The job's name, marked `!` when it was redefined since its ledger was recorded (the line
+    under the table says what changed): a mark, not a column, to stay within 80 columns."""
+    if _redefined(row):
+        return Text.assemble(row["job"], ("!", "bold red"))
+    return str(row["job"])
+
+
+def _redefined(row: Mapping[str, Any]) -> bool:
+    definition = row.get("definition")
+    return definition is not None and definition["state"] == "changed"
 
 
 def claims_table(body: Sequence[Mapping[str, Any]]) -> Table | None:

@@ -216,6 +216,40 @@ def test_a_busy_status_row_fits_80_columns_unbroken() -> None:
     ]  # fmt: skip
 
 
+def test_a_redefined_job_is_marked_in_the_status_table_within_80_columns() -> None:
+    import io
+
+    from rich.console import Console
+
+    from tierflow._cli_report import status_table
+
+    at = datetime(2026, 3, 4, 12, 0, 30, tzinfo=UTC)
+    row = {
+        "job": "sensor_temp_5m",
+        "watermark": "2026-03-02T09:47:00Z",
+        "lag_seconds": 60,
+        "last_status": "succeeded",
+        "failed_windows": 0,
+        "parked_windows": 0,
+        "pending_windows": 1,
+        "expiry_risk": False,
+        "windows_at_risk": 0,
+        "windows_lost": 0,
+        "rechecked_windows": 0,
+        "next_due": "2026-03-04T12:00:30Z",
+    }
+    changed = {"state": "changed", "digest": "0" * 16, "changes": [{"key": "dest"}]}
+    same = {"state": "same", "digest": "0" * 16, "changes": []}
+    rows = [{**row, "definition": changed}, {**row, "job": "other", "definition": same}]
+    screen = io.StringIO()
+    Console(file=screen, width=80, force_terminal=True).print(status_table(rows, at))
+    text = _plain(screen.getvalue())
+    assert max(map(len, text.splitlines())) <= 80, text
+    names = [line.split()[0] for line in text.splitlines() if "03-02" in line]
+    assert names == ["sensor_temp_5m!", "other"]
+    assert "job!: redefined (see below)" in " ".join(text.split())
+
+
 EXTRAS = """
 [connections.cloud]
 kind = "influxdb2"

@@ -133,6 +133,62 @@ def test_the_ledger_is_unique_on_job_and_window_start(tmp_path: Path) -> None:
         db.close()
 
 
+def test_a_populated_database_from_before_definitions_upgrades(tmp_path: Path) -> None:
+    """A state file written by tierflow at schema version 3 (no definitions, no claim holders):
+    opened by this version, its ledger is intact and its jobs have no recorded definition, so
+    the first run records one rather than refusing."""
+    from tests.unit.test_definitions import make_config
+    from tierflow._definitions import accept_definitions, check_definitions
+    from tierflow._runner import Runner
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE schema_migrations ("
+        " version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+    )
+    for script in sorted(MIGRATIONS.glob("*.sql"))[:3]:
+        old.executescript(script.read_text(encoding="utf-8"))
+    old.executemany("INSERT INTO schema_migrations (version) VALUES (?)", [(1,), (2,), (3,)])
+    hour = 3_600_000_000
+    start = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z, the test config's start
+    old.execute("INSERT INTO jobs VALUES ('cpu', ?)", (start + 2 * hour,))
+    for k in range(2):
+        old.execute(
+            "INSERT INTO runs (job, window_start, window_stop, status, attempts, run_id,"
+            " started_at, finished_at, fingerprint) VALUES"
+            " ('cpu', ?, ?, 'succeeded', 1, 'r', ?, ?, 'fp')",
+            (start + k * hour, start + (k + 1) * hour, start, start),
+        )
+        old.execute(
+            "INSERT INTO attempts (job, window_start, window_stop, attempt, run_id, status,"
+            " started_at, reason) VALUES ('cpu', ?, ?, 1, 'r', 'succeeded', ?, 'scheduled')",
+            (start + k * hour, start + (k + 1) * hour, start),
+        )
+    old.commit()
+    old.close()
+
+    store = SqliteStateStore(path)
+    with store:
+        assert store.schema_version == len(migrations())
+        assert store.watermark("cpu") == datetime(2026, 1, 1, 2, tzinfo=UTC)
+        assert [e.fingerprint for e in store.entries("cpu", T0 - timedelta(days=400))] == [
+            "fp",
+            "fp",
+        ]
+        assert len(store.history("cpu")) == 2
+        assert store.definition("cpu") is None
+        config = make_config()
+        (check,) = check_definitions(config, store)
+        assert check.state == "unrecorded"
+        accept_definitions(config, store, None)  # records, does not refuse
+        assert check_definitions(config, store)[0].state == "same"
+        # Planning still starts at the old watermark: nothing is run again.
+        (plan,) = Runner(config, store).plan(datetime(2026, 1, 1, 3, tzinfo=UTC))
+        two, three = (datetime(2026, 1, 1, hour, tzinfo=UTC) for hour in (2, 3))
+        assert plan.windows == [Window(two, three)]
+
+
 # ---------------------------------------------------------------------------------------------
 # open_state_store
 

@@ -14,6 +14,7 @@ from tierflow._state import (
     Attempt,
     Claim,
     Holder,
+    JobDefinition,
     LedgerEntry,
     MemoryStateStore,
     Outcome,
@@ -517,3 +518,104 @@ def test_census_counts_rows_by_status_inside_the_range(store: StateStore) -> Non
         (RunStatus.RUNNING, False): 1,
     }
     assert [(e.window, e.holder) for e in census.running] == [(window(4), ALIVE)]
+
+
+# ---------------------------------------------------------------------------------------------
+# definitions and reset
+
+OLD = JobDefinition('{"dest":"old"}')
+NEW = JobDefinition('{"dest":"new"}')
+
+
+def test_a_job_has_no_definition_until_one_is_recorded(store: StateStore) -> None:
+    store.ensure_job(JOB, T0)
+    assert store.definition(JOB) is None
+    store.record_definition(JOB, OLD)
+    assert store.definition(JOB) == OLD
+    assert store.definition("other") is None
+
+
+def test_recording_a_definition_replaces_it_and_leaves_the_ledger(store: StateStore) -> None:
+    store.ensure_job(JOB, T0)
+    run(store, 0, RunStatus.SUCCEEDED)
+    store.record_definition(JOB, OLD)
+    before = snapshot(store)
+    store.record_definition(JOB, NEW)
+    assert store.definition(JOB) == NEW
+    assert snapshot(store) == before
+
+
+def test_definitions_are_per_job(store: StateStore) -> None:
+    store.record_definition(JOB, OLD)
+    store.record_definition("other", NEW)
+    assert (store.definition(JOB), store.definition("other")) == (OLD, NEW)
+
+
+def test_reset_forgets_the_whole_ledger_by_default(store: StateStore) -> None:
+    store.ensure_job(JOB, T0)
+    for index in range(3):
+        run(store, index, RunStatus.SUCCEEDED)
+    store.record_definition(JOB, OLD)
+    assert store.reset(JOB, NEW, since=None, origin=T0) == 3
+    assert store.watermark(JOB) == T0
+    assert store.entries(JOB, T0 - timedelta(days=1)) == []
+    assert store.definition(JOB) == NEW
+    assert len(store.history(JOB)) == 3  # the history stays
+    assert store.jobs() == [JOB]
+
+
+def test_reset_from_a_window_keeps_the_ledger_before_it(store: StateStore) -> None:
+    store.ensure_job(JOB, T0)
+    for index in range(4):
+        run(store, index, RunStatus.SUCCEEDED)
+    assert store.reset(JOB, NEW, since=window(2).start, origin=T0) == 2
+    assert store.watermark(JOB) == window(2).start
+    assert [e.window for e in store.entries(JOB, T0)] == [window(0), window(1)]
+
+
+def test_reset_from_beyond_the_watermark_keeps_the_watermark(store: StateStore) -> None:
+    store.ensure_job(JOB, T0)
+    run(store, 0, RunStatus.SUCCEEDED)
+    run(store, 1, RunStatus.FAILED)
+    run(store, 2, RunStatus.SUCCEEDED)
+    assert store.reset(JOB, NEW, since=window(2).start, origin=T0) == 1
+    assert store.watermark(JOB) == window(1).start
+    assert [e.window for e in store.entries(JOB, T0)] == [window(0), window(1)]
+
+
+def test_a_forgotten_window_runs_again_numbering_on_with_a_fresh_budget(
+    store: StateStore,
+) -> None:
+    store.ensure_job(JOB, T0)
+    run(store, 0, RunStatus.FAILED, run_id="a")
+    run(store, 0, RunStatus.FAILED, run_id="b")
+    store.reset(JOB, NEW, since=None, origin=T0)
+    assert claim(store, [0], "c")
+    (entry,) = store.entries(JOB, T0)
+    assert entry.attempts == 3
+    assert entry.attempt_base == 2
+    # Parking counts the attempts since the reset only: one failure is not two.
+    store.finish(JOB, [window(0)], run_id="c", outcome=outcome(RunStatus.FAILED), park_after=2)
+    assert not store.entries(JOB, T0)[0].parked
+    assert [a.attempt for a in store.history(JOB)] == [3, 2, 1]
+    assert store.watermark(JOB) == T0
+
+
+def test_reset_of_a_job_never_registered_records_the_definition(store: StateStore) -> None:
+    assert store.reset(JOB, NEW, since=None, origin=T0) == 0
+    assert store.definition(JOB) == NEW
+    assert store.watermark(JOB) is None
+    assert store.jobs() == []
+
+
+def test_reset_leaves_other_jobs_alone(store: StateStore) -> None:
+    store.ensure_job(JOB, T0)
+    store.ensure_job("other", T0)
+    run(store, 0, RunStatus.SUCCEEDED)
+    assert claim(store, [0], "o", job="other")
+    finish(store, [0], "o", RunStatus.SUCCEEDED, job="other")
+    store.record_definition("other", OLD)
+    before = snapshot(store, "other")
+    store.reset(JOB, NEW, since=None, origin=T0)
+    assert snapshot(store, "other") == before
+    assert store.definition("other") == OLD

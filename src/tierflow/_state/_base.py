@@ -8,6 +8,7 @@ and advancing the watermark happen in one transaction, so a crash never leaves t
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,16 @@ from enum import StrEnum
 from tierflow._state._holder import Holder, holder_gone
 from tierflow._windows import Window
 
-__all__ = ["Attempt", "Census", "Claim", "LedgerEntry", "Outcome", "RunStatus", "StateStore"]
+__all__ = [
+    "Attempt",
+    "Census",
+    "Claim",
+    "JobDefinition",
+    "LedgerEntry",
+    "Outcome",
+    "RunStatus",
+    "StateStore",
+]
 
 
 class RunStatus(StrEnum):
@@ -107,6 +117,19 @@ class Attempt:
     template_version: str | None
     error: str | None
     reason: str = "scheduled"
+
+
+@dataclass(frozen=True, slots=True)
+class JobDefinition:
+    """What decides a job's output, kept with its ledger (`tierflow._definitions` makes it):
+    `body` is canonical JSON, so two definitions are equal exactly when their bodies are."""
+
+    body: str
+
+    @property
+    def digest(self) -> str:
+        """The start of the SHA-256 of `body`: a short name for the definition."""
+        return hashlib.sha256(self.body.encode()).hexdigest()[:16]
 
 
 class StateStore(ABC):
@@ -199,6 +222,34 @@ class StateStore(ABC):
     @abstractmethod
     def jobs(self) -> list[str]:
         """Every registered job."""
+
+    @abstractmethod
+    def definition(self, job: str) -> JobDefinition | None:
+        """The definition recorded for `job`; None for a job seen for the first time, or one
+        whose ledger was written by a tierflow that recorded no definitions."""
+
+    @abstractmethod
+    def record_definition(self, job: str, definition: JobDefinition) -> None:
+        """Record `definition` as the job's (replacing any), leaving ledger and watermark as
+        they are."""
+
+    @abstractmethod
+    def reset(
+        self,
+        job: str,
+        definition: JobDefinition,
+        *,
+        since: datetime | None,
+        origin: datetime,
+    ) -> int:
+        """Forget `job`'s ledger from `since` on (all of it when None) and record `definition`,
+        in one transaction; return how many ledger rows were forgotten.
+
+        Rows of windows starting at or after `since` go; a registered job's watermark moves
+        back to `since` if it was later (to `origin` when `since` is None). The history stays:
+        a forgotten window run again continues its attempt numbers, with a fresh attempt budget
+        (its earlier attempts do not count towards parking).
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

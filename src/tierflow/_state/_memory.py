@@ -13,6 +13,7 @@ from tierflow._state._base import (
     Attempt,
     Census,
     Claim,
+    JobDefinition,
     LedgerEntry,
     Outcome,
     RunStatus,
@@ -33,6 +34,7 @@ class MemoryStateStore(StateStore):
         self._ledger: dict[tuple[str, datetime], LedgerEntry] = {}
         self._attempts: dict[tuple[str, datetime, int], Attempt] = {}
         self._bases: dict[tuple[str, datetime], int] = {}
+        self._definitions: dict[str, JobDefinition] = {}
 
     def ensure_job(self, job: str, origin: datetime) -> datetime:
         with self._lock:
@@ -84,7 +86,14 @@ class MemoryStateStore(StateStore):
                 taken.append(window)
                 if entry is not None and entry.status is RunStatus.RUNNING:
                     self._abandon(job, entry, started_at)
-                attempt = (entry.attempts if entry else 0) + 1
+                if entry is None:
+                    # A window forgotten by `reset` keeps its history: number on from it.
+                    earlier = max(
+                        (n for (j, at, n) in self._attempts if j == job and at == window.start),
+                        default=0,
+                    )
+                    self._bases[(job, window.start)] = earlier
+                attempt = (entry.attempts if entry else earlier) + 1
                 self._ledger[(job, window.start)] = LedgerEntry(
                     job,
                     window,
@@ -242,3 +251,31 @@ class MemoryStateStore(StateStore):
 
     def jobs(self) -> list[str]:
         return sorted(self._watermarks)
+
+    def definition(self, job: str) -> JobDefinition | None:
+        return self._definitions.get(job)
+
+    def record_definition(self, job: str, definition: JobDefinition) -> None:
+        with self._lock:
+            self._definitions[job] = definition
+
+    def reset(
+        self,
+        job: str,
+        definition: JobDefinition,
+        *,
+        since: datetime | None,
+        origin: datetime,
+    ) -> int:
+        with self._lock:
+            gone = [
+                key for key in self._ledger if key[0] == job and (since is None or key[1] >= since)
+            ]
+            for key in gone:
+                del self._ledger[key]
+                self._bases.pop(key, None)
+            if job in self._watermarks:
+                mark = self._watermarks[job]
+                self._watermarks[job] = origin if since is None else min(mark, since)
+            self._definitions[job] = definition
+            return len(gone)

@@ -16,6 +16,7 @@ from tierflow._state._base import (
     Attempt,
     Census,
     Claim,
+    JobDefinition,
     LedgerEntry,
     Outcome,
     RunStatus,
@@ -203,10 +204,18 @@ class SqliteStateStore(StateStore):
                         " WHERE job = ? AND window_start = ? AND status = 'running'",
                         (started, abandon_reason(entry, started_at), job, to_micros(window.start)),
                     )
+                earlier = 0
+                if entry is None:
+                    # A window forgotten by `reset` keeps its history: number on from it.
+                    (earlier,) = db.execute(
+                        "SELECT COALESCE(MAX(attempt), 0) FROM attempts"
+                        " WHERE job = ? AND window_start = ?",
+                        (job, to_micros(window.start)),
+                    ).fetchone()
                 (attempt,) = db.execute(
                     "INSERT INTO runs (job, window_start, window_stop, status, attempts, run_id,"
-                    " started_at, lease_expires_at, holder_host, holder_pid, holder_started)"
-                    " VALUES (?, ?, ?, 'running', 1, ?, ?, ?, ?, ?, ?)"
+                    " started_at, lease_expires_at, attempt_base, holder_host, holder_pid,"
+                    " holder_started) VALUES (?, ?, ?, 'running', ? + 1, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (job, window_start) DO UPDATE SET"
                     " window_stop = excluded.window_stop, status = 'running',"
                     " attempts = runs.attempts + 1, run_id = excluded.run_id,"
@@ -219,9 +228,11 @@ class SqliteStateStore(StateStore):
                         job,
                         to_micros(window.start),
                         to_micros(window.stop),
+                        earlier,
                         run_id,
                         started,
                         lease,
+                        earlier,
                         host,
                         pid,
                         process_start,
@@ -392,6 +403,35 @@ class SqliteStateStore(StateStore):
     def jobs(self) -> list[str]:
         return [str(row[0]) for row in self._read("SELECT job FROM jobs ORDER BY job")]
 
+    def definition(self, job: str) -> JobDefinition | None:
+        rows = self._read("SELECT body FROM job_definitions WHERE job = ?", (job,))
+        return JobDefinition(str(rows[0][0])) if rows else None
+
+    def record_definition(self, job: str, definition: JobDefinition) -> None:
+        with self._transaction() as db:
+            _record(db, job, definition)
+
+    def reset(
+        self,
+        job: str,
+        definition: JobDefinition,
+        *,
+        since: datetime | None,
+        origin: datetime,
+    ) -> int:
+        start = to_micros(since) if since is not None else -(2**62)
+        with self._transaction() as db:
+            forgotten = db.execute(
+                "DELETE FROM runs WHERE job = ? AND window_start >= ?", (job, start)
+            ).rowcount
+            mark = to_micros(origin) if since is None else start
+            db.execute(
+                "UPDATE jobs SET watermark = ? WHERE job = ? AND (? OR watermark > ?)",
+                (mark, job, since is None, mark),
+            )
+            _record(db, job, definition)
+        return int(forgotten)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -422,6 +462,15 @@ def _entry(job: str, row: Sequence[Any]) -> LedgerEntry:
         bool(parked),
         attempt_base,
         Holder(host, pid, process_start or "") if host is not None else None,
+    )
+
+
+def _record(db: sqlite3.Connection, job: str, definition: JobDefinition) -> None:
+    db.execute(
+        "INSERT INTO job_definitions (job, digest, body) VALUES (?, ?, ?)"
+        " ON CONFLICT (job) DO UPDATE SET digest = excluded.digest, body = excluded.body,"
+        " recorded_at = CURRENT_TIMESTAMP",
+        (job, definition.digest, definition.body),
     )
 
 
