@@ -726,6 +726,60 @@ async def test_a_permanent_error_fails_its_window_after_one_request(
     assert sorted(outcome) == done
 
 
+def test_a_job_whose_source_retention_policy_does_not_exist_fails_at_once(
+    influxd: ThrowawayInfluxd, db: str, tmp_path: Path, start: datetime
+) -> None:
+    """Default settings: one request, no retry, no probe, no circuit; exit 1, and the error
+    names the policy and says how to create it."""
+    now = rfc3339(start + MINUTE)
+    with ThreadedProxy(influxd.url) as threaded:
+        config = write_config(tmp_path, url=threaded.url, db=db, start=start)
+        text = config.read_text(encoding="utf-8")
+        config.write_text(text.replace(f"{db}/autogen", f"{db}/no_such_rp"), encoding="utf-8")
+        result = run_tierflow("run-once", "-c", config, "--now", now, "--json")
+        exchanges = threaded.proxy.exchanges
+    assert result.returncode == 1, result.stderr[-2000:]
+    body = json.loads(result.stdout)
+    assert (body["succeeded"], body["failed"]) == (0, 1)
+    (run,) = body["runs"]
+    assert "retention policy not found: no_such_rp" in run["error"]
+    assert "tierflow apply" in run["error"]
+    assert "circuit open" not in run["error"] + result.stderr
+    assert len([e for e in exchanges if is_downsample(e)]) == 1
+    assert [e for e in exchanges if e.path == "/ping"] == []
+
+
+async def test_a_write_to_a_missing_retention_policy_is_refused_once_not_retried(
+    influxd: ThrowawayInfluxd, db: str
+) -> None:
+    """1.x answers a write to an unknown policy with HTTP 500: still permanent (default
+    settings: one request, the circuit stays closed)."""
+    from tierflow._config import InfluxDB1Connection
+    from tierflow._engines import engine_for
+    from tierflow._errors import QueryError
+
+    async with Proxy(influxd.url) as proxy:
+        # gzip off: the proxy hands bodies on decompressed (aiohttp reads them so) and would
+        # keep the Content-Encoding; the retry and circuit settings are the defaults.
+        connection = InfluxDB1Connection(kind="influxdb1", url=proxy.url, gzip=False)
+        engine = engine_for(CONNECTION, connection)
+        try:
+            for _ in range(5):  # more than the circuit's threshold
+                with pytest.raises(QueryError) as raised:
+                    await engine.write(b"m f=1 1", database=db, retention_policy="nope")
+            breaker = engine.breaker  # type: ignore[attr-defined]
+        finally:
+            await engine.aclose()
+    assert str(raised.value) == (
+        f"connection {CONNECTION}: HTTP 500: retention policy not found: nope "
+        "(create it with `tierflow apply`)"
+    )
+    writes = [e for e in proxy.exchanges if e.path == "/write"]
+    assert [e.status for e in writes] == [500] * 5
+    assert [e for e in proxy.exchanges if e.path == "/ping"] == []
+    assert breaker.state == "closed"
+
+
 # -- parking ----------------------------------------------------------------------------------
 
 
