@@ -123,7 +123,7 @@ def resolve_state_url(url: str, base: Path) -> str:
 
 
 def state_left_behind(written: str, resolved: str) -> str | None:
-    """tierflow 0.1 read a relative state path from the working directory. A state file there,
+    """Earlier versions read a relative state path from the working directory. A state file there,
     and none where the path now leads, is that state: starting afresh beside the config would
     run every window again, so say where it is instead."""
     if written == resolved:

@@ -9,34 +9,25 @@ file, table and key. Then: `run-once` in one directory and `status` in another r
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.influx2_standin import StandIn, annotated_csv, running_in_thread
+from tests.influx2_standin import StandIn, running_in_thread
 from tests.integration._helpers import SPAN, WINDOWS, job, telemetry, write_points
 from tests.integration._support import free_port
 from tests.integration.conftest import WARM_RP, config_text, toml_value
-from tests.integration.test_cli import TIERFLOW, rfc3339
+from tests.integration.test_cli import rfc3339
+from tests.integration.test_token_leaks import CSV, run
 from tierflow.testing import ThrowawayInfluxd
 
 CANARY = "Cnry7-pw-never-print"
 START = datetime(2026, 11, 1, tzinfo=UTC)
 NOW = START + timedelta(hours=2, minutes=15)
-CSV = annotated_csv(
-    [
-        (
-            ["_time", "_value", "_field", "_measurement"],
-            ["dateTime:RFC3339", "double", "string", "string"],
-            [["2026-11-01T00:00:00Z", "1.5", "temp", "sensor"]],
-        )
-    ]
-)
 COMMANDS: list[list[str]] = [
     ["validate"],
     ["validate", "--online"],
@@ -52,21 +43,6 @@ COMMANDS: list[list[str]] = [
 
 def with_password(url: str, secret: str = CANARY) -> str:
     return url.replace("://", f"://admin:{secret}@", 1)
-
-
-def run(
-    *args: str | Path, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TIERFLOW_")}
-    return subprocess.run(
-        [str(TIERFLOW), "--log-level", "debug", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean | (env or {}),
-        cwd=cwd,
-        check=False,
-    )
 
 
 def write_config(
@@ -130,28 +106,17 @@ def standin_url() -> Iterator[str]:
         yield standin.url
 
 
-# case: (connection kind, the URL's host, archive, state, environment, the table and key named)
-CASES = {
-    "1.x reachable": ("influxdb1", "influxd", "archive", None, "[connections.plant] url"),
-    "1.x unreachable": ("influxdb1", "closed", "archive", None, "[connections.plant] url"),
-    "2.x": ("influxdb2", "standin", "archive", None, "[connections.plant] url"),
-    "s3": ("influxdb1", "influxd", f"s3://AKIAEXAMPLE:{CANARY}@bucket/x", None, "[tiers.cold]"),
-    # An AWS secret often holds '/': the authority then seems to end inside the secret.
-    "s3 slash": ("influxdb1", "influxd", f"s3://AKIA:a/{CANARY}/b@bucket/x", None, "[tiers.cold]"),
-    "postgres": (
-        "influxdb1",
-        "influxd",
-        "archive",
-        f"postgresql://tierflow:{CANARY}@db.example/tierflow",
-        "[state] url",
-    ),
-    "TIERFLOW_STATE": (
-        "influxdb1",
-        "influxd",
-        "archive",
-        "env",
-        "[state] url: from TIERFLOW_STATE",
-    ),
+S3 = f"s3://AKIAEXAMPLE:{CANARY}@bucket/x"
+# An AWS secret often holds '/': the authority then seems to end inside the secret.
+S3_SLASH = f"s3://AKIAEXAMPLE:a/{CANARY}/b@bucket/x"
+POSTGRES = f"postgresql://tierflow:{CANARY}@db.example/tierflow"
+# case: (connection kind, the URL's host, the secret's places, the problems named)
+CASES: dict[str, tuple[str, str, str, list[str]]] = {
+    "1.x reachable": ("influxdb1", "influxd", "url", ["[connections.plant] url"]),
+    "1.x unreachable": ("influxdb1", "closed", "url", ["[connections.plant] url"]),
+    "2.x": ("influxdb2", "standin", "url", ["[connections.plant] url"]),
+    "s3": ("influxdb1", "influxd", "archive", ["[tiers.cold] archive", "[tiers.cold2] archive"]),
+    "state": ("influxdb1", "influxd", "state", ["[state] url", "[state] url: from TIERFLOW_STATE"]),
 }
 
 
@@ -159,40 +124,40 @@ CASES = {
 def test_a_password_in_a_url_appears_nowhere(
     case: str, tmp_path: Path, influxd: ThrowawayInfluxd, db: str
 ) -> None:
-    kind, host, archive, state, named = CASES[case]
+    kind, host, where, named = CASES[case]
     plain = {"influxd": influxd.url, "closed": f"http://127.0.0.1:{free_port()}"}
-    context = standin_url() if host == "standin" else nullcontext(plain.get(host, ""))
-    env = {}
-    if state == "env":
-        env = {"TIERFLOW_STATE": f"postgresql://tierflow:{CANARY}@db.example/tierflow"}
+    context = standin_url() if host == "standin" else nullcontext(plain[host])
+    env = {"TIERFLOW_STATE": POSTGRES} if where == "state" else {}
     with context as base:
-        secret_in_url = named == "[connections.plant] url"
         config = write_config(
             tmp_path,
             kind=kind,
-            url=with_password(base) if secret_in_url else base,
-            archive=archive,
-            state=state if state not in (None, "env") else "sqlite:///state.db",
+            url=with_password(base) if where == "url" else base,
+            archive=S3 if where == "archive" else "archive",
+            state=POSTGRES if where == "state" else "sqlite:///state.db",
             database=db,
         )
-        results = [
-            run(*command, "-c", config, *extra, cwd=tmp_path, env=env)
-            for command in COMMANDS
-            for extra in ([], ["--json"])
-        ]
+        if where == "archive":
+            with config.open("a", encoding="utf-8") as more:
+                more.write(f"[tiers.cold2]\narchive = {toml_value(S3_SLASH)}\n")
+        # Each run is a fresh process: run them side by side.
+        with ThreadPoolExecutor(4) as pool:
+            results = list(
+                pool.map(
+                    lambda args: run(*args, "-c", config, cwd=tmp_path, env=env),
+                    [[*command, *extra] for command in COMMANDS for extra in ([], ["--json"])],
+                )
+            )
 
     printed = "\n".join(r.stdout + r.stderr for r in results)
     assert CANARY not in printed
-    left = {
-        path: path.read_bytes()
-        for path in tmp_path.rglob("*")
-        if path.is_file() and path.name != "tierflow.toml"
-    }
-    assert not [path for path, data in left.items() if CANARY.encode() in data]
+    left = [path for path in tmp_path.rglob("*") if path.is_file() and path.name != "tierflow.toml"]
+    assert not [path for path in left if CANARY.encode() in path.read_bytes()]
     assert not (tmp_path / "state.db").exists()  # refused before any state was opened
     for result in results:
         assert result.returncode == 2, result.stderr
-        assert f"{config}: {named}" in result.stderr, result.stderr
+        for problem in named:
+            assert f"{config}: {problem}:" in result.stderr, result.stderr
 
 
 def test_the_secret_sources_the_refusal_points_at_work(
@@ -207,6 +172,7 @@ def test_the_secret_sources_the_refusal_points_at_work(
         'kind = "influxdb1"\nusername = "admin"\npassword = { env = "PW" }\n',
     )
     config.write_text(text, encoding="utf-8")
+    influxd.write([f"sensor temp=1.5 {int(START.timestamp()) * 10**9}"], db=db)
     result = run("validate", "--online", "-c", config, cwd=tmp_path, env={"PW": CANARY})
     assert result.returncode == 0, result.stderr
     assert CANARY not in result.stdout + result.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_config import document, error_of, line_about, load_text
-from tierflow._errors import ConfigError
+from tierflow._errors import ConfigError, StateError
 from tierflow._state import open_state_store
 from tierflow._url_checks import redact_url
 
@@ -153,13 +153,13 @@ def test_a_relative_tierflow_state_is_relative_to_the_working_directory(
 def test_a_state_left_in_the_working_directory_is_pointed_at_not_replaced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """tierflow 0.1 kept a relative state in the working directory; starting a new one beside the
-    config would run every window again."""
+    """Earlier versions kept a relative state in the working directory; starting a new one
+    beside the config would run every window again."""
     (tmp_path / "etc").mkdir()
     (tmp_path / "cron").mkdir()
     (tmp_path / "cron" / "state.db").write_bytes(b"")
     monkeypatch.chdir(tmp_path / "cron")
-    path, message = error_of(tmp_path / "etc", document())
+    _, message = error_of(tmp_path / "etc", document())
     line = line_about(message, "[state] url")
     assert f"{tmp_path / 'cron' / 'state.db'} exists" in line
     assert f"{tmp_path / 'etc' / 'state.db'} does not exist" in line
@@ -173,3 +173,8 @@ def test_a_state_file_in_a_missing_directory_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=f"directory {tmp_path / 'missing'} does not exist"):
         open_state_store(url)
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_state_path_that_is_a_directory_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    with pytest.raises(StateError, match=f"state store {tmp_path}: unable to open"):
+        open_state_store(f"sqlite:///{tmp_path}")
