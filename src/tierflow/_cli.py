@@ -326,7 +326,7 @@ def status(
     """Per job: watermark, lag, last status, failed, parked and pending windows, windows at risk
     of expiring (and lost), late-data re-runs, and when the job next has work."""
     at = instant(now, "--now")
-    with session(config, jobs) as (_, runner):
+    with session(config, jobs) as (loaded, runner):
         rows = runner.status(at, jobs)
         # When each job next has work: now if windows are pending, else the planner's next wake.
         wakes = {s.job: at if s.pending_windows else runner.next_wake(s.job, at) for s in rows}
