@@ -326,7 +326,7 @@ def status(
     """Per job: watermark, lag, last status, failed, parked and pending windows, windows at risk
     of expiring (and lost), late-data re-runs, and when the job next has work."""
     at = instant(now, "--now")
-    with session(config, jobs) as (_, runner):
+    with session(config, jobs) as (loaded, runner):
         rows = runner.status(at, jobs)
         # When each job next has work: now if windows are pending, else the planner's next wake.
         wakes = {s.job: at if s.pending_windows else runner.next_wake(s.job, at) for s in rows}
@@ -362,11 +362,13 @@ def status(
         for s in rows
     ]
     if as_json:
-        print_json({"now": when(at), "jobs": body})
+        print_json({"now": when(at), "state": loaded.state.url, "jobs": body})
         return
     out.print(status_table(body, at))
     if claims := claims_table(body):
         out.print(claims)
+    # Which state answered: a state file found elsewhere than expected explains odd numbers.
+    out.print(f"state: {loaded.state.url}")
 
 
 @app.command()
