@@ -377,12 +377,14 @@ def status(
         for s in rows
     ]
     if as_json:
-        print_json({"now": when(at), "jobs": body})
+        print_json({"now": when(at), "state": loaded.state.url, "jobs": body})
         return
     out.print(status_table(body, at))
     if claims := claims_table(body):
         out.print(claims)
     print_redefined(checks.values())
+    # Which state answered: a state file found elsewhere than expected explains odd numbers.
+    out.print(f"state: {loaded.state.url}")
 
 
 @app.command()

@@ -37,6 +37,13 @@ from pydantic import (
 from tierflow._durations import format_duration, parse_duration
 from tierflow._errors import ConfigError
 from tierflow._secrets import LiteralSecret, SecretSource
+from tierflow._url_checks import (
+    credential_problems,
+    redact_url,
+    resolve_state_url,
+    state_left_behind,
+    state_url_problem,
+)
 from tierflow._windows import CronSchedule, IntervalSchedule, Schedule
 
 __all__ = [
@@ -448,7 +455,7 @@ _SECRET_KEYS = frozenset({"password", "token", "value"})
 
 def _show(value: object) -> str:
     if isinstance(value, str):
-        return f'"{value}"'
+        return f'"{redact_url(value)}"'
     if isinstance(value, datetime):
         return value.isoformat()
     return repr(value)
@@ -486,8 +493,7 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
     server = (
         _validate(ServerConfig, raw["server"], ("server",), problems) if "server" in raw else None
     )
-    if url := os.environ.get("TIERFLOW_STATE"):
-        state = StateConfig(url=url)
+    state = _resolved_state(state, path, problems)
     connections = _validate_named(raw, "connections", _CONNECTION_KINDS, problems)
     tiers = {
         name: tier
@@ -498,6 +504,7 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
 
     declared = _Declared(_names(raw, "connections"), _names(raw, "tiers"))
     problems.extend(_check_references(raw, declared))
+    problems.extend(_check_url_credentials(raw))
     problems.extend(_cross_check(tiers, jobs, connections))
     problems.extend(_check_job_kinds(path, connections, tiers, jobs))
     from tierflow._overlap import check_overlaps  # it builds on this module's models
@@ -518,6 +525,32 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
         scheduler or SchedulerConfig(),
         server,
     )
+
+
+def _resolved_state(
+    state: StateConfig | None, path: Path, problems: list[_Problem]
+) -> StateConfig | None:
+    """The state URL, with `TIERFLOW_STATE` over the file's, its relative SQLite path anchored:
+    the file's against the file's directory (like templates and archives), the environment's
+    against the working directory (where the user typing it stands)."""
+    if url := os.environ.get("TIERFLOW_STATE"):
+        if problem := state_url_problem(url):
+            problems.append(_Problem("state", "url", _MISSING, f"from TIERFLOW_STATE: {problem}"))
+        return StateConfig(url=resolve_state_url(url, Path.cwd()))
+    if state is None:
+        return None
+    resolved = StateConfig(url=resolve_state_url(state.url, path.absolute().parent))
+    if problem := state_left_behind(state.url, resolved.url):
+        problems.append(_Problem("state", "url", state.url, problem))
+    return resolved
+
+
+def _check_url_credentials(raw: Mapping[str, Any]) -> list[_Problem]:
+    """URLs that hold credentials, named by table and key and never shown."""
+    return [
+        _Problem(_table_name(*table), key, _MISSING, message)
+        for table, key, message in credential_problems(raw)
+    ]
 
 
 def _named_tables(

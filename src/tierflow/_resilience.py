@@ -7,9 +7,14 @@ server's `Retry-After`; this module decides what to do about it:
 - retry transient failures with exponential backoff and full jitter (`initial × 2^n`, capped at
   `max`, a uniform random share of that), honouring `Retry-After`, never sleeping past the
   `deadline` and never past `attempts`;
-- after `failures` transient failures in a row, open the connection's circuit: calls fail fast
-  with `CircuitOpenError` (nothing is sent) until `cooldown` has passed, when a single probe (the
-  engine's health check) decides whether to close it.
+- after `failures` transient failures in a row, open the connection's circuit: nothing is sent
+  until `cooldown` has passed, when a single probe (the engine's health check) decides whether
+  to close it. A caller that meets the open circuit waits for that probe's verdict if the verdict
+  can come before its own deadline and within one retry deadline of the first failure in the
+  row (the outage's `patience`); otherwise it fails at once with `CircuitOpenError`. So a blip
+  (a few failures, the server back within the cool-down) costs a wait, not failed windows; and a
+  dead server costs at most one retry deadline before everything fails fast, however many
+  windows are due.
 
 Retrying is safe because every operation tierflow sends is idempotent: a downsample or a write
 puts the same series at the same timestamps, a delete removes the same range, a read reads.
@@ -63,7 +68,12 @@ _STATE_VALUE = {CircuitState.CLOSED: 0, CircuitState.OPEN: 1, CircuitState.HALF_
 
 class CircuitBreaker:
     """A per-connection circuit breaker: closed → (failures in a row) → open → (cooldown, one
-    probe) → closed, or open again if the probe fails."""
+    probe) → closed, or open again if the probe fails.
+
+    `patience` (seconds, the retry deadline) bounds how long after the first failure of a row
+    callers may still wait for a probe; `probe_timeout` (the connection's timeout) is how long a
+    probe may take, so a caller waits only for a verdict that can come in time. With neither,
+    an open circuit refuses at once."""
 
     def __init__(
         self,
@@ -71,38 +81,59 @@ class CircuitBreaker:
         config: CircuitConfig,
         probe: Callable[[], Awaitable[None]],
         *,
+        patience: float = 0.0,
+        probe_timeout: float = 0.0,
         metrics: Metrics | None = None,
         monotonic: Monotonic = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.connection = connection
         self.config = config
+        self.patience = patience
+        self.probe_timeout = probe_timeout
         self._probe = probe
         self._metrics = metrics
         self._monotonic = monotonic
+        self._sleep = sleep
         self._failures = 0
+        self._streak_began = 0.0
         self._opened_at = 0.0
         self._last_error = ""
-        self._probing = asyncio.Lock()
+        self._probing: asyncio.Future[bool] | None = None
+        self._probe_started = 0.0
         self.state = CircuitState.CLOSED
         self._publish()
 
-    async def guard(self) -> None:
-        """Raise CircuitOpenError unless a call may go out now."""
+    async def guard(self, deadline: float | None = None) -> None:
+        """Return when a call may go out; raise CircuitOpenError when it may not and the caller
+        (whose `deadline` is on this breaker's clock; None: it cannot wait) cannot wait for a
+        probe's verdict."""
+        mine = False  # the caller that starts a probe waits for it, whatever its deadline
+        while self.state is not CircuitState.CLOSED:
+            verdict = self._probing
+            if verdict is None:
+                wait = self._probe_at() - self._monotonic()
+                if wait > 0:
+                    if not self._may_wait(self._probe_at(), deadline):
+                        raise self._refusal()
+                    await self._sleep(wait)
+                    continue
+                verdict, mine = self._start_probe(), True
+            elif not (mine or self._may_wait(self._probe_started, deadline)):
+                raise self._refusal()  # another caller's probe is in flight: don't pile on
+            # Shielded: a caller that gives up must not cancel the verdict others wait for.
+            await asyncio.shield(verdict)
+            mine = False
+
+    def admits(self, deadline: float) -> bool:
+        """Whether a caller that just failed should try again: the circuit is closed, or the
+        caller would wait for (or itself run) a probe whose verdict can come in time."""
         if self.state is CircuitState.CLOSED:
-            return
-        if self._monotonic() - self._opened_at < self.config.cooldown.total_seconds():
-            raise self._refusal()
-        if self._probing.locked():
-            raise self._refusal()  # another caller is probing: don't pile on
-        async with self._probing:
-            self._move(CircuitState.HALF_OPEN, "cooldown over, probing")
-            try:
-                await self._probe()
-            except EngineError as exc:
-                self._last_error = str(exc)
-                self._open(f"probe failed: {exc}")
-                raise self._refusal() from None
-            self._close("probe succeeded")
+            return True
+        if self._probing is not None:
+            return self._may_wait(self._probe_started, deadline)
+        at = self._probe_at()
+        return at <= self._monotonic() or self._may_wait(at, deadline)
 
     def record_success(self) -> None:
         self._failures = 0
@@ -113,13 +144,48 @@ class CircuitBreaker:
         """Count a transient failure; permanent ones say nothing about the server's health."""
         if not error.transient:
             return
+        if self._failures == 0:
+            self._streak_began = self._monotonic()
         self._failures += 1
         self._last_error = str(error)
         if self.state is CircuitState.CLOSED and self._failures >= self.config.failures:
             self._open(f"{self._failures} transient failures in a row")
 
+    def _probe_at(self) -> float:
+        return self._opened_at + self.config.cooldown.total_seconds()
+
+    def _may_wait(self, probe_at: float, deadline: float | None) -> bool:
+        """A verdict on a probe starting at `probe_at` comes before the caller's deadline and
+        within the outage's patience."""
+        if deadline is None:
+            return False
+        verdict_by = probe_at + self.probe_timeout
+        return verdict_by <= min(deadline, self._streak_began + self.patience)
+
+    def _start_probe(self) -> asyncio.Future[bool]:
+        self._probe_started = self._monotonic()
+        self._move(CircuitState.HALF_OPEN, "cooldown over, probing")
+        self._probing = asyncio.ensure_future(self._run_probe())
+        return self._probing
+
+    async def _run_probe(self) -> bool:
+        try:
+            async with asyncio.timeout(self.probe_timeout or None):
+                await self._probe()
+        except (EngineError, TimeoutError) as exc:
+            self._last_error = str(exc) or "the health check timed out"
+            self._open(f"probe failed: {self._last_error}")
+            return False
+        else:
+            self._close("probe succeeded")
+            return True
+        finally:
+            self._probing = None
+            if self.state is CircuitState.HALF_OPEN:  # cancelled, or an unexpected error
+                self._open("probe did not finish")
+
     def _refusal(self) -> CircuitOpenError:
-        remaining = self.config.cooldown.total_seconds() - (self._monotonic() - self._opened_at)
+        remaining = self._probe_at() - self._monotonic()
         return CircuitOpenError(
             f"connection {self.connection}: circuit open, nothing sent (next probe in "
             f"{max(remaining, 0):.0f}s); last failure: {self._last_error}"
@@ -156,20 +222,23 @@ def _transient(error: BaseException) -> bool:
 class _Backoff:
     """Full-jitter exponential backoff that honours Retry-After, for tenacity's `wait`."""
 
-    def __init__(self, config: RetryConfig, rng: random.Random) -> None:
+    def __init__(self, config: RetryConfig, rng: random.Random, breaker: CircuitBreaker) -> None:
         self.config = config
         self.rng = rng
+        self.breaker = breaker
 
     def __call__(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = error.retry_after if isinstance(error, EngineError) else None
+        if self.breaker.state is not CircuitState.CLOSED:
+            # The circuit decides when the next attempt goes: its guard waits for the probe.
+            return retry_after or 0.0
         ceiling = min(
             self.config.max.total_seconds(),
             self.config.initial.total_seconds() * 2 ** (state.attempt_number - 1),
         )
         delay = self.rng.uniform(0, ceiling)
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, EngineError) and error.retry_after is not None:
-            delay = max(delay, error.retry_after)
-        return delay
+        return delay if retry_after is None else max(delay, retry_after)
 
 
 class ResilientEngine(Engine):
@@ -186,6 +255,7 @@ class ResilientEngine(Engine):
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         monotonic: Monotonic = time.monotonic,
+        probe_timeout: float = 0.0,
     ) -> None:
         self.inner = inner
         self.dialect = inner.dialect
@@ -193,10 +263,18 @@ class ResilientEngine(Engine):
         self.retry = retry
         self.metrics = metrics
         self._sleep = sleep
-        self._backoff = _Backoff(retry, rng or random.Random())
+        self._monotonic = monotonic
         self.breaker = CircuitBreaker(
-            connection, circuit, inner.ping, metrics=metrics, monotonic=monotonic
+            connection,
+            circuit,
+            inner.ping,
+            patience=retry.deadline.total_seconds(),
+            probe_timeout=probe_timeout,
+            metrics=metrics,
+            monotonic=monotonic,
+            sleep=sleep,
         )
+        self._backoff = _Backoff(retry, rng or random.Random(), self.breaker)
 
     async def execute(self, query: RenderedQuery, *, database: str | None = None) -> Execution:
         return await self._call(lambda: self.inner.execute(query, database=database))
@@ -236,28 +314,37 @@ class ResilientEngine(Engine):
         await self.inner.aclose()
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        deadline = self._monotonic() + self.retry.deadline.total_seconds()
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retry.attempts)
             | stop_before_delay(self.retry.deadline.total_seconds()),
             wait=self._backoff,
-            # Once the circuit is open, waiting to try again is pointless: give up at once.
+            # With the circuit open, try again only if the probe's verdict can come in time.
             retry=retry_if_exception(
-                lambda error: _transient(error) and self.breaker.state is CircuitState.CLOSED
+                lambda error: _transient(error) and self.breaker.admits(deadline)
             ),
             sleep=self._sleep,
             before_sleep=self._before_sleep,
             reraise=True,
         )
-        async for attempt in retrying:
-            with attempt:
-                await self.breaker.guard()
-                try:
-                    result = await call()
-                except EngineError as exc:
-                    self.breaker.record_failure(exc)
-                    raise
-                self.breaker.record_success()
-                return result
+        failure: EngineError | None = None
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self.breaker.guard(deadline)
+                    try:
+                        result = await call()
+                    except EngineError as exc:
+                        failure = exc
+                        self.breaker.record_failure(exc)
+                        raise
+                    self.breaker.record_success()
+                    return result
+        except CircuitOpenError:
+            if failure is not None:
+                # This call was sent and failed: its own failure is the cause, and it counts.
+                raise failure from None
+            raise
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
     def _before_sleep(self, state: RetryCallState) -> None:

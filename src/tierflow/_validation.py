@@ -24,6 +24,7 @@ from tierflow._config import (
     QueryJob,
 )
 from tierflow._engines import Engine
+from tierflow._engines._base import MISSING_TARGET_FIX
 from tierflow._engines._influxql import InfluxQLEngine
 from tierflow._errors import EngineError, QueryError, TemplateError
 from tierflow._field_check import source_field_types, type_problems
@@ -116,7 +117,8 @@ async def _check_influxdb2(
             if not await engine.bucket_exists(bucket):
                 problems.append(
                     Problem(
-                        f"tier {tier}: bucket {bucket!r} is not in org {connection.org!r}",
+                        f"tier {tier}: bucket {bucket!r} is not in org {connection.org!r} "
+                        f"({MISSING_TARGET_FIX})",
                         connection=name,
                     )
                 )
@@ -162,7 +164,8 @@ async def _check_influxdb1(
                 problems.append(
                     Problem(
                         f"tier {tier_name}: database {tier.database!r} has no retention policy "
-                        f"{tier.retention_policy!r} (it has: {', '.join(sorted(policies))})",
+                        f"{tier.retention_policy!r} (it has: {', '.join(sorted(policies))}; "
+                        f"{MISSING_TARGET_FIX})",
                         connection=name,
                     )
                 )

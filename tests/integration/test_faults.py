@@ -381,6 +381,52 @@ async def test_scattered_transient_faults_are_retried_and_every_window_is_exact(
     assert {row.attempts for row in ledger} == {1}
 
 
+# -- a blip longer than the circuit's threshold, default settings ------------------------------
+
+
+def test_a_five_failure_blip_is_ridden_out_by_run_once_with_default_settings(
+    influxd: ThrowawayInfluxd, db: str, tmp_path: Path, start: datetime
+) -> None:
+    """503, 503, 503 (the circuit opens), a reset, a 429 with Retry-After: the window that meets
+    them waits for the probe, which finds the server back, and every window is exact, exit 0."""
+    windows, first = 12, 5
+    points = light_points(8, start, windows)
+    write_points(influxd, db, points)
+    plan = {
+        first: Fault.unavailable(retry_after=None),
+        first + 1: Fault.unavailable(retry_after=None),
+        first + 2: Fault.unavailable(retry_after=None),
+        first + 3: Fault(reset=True),
+        first + 4: Fault.too_many_requests(retry_after=1),
+    }
+    now = rfc3339(start + windows * MINUTE)
+    with ThreadedProxy(influxd.url, fault=by_number(plan)) as threaded:
+        config = write_config(tmp_path, url=threaded.url, db=db, start=start)
+        began = time.monotonic()
+        result = run_tierflow("run-once", "-c", config, "--now", now, "--json", timeout=120)
+        took = time.monotonic() - began
+        exchanges = threaded.proxy.exchanges
+    print(f"\nfive-failure blip, default settings: run-once took {took:.1f} s")
+
+    body = ok_json(result)  # exit 0
+    assert (body["succeeded"], body["failed"]) == (windows, 0)
+    starts = window_starts(start, windows)
+    attempts = assert_ledger_one_success_each(tmp_path / "state.db", starts)
+    assert attempts == Counter({1: windows})  # the blip stayed inside one window's call
+    assert_tier(read_tier(influxd, db, WARM_RP), expected(points, start, windows))
+    queries = [e for e in exchanges if is_downsample(e)]
+    faulted = [e for e in queries if e.fault is not None]
+    assert len(faulted) == len(plan)
+    assert len({e.q for e in faulted}) == 1  # one window met all five, and retried them
+    assert len(queries) == windows + len(plan)
+    # One probe, after the cool-down (30 s), between the third failure and the fourth.
+    (probe,) = [e for e in exchanges if e.path == "/ping"]
+    assert faulted[2].started < probe.started < faulted[3].started
+    assert probe.started - faulted[2].started >= 30 - 1
+    assert probe.status == 204
+    assert took < 60
+
+
 # -- a frozen server ---------------------------------------------------------------------------
 
 
@@ -443,9 +489,10 @@ async def test_a_server_frozen_longer_than_the_timeout_is_ridden_out(
 async def test_a_server_killed_mid_run_and_restarted_on_its_data_loses_and_doubles_nothing(
     tmp_path: Path, start: datetime
 ) -> None:
-    """Default settings: the proxy answers 502 while the server is down, the circuit opens
-    after three of them, so the first run-once fails the windows from the kill on; the
-    second run-once (a fresh process, here a fresh runner) runs exactly those."""
+    """Default settings: the proxy answers 502 while the server is down and the circuit opens
+    after three of them; the server is back (on its data) within the cool-down, so the window
+    that met the outage waits for the probe and the first run-once completes every window.
+    A second run-once (a fresh runner) finds nothing left to do."""
     data_dir = tmp_path / "influxd"
     first = ThrowawayInfluxd(data_dir=data_dir).start()
     servers = [first]
@@ -482,19 +529,14 @@ async def test_a_server_killed_mid_run_and_restarted_on_its_data_loses_and_doubl
         server = servers[-1]
 
         starts = window_starts(start, windows)
-        done_first = succeeded_windows(first_runs)
         print(
-            f"\nkilled at query {killed_at}: first run-once {len(done_first)} succeeded, "
-            f"{windows - len(done_first)} failed; second run-once ran {len(second_runs)}"
+            f"\nkilled at query {killed_at}: first run-once "
+            f"{len(succeeded_windows(first_runs))} succeeded; second ran {len(second_runs)}"
         )
-        assert done_first == starts[: killed_at - 1]
-        failed_first = [w for r in first_runs for w in r.windows if w.status is RunStatus.FAILED]
-        assert [w.window.start for w in failed_first] == starts[killed_at - 1 :]
-        assert sum("circuit open" in (w.error or "") for w in failed_first) >= len(failed_first) - 1
-        assert succeeded_windows(second_runs) == starts[killed_at - 1 :]
-        assert {w.attempts for r in second_runs for w in r.windows} == {2}
+        assert_every_window_succeeded_once(first_runs, starts)
+        assert second_runs == []
         attempts = assert_ledger_one_success_each(tmp_path / "run" / "state.db", starts)
-        assert attempts == Counter({1: killed_at - 1, 2: windows - killed_at + 1})
+        assert attempts == Counter({1: windows})
         assert_tier(read_tier(server, db, WARM_RP), expected(points, start, windows))
     finally:
         for thread in restarters:
@@ -682,6 +724,60 @@ async def test_a_permanent_error_fails_its_window_after_one_request(
         {k: v for k, v in expected(points, start, windows).items() if k[1] != ns(bad)},
     )
     assert sorted(outcome) == done
+
+
+def test_a_job_whose_source_retention_policy_does_not_exist_fails_at_once(
+    influxd: ThrowawayInfluxd, db: str, tmp_path: Path, start: datetime
+) -> None:
+    """Default settings: one request, no retry, no probe, no circuit; exit 1, and the error
+    names the policy and says how to create it."""
+    now = rfc3339(start + MINUTE)
+    with ThreadedProxy(influxd.url) as threaded:
+        config = write_config(tmp_path, url=threaded.url, db=db, start=start)
+        text = config.read_text(encoding="utf-8")
+        config.write_text(text.replace(f"{db}/autogen", f"{db}/no_such_rp"), encoding="utf-8")
+        result = run_tierflow("run-once", "-c", config, "--now", now, "--json")
+        exchanges = threaded.proxy.exchanges
+    assert result.returncode == 1, result.stderr[-2000:]
+    body = json.loads(result.stdout)
+    assert (body["succeeded"], body["failed"]) == (0, 1)
+    (run,) = body["runs"]
+    assert "retention policy not found: no_such_rp" in run["error"]
+    assert "tierflow apply" in run["error"]
+    assert "circuit open" not in run["error"] + result.stderr
+    assert len([e for e in exchanges if is_downsample(e)]) == 1
+    assert [e for e in exchanges if e.path == "/ping"] == []
+
+
+async def test_a_write_to_a_missing_retention_policy_is_refused_once_not_retried(
+    influxd: ThrowawayInfluxd, db: str
+) -> None:
+    """1.x answers a write to an unknown policy with HTTP 500: still permanent (default
+    settings: one request, the circuit stays closed)."""
+    from tierflow._config import InfluxDB1Connection
+    from tierflow._engines import engine_for
+    from tierflow._errors import QueryError
+
+    async with Proxy(influxd.url) as proxy:
+        # gzip off: the proxy hands bodies on decompressed (aiohttp reads them so) and would
+        # keep the Content-Encoding; the retry and circuit settings are the defaults.
+        connection = InfluxDB1Connection(kind="influxdb1", url=proxy.url, gzip=False)
+        engine = engine_for(CONNECTION, connection)
+        try:
+            for _ in range(5):  # more than the circuit's threshold
+                with pytest.raises(QueryError) as raised:
+                    await engine.write(b"m f=1 1", database=db, retention_policy="nope")
+            breaker = engine.breaker  # type: ignore[attr-defined]
+        finally:
+            await engine.aclose()
+    assert str(raised.value) == (
+        f"connection {CONNECTION}: HTTP 500: retention policy not found: nope "
+        "(create it with `tierflow apply`)"
+    )
+    writes = [e for e in proxy.exchanges if e.path == "/write"]
+    assert [e.status for e in writes] == [500] * 5
+    assert [e for e in proxy.exchanges if e.path == "/ping"] == []
+    assert breaker.state == "closed"
 
 
 # -- parking ----------------------------------------------------------------------------------

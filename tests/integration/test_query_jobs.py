@@ -192,6 +192,7 @@ def test_validate_online_checks_databases_and_retention_policies(
     assert f"connection plant: tier warm: database '{db}' has no retention policy 'nope'" in (
         result.stderr
     )
+    assert "create it with `tierflow apply`)" in result.stderr
     # Offline, the same config is fine: only the server knows its retention policies.
     assert tierflow("validate", "-c", missing_rp, cwd=tmp_path).returncode == 0
 
@@ -199,6 +200,7 @@ def test_validate_online_checks_databases_and_retention_policies(
     result = tierflow("validate", "--online", "-c", gone, cwd=tmp_path)
     assert result.returncode == 2
     assert "database not found" in result.stderr
+    assert "(create it with `tierflow apply`)" in result.stderr
 
 
 def test_validate_online_with_the_server_down_exits_1(tmp_path: Path, start: datetime) -> None:

@@ -74,14 +74,17 @@ def config(tmp_path: Path, url: str) -> Path:
     return path
 
 
-def run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERFLOW_")}
+def run(
+    *args: str | Path, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real `tierflow` at debug level, with no TIERFLOW_* variable but those in `env`."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TIERFLOW_")}
     return subprocess.run(
         [str(TIERFLOW), "--log-level", "debug", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=60,
-        env=env,
+        env=clean | (env or {}),
         cwd=cwd,
         check=False,
     )

@@ -109,7 +109,7 @@ def line_about(message: str, where: str) -> str:
 def test_full_config_loads(tmp_path: Path) -> None:
     config = load_text(tmp_path, document())
     assert config.path == tmp_path / "tierflow.toml"
-    assert config.state.url == "sqlite:///state.db"
+    assert config.state.url == f"sqlite:///{tmp_path / 'state.db'}"  # beside the config
 
     plant = config.connections["plant"]
     assert plant.kind == "influxdb1"
@@ -143,7 +143,7 @@ def test_full_config_loads(tmp_path: Path) -> None:
 def test_defaults(tmp_path: Path) -> None:
     text = document(connection={"timeout": None, "password": None}, job={"offset": None})
     config = load_text(tmp_path, text.replace(STATE, ""))
-    assert config.state.url == "sqlite:///tierflow-state.db"
+    assert config.state.url == f"sqlite:///{tmp_path / 'tierflow-state.db'}"
     plant = config.connections["plant"]
     assert isinstance(plant, InfluxDB1Connection)
     assert plant.timeout == timedelta(seconds=15)
@@ -461,4 +461,4 @@ def test_tierflow_state_overrides_the_default(
 
 
 def test_without_tierflow_state_the_file_wins(tmp_path: Path) -> None:
-    assert load_text(tmp_path, document()).state.url == "sqlite:///state.db"
+    assert load_text(tmp_path, document()).state.url == f"sqlite:///{tmp_path / 'state.db'}"

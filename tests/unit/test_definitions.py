@@ -100,7 +100,7 @@ def test_settings_that_do_not_change_the_output_do_not_count(job: dict[str, Any]
     [
         {"max_concurrency": 9, "timeout": "1m"},
         {"retry": {"attempts": 2}, "circuit": {"failures": 9}},
-        {"url": "http://tierflow:s3cret@influx.example:8086"},  # credentials are not a place
+        {"username": "tierflow", "password": {"env": "TIERFLOW_TEST_PW"}},  # not a place
         {"url": "http://Influx.Example:8086/"},
     ],
 )
@@ -145,8 +145,9 @@ def test_a_schedule_change_from_every_to_cron_names_both() -> None:
     assert [str(c) for c in check.changes] == ["cron: (none) → 0 * * * *", "every: 1h → (none)"]
 
 
-def test_the_server_url_counts_without_its_credentials() -> None:
-    moved = make_config(connection={"url": "http://tierflow:s3cret@influx2.example:8086?p=x"})
+def test_a_moved_server_counts() -> None:
+    # The config refuses credentials and query strings in URLs (url-secrets): none to leave out.
+    moved = make_config(connection={"url": "http://influx2.example:8086"})
     store = ran_once()
     (check,) = check_definitions(moved, store)
     dest, source = check.changes  # both tiers live on the moved server
@@ -155,8 +156,6 @@ def test_the_server_url_counts_without_its_credentials() -> None:
         "dest: influxdb1 http://influx.example:8086 rollup/warm"
         " → influxdb1 http://influx2.example:8086 rollup/warm"
     )
-    assert "s3cret" not in job_definition(moved, "cpu").body
-    assert "tierflow@" not in job_definition(moved, "cpu").body
 
 
 def test_query_jobs_count_their_template_text_and_params(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from tierflow._engines._influxql import _points_written, classify
+from tierflow._config import InfluxDB1Connection
+from tierflow._engines._influxql import InfluxQLEngine, _points_written, classify, explain
 from tierflow._errors import EngineError, QueryError, TierflowError, TransientEngineError
 
 
@@ -164,3 +165,112 @@ def test_a_malformed_result_raises_an_engine_error(body: Any) -> None:
 
 def test_a_null_series_list_is_no_series() -> None:
     assert _points_written({"results": [{"statement_id": 0, "series": None}]}, "plant") == 0
+
+
+CONNECTION = InfluxDB1Connection(kind="influxdb1", url="http://influx.example:8086")
+
+
+# --- the table of 1.x error texts --------------------------------------------------------------
+
+# Texts as influxdb 1.x's source writes them (paths under github.com/influxdata/influxdb), with
+# the status they arrive with (None: a statement error inside a 200) and what they are.
+ONE_X_TEXTS: list[tuple[int | None, str, type[EngineError]]] = [
+    # errors.go / services/httpd/handler.go serveWrite: an unknown RP is any other error → 500.
+    (500, "retention policy not found: one_year", QueryError),
+    (None, "retention policy not found: one_year", QueryError),
+    (None, "retention policy not found: telegraf.one_year", QueryError),  # coordinator
+    (404, 'database not found: "telegraf"', QueryError),
+    (None, "database not found: telegraf", QueryError),
+    (500, "database does not exist", QueryError),  # services/meta/errors.go
+    (None, "default retention policy not set for: telegraf", QueryError),
+    (400, "partial write: points beyond retention policy dropped=3", QueryError),
+    (
+        400,
+        'partial write: field type conflict: input field "f" on measurement "m" is type '
+        "string, already exists as type float dropped=1",
+        QueryError,
+    ),
+    (400, "partial write: max-series-per-database limit exceeded: (1000000) dropped=1", QueryError),
+    (None, "max-select-point limit exceeed: (10000/10000)", QueryError),
+    (None, "max-select-series limit exceeded: (5/4)", QueryError),
+    (None, "max-select-buckets limit exceeded: (10001/10000)", QueryError),
+    (None, "query-timeout limit exceeded", QueryError),
+    (None, "max-concurrent-queries limit exceeded(4, 4)", TransientEngineError),
+    (500, "engine is closed", TransientEngineError),
+    (None, "[shard 12] engine is closed", TransientEngineError),
+    (None, "index is closing", TransientEngineError),
+    (None, "tsdb: series file closed", TransientEngineError),
+    (None, "tsdb: series partition closed", TransientEngineError),
+    (500, "WAL closed", TransientEngineError),
+    (500, "write failed", TransientEngineError),  # coordinator/points_writer.go: by its status
+    (500, "timeout", TransientEngineError),  # coordinator/points_writer.go ErrTimeout on /write
+    (503, "request throttled, queue full", TransientEngineError),
+    (503, "request throttled, exceeds timeout", TransientEngineError),
+]
+
+
+@pytest.mark.parametrize(("status", "message", "kind"), ONE_X_TEXTS)
+def test_each_known_1x_text_is_classified(
+    status: int | None, message: str, kind: type[EngineError]
+) -> None:
+    assert classify(status, message) is kind
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "retention policy not found: one_year",
+        "database not found: telegraf",
+        "database does not exist",
+    ],
+)
+@pytest.mark.parametrize("status", [None, 404, 500])
+def test_a_missing_database_or_policy_is_permanent_whatever_the_status(
+    status: int | None, message: str
+) -> None:
+    cls = classify(status, message)
+    assert cls is QueryError
+    assert not cls("x").transient
+    assert explain(message) == f"{message} (create it with `tierflow apply`)"
+
+
+def test_a_missing_retention_policy_on_write_names_it_and_suggests_apply() -> None:
+    # The answer 1.6.7 gives to POST /write?db=d&rp=nope (seen).
+    error = InfluxQLEngine("plant", CONNECTION)._refusal(
+        500, b'{"error":"retention policy not found: nope"}\n', None
+    )
+    assert type(error) is QueryError
+    assert not error.transient
+    assert str(error) == (
+        "connection plant: HTTP 500: retention policy not found: nope "
+        "(create it with `tierflow apply`)"
+    )
+
+
+def test_a_missing_retention_policy_in_a_statement_names_it_and_suggests_apply() -> None:
+    body = {"results": [{"statement_id": 0, "error": "retention policy not found: nope"}]}
+    with pytest.raises(QueryError) as raised:
+        _points_written(body, "plant")
+    assert str(raised.value) == (
+        "connection plant: statement 0: retention policy not found: nope "
+        "(create it with `tierflow apply`)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "fix"),
+    [
+        ("partial write: points beyond retention policy dropped=3", "older than the retention"),
+        ("partial write: max-values-per-tag limit exceeded (100000/100000)", "influxd's config"),
+        ("max-select-point limit exceeed: (10000/10000)", "smaller catchup_chunk"),
+        ("default retention policy not set for: telegraf", "name the retention policy"),
+    ],
+)
+def test_texts_the_user_can_fix_say_how(message: str, fix: str) -> None:
+    assert explain(message).startswith(message + " (")
+    assert fix in explain(message)
+
+
+def test_texts_without_a_fix_are_left_as_the_server_wrote_them() -> None:
+    for message in ("engine is closed", "error parsing query: found FROM", "something new"):
+        assert explain(message) == message

@@ -170,6 +170,7 @@ def harness(
     retry: RetryConfig = DEFAULT_RETRY,
     circuit: CircuitConfig = DEFAULT_CIRCUIT,
     clock: Clock | None = None,
+    probe_timeout: float = 0.0,
 ) -> Harness:
     clock = clock or Clock()
     sleeps = Sleeps(clock)
@@ -184,6 +185,7 @@ def harness(
         sleep=sleeps,
         rng=random.Random(seed),
         monotonic=clock.monotonic,
+        probe_timeout=probe_timeout,
     )
     return Harness(engine, inner, clock, sleeps, metrics)
 
@@ -467,7 +469,11 @@ async def test_read_queries_are_retried_too() -> None:
 
 
 async def test_line_protocol_writes_are_retried_too_and_count_toward_the_circuit() -> None:
-    h = harness(ScriptedEngine([transient(), 1234, transient(), transient(), transient()]))
+    # A deadline (20 s) that ends before the probe (30 s): the open circuit ends the call.
+    h = harness(
+        ScriptedEngine([transient(), 1234, transient(), transient(), transient()]),
+        retry=retry_config(deadline=timedelta(seconds=20)),
+    )
     assert await h.engine.write(b"m f=1 1", database="db") == 1234
     assert h.retries == 1
     # The third failure in a row opens the circuit: that failure itself is raised, not retried.
@@ -497,8 +503,12 @@ async def open_circuit(h: Harness, failures: int = 3) -> None:
 
 
 def one_shot(failures: int = 3, cooldown: float = 30.0) -> dict[str, Any]:
-    """Settings where each call makes one attempt, so calls and failures match one to one."""
-    return {"retry": retry_config(attempts=1), "circuit": circuit_config(failures, cooldown)}
+    """Settings where each call makes one attempt, so calls and failures match one to one, and
+    its deadline (10 s) ends before the cool-down does: nobody waits for a probe."""
+    return {
+        "retry": retry_config(attempts=1, deadline=timedelta(seconds=10)),
+        "circuit": circuit_config(failures, cooldown),
+    }
 
 
 async def test_the_circuit_is_closed_and_published_from_the_start() -> None:
@@ -545,13 +555,16 @@ async def test_an_open_circuit_refuses_without_calling_the_engine_or_probing() -
     assert h.retries == 0
 
 
-async def test_the_circuit_opens_within_one_call_and_ends_its_retries() -> None:
-    # Default settings: six attempts, but the third failure in a row opens the circuit.
+async def test_the_circuit_opens_within_one_call_and_ends_it_when_the_probe_comes_too_late() -> (
+    None
+):
+    # A 20 s deadline: the probe (30 s after the circuit opened) would come after it.
     inner = ScriptedEngine([transient("refused")] * 10)
-    h = harness(inner)
+    h = harness(inner, retry=retry_config(deadline=timedelta(seconds=20)))
     with pytest.raises(TransientEngineError, match="refused"):  # the root cause, not the circuit
         await h.run()
     assert inner.calls == 3
+    assert inner.pings == 0
     assert state_of(h) is CircuitState.OPEN
     with pytest.raises(CircuitOpenError, match=r"circuit open.*refused"):
         await h.run()
@@ -560,12 +573,122 @@ async def test_the_circuit_opens_within_one_call_and_ends_its_retries() -> None:
 
 async def test_the_failure_that_opens_the_circuit_is_not_slept_on_nor_counted_as_a_retry() -> None:
     inner = ScriptedEngine([transient("refused"), transient("refused"), transient("HTTP 503", 25)])
-    h = harness(inner)
+    h = harness(inner, retry=retry_config(deadline=timedelta(seconds=20)))
     with pytest.raises(EngineError):
         await h.run()
     assert inner.calls == 3
     assert len(h.sleeps.delays) == 2  # no sleep after the failure that opened the circuit
     assert h.retries == 2
+
+
+# -- waiting for the probe instead of failing --------------------------------------------------
+
+
+async def test_default_settings_ride_out_a_five_failure_blip_by_waiting_for_the_probe(
+    events: Events,
+) -> None:
+    # 503, 503, 503 open the circuit; the caller waits for the probe (the server is back), then
+    # a reset and a 429 with Retry-After are retried too: six attempts, the default, suffice.
+    script: list[BaseException | int] = [
+        transient("HTTP 503"),
+        transient("HTTP 503"),
+        transient("HTTP 503"),
+        transient("connection reset"),
+        transient("HTTP 429", retry_after=2.0),
+        42,
+    ]
+    for seed in range(30):
+        inner = ScriptedEngine(list(script))
+        h = harness(inner, seed=seed, probe_timeout=15.0)
+        began = h.clock.now
+        assert await h.run() == 42
+        assert inner.calls == 6
+        assert inner.pings == 1
+        assert state_of(h) is CircuitState.CLOSED
+        assert h.clock.now - began < 60  # within the default deadline
+        # Waited for the probe: the cool-down (30 s) after the circuit opened.
+        assert any(delay > 28 for delay in h.sleeps.delays)
+        assert h.sleeps.delays[-1] >= 2.0  # Retry-After honoured after the circuit closed
+    assert "probe succeeded" in [e["reason"] for e in events.named("circuit_closed")]
+
+
+async def test_callers_that_meet_an_open_circuit_wait_for_one_probe_together() -> None:
+    inner = ScriptedEngine([transient("refused")] * 3 + [7, 8, 9])
+    h = harness(inner, retry=retry_config(attempts=1, deadline=timedelta(seconds=60)))
+    await open_circuit(h)
+    inner.ping_gate = asyncio.Event()
+    callers = [asyncio.create_task(h.run()) for _ in range(3)]
+    await inner.probing.wait()
+    await asyncio.sleep(0)
+    assert not any(caller.done() for caller in callers)
+    assert inner.calls == 3
+    inner.ping_gate.set()
+    assert sorted(await asyncio.gather(*callers)) == [7, 8, 9]
+    assert inner.pings == 1
+    assert state_of(h) is CircuitState.CLOSED
+    assert h.retries == 0
+
+
+async def test_a_dead_server_costs_one_deadline_then_everything_fails_fast(events: Events) -> None:
+    # Default settings, a server that refuses everything, its health check too.
+    inner = ScriptedEngine([transient("refused")] * 100)
+    inner.ping_error = transient("ping refused")
+    h = harness(inner, probe_timeout=15.0)
+    began = h.clock.now
+    with pytest.raises(TransientEngineError, match="refused"):
+        await h.run()
+    assert inner.calls == 3
+    assert inner.pings == 1  # it waited for one probe, which failed
+    assert h.clock.now - began < 60
+    assert state_of(h) is CircuitState.OPEN
+    # The outage has lasted past the cool-down: the next probe's verdict would come more than
+    # one retry deadline after the first failure, so later callers fail at once.
+    sleeps = len(h.sleeps.delays)
+    for _ in range(50):
+        with pytest.raises(CircuitOpenError, match=r"circuit open.*ping refused"):
+            await h.run()
+    assert (inner.calls, inner.pings, len(h.sleeps.delays)) == (3, 1, sleeps)
+    assert h.clock.now - began < 60
+    assert "probe failed" in events.named("circuit_open")[-1]["reason"]
+
+
+async def test_a_black_holed_server_does_not_make_callers_wait_past_the_deadline() -> None:
+    # Each call times out after 15 s: the circuit opens ~45 s into the outage, and a probe
+    # (30 s later, up to 15 s long) could not answer within 60 s of the first failure.
+    inner = ScriptedEngine([transient("timed out")] * 100, clock=None)
+    h = harness(inner, probe_timeout=15.0)
+    inner.clock = h.clock
+    inner.cost = 15.0
+    began = h.clock.now
+    with pytest.raises(TransientEngineError, match="timed out"):
+        await h.run()
+    assert inner.calls == 3
+    assert inner.pings == 0
+    for _ in range(10):
+        with pytest.raises(CircuitOpenError):
+            await h.run()
+    assert (inner.calls, inner.pings) == (3, 0)
+    assert h.clock.now - began < 60
+
+
+async def test_a_caller_waits_only_for_a_verdict_within_its_own_deadline() -> None:
+    inner = ScriptedEngine([transient("refused")] * 3 + [5])
+    h = harness(inner, retry=retry_config(attempts=1, deadline=timedelta(seconds=60)))
+    await open_circuit(h)
+    short = ResilientEngine(
+        inner,
+        CONNECTION,
+        retry_config(attempts=1, deadline=timedelta(seconds=29)),
+        circuit_config(),
+        sleep=h.sleeps,
+        monotonic=h.clock.monotonic,
+    )
+    short.breaker = h.engine.breaker  # the same connection, the same circuit
+    with pytest.raises(CircuitOpenError):
+        await short.execute(QUERY)
+    assert (inner.calls, inner.pings, h.sleeps.delays) == (3, 0, [])
+    assert await h.run() == 5
+    assert inner.pings == 1
 
 
 async def test_after_the_cooldown_one_probe_goes_and_concurrent_callers_are_refused(
@@ -672,7 +795,11 @@ async def test_retries_that_succeed_reset_the_count_too() -> None:
 async def test_metrics_follow_retries_and_every_state_change() -> None:
     script: list[BaseException | int] = [transient(), 1, transient(), transient(), transient(), 2]
     inner = ScriptedEngine(script)
-    h = harness(inner, retry=retry_config(attempts=2), circuit=circuit_config(3, cooldown=5))
+    h = harness(
+        inner,
+        retry=retry_config(attempts=2, deadline=timedelta(seconds=3)),
+        circuit=circuit_config(3, cooldown=5),
+    )
     seen = [h.circuit]
     assert await h.run() == 1
     assert h.retries == 1
@@ -732,6 +859,9 @@ def test_engine_for_wraps_the_engine_in_the_connections_retry_and_circuit_settin
         attempts=6, initial=0.5, maximum=20, deadline=timedelta(seconds=60)
     )
     assert default.breaker.config == circuit_config(failures=3, cooldown=30)
+    # Waiting for a probe: at most one retry deadline into an outage, a probe one timeout long.
+    assert (default.breaker.patience, default.breaker.probe_timeout) == (60, 15)
+    assert (engine.breaker.patience, engine.breaker.probe_timeout) == (45, 15)
 
 
 # -- the run-once retry pass after an outage ---------------------------------------------------

@@ -23,4 +23,12 @@ def engine_for(name: str, config: ConnectionConfig, metrics: Metrics | None = No
         inner = FluxEngine(name, config, metrics)
     else:
         inner = InfluxQLEngine(name, config, metrics)
-    return ResilientEngine(inner, name, config.retry, config.circuit, metrics=metrics)
+    return ResilientEngine(
+        inner,
+        name,
+        config.retry,
+        config.circuit,
+        metrics=metrics,
+        # A probe is one health check: it takes at most what one request may.
+        probe_timeout=config.timeout.total_seconds(),
+    )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,20 @@ import aiohttp
 from tierflow._errors import EngineError
 from tierflow._templates import DeleteRange, RenderedQuery
 
-__all__ = ["Engine", "Execution", "Series", "describe_failure", "retry_after_seconds"]
+__all__ = [
+    "MISSING_TARGET_FIX",
+    "Engine",
+    "Execution",
+    "KnownError",
+    "Series",
+    "describe_failure",
+    "recognise",
+    "retry_after_seconds",
+    "with_fix",
+]
+
+#: What to do about a database, retention policy or bucket that does not exist.
+MISSING_TARGET_FIX = "create it with `tierflow apply`"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +46,31 @@ class Series:
     tags: dict[str, str]
     columns: list[str]
     values: list[list[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class KnownError:
+    """One error text a server sends: a pattern of it (a regular expression, matched against
+    the lowercased message), what kind of failure it is, and how to fix it when the user can."""
+
+    pattern: str
+    error: type[EngineError]
+    fix: str = ""
+    #: The text decides whatever the HTTP status says (the status alone would mislead: e.g.
+    #: 1.x answers a missing retention policy with 500, 2.x a full query queue with 400).
+    decisive: bool = False
+
+
+def recognise(table: Sequence[KnownError], message: str) -> KnownError | None:
+    """The first entry of `table` whose pattern the message contains."""
+    lowered = message.lower()
+    return next((known for known in table if re.search(known.pattern, lowered)), None)
+
+
+def with_fix(table: Sequence[KnownError], message: str) -> str:
+    """The server's message, followed by how to fix it when `table` knows."""
+    known = recognise(table, message)
+    return f"{message} ({known.fix})" if known is not None and known.fix else message
 
 
 class Engine(ABC):

@@ -35,11 +35,15 @@ import aiohttp
 from tierflow._config import InfluxDB2Connection
 from tierflow._engines._annotated_csv import FluxResultError, Row, rows
 from tierflow._engines._base import (
+    MISSING_TARGET_FIX,
     Engine,
     Execution,
+    KnownError,
     Series,
     describe_failure,
+    recognise,
     retry_after_seconds,
+    with_fix,
 )
 from tierflow._errors import AuthError, EngineError, QueryError, SecretError, TransientEngineError
 from tierflow._flux_literals import delete_predicate
@@ -52,23 +56,60 @@ from tierflow._windows import isoformat
 if TYPE_CHECKING:
     from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 
-__all__ = ["FluxEngine", "classify"]
+__all__ = ["FluxEngine", "classify", "explain"]
 
 T = TypeVar("T")
 
+# InfluxDB 2.x answers `{"code", "message"}` with the status of its code
+# (kit/transport/http/error_handler.go: "not found" 404, "invalid" 400, "unprocessable entity"
+# and "conflict" 422, "request too large" 413, "too many requests" 429, "unavailable" 503,
+# "unauthorized" 401, "forbidden" 403, "internal error" 500); Cloud adds 429/503 with
+# Retry-After. Errors inside a 200 query stream are Flux error tables (status None here).
 _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _PERMANENT_QUERY_STATUSES = frozenset({400, 404, 413, 422})
-# Errors inside a 200 stream that say "busy", not "wrong".
-_TRANSIENT_MESSAGES = (
-    "timeout",
-    "timed out",
-    "unavailable",
-    "too many requests",
-    "context deadline exceeded",
-    "connection refused",
-    "connection reset",
-    "cache-max-memory-size exceeded",
-    "engine is closed",
+# 2.x's error texts, first match wins. Paths are in influxdb 2.x's source (influxdata/influxdb,
+# branch 2.7).
+_ORG_FIX = "check the connection's `org`"
+_KNOWN: tuple[KnownError, ...] = (
+    # query/stdlib/influxdata/influxdb/operators.go, provider.go: from()/to() of an unknown
+    # bucket (404; task/backend/check_task_error.go calls it unrecoverable).
+    KnownError("could not find bucket", QueryError, MISSING_TARGET_FIX, decisive=True),
+    # tenant/error_bucket.go ErrBucketNotFound, ErrBucketNotFoundByName; http/write_handler.go
+    # (404).
+    KnownError(r'bucket (".*" )?not found', QueryError, MISSING_TARGET_FIX, decisive=True),
+    # tenant/error_org.go ErrOrgNotFound, OrgNotFoundByName; provider.go "could not find org"
+    # (404).
+    KnownError(r'organization (name ".*" )?not found', QueryError, _ORG_FIX, decisive=True),
+    KnownError("could not find org", QueryError, _ORG_FIX, decisive=True),
+    # query/control/controller.go: the query queue is full (codes.ResourceExhausted, which 2.x
+    # answers with 400: "these don't really map correctly").
+    KnownError("queue length exceeded", TransientEngineError, decisive=True),
+    # v1/coordinator/points_writer.go, http/write_handler.go: 422 "failure writing points to
+    # database: partial write: dropped N points outside retention policy of duration …".
+    KnownError(
+        "(outside|beyond) retention policy",
+        QueryError,
+        "the points are older than the bucket's retention",
+    ),
+    # tsdb/shard.go ErrFieldTypeConflict (422, a partial write).
+    KnownError("field type conflict", QueryError, "a field keeps one type per shard"),
+    KnownError("partial write", QueryError),
+    # http/points/points_parser.go ErrMaxBatchSizeExceeded (413 "request too large").
+    KnownError("points batch is too large", QueryError),
+    # http/write_handler.go, delete_handler.go (403); http/errors.go "unauthorized access"
+    # (401): the status makes them auth errors.
+    # query/control/controller.go: shutting down (500); tsdb as in 1.x: closing, the cache.
+    KnownError("query controller shutdown", TransientEngineError),
+    KnownError("cache-max-memory-size exceeded", TransientEngineError),
+    KnownError("engine is closed", TransientEngineError),
+    # Flux error tables about the network or the server being busy.
+    KnownError("timeout", TransientEngineError),
+    KnownError("timed out", TransientEngineError),
+    KnownError("unavailable", TransientEngineError),
+    KnownError("too many requests", TransientEngineError),
+    KnownError("context deadline exceeded", TransientEngineError),
+    KnownError("connection refused", TransientEngineError),
+    KnownError("connection reset", TransientEngineError),
 )
 # Generated-service keywords that return the raw aiohttp response: no status raises, no parsing.
 _RAW: dict[str, Any] = {
@@ -87,19 +128,26 @@ _DIALECT = {
 
 
 def classify(status: int | None, message: str) -> type[EngineError]:
-    """Which error class a 2.x failure is. `status` None: an error table inside a 200 stream."""
+    """Which error class a 2.x failure is. `status` None: an error table inside a 200 stream.
+    401/403 are auth errors; then a decisive text wins over the status; otherwise the status
+    decides, and inside a stream the text."""
     if status in {401, 403}:
         return AuthError
+    known = recognise(_KNOWN, message)
+    if known is not None and known.decisive:
+        return known.error
     if status in _TRANSIENT_STATUSES:
         return TransientEngineError
     if status in _PERMANENT_QUERY_STATUSES:
         return QueryError
     if status is None:
-        lowered = message.lower()
-        if any(marker in lowered for marker in _TRANSIENT_MESSAGES):
-            return TransientEngineError
-        return QueryError
+        return known.error if known is not None else QueryError
     return EngineError
+
+
+def explain(message: str) -> str:
+    """A 2.x error message, followed by how to fix it when the table above knows."""
+    return with_fix(_KNOWN, message)
 
 
 class _Unauthorized(Exception):
@@ -313,9 +361,10 @@ class FluxEngine(Engine):
             ),
         )
         if status != 204:
-            raise classify(status, "")(
+            message = _message(raw)
+            raise classify(status, message)(
                 f"connection {self.name}: deleting {target.measurement!r} from bucket "
-                f"{target.bucket!r}: HTTP {status}: {_message(raw)}",
+                f"{target.bucket!r}: HTTP {status}: {explain(message)}",
                 status=status,
                 retry_after=retry_after,
             )
@@ -425,8 +474,9 @@ class FluxEngine(Engine):
         self, expected: int, status: int, raw: bytes, retry_after: float | None, doing: str
     ) -> None:
         if status != expected:
-            raise classify(status, "")(
-                f"connection {self.name}: {doing}: HTTP {status}: {_message(raw)}",
+            message = _message(raw)
+            raise classify(status, message)(
+                f"connection {self.name}: {doing}: HTTP {status}: {explain(message)}",
                 status=status,
                 retry_after=retry_after,
             )
@@ -481,7 +531,7 @@ class FluxEngine(Engine):
                 response.release()
                 message = _message(raw)
                 raise classify(response.status, message)(
-                    f"connection {self.name}: HTTP {response.status}: {message}",
+                    f"connection {self.name}: HTTP {response.status}: {explain(message)}",
                     status=response.status,
                     retry_after=retry_after_seconds(response.headers.get("Retry-After")),
                 )
@@ -587,7 +637,7 @@ class _Stream:
                 yield row
         except FluxResultError as exc:
             message = self.engine.scrub(exc.message)
-            raise classify(None, message)(f"connection {name}: {message}") from None
+            raise classify(None, message)(f"connection {name}: {explain(message)}") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransientEngineError(
                 f"connection {name}: {self.engine.config.url}: response cut off: "

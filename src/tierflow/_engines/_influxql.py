@@ -15,11 +15,15 @@ import msgpack
 
 from tierflow._config import InfluxDB1Connection
 from tierflow._engines._base import (
+    MISSING_TARGET_FIX,
     Engine,
     Execution,
+    KnownError,
     Series,
     describe_failure,
+    recognise,
     retry_after_seconds,
+    with_fix,
 )
 from tierflow._errors import (
     AuthError,
@@ -32,37 +36,93 @@ from tierflow._metrics import Metrics
 from tierflow._secrets import refresh
 from tierflow._templates import RenderedQuery
 
-__all__ = ["InfluxQLEngine", "classify"]
+__all__ = ["InfluxQLEngine", "classify", "explain"]
 
-# Statement errors that say "the server is busy", not "your query is wrong". The 1.x server
-# reports them inside a 200 response. Specific phrases: a bare "timeout" would also match a
-# permanent error that merely echoes a name such as "http_timeouts".
-_TRANSIENT_MESSAGES = (
-    "cache-max-memory-size exceeded",
-    "cache maximum memory size exceeded",
-    "engine is closed",
-    "shard is disabled",
-    "store is closed",
-    "hinted handoff queue not empty",
-    "timeout waiting for",
-    "i/o timeout",
-    "context deadline exceeded",
+# InfluxDB 1.x's error texts, first match wins. Paths are in influxdb 1.x's source
+# (github.com/influxdata/influxdb, 1.6; Debian ships it under /usr/share/gocode/src). The
+# server reports statement errors inside a 200; `/write` answers 400 for client errors and
+# partial writes, 404 for an unknown database, 403 for authorization, 500 for anything else.
+_LIMIT_FIX = "a server limit: raise it in influxd's config, or use a smaller catchup_chunk"
+_KNOWN: tuple[KnownError, ...] = (
+    # errors.go ErrDatabaseNotFound; coordinator/statement_executor.go; /write: 404.
+    KnownError("database not found", QueryError, MISSING_TARGET_FIX, decisive=True),
+    # errors.go ErrRetentionPolicyNotFound, services/meta/errors.go; /write answers it with 500.
+    KnownError("retention policy not found", QueryError, MISSING_TARGET_FIX, decisive=True),
+    # services/meta/errors.go ErrDatabaseNotExists.
+    KnownError("database does not exist", QueryError, MISSING_TARGET_FIX, decisive=True),
+    # coordinator/statement_executor.go: a bucket without a policy, on a database without a
+    # default one.
+    KnownError(
+        "default retention policy not set",
+        QueryError,
+        "name the retention policy in the tier's bucket (database/policy)",
+        decisive=True,
+    ),
+    # coordinator/points_writer.go: a partial write (400) of points older than the policy keeps.
+    KnownError(
+        "points beyond retention policy",
+        QueryError,
+        "the points are older than the retention policy's duration",
+    ),
+    # tsdb/shard.go ErrFieldTypeConflict (400, a partial write).
+    KnownError("field type conflict", QueryError, "a field keeps one type per shard"),
+    # tsdb/index/inmem/inmem.go: partial writes (400) beyond [data] limits.
+    KnownError("max-series-per-database limit exceeded", QueryError, _LIMIT_FIX),
+    KnownError("max-values-per-tag limit exceeded", QueryError, _LIMIT_FIX),
+    # tsdb/shard.go PartialWriteError: anything else dropped.
+    KnownError("partial write", QueryError),
+    # query/compile.go, tsdb/shard.go, tsdb/index.go, query/executor.go: [coordinator] limits;
+    # the same query hits them again. ("exceeed" is 1.x's own spelling of the point limit.)
+    KnownError(r"max-select-(point|series|buckets) limit exce+d", QueryError, _LIMIT_FIX),
+    KnownError("query-timeout limit exceeded", QueryError, _LIMIT_FIX),
+    # query/executor.go: another query finishing frees a slot.
+    KnownError("max-concurrent-queries limit exceeded", TransientEngineError),
+    # tsdb/engine/tsm1/cache.go: the cache drains as it is snapshotted.
+    KnownError("cache-max-memory-size exceeded", TransientEngineError),
+    KnownError("cache maximum memory size exceeded", TransientEngineError),
+    # Closing or opening: tsdb/shard.go ErrEngineClosed, ErrShardDisabled; tsdb/store.go
+    # ErrStoreClosed; tsdb/index.go ErrIndexClosing; tsdb/series_file.go,
+    # tsdb/series_partition.go; tsdb/engine/tsm1/wal.go ErrWALClosed.
+    KnownError("engine is closed", TransientEngineError),
+    KnownError("shard is disabled", TransientEngineError),
+    KnownError("store is closed", TransientEngineError),
+    KnownError("index is closing", TransientEngineError),
+    KnownError("series (file|partition) closed", TransientEngineError),
+    KnownError("wal closed", TransientEngineError),
+    # services/httpd/handler.go: 503 when [http] max-concurrent-write-limit's queue is full.
+    KnownError("request throttled", TransientEngineError),
+    # InfluxDB Enterprise's cluster writes.
+    KnownError("hinted handoff queue not empty", TransientEngineError),
+    # Network timeouts inside the server. Specific phrases: a bare "timeout" is the query's own
+    # limit (permanent) and would also match a name such as "http_timeouts".
+    KnownError("timeout waiting for", TransientEngineError),
+    KnownError("i/o timeout", TransientEngineError),
+    KnownError("context deadline exceeded", TransientEngineError),
 )
+# Overload and server errors (services/httpd/handler.go answers 500 for unexpected errors, 503
+# when throttled); proxies in between add 502/504, 408 and 429.
 _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 def classify(status: int | None, message: str) -> type[EngineError]:
-    """Which error class a 1.x failure is. `status` None means a statement error inside a 200."""
+    """Which error class a 1.x failure is. `status` None means a statement error inside a 200.
+    A decisive text wins over the status; otherwise the status decides, and for statement
+    errors the text."""
+    known = recognise(_KNOWN, message)
+    if known is not None and known.decisive:
+        return known.error
     if status in _TRANSIENT_STATUSES:
         return TransientEngineError
     if status in {400, 404}:
         return QueryError
     if status is None:
-        lowered = message.lower()
-        if any(marker in lowered for marker in _TRANSIENT_MESSAGES):
-            return TransientEngineError
-        return QueryError
+        return known.error if known is not None else QueryError
     return EngineError
+
+
+def explain(message: str) -> str:
+    """A 1.x error message, followed by how to fix it when the table above knows."""
+    return with_fix(_KNOWN, message)
 
 
 class InfluxQLEngine(Engine):
@@ -264,7 +324,7 @@ class InfluxQLEngine(Engine):
         message = message or raw[:200].decode("utf-8", "replace").strip()
         error = AuthError if status in {401, 403} else classify(status, message)
         return error(
-            f"connection {self.name}: HTTP {status}: {message}",
+            f"connection {self.name}: HTTP {status}: {explain(message)}",
             status=status,
             retry_after=retry_after,
         )
@@ -358,7 +418,8 @@ def _series(body: Any, connection: str) -> list[Series]:
             raise _malformed(connection)
         if error := result.get("error"):
             raise classify(None, str(error))(
-                f"connection {connection}: statement {result.get('statement_id', '?')}: {error}"
+                f"connection {connection}: statement {result.get('statement_id', '?')}: "
+                f"{explain(str(error))}"
             )
         for item in result.get("series") or ():
             if not isinstance(item, dict) or not isinstance(item.get("values", []), list):

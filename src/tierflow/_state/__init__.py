@@ -43,6 +43,13 @@ def open_state_store(url: str) -> StateStore:
         path = Path(url.removeprefix("sqlite:///"))
         if not path.name:
             raise ConfigError(f"state url {url!r} names no file")
+        if not path.parent.exists():
+            # SQLite would say only "unable to open database file". (A parent that is a file
+            # is left to SQLite's StateError.)
+            raise ConfigError(
+                f"state url {url!r}: directory {path.parent} does not exist; create it or "
+                "point [state] url (or TIERFLOW_STATE) elsewhere"
+            )
         return SqliteStateStore(path)
     raise ConfigError(
         f"state url {url!r} is not supported; use sqlite:///path/to/file.db or memory://"
