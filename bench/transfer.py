@@ -298,10 +298,17 @@ def _cpu() -> float:
 TIERFLOW = str(Path(sys.executable).with_name("tierflow"))
 
 
-def command_config(directory: Path, url: str, stop: datetime) -> Path:
-    """An archive job whose one window is `[START, stop)` (rounded up to whole hours), and a
-    restore target, in a fresh directory (state and archive of their own)."""
+def window_hours(stop: datetime) -> int:
+    """Hours of the one window that holds `[START, stop)`: a divisor of 24, so that windows
+    aligned to the epoch start at START (a midnight)."""
     hours = -(-int((stop - START).total_seconds()) // 3600)
+    return next(h for h in (1, 2, 3, 4, 6, 8, 12, 24) if h >= hours)
+
+
+def command_config(directory: Path, url: str, stop: datetime) -> Path:
+    """An archive job whose one window holds `[START, stop)`, and a restore target, in a fresh
+    directory (state and archive of their own)."""
+    hours = window_hours(stop)
     directory.mkdir(parents=True)
     path = directory / "tierflow.toml"
     path.write_text(
@@ -335,7 +342,7 @@ start = "{START.isoformat()}"
 
 def command_archive(config: Path, stop: datetime) -> float:
     """`tierflow run-once` archiving the one window; wall time of the whole process."""
-    hours = -(-int((stop - START).total_seconds()) // 3600)
+    hours = window_hours(stop)
     now = (START + timedelta(hours=hours)).isoformat()
     began = time.perf_counter()
     done = subprocess.run(
