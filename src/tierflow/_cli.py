@@ -87,11 +87,13 @@ def validate(
             problems = asyncio.run(check_servers(loaded))
         if not any(problem.unreachable for problem in problems):
             problems += definition_problems(loaded)
+    cautions = [problem.render() for problem in problems if problem.warning]
+    problems = [problem for problem in problems if not problem.warning]
     if problems:
         listing = "\n".join("  " + problem.render() for problem in problems)
         code = 2 if any(not problem.unreachable for problem in problems) else 1
         fail(f"{config}: {len(problems)} problem(s)\n{listing}", code)
-    cautions = warnings_for(loaded, utc_now())
+    cautions += warnings_for(loaded, utc_now())
     for caution in cautions:
         err.print(Text.assemble(("warning:", "bold yellow"), " ", caution))
     if as_json:

@@ -38,13 +38,15 @@ __all__ = ["Problem", "check_jobs", "check_servers", "sample_batch"]
 @dataclass(frozen=True, slots=True)
 class Problem:
     """One reason a config cannot run as it is. `unreachable` marks a server that did not
-    answer (not a fault of the config)."""
+    answer (not a fault of the config); `warning` something worth saying that does not stop it
+    (a source measurement with no data yet)."""
 
     message: str
     job: str | None = None
     template: str | None = None
     connection: str | None = None
     unreachable: bool = False
+    warning: bool = False
 
     def render(self) -> str:
         where = [
@@ -199,7 +201,19 @@ async def _check_fields(config: Config, name: str, engine: Engine) -> list[Probl
                         Problem(f"measurement {measurement!r}: {exc}", job=job, connection=name)
                     )
                     known[key] = None
-            if (types := known[key]) is not None:
+            if known[key] == {}:
+                # A fresh source (nothing written yet) is normal before the first run: say it,
+                # do not refuse the config; a field missing beside others is a mistake.
+                problems.append(
+                    Problem(
+                        f"measurement {measurement!r} has no data in tier {spec.source} yet (or "
+                        "its name is misspelt): its fields and their types cannot be checked",
+                        job=job,
+                        connection=name,
+                        warning=True,
+                    )
+                )
+            elif (types := known[key]) is not None:
                 problems.extend(
                     Problem(message, job=job, connection=name)
                     for message in type_problems(spec, engine.dialect, measurement, types)

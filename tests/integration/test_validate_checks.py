@@ -85,6 +85,24 @@ def test_a_clean_config_passes(
     assert validate_online(config, tmp_path) == (0, "")
 
 
+def test_a_source_with_no_data_yet_is_a_warning_not_a_refusal(
+    influxd: ThrowawayInfluxd,
+    db: str,
+    start: datetime,
+    tmp_path: Path,
+    write_config: ConfigWriter,
+) -> None:
+    """Before the first point lands (a fresh setup) the fields cannot be checked: validate says
+    so on stderr and exits 0; once data is there, a misspelt field is refused (below)."""
+    config = write_config(db, {"down": job(start, aggregates={"temp": ["mean"]})})
+
+    code, stderr = validate_online(config, tmp_path)
+
+    assert code == 0, stderr
+    assert "warning:" in stderr
+    assert "measurement 'sensor' has no data in tier hot yet" in stderr
+
+
 def test_type_mistakes_and_a_misspelt_field_are_reported_at_once(
     influxd: ThrowawayInfluxd,
     db: str,
