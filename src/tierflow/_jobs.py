@@ -151,7 +151,7 @@ def render_export(config: Config, name: str, batch: Batch) -> RenderedQuery:
     `plan` shows and the ledger hashes; `tierflow._archiving` sends the same): a `SELECT *`
     from 1.x, a pivoting Flux script from 2.x."""
     from tierflow._flux_export import export_script
-    from tierflow._transfer import export_query
+    from tierflow._influxql_export import export_query
 
     job = config.jobs[name]
     source = config.tiers[job.source]

@@ -27,7 +27,7 @@ from tierflow._config import TierConfig
 from tierflow._engines import Engine, Series
 from tierflow._errors import AuthError, EngineError
 from tierflow._flux_export import annotated_batches
-from tierflow._influxql_export import export_influxql, export_query, field_keys_influxql
+from tierflow._influxql_export import field_keys_influxql
 from tierflow._lineprotocol import LineProtocolError, Piece, encode_batch, ns_isoformat, point_ns
 from tierflow._templates import RenderedQuery
 
@@ -36,8 +36,6 @@ __all__ = [
     "WriteRefusedError",
     "aggregate_batches",
     "aggregate_type",
-    "export_influxql",
-    "export_query",
     "field_type_sets_influxql",
     "field_types_influxql",
     "series_batch",

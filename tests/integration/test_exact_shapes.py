@@ -99,6 +99,45 @@ def on_disk(points: list[StoredPoint]) -> set[tuple[Any, ...]]:
     return {(m, t, tags, tuple(sorted(f))) for (m, t, tags), f in grouped.items()}
 
 
+def archive_config(
+    tmp_path: Path,
+    url: str,
+    hot: str,
+    measurements: list[str],
+    *,
+    every: str,
+    start: datetime,
+    restored: str | None = None,
+) -> Path:
+    """A config archiving `measurements` of the `hot` bucket into a cold tier under `tmp_path`,
+    with a `restored` live tier when given."""
+    path = tmp_path / "tierflow.toml"
+    restored_tier = f'[tiers.restored]\nconnection = "plant"\nbucket = "{restored}"\n'
+    path.write_text(
+        f"""
+[state]
+url = "sqlite:///{tmp_path / "state.db"}"
+[connections.plant]
+kind = "influxdb1"
+url = "{url}"
+[tiers.hot]
+connection = "plant"
+bucket = "{hot}"
+{restored_tier if restored else ""}[tiers.cold]
+archive = "{tmp_path / "archive"}"
+[jobs.to_cold]
+kind = "archive"
+source = "hot"
+dest = "cold"
+measurements = {json.dumps(measurements)}
+every = "{every}"
+start = "{start.isoformat()}"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
 def tierflow(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [TIERFLOW, *args, "-c", str(config)], capture_output=True, text=True, check=False
@@ -179,31 +218,14 @@ def test_every_shape_is_archived_exactly(
     )
     source = on_disk(stored_points(influxd, db, "short"))
     assert source == expected_points(base)  # the server stored what the test wrote
-    config = tmp_path / "tierflow.toml"
-    config.write_text(
-        f"""
-[state]
-url = "sqlite:///{tmp_path / "state.db"}"
-[connections.plant]
-kind = "influxdb1"
-url = "{influxd.url}"
-[tiers.hot]
-connection = "plant"
-bucket = "{db}/short"
-[tiers.restored]
-connection = "plant"
-bucket = "{db}_restored/short"
-[tiers.cold]
-archive = "{tmp_path / "archive"}"
-[jobs.to_cold]
-kind = "archive"
-source = "hot"
-dest = "cold"
-measurements = ["mixed", "strs", "keys", "dup"]
-every = "2h"
-start = "{start.isoformat()}"
-""",
-        encoding="utf-8",
+    config = archive_config(
+        tmp_path,
+        influxd.url,
+        f"{db}/short",
+        ["mixed", "strs", "keys", "dup"],
+        every="2h",
+        start=start,
+        restored=f"{db}_restored/short",
     )
     now = (start + timedelta(hours=4)).isoformat()
     ran = tierflow("run-once", "--now", now, "--json", config=config)
@@ -353,29 +375,7 @@ def test_values_no_restore_could_write_back_are_archived_and_warned_about(
     influxd.write_body(b"odd,t=a\\\\\\=b v=1i " + str(base + 10**9).encode(), db=db)
     (stored,) = stored_points(influxd, db)
     assert stored.tags == (("t", "a\\\\=b"),)
-    config = tmp_path / "tierflow.toml"
-    config.write_text(
-        f"""
-[state]
-url = "sqlite:///{tmp_path / "state.db"}"
-[connections.plant]
-kind = "influxdb1"
-url = "{influxd.url}"
-[tiers.hot]
-connection = "plant"
-bucket = "{db}"
-[tiers.cold]
-archive = "{tmp_path / "archive"}"
-[jobs.to_cold]
-kind = "archive"
-source = "hot"
-dest = "cold"
-measurements = ["odd"]
-every = "1h"
-start = "{start.isoformat()}"
-""",
-        encoding="utf-8",
-    )
+    config = archive_config(tmp_path, influxd.url, db, ["odd"], every="1h", start=start)
     ran = tierflow("run-once", "--now", (start + timedelta(hours=1)).isoformat(), config=config)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert parquet_points(tmp_path / "archive") == on_disk([stored])
