@@ -40,11 +40,13 @@ from tierflow._cli_report import claims_table, progress, report_runs, status_tab
 from tierflow._clock import utc_now
 from tierflow._config import DEFAULT_CONFIG, load_config
 from tierflow._logging import configure_logging, log_event
-from tierflow._runner import BatchRun, Runner
+from tierflow._runner import BatchRun, JobPlan, JobStatus, Runner
 from tierflow._state import LedgerEntry
 
 if TYPE_CHECKING:
-    pass
+    from datetime import datetime
+
+    from tierflow._definitions import DefinitionCheck
 
 __all__ = ["app", "main"]
 
@@ -86,7 +88,7 @@ def validate(
         if online and not problems:
             problems = asyncio.run(check_servers(loaded))
         if not any(problem.unreachable for problem in problems):
-            problems += definition_problems(loaded)
+            problems += asyncio.run(definition_problems(loaded))
     cautions = [problem.render() for problem in problems if problem.warning]
     problems = [problem for problem in problems if not problem.warning]
     if problems:
@@ -117,8 +119,12 @@ def plan(
 
     at = instant(now, "--now")
     with session(config, jobs) as (loaded, runner):
-        plans = runner.plan(at, jobs)
-        checks = {c.job: c for c in check_definitions(loaded, runner.store, jobs)}
+
+        async def read() -> tuple[list[JobPlan], list[DefinitionCheck]]:
+            return await runner.plan(at, jobs), await check_definitions(loaded, runner.store, jobs)
+
+        plans, found = asyncio.run(read())
+        checks = {c.job: c for c in found}
         body: dict[str, Any] = {
             "jobs": [
                 {
@@ -188,12 +194,12 @@ def run_once(
     at = instant(now, "--now")
     with session(config, jobs, checked=True) as (_, runner):
         runner.check_fields = True
-        plans = runner.plan(at, jobs)
+        plans = asyncio.run(runner.plan(at, jobs))
         total = sum(len(p.windows) + len(p.skipped) for p in plans)
 
         async def work(r: Runner) -> tuple[list[BatchRun], list[LedgerEntry]]:
             done = await (r.run_waiting(at, jobs) if wait else r.run_due(at, jobs))
-            return done, r.held_undone()
+            return done, await r.held_undone()
 
         with progress(runner, total, as_json):
             runs, held = run_async(runner, work)
@@ -231,7 +237,7 @@ def run(
         if display is not None:
             display.attach()
             runner.on_progress = display.advance
-            display.catch_up(sum(len(p.windows) for p in runner.plan(utc_now())))
+            display.catch_up(sum(len(p.windows) for p in await runner.plan(utc_now())))
         loop = asyncio.get_running_loop()
 
         def on_signal(signum: signal.Signals) -> None:
@@ -289,7 +295,7 @@ def backfill(
         with progress(runner, sum(len(b.windows) for b in batches), as_json):
 
             async def work(r: Runner) -> tuple[list[BatchRun], list[LedgerEntry]]:
-                return await r.backfill(job, begin, end, at), r.held_undone()
+                return await r.backfill(job, begin, end, at), await r.held_undone()
 
             runs, held = run_async(runner, work)
     report_runs(runs, as_json, held)
@@ -321,7 +327,7 @@ def retry(
     begin = instant(start, "--from") if start else None
     end = instant(stop, "--to") if stop else None
     with session(config, [job]) as (_, runner):
-        count = runner.requeue(job, begin, end)
+        count = asyncio.run(runner.requeue(job, begin, end))
     if as_json:
         print_json({"job": job, "requeued": count})
     else:
@@ -342,10 +348,18 @@ def status(
 
     at = instant(now, "--now")
     with session(config, jobs) as (loaded, runner):
-        rows = runner.status(at, jobs)
-        checks = {c.job: c for c in check_definitions(loaded, runner.store, jobs)}
-        # When each job next has work: now if windows are pending, else the planner's next wake.
-        wakes = {s.job: at if s.pending_windows else runner.next_wake(s.job, at) for s in rows}
+
+        async def read() -> tuple[list[JobStatus], list[DefinitionCheck], dict[str, datetime]]:
+            rows = await runner.status(at, jobs)
+            found = await check_definitions(loaded, runner.store, jobs)
+            # When each job next has work: now if windows are pending, else the next wake.
+            wakes = {
+                s.job: at if s.pending_windows else await runner.next_wake(s.job, at) for s in rows
+            }
+            return rows, found, wakes
+
+        rows, found, wakes = asyncio.run(read())
+        checks = {c.job: c for c in found}
     body: list[dict[str, Any]] = [
         {
             "job": s.job,
@@ -400,7 +414,7 @@ def history(
 ) -> None:
     """The job's latest attempts, newest first."""
     with session(config, [job]) as (_, runner):
-        attempts = runner.store.history(job, limit=limit)
+        attempts = asyncio.run(runner.store.history(job, limit=limit))
     body: list[dict[str, Any]] = [
         {
             "start": when(a.window.start),

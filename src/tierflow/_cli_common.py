@@ -125,10 +125,10 @@ def session(
             if checked:
                 from tierflow._definitions import accept_definitions
 
-                accept_definitions(loaded, runner.store, jobs)
+                asyncio.run(accept_definitions(loaded, runner.store, jobs))
             yield loaded, runner
         finally:
-            runner.store.close()
+            asyncio.run(runner.store.aclose())
 
 
 def run_async(runner: Runner, work: Callable[[Runner], Awaitable[T]]) -> T:

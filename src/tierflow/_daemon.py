@@ -63,8 +63,9 @@ class Daemon:
                 await self.runner.run_job(job, now)
                 if not self.stopping.is_set():
                     await self.runner.recheck(job, now)
-                self.runner.status(self.clock(), [job])  # refreshes the lag and pending gauges
-                wake = self.runner.next_wake(job, self.clock())
+                # Refreshes the lag and pending gauges.
+                await self.runner.status(self.clock(), [job])
+                wake = await self.runner.next_wake(job, self.clock())
                 pause = min(wake - self.clock(), self.max_sleep)
             except TierflowError as exc:
                 # The state store or the config went wrong under us: say so, pause, try again.
@@ -110,7 +111,7 @@ class MetricsServer:
     async def _readyz(self, _: web.Request) -> web.Response:
         checks: dict[str, str] = {}
         try:
-            self.runner.store.jobs()
+            await self.runner.store.jobs()
             checks["state"] = "ok"
         except TierflowError as exc:
             checks["state"] = str(exc)
