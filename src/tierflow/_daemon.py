@@ -20,7 +20,7 @@ from tierflow._clock import Clock, utc_now
 from tierflow._config import ServerConfig
 from tierflow._errors import TierflowError
 from tierflow._logging import log_event
-from tierflow._runner import Runner
+from tierflow._runner import Mode, Runner
 
 __all__ = ["Daemon", "MetricsServer"]
 
@@ -38,7 +38,7 @@ class Daemon:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
-        self.runner.patient = True
+        self.runner.mode = Mode.DAEMON
         self.runner.stopping = self.stopping
 
     async def run(self) -> None:

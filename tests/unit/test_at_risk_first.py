@@ -17,7 +17,7 @@ from tests.fakes import FakeEngine
 from tierflow._config import Config, parse_config
 from tierflow._engines import Execution
 from tierflow._errors import QueryError
-from tierflow._runner import Runner
+from tierflow._runner import Mode, Runner
 from tierflow._state import MemoryStateStore, RunStatus
 from tierflow._templates import RenderedQuery
 
@@ -223,7 +223,7 @@ async def test_a_patient_runner_retries_an_at_risk_window_after_the_base_delay()
     fake = FailsWindows(failing)
     clock = [NOW]
     runner = Runner(one_job(), MemoryStateStore(), engines={"plant": fake}, clock=lambda: clock[0])
-    runner.patient = True
+    runner.mode = Mode.DAEMON
 
     async def retried_at(moment: datetime) -> list[int]:
         clock[0] = moment

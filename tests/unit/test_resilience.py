@@ -34,7 +34,7 @@ from tierflow._errors import (
 )
 from tierflow._metrics import Metrics
 from tierflow._resilience import CircuitOpenError, CircuitState, ResilientEngine
-from tierflow._runner import Runner
+from tierflow._runner import Mode, Runner
 from tierflow._state import LedgerEntry, MemoryStateStore, RunStatus
 from tierflow._templates import RenderedQuery
 
@@ -946,7 +946,7 @@ async def test_the_daemon_runs_a_requeued_window_on_its_next_cycle() -> None:
     failing = FakeEngine(failures={n: QueryError("HTTP 400") for n in range(3)}, points=1)
     store = MemoryStateStore()
     daemon = Runner(config, store, engines={"plant": failing}, clock=lambda: clock[0])
-    daemon.patient = True
+    daemon.mode = Mode.DAEMON
     for wait in (timedelta(0), timedelta(minutes=1), timedelta(minutes=2)):
         clock[0] += wait
         (run,) = await daemon.run_due(clock[0])

@@ -14,7 +14,7 @@ from tests.fakes import FakeEngine
 from tierflow._config import Config, parse_config
 from tierflow._errors import QueryError, TierflowError, TransientEngineError
 from tierflow._jobs import render_job
-from tierflow._runner import BatchRun, JobStatus, Runner
+from tierflow._runner import BatchRun, JobStatus, Mode, Runner
 from tierflow._state import MemoryStateStore, Outcome, RunStatus
 from tierflow._state._rules import WindowState
 from tierflow._windows import Window
@@ -172,7 +172,7 @@ async def test_a_failing_batch_is_recorded_and_retried(error: Exception) -> None
 
 async def test_a_patient_runner_waits_before_retrying() -> None:
     runner, _, fake = make_runner()
-    runner.patient = True  # the daemon: scheduler.retry_delay (5s by default) after attempt 1
+    runner.mode = Mode.DAEMON  # the daemon: scheduler.retry_delay (5s by default) after attempt 1
     fake.fail_on(0, TransientEngineError("HTTP 503"))
     await runner.run_due(NOW)
     assert await runner.run_due(NOW + timedelta(seconds=4)) == []
@@ -180,6 +180,15 @@ async def test_a_patient_runner_waits_before_retrying() -> None:
     assert [(r.batch.windows, r.status, r.attempts) for r in retry] == [
         ((hourly(0),), RunStatus.SUCCEEDED, (2,))
     ]
+
+
+def test_patient_is_the_old_name_of_daemon_mode() -> None:
+    runner, _, _ = make_runner()
+    assert (runner.mode, runner.patient) == (Mode.ONCE, False)
+    runner.patient = True
+    assert (runner.mode, runner.patient) == (Mode.DAEMON, True)
+    runner.patient = False
+    assert (runner.mode, runner.patient) == (Mode.ONCE, False)
 
 
 async def test_a_failing_coalesced_batch_fails_all_its_windows() -> None:

@@ -1,0 +1,275 @@
+"""Planning: what each job has due, when it next may, and where it stands. Reads the state
+store, writes nothing (but the status gauges and the once-per-window `window_at_risk` log)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from tierflow._config import Config
+from tierflow._errors import UnknownJobError
+from tierflow._gate import Priority
+from tierflow._logging import log_event
+from tierflow._metrics import Metrics
+from tierflow._planner import Batch, coalesce, count_due, due_windows, next_wake, windows_between
+from tierflow._runner._results import ClaimView, JobPlan, JobStatus
+from tierflow._state import LedgerEntry, RunStatus, StateStore
+from tierflow._state._holder import holder_gone
+from tierflow._state._rules import WindowState, state_of
+from tierflow._windows import Window, isoformat
+
+__all__ = ["LATE_DATA", "Mode", "Planning", "select_jobs"]
+
+_FAILED = frozenset({RunStatus.FAILED, RunStatus.ABANDONED})
+LATE_DATA = "late_data"
+
+
+class Mode(StrEnum):
+    """How a runner treats a window that failed.
+
+    `ONCE` (`run-once`, asked for by a person or a cron job): retry it at once, in this run.
+    `DAEMON`: wait a delay doubling per attempt before retrying it (at most `retry_delay` once
+    the window is at risk), so an outage is not hammered.
+    """
+
+    ONCE = "once"
+    DAEMON = "daemon"
+
+
+@dataclass
+class Planning:
+    """A config's jobs read against the state store: plans, wake-ups, status and expiry."""
+
+    config: Config
+    store: StateStore
+    metrics: Metrics
+    #: (job, window start) already logged as `window_at_risk`: each is logged once per runner.
+    _warned: set[tuple[str, datetime]] = field(default_factory=set, init=False, repr=False)
+
+    def origin(self, job: str) -> datetime:
+        """Where a job's first window starts."""
+        spec = self.config.jobs[job]
+        return spec.schedule.first_window(spec.start).start
+
+    def select(self, jobs: Iterable[str] | None) -> list[str]:
+        return select_jobs(self.config, jobs)
+
+    async def plan_job(self, job: str, now: datetime, mode: Mode) -> JobPlan:
+        """The job's due windows at `now`, as batches, and those `max_catchup` skips."""
+        spec = self.config.jobs[job]
+        begin, ledger = await self.ledger(job)
+        # Windows held by other runs are planned too: the claim judges them (their holder may be
+        # dead) and reports who holds them, instead of leaving them silently out.
+        windows = due_windows(
+            spec.schedule,
+            begin=begin,
+            offset=spec.offset,
+            now=now,
+            ledger=ledger,
+            retry_at=self.retry_at if mode is Mode.DAEMON else None,
+            include_held=True,
+        )
+        skipped: list[Window] = []
+        if spec.max_catchup is not None:
+            horizon = now - spec.max_catchup
+            windows, skipped = _split_before(windows, horizon)
+        return JobPlan(job, tuple(coalesce(windows, spec.chunk)), tuple(skipped))
+
+    def retry_at(self, entry: LedgerEntry) -> datetime:
+        """When a failed window may run again: after a delay doubling per attempt, but no later
+        than `retry_delay` after it failed (or than the instant it became at risk, if later)
+        once its source data expires within the tier's margin."""
+        scheduler = self.config.scheduler
+        delay = min(
+            scheduler.retry_delay * (1 << min(max(entry.attempts - entry.attempt_base, 1) - 1, 30)),
+            scheduler.max_retry_delay,
+        )
+        assert entry.finished_at is not None
+        retry_at = entry.finished_at + delay
+        if (expiry := self.retention(entry.job)) is not None:
+            retention, margin = expiry
+            at_risk_from = entry.window.start + retention - margin
+            retry_at = min(retry_at, max(at_risk_from, entry.finished_at + scheduler.retry_delay))
+        return retry_at
+
+    def retention(self, job: str) -> tuple[timedelta, timedelta] | None:
+        """The retention of the job's source tier and its expiry margin (None: data never
+        expires there)."""
+        tier = self.config.tiers[self.config.jobs[job].source]
+        if tier.retention is None:
+            return None
+        return tier.retention, tier.expiry_margin or max(tier.retention / 10, timedelta(hours=1))
+
+    def priority(self, job: str, batch: Batch, now: datetime) -> Priority:
+        """A batch whose oldest window is at risk at `now` (its source data expires within the
+        margin, or has expired) asks for capacity by when that data expires; others by turn."""
+        expiry = self.retention(job)
+        if expiry is None:
+            return Priority()
+        retention, margin = expiry
+        oldest = batch.windows[0].start
+        if oldest >= now - retention + margin:
+            return Priority()
+        return Priority(expires_at=oldest + retention)
+
+    async def ledger(self, job: str) -> tuple[datetime, dict[datetime, LedgerEntry]]:
+        """Where planning starts (watermark, or the first window) and the ledger beyond it."""
+        origin = self.origin(job)
+        begin = max(origin, await self.store.watermark(job) or origin)
+        return begin, {entry.window.start: entry for entry in await self.store.entries(job, begin)}
+
+    async def next_wake(self, job: str, now: datetime, mode: Mode) -> datetime:
+        """When the job may next have work: a window closing, a lease expiring, a retry."""
+        spec = self.config.jobs[job]
+        begin, ledger = await self.ledger(job)
+        return next_wake(
+            spec.schedule,
+            begin=begin,
+            offset=spec.offset,
+            now=now,
+            ledger=ledger,
+            retry_at=self.retry_at if mode is Mode.DAEMON else None,
+        )
+
+    async def status(self, job: str, now: datetime) -> JobStatus:
+        """Where the job stands at `now` (and the lag and pending gauges say so too)."""
+        spec = self.config.jobs[job]
+        begin, ledger = await self.ledger(job)
+        # Windows that max_catchup will skip are not pending: they will never run.
+        counted_from = begin
+        if spec.max_catchup is not None:
+            horizon = spec.schedule.first_window(now - spec.max_catchup).start
+            counted_from = max(begin, horizon)
+        last = await self.store.history(job, limit=1)
+        status = JobStatus(
+            job=job,
+            watermark=await self.store.watermark(job),
+            lag_seconds=max(0.0, (now - begin).total_seconds()),
+            last_status=last[0].status if last else None,
+            failed_windows=sum(e.status in _FAILED for e in ledger.values()),
+            pending_windows=count_due(
+                spec.schedule, begin=counted_from, offset=spec.offset, now=now, ledger=ledger
+            ),
+            rechecked_windows=await self.store.count_attempts(job, reason=LATE_DATA),
+            parked_windows=sum(e.parked for e in ledger.values()),
+            **self._expiry(job, begin, ledger, now),
+            **await self._census(job, now),
+        )
+        self.metrics.windows_at_risk.labels(job).set(status.windows_at_risk)
+        self.metrics.watermark_lag.labels(job).set(status.lag_seconds)
+        self.metrics.windows_pending.labels(job).set(status.pending_windows)
+        self.metrics.windows_parked.labels(job).set(status.parked_windows)
+        return status
+
+    async def _census(self, job: str, now: datetime) -> dict[str, Any]:
+        """Each window from the job's first to the last complete at `now`, by state."""
+        spec = self.config.jobs[job]
+        origin = self.origin(job)
+        until = now - spec.offset
+        total = count_due(spec.schedule, begin=origin, offset=spec.offset, now=now, ledger={})
+        census = await self.store.census(job, origin, until)
+        states: Counter[WindowState] = Counter(dict.fromkeys(WindowState, 0))
+        for (status, parked), count in census.counts.items():
+            states[state_of(status, parked)] += count
+        # A window without a ledger row has never been claimed: it waits for its first run.
+        states[WindowState.PENDING] = total - sum(states.values())
+        claims = tuple(
+            ClaimView(
+                e.window,
+                e.run_id,
+                e.holder,
+                e.lease_expires_at,
+                e.lease_expires_at is None
+                or e.lease_expires_at <= now
+                or (e.holder is not None and holder_gone(e.holder)),
+            )
+            for e in census.running
+        )
+        return {"window_states": dict(states), "claims": claims}
+
+    def _expiry(
+        self, job: str, begin: datetime, ledger: dict[datetime, LedgerEntry], now: datetime
+    ) -> dict[str, Any]:
+        """Windows not yet done whose source data expires within the tier's margin (at risk),
+        or has expired already (lost: never silently skipped, always reported)."""
+        spec = self.config.jobs[job]
+        if (expiry := self.retention(job)) is None:
+            return {}
+        retention, margin = expiry
+        risky_before, lost_before = now - retention + margin, now - retention
+        # Due windows, and parked ones: those wait for a person, not for the clock.
+        due = due_windows(spec.schedule, begin=begin, offset=spec.offset, now=now, ledger=ledger)
+        undone = list(_until(due, risky_before))
+        undone += [e.window for e in ledger.values() if e.parked and e.window.start < risky_before]
+        for window in undone:
+            if (job, window.start) not in self._warned:
+                self._warned.add((job, window.start))
+                log_event(
+                    "window_at_risk",
+                    level=logging.WARNING,
+                    job=job,
+                    window_start=isoformat(window.start),
+                    window_stop=isoformat(window.stop),
+                    expires_at=isoformat(window.start + retention),
+                    lost=window.start < lost_before,
+                )
+        lost = sum(window.start < lost_before for window in undone)
+        return {"expiry_risk": bool(undone), "windows_at_risk": len(undone), "windows_lost": lost}
+
+    def backfill_batches(
+        self, job: str, start: datetime, stop: datetime, now: datetime
+    ) -> list[Batch]:
+        """Every window of `job` that overlaps `[start, stop)`, is on or after the job's start and
+        is complete at `now` (stop + offset), whatever the ledger says, as batches."""
+        self.select([job])
+        spec = self.config.jobs[job]
+        origin = self.origin(job)
+        windows = (
+            w
+            for w in windows_between(spec.schedule, max(start, origin), stop)
+            if w.start >= origin and w.stop + spec.offset <= now
+        )
+        return list(coalesce(windows, spec.chunk))
+
+
+def select_jobs(config: Config, jobs: Iterable[str] | None) -> list[str]:
+    """The named jobs (all when None); UnknownJobError names the first the config lacks."""
+    chosen = list(config.jobs) if jobs is None else list(jobs)
+    unknown = [job for job in chosen if job not in config.jobs]
+    if unknown:
+        raise UnknownJobError(
+            f"unknown job {unknown[0]!r}; jobs in {config.path}: {', '.join(config.jobs) or 'none'}"
+        )
+    return chosen
+
+
+def _until(windows: Iterable[Window], before: datetime) -> Iterator[Window]:
+    """The windows of an ordered stream that start before `before`."""
+    for window in windows:
+        if window.start >= before:
+            return
+        yield window
+
+
+def _split_before(
+    windows: Iterable[Window], horizon: datetime
+) -> tuple[Iterator[Window], list[Window]]:
+    """Split an ordered window stream into those starting before `horizon` (listed) and the
+    rest (still lazy)."""
+    stream = iter(windows)
+    before: list[Window] = []
+    for window in stream:
+        if window.start >= horizon:
+            return _prepend(window, stream), before
+        before.append(window)
+    return iter(()), before
+
+
+def _prepend(first: Window, rest: Iterator[Window]) -> Iterator[Window]:
+    yield first
+    yield from rest
