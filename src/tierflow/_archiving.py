@@ -23,7 +23,7 @@ from tierflow._archive import ParquetArchive, PointBatch, open_archive
 from tierflow._archive._archive import StagedWindow
 from tierflow._config import ArchiveJob, Config, TierConfig
 from tierflow._engines import Engine
-from tierflow._errors import EngineError, QueryError
+from tierflow._errors import ArchiveMismatchError, EngineError
 from tierflow._flux_export import (
     count_script,
     export_flux,
@@ -42,10 +42,6 @@ from tierflow._transfer import Transfer, write_batches
 from tierflow._windows import Window, isoformat
 
 __all__ = ["ArchiveMismatchError", "Archives", "archive_window", "restore"]
-
-
-class ArchiveMismatchError(QueryError):
-    """The archive holds a different number of values than the source: the window is not done."""
 
 
 @dataclass

@@ -433,6 +433,14 @@ class Config:
         """A query job's template file: as written if absolute, else beside the config file."""
         return job.template if job.template.is_absolute() else self.path.parent / job.template
 
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, base_dir: Path | str | None = None) -> Config:
+        """A config from a mapping shaped like the TOML file (`{"jobs": {"cpu_5m": {...}}}`),
+        validated the same way; ConfigError names each key path at fault. Relative paths
+        (templates, archives, a SQLite state file) are taken from `base_dir` (default: the
+        working directory); messages call the mapping `<mapping>`."""
+        return parse_config(data, Path(base_dir if base_dir is not None else ".") / "<mapping>")
+
 
 @dataclass(frozen=True, slots=True)
 class _Problem:

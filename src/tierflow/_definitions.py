@@ -33,7 +33,7 @@ from tierflow._config import (
     QueryJob,
 )
 from tierflow._durations import format_duration
-from tierflow._errors import ConfigError, TemplateError
+from tierflow._errors import JobRedefinedError, TemplateError
 from tierflow._logging import log_event
 from tierflow._runner import select_jobs
 from tierflow._state import JobDefinition, StateStore, open_state_store
@@ -56,10 +56,6 @@ __all__ = [
 
 #: Before any window a ledger could hold (the stores take microseconds since the epoch).
 _BEGINNING = datetime(1, 1, 1, tzinfo=UTC)
-
-
-class JobRedefinedError(ConfigError):
-    """A job's definition differs from the one recorded with its ledger (exit 2)."""
 
 
 @dataclass(frozen=True, slots=True)

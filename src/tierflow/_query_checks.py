@@ -21,16 +21,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from tierflow._errors import TemplateError
+from tierflow._errors import UnsafeQueryError
 from tierflow._flux_syntax import Call, Kind, Token, calls, parse_time, statements, tokenize
 from tierflow._templates import RenderedQuery
 from tierflow._windows import Window, isoformat
 
 __all__ = ["Target", "UnsafeQueryError", "check_query"]
-
-
-class UnsafeQueryError(TemplateError):
-    """A rendered query breaks a rule that must hold before it may be sent."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,13 @@ from typing import TYPE_CHECKING, Any
 from tierflow._clock import Clock, utc_now
 from tierflow._config import ArchiveJob, Config, DownsampleJob
 from tierflow._engines import Engine, engine_for
-from tierflow._errors import EngineError, TemplateError, TierflowError, UnknownJobError
-from tierflow._field_check import warn_missing_fields
+from tierflow._errors import (
+    ArchiveMismatchError,
+    EngineError,
+    TemplateError,
+    TierflowError,
+    UnknownJobError,
+)
 from tierflow._gate import Priority, PriorityGate
 from tierflow._jobs import (
     dialect_of,
@@ -199,7 +204,14 @@ class Runner:
         return self.engine(self.config.tiers[self.config.jobs[job].source].connection)
 
     async def aclose(self) -> None:
+        """Close the engines this runner opened (the state store is the caller's)."""
         await asyncio.gather(*(engine.aclose() for engine in self.engines.values()))
+
+    async def __aenter__(self) -> Runner:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
 
     def origin(self, job: str) -> datetime:
         """Where a job's first window starts."""
@@ -414,6 +426,8 @@ class Runner:
             and job not in self._fields_checked
         ):
             self._fields_checked.add(job)  # once per job and runner: a lookup, not one per window
+            from tierflow._field_check import warn_missing_fields  # pyarrow: only here
+
             async with self._capacity(job):
                 await warn_missing_fields(
                     self.engine_of(job), job, spec, self.config.tiers[spec.source], now=now
@@ -682,7 +696,8 @@ class Runner:
                 return await self._relay(job, spec, batch, query.deletes), prints, query, None
             database = self.config.tiers[spec.dest].database
             written = (await self.engine_of(job).execute(query, database=database)).points_written
-        except (EngineError, TemplateError) as exc:
+        # A refused query and an archive that came out short are both failed attempts.
+        except (EngineError, TemplateError, ArchiveMismatchError) as exc:
             if isinstance(exc, CircuitOpenError):
                 self._refused.add((job, batch.range.start))
             return 0, {}, query, str(exc)

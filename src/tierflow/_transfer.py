@@ -25,10 +25,10 @@ import pyarrow.compute as pc
 from tierflow._archive import FieldType, PointBatch, widen
 from tierflow._config import TierConfig
 from tierflow._engines import Engine, Series
-from tierflow._errors import AuthError, EngineError
+from tierflow._errors import AuthError, EngineError, WriteRefusedError
 from tierflow._flux_export import annotated_batches
 from tierflow._influxql_export import field_keys_influxql
-from tierflow._lineprotocol import LineProtocolError, Piece, encode_batch, ns_isoformat, point_ns
+from tierflow._lineprotocol import LineProtocolError, Piece, encode_batch
 from tierflow._templates import RenderedQuery
 
 __all__ = [
@@ -239,56 +239,6 @@ async def write_batches(
         await asyncio.gather(*posts, return_exceptions=True)
         raise
     return Transfer(points, dropped, sent, requests, tuple(failed.values()))
-
-
-class WriteRefusedError(EngineError):
-    """A measurement's points that cannot be written: the encoder or the server refused them.
-    The message names the measurement, the field (or tag) at fault where known, and the time
-    of the first offending point."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        measurement: str,
-        column: str | None,
-        time_ns: int,
-        reason: str,
-        status: int | None = None,
-    ) -> None:
-        super().__init__(message, status=status)
-        self.measurement = measurement
-        self.column = column
-        self.time_ns = time_ns
-        self.reason = reason
-
-    @classmethod
-    def of(
-        cls,
-        measurement: str,
-        batch: PointBatch,
-        column: str | None,
-        row: int,
-        cause: Exception,
-        *,
-        exact: bool = True,
-    ) -> WriteRefusedError:
-        """The refusal of `batch`'s `row` (`exact`), or of a body starting at that row (when the
-        server did not say which point it refused)."""
-        kind = "tag" if column in {batch.key(name) for name in batch.tags} else "field"
-        at = f"{kind} {column!r}, " if column is not None else ""
-        time_ns = point_ns(batch.data, row)
-        where = "first offending point at" if exact else "a body of points from"
-        error = cls(
-            f"measurement {measurement!r}, {at}{where} {ns_isoformat(time_ns)}: {cause}",
-            measurement=measurement,
-            column=column,
-            time_ns=time_ns,
-            reason=str(cause),
-            status=getattr(cause, "status", None),
-        )
-        error.__cause__ = cause
-        return error
 
 
 # How 1.x words a field type conflict (tsdb/field_validator.go).
