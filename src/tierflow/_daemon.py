@@ -8,11 +8,12 @@ runs exactly the windows that are due. On shutdown no new window starts; windows
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -150,7 +151,7 @@ async def serve(
     stopping: asyncio.Event | None = None,
     signals: bool = True,
     trace_memory: float | None = None,
-    on_started: Callable[[Runner], None] | None = None,
+    on_started: Callable[[Runner], Awaitable[None] | None] | None = None,
     on_stopped: Callable[[], None] | None = None,
 ) -> None:
     """Run the daemon on `config` (what `tierflow run` does) until SIGTERM or SIGINT, or until
@@ -162,16 +163,16 @@ async def serve(
     claimed until their lease expires). `signals=False` leaves the process's signals alone (the
     caller sets `stopping`). Each job's definition must match the one its ledger was recorded
     with (`JobRedefinedError` if not). `trace_memory` logs RSS and the top allocation sites every
-    so many seconds; `on_started` is called with the runner before the first window,
-    `on_stopped` once the daemon has stopped."""
+    so many seconds; `on_started` is called (and awaited if it returns an awaitable) with the
+    runner before the first window, `on_stopped` once the daemon has stopped."""
     from tierflow._definitions import accept_definitions
 
     loaded = as_config(config)
     async with Tierflow(loaded, state=state) as tf:
         accept_definitions(loaded, tf.store, None)
         daemon = Daemon(tf.runner, stopping=stopping or asyncio.Event())
-        if on_started is not None:
-            on_started(tf.runner)
+        if on_started is not None and inspect.isawaitable(started := on_started(tf.runner)):
+            await started
         handled = _handle_signals(daemon) if signals else []
         server = MetricsServer(tf.runner, loaded.server) if loaded.server else None
         tracer = None
