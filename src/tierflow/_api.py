@@ -102,7 +102,7 @@ class Tierflow:
         finally:
             if store is not None and store is not self._state:
                 self._store = None
-                store.close()
+                await store.aclose()
 
     @property
     def store(self) -> StateStore:
@@ -141,7 +141,7 @@ class Tierflow:
     ) -> list[JobPlan]:
         """The windows due at `now` per job (all jobs by default), as the batches that would
         run them; nothing is run or recorded."""
-        return self.runner.plan(self._now(now), jobs)
+        return await self.runner.plan(self._now(now), jobs)
 
     async def run_once(
         self, jobs: Iterable[str] | None = None, now: datetime | None = None, *, wait: bool = False
@@ -154,7 +154,7 @@ class Tierflow:
         from tierflow._definitions import accept_definitions
 
         chosen = select_jobs(self.config, jobs)
-        accept_definitions(self.config, self.store, chosen)
+        await accept_definitions(self.config, self.store, chosen)
         at = self._now(now)
         self.runner.check_fields = True
         if wait:
@@ -163,7 +163,7 @@ class Tierflow:
 
     async def held(self) -> list[LedgerEntry]:
         """The windows the last run found held by other runs and still not done."""
-        return self.runner.held_undone()
+        return await self.runner.held_undone()
 
     async def backfill(
         self, job: str, start: datetime, stop: datetime, now: datetime | None = None
@@ -182,7 +182,7 @@ class Tierflow:
             raise InvalidInputError("give both start and stop, or neither")
         if start is not None and stop is not None:
             start, stop = _range(start, stop)
-        return self.runner.requeue(job, start, stop)
+        return await self.runner.requeue(job, start, stop)
 
     # -- where things stand ----------------------------------------------------------------------
 
@@ -190,17 +190,17 @@ class Tierflow:
         self, jobs: Iterable[str] | None = None, now: datetime | None = None
     ) -> list[JobStatus]:
         """Per job: watermark, lag, failed, parked and pending windows, claims, expiry risk."""
-        return self.runner.status(self._now(now), jobs)
+        return await self.runner.status(self._now(now), jobs)
 
     async def next_wake(self, job: str, now: datetime | None = None) -> datetime:
         """When `job` next has a window to run, as seen at `now`."""
         select_jobs(self.config, [job])
-        return self.runner.next_wake(job, self._now(now))
+        return await self.runner.next_wake(job, self._now(now))
 
     async def history(self, job: str, *, limit: int = 50) -> list[Attempt]:
         """`job`'s latest attempts, newest first."""
         select_jobs(self.config, [job])
-        return self.store.history(job, limit=limit)
+        return await self.store.history(job, limit=limit)
 
     # -- the tiers -------------------------------------------------------------------------------
 
@@ -215,7 +215,7 @@ class Tierflow:
         if online and not problems:
             problems = await check_servers(self.config)
         if not any(problem.unreachable for problem in problems):
-            problems += definition_problems(self.config)
+            problems += await definition_problems(self.config)
         warnings = [p.render() for p in problems if p.warning]
         warnings += warnings_for(self.config, self._now(now))
         return Validation(tuple(p for p in problems if not p.warning), tuple(warnings))

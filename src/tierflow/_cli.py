@@ -39,11 +39,13 @@ from tierflow._clock import utc_now
 from tierflow._config import DEFAULT_CONFIG, load_config
 from tierflow._errors import ApplyRefusedError, InvalidInputError
 from tierflow._logging import configure_logging
-from tierflow._runner import BatchRun, Runner
+from tierflow._runner import BatchRun, JobStatus, Runner
 from tierflow._state import LedgerEntry
 
 if TYPE_CHECKING:
-    pass
+    from datetime import datetime
+
+    from tierflow._definitions import DefinitionCheck
 
 __all__ = ["app", "main"]
 
@@ -107,7 +109,7 @@ def plan(
     at = instant(now, "--now")
     with session(config, jobs) as (loaded, tf):
         plans = asyncio.run(tf.plan(at, jobs))
-        checks = {c.job: c for c in check_definitions(loaded, tf.store, jobs)}
+        checks = {c.job: c for c in asyncio.run(check_definitions(loaded, tf.store, jobs))}
         body: dict[str, Any] = {
             "jobs": [
                 {
@@ -213,11 +215,11 @@ def run(
     quiet = logging.getLogger("tierflow").getEffectiveLevel() >= logging.WARNING
     display = DaemonDisplay(err) if err.is_terminal and quiet else None
 
-    def shown(runner: Runner) -> None:
+    async def shown(runner: Runner) -> None:
         if display is not None:
             display.attach()
             runner.on_progress = display.advance
-            display.catch_up(sum(len(p.windows) for p in runner.plan(utc_now())))
+            display.catch_up(sum(len(p.windows) for p in await runner.plan(utc_now())))
 
     with mapped_errors():
         loaded = load_config(config)
@@ -304,10 +306,18 @@ def status(
 
     at = instant(now, "--now")
     with session(config, jobs) as (loaded, tf):
-        rows = asyncio.run(tf.status(jobs, at))
-        checks = {c.job: c for c in check_definitions(loaded, tf.store, jobs)}
-        # When each job next has work: now if windows are pending, else the planner's next wake.
-        wakes = {s.job: at if s.pending_windows else tf.runner.next_wake(s.job, at) for s in rows}
+
+        async def read() -> tuple[list[JobStatus], list[DefinitionCheck], dict[str, datetime]]:
+            rows = await tf.status(jobs, at)
+            found = await check_definitions(loaded, tf.store, jobs)
+            # When each job next has work: now if windows are pending, else the next wake.
+            wakes = {
+                s.job: at if s.pending_windows else await tf.next_wake(s.job, at) for s in rows
+            }
+            return rows, found, wakes
+
+        rows, found, wakes = asyncio.run(read())
+        checks = {c.job: c for c in found}
     body: list[dict[str, Any]] = [
         {
             "job": s.job,

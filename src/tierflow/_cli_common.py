@@ -120,7 +120,7 @@ def session(
             if checked:
                 from tierflow._definitions import accept_definitions
 
-                accept_definitions(loaded, tf.store, jobs)
+                asyncio.run(accept_definitions(loaded, tf.store, jobs))
             yield loaded, tf
         finally:
             asyncio.run(tf.aclose())

@@ -3,6 +3,7 @@ redefined since its ledger was recorded (see `tierflow._definitions`)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -73,7 +74,7 @@ def reset(
 
     since = instant(start, "--from") if start is not None else None
     with session(config, [job]) as (loaded, tf):
-        done = reset_job(loaded, tf.store, job, since, dry_run=dry_run)
+        done = asyncio.run(reset_job(loaded, tf.store, job, since, dry_run=dry_run))
     if as_json:
         print_json(
             {

@@ -71,8 +71,9 @@ class Daemon:
                 await self.runner.run_job(job, now)
                 if not self.stopping.is_set():
                     await self.runner.recheck(job, now)
-                self.runner.status(self.clock(), [job])  # refreshes the lag and pending gauges
-                wake = self.runner.next_wake(job, self.clock())
+                # Refreshes the lag and pending gauges.
+                await self.runner.status(self.clock(), [job])
+                wake = await self.runner.next_wake(job, self.clock())
                 pause = min(wake - self.clock(), self.max_sleep)
             except TierflowError as exc:
                 # The state store or the config went wrong under us: say so, pause, try again.
@@ -126,7 +127,7 @@ class MetricsServer:
 
         checks: dict[str, str] = {}
         try:
-            self.runner.store.jobs()
+            await self.runner.store.jobs()
             checks["state"] = "ok"
         except TierflowError as exc:
             checks["state"] = str(exc)
@@ -169,7 +170,7 @@ async def serve(
 
     loaded = as_config(config)
     async with Tierflow(loaded, state=state) as tf:
-        accept_definitions(loaded, tf.store, None)
+        await accept_definitions(loaded, tf.store, None)
         daemon = Daemon(tf.runner, stopping=stopping or asyncio.Event())
         if on_started is not None and inspect.isawaitable(started := on_started(tf.runner)):
             await started

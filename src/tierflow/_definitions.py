@@ -16,6 +16,7 @@ max_catchup, retries, concurrency, replace, allow_cross_org) do not.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ from tierflow._errors import JobRedefinedError, TemplateError
 from tierflow._logging import log_event
 from tierflow._runner import select_jobs
 from tierflow._state import JobDefinition, StateStore, open_state_store
+from tierflow._state._rules import reset_watermark
 from tierflow._templates import template_version
 from tierflow._validation import Problem
 from tierflow._windows import isoformat
@@ -167,22 +169,22 @@ def _shown(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def check_definitions(
+async def check_definitions(
     config: Config, store: StateStore, jobs: Iterable[str] | None = None
 ) -> list[DefinitionCheck]:
     """Each chosen job's configured definition against the one its ledger was recorded with."""
     checks = []
     for name in select_jobs(config, jobs):
         now = job_definition(config, name)
-        recorded = store.definition(name)
-        if store.watermark(name) is None:
+        recorded = await store.definition(name)
+        if await store.watermark(name) is None:
             # Never registered: no window ran under any definition, so none can be stale.
             checks.append(DefinitionCheck(name, "new", now))
         elif recorded is None:
             checks.append(DefinitionCheck(name, "unrecorded", now))
         elif recorded.body == now.body:
             checks.append(DefinitionCheck(name, "same", now))
-        elif not _has_output(config, store, name):
+        elif not await _has_output(config, store, name):
             # Every window so far failed (a wrong URL, say): no output can be stale.
             checks.append(DefinitionCheck(name, "new", now, changes(recorded, now)))
         else:
@@ -190,15 +192,15 @@ def check_definitions(
     return checks
 
 
-def _has_output(config: Config, store: StateStore, job: str) -> bool:
+async def _has_output(config: Config, store: StateStore, job: str) -> bool:
     """Whether any window of `job` is done (succeeded or skipped) under its recorded definition."""
     spec = config.jobs[job]
-    mark = store.watermark(job)
+    mark = await store.watermark(job)
     # A watermark only passes done windows: past the first window, one is done (the ledger is
     # read only when it is not, which is rare).
     if mark is not None and mark > spec.schedule.first_window(spec.start).start:
         return True
-    return any(entry.status.done for entry in store.entries(job, _BEGINNING))
+    return any(entry.status.done for entry in await store.entries(job, _BEGINNING))
 
 
 def refusal(config: Config, check: DefinitionCheck) -> str:
@@ -231,19 +233,22 @@ def summary(check: DefinitionCheck) -> str:
     )
 
 
-def accept_definitions(config: Config, store: StateStore, jobs: Iterable[str] | None) -> None:
+async def accept_definitions(config: Config, store: StateStore, jobs: Iterable[str] | None) -> None:
     """Before running: refuse (JobRedefinedError, naming every redefined job) if any chosen job's
     definition changed; otherwise record the definitions of jobs seen for the first time, and of
     jobs whose ledger predates recorded definitions (logged: what changed before cannot be told)."""
-    checks = check_definitions(config, store, jobs)
+    checks = await check_definitions(config, store, jobs)
     redefined = [check for check in checks if check.state == "changed"]
     if redefined:
         raise JobRedefinedError(
             "\n".join(refusal(config, check) for check in redefined) + "\nnothing was run"
         )
     for check in checks:
-        if check.state in {"new", "unrecorded"} and store.definition(check.job) != check.definition:
-            store.record_definition(check.job, check.definition)
+        if (
+            check.state in {"new", "unrecorded"}
+            and await store.definition(check.job) != check.definition
+        ):
+            await store.record_definition(check.job, check.definition)
             replaced = "replaced" if check.changes else check.state
             log_event(
                 "definition_recorded",
@@ -269,24 +274,22 @@ class ResetPlan:
     changes: tuple[Change, ...]
 
 
-def reset_job(
+async def reset_job(
     config: Config, store: StateStore, job: str, since: datetime | None, *, dry_run: bool
 ) -> ResetPlan:
     """Forget `job`'s ledger and watermark from the start of the window holding `since` on (all
     of it when None), and record its current definition; with `dry_run`, only say so. Nothing
     in InfluxDB or the archive is touched: the next run writes the windows again."""
-    (check,) = check_definitions(config, store, [job])
+    (check,) = await check_definitions(config, store, [job])
     spec = config.jobs[job]
     origin = spec.schedule.first_window(spec.start).start
     if since is not None:
         since = spec.schedule.window_at(since).start
-    before = store.watermark(job)
-    after = before
-    if before is not None:
-        after = origin if since is None else min(before, since)
-    count = len(store.entries(job, since or _BEGINNING))
+    before = await store.watermark(job)
+    after = None if before is None else reset_watermark(before, since, origin)
+    count = len(await store.entries(job, since or _BEGINNING))
     if not dry_run:
-        count = store.reset(job, check.definition, since=since, origin=origin)
+        count = await store.reset(job, check.definition, since=since, origin=origin)
         log_event(
             "job_reset",
             level=logging.WARNING,
@@ -300,12 +303,19 @@ def reset_job(
     return ResetPlan(job, since, count, before, after, check.changes)
 
 
-def definition_problems(config: Config) -> list[Problem]:
+async def definition_problems(config: Config) -> list[Problem]:
     """For `validate`: jobs whose definition differs from their ledger's, when the state store
     exists already (validate creates none: it may run where tierflow does not)."""
-    url = config.state.url
-    if not url.startswith("sqlite:///") or not Path(url.removeprefix("sqlite:///")).is_file():
+    store = await asyncio.to_thread(_existing_store, config.state.url)
+    if store is None:
         return []
-    with open_state_store(url) as store:
-        checks = check_definitions(config, store)
+    async with store:
+        checks = await check_definitions(config, store)
     return [Problem(summary(check), job=check.job) for check in checks if check.state == "changed"]
+
+
+def _existing_store(url: str) -> StateStore | None:
+    """The SQLite store `url` names if its file exists (None otherwise, or for another store)."""
+    if not url.startswith("sqlite:///") or not Path(url.removeprefix("sqlite:///")).is_file():
+        return None
+    return open_state_store(url)

@@ -220,13 +220,13 @@ class Runner:
 
     # -- planning (reads the store, writes nothing) ---------------------------------------------
 
-    def plan(self, now: datetime, jobs: Iterable[str] | None = None) -> list[JobPlan]:
+    async def plan(self, now: datetime, jobs: Iterable[str] | None = None) -> list[JobPlan]:
         """The due windows of each job at `now`, as batches."""
-        return [self._plan_job(job, now) for job in self._select(jobs)]
+        return [await self._plan_job(job, now) for job in self._select(jobs)]
 
-    def _plan_job(self, job: str, now: datetime) -> JobPlan:
+    async def _plan_job(self, job: str, now: datetime) -> JobPlan:
         spec = self.config.jobs[job]
-        begin, ledger = self._ledger(job)
+        begin, ledger = await self._ledger(job)
         # Windows held by other runs are planned too: the claim judges them (their holder may be
         # dead) and reports who holds them, instead of leaving them silently out.
         windows = due_windows(
@@ -281,16 +281,16 @@ class Runner:
             return Priority()
         return Priority(expires_at=oldest + retention)
 
-    def _ledger(self, job: str) -> tuple[datetime, dict[datetime, LedgerEntry]]:
+    async def _ledger(self, job: str) -> tuple[datetime, dict[datetime, LedgerEntry]]:
         """Where planning starts (watermark, or the first window) and the ledger beyond it."""
         origin = self.origin(job)
-        begin = max(origin, self.store.watermark(job) or origin)
-        return begin, {entry.window.start: entry for entry in self.store.entries(job, begin)}
+        begin = max(origin, await self.store.watermark(job) or origin)
+        return begin, {entry.window.start: entry for entry in await self.store.entries(job, begin)}
 
-    def next_wake(self, job: str, now: datetime) -> datetime:
+    async def next_wake(self, job: str, now: datetime) -> datetime:
         """When the job may next have work: a window closing, a lease expiring, a retry."""
         spec = self.config.jobs[job]
-        begin, ledger = self._ledger(job)
+        begin, ledger = await self._ledger(job)
         return next_wake(
             spec.schedule,
             begin=begin,
@@ -300,32 +300,32 @@ class Runner:
             retry_at=self._retry_at if self.patient else None,
         )
 
-    def status(self, now: datetime, jobs: Iterable[str] | None = None) -> list[JobStatus]:
+    async def status(self, now: datetime, jobs: Iterable[str] | None = None) -> list[JobStatus]:
         """Where each job stands at `now` (and the lag and pending gauges say so too)."""
-        return [self._status(job, now) for job in self._select(jobs)]
+        return [await self._status(job, now) for job in self._select(jobs)]
 
-    def _status(self, job: str, now: datetime) -> JobStatus:
+    async def _status(self, job: str, now: datetime) -> JobStatus:
         spec = self.config.jobs[job]
-        begin, ledger = self._ledger(job)
+        begin, ledger = await self._ledger(job)
         # Windows that max_catchup will skip are not pending: they will never run.
         counted_from = begin
         if spec.max_catchup is not None:
             horizon = spec.schedule.first_window(now - spec.max_catchup).start
             counted_from = max(begin, horizon)
-        last = self.store.history(job, limit=1)
+        last = await self.store.history(job, limit=1)
         status = JobStatus(
             job=job,
-            watermark=self.store.watermark(job),
+            watermark=await self.store.watermark(job),
             lag_seconds=max(0.0, (now - begin).total_seconds()),
             last_status=last[0].status if last else None,
             failed_windows=sum(e.status in _FAILED for e in ledger.values()),
             pending_windows=count_due(
                 spec.schedule, begin=counted_from, offset=spec.offset, now=now, ledger=ledger
             ),
-            rechecked_windows=self.store.count_attempts(job, reason=LATE_DATA),
+            rechecked_windows=await self.store.count_attempts(job, reason=LATE_DATA),
             parked_windows=sum(e.parked for e in ledger.values()),
             **self._expiry(job, begin, ledger, now),
-            **self._census(job, now),
+            **await self._census(job, now),
         )
         self.metrics.windows_at_risk.labels(job).set(status.windows_at_risk)
         self.metrics.watermark_lag.labels(job).set(status.lag_seconds)
@@ -333,13 +333,13 @@ class Runner:
         self.metrics.windows_parked.labels(job).set(status.parked_windows)
         return status
 
-    def _census(self, job: str, now: datetime) -> dict[str, Any]:
+    async def _census(self, job: str, now: datetime) -> dict[str, Any]:
         """Each window from the job's first to the last complete at `now`, by state."""
         spec = self.config.jobs[job]
         origin = self.origin(job)
         until = now - spec.offset
         total = count_due(spec.schedule, begin=origin, offset=spec.offset, now=now, ledger={})
-        census = self.store.census(job, origin, until)
+        census = await self.store.census(job, origin, until)
         states: Counter[WindowState] = Counter(dict.fromkeys(WindowState, 0))
         for (status, parked), count in census.counts.items():
             states[state_of(status, parked)] += count
@@ -415,9 +415,9 @@ class Runner:
 
     async def run_job(self, job: str, now: datetime) -> list[BatchRun]:
         """Record the windows `max_catchup` skips, then run the job's due batches."""
-        plan = self._plan_job(job, now)
+        plan = await self._plan_job(job, now)
         if plan.skipped:
-            self._skip(job, plan.skipped)
+            await self._skip(job, plan.skipped)
         spec = self.config.jobs[job]
         if (
             self.check_fields
@@ -451,7 +451,7 @@ class Runner:
         since = now - spec.recheck
         known = {
             entry.window: entry.fingerprint
-            for entry in self.store.entries(job, spec.schedule.window_at(since).start)
+            for entry in await self.store.entries(job, spec.schedule.window_at(since).start)
             if entry.status is RunStatus.SUCCEEDED
             and entry.fingerprint is not None
             and entry.window.stop > since
@@ -471,14 +471,14 @@ class Runner:
             self.metrics.windows_rechecked.labels(job).inc(len(changed))
         return await self._execute(job, list(coalesce(changed, spec.chunk)), reason=LATE_DATA)
 
-    def _skip(self, job: str, windows: Sequence[Window]) -> None:
-        self.store.ensure_job(job, self.origin(job))
+    async def _skip(self, job: str, windows: Sequence[Window]) -> None:
+        await self.store.ensure_job(job, self.origin(job))
         run_id = uuid.uuid4().hex
         for chunk in _chunks(windows, _SKIP_CHUNK):
             at = self.clock()
             # Only windows still due: one another run finished or holds since planning is not
             # skipped over its result.
-            claim = self.store.claim(
+            claim = await self.store.claim(
                 job,
                 chunk,
                 run_id=run_id,
@@ -490,7 +490,7 @@ class Runner:
             self._note_refused(job, claim, {"job": job, "run_id": run_id, "reason": "max_catchup"})
             if claim.taken:
                 outcome = Outcome(RunStatus.SKIPPED, at, 0.0, error="older than max_catchup")
-                self.store.finish(job, claim.taken, run_id=run_id, outcome=outcome)
+                await self.store.finish(job, claim.taken, run_id=run_id, outcome=outcome)
         self.metrics.window_runs.labels(job, RunStatus.SKIPPED.value).inc(len(windows))
         log_event(
             "windows_skipped",
@@ -505,7 +505,7 @@ class Runner:
         """Run batches oldest first, at most `parallel_windows` of them at a time."""
         if not batches:
             return []
-        self.store.ensure_job(job, self.origin(job))
+        await self.store.ensure_job(job, self.origin(job))
         pending = iter(batches)
         runs: list[BatchRun] = []
 
@@ -556,7 +556,7 @@ class Runner:
         if priority is not None and priority.expires_at is not None:
             fields["at_risk"] = True
             fields["expires_at"] = isoformat(priority.expires_at)
-        claim = self.store.claim(
+        claim = await self.store.claim(
             job,
             batch.windows,
             run_id=run_id,
@@ -581,7 +581,7 @@ class Runner:
                     "window_stop": isoformat(part.range.stop),
                     "attempt": max(
                         e.attempts
-                        for e in self.store.entries(job, part.range.start, part.range.stop)
+                        for e in await self.store.entries(job, part.range.start, part.range.stop)
                     ),
                 }
                 run = await self._run_part(job, part, run_id, reason, part_fields)
@@ -591,7 +591,7 @@ class Runner:
         except asyncio.CancelledError:
             if not outstanding:
                 raise
-            self._finish(
+            await self._finish(
                 job,
                 Batch(tuple(outstanding)),
                 run_id,
@@ -639,7 +639,7 @@ class Runner:
     ) -> BatchRun | None:
         """Run claimed windows as one query and record the outcome (None: the claim was lost)."""
         attempts = tuple(
-            e.attempts for e in self.store.entries(job, batch.range.start, batch.range.stop)
+            e.attempts for e in await self.store.entries(job, batch.range.start, batch.range.stop)
         )
         log_event("window_started", level=logging.DEBUG, windows=len(batch.windows), **fields)
         began = time.perf_counter()
@@ -659,11 +659,11 @@ class Runner:
             error=error,
             fingerprints=prints,
         )
-        watermark = self._finish(job, batch, run_id, outcome)
+        watermark = await self._finish(job, batch, run_id, outcome)
         if watermark is None:
             return None  # the claim was lost: the run that took the windows over reports them
         if error:
-            self._report_parked(job, batch, fields)
+            await self._report_parked(job, batch, fields)
         self.metrics.window_runs.labels(job, status.value).inc(len(batch.windows))
         self.metrics.window_run_duration.labels(job).observe(outcome.duration_s)
         log_event(
@@ -774,13 +774,15 @@ class Runner:
         found = await engine.query(query.text, database=source.database) if query.text else []
         return fingerprints(found, batch)
 
-    def _finish(self, job: str, batch: Batch, run_id: str, outcome: Outcome) -> datetime | None:
+    async def _finish(
+        self, job: str, batch: Batch, run_id: str, outcome: Outcome
+    ) -> datetime | None:
         # A window the circuit refused was never sent: an outage must not park every window.
         refused = (job, batch.range.start) in self._refused
         self._refused.discard((job, batch.range.start))
         park_after = None if refused else self.config.scheduler.max_window_attempts
         try:
-            return self.store.finish(
+            return await self.store.finish(
                 job, batch.windows, run_id=run_id, outcome=outcome, park_after=park_after
             )
         except TierflowError as exc:
@@ -790,10 +792,10 @@ class Runner:
             )
             return None
 
-    def _report_parked(self, job: str, batch: Batch, fields: dict[str, Any]) -> None:
+    async def _report_parked(self, job: str, batch: Batch, fields: dict[str, Any]) -> None:
         parked = [
             entry
-            for entry in self.store.entries(job, batch.range.start, batch.range.stop)
+            for entry in await self.store.entries(job, batch.range.start, batch.range.stop)
             if entry.parked
         ]
         if parked:
@@ -805,7 +807,7 @@ class Runner:
                 **fields,
             )
 
-    def held_undone(self) -> list[LedgerEntry]:
+    async def held_undone(self) -> list[LedgerEntry]:
         """The windows this runner's claims found held by other runs that are still not done
         (as the ledger has them now: who holds them, until when), oldest first per job."""
         found: dict[tuple[str, datetime], LedgerEntry] = {}
@@ -813,7 +815,7 @@ class Runner:
             key = (seen.job, seen.window.start)
             if key in found:
                 continue
-            now = self.store.entries(seen.job, seen.window.start, seen.window.stop)
+            now = await self.store.entries(seen.job, seen.window.start, seen.window.stop)
             if now and not (now[0].status.done or now[0].parked):
                 found[key] = now[0]
         return sorted(found.values(), key=lambda e: (e.job, e.window.start))
@@ -824,7 +826,7 @@ class Runner:
         """`run_due`, then, while other runs hold windows due at `now`, wait (until the holder
         finishes them, dies, or its lease expires) and run what is still due."""
         runs = await self.run_due(now, jobs)
-        while held := self.held_undone():
+        while held := await self.held_undone():
             self.held.clear()
             leases = [e.lease_expires_at for e in held if e.lease_expires_at is not None]
             until = min(leases, default=self.clock()) - self.clock()
@@ -837,10 +839,12 @@ class Runner:
             runs += await self.run_due(now, jobs)
         return runs
 
-    def requeue(self, job: str, start: datetime | None = None, stop: datetime | None = None) -> int:
+    async def requeue(
+        self, job: str, start: datetime | None = None, stop: datetime | None = None
+    ) -> int:
         """Give `job`'s parked windows in `[start, stop)` (all when None) a fresh attempt budget."""
         self._select([job])
-        count = self.store.requeue(job, start, stop)
+        count = await self.store.requeue(job, start, stop)
         log_event("windows_requeued", job=job, windows=count)
         return count
 
@@ -848,7 +852,7 @@ class Runner:
         """Renew the lease on `windows` (which the run shrinks as it finishes parts of them)."""
         while True:
             await asyncio.sleep(self.lease.total_seconds() / 3)
-            if not self.store.renew(
+            if not await self.store.renew(
                 job, list(windows), run_id=run_id, lease_expires_at=self.clock() + self.lease
             ):
                 log_event("lease_lost", level=logging.WARNING, job=job, run_id=run_id)

@@ -257,7 +257,7 @@ async def open_runner(config_path: Path) -> AsyncIterator[Runner]:
         yield runner
     finally:
         await runner.aclose()
-        store.close()
+        await store.aclose()
 
 
 def windows_of(runs: Iterable[BatchRun]) -> list[tuple[datetime, datetime]]:

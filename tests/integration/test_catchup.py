@@ -129,10 +129,10 @@ async def test_max_catchup_skips_the_old_windows_and_the_watermark_passes_them(
         plan = await asyncio.to_thread(plan_json, config, now)
         async with open_runner(config) as runner:
             runs = await runner.run_due(now)
-            (status,) = runner.status(now)
+            (status,) = await runner.status(now)
             again = await runner.run_due(now)
-            history = runner.store.history("down", limit=1000)
-            ledger = runner.store.entries("down", start)
+            history = await runner.store.history("down", limit=1000)
+            ledger = await runner.store.entries("down", start)
 
     (listed,) = plan["jobs"]
     actions = [(as_window(w), w["action"], w["query"]) for w in listed["windows"]]

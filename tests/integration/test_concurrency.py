@@ -300,7 +300,7 @@ async def test_jobs_on_different_connections_do_not_wait_for_each_other(
         )
         async with open_runner(config) as runner:
             runs = await runner.run_due(start + count * EVERY)
-            ledger = {name: runner.store.entries(name, start) for name in ("slow", "fast")}
+            ledger = {name: await runner.store.entries(name, start) for name in ("slow", "fast")}
 
     assert_all_succeeded(runs)
     slow_queries, fast_queries = downsamples(slow.exchanges), downsamples(fast.exchanges)

@@ -99,7 +99,7 @@ async def test_every_window_series_and_field_equals_the_raw_points(
 
     async with open_runner(write_config(db, {"down": job(start)})) as runner:
         runs = await runner.run_due(now)
-        status = runner.status(now)
+        status = await runner.status(now)
 
     assert_all_succeeded(runs)
     assert windows_of(runs) == grid(start, EVERY, WINDOWS)
@@ -160,9 +160,9 @@ async def test_a_rerun_runs_nothing_and_a_backfill_rewrites_the_same_points(
         first = await runner.run_due(now)
         before = read_tier(influxd, db, WARM_RP)
         second = await runner.run_due(now)
-        history_before = runner.store.history("down", limit=1000)
+        history_before = await runner.store.history("down", limit=1000)
         backfilled = await runner.backfill("down", start, now, now)
-        history_after = runner.store.history("down", limit=1000)
+        history_after = await runner.store.history("down", limit=1000)
     after = read_tier(influxd, db, WARM_RP)
 
     assert_all_succeeded(first)
@@ -220,12 +220,12 @@ async def test_a_window_waits_for_its_stop_plus_the_offset(
     first_stop = start + EVERY
 
     async with open_runner(write_config(db, {"down": job(start, offset="1m")})) as runner:
-        (early_status,) = runner.status(first_stop + offset - timedelta(seconds=1))
+        (early_status,) = await runner.status(first_stop + offset - timedelta(seconds=1))
         early = await runner.run_due(first_stop + offset - timedelta(seconds=1))
         nothing_yet = read_tier(influxd, db, WARM_RP)
-        (due_status,) = runner.status(first_stop + offset)
+        (due_status,) = await runner.status(first_stop + offset)
         on_time = await runner.run_due(first_stop + offset)
-        (done_status,) = runner.status(first_stop + offset)
+        (done_status,) = await runner.status(first_stop + offset)
 
     assert early == []
     assert nothing_yet == {}
@@ -272,7 +272,7 @@ async def test_several_jobs_run_side_by_side_each_into_its_own_measurement(
 
     async with open_runner(write_config(db, jobs)) as runner:
         runs = await runner.run_due(start + SPAN)
-        statuses = runner.status(start + SPAN)
+        statuses = await runner.status(start + SPAN)
 
     assert_all_succeeded(runs)
     assert {run.job for run in runs} == set(jobs)
@@ -658,9 +658,9 @@ async def test_a_missing_database_fails_every_window_and_holds_the_watermark(
 
     async with open_runner(write_config(missing, {"down": job(start)})) as runner:
         runs = await runner.run_due(now)
-        status = runner.status(now)
+        status = await runner.status(now)
         again = await runner.run_due(now)
-        watermark = runner.store.watermark("down")
+        watermark = await runner.store.watermark("down")
 
     assert windows_of(runs) == grid(start, EVERY, WINDOWS)
     assert {run.status for run in runs} == {RunStatus.FAILED}
@@ -688,8 +688,8 @@ async def test_an_unreachable_server_fails_with_a_transient_error(
 
     async with open_runner(config) as runner:
         runs = await runner.run_due(start + 2 * EVERY)
-        history = runner.store.history("down")
-        watermark = runner.store.watermark("down")
+        history = await runner.store.history("down")
+        watermark = await runner.store.watermark("down")
         with pytest.raises(TransientEngineError, match="unreachable"):
             await runner.engine("plant").ping()
 
@@ -730,7 +730,7 @@ async def test_a_failed_window_holds_the_watermark_and_alone_is_retried(
 
     async with open_runner(write_config(db, {"daily": job(begin, every="1d")})) as runner:
         first = await runner.run_due(now)
-        (status,) = runner.status(now)
+        (status,) = await runner.status(now)
         retried = await runner.run_due(now)
 
     assert [(w, run.status) for run in first for w in windows_of([run])] == [
@@ -763,12 +763,12 @@ async def test_a_failed_backfill_behind_the_watermark_shows_in_status_and_is_ret
         assert_all_succeeded(await runner.run_due(now))
         databases.drop(db)
         backfilled = await runner.backfill("down", start, start + 2 * EVERY, now)
-        (job_status,) = runner.status(now)
+        (job_status,) = await runner.status(now)
         # The database comes back; the next ordinary run must redo what the backfill failed.
         databases.create(db)
         write_points(influxd, db, points)
         retried = await runner.run_due(now)
-        (after,) = runner.status(now)
+        (after,) = await runner.status(now)
 
     assert {run.status for run in backfilled} == {RunStatus.FAILED}
     assert job_status.last_status == RunStatus.FAILED
@@ -791,7 +791,7 @@ async def test_the_ledger_records_attempts_query_hashes_and_the_template_version
     async with open_runner(write_config(db, {"down": job(start)})) as runner:
         runs = await runner.run_due(now)
         await runner.backfill("down", start, start + EVERY, now)
-        history = runner.store.history("down", limit=1000)
+        history = await runner.store.history("down", limit=1000)
 
     assert [w.attempts for run in runs for w in run.windows] == [1] * WINDOWS
     assert {w.status for run in runs for w in run.windows} == {RunStatus.SUCCEEDED}

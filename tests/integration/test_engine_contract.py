@@ -504,7 +504,7 @@ async def test_a_user_template_writes_what_it_says(
 
     async with open_runner(write_config(backend, tmp_path, {"scaled": spec})) as runner:
         runs = await runner.run_due(start + SPAN)
-        history = runner.store.history("scaled", limit=1)
+        history = await runner.store.history("scaled", limit=1)
 
     assert_all_succeeded(runs)
     assert len(runs) == 2

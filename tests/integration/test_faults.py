@@ -783,7 +783,7 @@ async def test_a_write_to_a_missing_retention_policy_is_refused_once_not_retried
 # -- parking ----------------------------------------------------------------------------------
 
 
-def test_a_window_that_keeps_failing_is_parked_skipped_and_requeued_by_retry(
+async def test_a_window_that_keeps_failing_is_parked_skipped_and_requeued_by_retry(
     influxd: ThrowawayInfluxd, db: str, tmp_path: Path, start: datetime
 ) -> None:
     windows, bad_index = 8, 3
@@ -801,9 +801,9 @@ def test_a_window_that_keeps_failing_is_parked_skipped_and_requeued_by_retry(
         result = run_tierflow("run-once", "-c", config, "--now", rfc3339(now), "--json")
         return result.returncode, json.loads(result.stdout)
 
-    def status(now: datetime) -> tuple[int, int, int, datetime | None]:
+    async def status(now: datetime) -> tuple[int, int, int, datetime | None]:
         """(failed, parked, pending windows, watermark), as `tierflow status` reports them."""
-        (row,) = job_status(config, now)
+        (row,) = await job_status(config, now)
         return row.failed_windows, row.parked_windows, row.pending_windows, row.watermark
 
     with ThreadedProxy(influxd.url, fault=lambda e: refuse if rule(e) else None) as proxy:
@@ -816,7 +816,7 @@ def test_a_window_that_keeps_failing_is_parked_skipped_and_requeued_by_retry(
         assert code == 1
         assert (first["succeeded"], first["failed"]) == (windows - 1, 1)
         assert requests_for_bad() == 1  # a 400 is permanent: not retried
-        assert status(now) == (1, 0, 1, bad)
+        assert await status(now) == (1, 0, 1, bad)
 
         code, second = run_once(now)
         assert code == 1
@@ -837,13 +837,13 @@ def test_a_window_that_keeps_failing_is_parked_skipped_and_requeued_by_retry(
             (rfc3339(now + i * MINUTE), "succeeded") for i in range(later)
         ]
         assert requests_for_bad() == 2
-        assert status(later_now) == (1, 1, 0, bad)
-        assert parked_gauge(config, later_now) == 1
+        assert await status(later_now) == (1, 1, 0, bad)
+        assert await parked_gauge(config, later_now) == 1
         print(f"\nthird run-once, the parked window left behind: exit {code}")
 
         requeued = ok_json(run_tierflow("retry", JOB, "-c", config, "--all-failed", "--json"))
         assert requeued == {"job": JOB, "requeued": 1}
-        assert status(later_now) == (1, 0, 1, bad)
+        assert await status(later_now) == (1, 0, 1, bad)
 
         proxy.proxy.fault = None  # whatever broke the window is fixed
         code, fourth = run_once(later_now)
@@ -852,26 +852,26 @@ def test_a_window_that_keeps_failing_is_parked_skipped_and_requeued_by_retry(
             (rfc3339(bad), "succeeded", 3)
         ]
         assert requests_for_bad() == 3
-        assert status(later_now) == (0, 0, 0, later_now)
-        assert parked_gauge(config, later_now) == 0
+        assert await status(later_now) == (0, 0, 0, later_now)
+        assert await parked_gauge(config, later_now) == 0
     assert_tier(read_tier(influxd, db, WARM_RP), expected(points, start, windows + later))
 
 
-def job_status(config: Path, now: datetime) -> list[JobStatus]:
+async def job_status(config: Path, now: datetime) -> list[JobStatus]:
     runner = Runner(load_config(config), SqliteStateStore(config.parent / "state.db"))
     try:
-        return runner.status(now)
+        return await runner.status(now)
     finally:
-        runner.store.close()
+        await runner.store.aclose()
 
 
-def parked_gauge(config: Path, now: datetime) -> float | None:
+async def parked_gauge(config: Path, now: datetime) -> float | None:
     runner = Runner(load_config(config), SqliteStateStore(config.parent / "state.db"))
     try:
-        runner.status(now)
+        await runner.status(now)
         return runner.metrics.registry.get_sample_value("tierflow_windows_parked", {"job": JOB})
     finally:
-        runner.store.close()
+        await runner.store.aclose()
 
 
 # -- 401 and a rotated password ----------------------------------------------------------------

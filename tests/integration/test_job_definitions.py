@@ -106,7 +106,7 @@ def test_a_job_whose_dest_changed_is_refused_until_reset_then_fills_the_new_tier
     assert (more["succeeded"], more["failed"]) == (1, 0)
 
 
-def test_a_ledger_from_before_definitions_keeps_running_and_records_one(
+async def test_a_ledger_from_before_definitions_keeps_running_and_records_one(
     influxd: ThrowawayInfluxd,
     db: str,
     tmp_path: Path,

@@ -119,13 +119,13 @@ async def test_only_the_windows_whose_source_changed_are_rerun(
             write_points(influxd, db, late)
             rerun = await runner.recheck("down", now)
             during = proxy.exchanges
-            (status,) = runner.status(now)
-            history = runner.store.history("down", limit=1000)
+            (status,) = await runner.status(now)
+            history = await runner.store.history("down", limit=1000)
             proxy.clear()
 
             settled = await runner.recheck("down", now)
             after = proxy.exchanges
-            (status_after,) = runner.status(now)
+            (status_after,) = await runner.status(now)
 
     recheck_period = [(since, since + timedelta(hours=1)), (since + timedelta(hours=1), now)]
     assert unchanged == []

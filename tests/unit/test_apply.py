@@ -310,7 +310,9 @@ def test_a_shrink_is_blocked_by_a_job_whose_oldest_pending_window_would_expire()
     assert blocked_shrinks(loaded, [shrink], lambda job: None, NOW) == []
 
 
-def test_the_oldest_pending_window_counts_parked_ones_and_not_those_max_catchup_skips() -> None:
+async def test_the_oldest_pending_window_counts_parked_ones_and_not_those_max_catchup_skips() -> (
+    None
+):
     loaded = config(
         {"hot": {"bucket": "db"}, "warm": {"bucket": "db/warm"}},
         jobs={
@@ -327,15 +329,17 @@ def test_the_oldest_pending_window_counts_parked_ones_and_not_those_max_catchup_
     runner = Runner(loaded, store)
     first = Window(NOW - 10 * HOUR, NOW - 9 * HOUR)
     rest = [Window(NOW - h * HOUR, NOW - (h - 1) * HOUR) for h in range(9, 0, -1)]
-    store.ensure_job("parked", first.start)
+    await store.ensure_job("parked", first.start)
     for windows, status in [([first], RunStatus.FAILED), (rest, RunStatus.SUCCEEDED)]:
-        assert store.claim("parked", windows, run_id="r", started_at=NOW, lease_expires_at=NOW)
+        assert await store.claim(
+            "parked", windows, run_id="r", started_at=NOW, lease_expires_at=NOW
+        )
         outcome = Outcome(status, NOW, 0.0, error="boom" if status is RunStatus.FAILED else None)
-        store.finish("parked", windows, run_id="r", outcome=outcome, park_after=1)
+        await store.finish("parked", windows, run_id="r", outcome=outcome, park_after=1)
 
-    assert runner.plan(NOW, ["parked"])[0].batches == ()  # parked: not due
-    assert _oldest_pending(runner, "parked", NOW) == first
-    assert _oldest_pending(runner, "skips", NOW) == Window(NOW - 3 * HOUR, NOW - 2 * HOUR)
+    assert (await runner.plan(NOW, ["parked"]))[0].batches == ()  # parked: not due
+    assert await _oldest_pending(runner, "parked", NOW) == first
+    assert await _oldest_pending(runner, "skips", NOW) == Window(NOW - 3 * HOUR, NOW - 2 * HOUR)
 
 
 # -- 2.x: the buckets API ------------------------------------------------------------------------

@@ -235,13 +235,13 @@ async def test_a_patient_runner_retries_an_at_risk_window_after_the_base_delay()
     assert await retried_at(NOW + 30 * M) == [0, 4, 8]  # attempt 2, after the base delay
     # Attempt 2 failed at 10h30m. Window 0 is at risk: base delay (30m), not 60m. Window 4 is
     # not yet, but will be at 11h15m, before its backoff ends (11h30m). Window 8 waits it out.
-    assert runner.next_wake("cpu", NOW + 30 * M) == START + 11 * H
+    assert await runner.next_wake("cpu", NOW + 30 * M) == START + 11 * H
     assert await retried_at(START + 11 * H) == [0]  # attempt 3: parked
-    assert runner.next_wake("cpu", START + 11 * H) == START + 11 * H + 15 * M
+    assert await runner.next_wake("cpu", START + 11 * H) == START + 11 * H + 15 * M
     assert await retried_at(START + 11 * H + 14 * M) == []
     assert await retried_at(START + 11 * H + 15 * M) == [4]
     assert await retried_at(START + 11 * H + 30 * M) == [8]
     # Parked windows stay parked, at risk or not: they wait for `tierflow retry`.
     assert await retried_at(START + 20 * H) == []
-    parked = {e.window.start for e in runner.store.entries("cpu", START) if e.parked}
+    parked = {e.window.start for e in await runner.store.entries("cpu", START) if e.parked}
     assert parked == {START + k * H for k in failing}

@@ -65,11 +65,11 @@ def digest(config: Config) -> str:
 BASE = make_config()
 
 
-def ran_once() -> MemoryStateStore:
+async def ran_once() -> MemoryStateStore:
     """A store in which the first window of BASE's job succeeded under BASE's definition."""
     store = MemoryStateStore()
-    finished(store, 0)
-    store.record_definition("cpu", job_definition(BASE, "cpu"))
+    await finished(store, 0)
+    await store.record_definition("cpu", job_definition(BASE, "cpu"))
     return store
 
 
@@ -131,25 +131,25 @@ def test_renaming_a_tier_is_not_a_change() -> None:
     ],
     ids=lambda value: value if isinstance(value, str) else next(iter(value)),
 )
-def test_settings_that_change_the_output_count(job: dict[str, Any], key: str) -> None:
-    store = ran_once()
-    (check,) = check_definitions(make_config(job=job), store)
+async def test_settings_that_change_the_output_count(job: dict[str, Any], key: str) -> None:
+    store = await ran_once()
+    (check,) = await check_definitions(make_config(job=job), store)
     assert check.state == "changed"
     assert [change.key for change in check.changes] == [key]
 
 
-def test_a_schedule_change_from_every_to_cron_names_both() -> None:
-    store = ran_once()
+async def test_a_schedule_change_from_every_to_cron_names_both() -> None:
+    store = await ran_once()
     cron = make_config(job={"every": None, "cron": "0 * * * *"})
-    (check,) = check_definitions(cron, store)
+    (check,) = await check_definitions(cron, store)
     assert [str(c) for c in check.changes] == ["cron: (none) → 0 * * * *", "every: 1h → (none)"]
 
 
-def test_a_moved_server_counts() -> None:
+async def test_a_moved_server_counts() -> None:
     # The config refuses credentials and query strings in URLs (url-secrets): none to leave out.
     moved = make_config(connection={"url": "http://influx2.example:8086"})
-    store = ran_once()
-    (check,) = check_definitions(moved, store)
+    store = await ran_once()
+    (check,) = await check_definitions(moved, store)
     dest, source = check.changes  # both tiers live on the moved server
     assert source.key == "source"
     assert str(dest) == (
@@ -220,109 +220,115 @@ def test_archive_tiers_count_by_resolved_location(tmp_path: Path) -> None:
 # accepting before a run, and reset
 
 
-def finished(store: MemoryStateStore, *hours: int) -> None:
-    store.ensure_job("cpu", START)
+async def finished(store: MemoryStateStore, *hours: int) -> None:
+    await store.ensure_job("cpu", START)
     windows = [Window(START + k * H, START + (k + 1) * H) for k in hours]
-    assert store.claim("cpu", windows, run_id="r", started_at=START, lease_expires_at=START + H)
-    store.finish("cpu", windows, run_id="r", outcome=Outcome(RunStatus.SUCCEEDED, START, 1.0))
+    assert await store.claim(
+        "cpu", windows, run_id="r", started_at=START, lease_expires_at=START + H
+    )
+    await store.finish("cpu", windows, run_id="r", outcome=Outcome(RunStatus.SUCCEEDED, START, 1.0))
 
 
-def test_a_new_job_records_its_definition(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_new_job_records_its_definition(caplog: pytest.LogCaptureFixture) -> None:
     store = MemoryStateStore()
     with caplog.at_level(logging.INFO, logger="tierflow"):
-        accept_definitions(BASE, store, None)
-    assert store.definition("cpu") == job_definition(BASE, "cpu")
+        await accept_definitions(BASE, store, None)
+    assert await store.definition("cpu") == job_definition(BASE, "cpu")
     assert [r.getMessage() for r in caplog.records] == ["definition_recorded"]
 
 
-def test_a_ledger_from_before_definitions_is_accepted_and_logged(
+async def test_a_ledger_from_before_definitions_is_accepted_and_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = MemoryStateStore()
-    finished(store, 0, 1)
+    await finished(store, 0, 1)
     with caplog.at_level(logging.WARNING, logger="tierflow"):
-        accept_definitions(make_config(job={"dest": "other"}), store, None)
-    assert store.definition("cpu") == job_definition(make_config(job={"dest": "other"}), "cpu")
+        await accept_definitions(make_config(job={"dest": "other"}), store, None)
+    assert await store.definition("cpu") == job_definition(
+        make_config(job={"dest": "other"}), "cpu"
+    )
     (record,) = caplog.records
     assert record.getMessage() == "definition_recorded"
     assert record.tierflow_fields["previous"] == "unrecorded"  # type: ignore[attr-defined]
 
 
-def test_a_changed_definition_is_refused_naming_job_change_and_ways_forward() -> None:
+async def test_a_changed_definition_is_refused_naming_job_change_and_ways_forward() -> None:
     store = MemoryStateStore()
-    finished(store, 0, 1)
-    store.record_definition("cpu", job_definition(BASE, "cpu"))
+    await finished(store, 0, 1)
+    await store.record_definition("cpu", job_definition(BASE, "cpu"))
     with pytest.raises(JobRedefinedError) as refused:
-        accept_definitions(make_config(job={"dest": "other"}), store, None)
+        await accept_definitions(make_config(job={"dest": "other"}), store, None)
     message = str(refused.value)
     assert "job cpu" in message
     assert "dest: influxdb1 http://influx.example:8086 rollup/warm → " in message
     assert "rollup/cold" in message
     assert "tierflow reset cpu" in message
     assert "old definition back" in message
-    assert store.definition("cpu") == job_definition(BASE, "cpu")  # nothing recorded
+    assert await store.definition("cpu") == job_definition(BASE, "cpu")  # nothing recorded
 
 
-def test_a_job_that_never_ran_may_change_freely() -> None:
+async def test_a_job_that_never_ran_may_change_freely() -> None:
     store = MemoryStateStore()
-    accept_definitions(BASE, store, None)
+    await accept_definitions(BASE, store, None)
     changed = make_config(job={"dest": "other"})
-    accept_definitions(changed, store, None)
-    assert store.definition("cpu") == job_definition(changed, "cpu")
+    await accept_definitions(changed, store, None)
+    assert await store.definition("cpu") == job_definition(changed, "cpu")
 
 
 @pytest.mark.parametrize("hour", [0, 3])
-def test_a_job_none_of_whose_windows_is_done_may_change_freely(
+async def test_a_job_none_of_whose_windows_is_done_may_change_freely(
     hour: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     """E.g. every window failed at a wrong server URL: once it is fixed, nothing is stale."""
     store = MemoryStateStore()
-    store.ensure_job("cpu", START)
+    await store.ensure_job("cpu", START)
     window = Window(START + hour * H, START + (hour + 1) * H)
-    assert store.claim("cpu", [window], run_id="r", started_at=START, lease_expires_at=START + H)
-    store.finish("cpu", [window], run_id="r", outcome=Outcome(RunStatus.FAILED, START, 1.0))
-    store.record_definition("cpu", job_definition(BASE, "cpu"))
+    assert await store.claim(
+        "cpu", [window], run_id="r", started_at=START, lease_expires_at=START + H
+    )
+    await store.finish("cpu", [window], run_id="r", outcome=Outcome(RunStatus.FAILED, START, 1.0))
+    await store.record_definition("cpu", job_definition(BASE, "cpu"))
     moved = make_config(connection={"url": "http://influx.example:9999"})
-    (check,) = check_definitions(moved, store)
+    (check,) = await check_definitions(moved, store)
     assert check.state == "new"
     with caplog.at_level(logging.INFO, logger="tierflow"):
-        accept_definitions(moved, store, None)
-    assert store.definition("cpu") == job_definition(moved, "cpu")
+        await accept_definitions(moved, store, None)
+    assert await store.definition("cpu") == job_definition(moved, "cpu")
     (record,) = caplog.records
     assert record.tierflow_fields["previous"] == "replaced"  # type: ignore[attr-defined]
 
 
-def test_a_done_window_beyond_a_failed_first_one_still_counts() -> None:
+async def test_a_done_window_beyond_a_failed_first_one_still_counts() -> None:
     store = MemoryStateStore()
-    finished(store, 2)
-    store.record_definition("cpu", job_definition(BASE, "cpu"))
-    assert store.watermark("cpu") == START  # held at the gap
-    (check,) = check_definitions(make_config(job={"dest": "other"}), store)
+    await finished(store, 2)
+    await store.record_definition("cpu", job_definition(BASE, "cpu"))
+    assert await store.watermark("cpu") == START  # held at the gap
+    (check,) = await check_definitions(make_config(job={"dest": "other"}), store)
     assert check.state == "changed"
 
 
-def test_reset_forgets_everything_by_default_and_records_the_definition() -> None:
+async def test_reset_forgets_everything_by_default_and_records_the_definition() -> None:
     store = MemoryStateStore()
-    finished(store, 0, 1, 2)
-    store.record_definition("cpu", job_definition(BASE, "cpu"))
+    await finished(store, 0, 1, 2)
+    await store.record_definition("cpu", job_definition(BASE, "cpu"))
     changed = make_config(job={"dest": "other"})
-    dry = reset_job(changed, store, "cpu", None, dry_run=True)
+    dry = await reset_job(changed, store, "cpu", None, dry_run=True)
     assert (dry.windows, dry.watermark_before, dry.watermark_after) == (3, START + 3 * H, START)
     assert [c.key for c in dry.changes] == ["dest"]
-    assert store.watermark("cpu") == START + 3 * H  # a dry run changes nothing
-    assert store.definition("cpu") == job_definition(BASE, "cpu")
-    done = reset_job(changed, store, "cpu", None, dry_run=False)
+    assert await store.watermark("cpu") == START + 3 * H  # a dry run changes nothing
+    assert await store.definition("cpu") == job_definition(BASE, "cpu")
+    done = await reset_job(changed, store, "cpu", None, dry_run=False)
     assert done == dry
-    assert store.watermark("cpu") == START
-    assert store.entries("cpu", START - H) == []
-    accept_definitions(changed, store, None)  # no longer refused
+    assert await store.watermark("cpu") == START
+    assert await store.entries("cpu", START - H) == []
+    await accept_definitions(changed, store, None)  # no longer refused
 
 
-def test_reset_from_an_instant_forgets_from_the_window_holding_it() -> None:
+async def test_reset_from_an_instant_forgets_from_the_window_holding_it() -> None:
     store = MemoryStateStore()
-    finished(store, 0, 1, 2, 3)
-    done = reset_job(BASE, store, "cpu", START + 2 * H + timedelta(minutes=20), dry_run=False)
+    await finished(store, 0, 1, 2, 3)
+    done = await reset_job(BASE, store, "cpu", START + 2 * H + timedelta(minutes=20), dry_run=False)
     assert done.since == START + 2 * H
     assert done.windows == 2
-    assert store.watermark("cpu") == START + 2 * H
-    assert [e.window.start for e in store.entries("cpu", START)] == [START, START + H]
+    assert await store.watermark("cpu") == START + 2 * H
+    assert [e.window.start for e in await store.entries("cpu", START)] == [START, START + H]

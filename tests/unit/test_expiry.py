@@ -44,25 +44,25 @@ def runner(cfg: Config, engine: FakeEngine | None = None) -> Runner:
     return Runner(cfg, MemoryStateStore(), engines={"plant": engine or FakeEngine()})
 
 
-def test_no_retention_no_risk() -> None:
-    (status,) = runner(config(None)).status(START + 1000 * H)
+async def test_no_retention_no_risk() -> None:
+    (status,) = await runner(config(None)).status(START + 1000 * H)
     assert (status.expiry_risk, status.windows_at_risk, status.windows_lost) == (False, 0, 0)
 
 
-def test_windows_inside_the_margin_are_at_risk_and_past_retention_lost() -> None:
+async def test_windows_inside_the_margin_are_at_risk_and_past_retention_lost() -> None:
     # Retention 100h, margin 10h (a tenth). At now = START + 105h the pending windows start at
     # 0h..104h: those starting before now - 100h (0..4) are lost, those before now - 90h
     # (0..14) are at risk.
-    (status,) = runner(config("100h")).status(START + 105 * H)
+    (status,) = await runner(config("100h")).status(START + 105 * H)
     assert (status.expiry_risk, status.windows_at_risk, status.windows_lost) == (True, 15, 5)
 
 
-def test_the_margin_is_at_least_an_hour_or_as_configured() -> None:
+async def test_the_margin_is_at_least_an_hour_or_as_configured() -> None:
     # Retention 2h: a tenth is 12 min, so the margin is 1 h. At now = 5h windows 0..4 are due;
     # lost before 3h (0, 1, 2), at risk before 4h (0..3).
-    (status,) = runner(config("2h")).status(START + 5 * H)
+    (status,) = await runner(config("2h")).status(START + 5 * H)
     assert (status.windows_at_risk, status.windows_lost) == (4, 3)
-    (status,) = runner(config("2h", expiry_margin="2h")).status(START + 5 * H)
+    (status,) = await runner(config("2h", expiry_margin="2h")).status(START + 5 * H)
     assert (status.windows_at_risk, status.windows_lost) == (5, 3)
 
 
@@ -71,7 +71,7 @@ async def test_windows_done_are_not_at_risk_and_failures_are() -> None:
     run = runner(config("100h"), engine)
     now = START + 105 * H
     await run.run_due(now)
-    (status,) = run.status(now)
+    (status,) = await run.status(now)
     # Only window 3 failed; it started 102h ago: past retention, lost, and still reported.
     assert (status.expiry_risk, status.windows_at_risk, status.windows_lost) == (True, 1, 1)
     value = run.metrics.registry.get_sample_value("tierflow_windows_at_risk", {"job": "cpu"})

@@ -232,7 +232,7 @@ def test_runner_is_an_async_context_manager() -> None:
     async def go() -> None:
         loaded = tierflow.Config.from_mapping(config())
         async with tierflow.Runner(loaded, tierflow.MemoryStateStore()) as runner:
-            assert runner.plan(NOW)
+            assert await runner.plan(NOW)
 
     asyncio.run(go())
 

@@ -874,10 +874,10 @@ class CountingStore(MemoryStateStore):
         super().__init__()
         self.rows_read = 0
 
-    def entries(
+    async def entries(
         self, job: str, since: datetime, until: datetime | None = None
     ) -> list[LedgerEntry]:
-        found = super().entries(job, since, until)
+        found = await super().entries(job, since, until)
         self.rows_read += len(found)
         return found
 
@@ -951,10 +951,10 @@ async def test_the_daemon_runs_a_requeued_window_on_its_next_cycle() -> None:
         clock[0] += wait
         (run,) = await daemon.run_due(clock[0])
         assert run.status is RunStatus.FAILED
-    (entry,) = store.entries("cpu", start)
+    (entry,) = await store.entries("cpu", start)
     assert entry.parked
 
-    assert daemon.requeue("cpu") == 1
+    assert await daemon.requeue("cpu") == 1
     clock[0] += timedelta(seconds=1)
-    (plan,) = daemon.plan(clock[0])
+    (plan,) = await daemon.plan(clock[0])
     assert [w.start for w in plan.windows] == [start]

@@ -76,8 +76,8 @@ def windows_of(runs: list[BatchRun]) -> list[Window]:
     return [window for run in runs for window in run.batch.windows]
 
 
-def ledger(store: MemoryStateStore, job: str = "cpu") -> dict[Window, tuple[RunStatus, int]]:
-    return {e.window: (e.status, e.attempts) for e in store.entries(job, START - 24 * H)}
+async def ledger(store: MemoryStateStore, job: str = "cpu") -> dict[Window, tuple[RunStatus, int]]:
+    return {e.window: (e.status, e.attempts) for e in await store.entries(job, START - 24 * H)}
 
 
 # --- run_due -----------------------------------------------------------------------------------
@@ -93,8 +93,8 @@ async def test_run_due_runs_every_due_window_once_in_order() -> None:
     assert all(run.status is RunStatus.SUCCEEDED and run.error is None for run in runs)
     assert [run.attempts for run in runs] == [(1,)] * 5
     assert [run.points_written for run in runs] == [7] * 5
-    assert store.watermark("cpu") == START + 5 * H
-    assert ledger(store) == dict.fromkeys(expected, (RunStatus.SUCCEEDED, 1))
+    assert await store.watermark("cpu") == START + 5 * H
+    assert await ledger(store) == dict.fromkeys(expected, (RunStatus.SUCCEEDED, 1))
 
 
 async def test_run_due_again_at_the_same_now_runs_nothing() -> None:
@@ -102,7 +102,7 @@ async def test_run_due_again_at_the_same_now_runs_nothing() -> None:
     await runner.run_due(NOW)
     assert await runner.run_due(NOW) == []
     assert len(fake.calls) == 5
-    assert store.watermark("cpu") == START + 5 * H
+    assert await store.watermark("cpu") == START + 5 * H
 
 
 async def test_run_due_picks_up_windows_that_became_due_since() -> None:
@@ -121,7 +121,7 @@ async def test_offset_holds_back_recent_windows() -> None:
 
 async def test_plan_shows_what_run_due_runs() -> None:
     runner, _, fake = make_runner(make_config(every="15m", catchup_chunk="1h"))
-    plans = runner.plan(START + 2 * H)
+    plans = await runner.plan(START + 2 * H)
     assert [len(b.windows) for p in plans for b in p.batches] == [4, 4]
     assert fake.calls == []
     await runner.run_due(START + 2 * H)
@@ -149,8 +149,8 @@ async def test_a_failing_batch_is_recorded_and_retried(error: Exception) -> None
     assert runs[1].error is not None
     assert "database not found: raw" in runs[1].error
     assert runs[1].points_written == 0
-    assert store.watermark("cpu") == START + H
-    failed = store.entries("cpu", hourly(1).start)[0]
+    assert await store.watermark("cpu") == START + H
+    failed = (await store.entries("cpu", hourly(1).start))[0]
     assert (failed.window, failed.status, failed.attempts) == (hourly(1), RunStatus.FAILED, 1)
     assert failed.error is not None
     assert "database not found: raw" in failed.error
@@ -161,9 +161,9 @@ async def test_a_failing_batch_is_recorded_and_retried(error: Exception) -> None
         ((hourly(1),), RunStatus.SUCCEEDED, (2,))
     ]
     assert ranges_run(fake) == [hourly(k) for k in range(5)] + [hourly(1)]
-    assert store.watermark("cpu") == START + 5 * H
-    assert ledger(store)[hourly(1)] == (RunStatus.SUCCEEDED, 2)
-    tries = [a for a in store.history("cpu") if a.window == hourly(1)]
+    assert await store.watermark("cpu") == START + 5 * H
+    assert (await ledger(store))[hourly(1)] == (RunStatus.SUCCEEDED, 2)
+    tries = [a for a in await store.history("cpu") if a.window == hourly(1)]
     assert [(a.attempt, a.status) for a in tries] == [
         (2, RunStatus.SUCCEEDED),
         (1, RunStatus.FAILED),
@@ -192,13 +192,13 @@ async def test_a_failing_coalesced_batch_fails_all_its_windows() -> None:
         (4, RunStatus.SUCCEEDED),
     ]
     assert [w.status for w in runs[0].windows] == [RunStatus.FAILED] * 4
-    assert store.watermark("cpu") == START
+    assert await store.watermark("cpu") == START
 
     retry = await runner.run_due(now)
     assert [(r.batch.range, r.attempts) for r in retry] == [
         (Window(START, START + H), (2, 2, 2, 2))
     ]
-    assert store.watermark("cpu") == START + 2 * H
+    assert await store.watermark("cpu") == START + 2 * H
 
 
 async def test_an_unexpected_engine_exception_fails_the_window() -> None:
@@ -208,10 +208,10 @@ async def test_an_unexpected_engine_exception_fails_the_window() -> None:
     assert runs[0].status is RunStatus.FAILED
     assert runs[0].error == "internal error: RuntimeError: kaboom"
     assert [run.status for run in runs[1:]] == [RunStatus.SUCCEEDED] * 4
-    entry = store.entries("cpu", START)[0]
+    entry = (await store.entries("cpu", START))[0]
     assert (entry.status, entry.error) == (RunStatus.FAILED, "internal error: RuntimeError: kaboom")
-    assert all(e.status is not RunStatus.RUNNING for e in store.entries("cpu", START))
-    assert store.watermark("cpu") == START
+    assert all(e.status is not RunStatus.RUNNING for e in await store.entries("cpu", START))
+    assert await store.watermark("cpu") == START
 
 
 async def test_a_template_error_fails_the_window_without_calling_the_engine() -> None:
@@ -223,13 +223,13 @@ async def test_a_template_error_fails_the_window_without_calling_the_engine() ->
     assert runs[0].error is not None
     assert "carriage return" in runs[0].error
     assert fake.calls == []
-    assert store.history("cpu")[0].query_hash is None
+    assert (await store.history("cpu"))[0].query_hash is None
 
 
 async def test_history_records_the_query_that_ran() -> None:
     runner, store, fake = make_runner()
     await runner.run_due(START + 2 * H)
-    attempts = sorted(store.history("cpu"), key=lambda a: a.window.start)
+    attempts = sorted(await store.history("cpu"), key=lambda a: a.window.start)
     assert [a.query_hash for a in attempts] == [q.hash for q in fake.queries]
     assert {a.template_version for a in attempts} == {fake.queries[0].template_version}
     assert all(a.started_at == a.finished_at == NOW for a in attempts)  # the runner's clock
@@ -240,41 +240,41 @@ async def test_history_records_the_query_that_ran() -> None:
 
 async def test_a_window_claimed_by_another_live_run_is_not_run() -> None:
     runner, store, fake = make_runner()
-    store.ensure_job("cpu", START)
-    assert store.claim(
+    await store.ensure_job("cpu", START)
+    assert await store.claim(
         "cpu", [hourly(2)], run_id="other", started_at=NOW - M, lease_expires_at=NOW + 5 * M
     )
     runs = await runner.run_due(NOW)
     assert ranges_run(fake) == [hourly(0), hourly(1), hourly(3), hourly(4)]
     assert windows_of(runs) == [hourly(0), hourly(1), hourly(3), hourly(4)]
-    held = store.entries("cpu", hourly(2).start)[0]
+    held = (await store.entries("cpu", hourly(2).start))[0]
     assert (held.status, held.run_id, held.attempts) == (RunStatus.RUNNING, "other", 1)
-    assert store.watermark("cpu") == START + 2 * H
+    assert await store.watermark("cpu") == START + 2 * H
 
 
 async def test_backfill_does_not_take_over_a_live_claim() -> None:
     runner, store, fake = make_runner()
-    store.ensure_job("cpu", START)
-    store.claim(
+    await store.ensure_job("cpu", START)
+    await store.claim(
         "cpu", [hourly(2)], run_id="other", started_at=NOW - M, lease_expires_at=NOW + 5 * M
     )
     runs = await runner.backfill("cpu", START, NOW, NOW)
     assert windows_of(runs) == [hourly(0), hourly(1), hourly(3), hourly(4)]
     assert hourly(2) not in ranges_run(fake)
-    assert store.entries("cpu", hourly(2).start)[0].run_id == "other"
+    assert (await store.entries("cpu", hourly(2).start))[0].run_id == "other"
 
 
 async def test_a_window_whose_claim_expired_is_taken_over() -> None:
     runner, store, fake = make_runner()
-    store.ensure_job("cpu", START)
-    store.claim(
+    await store.ensure_job("cpu", START)
+    await store.claim(
         "cpu", [hourly(2)], run_id="other", started_at=NOW - 20 * M, lease_expires_at=NOW - M
     )
     runs = await runner.run_due(NOW)
     assert ranges_run(fake) == [hourly(k) for k in range(5)]
     assert runs[2].attempts == (2,)
-    assert store.entries("cpu", hourly(2).start)[0].status is RunStatus.SUCCEEDED
-    assert store.watermark("cpu") == START + 5 * H
+    assert (await store.entries("cpu", hourly(2).start))[0].status is RunStatus.SUCCEEDED
+    assert await store.watermark("cpu") == START + 5 * H
 
 
 # --- backfill ----------------------------------------------------------------------------------
@@ -289,7 +289,7 @@ async def test_backfill_reruns_done_windows() -> None:
         ((hourly(3),), RunStatus.SUCCEEDED, (2,)),
     ]
     assert ranges_run(fake)[5:] == [hourly(2), hourly(3)]
-    assert store.watermark("cpu") == START + 5 * H
+    assert await store.watermark("cpu") == START + 5 * H
 
 
 async def test_a_failed_backfill_records_the_window_failed() -> None:
@@ -298,7 +298,7 @@ async def test_a_failed_backfill_records_the_window_failed() -> None:
     fake.fail_on(5, QueryError("partial write: field type conflict"))
     runs = await runner.backfill("cpu", START + 2 * H, START + 3 * H, NOW)
     assert [(r.status, r.attempts) for r in runs] == [(RunStatus.FAILED, (2,))]
-    assert ledger(store)[hourly(2)] == (RunStatus.FAILED, 2)
+    assert (await ledger(store))[hourly(2)] == (RunStatus.FAILED, 2)
 
 
 async def test_a_failed_backfill_shows_in_status() -> None:
@@ -306,7 +306,7 @@ async def test_a_failed_backfill_shows_in_status() -> None:
     await runner.run_due(NOW)
     fake.fail_on(5, QueryError("partial write: field type conflict"))
     await runner.backfill("cpu", START + 2 * H, START + 3 * H, NOW)
-    status = status_of(runner, NOW)
+    status = await status_of(runner, NOW)
     assert (status.failed_windows, status.pending_windows) == (1, 1)
 
 
@@ -318,7 +318,7 @@ async def test_backfill_clips_to_the_job_start_and_to_complete_windows() -> None
     runs = await runner.backfill("cpu", START - 3 * H, START + 24 * H, now)
     assert windows_of(runs) == [hourly(1), hourly(2), hourly(3)]
     assert ranges_run(fake) == [hourly(1), hourly(2), hourly(3)]
-    assert store.watermark("cpu") == START + 4 * H
+    assert await store.watermark("cpu") == START + 4 * H
 
 
 async def test_backfill_of_a_range_inside_one_window_runs_that_window() -> None:
@@ -339,8 +339,8 @@ async def test_backfill_coalesces_like_run_due() -> None:
 # --- status ------------------------------------------------------------------------------------
 
 
-def status_of(runner: Runner, now: datetime) -> JobStatus:
-    [status] = runner.status(now)
+async def status_of(runner: Runner, now: datetime) -> JobStatus:
+    [status] = await runner.status(now)
     return status
 
 
@@ -350,14 +350,14 @@ def states(**counts: int) -> dict[WindowState, int]:
 
 async def test_status_follows_what_happened() -> None:
     runner, _, fake = make_runner()
-    assert status_of(runner, NOW) == JobStatus(
+    assert await status_of(runner, NOW) == JobStatus(
         "cpu", None, 5 * 3600.0, None, 0, 5, window_states=states(pending=5)
     )
 
     fake.fail_on(1, QueryError("database not found: raw"))
     await runner.run_due(NOW)
     # The gap at window 1 holds the watermark at 01:00; window 4 was the last one attempted.
-    assert status_of(runner, NOW) == JobStatus(
+    assert await status_of(runner, NOW) == JobStatus(
         "cpu",
         START + H,
         4 * 3600.0,
@@ -367,7 +367,7 @@ async def test_status_follows_what_happened() -> None:
         window_states=states(succeeded=4, failed=1),
     )
     later = NOW + 2 * H + 30 * M
-    assert status_of(runner, later) == JobStatus(
+    assert await status_of(runner, later) == JobStatus(
         "cpu",
         START + H,
         6.5 * 3600.0,
@@ -378,7 +378,7 @@ async def test_status_follows_what_happened() -> None:
     )
 
     await runner.run_due(NOW)
-    assert status_of(runner, NOW) == JobStatus(
+    assert await status_of(runner, NOW) == JobStatus(
         "cpu", START + 5 * H, 0.0, RunStatus.SUCCEEDED, 0, 0, window_states=states(succeeded=5)
     )
 
@@ -387,7 +387,7 @@ async def test_status_reports_a_failed_last_attempt() -> None:
     runner, _, fake = make_runner()
     fake.fail_on(4, TransientEngineError("HTTP 503"))
     await runner.run_due(NOW)
-    status = status_of(runner, NOW)
+    status = await status_of(runner, NOW)
     assert (status.last_status, status.failed_windows, status.pending_windows) == (
         RunStatus.FAILED,
         1,
@@ -398,11 +398,11 @@ async def test_status_reports_a_failed_last_attempt() -> None:
 
 async def test_status_does_not_count_windows_held_elsewhere_as_pending() -> None:
     runner, store, _ = make_runner()
-    store.ensure_job("cpu", START)
-    store.claim(
+    await store.ensure_job("cpu", START)
+    await store.claim(
         "cpu", [hourly(0)], run_id="other", started_at=NOW - M, lease_expires_at=NOW + 5 * M
     )
-    assert status_of(runner, NOW).pending_windows == 4
+    assert (await status_of(runner, NOW)).pending_windows == 4
 
 
 # --- jobs by name, progress, closing -----------------------------------------------------------
@@ -413,9 +413,9 @@ async def test_unknown_jobs_are_refused() -> None:
     with pytest.raises(TierflowError, match="unknown job 'nope'"):
         await runner.run_due(NOW, ["nope"])
     with pytest.raises(TierflowError, match="unknown job 'nope'"):
-        runner.status(NOW, ["cpu", "nope"])
+        await runner.status(NOW, ["cpu", "nope"])
     with pytest.raises(TierflowError, match="unknown job 'nope'"):
-        runner.plan(NOW, ["nope"])
+        await runner.plan(NOW, ["nope"])
     with pytest.raises(TierflowError, match="unknown job 'nope'"):
         await runner.backfill("nope", START, NOW, NOW)
     assert fake.calls == []
@@ -438,20 +438,22 @@ async def test_aclose_closes_the_engines() -> None:
 # --- windows held by another run: reported, or waited for ------------------------------------
 
 
-def hold(store: MemoryStateStore, k: int) -> None:
-    store.ensure_job("cpu", START)
-    assert store.claim(
+async def hold(store: MemoryStateStore, k: int) -> None:
+    await store.ensure_job("cpu", START)
+    assert await store.claim(
         "cpu", [hourly(k)], run_id="other", started_at=NOW - M, lease_expires_at=NOW + 5 * M
     )
 
 
 async def test_a_held_window_is_reported_undone_until_its_holder_finishes_it() -> None:
     runner, store, _ = make_runner()
-    hold(store, 2)
+    await hold(store, 2)
     await runner.run_due(NOW)
-    assert [(e.window, e.run_id) for e in runner.held_undone()] == [(hourly(2), "other")]
-    store.finish("cpu", [hourly(2)], run_id="other", outcome=Outcome(RunStatus.SUCCEEDED, NOW, 1))
-    assert runner.held_undone() == []
+    assert [(e.window, e.run_id) for e in await runner.held_undone()] == [(hourly(2), "other")]
+    await store.finish(
+        "cpu", [hourly(2)], run_id="other", outcome=Outcome(RunStatus.SUCCEEDED, NOW, 1)
+    )
+    assert await runner.held_undone() == []
 
 
 @pytest.mark.parametrize("outcome", [RunStatus.SUCCEEDED, RunStatus.FAILED])
@@ -459,11 +461,11 @@ async def test_run_waiting_waits_for_a_held_window_and_runs_it_only_if_still_due
     outcome: RunStatus,
 ) -> None:
     runner, store, fake = make_runner()
-    hold(store, 2)
+    await hold(store, 2)
 
     async def other_run_ends() -> None:
         await asyncio.sleep(0.2)
-        store.finish("cpu", [hourly(2)], run_id="other", outcome=Outcome(outcome, NOW, 1))
+        await store.finish("cpu", [hourly(2)], run_id="other", outcome=Outcome(outcome, NOW, 1))
 
     ending = asyncio.create_task(other_run_ends())
     runs = await runner.run_waiting(NOW, poll=0.05)
@@ -471,5 +473,5 @@ async def test_run_waiting_waits_for_a_held_window_and_runs_it_only_if_still_due
     again = [hourly(2)] if outcome is RunStatus.FAILED else []
     assert windows_of(runs) == [hourly(0), hourly(1), hourly(3), hourly(4), *again]
     assert ranges_run(fake) == windows_of(runs)
-    assert runner.held_undone() == []
-    assert store.watermark("cpu") == START + 5 * H
+    assert await runner.held_undone() == []
+    assert await store.watermark("cpu") == START + 5 * H

@@ -35,13 +35,15 @@ def schema(db: sqlite3.Connection) -> list[tuple[str, str, str, str | None]]:
     return [tuple(row) for row in rows]
 
 
-def test_data_survives_reopening(tmp_path: Path) -> None:
+async def test_data_survives_reopening(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    with SqliteStateStore(path) as store:
-        store.ensure_job("a", T0)
-        store.ensure_job("b", T0)
-        store.claim("a", [W0, W1], run_id="r1", started_at=T0, lease_expires_at=T0 + W0.length)
-        store.finish(
+    async with SqliteStateStore(path) as store:
+        await store.ensure_job("a", T0)
+        await store.ensure_job("b", T0)
+        await store.claim(
+            "a", [W0, W1], run_id="r1", started_at=T0, lease_expires_at=T0 + W0.length
+        )
+        await store.finish(
             "a",
             [W0],
             run_id="r1",
@@ -49,22 +51,24 @@ def test_data_survives_reopening(tmp_path: Path) -> None:
                 RunStatus.SUCCEEDED, T0 + timedelta(seconds=3), 2.5, query_hash="q", error=None
             ),
         )
-        entries, history = store.entries("a", T0), store.history("a")
+        entries, history = await store.entries("a", T0), await store.history("a")
 
-    with SqliteStateStore(path) as reopened:
-        assert reopened.jobs() == ["a", "b"]
-        assert reopened.watermark("a") == W0.stop
-        assert reopened.watermark("b") == T0
-        assert reopened.entries("a", T0) == entries
-        assert reopened.history("a") == history
+    async with SqliteStateStore(path) as reopened:
+        assert await reopened.jobs() == ["a", "b"]
+        assert await reopened.watermark("a") == W0.stop
+        assert await reopened.watermark("b") == T0
+        assert await reopened.entries("a", T0) == entries
+        assert await reopened.history("a") == history
         # The claim on W1 is still r1's after the restart.
         assert (
-            reopened.finish("a", [W1], run_id="r1", outcome=Outcome(RunStatus.SUCCEEDED, T0, 1.0))
+            await reopened.finish(
+                "a", [W1], run_id="r1", outcome=Outcome(RunStatus.SUCCEEDED, T0, 1.0)
+            )
             == W1.stop
         )
 
 
-def test_schema_version_is_the_number_of_shipped_migrations(tmp_path: Path) -> None:
+async def test_schema_version_is_the_number_of_shipped_migrations(tmp_path: Path) -> None:
     on_disk = sorted(MIGRATIONS.glob("*.sql"))
     assert on_disk, "no migrations shipped"
     assert [version for version, _ in migrations()] == list(range(1, len(on_disk) + 1))
@@ -72,13 +76,13 @@ def test_schema_version_is_the_number_of_shipped_migrations(tmp_path: Path) -> N
     try:
         assert store.schema_version == len(on_disk)
     finally:
-        store.close()
+        await store.aclose()
 
 
-def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
+async def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    SqliteStateStore(path).close()
-    SqliteStateStore(path).close()
+    await SqliteStateStore(path).aclose()
+    await SqliteStateStore(path).aclose()
     db = sqlite3.connect(path)
     try:
         versions = [row[0] for row in db.execute("SELECT version FROM schema_migrations")]
@@ -87,8 +91,8 @@ def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
     assert versions == list(range(1, len(migrations()) + 1))
 
 
-def test_schema_equals_the_migrations_applied_in_order(tmp_path: Path) -> None:
-    SqliteStateStore(tmp_path / "store.db").close()
+async def test_schema_equals_the_migrations_applied_in_order(tmp_path: Path) -> None:
+    await SqliteStateStore(tmp_path / "store.db").aclose()
     by_hand = sqlite3.connect(tmp_path / "by_hand.db")
     for script in sorted(MIGRATIONS.glob("*.sql")):
         by_hand.executescript(script.read_text(encoding="utf-8"))
@@ -101,9 +105,9 @@ def test_schema_equals_the_migrations_applied_in_order(tmp_path: Path) -> None:
         by_hand.close()
 
 
-def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    SqliteStateStore(path).close()
+    await SqliteStateStore(path).aclose()
     newer = len(migrations()) + 1
     db = sqlite3.connect(path)
     with db:
@@ -120,9 +124,9 @@ def test_a_file_that_is_not_a_database_is_a_state_error(tmp_path: Path) -> None:
         SqliteStateStore(path)
 
 
-def test_the_ledger_is_unique_on_job_and_window_start(tmp_path: Path) -> None:
+async def test_the_ledger_is_unique_on_job_and_window_start(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    SqliteStateStore(path).close()
+    await SqliteStateStore(path).aclose()
     db = sqlite3.connect(path)
     try:
         insert = "INSERT INTO runs (job, window_start, window_stop, status) VALUES (?, ?, ?, ?)"
@@ -133,7 +137,7 @@ def test_the_ledger_is_unique_on_job_and_window_start(tmp_path: Path) -> None:
         db.close()
 
 
-def test_a_populated_database_from_before_definitions_upgrades(tmp_path: Path) -> None:
+async def test_a_populated_database_from_before_definitions_upgrades(tmp_path: Path) -> None:
     """A state file written by tierflow at schema version 3 (no definitions, no claim holders):
     opened by this version, its ledger is intact and its jobs have no recorded definition, so
     the first run records one rather than refusing."""
@@ -168,23 +172,22 @@ def test_a_populated_database_from_before_definitions_upgrades(tmp_path: Path) -
     old.commit()
     old.close()
 
-    store = SqliteStateStore(path)
-    with store:
+    async with SqliteStateStore(path) as store:
         assert store.schema_version == len(migrations())
-        assert store.watermark("cpu") == datetime(2026, 1, 1, 2, tzinfo=UTC)
-        assert [e.fingerprint for e in store.entries("cpu", T0 - timedelta(days=400))] == [
+        assert await store.watermark("cpu") == datetime(2026, 1, 1, 2, tzinfo=UTC)
+        assert [e.fingerprint for e in await store.entries("cpu", T0 - timedelta(days=400))] == [
             "fp",
             "fp",
         ]
-        assert len(store.history("cpu")) == 2
-        assert store.definition("cpu") is None
+        assert len(await store.history("cpu")) == 2
+        assert await store.definition("cpu") is None
         config = make_config()
-        (check,) = check_definitions(config, store)
+        (check,) = await check_definitions(config, store)
         assert check.state == "unrecorded"
-        accept_definitions(config, store, None)  # records, does not refuse
-        assert check_definitions(config, store)[0].state == "same"
+        await accept_definitions(config, store, None)  # records, does not refuse
+        assert (await check_definitions(config, store))[0].state == "same"
         # Planning still starts at the old watermark: nothing is run again.
-        (plan,) = Runner(config, store).plan(datetime(2026, 1, 1, 3, tzinfo=UTC))
+        (plan,) = await Runner(config, store).plan(datetime(2026, 1, 1, 3, tzinfo=UTC))
         two, three = (datetime(2026, 1, 1, hour, tzinfo=UTC) for hour in (2, 3))
         assert plan.windows == [Window(two, three)]
 
@@ -197,7 +200,7 @@ def test_open_memory_store() -> None:
     assert isinstance(open_state_store("memory://"), MemoryStateStore)
 
 
-def test_open_relative_sqlite_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_open_relative_sqlite_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     store = open_state_store("sqlite:///tierflow.db")
     try:
@@ -205,20 +208,20 @@ def test_open_relative_sqlite_path(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert (tmp_path / "tierflow.db").is_file()
         assert not Path(store.path).is_absolute()
     finally:
-        store.close()
+        await store.aclose()
 
 
-def test_open_relative_sqlite_path_in_a_subdirectory(
+async def test_open_relative_sqlite_path_in_a_subdirectory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "var").mkdir()
     store = open_state_store("sqlite:///var/state.db")
-    store.close()
+    await store.aclose()
     assert (tmp_path / "var" / "state.db").is_file()
 
 
-def test_open_absolute_sqlite_path(tmp_path: Path) -> None:
+async def test_open_absolute_sqlite_path(tmp_path: Path) -> None:
     target = tmp_path / "abs.db"
     url = f"sqlite:///{target}"  # tmp_path is absolute, so this reads sqlite:////…
     assert url.startswith("sqlite:////")
@@ -228,7 +231,7 @@ def test_open_absolute_sqlite_path(tmp_path: Path) -> None:
         assert Path(store.path) == target
         assert target.is_file()
     finally:
-        store.close()
+        await store.aclose()
 
 
 @pytest.mark.parametrize(

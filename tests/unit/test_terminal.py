@@ -47,7 +47,7 @@ def run_daemon_through_catch_up(engine: FakeEngine, **job: object) -> str:
                 caught_up.set()
 
         runner.on_progress = advance
-        display.catch_up(sum(len(p.windows) for p in runner.plan(NOW)))
+        display.catch_up(sum(len(p.windows) for p in await runner.plan(NOW)))
         task = asyncio.create_task(daemon.run())
         async with asyncio.timeout(10):
             await caught_up.wait()

@@ -5,6 +5,7 @@ the in-memory store and on SQLite alike (the same history must give the same sta
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import tempfile
 from datetime import timedelta
@@ -51,11 +52,11 @@ requeues = st.tuples(st.just("requeue"))
 steps = st.lists(st.one_of(claims, finishes, requeues), max_size=25)
 
 
-def apply(store: StateStore, step: tuple[Any, ...], held: dict[int, list[Window]]) -> None:
+async def apply(store: StateStore, step: tuple[Any, ...], held: dict[int, list[Window]]) -> None:
     if step[0] == "claim":
         _, indexes, run, holder, minutes, force = step
         at = NOW - H + timedelta(minutes=minutes)
-        taken = store.claim(
+        taken = await store.claim(
             "cpu",
             [hourly(i) for i in indexes],
             run_id=f"r{run}",
@@ -73,29 +74,29 @@ def apply(store: StateStore, step: tuple[Any, ...], held: dict[int, list[Window]
             outcome = Outcome(status, NOW, 0.1, error=None if status.done else "boom")
             # StateError: another run took some over, and nothing was recorded.
             with contextlib.suppress(StateError):
-                store.finish(
+                await store.finish(
                     "cpu", windows, run_id=f"r{run}", outcome=outcome, park_after=park_after
                 )
     else:
-        store.requeue("cpu")
+        await store.requeue("cpu")
 
 
-def check(runner: Runner) -> JobStatus:
-    (status,) = runner.status(NOW)
+async def check(runner: Runner) -> JobStatus:
+    (status,) = await runner.status(NOW)
     states = status.window_states
     assert set(states) == set(WindowState)
     assert all(count >= 0 for count in states.values())
     assert sum(states.values()) == WINDOWS, states
     assert states[WindowState.RUNNING] == len(status.claims)
     # The same partition, window by window from the ledger, without the census.
-    ledger = {e.window: e for e in runner.store.entries("cpu", START)}
+    ledger = {e.window: e for e in await runner.store.entries("cpu", START)}
     naive = dict.fromkeys(WindowState, 0)
     for k in range(WINDOWS):
         entry = ledger.get(hourly(k))
         naive[state_of(entry.status, entry.parked) if entry else WindowState.PENDING] += 1
     assert naive == states
     # A lagging watermark is explained: the window it stops at is not done, and status says so.
-    mark = runner.store.watermark("cpu") or START
+    mark = await runner.store.watermark("cpu") or START
     if mark < hourly(WINDOWS - 1).stop:
         at_mark = ledger.get(Window(mark, mark + H))
         undone = {WindowState.PENDING, WindowState.RUNNING, WindowState.FAILED, WindowState.PARKED}
@@ -111,18 +112,23 @@ def check(runner: Runner) -> JobStatus:
 def test_every_window_is_in_one_state_and_a_lagging_watermark_is_explained(
     history: list[tuple[Any, ...]],
 ) -> None:
+    # Hypothesis drives a plain function: each example runs on an event loop of its own.
+    asyncio.run(replay(history))
+
+
+async def replay(history: list[tuple[Any, ...]]) -> None:
     with tempfile.TemporaryDirectory() as where:
         stores: list[StateStore] = [MemoryStateStore(), SqliteStateStore(Path(where) / "s.db")]
         runners = [Runner(make_config(), store, engines={}) for store in stores]
         held: list[dict[int, list[Window]]] = [{}, {}]
         try:
             for store in stores:
-                store.ensure_job("cpu", START)
+                await store.ensure_job("cpu", START)
             for step in history:
                 for store, mine in zip(stores, held, strict=True):
-                    apply(store, step, mine)
-                memory, sqlite = (check(runner) for runner in runners)
+                    await apply(store, step, mine)
+                memory, sqlite = [await check(runner) for runner in runners]
                 assert memory == sqlite
         finally:
             for store in stores:
-                store.close()
+                await store.aclose()

@@ -27,6 +27,7 @@ to each kind of server and the filesystem); here, the checks and the order of th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -107,7 +108,7 @@ async def apply_tiers(
         changes, problems = plan_changes(config, await observe(config, engines))
         if any(change.shrink for change in changes):
             changes = await _check_expiring(changes, engines, now, allow_shrink, problems)
-            blocked = _blocked(config, changes, now, store)
+            blocked = await _blocked(config, changes, now, store)
             if force:
                 for message in blocked:
                     log_event("retention_shrink_forced", level=logging.WARNING, problem=message)
@@ -168,16 +169,22 @@ def _deletes(change: Change, found: Expiring) -> str:
     )
 
 
-def _blocked(
+async def _blocked(
     config: Config, changes: Sequence[Change], now: datetime, store: StateStore | None
 ) -> list[str]:
-    ledger = store if store is not None else _open_ledger(config.state.url)
+    ledger = store if store is not None else await asyncio.to_thread(_open_ledger, config.state.url)
     try:
         runner = Runner(config, ledger)
-        return blocked_shrinks(config, changes, lambda job: _oldest_pending(runner, job, now), now)
+        shrinking = {tier for change in changes if change.shrink for tier in change.shrink.tiers}
+        pending = {
+            job: await _oldest_pending(runner, job, now)
+            for job, spec in config.jobs.items()
+            if spec.source in shrinking
+        }
+        return blocked_shrinks(config, changes, pending.__getitem__, now)
     finally:
         if store is None:
-            ledger.close()
+            await ledger.aclose()
 
 
 def _open_ledger(url: str) -> StateStore:
@@ -188,16 +195,16 @@ def _open_ledger(url: str) -> StateStore:
     return open_state_store(url)
 
 
-def _oldest_pending(runner: Runner, job: str, now: datetime) -> Window | None:
+async def _oldest_pending(runner: Runner, job: str, now: datetime) -> Window | None:
     """The job's oldest window not done: due now (what `plan` would run; windows max_catchup
     will skip are not pending), or parked, or running."""
-    (plan,) = runner.plan(now, [job])
+    (plan,) = await runner.plan(now, [job])
     found = [plan.batches[0].windows[0]] if plan.batches else []
     origin = runner.origin(job)
-    begin = max(origin, runner.store.watermark(job) or origin)
+    begin = max(origin, await runner.store.watermark(job) or origin)
     found += [
         entry.window
-        for entry in runner.store.entries(job, begin)
+        for entry in await runner.store.entries(job, begin)
         if entry.parked or entry.status is RunStatus.RUNNING
     ]
     return min(found, default=None)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Self
 
 from tierflow._state._holder import Holder, holder_gone
 from tierflow._windows import Window
@@ -135,24 +136,30 @@ class JobDefinition:
 class StateStore(ABC):
     """Durable watermarks, ledger and history. Implementations must be safe to share within one
     process; `SqliteStateStore` also between processes of one host (each claim and finish is one
-    `BEGIN IMMEDIATE` transaction), `MemoryStateStore` is for tests."""
+    `BEGIN IMMEDIATE` transaction), `MemoryStateStore` is for tests.
+
+    Every method is a coroutine, and none may block the event loop while it waits for the
+    database (a lock held by another process, the network): lease heartbeats run on the same
+    loop. A store is an async context manager (`async with store:` closes it). Each call is one
+    transaction that commits or not as a whole, even if the awaiting task is cancelled.
+    `tierflow.testing.state_contract` holds the tests every store must pass."""
 
     @abstractmethod
-    def ensure_job(self, job: str, origin: datetime) -> datetime:
+    async def ensure_job(self, job: str, origin: datetime) -> datetime:
         """Register `job` with its watermark at `origin` unless known; return its watermark."""
 
     @abstractmethod
-    def watermark(self, job: str) -> datetime | None:
+    async def watermark(self, job: str) -> datetime | None:
         """The job's watermark, or None for a job never registered."""
 
     @abstractmethod
-    def entries(
+    async def entries(
         self, job: str, since: datetime, until: datetime | None = None
     ) -> list[LedgerEntry]:
         """Ledger rows of `job` whose window starts in `[since, until)`, oldest first."""
 
     @abstractmethod
-    def claim(
+    async def claim(
         self,
         job: str,
         windows: Sequence[Window],
@@ -177,13 +184,13 @@ class StateStore(ABC):
         """
 
     @abstractmethod
-    def renew(
+    async def renew(
         self, job: str, windows: Sequence[Window], *, run_id: str, lease_expires_at: datetime
     ) -> bool:
         """Extend the lease `run_id` holds on `windows`; False if it no longer holds them all."""
 
     @abstractmethod
-    def finish(
+    async def finish(
         self,
         job: str,
         windows: Sequence[Window],
@@ -202,39 +209,41 @@ class StateStore(ABC):
         """
 
     @abstractmethod
-    def requeue(self, job: str, start: datetime | None = None, stop: datetime | None = None) -> int:
+    async def requeue(
+        self, job: str, start: datetime | None = None, stop: datetime | None = None
+    ) -> int:
         """Un-park `job`'s parked windows starting in `[start, stop)` (all when None), giving
         each a fresh attempt budget; return how many."""
 
     @abstractmethod
-    def census(self, job: str, since: datetime, until: datetime) -> Census:
+    async def census(self, job: str, since: datetime, until: datetime) -> Census:
         """`job`'s ledger rows of windows inside `[since, until)`, counted by (status, parked),
         with the running rows in full."""
 
     @abstractmethod
-    def history(self, job: str, *, limit: int = 50) -> list[Attempt]:
+    async def history(self, job: str, *, limit: int = 50) -> list[Attempt]:
         """The latest attempts at `job`'s windows, newest first."""
 
     @abstractmethod
-    def count_attempts(self, job: str, *, reason: str) -> int:
+    async def count_attempts(self, job: str, *, reason: str) -> int:
         """How many attempts at `job`'s windows ran for `reason` (e.g. late_data re-runs)."""
 
     @abstractmethod
-    def jobs(self) -> list[str]:
+    async def jobs(self) -> list[str]:
         """Every registered job."""
 
     @abstractmethod
-    def definition(self, job: str) -> JobDefinition | None:
+    async def definition(self, job: str) -> JobDefinition | None:
         """The definition recorded for `job`; None for a job seen for the first time, or one
         whose ledger was written by a tierflow that recorded no definitions."""
 
     @abstractmethod
-    def record_definition(self, job: str, definition: JobDefinition) -> None:
+    async def record_definition(self, job: str, definition: JobDefinition) -> None:
         """Record `definition` as the job's (replacing any), leaving ledger and watermark as
         they are."""
 
     @abstractmethod
-    def reset(
+    async def reset(
         self,
         job: str,
         definition: JobDefinition,
@@ -251,14 +260,14 @@ class StateStore(ABC):
         (its earlier attempts do not count towards parking).
         """
 
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release connections."""
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections (and any thread the store runs on). The store is not used after."""
 
-    def __enter__(self) -> StateStore:
+    async def __aenter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 def _distinct(windows: Sequence[Window]) -> None:

@@ -1,4 +1,7 @@
-"""An in-memory state store: the fake for unit tests, held to the same contract as the real ones."""
+"""An in-memory state store: the fake for unit tests, held to the same contract as the real ones.
+
+Its coroutines never await: each runs to its end at once, so it is one transaction by itself.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +24,17 @@ from tierflow._state._base import (
     _distinct,
 )
 from tierflow._state._holder import Holder, holder_gone
-from tierflow._state._rules import Refusal, abandon_reason, advance, refusal
+from tierflow._state._rules import (
+    Refusal,
+    abandon_reason,
+    advance,
+    claimed,
+    finished,
+    holds,
+    refusal,
+    requeued,
+    reset_watermark,
+)
 from tierflow._windows import Window
 
 __all__ = ["MemoryStateStore"]
@@ -29,32 +42,31 @@ __all__ = ["MemoryStateStore"]
 
 class MemoryStateStore(StateStore):
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # for threads; a coroutine here never awaits
         self._watermarks: dict[str, datetime] = {}
         self._ledger: dict[tuple[str, datetime], LedgerEntry] = {}
         self._attempts: dict[tuple[str, datetime, int], Attempt] = {}
-        self._bases: dict[tuple[str, datetime], int] = {}
         self._definitions: dict[str, JobDefinition] = {}
 
-    def ensure_job(self, job: str, origin: datetime) -> datetime:
+    async def ensure_job(self, job: str, origin: datetime) -> datetime:
         with self._lock:
             return self._watermarks.setdefault(job, origin)
 
-    def watermark(self, job: str) -> datetime | None:
+    async def watermark(self, job: str) -> datetime | None:
         return self._watermarks.get(job)
 
-    def entries(
+    async def entries(
         self, job: str, since: datetime, until: datetime | None = None
     ) -> list[LedgerEntry]:
         with self._lock:
             rows = [
-                replace(e, attempt_base=self._bases.get((j, start), 0))
+                e
                 for (j, start), e in self._ledger.items()
                 if j == job and start >= since and (until is None or start < until)
             ]
         return sorted(rows, key=lambda e: e.window.start)
 
-    def claim(
+    async def claim(
         self,
         job: str,
         windows: Sequence[Window],
@@ -77,8 +89,7 @@ class MemoryStateStore(StateStore):
                 why = refusal(entry, run_id=run_id, at=started_at, force=force, gone=gone)
                 if why is Refusal.HELD:
                     assert entry is not None
-                    base = self._bases.get((job, window.start), 0)
-                    held.append(replace(entry, attempt_base=base))
+                    held.append(entry)
                     continue
                 if why is Refusal.SETTLED:
                     settled.append(window)
@@ -86,31 +97,23 @@ class MemoryStateStore(StateStore):
                 taken.append(window)
                 if entry is not None and entry.status is RunStatus.RUNNING:
                     self._abandon(job, entry, started_at)
-                if entry is None:
-                    # A window forgotten by `reset` keeps its history: number on from it.
-                    earlier = max(
-                        (n for (j, at, n) in self._attempts if j == job and at == window.start),
-                        default=0,
-                    )
-                    self._bases[(job, window.start)] = earlier
-                attempt = (entry.attempts if entry else earlier) + 1
-                self._ledger[(job, window.start)] = LedgerEntry(
+                # A window forgotten by `reset` keeps its history: number on from it.
+                earlier = entry.attempts if entry else self._last_attempt(job, window.start)
+                new = claimed(
+                    entry,
                     job,
                     window,
-                    RunStatus.RUNNING,
-                    attempt,
-                    run_id,
-                    started_at,
-                    None,
-                    lease_expires_at,
-                    None,
-                    entry.fingerprint if entry else None,
+                    run_id=run_id,
+                    started_at=started_at,
+                    lease_expires_at=lease_expires_at,
                     holder=holder,
+                    earlier=earlier,
                 )
-                self._attempts[(job, window.start, attempt)] = Attempt(
+                self._ledger[(job, window.start)] = new
+                self._attempts[(job, window.start, new.attempts)] = Attempt(
                     job,
                     window,
-                    attempt,
+                    new.attempts,
                     run_id,
                     RunStatus.RUNNING,
                     started_at,
@@ -123,6 +126,9 @@ class MemoryStateStore(StateStore):
                 )
         return Claim(tuple(taken), tuple(held), tuple(settled))
 
+    def _last_attempt(self, job: str, start: datetime) -> int:
+        return max((n for (j, at, n) in self._attempts if j == job and at == start), default=0)
+
     def _abandon(self, job: str, entry: LedgerEntry, at: datetime) -> None:
         key = (job, entry.window.start, entry.attempts)
         if key in self._attempts:
@@ -133,15 +139,12 @@ class MemoryStateStore(StateStore):
                 error=abandon_reason(entry, at),
             )
 
-    def renew(
+    async def renew(
         self, job: str, windows: Sequence[Window], *, run_id: str, lease_expires_at: datetime
     ) -> bool:
         with self._lock:
             entries = [self._ledger.get((job, w.start)) for w in windows]
-            if any(
-                e is None or e.run_id != run_id or e.status is not RunStatus.RUNNING
-                for e in entries
-            ):
+            if not all(holds(e, run_id) for e in entries):
                 return False
             for entry in entries:
                 assert entry is not None
@@ -150,7 +153,9 @@ class MemoryStateStore(StateStore):
                 )
             return True
 
-    def requeue(self, job: str, start: datetime | None = None, stop: datetime | None = None) -> int:
+    async def requeue(
+        self, job: str, start: datetime | None = None, stop: datetime | None = None
+    ) -> int:
         with self._lock:
             chosen = [
                 entry
@@ -161,16 +166,14 @@ class MemoryStateStore(StateStore):
                 and (stop is None or at < stop)
             ]
             for entry in chosen:
-                key = (job, entry.window.start)
-                self._ledger[key] = replace(entry, parked=False, finished_at=None)
-                self._bases[key] = entry.attempts
+                self._ledger[(job, entry.window.start)] = requeued(entry)
             return len(chosen)
 
-    def count_attempts(self, job: str, *, reason: str) -> int:
+    async def count_attempts(self, job: str, *, reason: str) -> int:
         with self._lock:
             return sum(a.job == job and a.reason == reason for a in self._attempts.values())
 
-    def finish(
+    async def finish(
         self,
         job: str,
         windows: Sequence[Window],
@@ -183,25 +186,11 @@ class MemoryStateStore(StateStore):
             if job not in self._watermarks:
                 raise StateError(f"job {job} is not registered in the state store")
             entries = [self._ledger.get((job, w.start)) for w in windows]
-            if any(
-                e is None or e.run_id != run_id or e.status is not RunStatus.RUNNING
-                for e in entries
-            ):
+            if not all(holds(e, run_id) for e in entries):
                 raise StateError(f"job {job}: run {run_id} no longer holds its windows")
             for entry in entries:
                 assert entry is not None
-                self._ledger[(job, entry.window.start)] = replace(
-                    entry,
-                    status=outcome.status,
-                    finished_at=outcome.finished_at,
-                    lease_expires_at=None,
-                    error=outcome.error,
-                    fingerprint=outcome.fingerprints.get(entry.window.start, entry.fingerprint),
-                    parked=outcome.status is RunStatus.FAILED
-                    and park_after is not None
-                    and entry.attempts - self._bases.get((job, entry.window.start), 0)
-                    >= park_after,
-                )
+                self._ledger[(job, entry.window.start)] = finished(entry, outcome, park_after)
                 self._record_attempt(job, entry, outcome)
             undone = None if outcome.status.done else min(w.start for w in windows)
             return self._advance(job, undone)
@@ -226,7 +215,7 @@ class MemoryStateStore(StateStore):
         self._watermarks[job] = mark = advance(self._watermarks[job], undone, done_stop)
         return mark
 
-    def census(self, job: str, since: datetime, until: datetime) -> Census:
+    async def census(self, job: str, since: datetime, until: datetime) -> Census:
         with self._lock:
             mine = [
                 e
@@ -235,31 +224,26 @@ class MemoryStateStore(StateStore):
             ]
         counts = Counter((e.status, e.parked) for e in mine)
         running = sorted(
-            (
-                replace(e, attempt_base=self._bases.get((job, e.window.start), 0))
-                for e in mine
-                if e.status is RunStatus.RUNNING
-            ),
-            key=lambda e: e.window.start,
+            (e for e in mine if e.status is RunStatus.RUNNING), key=lambda e: e.window.start
         )
         return Census(dict(counts), tuple(running))
 
-    def history(self, job: str, *, limit: int = 50) -> list[Attempt]:
+    async def history(self, job: str, *, limit: int = 50) -> list[Attempt]:
         with self._lock:
             mine = [a for a in self._attempts.values() if a.job == job]
         return mine[::-1][:limit]
 
-    def jobs(self) -> list[str]:
+    async def jobs(self) -> list[str]:
         return sorted(self._watermarks)
 
-    def definition(self, job: str) -> JobDefinition | None:
+    async def definition(self, job: str) -> JobDefinition | None:
         return self._definitions.get(job)
 
-    def record_definition(self, job: str, definition: JobDefinition) -> None:
+    async def record_definition(self, job: str, definition: JobDefinition) -> None:
         with self._lock:
             self._definitions[job] = definition
 
-    def reset(
+    async def reset(
         self,
         job: str,
         definition: JobDefinition,
@@ -273,9 +257,7 @@ class MemoryStateStore(StateStore):
             ]
             for key in gone:
                 del self._ledger[key]
-                self._bases.pop(key, None)
             if job in self._watermarks:
-                mark = self._watermarks[job]
-                self._watermarks[job] = origin if since is None else min(mark, since)
+                self._watermarks[job] = reset_watermark(self._watermarks[job], since, origin)
             self._definitions[job] = definition
             return len(gone)

@@ -2,18 +2,22 @@
 is, when it is due, whether a claim may take it, and how far the watermark reaches.
 
 Stores hold rows; these functions decide. Keeping them here (not in SQL and Python twice) is what
-keeps the SQLite store, the in-memory fake and the planner to one contract.
+keeps the SQLite store, the in-memory fake and the planner to one contract. A store reads a
+window's ledger row as a `LedgerEntry` inside its transaction, asks `refusal`, `claimed`,
+`finished`, `requeued`, and writes back the entry it is given; a new store (PostgreSQL) does the
+same with its own row locks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from enum import StrEnum
 
-from tierflow._state._base import LedgerEntry, RunStatus
+from tierflow._state._base import LedgerEntry, Outcome, RunStatus
 from tierflow._state._holder import Holder
-from tierflow._windows import EPOCH
+from tierflow._windows import EPOCH, Window
 
 __all__ = [
     "Gone",
@@ -22,7 +26,13 @@ __all__ = [
     "abandon_reason",
     "advance",
     "available_at",
+    "claimed",
+    "finished",
+    "holds",
+    "parks",
     "refusal",
+    "requeued",
+    "reset_watermark",
     "state_of",
 ]
 
@@ -115,3 +125,77 @@ def advance(
     while (stop := done_stop(mark)) is not None:
         mark = stop
     return mark
+
+
+def holds(entry: LedgerEntry | None, run_id: str) -> bool:
+    """Whether `run_id` still holds the window (its claim was not taken over or finished)."""
+    return entry is not None and entry.run_id == run_id and entry.status is RunStatus.RUNNING
+
+
+def claimed(
+    entry: LedgerEntry | None,
+    job: str,
+    window: Window,
+    *,
+    run_id: str,
+    started_at: datetime,
+    lease_expires_at: datetime,
+    holder: Holder | None,
+    earlier: int = 0,
+) -> LedgerEntry:
+    """The row of a window a claim took (`refusal` said it may): running under `run_id`, one
+    attempt more. A window without a row (new, or forgotten by `reset`) numbers its attempts on
+    from `earlier`, the last attempt its history holds, and counts towards parking only those
+    after it; a window with a row keeps its re-queue base and its fingerprint."""
+    attempts, base = (entry.attempts, entry.attempt_base) if entry else (earlier, earlier)
+    return LedgerEntry(
+        job,
+        window,
+        RunStatus.RUNNING,
+        attempts + 1,
+        run_id,
+        started_at,
+        None,
+        lease_expires_at,
+        None,
+        entry.fingerprint if entry else None,
+        parked=False,
+        attempt_base=base,
+        holder=holder,
+    )
+
+
+def parks(status: RunStatus, attempts: int, attempt_base: int, park_after: int | None) -> bool:
+    """Whether a window that ended with `status` is parked: it failed, and has had `park_after`
+    attempts since it was last re-queued."""
+    return (
+        status is RunStatus.FAILED
+        and park_after is not None
+        and attempts - attempt_base >= park_after
+    )
+
+
+def finished(entry: LedgerEntry, outcome: Outcome, park_after: int | None) -> LedgerEntry:
+    """The row of a held window once its run ended with `outcome`: the lease released, the
+    fingerprint replaced when the outcome has one, parked per `parks`."""
+    return replace(
+        entry,
+        status=outcome.status,
+        finished_at=outcome.finished_at,
+        lease_expires_at=None,
+        error=outcome.error,
+        fingerprint=outcome.fingerprints.get(entry.window.start, entry.fingerprint),
+        parked=parks(outcome.status, entry.attempts, entry.attempt_base, park_after),
+    )
+
+
+def requeued(entry: LedgerEntry) -> LedgerEntry:
+    """A parked window's row once re-queued: due again, with a fresh attempt budget (attempts so
+    far no longer count towards parking) and no retry delay."""
+    return replace(entry, parked=False, finished_at=None, attempt_base=entry.attempts)
+
+
+def reset_watermark(mark: datetime, since: datetime | None, origin: datetime) -> datetime:
+    """A job's watermark once its ledger from `since` on is forgotten: back to `since` if it was
+    later; to `origin` when the whole ledger is (`since` None)."""
+    return origin if since is None else min(mark, since)

@@ -1,15 +1,23 @@
-"""The default state store: one SQLite file, for a single tierflow worker."""
+"""The default state store: one SQLite file, for the tierflow workers of one host.
+
+sqlite3 blocks: waiting for another process's write lock takes up to the 30 s busy timeout. So
+every call runs on the store's own thread (one per store, which also owns the connection) and
+the event loop only awaits it: lease heartbeats keep beating while a claim waits for the lock.
+The statements are kept by name in `sql/sqlite/queries.sql`; what a row becomes is decided by
+`tierflow._state._rules`, as in every store.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tierflow._errors import StateError
 from tierflow._state._base import (
@@ -24,10 +32,26 @@ from tierflow._state._base import (
     _distinct,
 )
 from tierflow._state._holder import Holder, holder_gone
-from tierflow._state._rules import Refusal, abandon_reason, advance, refusal
+from tierflow._state._rules import (
+    Refusal,
+    abandon_reason,
+    advance,
+    claimed,
+    finished,
+    holds,
+    refusal,
+    requeued,
+    reset_watermark,
+)
+from tierflow._state._sql import queries
 from tierflow._windows import Window, from_micros, to_micros
 
 __all__ = ["SqliteStateStore", "migrations"]
+
+T = TypeVar("T")
+Q = queries("sqlite")
+#: Beyond any window start: the open end of a range.
+_NEVER = 2**62
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -53,37 +77,48 @@ def _moment(micros: int | None) -> datetime | None:
 
 class SqliteStateStore(StateStore):
     """State in a SQLite file (WAL mode), shared safely by the processes of one host: every claim
-    and finish is one `BEGIN IMMEDIATE` transaction."""
+    and finish is one `BEGIN IMMEDIATE` transaction. Opening (connecting, migrating) happens in
+    the constructor, on the store's thread, and waits for it: open a store before the event
+    loop runs, or with `await asyncio.to_thread(SqliteStateStore, path)`."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
-        self._lock = threading.Lock()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tierflow-sqlite")
+        self._db: sqlite3.Connection | None = None
+        self._closed = False
         try:
-            self._db = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30
-            )
+            #: The schema version of the file, once migrated.
+            self.schema_version: int = self._thread.submit(self._open).result()
+        except BaseException:
+            self._thread.shutdown(wait=False)
+            raise
+
+    # -- on the store's thread ------------------------------------------------------------------
+
+    def _open(self) -> int:
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         except sqlite3.Error as exc:  # e.g. its directory is missing: nothing to close
             raise StateError(f"state store {self.path}: {exc}") from exc
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            self._db = db
+            return self._migrate()
         except sqlite3.Error as exc:
-            self._db.close()
+            self._db = None
+            db.close()
             raise StateError(f"state store {self.path}: {exc}") from exc
         except StateError:
-            self._db.close()
+            self._db = None
+            db.close()
             raise
 
-    def _migrate(self) -> None:
+    def _migrate(self) -> int:
         with self._transaction() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
-            )
-            current = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-            have = int(current.fetchone()[0])
+            db.execute(Q["create_schema_migrations"])
+            have = int(db.execute(Q["schema_version"]).fetchone()[0])
             shipped = migrations()
             if have > len(shipped):
                 raise StateError(
@@ -93,73 +128,99 @@ class SqliteStateStore(StateStore):
             for version, sql in shipped[have:]:
                 for statement in _statements(sql):
                     db.execute(statement)
-                db.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
+                db.execute(Q["record_migration"], (version,))
+            return int(db.execute(Q["schema_version"]).fetchone()[0])
 
-    @property
-    def schema_version(self) -> int:
-        row = self._db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
-        return int(row[0])
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StateError(f"state store {self.path} is closed")
+        return self._db
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        db = self._connection()
+        try:
+            db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise StateError(f"state store {self.path}: {exc}") from exc
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StateError(f"state store {self.path}: {exc}") from exc
 
-    def _read(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
-        with self._lock:
-            try:
-                return self._db.execute(sql, args).fetchall()
-            except sqlite3.Error as exc:
-                raise StateError(f"state store {self.path}: {exc}") from exc
-
-    def ensure_job(self, job: str, origin: datetime) -> datetime:
+    def _in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         with self._transaction() as db:
-            db.execute(
-                "INSERT INTO jobs (job, watermark) VALUES (?, ?) ON CONFLICT (job) DO NOTHING",
-                (job, to_micros(origin)),
-            )
-            (mark,) = db.execute("SELECT watermark FROM jobs WHERE job = ?", (job,)).fetchone()
-        return from_micros(mark)
+            return work(db)
 
-    def watermark(self, job: str) -> datetime | None:
-        rows = self._read("SELECT watermark FROM jobs WHERE job = ?", (job,))
+    def _fetch(self, name: str, args: Sequence[object]) -> list[Any]:
+        try:
+            return self._connection().execute(Q[name], args).fetchall()
+        except sqlite3.Error as exc:
+            raise StateError(f"state store {self.path}: {exc}") from exc
+
+    # -- from the event loop --------------------------------------------------------------------
+
+    async def _call(self, work: Callable[..., T], *args: Any) -> T:
+        """Run `work(*args)` on the store's thread; the loop goes on meanwhile."""
+        if self._closed:
+            raise StateError(f"state store {self.path} is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` in one `BEGIN IMMEDIATE` transaction on the store's thread."""
+        return await self._call(self._in_transaction, work)
+
+    async def _read(self, name: str, *args: object) -> list[Any]:
+        """The rows of query `name`, read on the store's thread."""
+        return await self._call(self._fetch, name, args)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        await self._call(self._close_db)
+        self._closed = True
+        self._thread.shutdown(wait=False)
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def ensure_job(self, job: str, origin: datetime) -> datetime:
+        def work(db: sqlite3.Connection) -> datetime:
+            db.execute(Q["ensure_job"], (job, to_micros(origin)))
+            (mark,) = db.execute(Q["watermark"], (job,)).fetchone()
+            return from_micros(mark)
+
+        return await self._write(work)
+
+    async def watermark(self, job: str) -> datetime | None:
+        rows = await self._read("watermark", job)
         return from_micros(int(rows[0][0])) if rows else None
 
-    def entries(
+    async def entries(
         self, job: str, since: datetime, until: datetime | None = None
     ) -> list[LedgerEntry]:
-        rows = self._read(
-            f"SELECT {_ENTRY} FROM runs WHERE job = ? AND window_start >= ? AND window_start < ?"
-            " ORDER BY window_start",
-            (job, to_micros(since), to_micros(until) if until else 2**62),
-        )
+        until_micros = to_micros(until) if until else _NEVER
+        rows = await self._read("entries", job, to_micros(since), until_micros)
         return [_entry(job, row) for row in rows]
 
-    def census(self, job: str, since: datetime, until: datetime) -> Census:
+    async def census(self, job: str, since: datetime, until: datetime) -> Census:
         span = (job, to_micros(since), to_micros(until))
-        where = "job = ? AND window_start >= ? AND window_stop <= ?"
-        counts = self._read(
-            f"SELECT status, parked, COUNT(*) FROM runs WHERE {where} GROUP BY status, parked", span
-        )
-        running = self._read(
-            f"SELECT {_ENTRY} FROM runs WHERE {where} AND status = 'running' ORDER BY window_start",
-            span,
-        )
-        return Census(
-            {(RunStatus(status), bool(parked)): n for status, parked, n in counts},
-            tuple(_entry(job, row) for row in running),
-        )
 
-    def claim(
+        def work() -> Census:
+            counts = self._fetch("census_counts", span)
+            running = self._fetch("census_running", span)
+            return Census(
+                {(RunStatus(status), bool(parked)): n for status, parked, n in counts},
+                tuple(_entry(job, row) for row in running),
+            )
+
+        return await self._call(work)
+
+    async def claim(
         self,
         job: str,
         windows: Sequence[Window],
@@ -173,22 +234,17 @@ class SqliteStateStore(StateStore):
         gone: Callable[[Holder], bool] = holder_gone,
     ) -> Claim:
         _distinct(windows)
-        started, lease = to_micros(started_at), to_micros(lease_expires_at)
-        host, pid, process_start = (
-            (holder.host, holder.pid, holder.started) if holder else (None, None, None)
-        )
-        taken: list[Window] = []
-        held: list[LedgerEntry] = []
-        settled: list[Window] = []
+        started = to_micros(started_at)
+
         # BEGIN IMMEDIATE: the rows are judged and taken under the write lock, so two processes
         # claiming the same window cannot both see it due.
-        with self._transaction() as db:
+        def work(db: sqlite3.Connection) -> Claim:
+            taken: list[Window] = []
+            held: list[LedgerEntry] = []
+            settled: list[Window] = []
             for window in windows:
-                row = db.execute(
-                    f"SELECT {_ENTRY} FROM runs WHERE job = ? AND window_start = ?",
-                    (job, to_micros(window.start)),
-                ).fetchone()
-                entry = _entry(job, row) if row else None
+                key = (job, to_micros(window.start))
+                entry = _read_entry(db, job, window.start)
                 why = refusal(entry, run_id=run_id, at=started_at, force=force, gone=gone)
                 if why is Refusal.HELD:
                     assert entry is not None
@@ -200,100 +256,62 @@ class SqliteStateStore(StateStore):
                 taken.append(window)
                 if entry is not None and entry.status is RunStatus.RUNNING:
                     db.execute(
-                        "UPDATE attempts SET status = 'abandoned', finished_at = ?, error = ?"
-                        " WHERE job = ? AND window_start = ? AND status = 'running'",
-                        (started, abandon_reason(entry, started_at), job, to_micros(window.start)),
+                        Q["abandon_attempt"], (started, abandon_reason(entry, started_at), *key)
                     )
-                earlier = 0
-                if entry is None:
-                    # A window forgotten by `reset` keeps its history: number on from it.
-                    (earlier,) = db.execute(
-                        "SELECT COALESCE(MAX(attempt), 0) FROM attempts"
-                        " WHERE job = ? AND window_start = ?",
-                        (job, to_micros(window.start)),
-                    ).fetchone()
-                (attempt,) = db.execute(
-                    "INSERT INTO runs (job, window_start, window_stop, status, attempts, run_id,"
-                    " started_at, lease_expires_at, attempt_base, holder_host, holder_pid,"
-                    " holder_started) VALUES (?, ?, ?, 'running', ? + 1, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (job, window_start) DO UPDATE SET"
-                    " window_stop = excluded.window_stop, status = 'running',"
-                    " attempts = runs.attempts + 1, run_id = excluded.run_id,"
-                    " started_at = excluded.started_at, finished_at = NULL, parked = 0,"
-                    " lease_expires_at = excluded.lease_expires_at, duration_s = NULL,"
-                    " error = NULL, holder_host = excluded.holder_host,"
-                    " holder_pid = excluded.holder_pid, holder_started = excluded.holder_started"
-                    " RETURNING attempts",
-                    (
-                        job,
-                        to_micros(window.start),
-                        to_micros(window.stop),
-                        earlier,
-                        run_id,
-                        started,
-                        lease,
-                        earlier,
-                        host,
-                        pid,
-                        process_start,
-                    ),
-                ).fetchone()
-                db.execute(
-                    "INSERT INTO attempts (job, window_start, window_stop, attempt, run_id,"
-                    " status, started_at, reason) VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
-                    (
-                        job,
-                        to_micros(window.start),
-                        to_micros(window.stop),
-                        attempt,
-                        run_id,
-                        started,
-                        reason,
-                    ),
+                earlier = (
+                    entry.attempts if entry else db.execute(Q["last_attempt"], key).fetchone()[0]
                 )
-        return Claim(tuple(taken), tuple(held), tuple(settled))
+                new = claimed(
+                    entry,
+                    job,
+                    window,
+                    run_id=run_id,
+                    started_at=started_at,
+                    lease_expires_at=lease_expires_at,
+                    holder=holder,
+                    earlier=earlier,
+                )
+                db.execute(Q["claim_run"], _row(new))
+                db.execute(
+                    Q["insert_attempt"],
+                    (*key, to_micros(window.stop), new.attempts, run_id, started, reason),
+                )
+            return Claim(tuple(taken), tuple(held), tuple(settled))
 
-    def renew(
+        return await self._write(work)
+
+    async def renew(
         self, job: str, windows: Sequence[Window], *, run_id: str, lease_expires_at: datetime
     ) -> bool:
         lease = to_micros(lease_expires_at)
-        with self._transaction() as db:
-            held = [
-                db.execute(
-                    "SELECT 1 FROM runs WHERE job = ? AND window_start = ? AND run_id = ?"
-                    " AND status = 'running'",
-                    (job, to_micros(window.start), run_id),
-                ).fetchone()
-                for window in windows
-            ]
-            if not all(held):
+
+        def work(db: sqlite3.Connection) -> bool:
+            if not all(holds(_read_entry(db, job, w.start), run_id) for w in windows):
                 return False
             db.executemany(
-                "UPDATE runs SET lease_expires_at = ? WHERE job = ? AND window_start = ?",
-                [(lease, job, to_micros(window.start)) for window in windows],
+                Q["renew_lease"], [(lease, job, to_micros(window.start)) for window in windows]
             )
-        return True
+            return True
 
-    def requeue(self, job: str, start: datetime | None = None, stop: datetime | None = None) -> int:
-        with self._transaction() as db:
-            cursor = db.execute(
-                "UPDATE runs SET parked = 0, attempt_base = attempts, finished_at = NULL"
-                " WHERE job = ? AND parked = 1 AND window_start >= ? AND window_start < ?",
-                (
-                    job,
-                    to_micros(start) if start else -(2**62),
-                    to_micros(stop) if stop else 2**62,
-                ),
-            )
-            return cursor.rowcount
+        return await self._write(work)
 
-    def count_attempts(self, job: str, *, reason: str) -> int:
-        rows = self._read(
-            "SELECT COUNT(*) FROM attempts WHERE job = ? AND reason = ?", (job, reason)
-        )
+    async def requeue(
+        self, job: str, start: datetime | None = None, stop: datetime | None = None
+    ) -> int:
+        span = (job, to_micros(start) if start else -_NEVER, to_micros(stop) if stop else _NEVER)
+
+        def work(db: sqlite3.Connection) -> int:
+            parked = [_entry(job, row) for row in db.execute(Q["parked_entries"], span)]
+            db.executemany(Q["requeue_run"], [_row(requeued(entry)) for entry in parked])
+            return len(parked)
+
+        return await self._write(work)
+
+    async def count_attempts(self, job: str, *, reason: str) -> int:
+        rows = await self._read("count_attempts", job, reason)
         return int(rows[0][0])
 
-    def finish(
+    async def finish(
         self,
         job: str,
         windows: Sequence[Window],
@@ -302,73 +320,50 @@ class SqliteStateStore(StateStore):
         outcome: Outcome,
         park_after: int | None = None,
     ) -> datetime:
-        finished = to_micros(outcome.finished_at)
-        with self._transaction() as db:
-            row = db.execute("SELECT watermark FROM jobs WHERE job = ?", (job,)).fetchone()
+        done = {
+            "duration_s": outcome.duration_s,
+            "query_hash": outcome.query_hash,
+            "template_version": outcome.template_version,
+        }
+
+        def work(db: sqlite3.Connection) -> datetime:
+            row = db.execute(Q["watermark"], (job,)).fetchone()
             if row is None:
                 raise StateError(f"job {job} is not registered in the state store")
             for window in windows:
-                held = db.execute(
-                    "UPDATE runs SET status = ?, finished_at = ?, lease_expires_at = NULL,"
-                    " duration_s = ?, query_hash = ?, template_version = ?, error = ?,"
-                    " fingerprint = COALESCE(?, fingerprint),"
-                    " parked = (? = 'failed' AND ? IS NOT NULL AND attempts - attempt_base >= ?)"
-                    " WHERE job = ? AND window_start = ? AND run_id = ? AND status = 'running'"
-                    " RETURNING attempts",
-                    (
-                        outcome.status.value,
-                        finished,
-                        outcome.duration_s,
-                        outcome.query_hash,
-                        outcome.template_version,
-                        outcome.error,
-                        outcome.fingerprints.get(window.start),
-                        outcome.status.value,
-                        park_after,
-                        park_after,
-                        job,
-                        to_micros(window.start),
-                        run_id,
-                    ),
-                ).fetchone()
-                if held is None:
+                entry = _read_entry(db, job, window.start)
+                if entry is None or not holds(entry, run_id):
                     raise StateError(f"job {job}: run {run_id} no longer holds window {window}")
+                new = finished(entry, outcome, park_after)
+                db.execute(Q["finish_run"], _row(new) | done)
                 db.execute(
-                    "UPDATE attempts SET status = ?, finished_at = ?, duration_s = ?,"
-                    " query_hash = ?, template_version = ?, error = ?"
-                    " WHERE job = ? AND window_start = ? AND attempt = ?",
+                    Q["finish_attempt"],
                     (
                         outcome.status.value,
-                        finished,
+                        to_micros(outcome.finished_at),
                         outcome.duration_s,
                         outcome.query_hash,
                         outcome.template_version,
                         outcome.error,
                         job,
                         to_micros(window.start),
-                        held[0],
+                        entry.attempts,
                     ),
                 )
 
             def done_stop(start: datetime) -> datetime | None:
-                step = db.execute(
-                    "SELECT window_stop, status FROM runs WHERE job = ? AND window_start = ?",
-                    (job, to_micros(start)),
-                ).fetchone()
-                return from_micros(step[0]) if step and RunStatus(step[1]).done else None
+                entry = _read_entry(db, job, start)
+                return entry.window.stop if entry and entry.status.done else None
 
             undone = None if outcome.status.done else min(window.start for window in windows)
             mark = advance(from_micros(row[0]), undone, done_stop)
-            db.execute("UPDATE jobs SET watermark = ? WHERE job = ?", (to_micros(mark), job))
-        return mark
+            db.execute(Q["set_watermark"], (to_micros(mark), job))
+            return mark
 
-    def history(self, job: str, *, limit: int = 50) -> list[Attempt]:
-        rows = self._read(
-            "SELECT window_start, window_stop, attempt, run_id, status, started_at, finished_at,"
-            " duration_s, query_hash, template_version, error, reason FROM attempts WHERE job = ?"
-            " ORDER BY id DESC LIMIT ?",
-            (job, limit),
-        )
+        return await self._write(work)
+
+    async def history(self, job: str, *, limit: int = 50) -> list[Attempt]:
+        rows = await self._read("history", job, limit)
         return [
             Attempt(
                 job,
@@ -377,7 +372,7 @@ class SqliteStateStore(StateStore):
                 run_id,
                 RunStatus(status),
                 from_micros(started),
-                _moment(finished),
+                _moment(finished_at),
                 duration,
                 query_hash,
                 version,
@@ -391,7 +386,7 @@ class SqliteStateStore(StateStore):
                 run_id,
                 status,
                 started,
-                finished,
+                finished_at,
                 duration,
                 query_hash,
                 version,
@@ -400,18 +395,17 @@ class SqliteStateStore(StateStore):
             ) in rows
         ]
 
-    def jobs(self) -> list[str]:
-        return [str(row[0]) for row in self._read("SELECT job FROM jobs ORDER BY job")]
+    async def jobs(self) -> list[str]:
+        return [str(row[0]) for row in await self._read("jobs")]
 
-    def definition(self, job: str) -> JobDefinition | None:
-        rows = self._read("SELECT body FROM job_definitions WHERE job = ?", (job,))
+    async def definition(self, job: str) -> JobDefinition | None:
+        rows = await self._read("definition", job)
         return JobDefinition(str(rows[0][0])) if rows else None
 
-    def record_definition(self, job: str, definition: JobDefinition) -> None:
-        with self._transaction() as db:
-            _record(db, job, definition)
+    async def record_definition(self, job: str, definition: JobDefinition) -> None:
+        await self._write(lambda db: _record(db, job, definition))
 
-    def reset(
+    async def reset(
         self,
         job: str,
         definition: JobDefinition,
@@ -419,34 +413,27 @@ class SqliteStateStore(StateStore):
         since: datetime | None,
         origin: datetime,
     ) -> int:
-        start = to_micros(since) if since is not None else -(2**62)
-        with self._transaction() as db:
-            forgotten = db.execute(
-                "DELETE FROM runs WHERE job = ? AND window_start >= ?", (job, start)
-            ).rowcount
-            mark = to_micros(origin) if since is None else start
-            db.execute(
-                "UPDATE jobs SET watermark = ? WHERE job = ? AND (? OR watermark > ?)",
-                (mark, job, since is None, mark),
-            )
+        def work(db: sqlite3.Connection) -> int:
+            start = to_micros(since) if since is not None else -_NEVER
+            forgotten = db.execute(Q["forget_runs"], (job, start)).rowcount
+            row = db.execute(Q["watermark"], (job,)).fetchone()
+            if row is not None:
+                mark = reset_watermark(from_micros(row[0]), since, origin)
+                db.execute(Q["set_watermark"], (to_micros(mark), job))
             _record(db, job, definition)
-        return int(forgotten)
+            return int(forgotten)
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        return await self._write(work)
 
 
-_ENTRY = (
-    "window_start, window_stop, status, attempts, run_id, started_at, finished_at,"
-    " lease_expires_at, error, fingerprint, parked, attempt_base, holder_host, holder_pid,"
-    " holder_started"
-)
+def _read_entry(db: sqlite3.Connection, job: str, start: datetime) -> LedgerEntry | None:
+    row = db.execute(Q["entry"], (job, to_micros(start))).fetchone()
+    return _entry(job, row) if row else None
 
 
 def _entry(job: str, row: Sequence[Any]) -> LedgerEntry:
-    """A ledger entry from a row of `SELECT {_ENTRY}`."""
-    (start, stop, status, attempts, run_id, started, finished, lease, error) = row[:9]
+    """A ledger entry from a row of the `entry` query's columns."""
+    (start, stop, status, attempts, run_id, started, finished_at, lease, error) = row[:9]
     fingerprint, parked, attempt_base, host, pid, process_start = row[9:]
     return LedgerEntry(
         job,
@@ -455,7 +442,7 @@ def _entry(job: str, row: Sequence[Any]) -> LedgerEntry:
         attempts,
         run_id,
         _moment(started),
-        _moment(finished),
+        _moment(finished_at),
         _moment(lease),
         error,
         fingerprint,
@@ -465,13 +452,31 @@ def _entry(job: str, row: Sequence[Any]) -> LedgerEntry:
     )
 
 
+def _row(entry: LedgerEntry) -> dict[str, object]:
+    """A ledger entry as the named parameters of `claim_run`, `finish_run`, `requeue_run`."""
+    holder = entry.holder
+    return {
+        "job": entry.job,
+        "window_start": to_micros(entry.window.start),
+        "window_stop": to_micros(entry.window.stop),
+        "status": entry.status.value,
+        "attempts": entry.attempts,
+        "run_id": entry.run_id,
+        "started_at": _micros(entry.started_at),
+        "finished_at": _micros(entry.finished_at),
+        "lease_expires_at": _micros(entry.lease_expires_at),
+        "error": entry.error,
+        "fingerprint": entry.fingerprint,
+        "parked": int(entry.parked),
+        "attempt_base": entry.attempt_base,
+        "holder_host": holder.host if holder else None,
+        "holder_pid": holder.pid if holder else None,
+        "holder_started": holder.started if holder else None,
+    }
+
+
 def _record(db: sqlite3.Connection, job: str, definition: JobDefinition) -> None:
-    db.execute(
-        "INSERT INTO job_definitions (job, digest, body) VALUES (?, ?, ?)"
-        " ON CONFLICT (job) DO UPDATE SET digest = excluded.digest, body = excluded.body,"
-        " recorded_at = CURRENT_TIMESTAMP",
-        (job, definition.digest, definition.body),
-    )
+    db.execute(Q["record_definition"], (job, definition.digest, definition.body))
 
 
 def _statements(sql: str) -> list[str]:

@@ -1,0 +1,131 @@
+-- The SQLite store's queries, looked up by name (`tierflow._state._sql.queries("sqlite")`).
+-- Times are microseconds since the Unix epoch, UTC. The schema is in migrations/sqlite/.
+-- The rules (what a claim may take, what a row becomes) are Python, in tierflow._state._rules:
+-- these statements only read and write rows.
+
+-- name: create_schema_migrations
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    applied_at TEXT    NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+
+-- name: schema_version
+SELECT COALESCE(MAX(version), 0) FROM schema_migrations;
+
+-- name: record_migration
+INSERT INTO schema_migrations (version) VALUES (?);
+
+-- name: ensure_job
+INSERT INTO jobs (job, watermark) VALUES (?, ?) ON CONFLICT (job) DO NOTHING;
+
+-- name: watermark
+SELECT watermark FROM jobs WHERE job = ?;
+
+-- name: set_watermark
+UPDATE jobs SET watermark = ? WHERE job = ?;
+
+-- name: jobs
+SELECT job FROM jobs ORDER BY job;
+
+-- name: entry
+SELECT window_start, window_stop, status, attempts, run_id, started_at, finished_at,
+       lease_expires_at, error, fingerprint, parked, attempt_base, holder_host, holder_pid,
+       holder_started
+FROM runs WHERE job = ? AND window_start = ?;
+
+-- name: entries
+SELECT window_start, window_stop, status, attempts, run_id, started_at, finished_at,
+       lease_expires_at, error, fingerprint, parked, attempt_base, holder_host, holder_pid,
+       holder_started
+FROM runs WHERE job = ? AND window_start >= ? AND window_start < ?
+ORDER BY window_start;
+
+-- name: parked_entries
+SELECT window_start, window_stop, status, attempts, run_id, started_at, finished_at,
+       lease_expires_at, error, fingerprint, parked, attempt_base, holder_host, holder_pid,
+       holder_started
+FROM runs WHERE job = ? AND parked = 1 AND window_start >= ? AND window_start < ?
+ORDER BY window_start;
+
+-- name: census_counts
+SELECT status, parked, COUNT(*) FROM runs
+WHERE job = ? AND window_start >= ? AND window_stop <= ?
+GROUP BY status, parked;
+
+-- name: census_running
+SELECT window_start, window_stop, status, attempts, run_id, started_at, finished_at,
+       lease_expires_at, error, fingerprint, parked, attempt_base, holder_host, holder_pid,
+       holder_started
+FROM runs WHERE job = ? AND window_start >= ? AND window_stop <= ? AND status = 'running'
+ORDER BY window_start;
+
+-- name: last_attempt
+-- The last attempt the history holds at a window (0 for none): a window forgotten by `reset`
+-- numbers on from it.
+SELECT COALESCE(MAX(attempt), 0) FROM attempts WHERE job = ? AND window_start = ?;
+
+-- name: abandon_attempt
+UPDATE attempts SET status = 'abandoned', finished_at = ?, error = ?
+WHERE job = ? AND window_start = ? AND status = 'running';
+
+-- name: claim_run
+-- Write the row `_rules.claimed` made (named parameters: the columns of `_sqlite._row`).
+INSERT INTO runs (job, window_start, window_stop, status, attempts, run_id, started_at,
+                  finished_at, lease_expires_at, duration_s, error, fingerprint, parked,
+                  attempt_base, holder_host, holder_pid, holder_started)
+VALUES (:job, :window_start, :window_stop, :status, :attempts, :run_id, :started_at,
+        :finished_at, :lease_expires_at, NULL, :error, :fingerprint, :parked,
+        :attempt_base, :holder_host, :holder_pid, :holder_started)
+ON CONFLICT (job, window_start) DO UPDATE SET
+    window_stop = excluded.window_stop, status = excluded.status,
+    attempts = excluded.attempts, run_id = excluded.run_id, started_at = excluded.started_at,
+    finished_at = excluded.finished_at, lease_expires_at = excluded.lease_expires_at,
+    duration_s = NULL, error = excluded.error, fingerprint = excluded.fingerprint,
+    parked = excluded.parked, attempt_base = excluded.attempt_base,
+    holder_host = excluded.holder_host, holder_pid = excluded.holder_pid,
+    holder_started = excluded.holder_started;
+
+-- name: insert_attempt
+INSERT INTO attempts (job, window_start, window_stop, attempt, run_id, status, started_at, reason)
+VALUES (?, ?, ?, ?, ?, 'running', ?, ?);
+
+-- name: renew_lease
+UPDATE runs SET lease_expires_at = ? WHERE job = ? AND window_start = ?;
+
+-- name: finish_run
+-- Write the row `_rules.finished` made, with what the outcome says of the run.
+UPDATE runs SET status = :status, finished_at = :finished_at,
+                lease_expires_at = :lease_expires_at, error = :error,
+                fingerprint = :fingerprint, parked = :parked, duration_s = :duration_s,
+                query_hash = :query_hash, template_version = :template_version
+WHERE job = :job AND window_start = :window_start;
+
+-- name: finish_attempt
+UPDATE attempts SET status = ?, finished_at = ?, duration_s = ?, query_hash = ?,
+                    template_version = ?, error = ?
+WHERE job = ? AND window_start = ? AND attempt = ?;
+
+-- name: requeue_run
+-- Write the row `_rules.requeued` made.
+UPDATE runs SET parked = :parked, finished_at = :finished_at, attempt_base = :attempt_base
+WHERE job = :job AND window_start = :window_start;
+
+-- name: count_attempts
+SELECT COUNT(*) FROM attempts WHERE job = ? AND reason = ?;
+
+-- name: history
+SELECT window_start, window_stop, attempt, run_id, status, started_at, finished_at,
+       duration_s, query_hash, template_version, error, reason
+FROM attempts WHERE job = ?
+ORDER BY id DESC LIMIT ?;
+
+-- name: definition
+SELECT body FROM job_definitions WHERE job = ?;
+
+-- name: record_definition
+INSERT INTO job_definitions (job, digest, body) VALUES (?, ?, ?)
+ON CONFLICT (job) DO UPDATE SET
+    digest = excluded.digest, body = excluded.body, recorded_at = CURRENT_TIMESTAMP;
+
+-- name: forget_runs
+DELETE FROM runs WHERE job = ? AND window_start >= ?;
