@@ -761,8 +761,10 @@ def _check_archive_tiers(
 
 
 def _org(tier: TierConfig, connections: Mapping[str, ConnectionConfig]) -> str | None:
+    from tierflow._engines import dialect_for
+
     connection = connections.get(tier.connection)
-    return connection.org if isinstance(connection, InfluxDB2Connection) else None
+    return dialect_for(connection).scope(connection) if connection is not None else None
 
 
 def _cross_org(
@@ -792,8 +794,10 @@ def _check_job_kinds(
     tiers: Mapping[str, TierConfig],
     jobs: Mapping[str, JobConfig],
 ) -> list[_Problem]:
-    """What a job may ask of the engines it uses (`replace` deletes on the dest; templates are
-    the source's dialect)."""
+    """What a job may ask of the engines it uses, by their declared capabilities (`replace`
+    deletes on the dest; aggregates run on the source; templates are the source's dialect)."""
+    from tierflow._engines import dialect_for
+
     problems: list[_Problem] = []
     for name, job in jobs.items():
         table = _table_name("jobs", name)
@@ -801,17 +805,9 @@ def _check_job_kinds(
         connection = connections.get(tier.connection) if tier else None
         dest_tier = tiers.get(job.dest)
         dest = connections.get(dest_tier.connection) if dest_tier else None
-        if job.replace and isinstance(dest, InfluxDB1Connection):
-            problems.append(
-                _Problem(
-                    table,
-                    "replace",
-                    True,
-                    "not supported on InfluxDB 1.x: its DELETE FROM … WHERE time … removes the "
-                    "range from every retention policy of the database, hot tier included, so "
-                    "tierflow cannot delete only the dest window",
-                )
-            )
+        can = dialect_for(dest).capabilities if dest is not None else None
+        if job.replace and can is not None and not can.delete_window:
+            problems.append(_Problem(table, "replace", True, can.why_not["delete_window"]))
         if job.replace and not job.measurements:
             problems.append(
                 _Problem(
@@ -823,38 +819,35 @@ def _check_job_kinds(
             )
         if isinstance(job, QueryJob):
             problems.extend(_check_template_file(path, table, job, connection))
-        elif isinstance(job, DownsampleJob) and isinstance(connection, InfluxDB2Connection):
+        elif isinstance(job, DownsampleJob) and connection is not None:
+            source = dialect_for(connection).capabilities
             problems.extend(
-                _Problem(
-                    table,
-                    f"aggregates.{field}",
-                    list(functions),
-                    "'mode' is not supported on InfluxDB 2.x: Flux's mode() returns every "
-                    "tied value where InfluxQL's MODE() picks one, so results would differ",
-                )
+                _Problem(table, f"aggregates.{field}", list(functions), source.why_not[function])
                 for field, functions in job.aggregates.items()
-                if "mode" in functions
+                for function in functions
+                if function not in source.aggregates
             )
     return problems
-
-
-_TEMPLATE_SUFFIX = {"influxdb1": ".influxql.j2", "influxdb2": ".flux.j2"}
 
 
 def _check_template_file(
     path: Path, table: str, job: QueryJob, connection: ConnectionConfig | None
 ) -> list[_Problem]:
+    from tierflow._engines import dialect_for
+
     where = job.template if job.template.is_absolute() else path.parent / job.template
     if not where.is_file():
         return [_Problem(table, "template", str(job.template), f"no such file: {where}")]
-    if connection is not None and not where.name.endswith(_TEMPLATE_SUFFIX[connection.kind]):
+    if connection is None:
+        return []
+    suffix = dialect_for(connection).template_suffix
+    if not where.name.endswith(suffix):
         return [
             _Problem(
                 table,
                 "template",
                 str(job.template),
-                f"the source connection is {connection.kind}: its templates end in "
-                f"{_TEMPLATE_SUFFIX[connection.kind]}",
+                f"the source connection is {connection.kind}: its templates end in {suffix}",
             )
         ]
     return []
@@ -866,12 +859,10 @@ def _listing(names: Iterable[str]) -> str:
 
 
 def _warn_literal_secrets(connections: Mapping[str, ConnectionConfig], path: Path) -> None:
+    from tierflow._engines import dialect_for
+
     for name, connection in connections.items():
-        key, secret = (
-            ("token", connection.token)
-            if isinstance(connection, InfluxDB2Connection)
-            else ("password", connection.password)
-        )
+        key, secret = dialect_for(connection).secret(connection)
         if isinstance(secret, LiteralSecret):
             warnings.warn(
                 f"{path}: [connections.{name}] {key} is written into the config; "
