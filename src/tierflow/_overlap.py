@@ -37,9 +37,8 @@ from tierflow._config import (
     DownsampleJob,
     JobConfig,
     TierConfig,
-    _Problem,
-    _table_name,
 )
+from tierflow._config._problems import _Problem, _table_name
 from tierflow._engines import dialect_for
 
 __all__ = ["check_overlaps"]
