@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import textwrap
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,9 +13,9 @@ from rich.table import Table
 from rich.text import Text
 
 from tierflow import __version__
+from tierflow._api import Tierflow
 from tierflow._cli_archive import register as register_archive_commands
 from tierflow._cli_common import (
-    BadInput,
     ConfigOption,
     JobsArgument,
     JsonOption,
@@ -39,8 +37,9 @@ from tierflow._cli_group import TierflowGroup
 from tierflow._cli_report import claims_table, progress, report_runs, status_table
 from tierflow._clock import utc_now
 from tierflow._config import DEFAULT_CONFIG, load_config
-from tierflow._logging import configure_logging, log_event
-from tierflow._runner import BatchRun, JobPlan, JobStatus, Runner
+from tierflow._errors import ApplyRefusedError, InvalidInputError
+from tierflow._logging import configure_logging
+from tierflow._runner import BatchRun, JobStatus, Runner
 from tierflow._state import LedgerEntry
 
 if TYPE_CHECKING:
@@ -78,24 +77,14 @@ def validate(
     and (when the state store exists) that no job was redefined since its ledger was recorded;
     exit 0 if all is well (warnings, e.g. a start in the future, on stderr), 2 with every
     problem listed if not, 1 if a server could not be asked (--online)."""
-    from tierflow._definitions import definition_problems
-    from tierflow._preflight import missing_extras, warnings_for
-    from tierflow._validation import check_jobs, check_servers
-
     with mapped_errors():
         loaded = load_config(config)
-        problems = missing_extras(loaded) + check_jobs(loaded)
-        if online and not problems:
-            problems = asyncio.run(check_servers(loaded))
-        if not any(problem.unreachable for problem in problems):
-            problems += asyncio.run(definition_problems(loaded))
-    cautions = [problem.render() for problem in problems if problem.warning]
-    problems = [problem for problem in problems if not problem.warning]
+        found = asyncio.run(Tierflow(loaded).validate(online=online))
+    problems, cautions = found.problems, list(found.warnings)
     if problems:
         listing = "\n".join("  " + problem.render() for problem in problems)
         code = 2 if any(not problem.unreachable for problem in problems) else 1
         fail(f"{config}: {len(problems)} problem(s)\n{listing}", code)
-    cautions += warnings_for(loaded, utc_now())
     for caution in cautions:
         err.print(Text.assemble(("warning:", "bold yellow"), " ", caution))
     if as_json:
@@ -118,13 +107,9 @@ def plan(
     from tierflow._jobs import render_job
 
     at = instant(now, "--now")
-    with session(config, jobs) as (loaded, runner):
-
-        async def read() -> tuple[list[JobPlan], list[DefinitionCheck]]:
-            return await runner.plan(at, jobs), await check_definitions(loaded, runner.store, jobs)
-
-        plans, found = asyncio.run(read())
-        checks = {c.job: c for c in found}
+    with session(config, jobs) as (loaded, tf):
+        plans = asyncio.run(tf.plan(at, jobs))
+        checks = {c.job: c for c in asyncio.run(check_definitions(loaded, tf.store, jobs))}
         body: dict[str, Any] = {
             "jobs": [
                 {
@@ -192,17 +177,15 @@ def run_once(
     """Run every due window once, record each; exit 1 if any failed, or if another run holds
     some (each is named, with its holder and lease) and --wait was not given."""
     at = instant(now, "--now")
-    with session(config, jobs, checked=True) as (_, runner):
-        runner.check_fields = True
-        plans = asyncio.run(runner.plan(at, jobs))
+    with session(config, jobs, checked=True) as (_, tf):
+        plans = asyncio.run(tf.plan(at, jobs))
         total = sum(len(p.windows) + len(p.skipped) for p in plans)
 
-        async def work(r: Runner) -> tuple[list[BatchRun], list[LedgerEntry]]:
-            done = await (r.run_waiting(at, jobs) if wait else r.run_due(at, jobs))
-            return done, await r.held_undone()
+        async def work(tf: Tierflow) -> tuple[list[BatchRun], list[LedgerEntry]]:
+            return await tf.run_once(jobs, at, wait=wait), await tf.held()
 
-        with progress(runner, total, as_json):
-            runs, held = run_async(runner, work)
+        with progress(tf.runner, total, as_json):
+            runs, held = run_async(tf, work)
     report_runs(runs, as_json, held)
 
 
@@ -224,7 +207,7 @@ def run(
     The first signal stops new windows and lets those in flight finish within [scheduler] grace;
     a second one exits at once (windows in flight stay claimed until their lease expires).
     At a terminal: a line per batch and a catch-up progress bar; otherwise JSON log lines."""
-    from tierflow._daemon import Daemon, MetricsServer
+    from tierflow._daemon import serve
     from tierflow._terminal import DaemonDisplay
 
     # A person at a terminal sees batches and the catch-up; a log level below warning asks for
@@ -232,47 +215,22 @@ def run(
     quiet = logging.getLogger("tierflow").getEffectiveLevel() >= logging.WARNING
     display = DaemonDisplay(err) if err.is_terminal and quiet else None
 
-    async def serve() -> None:
-        daemon = Daemon(runner)
+    async def shown(runner: Runner) -> None:
         if display is not None:
             display.attach()
             runner.on_progress = display.advance
             display.catch_up(sum(len(p.windows) for p in await runner.plan(utc_now())))
-        loop = asyncio.get_running_loop()
 
-        def on_signal(signum: signal.Signals) -> None:
-            if daemon.stopping.is_set():
-                log_event("second_signal_exit", level=logging.WARNING, signal=signum.name)
-                os._exit(1)
-            log_event("signal_received", signal=signum.name)
-            daemon.stopping.set()
-
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, on_signal, signum)
-        server = MetricsServer(runner, loaded.server) if loaded.server else None
-        tracer = None
-        if trace_memory is not None:
-            from tierflow._memtrace import trace_memory as tracing
-
-            tracer = asyncio.create_task(tracing(trace_memory))
-        try:
-            if server is not None:
-                await server.start()
-            await daemon.run()
-        finally:
-            if tracer is not None:
-                tracer.cancel()
-            if display is not None:
-                display.close_bar()
-            if server is not None:
-                await server.stop()
-            await runner.aclose()
-
-    with session(config, checked=True) as (loaded, runner):
-        try:
-            asyncio.run(serve())
-        except OSError as exc:
-            raise BadInput(f"cannot serve metrics on {loaded.server}: {exc.strerror}") from exc
+    with mapped_errors():
+        loaded = load_config(config)
+        asyncio.run(
+            serve(
+                loaded,
+                trace_memory=trace_memory,
+                on_started=shown,
+                on_stopped=display.close_bar if display is not None else None,
+            )
+        )
 
 
 @app.command()
@@ -290,14 +248,14 @@ def backfill(
     begin, end, at = instant(start, "--from"), instant(stop, "--to"), instant(now, "--now")
     if begin >= end:
         fail(f"--from {start} is not before --to {stop}", 2)
-    with session(config, [job]) as (_, runner):
-        batches = runner.backfill_batches(job, begin, end, at)
-        with progress(runner, sum(len(b.windows) for b in batches), as_json):
+    with session(config, [job]) as (_, tf):
+        batches = tf.runner.backfill_batches(job, begin, end, at)
+        with progress(tf.runner, sum(len(b.windows) for b in batches), as_json):
 
-            async def work(r: Runner) -> tuple[list[BatchRun], list[LedgerEntry]]:
-                return await r.backfill(job, begin, end, at), await r.held_undone()
+            async def work(tf: Tierflow) -> tuple[list[BatchRun], list[LedgerEntry]]:
+                return await tf.backfill(job, begin, end, at), await tf.held()
 
-            runs, held = run_async(runner, work)
+            runs, held = run_async(tf, work)
     report_runs(runs, as_json, held)
 
 
@@ -326,8 +284,8 @@ def retry(
         fail("--from and --to go together", 2)
     begin = instant(start, "--from") if start else None
     end = instant(stop, "--to") if stop else None
-    with session(config, [job]) as (_, runner):
-        count = asyncio.run(runner.requeue(job, begin, end))
+    with session(config, [job]) as (_, tf):
+        count = asyncio.run(tf.requeue(job, begin, end))
     if as_json:
         print_json({"job": job, "requeued": count})
     else:
@@ -347,14 +305,14 @@ def status(
     from tierflow._definitions import check_definitions
 
     at = instant(now, "--now")
-    with session(config, jobs) as (loaded, runner):
+    with session(config, jobs) as (loaded, tf):
 
         async def read() -> tuple[list[JobStatus], list[DefinitionCheck], dict[str, datetime]]:
-            rows = await runner.status(at, jobs)
-            found = await check_definitions(loaded, runner.store, jobs)
+            rows = await tf.status(jobs, at)
+            found = await check_definitions(loaded, tf.store, jobs)
             # When each job next has work: now if windows are pending, else the next wake.
             wakes = {
-                s.job: at if s.pending_windows else await runner.next_wake(s.job, at) for s in rows
+                s.job: at if s.pending_windows else await tf.next_wake(s.job, at) for s in rows
             }
             return rows, found, wakes
 
@@ -413,8 +371,8 @@ def history(
     as_json: JsonOption = False,
 ) -> None:
     """The job's latest attempts, newest first."""
-    with session(config, [job]) as (_, runner):
-        attempts = asyncio.run(runner.store.history(job, limit=limit))
+    with session(config, [job]) as (_, tf):
+        attempts = asyncio.run(tf.history(job, limit=limit))
     body: list[dict[str, Any]] = [
         {
             "start": when(a.window.start),
@@ -497,23 +455,16 @@ def apply_tiers(
     with nothing changed if any tier cannot be applied as declared, e.g. a retention shrinking
     below a job's oldest pending window (unless --force) or over data older than the new
     retention, which the server would delete (unless --allow-shrink)."""
-    from tierflow._apply import Action, ApplyRefusedError
-    from tierflow._apply import apply_tiers as apply_all
+    from tierflow._apply import Action
 
     with mapped_errors():
         loaded = load_config(config)
         try:
             changes = asyncio.run(
-                apply_all(
-                    loaded,
-                    now=utc_now(),
-                    dry_run=dry_run,
-                    force=force,
-                    allow_shrink=allow_shrink,
-                )
+                Tierflow(loaded).apply(dry_run=dry_run, force=force, allow_shrink=allow_shrink)
             )
         except ApplyRefusedError as exc:
-            raise BadInput(str(exc)) from None
+            raise InvalidInputError(str(exc)) from None
     if as_json:
         print_json({"changes": [change.as_json() for change in changes]})
         return

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
+from tierflow._api import Tierflow
 from tierflow._cli_common import (
-    BadInput,
     ConfigOption,
     JsonOption,
     err,
@@ -22,10 +22,11 @@ from tierflow._cli_common import (
     print_json,
 )
 from tierflow._cli_group import TierflowGroup
-from tierflow._config import DEFAULT_CONFIG, Config, load_config
+from tierflow._config import DEFAULT_CONFIG, load_config
+from tierflow._errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from tierflow._archive import ParquetArchive
+    from tierflow._transfer import Transfer
 
 __all__ = ["register"]
 
@@ -41,22 +42,11 @@ archive_app = typer.Typer(
 )
 
 
-def _cold_tier(config: Config, tier: str) -> None:
-    spec = config.tiers.get(tier)
-    if spec is None or not spec.is_archive:
-        cold = [name for name, t in config.tiers.items() if t.is_archive]
-        raise BadInput(
-            f"{tier!r} is not a cold tier of {config.path}; cold tiers: {', '.join(cold) or 'none'}"
-        )
-
-
-def _archive(config: Path, tier: str) -> ParquetArchive:
-    """The archive of cold tier `tier` in the config at `config` (bad input if it is not one)."""
-    from tierflow._archiving import Archives
-
-    loaded = load_config(config)
-    _cold_tier(loaded, tier)
-    return Archives(loaded)(tier)
+def _archive_of(config: Path, tier: str) -> Tierflow:
+    """A `Tierflow` on the config at `config`, checked to have cold tier `tier`."""
+    tf = Tierflow(load_config(config))
+    tf.archive(tier)  # bad input if it is not a cold tier
+    return tf
 
 
 @archive_app.command("verify")
@@ -67,7 +57,7 @@ def archive_verify(
 ) -> None:
     """Re-check every archived file (exists, checksum, row count); exit 1 naming each bad one."""
     with mapped_errors():
-        problems = _archive(config, tier).verify()
+        problems = asyncio.run(_archive_of(config, tier).archive_verify(tier))
     if as_json:
         print_json({"tier": tier, "ok": not problems, "problems": [str(p) for p in problems]})
     else:
@@ -94,7 +84,7 @@ def archive_query(
 ) -> None:
     """Run SQL over the archive with DuckDB (extra tierflow[archive-query]), no restore needed."""
     with mapped_errors():
-        result = _archive(config, tier).query(sql)
+        result = asyncio.run(_archive_of(config, tier).archive_query(tier, sql))
     if as_json:
         print_json({"columns": list(result.columns), "rows": [list(r) for r in result.rows]})
         return
@@ -122,37 +112,20 @@ def restore(
     """Write archived points back into a live tier, point for point, field types kept. A
     measurement the live tier refuses (e.g. a field type conflict) is named with its field and
     first offending point and left out; the others are restored; exit 1 if any was refused."""
-    from tierflow._archiving import Archives
-    from tierflow._archiving import restore as restore_range
-    from tierflow._engines import engine_for
     from tierflow._lineprotocol import ns_isoformat
 
     with mapped_errors():
-        loaded = load_config(config)
-        _cold_tier(loaded, tier)
-        target = loaded.tiers.get(into)
+        tf = _archive_of(config, tier)
+        target = tf.config.tiers.get(into)
         if target is None or target.is_archive:
-            raise BadInput(f"--into {into!r} is not a live tier of {config}")
+            raise InvalidInputError(f"--into {into!r} is not a live tier of {config}")
         begin, end = instant(start, "--from"), instant(stop, "--to")
         if begin >= end:
-            raise BadInput(f"--from {start} is not before --to {stop}")
-        connection = loaded.connections[target.connection]
-        archive = Archives(loaded)(tier)
+            raise InvalidInputError(f"--from {start} is not before --to {stop}")
 
-        async def go() -> Any:
-            engine = engine_for(target.connection, connection)
-            try:
-                return await restore_range(
-                    archive,
-                    engine,
-                    target,
-                    start=begin,
-                    stop=end,
-                    measurement=measurement,
-                    max_concurrency=connection.max_concurrency,
-                )
-            finally:
-                await engine.aclose()
+        async def go() -> Transfer:
+            async with tf:
+                return await tf.restore(tier, begin, end, into=into, measurement=measurement)
 
         moved = asyncio.run(go())
     if as_json:

@@ -1,5 +1,5 @@
 """What every `tierflow` command shares: the consoles, the common options, error mapping (a
-tierflow error, never a traceback), parsing instants, and opening a config with its state store."""
+tierflow error, never a traceback), parsing instants, and opening a config as a `Tierflow`."""
 
 from __future__ import annotations
 
@@ -16,15 +16,14 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from tierflow._api import Tierflow
 from tierflow._clock import utc_now
 from tierflow._config import Config, load_config
-from tierflow._errors import ConfigError, TierflowError, UnknownJobError
-from tierflow._runner import Runner, select_jobs
-from tierflow._state import open_state_store
+from tierflow._errors import ConfigError, InvalidInputError, TierflowError, UnknownJobError
+from tierflow._runner import select_jobs
 from tierflow._windows import isoformat
 
 __all__ = [
-    "BadInput",
     "ConfigOption",
     "JobsArgument",
     "JsonOption",
@@ -74,10 +73,6 @@ JobsArgument = Annotated[
 ]
 
 
-class BadInput(TierflowError):
-    """A command-line argument is wrong (exit code 2)."""
-
-
 def fail(message: str, code: int) -> NoReturn:
     """Print `error: message` on stderr and exit with `code`."""
     err.print(Text.assemble(("error:", "bold red"), " ", message))
@@ -89,7 +84,7 @@ def mapped_errors() -> Iterator[None]:
     """Bad input (config, arguments, job names) exits 2, any other tierflow error 1."""
     try:
         yield
-    except (ConfigError, BadInput, UnknownJobError) as exc:
+    except (ConfigError, InvalidInputError, UnknownJobError) as exc:
         fail(str(exc), 2)
     except TierflowError as exc:
         fail(str(exc), 1)
@@ -112,33 +107,33 @@ def instant(text: str | None, option: str) -> datetime:
 @contextmanager
 def session(
     config: Path, jobs: Sequence[str] | None = None, *, checked: bool = False
-) -> Iterator[tuple[Config, Runner]]:
-    """The config at `config` and a runner on its state store, closed on the way out; errors
-    mapped to exit codes. The job names are checked before the store opens: a typo must not
-    leave a state file behind. `checked` (for the commands that run windows): every chosen job's
-    definition must match the one its ledger was recorded with (exit 2 naming what changed)."""
+) -> Iterator[tuple[Config, Tierflow]]:
+    """The config at `config` and a `Tierflow` on it, closed on the way out; errors mapped to
+    exit codes. The job names are checked before the store opens: a typo must not leave a state
+    file behind. `checked` (for the commands that run windows): every chosen job's definition
+    must match the one its ledger was recorded with (exit 2 naming what changed)."""
     with mapped_errors():
         loaded = load_config(config)
         select_jobs(loaded, jobs)
-        runner = Runner(loaded, open_state_store(loaded.state.url))
+        tf = Tierflow(loaded)
         try:
             if checked:
                 from tierflow._definitions import accept_definitions
 
-                asyncio.run(accept_definitions(loaded, runner.store, jobs))
-            yield loaded, runner
+                asyncio.run(accept_definitions(loaded, tf.store, jobs))
+            yield loaded, tf
         finally:
-            asyncio.run(runner.store.aclose())
+            asyncio.run(tf.aclose())
 
 
-def run_async(runner: Runner, work: Callable[[Runner], Awaitable[T]]) -> T:
-    """Run `work` on an event loop of its own, closing the runner's engines after."""
+def run_async(tf: Tierflow, work: Callable[[Tierflow], Awaitable[T]]) -> T:
+    """Run `work` on an event loop of its own, closing the engines (and store) on it after."""
 
     async def go() -> T:
         try:
-            return await work(runner)
+            return await work(tf)
         finally:
-            await runner.aclose()
+            await tf.aclose()
 
     return asyncio.run(go())
 

@@ -73,8 +73,8 @@ def reset(
     from tierflow._definitions import reset_job
 
     since = instant(start, "--from") if start is not None else None
-    with session(config, [job]) as (loaded, runner):
-        done = asyncio.run(reset_job(loaded, runner.store, job, since, dry_run=dry_run))
+    with session(config, [job]) as (loaded, tf):
+        done = asyncio.run(reset_job(loaded, tf.store, job, since, dry_run=dry_run))
     if as_json:
         print_json(
             {

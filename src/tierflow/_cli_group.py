@@ -9,8 +9,8 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from tierflow._cli_common import BadInput, fail
-from tierflow._errors import ConfigError, TierflowError, UnknownJobError
+from tierflow._cli_common import fail
+from tierflow._errors import ConfigError, InvalidInputError, TierflowError, UnknownJobError
 
 __all__ = ["TierflowGroup", "global_options_first"]
 
@@ -79,7 +79,7 @@ class TierflowGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except (ConfigError, BadInput, UnknownJobError) as exc:
+        except (ConfigError, InvalidInputError, UnknownJobError) as exc:
             fail(str(exc), 2)
         except TierflowError as exc:
             fail(str(exc), 1)

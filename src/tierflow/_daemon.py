@@ -8,21 +8,29 @@ runs exactly the windows that are due. On shutdown no new window starts; windows
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-from aiohttp import web
-
+from tierflow._api import ConfigSource, Tierflow, as_config
 from tierflow._clock import Clock, utc_now
 from tierflow._config import ServerConfig
-from tierflow._errors import TierflowError
+from tierflow._errors import InvalidInputError, TierflowError
 from tierflow._logging import log_event
 from tierflow._runner import Mode, Runner
+from tierflow._state import StateStore
 
-__all__ = ["Daemon", "MetricsServer"]
+if TYPE_CHECKING:
+    from aiohttp import web
+
+__all__ = ["Daemon", "MetricsServer", "serve"]
 
 _MAX_SLEEP = timedelta(seconds=60)
 _FAILURE_PAUSE = timedelta(seconds=5)
@@ -86,6 +94,8 @@ class MetricsServer:
     _site: web.AppRunner | None = None
 
     async def start(self) -> None:
+        from aiohttp import web  # the server side of aiohttp: only for a daemon that serves
+
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
@@ -101,14 +111,20 @@ class MetricsServer:
             await self._site.cleanup()
 
     async def _metrics(self, _: web.Request) -> web.Response:
+        from aiohttp import web
+
         return web.Response(
             body=self.runner.metrics.render(), content_type="text/plain", charset="utf-8"
         )
 
     async def _healthz(self, _: web.Request) -> web.Response:
+        from aiohttp import web
+
         return web.json_response({"status": "alive"})
 
     async def _readyz(self, _: web.Request) -> web.Response:
+        from aiohttp import web
+
         checks: dict[str, str] = {}
         try:
             await self.runner.store.jobs()
@@ -127,3 +143,79 @@ class MetricsServer:
             text=json.dumps({"ready": ready, "checks": checks}),
             content_type="application/json",
         )
+
+
+async def serve(
+    config: ConfigSource,
+    *,
+    state: StateStore | str | None = None,
+    stopping: asyncio.Event | None = None,
+    signals: bool = True,
+    trace_memory: float | None = None,
+    on_started: Callable[[Runner], Awaitable[None] | None] | None = None,
+    on_stopped: Callable[[], None] | None = None,
+) -> None:
+    """Run the daemon on `config` (what `tierflow run` does) until SIGTERM or SIGINT, or until
+    `stopping` is set.
+
+    Every job's windows run as they become due; `[server] listen`, when set, serves `/metrics`,
+    `/healthz` and `/readyz`. The first signal stops new windows and lets those in flight finish
+    within `[scheduler] grace`; a second one exits the process at once (windows in flight stay
+    claimed until their lease expires). `signals=False` leaves the process's signals alone (the
+    caller sets `stopping`). Each job's definition must match the one its ledger was recorded
+    with (`JobRedefinedError` if not). `trace_memory` logs RSS and the top allocation sites every
+    so many seconds; `on_started` is called (and awaited if it returns an awaitable) with the
+    runner before the first window, `on_stopped` once the daemon has stopped."""
+    from tierflow._definitions import accept_definitions
+
+    loaded = as_config(config)
+    async with Tierflow(loaded, state=state) as tf:
+        await accept_definitions(loaded, tf.store, None)
+        daemon = Daemon(tf.runner, stopping=stopping or asyncio.Event())
+        if on_started is not None and inspect.isawaitable(started := on_started(tf.runner)):
+            await started
+        handled = _handle_signals(daemon) if signals else []
+        server = MetricsServer(tf.runner, loaded.server) if loaded.server else None
+        tracer = None
+        if trace_memory is not None:
+            from tierflow._memtrace import trace_memory as tracing
+
+            tracer = asyncio.create_task(tracing(trace_memory))
+        try:
+            if server is not None:
+                await _start(server)
+            await daemon.run()
+        finally:
+            if tracer is not None:
+                tracer.cancel()
+            if on_stopped is not None:
+                on_stopped()
+            if server is not None:
+                await server.stop()
+            loop = asyncio.get_running_loop()
+            for signum in handled:
+                loop.remove_signal_handler(signum)
+
+
+def _handle_signals(daemon: Daemon) -> list[signal.Signals]:
+    """SIGTERM and SIGINT: the first stops the daemon gracefully, a second exits at once."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: signal.Signals) -> None:
+        if daemon.stopping.is_set():
+            log_event("second_signal_exit", level=logging.WARNING, signal=signum.name)
+            os._exit(1)
+        log_event("signal_received", signal=signum.name)
+        daemon.stopping.set()
+
+    handled = [signal.SIGTERM, signal.SIGINT]
+    for signum in handled:
+        loop.add_signal_handler(signum, on_signal, signum)
+    return handled
+
+
+async def _start(server: MetricsServer) -> None:
+    try:
+        await server.start()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot serve metrics on {server.config}: {exc.strerror}") from exc

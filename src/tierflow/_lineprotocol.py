@@ -26,7 +26,7 @@ from typing import TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tierflow._errors import TierflowError
+from tierflow._errors import LineProtocolError
 
 __all__ = [
     "Encoded",
@@ -41,17 +41,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-class LineProtocolError(TierflowError, ValueError):
-    """A name or value that line protocol cannot carry (a newline in a name or tag value, a
-    stranded backslash, a line longer than a body may be). `column` names the tag or field at
-    fault (None for the measurement itself) and `row` the first offending row of the batch."""
-
-    def __init__(self, message: str, *, column: str | None = None, row: int = 0) -> None:
-        super().__init__(message)
-        self.column = column
-        self.row = row
 
 
 @dataclass(frozen=True, slots=True)

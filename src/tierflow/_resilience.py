@@ -40,7 +40,7 @@ from tenacity import (
 
 from tierflow._config import CircuitConfig, RetryConfig
 from tierflow._engines._base import Engine, Execution, Series
-from tierflow._errors import EngineError
+from tierflow._errors import CircuitOpenError, EngineError
 from tierflow._logging import log_event
 from tierflow._metrics import Metrics
 from tierflow._templates import DeleteRange, RenderedQuery
@@ -50,11 +50,6 @@ __all__ = ["CircuitBreaker", "CircuitOpenError", "CircuitState", "ResilientEngin
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 Monotonic = Callable[[], float]
-
-
-class CircuitOpenError(EngineError):
-    """The connection's circuit is open: the call was not sent. Not retried now (that is the
-    point); the window stays due and runs once the circuit closes."""
 
 
 class CircuitState(StrEnum):

@@ -1,12 +1,12 @@
 """Moving points in bulk: the export path (InfluxDB → Arrow batches, streamed) and the write path
 (Arrow batches → line protocol → InfluxDB), shared by archive, restore and cross-connection
 relays. This module holds the 1.x export and the writer for both; the 2.x export is in
-`tierflow._flux_export`.
+`tierflow._engines.flux._export`.
 
-The 1.x export (`export_influxql`, in `tierflow._influxql_export`) reads one measurement over a
-range with `/query?chunked=true`, so only one chunk (at most `chunk_size` points) is in memory at
-a time. Writes are encoded a batch at a time,
-split into bodies under the server's limit, and posted at most `max_concurrency` at a time
+The 1.x export (`export_influxql`, in `tierflow._engines.influxql._export`) reads one
+measurement over a range with `/query?chunked=true`, so only one chunk (at most `chunk_size`
+points) is in memory at a time. Writes are encoded a batch at a time, split into bodies under
+the server's limit, and posted at most `max_concurrency` at a time
 through the connection's retry layer; a body that cannot be written fails the whole transfer, or
 with `isolate` (restores) only its measurement — nothing is buffered across windows and nothing
 is dropped.
@@ -22,23 +22,17 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tierflow._archive import FieldType, PointBatch, widen
+from tierflow._archive import PointBatch
 from tierflow._config import TierConfig
-from tierflow._engines import Engine, Series
-from tierflow._errors import AuthError, EngineError
-from tierflow._flux_export import annotated_batches
-from tierflow._influxql_export import field_keys_influxql
-from tierflow._lineprotocol import LineProtocolError, Piece, encode_batch, ns_isoformat, point_ns
+from tierflow._engines import Engine, dialect_named
+from tierflow._errors import AuthError, EngineError, WriteRefusedError
+from tierflow._lineprotocol import LineProtocolError, Piece, encode_batch
 from tierflow._templates import RenderedQuery
 
 __all__ = [
     "Transfer",
     "WriteRefusedError",
     "aggregate_batches",
-    "aggregate_type",
-    "field_type_sets_influxql",
-    "field_types_influxql",
-    "series_batch",
     "write_batches",
 ]
 
@@ -58,32 +52,6 @@ class Transfer:
     failures: tuple[WriteRefusedError, ...] = ()
 
 
-async def field_type_sets_influxql(
-    engine: Engine, *, database: str, retention_policy: str | None, measurement: str
-) -> dict[str, set[str]]:
-    """Every type each field of the measurement has in one retention policy, as `SHOW FIELD
-    KEYS` names them: a field with several types across shards is listed once per type."""
-    found = await field_keys_influxql(
-        engine, database=database, retention_policy=retention_policy, measurement=measurement
-    )
-    return {key: {str(kind) for kind in kinds} for key, kinds in found.items()}
-
-
-async def field_types_influxql(
-    engine: Engine, *, database: str, retention_policy: str | None, measurement: str
-) -> dict[str, FieldType]:
-    """The type a relay's aggregate reads each field as: a field with several types across
-    shards is read by the server as the widest (and so is what `SELECT … INTO` writes)."""
-    types: dict[str, FieldType] = {}
-    found = await field_keys_influxql(
-        engine, database=database, retention_policy=retention_policy, measurement=measurement
-    )
-    for key, kinds in found.items():
-        for kind in kinds:
-            types[key] = widen(types[key], kind) if key in types else kind
-    return types
-
-
 async def aggregate_batches(
     engine: Engine,
     *,
@@ -99,58 +67,11 @@ async def aggregate_batches(
     Either way the rows are exactly what `SELECT … INTO` / `to()` would write once null cells are
     left out (as the writer does): 1.x reads with `fill(none)`, and Flux's pivot leaves null the
     cell of a window a (field, function) has no row for (flux `stdlib/universe/pivot.go`)."""
-    if engine.dialect == "flux":
-        async for batch in annotated_batches(engine.stream(query.text)):
-            yield batch
-        return
-    types = await field_types_influxql(
-        engine,
-        database=tier.database,
-        retention_policy=tier.retention_policy,
-        measurement=measurement,
+    reader = dialect_named(engine.dialect).aggregate_batches(
+        engine, tier=tier, measurement=measurement, aggregates=aggregates, query=query
     )
-    out = {
-        f"{field}_{function}": aggregate_type(function, types.get(field))
-        for field, functions in aggregates.items()
-        for function in functions
-    }
-    async for chunk in engine.query_chunks(query.text, database=tier.database):
-        for series in chunk:
-            if (points := series_batch(series, out)) is not None:
-                yield points
-
-
-# What an aggregate gives, by the type of the field it reads: averages are floats, counts are
-# integers, and the rest (selectors, sums, spreads) keep the field's own type.
-_FLOAT_AGGREGATES = frozenset({"mean", "median", "stddev"})
-
-
-def aggregate_type(function: str, field: FieldType | None) -> FieldType:
-    if function == "count":
-        return FieldType.INTEGER
-    if function in _FLOAT_AGGREGATES or field is None:
-        return FieldType.FLOAT
-    return field
-
-
-def series_batch(series: Series, types: Mapping[str, FieldType]) -> PointBatch | None:
-    """One series of a (small) read result as a batch: its tags repeated, fields typed."""
-    if not series.values:
-        return None
-    tags = {k: v for k, v in series.tags.items() if v != ""}
-    rows = series.values
-    data: dict[str, pa.Array] = {"time": pa.array([row[0] for row in rows], pa.int64())}
-    for name, value in sorted(tags.items()):
-        data[name] = pa.array([value] * len(rows), pa.string())
-    for index, name in enumerate(series.columns):
-        if name == "time" or name not in types:
-            continue
-        values = [row[index] for row in rows]
-        if any(value is not None for value in values):
-            data[name] = pa.array(values, types[name].arrow_type)
-    if len(data) == 1 + len(tags):
-        return None
-    return PointBatch(pa.record_batch(data), frozenset(tags))
+    async for batch in reader:
+        yield batch
 
 
 async def write_batches(
@@ -239,56 +160,6 @@ async def write_batches(
         await asyncio.gather(*posts, return_exceptions=True)
         raise
     return Transfer(points, dropped, sent, requests, tuple(failed.values()))
-
-
-class WriteRefusedError(EngineError):
-    """A measurement's points that cannot be written: the encoder or the server refused them.
-    The message names the measurement, the field (or tag) at fault where known, and the time
-    of the first offending point."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        measurement: str,
-        column: str | None,
-        time_ns: int,
-        reason: str,
-        status: int | None = None,
-    ) -> None:
-        super().__init__(message, status=status)
-        self.measurement = measurement
-        self.column = column
-        self.time_ns = time_ns
-        self.reason = reason
-
-    @classmethod
-    def of(
-        cls,
-        measurement: str,
-        batch: PointBatch,
-        column: str | None,
-        row: int,
-        cause: Exception,
-        *,
-        exact: bool = True,
-    ) -> WriteRefusedError:
-        """The refusal of `batch`'s `row` (`exact`), or of a body starting at that row (when the
-        server did not say which point it refused)."""
-        kind = "tag" if column in {batch.key(name) for name in batch.tags} else "field"
-        at = f"{kind} {column!r}, " if column is not None else ""
-        time_ns = point_ns(batch.data, row)
-        where = "first offending point at" if exact else "a body of points from"
-        error = cls(
-            f"measurement {measurement!r}, {at}{where} {ns_isoformat(time_ns)}: {cause}",
-            measurement=measurement,
-            column=column,
-            time_ns=time_ns,
-            reason=str(cause),
-            status=getattr(cause, "status", None),
-        )
-        error.__cause__ = cause
-        return error
 
 
 # How 1.x words a field type conflict (tsdb/field_validator.go).

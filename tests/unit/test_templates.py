@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import tierflow
 from tierflow._config import Config, parse_config
+from tierflow._engines import dialect_named
 from tierflow._errors import TemplateError
 from tierflow._jobs import render_job
 from tierflow._planner import Batch
@@ -352,7 +353,7 @@ def test_quoted_values_and_ints_render() -> None:
 
 def test_builtin_render_wraps_unknown_templates() -> None:
     with pytest.raises(TemplateError):
-        render("influxql/no-such.influxql.j2", {})
+        render(dialect_named("influxql"), "no-such", {})
 
 
 # --- the shipped downsample template -----------------------------------------------------------
@@ -497,7 +498,7 @@ def test_hash_follows_the_text_and_version_is_stable() -> None:
     assert first.hash != other.hash
     assert first.hash == hashlib.sha256(first.text.encode()).hexdigest()[:16]
     assert first.template_version == other.template_version
-    template = Path(tierflow.__file__).parent / "templates/influxql/downsample.influxql.j2"
+    template = Path(tierflow.__file__).parent / "_engines/influxql/templates/downsample.influxql.j2"
     assert first.template_version == hashlib.sha256(template.read_bytes()).hexdigest()[:12]
 
 

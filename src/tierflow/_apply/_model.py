@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tierflow._durations import format_duration
-from tierflow._errors import TierflowError
+from tierflow._errors import ApplyError, ApplyRefusedError
 from tierflow._lineprotocol import ns_isoformat
 from tierflow._windows import isoformat
 
@@ -45,14 +45,6 @@ __all__ = [
 #: shorter shard duration to 1h on its own; the 2.x docs give the same minimum for buckets.
 MIN_RETENTION = timedelta(hours=1)
 AUTOGEN = "autogen"
-
-
-class ApplyRefusedError(TierflowError):
-    """Apply will not run as declared; nothing was changed. The message lists every reason."""
-
-
-class ApplyError(TierflowError):
-    """A change failed part-way; those before it were made (apply again once it is fixed)."""
 
 
 class Action(StrEnum):

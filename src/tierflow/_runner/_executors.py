@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tierflow._config import ArchiveJob, Config, DownsampleJob
 from tierflow._engines import Engine
-from tierflow._errors import EngineError, TemplateError
+from tierflow._errors import ArchiveMismatchError, EngineError, TemplateError
 from tierflow._jobs import (
     dialect_of,
     fingerprints,
@@ -190,7 +190,8 @@ async def attempt(
         prints = await source_fingerprints(resources, job, batch) if spec.recheck else {}
         query = render_job(resources.config, job, batch)
         executed = await executor_for(resources, job)(batch, query)
-    except (EngineError, TemplateError) as exc:
+    # A refused query and an archive that came out short are both failed attempts.
+    except (EngineError, TemplateError, ArchiveMismatchError) as exc:
         return Attempt(query=query, error=str(exc), refused=isinstance(exc, CircuitOpenError))
     except Exception as exc:
         log_event("window_internal_error", level=logging.ERROR, exc_info=True, **fields)
@@ -204,18 +205,17 @@ async def source_fingerprints(resources: Resources, job: str, batch: Batch) -> d
     spec, engine = config.jobs[job], resources.engine_of(job)
     source = config.tiers[spec.source]
     types = None
-    if dialect_of(config, job) == "influxql":
-        from tierflow._transfer import field_type_sets_influxql
-
+    dialect = dialect_of(config, job)
+    if dialect.fingerprint_needs_types():
         # Asked every time, not cached: late data may bring a field's first point of
         # another type, and a fingerprint blind to that type would miss it.
         types = {
-            measurement: await field_type_sets_influxql(
-                engine,
-                database=source.database,
-                retention_policy=source.retention_policy,
-                measurement=measurement,
-            )
+            measurement: {
+                key: {str(kind) for kind in kinds}
+                for key, kinds in (
+                    await dialect.field_types(engine, source, measurement, now=batch.range.stop)
+                ).items()
+            }
             for measurement in spec.measurements
         }
     query = render_fingerprint(config, job, batch, types)

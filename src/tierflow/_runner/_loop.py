@@ -24,7 +24,6 @@ from tierflow._clock import Clock, utc_now
 from tierflow._config import Config, DownsampleJob
 from tierflow._engines import Engine, engine_for
 from tierflow._errors import EngineError, TemplateError, TierflowError
-from tierflow._field_check import warn_missing_fields
 from tierflow._gate import Priority
 from tierflow._logging import log_event
 from tierflow._metrics import Metrics
@@ -118,7 +117,14 @@ class Runner:
         return Archives(self.config)
 
     async def aclose(self) -> None:
+        """Close the engines this runner opened (the state store is the caller's)."""
         await asyncio.gather(*(engine.aclose() for engine in self.engines.values()))
+
+    async def __aenter__(self) -> Runner:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
 
     def origin(self, job: str) -> datetime:
         """Where a job's first window starts."""
@@ -168,6 +174,8 @@ class Runner:
             and job not in self._fields_checked
         ):
             self._fields_checked.add(job)  # once per job and runner: a lookup, not one per window
+            from tierflow._field_check import warn_missing_fields  # pyarrow: only here
+
             async with self._capacity.slot(job):
                 await warn_missing_fields(
                     self.engine_of(job), job, spec, self.config.tiers[spec.source], now=now

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from tierflow._errors import TemplateError
+from tierflow._errors import FluxSyntaxError
 
 __all__ = [
     "Call",
@@ -27,10 +27,6 @@ __all__ = [
     "statements",
     "tokenize",
 ]
-
-
-class FluxSyntaxError(TemplateError):
-    """The script is not lexically valid Flux (or uses a construct this tokenizer refuses)."""
 
 
 class Kind(StrEnum):

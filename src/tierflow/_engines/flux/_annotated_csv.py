@@ -14,16 +14,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from tierflow._errors import FluxResultError
+
 __all__ = ["Block", "FluxResultError", "Row", "decode_value", "rfc3339_ns", "rows"]
-
-
-class FluxResultError(Exception):
-    """The server reported an error table inside a 200 response."""
-
-    def __init__(self, message: str, reference: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.reference = reference
 
 
 @dataclass
