@@ -124,9 +124,7 @@ def main() -> None:
         samples: dict[str, list[Sample]] = {"window": [], "coalesced": [], "single": []}
         for _ in range(args.repeat):  # interleaved, so drift hits all three alike
             samples["window"].append(asyncio.run(run_tierflow(db.url, "sensor_window", "1m")))
-            samples["coalesced"].append(
-                asyncio.run(run_tierflow(db.url, "sensor_coalesced", "6h"))
-            )
+            samples["coalesced"].append(asyncio.run(run_tierflow(db.url, "sensor_coalesced", "6h")))
             samples["single"].append(run_single(db.url))
         counts = {name: count(db, f"sensor_{name}") for name in samples}
 
@@ -146,14 +144,17 @@ def main() -> None:
             name: 1000 * (median[name] - server[name]) / WINDOWS for name in ("window", "coalesced")
         },
     }
-    print(f"{points:,} raw points, {WINDOWS} one-minute windows, {counts['single']:,} output "
-          f"points each way, median of {args.repeat}")
+    print(
+        f"{points:,} raw points, {WINDOWS} one-minute windows, {counts['single']:,} output "
+        f"points each way, median of {args.repeat}"
+    )
     for name in samples:
         print(f"  {name:10} {median[name]:8.3f} s  ({report['queries'][name]} queries)")
-    print(f"  coalesced is {report['speedup_coalesced_vs_window']:.1f}x faster than window by "
-          f"window (goal >= 10x)")
-    print(f"  coalesced takes {report['coalesced_vs_single']:.2f}x the single query "
-          f"(goal <= 1.5x)")
+    print(
+        f"  coalesced is {report['speedup_coalesced_vs_window']:.1f}x faster than window by "
+        f"window (goal >= 10x)"
+    )
+    print(f"  coalesced takes {report['coalesced_vs_single']:.2f}x the single query (goal <= 1.5x)")
     for name, ms in report["overhead_per_window_ms"].items():
         print(f"  tierflow overhead per window, {name}: {ms:.3f} ms")
     RESULTS.mkdir(exist_ok=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from tierflow._flux_export import annotated_batches
+from tierflow._engines.flux._export import annotated_batches
 
 PIECE = 64 * 1024
 RESULTS = Path(__file__).parent / "results"

@@ -55,7 +55,7 @@ from typing import Any
 from tierflow._archive import PointBatch, open_archive
 from tierflow._config import parse_config
 from tierflow._engines import Engine, engine_for
-from tierflow._influxql_export import export_influxql, export_query
+from tierflow._engines.influxql._export import export_influxql, export_query
 from tierflow._transfer import MAX_BODY_BYTES, write_batches
 from tierflow._windows import Window
 from tierflow.testing import ThrowawayInfluxd
@@ -449,8 +449,10 @@ def main() -> None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "curl"], check=True)
     load_before = os.getloadavg()[0]
     if load_before > 0.5:
-        print(f"warning: load average {load_before:.2f} before the run; other work on this "
-              "machine lowers both sides' numbers (the ratios less so)")
+        print(
+            f"warning: load average {load_before:.2f} before the run; other work on this "
+            "machine lowers both sides' numbers (the ratios less so)"
+        )
 
     points, hosts = args.points, args.hosts
     stop = stop_for(points, hosts)
@@ -629,25 +631,37 @@ def summarise(
         return "meets" if ratio >= goal else "MISSES"
 
     e, w = report["export"], report["write"]
-    print(f"\n{points:,} points ({hosts} hosts x 2 tags; float, int, bool fields), "
-          f"median of {args.repeat}, {os.cpu_count()} CPUs\n")
+    print(
+        f"\n{points:,} points ({hosts} hosts x 2 tags; float, int, bool fields), "
+        f"median of {args.repeat}, {os.cpu_count()} CPUs\n"
+    )
     print(f"  {'':32}{'curl':>14}{'tierflow':>14}{'ratio':>8}  goal")
-    print(f"  {'export (points/s)':32}{curl_export_rate:>14,.0f}{export_rate:>14,.0f}"
-          f"{e['ratio']:>7.2f}x  >= {EXPORT_GOAL}x ({mark(e['ratio'], EXPORT_GOAL)})")
-    print(f"  {'write (points/s)':32}{curl_write_rate:>14,.0f}{write_rate:>14,.0f}"
-          f"{w['ratio']:>7.2f}x  >= {WRITE_GOAL}x ({mark(w['ratio'], WRITE_GOAL)})")
+    print(
+        f"  {'export (points/s)':32}{curl_export_rate:>14,.0f}{export_rate:>14,.0f}"
+        f"{e['ratio']:>7.2f}x  >= {EXPORT_GOAL}x ({mark(e['ratio'], EXPORT_GOAL)})"
+    )
+    print(
+        f"  {'write (points/s)':32}{curl_write_rate:>14,.0f}{write_rate:>14,.0f}"
+        f"{w['ratio']:>7.2f}x  >= {WRITE_GOAL}x ({mark(w['ratio'], WRITE_GOAL)})"
+    )
     c = report["commands"]
-    print(f"  {'tierflow run-once (archive)':32}{curl_export_rate:>14,.0f}"
-          f"{c['archive_points_per_s']:>14,.0f}{c['archive_ratio']:>7.2f}x  >= {EXPORT_GOAL}x "
-          f"({mark(c['archive_ratio'], EXPORT_GOAL)})")
+    print(
+        f"  {'tierflow run-once (archive)':32}{curl_export_rate:>14,.0f}"
+        f"{c['archive_points_per_s']:>14,.0f}{c['archive_ratio']:>7.2f}x  >= {EXPORT_GOAL}x "
+        f"({mark(c['archive_ratio'], EXPORT_GOAL)})"
+    )
     print(f"  {'tierflow restore':32}{curl_write_rate:>14,.0f}"
           f"{c['restore_points_per_s']:>14,.0f}{c['restore_ratio']:>7.2f}x  >= {WRITE_GOAL}x "
           f"({mark(c['restore_ratio'], WRITE_GOAL)})")  # fmt: skip
-    print(f"\n  tierflow export, peak RSS of its process: {peak['small']:.0f} MB at "
-          f"{args.small:,} points, {peak['full']:.0f} MB at {points:,} "
-          f"(after imports: {baseline:.0f} MB)")
-    print(f"  tierflow export at {args.small:,} points: {small_rate:,.0f} points/s; "
-          f"CPU {e['tierflow_cpu_s']:.2f} s for {points:,}")
+    print(
+        f"\n  tierflow export, peak RSS of its process: {peak['small']:.0f} MB at "
+        f"{args.small:,} points, {peak['full']:.0f} MB at {points:,} "
+        f"(after imports: {baseline:.0f} MB)"
+    )
+    print(
+        f"  tierflow export at {args.small:,} points: {small_rate:,.0f} points/s; "
+        f"CPU {e['tierflow_cpu_s']:.2f} s for {points:,}"
+    )
     print(f"  tierflow write: {w['tierflow_requests']} requests, "
           f"{w['tierflow_bytes_sent'] / 1e6:.0f} MB sent, CPU {w['tierflow_cpu_s']:.2f} s "
           f"(curl: {w['curl_requests']} requests)")  # fmt: skip

@@ -23,14 +23,14 @@ from tierflow._archive import ParquetArchive, PointBatch, open_archive
 from tierflow._archive._archive import StagedWindow
 from tierflow._config import ArchiveJob, Config, TierConfig
 from tierflow._engines import Engine
-from tierflow._errors import EngineError, QueryError
-from tierflow._flux_export import (
+from tierflow._engines.flux._export import (
     count_script,
     export_flux,
     field_counts,
     is_field_type_conflict,
 )
-from tierflow._influxql_export import count_influxql, export_planned, plan_export
+from tierflow._engines.influxql._export import count_influxql, export_planned, plan_export
+from tierflow._errors import EngineError, QueryError
 from tierflow._lineprotocol import (
     LineProtocolError,
     check_tag_values,

@@ -26,9 +26,9 @@ from datetime import datetime
 from tierflow._archive import FieldType
 from tierflow._config import DownsampleJob, TierConfig
 from tierflow._engines import Engine
+from tierflow._engines.flux._export import _selection, annotated_batches
+from tierflow._engines.influxql._export import field_keys_influxql
 from tierflow._errors import EngineError, TemplateError
-from tierflow._flux_export import _selection, annotated_batches
-from tierflow._influxql_export import field_keys_influxql
 from tierflow._logging import log_event
 from tierflow._windows import EPOCH
 

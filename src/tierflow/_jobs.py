@@ -23,8 +23,8 @@ from tierflow._config import (
     TierConfig,
 )
 from tierflow._engines import Series
+from tierflow._engines.flux._literals import delete_predicate
 from tierflow._errors import TemplateError
-from tierflow._flux_literals import delete_predicate
 from tierflow._planner import Batch
 from tierflow._query_checks import Target, check_query
 from tierflow._templates import DeleteRange, QueryLiteral, RenderedQuery, render, render_file
@@ -150,8 +150,8 @@ def render_export(config: Config, name: str, batch: Batch) -> RenderedQuery:
     """What an archive job reads: per measurement, every point of the window (the text that
     `plan` shows and the ledger hashes; `tierflow._archiving` sends the same): a `SELECT *`
     from 1.x, a pivoting Flux script from 2.x."""
-    from tierflow._flux_export import export_script
-    from tierflow._influxql_export import export_query
+    from tierflow._engines.flux._export import export_script
+    from tierflow._engines.influxql._export import export_query
 
     job = config.jobs[name]
     source = config.tiers[job.source]

@@ -21,8 +21,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from tierflow._engines.flux._syntax import (
+    Call,
+    Kind,
+    Token,
+    calls,
+    parse_time,
+    statements,
+    tokenize,
+)
 from tierflow._errors import TemplateError
-from tierflow._flux_syntax import Call, Kind, Token, calls, parse_time, statements, tokenize
 from tierflow._templates import RenderedQuery
 from tierflow._windows import Window, isoformat
 

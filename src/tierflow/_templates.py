@@ -4,7 +4,8 @@ Every value that reaches a query must pass through a quoting filter (`influxql_i
 `influxql_string`, `influxql_time`, `flux_string`, `flux_time`, …), which marks its output as
 `QueryLiteral`. The environment's `finalize` refuses anything else, so a template that forgets to
 quote a value fails to render instead of silently letting hostile input change the statement.
-The Flux filters live in `_flux_literals`; this module registers them beside the InfluxQL ones.
+The Flux filters live in `_engines.flux._literals`; this module registers them beside the
+InfluxQL ones.
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ def _environment(loader: jinja2.BaseLoader) -> SandboxedEnvironment:
         trim_blocks=False,
         lstrip_blocks=True,
     )
-    from tierflow._flux_literals import FLUX_FILTERS
+    from tierflow._engines.flux._literals import FLUX_FILTERS
 
     env.filters.update(
         influxql_ident=influxql_ident,
@@ -208,7 +209,15 @@ def _environment(loader: jinja2.BaseLoader) -> SandboxedEnvironment:
 
 @cache
 def _builtin() -> SandboxedEnvironment:
-    return _environment(jinja2.PackageLoader("tierflow", "templates"))
+    # Each dialect's templates live in its engine package; `influxql/…` and `flux/…` name them.
+    return _environment(
+        jinja2.PrefixLoader(
+            {
+                dialect: jinja2.PackageLoader(f"tierflow._engines.{dialect}", "templates")
+                for dialect in ("influxql", "flux")
+            }
+        )
+    )
 
 
 def template_version(source: str) -> str:

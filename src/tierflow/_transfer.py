@@ -1,12 +1,12 @@
 """Moving points in bulk: the export path (InfluxDB → Arrow batches, streamed) and the write path
 (Arrow batches → line protocol → InfluxDB), shared by archive, restore and cross-connection
 relays. This module holds the 1.x export and the writer for both; the 2.x export is in
-`tierflow._flux_export`.
+`tierflow._engines.flux._export`.
 
-The 1.x export (`export_influxql`, in `tierflow._influxql_export`) reads one measurement over a
-range with `/query?chunked=true`, so only one chunk (at most `chunk_size` points) is in memory at
-a time. Writes are encoded a batch at a time,
-split into bodies under the server's limit, and posted at most `max_concurrency` at a time
+The 1.x export (`export_influxql`, in `tierflow._engines.influxql._export`) reads one
+measurement over a range with `/query?chunked=true`, so only one chunk (at most `chunk_size`
+points) is in memory at a time. Writes are encoded a batch at a time, split into bodies under
+the server's limit, and posted at most `max_concurrency` at a time
 through the connection's retry layer; a body that cannot be written fails the whole transfer, or
 with `isolate` (restores) only its measurement — nothing is buffered across windows and nothing
 is dropped.
@@ -25,9 +25,9 @@ import pyarrow.compute as pc
 from tierflow._archive import FieldType, PointBatch, widen
 from tierflow._config import TierConfig
 from tierflow._engines import Engine, Series
+from tierflow._engines.flux._export import annotated_batches
+from tierflow._engines.influxql._export import field_keys_influxql
 from tierflow._errors import AuthError, EngineError
-from tierflow._flux_export import annotated_batches
-from tierflow._influxql_export import field_keys_influxql
 from tierflow._lineprotocol import LineProtocolError, Piece, encode_batch, ns_isoformat, point_ns
 from tierflow._templates import RenderedQuery
 

@@ -25,7 +25,7 @@ from tierflow._config import (
 )
 from tierflow._engines import Engine
 from tierflow._engines._base import MISSING_TARGET_FIX
-from tierflow._engines._influxql import InfluxQLEngine
+from tierflow._engines.influxql._engine import InfluxQLEngine
 from tierflow._errors import EngineError, QueryError, TemplateError
 from tierflow._field_check import source_field_types, type_problems
 from tierflow._jobs import render_fingerprint, render_job
@@ -109,7 +109,7 @@ def _tiers_on(config: Config, connection: str) -> Iterator[tuple[str, str]]:
 async def _check_influxdb2(
     config: Config, name: str, connection: InfluxDB2Connection
 ) -> list[Problem]:
-    from tierflow._engines._flux import FluxEngine
+    from tierflow._engines.flux._engine import FluxEngine
 
     engine = FluxEngine(name, connection)
     problems: list[Problem] = []

@@ -785,7 +785,9 @@ async def test_the_ledger_records_attempts_query_hashes_and_the_template_version
 ) -> None:
     write_points(influxd, db, telemetry(9, start))
     now = start + SPAN
-    template = resources.files("tierflow") / "templates" / "influxql" / "downsample.influxql.j2"
+    template = (
+        resources.files("tierflow._engines.influxql") / "templates" / "downsample.influxql.j2"
+    )
     version = hashlib.sha256(template.read_text(encoding="utf-8").encode()).hexdigest()[:12]
 
     async with open_runner(write_config(db, {"down": job(start)})) as runner:

@@ -179,7 +179,7 @@ class InfluxDB2:
         )
 
     def _read(self, bucket: str) -> TierData:
-        from tierflow._flux_literals import flux_string
+        from tierflow._engines.flux._literals import flux_string
 
         script = f"from(bucket: {flux_string(bucket)}) |> range(start: 0)"
         body = json.dumps(

@@ -17,7 +17,7 @@ from tests.fluxcheck import FluxChecker, flux_checker, string_literals, walk
 from tests.influx2_standin import TOKEN, Point, StandIn, influxdb2_connection, unpivoted_csv
 from tierflow._archive import FieldType
 from tierflow._config import DownsampleJob, TierConfig
-from tierflow._engines._flux import FluxEngine
+from tierflow._engines.flux._engine import FluxEngine
 from tierflow._field_check import field_types_script, source_field_types, type_problems
 
 __all__ = ["flux_checker"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tierflow._engines._flux import classify, explain
+from tierflow._engines.flux._engine import classify, explain
 from tierflow._errors import AuthError, EngineError, QueryError, TransientEngineError
 
 APPLY = "(create it with `tierflow apply`)"

@@ -23,7 +23,7 @@ from tests.influx2_standin import (
     error_csv,
     influxdb2_connection,
 )
-from tierflow._engines._flux import FluxEngine
+from tierflow._engines.flux._engine import FluxEngine
 from tierflow._errors import AuthError, EngineError, QueryError, TransientEngineError
 from tierflow._templates import DeleteRange, RenderedQuery
 

@@ -8,7 +8,14 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.fluxcheck import FluxChecker, flux_checker, string_literals, walk
-from tierflow._flux_syntax import FluxSyntaxError, Kind, calls, parse_time, statements, tokenize
+from tierflow._engines.flux._syntax import (
+    FluxSyntaxError,
+    Kind,
+    calls,
+    parse_time,
+    statements,
+    tokenize,
+)
 
 __all__ = ["flux_checker"]
 

@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 
 from tests.fluxcheck import FluxChecker, flux_checker, string_literals, walk
 from tierflow._config import parse_config
-from tierflow._errors import TemplateError
-from tierflow._flux_literals import (
+from tierflow._engines.flux._literals import (
     flux_aggregate,
     flux_duration,
     flux_ident,
@@ -24,6 +23,7 @@ from tierflow._flux_literals import (
     flux_string,
     flux_time,
 )
+from tierflow._errors import TemplateError
 from tierflow._jobs import render_fingerprint, render_job
 from tierflow._planner import Batch
 from tierflow._templates import render_file

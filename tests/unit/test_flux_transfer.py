@@ -36,15 +36,15 @@ from tests.influx2_standin import (
 )
 from tierflow._archive import PointBatch
 from tierflow._config import parse_config
-from tierflow._engines._flux import FluxEngine
-from tierflow._errors import EngineError, QueryError, TransientEngineError
-from tierflow._flux_export import (
+from tierflow._engines.flux._engine import FluxEngine
+from tierflow._engines.flux._export import (
     annotated_batches,
     count_script,
     export_flux,
     export_script,
     field_counts,
 )
+from tierflow._errors import EngineError, QueryError, TransientEngineError
 from tierflow._jobs import render_relay
 from tierflow._planner import Batch
 from tierflow._windows import Window

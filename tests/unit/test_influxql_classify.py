@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tierflow._config import InfluxDB1Connection
-from tierflow._engines._influxql import InfluxQLEngine, _points_written, classify, explain
+from tierflow._engines.influxql._engine import InfluxQLEngine, _points_written, classify, explain
 from tierflow._errors import EngineError, QueryError, TierflowError, TransientEngineError
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from tierflow._archive import Column, FieldType
 from tierflow._archive._schema import column_names
-from tierflow._influxql_export import csv_blocks
+from tierflow._engines.influxql._export import csv_blocks
 
 cells = st.text(st.sampled_from(["a", ",", '"', "\n", "\r", " ", "é"]), max_size=8)
 

@@ -497,7 +497,7 @@ def test_hash_follows_the_text_and_version_is_stable() -> None:
     assert first.hash != other.hash
     assert first.hash == hashlib.sha256(first.text.encode()).hexdigest()[:16]
     assert first.template_version == other.template_version
-    template = Path(tierflow.__file__).parent / "templates/influxql/downsample.influxql.j2"
+    template = Path(tierflow.__file__).parent / "_engines/influxql/templates/downsample.influxql.j2"
     assert first.template_version == hashlib.sha256(template.read_bytes()).hexdigest()[:12]
 
 

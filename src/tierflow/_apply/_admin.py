@@ -29,13 +29,13 @@ from tierflow._apply._model import (
 )
 from tierflow._apply._plan import groups
 from tierflow._config import Config, InfluxDB1Connection, InfluxDB2Connection
-from tierflow._engines._influxql import InfluxQLEngine
+from tierflow._engines.flux._literals import flux_string, flux_time
+from tierflow._engines.influxql._engine import InfluxQLEngine
 from tierflow._errors import EngineError
-from tierflow._flux_literals import flux_string, flux_time
 from tierflow._templates import influxql_ident, influxql_time
 
 if TYPE_CHECKING:
-    from tierflow._engines._flux import FluxEngine
+    from tierflow._engines.flux._engine import FluxEngine
 
 __all__ = ["Engines", "expiring", "expiring_flux_script", "observe", "send"]
 
@@ -71,7 +71,7 @@ class Engines:
 
     def flux(self, name: str) -> FluxEngine:
         if name not in self._flux:
-            from tierflow._engines._flux import FluxEngine
+            from tierflow._engines.flux._engine import FluxEngine
 
             connection = self.config.connections[name]
             assert isinstance(connection, InfluxDB2Connection)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tierflow._config import ConnectionConfig
 from tierflow._engines._base import Engine, Execution, Series
-from tierflow._engines._influxql import InfluxQLEngine
+from tierflow._engines.influxql._engine import InfluxQLEngine
 from tierflow._metrics import Metrics
 
 __all__ = ["Engine", "Execution", "InfluxQLEngine", "Series", "engine_for"]
@@ -18,7 +18,7 @@ def engine_for(name: str, config: ConnectionConfig, metrics: Metrics | None = No
     inner: Engine
     if config.kind == "influxdb2":
         # Imported here: the 2.x engine pulls in influxdb-client, which 1.x users need not have.
-        from tierflow._engines._flux import FluxEngine
+        from tierflow._engines.flux._engine import FluxEngine
 
         inner = FluxEngine(name, config, metrics)
     else:

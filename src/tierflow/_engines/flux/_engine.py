@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiohttp
 
 from tierflow._config import InfluxDB2Connection
-from tierflow._engines._annotated_csv import FluxResultError, Row, rows
 from tierflow._engines._base import (
     MISSING_TARGET_FIX,
     Engine,
@@ -45,9 +44,10 @@ from tierflow._engines._base import (
     retry_after_seconds,
     with_fix,
 )
+from tierflow._engines.flux._annotated_csv import FluxResultError, Row, rows
+from tierflow._engines.flux._literals import delete_predicate
+from tierflow._engines.flux._syntax import Kind, calls, tokenize
 from tierflow._errors import AuthError, EngineError, QueryError, SecretError, TransientEngineError
-from tierflow._flux_literals import delete_predicate
-from tierflow._flux_syntax import Kind, calls, tokenize
 from tierflow._metrics import Metrics
 from tierflow._secrets import refresh
 from tierflow._templates import DeleteRange, RenderedQuery
@@ -309,7 +309,8 @@ class FluxEngine(Engine):
     ) -> AsyncIterator[bytes]:
         """Run a read script and yield its annotated CSV body (RFC 3339 times with nanoseconds)
         in pieces as they arrive; the export path reads it block by block
-        (`tierflow._flux_export`). An error table inside the body is left to that reader."""
+        (`tierflow._engines.flux._export`). An error table inside the body is left to that
+        reader."""
         await self._check_buckets(text)
         async with self._stream(text, "stream") as (stream, _):
             async for piece in stream.pieces():

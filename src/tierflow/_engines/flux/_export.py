@@ -30,8 +30,8 @@ import pyarrow.csv as pa_csv
 from tierflow._archive import Column, FieldType, PointBatch
 from tierflow._archive._schema import FIELD, TAG, column_names
 from tierflow._engines import Engine
+from tierflow._engines.flux._literals import flux_string, flux_time
 from tierflow._errors import EngineError, QueryError, TransientEngineError
-from tierflow._flux_literals import flux_string, flux_time
 
 __all__ = [
     "annotated_batches",

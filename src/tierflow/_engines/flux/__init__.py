@@ -1,0 +1,2 @@
+"""InfluxDB 2.x: everything that speaks Flux (the engine, annotated CSV, exports, literals,
+syntax, query templates)."""
