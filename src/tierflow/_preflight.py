@@ -30,7 +30,6 @@ def _needs(config: Config) -> Iterator[tuple[str, str, str, str]]:
         where = f"connection {name}"
         secret: SecretSource | None
         if isinstance(connection, InfluxDB2Connection):
-            yield where, "kind influxdb2", "influxdb_client", "influxdb2"
             secret = connection.token
         else:
             secret = connection.password

@@ -17,7 +17,7 @@ def engine_for(name: str, config: ConnectionConfig, metrics: Metrics | None = No
 
     inner: Engine
     if config.kind == "influxdb2":
-        # Imported here: the 2.x engine pulls in influxdb-client, which 1.x users need not have.
+        # Imported here: 1.x users need not load the 2.x engine (and its Flux parser).
         from tierflow._engines.flux._engine import FluxEngine
 
         inner = FluxEngine(name, config, metrics)

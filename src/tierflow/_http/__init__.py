@@ -1,7 +1,7 @@
 """One HTTP layer for every engine: transport, credentials, limits, metrics, one error table."""
 
 from tierflow._http._auth import AuthProvider, BasicAuth, NoAuth, TokenAuth
-from tierflow._http._client import Body, HeaderHook, HttpClient, Reply
+from tierflow._http._client import ANY_STATUS, Body, HeaderHook, HttpClient, Reply, json_or_none
 from tierflow._http._status import (
     ErrorTable,
     KnownError,
@@ -21,6 +21,7 @@ from tierflow._http._transport import (
 )
 
 __all__ = [
+    "ANY_STATUS",
     "AiohttpTransport",
     "AuthProvider",
     "BasicAuth",
@@ -38,6 +39,7 @@ __all__ = [
     "TokenAuth",
     "Transport",
     "describe_failure",
+    "json_or_none",
     "recognise",
     "retry_after_seconds",
     "server_message",

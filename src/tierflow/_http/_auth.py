@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from typing import Protocol
 
 from tierflow._secrets import SecretSource, aresolve, refresh
@@ -51,24 +52,39 @@ class NoAuth:
 
 
 class _SecretAuth:
-    """Fetches one secret per request through the source's cache; one fetch at a time, so
-    requests that all miss the cache ask a command or a vault once, not once each. Without a
-    source the secret is empty and a 401 is not worth a retry."""
+    """Holds one secret, fetched from its source when first needed and again after a 401
+    (`refresh`) or once a cached source's `ttl` has run out, so a request does not read a file
+    or ask a command each time. One fetch at a time: requests that all find it missing ask a
+    command or a vault once, not once each. Without a source the secret is empty and a 401 is
+    not worth a retry."""
 
     what = "secret"
 
     def __init__(self, source: SecretSource | None) -> None:
         self._source = source
         self._lock: asyncio.Lock | None = None
+        self._value: str | None = None
+        self._fetched = 0.0
         self._seen: set[str] = set()
+
+    def _held(self) -> str | None:
+        ttl = getattr(self._source, "ttl", None)
+        if ttl is not None and time.monotonic() - self._fetched >= ttl.total_seconds():
+            return None
+        return self._value
 
     async def _secret(self) -> str:
         if self._source is None:
             return ""
+        if (held := self._held()) is not None:
+            return held
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
+            if (held := self._held()) is not None:
+                return held
             value = await aresolve(self._source)
+            self._value, self._fetched = value, time.monotonic()
         self._seen.add(value)
         return value
 
@@ -76,6 +92,7 @@ class _SecretAuth:
         if self._source is None:
             return False
         refresh(self._source)
+        self._value = None
         return True
 
     def describe(self) -> str:

@@ -31,10 +31,21 @@ from tierflow._http._transport import (
 )
 from tierflow._metrics import Metrics
 
-__all__ = ["Body", "HeaderHook", "HttpClient", "Reply"]
+__all__ = ["ANY_STATUS", "Body", "HeaderHook", "HttpClient", "Reply", "json_or_none"]
 
 #: Adds headers to every request (e.g. a W3C `traceparent` from the current span, later).
 HeaderHook = Callable[[], Mapping[str, str]]
+#: `ok=ANY_STATUS`: the caller reads every status itself (a health check). A 401 still gets
+#: its one re-fetch of the credentials, and raises `AuthError` if refused again.
+ANY_STATUS: Collection[int] = range(100, 600)
+
+
+def json_or_none(raw: bytes) -> Any:
+    """`raw` as JSON, None if it is not."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +55,8 @@ class Reply:
     status: int
     headers: Mapping[str, str]
     body: bytes
+    #: Bytes of the request's body as sent (after gzip).
+    sent: int
 
     @property
     def retry_after(self) -> float | None:
@@ -51,10 +64,7 @@ class Reply:
 
     def json(self) -> Any:
         """The body as JSON, None if it is not."""
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            return None
+        return json_or_none(self.body)
 
     def json_object(self) -> dict[str, Any]:
         """The body as a JSON object, empty if it is not one."""
@@ -165,7 +175,8 @@ class HttpClient:
             probe=probe,
             streaming=False,
         ) as response:
-            return Reply(response.status, response.headers, await response.read())
+            body = await response.read()
+            return Reply(response.status, response.headers, body, response.sent)
 
     @asynccontextmanager
     async def stream(
