@@ -263,9 +263,9 @@ async def test_an_unreachable_server_is_transient() -> None:
     with pytest.raises(TransientEngineError) as caught:
         await http.request("GET", "q", kind="query")
     assert str(caught.value) == (
-        "connection plant: http://influx.example:8086: unreachable (Connection refused)"
+        "connection plant: http://influx.example:8086/: unreachable (Connection refused)"
     )
-    with pytest.raises(TransientEngineError, match="8086 unreachable: unreachable"):
+    with pytest.raises(TransientEngineError, match="8086/ unreachable: unreachable"):
         await http.request("GET", "ping", kind="ping", probe=True)
 
 
@@ -414,3 +414,43 @@ async def test_concurrent_requests_fetch_a_cold_secret_once(
     await asyncio.gather(*(http.request("GET", "q", kind="query") for _ in range(5)))
     assert calls == ["x"]
     assert {r.headers["Authorization"] for r in transport.requests} == {f"Token {TOKEN}"}
+
+
+# -- the engines through the layer ---------------------------------------------------------------
+
+
+async def test_a_2x_write_is_gzipped_once(tmp_path: Path) -> None:
+    from tests.influx2_standin import influxdb2_connection
+    from tierflow._engines.flux._engine import FluxEngine
+
+    token = tmp_path / "token"
+    token.write_text(TOKEN, encoding="utf-8")
+
+    def handler(request: HttpRequest) -> MockResponse:
+        if request.url.endswith("/api/v2/buckets"):
+            return MockResponse(200, b'{"buckets":[{"name":"hot"}]}')
+        return MockResponse(204)
+
+    transport = MockTransport(handler)
+    engine = FluxEngine(
+        "cloud", influxdb2_connection("http://influx.example:8086", token), transport=transport
+    )
+    sent = await engine.write(b"m v=1 1\n", database="hot")
+    write = transport.requests[-1]
+    assert write.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(write.body) == b"m v=1 1\n"  # one layer: what the server undoes
+    assert sent == len(write.body)
+    assert write.params == {"org": "acme", "bucket": "hot", "precision": "ns"}
+
+
+async def test_a_1x_statement_error_inside_a_200_goes_through_the_engines_table() -> None:
+    from tierflow._config import InfluxDB1Connection
+    from tierflow._engines.influxql._engine import InfluxQLEngine
+
+    body = b'{"results":[{"statement_id":0,"error":"engine is closed"}]}'
+    transport = MockTransport(lambda request: MockResponse(200, body))
+    connection = InfluxDB1Connection(kind="influxdb1", url="http://influx.example:8086")
+    engine = InfluxQLEngine("plant", connection, transport=transport)
+    with pytest.raises(TransientEngineError, match="plant: statement 0: engine is closed"):
+        await engine.query("SHOW DATABASES")
+    assert transport.requests[0].body == b"q=SHOW+DATABASES&epoch=ns"

@@ -130,6 +130,8 @@ class HttpClient:
         header_hooks: Collection[HeaderHook] = (),
     ) -> None:
         self.name = name
+        #: As configured: messages name the server the way the config does.
+        self.url = base_url
         self.base_url = base_url.rstrip("/")
         self.transport = transport
         self.auth = auth
@@ -290,7 +292,7 @@ class HttpClient:
         what = str(exc) if isinstance(exc, NetworkError) else describe_failure(exc)
         if cut_off:
             what = f"response cut off: {what}"
-        where = f"{self.base_url} unreachable" if probe else self.base_url
+        where = f"{self.url} unreachable" if probe else self.url
         return TransientEngineError(f"connection {self.name}: {where}: {what}")
 
     # -- metrics ---------------------------------------------------------------------------------
