@@ -22,14 +22,7 @@ from typing import Any
 from tierflow._archive import ParquetArchive, PointBatch, open_archive
 from tierflow._archive._archive import StagedWindow
 from tierflow._config import ArchiveJob, Config, TierConfig
-from tierflow._engines import Engine
-from tierflow._engines.flux._export import (
-    count_script,
-    export_flux,
-    field_counts,
-    is_field_type_conflict,
-)
-from tierflow._engines.influxql._export import count_influxql, export_planned, plan_export
+from tierflow._engines import Engine, dialect_named
 from tierflow._errors import EngineError, QueryError
 from tierflow._lineprotocol import (
     LineProtocolError,
@@ -41,7 +34,18 @@ from tierflow._logging import log_event
 from tierflow._transfer import Transfer, write_batches
 from tierflow._windows import Window, isoformat
 
-__all__ = ["ArchiveMismatchError", "Archives", "archive_window", "restore"]
+__all__ = [
+    "ArchiveMismatchError",
+    "Archives",
+    "Tally",
+    "alongside",
+    "archive_window",
+    "checked",
+    "counted",
+    "nothing",
+    "restore",
+    "warn_unrestorable",
+]
 
 
 class ArchiveMismatchError(QueryError):
@@ -99,80 +103,13 @@ async def _stage_checked(
     window: Window,
 ) -> StagedWindow:
     """One measurement's window, staged and checked: per field, the values archived equal
-    InfluxDB's own count over the same range."""
-    if engine.dialect != "flux":
-        plan = await plan_export(
-            engine,
-            database=source.database,
-            retention_policy=source.retention_policy,
-            measurement=measurement,
-            start=window.start,
-            stop=window.stop,
-        )
-        if plan is None:
-            return await archive.astage_window(measurement, window, _nothing())
-        archived = _Tally()
-        batches = export_planned(engine, plan, tags=job.tags)
-        staged, expected = await _alongside(
-            archive.astage_window(measurement, window, _counted(batches, archived)),
-            count_influxql(engine, plan, tags=job.tags),
-        )
-        return _checked(archive, staged, archived, expected)
-    return await _stage_flux(engine, archive, job, source, measurement, window)
-
-
-async def _stage_flux(
-    engine: Engine,
-    archive: ParquetArchive,
-    job: ArchiveJob,
-    source: TierConfig,
-    measurement: str,
-    window: Window,
-) -> StagedWindow:
-    """2.x: pivoted to a row per point, the fast way; unpivoted (a row per field value, each
-    typed by its own table) when the pivot cannot hold the window: a field with two types in
-    its shards, or an empty string, which a pivoted row cannot tell from a missing value (the
-    count check finds it)."""
-    script = count_script(
-        bucket=source.bucket,
-        measurement=measurement,
-        start=window.start,
-        stop=window.stop,
-        tags=job.tags,
+    InfluxDB's own count over the same range (each dialect reads and counts its own way)."""
+    return await dialect_named(engine.dialect).stage_window(
+        engine, archive, job, source, measurement, window
     )
-    archived = _Tally()
-    try:
-        batches = _flux_batches(engine, source, measurement, window, job.tags, pivot=True)
-        staged, expected = await _alongside(
-            archive.astage_window(measurement, window, _counted(batches, archived)),
-            field_counts(engine, script),
-        )
-    except EngineError as exc:
-        if not is_field_type_conflict(exc):
-            raise
-        reason = str(exc)
-        expected = await field_counts(engine, script)
-    else:
-        if expected == archived.nonzero():
-            _warn_unrestorable(staged, archived)
-            return staged
-        archive.discard(staged)
-        reason = f"pivoted export held {archived.nonzero()} values per field, the source {expected}"
-    log_event(
-        "archive_unpivoted",
-        level=logging.WARNING,
-        measurement=measurement,
-        window_start=isoformat(window.start),
-        window_stop=isoformat(window.stop),
-        reason=reason,
-    )
-    archived = _Tally()
-    batches = _flux_batches(engine, source, measurement, window, job.tags, pivot=False)
-    staged = await archive.astage_window(measurement, window, _counted(batches, archived))
-    return _checked(archive, staged, archived, expected)
 
 
-async def _alongside(
+async def alongside(
     staging: Coroutine[Any, Any, StagedWindow], counting: Coroutine[Any, Any, dict[str, int]]
 ) -> tuple[StagedWindow, dict[str, int]]:
     """Stage a window while the server counts the same range: the count takes no longer than
@@ -193,13 +130,13 @@ async def _alongside(
         raise
 
 
-def _checked(
+def checked(
     archive: ParquetArchive,
     staged: StagedWindow,
-    archived: _Tally,
+    archived: Tally,
     expected: dict[str, int],
 ) -> StagedWindow:
-    _warn_unrestorable(staged, archived)
+    warn_unrestorable(staged, archived)
     if expected != archived.nonzero():
         archive.discard(staged)
         raise ArchiveMismatchError(
@@ -209,33 +146,13 @@ def _checked(
     return staged
 
 
-async def _nothing() -> AsyncIterator[PointBatch]:
+async def nothing() -> AsyncIterator[PointBatch]:
     return
     yield  # pragma: no cover - makes this an async generator
 
 
-def _flux_batches(
-    engine: Engine,
-    tier: TierConfig,
-    measurement: str,
-    window: Window,
-    tags: dict[str, str],
-    *,
-    pivot: bool,
-) -> AsyncIterator[PointBatch]:
-    return export_flux(
-        engine,
-        bucket=tier.bucket,
-        measurement=measurement,
-        start=window.start,
-        stop=window.stop,
-        tags=tags,
-        pivot=pivot,
-    )
-
-
 @dataclass
-class _Tally:
+class Tally:
     """What passed on the way into the archive: values per field key, and why some tag values
     could not be written back through line protocol."""
 
@@ -246,9 +163,9 @@ class _Tally:
         return {name: n for name, n in self.values.items() if n}
 
 
-async def _counted(batches: AsyncIterator[PointBatch], tally: _Tally) -> AsyncIterator[PointBatch]:
+async def counted(batches: AsyncIterator[PointBatch], tally: Tally) -> AsyncIterator[PointBatch]:
     """Pass batches on, counting the values of each field (by its key) on the way, and noting
-    tag values that line protocol could not carry back (see `_warn_unrestorable`)."""
+    tag values that line protocol could not carry back (see `warn_unrestorable`)."""
     async for batch in batches:
         for name in batch.fields:
             column = batch.data.column(name)
@@ -261,7 +178,7 @@ async def _counted(batches: AsyncIterator[PointBatch], tally: _Tally) -> AsyncIt
         yield batch
 
 
-def _warn_unrestorable(staged: StagedWindow, tally: _Tally) -> None:
+def warn_unrestorable(staged: StagedWindow, tally: Tally) -> None:
     """Warn once per window of a measurement holding names or tag values that no restore could
     write back through line protocol. The archive keeps them exactly; only restore would refuse
     them (naming measurement, key and time)."""

@@ -29,10 +29,10 @@ from urllib.parse import urlsplit, urlunsplit
 from tierflow._config import (
     Config,
     DownsampleJob,
-    InfluxDB2Connection,
     QueryJob,
 )
 from tierflow._durations import format_duration
+from tierflow._engines import dialect_for
 from tierflow._errors import ConfigError, TemplateError
 from tierflow._logging import log_event
 from tierflow._runner import select_jobs
@@ -124,9 +124,7 @@ def _tier(config: Config, name: str) -> str:
         return f"archive {_public_url(_archive_url(config, tier.archive))}"
     connection = config.connections[tier.connection]
     url = _public_url(connection.url)
-    if isinstance(connection, InfluxDB2Connection):
-        return f"influxdb2 {url} org {json.dumps(connection.org)} bucket {json.dumps(tier.bucket)}"
-    return f"influxdb1 {url} {tier.bucket}"
+    return dialect_for(connection).describe_place(connection, url, tier)
 
 
 def _archive_url(config: Config, url: str) -> str:

@@ -25,73 +25,34 @@ from datetime import datetime
 
 from tierflow._archive import FieldType
 from tierflow._config import DownsampleJob, TierConfig
-from tierflow._engines import Engine
-from tierflow._engines.flux._export import _selection, annotated_batches
-from tierflow._engines.influxql._export import field_keys_influxql
+from tierflow._engines import Engine, dialect_named, dialects
 from tierflow._errors import EngineError, TemplateError
 from tierflow._logging import log_event
-from tierflow._windows import EPOCH
 
 __all__ = [
     "ACCEPTED_TYPES",
-    "field_types_script",
     "missing_fields",
     "source_field_types",
     "type_problems",
     "warn_missing_fields",
 ]
 
-_NUMBERS = frozenset({FieldType.FLOAT, FieldType.INTEGER, FieldType.UNSIGNED})
-_EVERY_TYPE = frozenset(FieldType)
-_SELECTORS = frozenset({"count", "first", "last"})
-
-#: dialect → aggregate → the field types it accepts (see the module docstring for the sources).
+#: dialect → aggregate → the field types it accepts (see the module docstring for the sources;
+#: each table lives in its dialect's package).
 ACCEPTED_TYPES: Mapping[str, Mapping[str, frozenset[FieldType]]] = {
-    "influxql": {
-        **dict.fromkeys(_SELECTORS | {"mode"}, _EVERY_TYPE),
-        **dict.fromkeys(("min", "max"), _NUMBERS | {FieldType.BOOLEAN}),
-        **dict.fromkeys(("mean", "median", "spread", "stddev", "sum"), _NUMBERS),
-    },
-    "flux": {
-        **dict.fromkeys(_SELECTORS | {"mode"}, _EVERY_TYPE),
-        **dict.fromkeys(("min", "max", "mean", "median", "spread", "stddev", "sum"), _NUMBERS),
-    },
+    dialect.name: {
+        function: frozenset(FieldType(kind) for kind in kinds)
+        for function, kinds in dialect.accepted_types.items()
+    }
+    for dialect in dialects()
 }
-
-
-def field_types_script(*, bucket: str, measurement: str, stop: datetime) -> str:
-    """A Flux script giving each field of `measurement` once per series and type (its first
-    value, unpivoted: a field with two types across shards comes back as tables of each type),
-    read through `annotated_batches`, which types each field by its table's `#datatype`.
-    `first()` comes right after the filter so that storage answers it (a pushed-down bare
-    aggregate) instead of streaming every point."""
-    return (
-        _selection(bucket, measurement, EPOCH, stop, {})
-        + "  |> first()\n"
-        + '  |> drop(columns: ["_start", "_stop", "_measurement"])\n'
-    )
 
 
 async def source_field_types(
     engine: Engine, tier: TierConfig, measurement: str, *, now: datetime
 ) -> dict[str, frozenset[FieldType]]:
     """Every type each field of `measurement` has in the tier (empty: no such measurement)."""
-    if engine.dialect != "flux":
-        kinds = await field_keys_influxql(
-            engine,
-            database=tier.database,
-            retention_policy=tier.retention_policy,
-            measurement=measurement,
-        )
-        return {name: frozenset(types) for name, types in kinds.items()}
-    found: dict[str, set[FieldType]] = {}
-    script = field_types_script(bucket=tier.bucket, measurement=measurement, stop=now)
-    async for batch in annotated_batches(engine.stream(script)):
-        for name in batch.fields:
-            kind = FieldType.of_arrow(batch.data.schema.field(name).type)
-            if kind is not None:
-                found.setdefault(batch.key(name), set()).add(kind)
-    return {name: frozenset(types) for name, types in found.items()}
+    return await dialect_named(engine.dialect).field_types(engine, tier, measurement, now=now)
 
 
 def missing_fields(job: DownsampleJob, types: Mapping[str, frozenset[FieldType]]) -> list[str]:
@@ -114,12 +75,13 @@ def type_problems(
         "write nothing"
         for field in missing_fields(job, types)
     ]
+    table = ACCEPTED_TYPES[dialect]
     for field, functions in job.aggregates.items():
         for function in functions:
             has = types.get(field, frozenset())
-            refused = sorted(has - ACCEPTED_TYPES[dialect][function])
+            refused = sorted(has - table[function])
             if refused:
-                accepted = ", ".join(sorted(ACCEPTED_TYPES[dialect][function]))
+                accepted = ", ".join(sorted(table[function]))
                 problems.append(
                     f"measurement {measurement!r} field {field!r} is {' and '.join(sorted(has))} "
                     f"in the source: aggregate {function} does not apply to "

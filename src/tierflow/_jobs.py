@@ -17,12 +17,11 @@ from tierflow._config import (
     ArchiveJob,
     Config,
     DownsampleJob,
-    InfluxDB2Connection,
     JobConfig,
     QueryJob,
     TierConfig,
 )
-from tierflow._engines import Series
+from tierflow._engines import Dialect, Series, dialect_for
 from tierflow._engines.flux._literals import delete_predicate
 from tierflow._errors import TemplateError
 from tierflow._planner import Batch
@@ -30,20 +29,33 @@ from tierflow._query_checks import Target, check_query
 from tierflow._templates import DeleteRange, QueryLiteral, RenderedQuery, render, render_file
 from tierflow._windows import EPOCH
 
-__all__ = ["dest_target", "dialect_of", "fingerprints", "render_fingerprint", "render_job"]
+__all__ = [
+    "dest_target",
+    "dialect_of",
+    "downsample_template",
+    "fingerprints",
+    "render_fingerprint",
+    "render_job",
+]
 
 
-def dialect_of(config: Config, name: str) -> str:
-    """`flux` when the job's source tier is on an InfluxDB 2.x connection, else `influxql`."""
-    connection = config.connection_of(config.jobs[name].source)
-    return "flux" if isinstance(connection, InfluxDB2Connection) else "influxql"
+def dialect_of(config: Config, name: str) -> Dialect:
+    """The dialect job `name` reads in: its source tier's connection's (found by the registry
+    from the connection's kind)."""
+    return dialect_for(config.connection_of(config.jobs[name].source))
+
+
+def downsample_template(config: Config, name: str) -> str:
+    """The name of the built-in downsample template job `name` renders."""
+    dialect = dialect_of(config, name)
+    return f"{dialect.name}/downsample{dialect.template_suffix}"
 
 
 def _tier(config: Config, tier: TierConfig) -> dict[str, Any]:
     connection = config.connections[tier.connection]
     return {
         "bucket": tier.bucket,
-        "org": connection.org if isinstance(connection, InfluxDB2Connection) else None,
+        "org": dialect_for(connection).scope(connection),
         "database": tier.database,
         "retention_policy": tier.retention_policy,
     }
@@ -109,9 +121,9 @@ def render_job(config: Config, name: str, batch: Batch) -> RenderedQuery:
     dialect = dialect_of(config, name)
     context = _context(config, name, batch)
     if isinstance(job, QueryJob):
-        query = render_file(config.template_path(job), str(job.template), context)
+        query = render_file(config.template_path(job), str(job.template), context, dialect=dialect)
     else:
-        query = render(f"{dialect}/downsample.{dialect}.j2", context)
+        query = render(dialect, "downsample", context)
     check_query(
         query,
         window=batch.range,
@@ -138,9 +150,7 @@ def render_relay(config: Config, name: str, batch: Batch) -> list[tuple[str, str
     dialect = dialect_of(config, name)
     found = []
     for measurement in context["measurements"]:
-        query = render(
-            f"{dialect}/downsample.{dialect}.j2", {**context, "measurements": [measurement]}
-        )
+        query = render(dialect, "downsample", {**context, "measurements": [measurement]})
         check_query(query, window=batch.range, dest=dest_target(config, name), require_write=False)
         found.append((measurement["name"], measurement["into"], query))
     return found
@@ -150,35 +160,9 @@ def render_export(config: Config, name: str, batch: Batch) -> RenderedQuery:
     """What an archive job reads: per measurement, every point of the window (the text that
     `plan` shows and the ledger hashes; `tierflow._archiving` sends the same): a `SELECT *`
     from 1.x, a pivoting Flux script from 2.x."""
-    from tierflow._engines.flux._export import export_script
-    from tierflow._engines.influxql._export import export_query
-
     job = config.jobs[name]
-    source = config.tiers[job.source]
-    if dialect_of(config, name) == "flux":
-        scripts = [
-            export_script(
-                bucket=source.bucket,
-                measurement=measurement,
-                start=batch.range.start,
-                stop=batch.range.stop,
-                tags=job.tags,
-            )
-            for measurement in job.measurements
-        ]
-        return RenderedQuery("\n".join(scripts), "export", "builtin", dialect="flux")
-    text = "; ".join(
-        export_query(
-            database=source.database,
-            retention_policy=source.retention_policy,
-            measurement=measurement,
-            start=batch.range.start,
-            stop=batch.range.stop,
-            tags=job.tags,
-        )
-        for measurement in job.measurements
-    )
-    return RenderedQuery(text, "export", "builtin")
+    assert isinstance(job, ArchiveJob)
+    return dialect_of(config, name).render_export(config, job, batch)
 
 
 def _deletes(config: Config, name: str, batch: Batch) -> tuple[DeleteRange, ...]:
@@ -259,7 +243,7 @@ def render_fingerprint(
         per_series: list[dict[str, Any]] = []
         for field, functions in job.aggregates.items():
             kinds: Iterable[str | None] = [None]
-            if dialect == "influxql":
+            if dialect.fingerprint_needs_types():
                 kinds = sorted(
                     FIELD_TYPES if types is None else types.get(measurement, {}).get(field, ())
                 )
@@ -278,8 +262,7 @@ def render_fingerprint(
             if columns
         ]
     return render(
-        f"{dialect}/fingerprint.{dialect}.j2",
-        {**_context(config, name, batch), "statements": statements},
+        dialect, "fingerprint", {**_context(config, name, batch), "statements": statements}
     )
 
 

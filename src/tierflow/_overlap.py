@@ -35,12 +35,11 @@ from tierflow._config import (
     ArchiveJob,
     ConnectionConfig,
     DownsampleJob,
-    InfluxDB2Connection,
     JobConfig,
     TierConfig,
-    _Problem,
-    _table_name,
 )
+from tierflow._config._problems import _Problem, _table_name
+from tierflow._engines import dialect_for
 
 __all__ = ["check_overlaps"]
 
@@ -55,13 +54,11 @@ class _Place:
     server: tuple[str, str | None]
     database: str
     retention_policy: str | None  # None: 1.x default policy (unknown offline), or a 2.x bucket
-    v2: bool
+    kind: str  # the connection's kind: a 1.x database and a 2.x bucket never meet
 
     def meets(self, other: _Place) -> bool:
-        if (self.server, self.database, self.v2) != (other.server, other.database, other.v2):
+        if (self.server, self.database, self.kind) != (other.server, other.database, other.kind):
             return False
-        if self.v2:
-            return True
         return (
             self.retention_policy is None
             or other.retention_policy is None
@@ -102,7 +99,7 @@ def check_overlaps(
 def _server(connection: ConnectionConfig) -> tuple[str, str | None]:
     parts = urlsplit(connection.url)
     path = parts.path.rstrip("/")
-    org = connection.org if isinstance(connection, InfluxDB2Connection) else None
+    org = dialect_for(connection).scope(connection)
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}{path}", org
 
 
@@ -110,9 +107,8 @@ def _place(tier: TierConfig, connections: Mapping[str, ConnectionConfig]) -> _Pl
     connection = connections.get(tier.connection)
     if connection is None or tier.is_archive:
         return None
-    if isinstance(connection, InfluxDB2Connection):
-        return _Place(_server(connection), tier.bucket, None, v2=True)
-    return _Place(_server(connection), tier.database, tier.retention_policy, v2=False)
+    where, within = dialect_for(connection).place(connection, tier)
+    return _Place(_server(connection), where, within, kind=connection.kind)
 
 
 def _outputs(

@@ -8,8 +8,9 @@ import importlib
 from collections.abc import Iterator
 from datetime import datetime
 
-from tierflow._config import Config, InfluxDB2Connection
-from tierflow._secrets import AwsSecret, SecretSource, VaultSecret
+from tierflow._config import Config
+from tierflow._engines import dialect_for
+from tierflow._secrets import AwsSecret, VaultSecret
 from tierflow._validation import Problem
 from tierflow._windows import isoformat
 
@@ -28,11 +29,11 @@ def _needs(config: Config) -> Iterator[tuple[str, str, str, str]]:
     """(where, what needs it, module, extra) for each optional package the config uses."""
     for name, connection in config.connections.items():
         where = f"connection {name}"
-        secret: SecretSource | None
-        if isinstance(connection, InfluxDB2Connection):
-            secret = connection.token
-        else:
-            secret = connection.password
+        dialect = dialect_for(connection)
+        if dialect.client_module is not None:
+            module, extra = dialect.client_module
+            yield where, f"kind {dialect.kind}", module, extra
+        _, secret = dialect.secret(connection)
         if isinstance(secret, VaultSecret):
             yield where, "a vault secret", "hvac", "vault"
         elif isinstance(secret, AwsSecret):

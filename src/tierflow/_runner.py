@@ -741,18 +741,17 @@ class Runner:
         spec, engine = self.config.jobs[job], self.engine_of(job)
         source = self.config.tiers[spec.source]
         types = None
-        if dialect_of(self.config, job) == "influxql":
-            from tierflow._transfer import field_type_sets_influxql
-
+        dialect = dialect_of(self.config, job)
+        if dialect.fingerprint_needs_types():
             # Asked every time, not cached: late data may bring a field's first point of
             # another type, and a fingerprint blind to that type would miss it.
             types = {
-                measurement: await field_type_sets_influxql(
-                    engine,
-                    database=source.database,
-                    retention_policy=source.retention_policy,
-                    measurement=measurement,
-                )
+                measurement: {
+                    key: {str(kind) for kind in kinds}
+                    for key, kinds in (
+                        await dialect.field_types(engine, source, measurement, now=batch.range.stop)
+                    ).items()
+                }
                 for measurement in spec.measurements
             }
         query = render_fingerprint(self.config, job, batch, types)

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
@@ -26,6 +26,9 @@ from jinja2.sandbox import SandboxedEnvironment
 from tierflow._config import AGGREGATES
 from tierflow._errors import TemplateError
 from tierflow._windows import ensure_utc, isoformat
+
+if TYPE_CHECKING:
+    from tierflow._engines._dialect import Dialect
 
 __all__ = [
     "DeleteRange",
@@ -64,7 +67,8 @@ class DeleteRange:
 class RenderedQuery:
     """A query ready to send, with what the ledger records about where it came from.
 
-    `dialect` is `influxql` or `flux`. `deletes` are ranges the engine must delete before it
+    `dialect` names the language (`Dialect.name`: `influxql`, `flux`), set by the renderer
+    from the source connection's kind. `deletes` are ranges the engine must delete before it
     sends the query (`replace = true`); they are part of the same call, so a retry repeats both.
     """
 
@@ -193,28 +197,23 @@ def _environment(loader: jinja2.BaseLoader) -> SandboxedEnvironment:
         trim_blocks=False,
         lstrip_blocks=True,
     )
-    from tierflow._engines.flux._literals import FLUX_FILTERS
+    from tierflow._engines import dialects
 
-    env.filters.update(
-        influxql_ident=influxql_ident,
-        influxql_string=influxql_string,
-        influxql_time=influxql_time,
-        influxql_duration=influxql_duration,
-        influxql_function=influxql_function,
-        influxql_number=influxql_number,
-        **FLUX_FILTERS,
-    )
+    for dialect in dialects():
+        env.filters.update(dialect.filters())
     return env
 
 
 @cache
 def _builtin() -> SandboxedEnvironment:
+    from tierflow._engines import dialects
+
     # Each dialect's templates live in its engine package; `influxql/…` and `flux/…` name them.
     return _environment(
         jinja2.PrefixLoader(
             {
-                dialect: jinja2.PackageLoader(f"tierflow._engines.{dialect}", "templates")
-                for dialect in ("influxql", "flux")
+                dialect.name: jinja2.PackageLoader(dialect.package, "templates")
+                for dialect in dialects()
             }
         )
     )
@@ -225,12 +224,10 @@ def template_version(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:12]
 
 
-def _dialect(name: str) -> str:
-    return "flux" if name.endswith(".flux.j2") else "influxql"
-
-
-def render(name: str, context: Mapping[str, Any]) -> RenderedQuery:
-    """Render a built-in template, e.g. `influxql/downsample.influxql.j2`."""
+def render(dialect: Dialect, stem: str, context: Mapping[str, Any]) -> RenderedQuery:
+    """Render one of a dialect's built-in templates, e.g. `downsample` (recorded by its name
+    `influxql/downsample.influxql.j2`)."""
+    name = f"{dialect.name}/{stem}{dialect.template_suffix}"
     env = _builtin()
     try:
         template = env.get_template(name)
@@ -240,11 +237,10 @@ def render(name: str, context: Mapping[str, Any]) -> RenderedQuery:
         raise
     except jinja2.TemplateError as exc:
         raise TemplateError(f"template {name}: {exc}") from exc
-    dialect = _dialect(name)
     # InfluxQL is joined into one line (shorter logs); Flux keeps its lines, since a user's
     # `//` comment would swallow everything after it if lines were joined.
-    text = _one_line(text) if dialect == "influxql" else _trim_lines(text)
-    return RenderedQuery(text, name, template_version(source), dialect)
+    text = _one_line(text) if dialect.one_line else _trim_lines(text)
+    return RenderedQuery(text, name, template_version(source), dialect.name)
 
 
 @cache
@@ -254,9 +250,12 @@ def _user_environment() -> SandboxedEnvironment:
     return _environment(jinja2.DictLoader({}))
 
 
-def render_file(path: Path, shown_as: str, context: Mapping[str, Any]) -> RenderedQuery:
-    """Render a user's template file (`kind = "query"` jobs). `shown_as` is the name recorded in
-    the ledger and used in errors (the path as the config writes it)."""
+def render_file(
+    path: Path, shown_as: str, context: Mapping[str, Any], *, dialect: Dialect
+) -> RenderedQuery:
+    """Render a user's template file (`kind = "query"` jobs) in the source connection's
+    `dialect`. `shown_as` is the name recorded in the ledger and used in errors (the path as the
+    config writes it)."""
     try:
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -267,7 +266,7 @@ def render_file(path: Path, shown_as: str, context: Mapping[str, Any]) -> Render
         raise TemplateError(f"template {shown_as}: {exc}") from None
     except jinja2.TemplateError as exc:
         raise TemplateError(f"template {shown_as}: {type(exc).__name__}: {exc}") from None
-    return RenderedQuery(_trim_lines(text), shown_as, template_version(source), _dialect(shown_as))
+    return RenderedQuery(_trim_lines(text), shown_as, template_version(source), dialect.name)
 
 
 def _trim_lines(text: str) -> str:

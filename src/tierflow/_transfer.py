@@ -22,11 +22,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tierflow._archive import FieldType, PointBatch, widen
+from tierflow._archive import PointBatch
 from tierflow._config import TierConfig
-from tierflow._engines import Engine, Series
-from tierflow._engines.flux._export import annotated_batches
-from tierflow._engines.influxql._export import field_keys_influxql
+from tierflow._engines import Engine, dialect_named
 from tierflow._errors import AuthError, EngineError
 from tierflow._lineprotocol import LineProtocolError, Piece, encode_batch, ns_isoformat, point_ns
 from tierflow._templates import RenderedQuery
@@ -35,10 +33,6 @@ __all__ = [
     "Transfer",
     "WriteRefusedError",
     "aggregate_batches",
-    "aggregate_type",
-    "field_type_sets_influxql",
-    "field_types_influxql",
-    "series_batch",
     "write_batches",
 ]
 
@@ -58,32 +52,6 @@ class Transfer:
     failures: tuple[WriteRefusedError, ...] = ()
 
 
-async def field_type_sets_influxql(
-    engine: Engine, *, database: str, retention_policy: str | None, measurement: str
-) -> dict[str, set[str]]:
-    """Every type each field of the measurement has in one retention policy, as `SHOW FIELD
-    KEYS` names them: a field with several types across shards is listed once per type."""
-    found = await field_keys_influxql(
-        engine, database=database, retention_policy=retention_policy, measurement=measurement
-    )
-    return {key: {str(kind) for kind in kinds} for key, kinds in found.items()}
-
-
-async def field_types_influxql(
-    engine: Engine, *, database: str, retention_policy: str | None, measurement: str
-) -> dict[str, FieldType]:
-    """The type a relay's aggregate reads each field as: a field with several types across
-    shards is read by the server as the widest (and so is what `SELECT … INTO` writes)."""
-    types: dict[str, FieldType] = {}
-    found = await field_keys_influxql(
-        engine, database=database, retention_policy=retention_policy, measurement=measurement
-    )
-    for key, kinds in found.items():
-        for kind in kinds:
-            types[key] = widen(types[key], kind) if key in types else kind
-    return types
-
-
 async def aggregate_batches(
     engine: Engine,
     *,
@@ -99,58 +67,11 @@ async def aggregate_batches(
     Either way the rows are exactly what `SELECT … INTO` / `to()` would write once null cells are
     left out (as the writer does): 1.x reads with `fill(none)`, and Flux's pivot leaves null the
     cell of a window a (field, function) has no row for (flux `stdlib/universe/pivot.go`)."""
-    if engine.dialect == "flux":
-        async for batch in annotated_batches(engine.stream(query.text)):
-            yield batch
-        return
-    types = await field_types_influxql(
-        engine,
-        database=tier.database,
-        retention_policy=tier.retention_policy,
-        measurement=measurement,
+    reader = dialect_named(engine.dialect).aggregate_batches(
+        engine, tier=tier, measurement=measurement, aggregates=aggregates, query=query
     )
-    out = {
-        f"{field}_{function}": aggregate_type(function, types.get(field))
-        for field, functions in aggregates.items()
-        for function in functions
-    }
-    async for chunk in engine.query_chunks(query.text, database=tier.database):
-        for series in chunk:
-            if (points := series_batch(series, out)) is not None:
-                yield points
-
-
-# What an aggregate gives, by the type of the field it reads: averages are floats, counts are
-# integers, and the rest (selectors, sums, spreads) keep the field's own type.
-_FLOAT_AGGREGATES = frozenset({"mean", "median", "stddev"})
-
-
-def aggregate_type(function: str, field: FieldType | None) -> FieldType:
-    if function == "count":
-        return FieldType.INTEGER
-    if function in _FLOAT_AGGREGATES or field is None:
-        return FieldType.FLOAT
-    return field
-
-
-def series_batch(series: Series, types: Mapping[str, FieldType]) -> PointBatch | None:
-    """One series of a (small) read result as a batch: its tags repeated, fields typed."""
-    if not series.values:
-        return None
-    tags = {k: v for k, v in series.tags.items() if v != ""}
-    rows = series.values
-    data: dict[str, pa.Array] = {"time": pa.array([row[0] for row in rows], pa.int64())}
-    for name, value in sorted(tags.items()):
-        data[name] = pa.array([value] * len(rows), pa.string())
-    for index, name in enumerate(series.columns):
-        if name == "time" or name not in types:
-            continue
-        values = [row[index] for row in rows]
-        if any(value is not None for value in values):
-            data[name] = pa.array(values, types[name].arrow_type)
-    if len(data) == 1 + len(tags):
-        return None
-    return PointBatch(pa.record_batch(data), frozenset(tags))
+    async for batch in reader:
+        yield batch
 
 
 async def write_batches(

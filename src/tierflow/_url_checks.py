@@ -25,10 +25,6 @@ __all__ = [
 ]
 
 _SQLITE = "sqlite:///"
-_CONNECTION_SECRETS = {
-    "influxdb1": 'username = "…" and password = { env = "…" } (or { file = "…" })',
-    "influxdb2": 'token = { env = "…" } (or { file = "…" })',
-}
 
 
 def redact_url(text: str) -> str:
@@ -52,8 +48,11 @@ def connection_url_problem(url: str, kind: object) -> str | None:
     an unencoded password may hold `/`), or a query or fragment (InfluxDB 1.x takes `?u=…&p=…`,
     and tierflow appends its own paths to the URL)."""
     _, sep, rest = url.partition("://")
-    where = _CONNECTION_SECRETS.get(kind) if isinstance(kind, str) else None
-    secrets = where or " or ".join(_CONNECTION_SECRETS.values())
+    from tierflow._engines import KINDS, dialect_for
+
+    hints = {name: dialect_for(name).credentials_hint for name in KINDS}
+    where = hints.get(kind) if isinstance(kind, str) else None
+    secrets = where or " or ".join(hints.values())
     if sep and "@" in rest:
         return (
             "holds a user name or password (user:…@); tierflow takes no credentials from a "

@@ -2,9 +2,10 @@
 and held to the dispatch rules (`_query_checks`); with `online`, each server is asked too.
 
 Offline: the same `render_job` the runner calls before every dispatch, on the job's first window.
-Online: for 2.x connections `/health`, every tier's bucket looked up inside the connection's org,
-and every Flux query sent to `POST /api/v2/query/analyze`; for 1.x connections `/ping` and every
-tier's database and retention policy (`SHOW RETENTION POLICIES`). On both, each downsample job's
+Online: each connection's dialect asks its server (`Dialect.check_server`): for 2.x `/health`,
+every tier's bucket looked up inside the connection's org, and every Flux query sent to
+`POST /api/v2/query/analyze`; for 1.x `/ping` and every tier's database and retention policy
+(`SHOW RETENTION POLICIES`). On both, each downsample job's
 fields are looked up in its source measurements (`_field_check`): a field the source lacks and
 an aggregate its type does not take are problems.
 """
@@ -16,23 +17,14 @@ from dataclasses import dataclass
 
 from tierflow._archive import FieldType
 from tierflow._clock import utc_now
-from tierflow._config import (
-    Config,
-    DownsampleJob,
-    InfluxDB1Connection,
-    InfluxDB2Connection,
-    QueryJob,
-)
-from tierflow._engines import Engine
-from tierflow._engines._base import MISSING_TARGET_FIX
-from tierflow._engines.influxql._engine import InfluxQLEngine
-from tierflow._errors import EngineError, QueryError, TemplateError
+from tierflow._config import Config, DownsampleJob, QueryJob
+from tierflow._engines import Engine, dialect_for
+from tierflow._errors import QueryError, TemplateError
 from tierflow._field_check import source_field_types, type_problems
 from tierflow._jobs import render_fingerprint, render_job
 from tierflow._planner import Batch
-from tierflow._templates import influxql_ident
 
-__all__ = ["Problem", "check_jobs", "check_servers", "sample_batch"]
+__all__ = ["Problem", "check_fields", "check_jobs", "check_servers", "sample_batch", "tiers_on"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +60,16 @@ def _template_of(config: Config, job: str) -> str:
     spec = config.jobs[job]
     if isinstance(spec, QueryJob):
         return str(spec.template)
-    from tierflow._jobs import dialect_of
+    from tierflow._jobs import downsample_template
 
-    dialect = dialect_of(config, job)
-    return f"{dialect}/downsample.{dialect}.j2"
+    return downsample_template(config, job)
+
+
+def tiers_on(config: Config, connection: str) -> Iterator[tuple[str, str]]:
+    """(tier, bucket) of each tier on `connection`."""
+    for name, tier in config.tiers.items():
+        if tier.connection == connection:
+            yield name, tier.bucket
 
 
 def check_jobs(config: Config) -> list[Problem]:
@@ -93,94 +91,11 @@ async def check_servers(config: Config) -> list[Problem]:
     """Ask every connection's server what only it knows (see the module docstring)."""
     problems: list[Problem] = []
     for name, connection in config.connections.items():
-        if isinstance(connection, InfluxDB2Connection):
-            problems += await _check_influxdb2(config, name, connection)
-        else:
-            problems += await _check_influxdb1(config, name, connection)
+        problems += await dialect_for(connection).check_server(config, name, connection)
     return problems
 
 
-def _tiers_on(config: Config, connection: str) -> Iterator[tuple[str, str]]:
-    for name, tier in config.tiers.items():
-        if tier.connection == connection:
-            yield name, tier.bucket
-
-
-async def _check_influxdb2(
-    config: Config, name: str, connection: InfluxDB2Connection
-) -> list[Problem]:
-    from tierflow._engines.flux._engine import FluxEngine
-
-    engine = FluxEngine(name, connection)
-    problems: list[Problem] = []
-    try:
-        await engine.ping()
-        for tier, bucket in _tiers_on(config, name):
-            if not await engine.bucket_exists(bucket):
-                problems.append(
-                    Problem(
-                        f"tier {tier}: bucket {bucket!r} is not in org {connection.org!r} "
-                        f"({MISSING_TARGET_FIX})",
-                        connection=name,
-                    )
-                )
-        for job, spec in config.jobs.items():
-            if config.tiers[spec.source].connection != name:
-                continue
-            try:
-                query = render_job(config, job, sample_batch(config, job))
-            except TemplateError:
-                continue  # reported offline
-            problems.extend(
-                Problem(error, job=job, template=query.template, connection=name)
-                for error in await engine.analyze(query.text)
-            )
-        problems += await _check_fields(config, name, engine)
-    except EngineError as exc:
-        problems.append(Problem(str(exc), connection=name, unreachable=exc.transient))
-    finally:
-        await engine.aclose()
-    return problems
-
-
-async def _check_influxdb1(
-    config: Config, name: str, connection: InfluxDB1Connection
-) -> list[Problem]:
-    engine = InfluxQLEngine(name, connection)
-    problems: list[Problem] = []
-    try:
-        await engine.ping()
-        for tier_name, _ in _tiers_on(config, name):
-            tier = config.tiers[tier_name]
-            try:
-                series = await engine.query(
-                    f"SHOW RETENTION POLICIES ON {influxql_ident(tier.database)}"
-                )
-            except EngineError as exc:
-                if exc.transient:
-                    raise
-                problems.append(Problem(f"tier {tier_name}: {exc}", connection=name))
-                continue
-            policies = {str(row[0]) for s in series for row in s.values}
-            if tier.retention_policy is not None and tier.retention_policy not in policies:
-                problems.append(
-                    Problem(
-                        f"tier {tier_name}: database {tier.database!r} has no retention policy "
-                        f"{tier.retention_policy!r} (it has: {', '.join(sorted(policies))}; "
-                        f"{MISSING_TARGET_FIX})",
-                        connection=name,
-                    )
-                )
-        if not problems:  # a missing database or policy would be reported again per field
-            problems += await _check_fields(config, name, engine)
-    except EngineError as exc:
-        problems.append(Problem(str(exc), connection=name, unreachable=exc.transient))
-    finally:
-        await engine.aclose()
-    return problems
-
-
-async def _check_fields(config: Config, name: str, engine: Engine) -> list[Problem]:
+async def check_fields(config: Config, name: str, engine: Engine) -> list[Problem]:
     """Each downsample job reading through this connection: its fields exist in the source
     measurements and each aggregate takes their types (one lookup per tier and measurement)."""
     now = utc_now()

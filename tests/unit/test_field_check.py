@@ -18,7 +18,8 @@ from tests.influx2_standin import TOKEN, Point, StandIn, influxdb2_connection, u
 from tierflow._archive import FieldType
 from tierflow._config import DownsampleJob, TierConfig
 from tierflow._engines.flux._engine import FluxEngine
-from tierflow._field_check import field_types_script, source_field_types, type_problems
+from tierflow._engines.flux._reads import field_types_script
+from tierflow._field_check import source_field_types, type_problems
 
 __all__ = ["flux_checker"]
 

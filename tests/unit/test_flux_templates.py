@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from tests.fluxcheck import FluxChecker, flux_checker, string_literals, walk
 from tierflow._config import parse_config
+from tierflow._engines.flux import DIALECT as FLUX
 from tierflow._engines.flux._literals import (
     flux_aggregate,
     flux_duration,
@@ -339,31 +340,31 @@ def test_a_user_template_must_quote_every_value(tmp_path: Path) -> None:
     path = tmp_path / "t.flux.j2"
     path.write_text('from(bucket: "{{ params.site }}")', encoding="utf-8")
     with pytest.raises(TemplateError, match=r"t\.flux\.j2: .*without a quoting filter"):
-        render_file(path, "t.flux.j2", {"params": {"site": '") |> drop() //'}})
+        render_file(path, "t.flux.j2", {"params": {"site": '") |> drop() //'}}, dialect=FLUX)
     path.write_text("x = {{ params.factor }}", encoding="utf-8")
     with pytest.raises(TemplateError, match="without a quoting filter"):
-        render_file(path, "t.flux.j2", {"params": {"factor": 0.5}})
+        render_file(path, "t.flux.j2", {"params": {"factor": 0.5}}, dialect=FLUX)
     path.write_text("{% include 'other.j2' %}", encoding="utf-8")
     with pytest.raises(TemplateError, match=r"t\.flux\.j2"):
-        render_file(path, "t.flux.j2", {})
+        render_file(path, "t.flux.j2", {}, dialect=FLUX)
 
 
 def test_a_user_template_cannot_reach_python_internals(tmp_path: Path) -> None:
     path = tmp_path / "t.flux.j2"
     path.write_text("{{ params.__class__.__mro__ }}", encoding="utf-8")
     with pytest.raises(TemplateError):
-        render_file(path, "t.flux.j2", {"params": {}})
+        render_file(path, "t.flux.j2", {"params": {}}, dialect=FLUX)
 
 
 def test_a_user_template_keeps_its_lines_and_versions_by_source(tmp_path: Path) -> None:
     path = tmp_path / "t.flux.j2"
     path.write_text("x = 1 // {{ params.a | flux_string }}\n\ny = 2\n", encoding="utf-8")
-    first = render_file(path, "t.flux.j2", {"params": {"a": "q"}})
+    first = render_file(path, "t.flux.j2", {"params": {"a": "q"}}, dialect=FLUX)
     assert first.text == 'x = 1 // "q"\ny = 2'
     assert first.dialect == "flux"
-    again = render_file(path, "t.flux.j2", {"params": {"a": "other"}})
+    again = render_file(path, "t.flux.j2", {"params": {"a": "other"}}, dialect=FLUX)
     assert again.template_version == first.template_version
     path.write_text("x = 1 // {{ params.a | flux_string }}\ny = 3\n", encoding="utf-8")
-    assert render_file(path, "t.flux.j2", {"params": {"a": "q"}}).template_version != (
-        first.template_version
-    )
+    assert render_file(
+        path, "t.flux.j2", {"params": {"a": "q"}}, dialect=FLUX
+    ).template_version != (first.template_version)

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import tierflow
 from tierflow._config import Config, parse_config
+from tierflow._engines import dialect_named
 from tierflow._errors import TemplateError
 from tierflow._jobs import render_job
 from tierflow._planner import Batch
@@ -352,7 +353,7 @@ def test_quoted_values_and_ints_render() -> None:
 
 def test_builtin_render_wraps_unknown_templates() -> None:
     with pytest.raises(TemplateError):
-        render("influxql/no-such.influxql.j2", {})
+        render(dialect_named("influxql"), "no-such", {})
 
 
 # --- the shipped downsample template -----------------------------------------------------------

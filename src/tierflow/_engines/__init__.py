@@ -1,13 +1,64 @@
-"""Engines: one per query dialect, behind the `Engine` contract."""
+"""Engines: one package per query dialect, behind the `Engine` contract, found by the registry.
+
+`KINDS` maps a connection's `kind` to the package that serves it; each package exposes its
+`Dialect` as `DIALECT` (the static side: templates, quoting, checks) and makes its engine. A
+package is imported only when a connection of its kind is used, so the 2.x client stays out of a
+1.x deployment. Adding an engine is one new package and one line here.
+"""
 
 from __future__ import annotations
 
-from tierflow._config import ConnectionConfig
-from tierflow._engines._base import Engine, Execution, Series
-from tierflow._engines.influxql._engine import InfluxQLEngine
-from tierflow._metrics import Metrics
+import importlib
+from typing import TYPE_CHECKING
 
-__all__ = ["Engine", "Execution", "InfluxQLEngine", "Series", "engine_for"]
+from tierflow._engines._base import Engine, Execution, Series
+from tierflow._engines._dialect import Capabilities, Dialect
+from tierflow._engines.influxql._engine import InfluxQLEngine
+
+if TYPE_CHECKING:
+    from tierflow._config import ConnectionConfig
+    from tierflow._metrics import Metrics
+
+__all__ = [
+    "KINDS",
+    "Capabilities",
+    "Dialect",
+    "Engine",
+    "Execution",
+    "InfluxQLEngine",
+    "Series",
+    "dialect_for",
+    "dialect_named",
+    "dialects",
+    "engine_for",
+]
+
+#: connection kind → the package that speaks to it.
+KINDS: dict[str, str] = {
+    "influxdb1": "tierflow._engines.influxql",
+    "influxdb2": "tierflow._engines.flux",
+}
+
+
+def dialect_for(connection: ConnectionConfig | str) -> Dialect:
+    """The dialect of a connection (or of a connection `kind`)."""
+    kind = connection if isinstance(connection, str) else connection.kind
+    dialect: Dialect = importlib.import_module(KINDS[kind]).DIALECT
+    return dialect
+
+
+def dialects() -> list[Dialect]:
+    """Every registered dialect, in registry order."""
+    return [dialect_for(kind) for kind in KINDS]
+
+
+def dialect_named(name: str) -> Dialect:
+    """The dialect whose language is `name` (`influxql`, `flux`): what a rendered query or an
+    engine records."""
+    for dialect in dialects():
+        if dialect.name == name:
+            return dialect
+    raise KeyError(name)
 
 
 def engine_for(name: str, config: ConnectionConfig, metrics: Metrics | None = None) -> Engine:
@@ -15,16 +66,8 @@ def engine_for(name: str, config: ConnectionConfig, metrics: Metrics | None = No
     breaker."""
     from tierflow._resilience import ResilientEngine
 
-    inner: Engine
-    if config.kind == "influxdb2":
-        # Imported here: 1.x users need not load the 2.x engine (and its Flux parser).
-        from tierflow._engines.flux._engine import FluxEngine
-
-        inner = FluxEngine(name, config, metrics)
-    else:
-        inner = InfluxQLEngine(name, config, metrics)
     return ResilientEngine(
-        inner,
+        dialect_for(config).make_engine(name, config, metrics),
         name,
         config.retry,
         config.circuit,

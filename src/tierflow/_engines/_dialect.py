@@ -1,0 +1,176 @@
+"""The static side of an engine: what tierflow knows of a query language without a connection.
+
+Each engine package (`tierflow._engines.influxql`, `tierflow._engines.flux`) exposes one
+`Dialect` as `DIALECT`; the registry in `tierflow._engines` maps a connection's `kind` to it. The
+rest of tierflow asks the dialect, never compares dialect names or connection kinds: adding an
+engine is one new package and one registry line.
+
+This module stays light (no aiohttp session, no pyarrow): config checks and
+`tierflow validate` use dialects without making an engine. Methods that need an engine or the
+archive take them as arguments and import what they need when called.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tierflow._archive import FieldType, ParquetArchive, PointBatch
+    from tierflow._archive._archive import StagedWindow
+    from tierflow._config import ArchiveJob, Config, ConnectionConfig, TierConfig
+    from tierflow._engines._base import Engine
+    from tierflow._metrics import Metrics
+    from tierflow._planner import Batch
+    from tierflow._query_checks import Target
+    from tierflow._secrets import SecretSource
+    from tierflow._templates import RenderedQuery
+    from tierflow._validation import Problem
+    from tierflow._windows import Window
+
+__all__ = ["EVERY_TYPE", "NUMBERS", "Capabilities", "Dialect"]
+
+#: Field types by the names `SHOW FIELD KEYS` gives them (`tierflow._archive.FieldType`'s
+#: values; named here so that dialects load without pyarrow).
+NUMBERS = frozenset({"float", "integer", "unsigned"})
+EVERY_TYPE = NUMBERS | {"boolean", "string"}
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an engine can do, declared up front so that config validation refuses a job the
+    engine cannot run (instead of a method failing at run time).
+
+    Each `False` carries, in `why_not`, the sentence config validation shows."""
+
+    #: Write line protocol (restores, relays into this connection).
+    write: bool = True
+    #: Delete one measurement's window from one tier only (what `replace = true` needs).
+    delete_window: bool = True
+    #: Aggregates a downsample may use on this engine.
+    aggregates: frozenset[str] = frozenset()
+    #: The reason shown when a config asks for what is not supported: keyed by capability
+    #: name (`delete_window`, `write`) or by aggregate name.
+    why_not: Mapping[str, str] = field(default_factory=dict)
+
+
+class Dialect(ABC):
+    """A query language and the server kind that speaks it: templates, literal quoting, the
+    safety checker, field-type rules, and the reads that turn its answers into typed batches.
+
+    Implementations are stateless singletons; every method is safe to call without a server
+    unless it takes an engine.
+    """
+
+    #: The language's name: the folder of its built-in templates (`influxql/downsample…`) and
+    #: the label in messages (`influxql mean takes …`).
+    name: str
+    #: The config's connection `kind` it serves.
+    kind: str
+    #: What a user's template file for this dialect ends in (`.influxql.j2`).
+    template_suffix: str
+    #: The package whose `templates/` folder holds the built-in templates.
+    package: str
+    #: Whether rendered text is joined into one line (no line comments in the language).
+    one_line: bool
+    #: What the engine can do.
+    capabilities: Capabilities
+    #: aggregate → the field types it accepts (`FieldType` values).
+    accepted_types: Mapping[str, frozenset[str]]
+    #: (module, extra) an engine of this kind imports, for `validate`'s install check; None
+    #: when the core install suffices.
+    client_module: tuple[str, str] | None = None
+    #: How a connection of this kind takes credentials (for the URL-credentials hint).
+    credentials_hint: str
+
+    # -- static ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def filters(self) -> Mapping[str, Callable[..., Any]]:
+        """The Jinja filters that quote values into this language (`influxql_ident`, …)."""
+
+    @abstractmethod
+    def query_problems(
+        self, text: str, *, window: Window, dest: Target, require_write: bool
+    ) -> Iterator[str]:
+        """Why a rendered query must not run for `window` (one sentence each), read through
+        the language's own tokenizer: its time range, its writes, unbounded results."""
+
+    @abstractmethod
+    def scope(self, connection: ConnectionConfig) -> str | None:
+        """The tenant a connection is scoped to (a 2.x org), or None when the server has none."""
+
+    @abstractmethod
+    def secret(self, connection: ConnectionConfig) -> tuple[str, SecretSource | None]:
+        """The config key of the connection's secret and its source."""
+
+    @abstractmethod
+    def describe_place(self, connection: ConnectionConfig, url: str, tier: TierConfig) -> str:
+        """Where a live tier's data lives, in words that do not depend on the tier's name (the
+        job definition's record of its source and dest)."""
+
+    @abstractmethod
+    def place(self, connection: ConnectionConfig, tier: TierConfig) -> tuple[str, str | None]:
+        """The (container, sub-container) a tier writes into on its server: (database,
+        retention policy) on 1.x, (bucket, None) on 2.x; used to find overlapping outputs."""
+
+    def fingerprint_needs_types(self) -> bool:
+        """Whether source fingerprints cast fields by their server-reported types (the server
+        cannot summarise a field without knowing its type), read by `field_types`."""
+        return False
+
+    @abstractmethod
+    def render_export(self, config: Config, job: ArchiveJob, batch: Batch) -> RenderedQuery:
+        """What an archive job reads for `batch`, as text (what `plan` shows and the ledger
+        hashes): every point of each measurement in the window."""
+
+    # -- with an engine --------------------------------------------------------------------
+
+    @abstractmethod
+    def make_engine(
+        self, name: str, connection: ConnectionConfig, metrics: Metrics | None = None
+    ) -> Engine:
+        """A bare engine for the connection (no retry layer)."""
+
+    @abstractmethod
+    async def field_types(
+        self, engine: Engine, tier: TierConfig, measurement: str, *, now: datetime
+    ) -> dict[str, frozenset[FieldType]]:
+        """Every type each field of `measurement` has in the tier (empty: no such
+        measurement)."""
+
+    @abstractmethod
+    def aggregate_batches(
+        self,
+        engine: Engine,
+        *,
+        tier: TierConfig,
+        measurement: str,
+        aggregates: Mapping[str, tuple[str, ...]],
+        query: RenderedQuery,
+    ) -> AsyncIterator[PointBatch]:
+        """The rows of a relay's aggregating read as typed batches of points, streamed."""
+
+    @abstractmethod
+    async def stage_window(
+        self,
+        engine: Engine,
+        archive: ParquetArchive,
+        job: ArchiveJob,
+        source: TierConfig,
+        measurement: str,
+        window: Window,
+    ) -> StagedWindow:
+        """Export one measurement's window into the archive's staging area and check it: per
+        field, the values staged equal the server's own count over the same range (raise
+        `ArchiveMismatchError` otherwise)."""
+
+    @abstractmethod
+    async def check_server(
+        self, config: Config, name: str, connection: ConnectionConfig
+    ) -> Sequence[Problem]:
+        """`validate --online`: what only the server knows (it answers, its databases or
+        buckets exist, the queries parse, the source fields have the aggregates' types)."""
