@@ -236,9 +236,10 @@ class StandIn:
             await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        # aiohttp's server has already undone one `Content-Encoding: gzip`, as InfluxDB 2.x's
+        # handlers do (once: a body gzipped twice would reach its parser still gzipped, and is
+        # recorded so here, for the tests to see).
         raw = await request.read()
-        if request.headers.get("Content-Encoding") == "gzip":
-            raw = gzip.decompress(raw)
         self.requests.append(
             Recorded(request.method, request.path, dict(request.query), dict(request.headers), raw)
         )

@@ -5,6 +5,8 @@ A `SecretSource` is config (safe to print: it names the source, never the value)
 fetches the value each time it is asked, so a rotated file or variable is picked up without a
 restart. Command, Vault and AWS values are cached for `ttl` so a slow helper or a remote service
 is not asked on every request; `refresh()` (after a 401) forgets the cached value.
+`aresolve()` is the form for async code: a value still cached is returned at once, and a fetch
+that blocks (a command, Vault, AWS) runs on a worker thread, never on the event loop.
 
 The Vault (`hvac`) and AWS (`boto3`) clients are imported only when such a source resolves
 (`pip install 'tierflow[vault]'` / `'tierflow[aws]'`); `vault_client` and `aws_client` are the
@@ -13,6 +15,7 @@ seams the tests replace with fakes.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import os
@@ -37,6 +40,7 @@ __all__ = [
     "LiteralSecret",
     "SecretSource",
     "VaultSecret",
+    "aresolve",
     "refresh",
 ]
 
@@ -155,11 +159,18 @@ class _TtlCache:
         self._lock = threading.Lock()
         self._values: dict[_Cached, tuple[float, str]] = {}
 
-    def get(self, source: Any, ttl: timedelta, fetch: Callable[[Any], str]) -> str:
+    def peek(self, source: _Cached, ttl: timedelta) -> str | None:
+        """The cached value of `source` while it is fresh, else None."""
         with self._lock:
             cached = self._values.get(source)
             if cached and time.monotonic() - cached[0] < ttl.total_seconds():
                 return cached[1]
+        return None
+
+    def get(self, source: Any, ttl: timedelta, fetch: Callable[[Any], str]) -> str:
+        cached = self.peek(source, ttl)
+        if cached is not None:
+            return cached
         value = fetch(source)
         with self._lock:
             self._values[source] = (time.monotonic(), value)
@@ -254,6 +265,17 @@ def _run_command(source: CommandSecret) -> str:
     if not value:
         raise SecretError(f"secret command {name} printed nothing")
     return value
+
+
+async def aresolve(source: SecretSource) -> str:
+    """`source.resolve()` for async code: a fresh cached value at once; a command, Vault or AWS
+    fetch on a worker thread (`asyncio.to_thread`), so the event loop never waits on it. The
+    cache and `refresh()` are the ones `resolve()` uses."""
+    if isinstance(source, CommandSecret | VaultSecret | AwsSecret):
+        cached = _cache.peek(source, source.ttl)
+        return cached if cached is not None else await asyncio.to_thread(source.resolve)
+    # A literal, a variable or a small local file: nothing worth a thread.
+    return source.resolve()
 
 
 def refresh(source: SecretSource) -> None:

@@ -275,7 +275,6 @@ def with_extras(config: Path, archive: str) -> Path:
 @pytest.mark.parametrize(
     ("module", "archive", "expected"),
     [
-        ("influxdb_client", "cold", "connection cloud: kind influxdb2 needs influxdb_client, "),
         ("s3fs", "s3://bucket/cold", "tier cold: an s3:// archive needs s3fs, "),
     ],
 )

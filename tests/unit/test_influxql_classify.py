@@ -8,7 +8,14 @@ import pytest
 
 from tierflow._config import InfluxDB1Connection
 from tierflow._engines.influxql._engine import InfluxQLEngine, _points_written, classify, explain
-from tierflow._errors import EngineError, QueryError, TierflowError, TransientEngineError
+from tierflow._errors import (
+    AuthError,
+    EngineError,
+    QueryError,
+    TierflowError,
+    TransientEngineError,
+)
+from tierflow.testing import MockResponse, MockTransport
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
@@ -33,8 +40,11 @@ def test_bad_requests_are_query_errors(status: int, message: str) -> None:
 
 @pytest.mark.parametrize(("status", "message"), [(401, "authorization failed"), (403, "forbidden")])
 def test_auth_failures_are_permanent_engine_errors(status: int, message: str) -> None:
+    # One status table for every engine now: what 1.x's engine raised for these (an AuthError,
+    # decided before its own classify) is what the table says.
     cls = classify(status, message)
-    assert cls is EngineError
+    assert cls is AuthError
+    assert issubclass(cls, EngineError)
     assert not issubclass(cls, QueryError)
     assert not cls("x").transient
     assert issubclass(cls, TierflowError)
@@ -234,11 +244,13 @@ def test_a_missing_database_or_policy_is_permanent_whatever_the_status(
     assert explain(message) == f"{message} (create it with `tierflow apply`)"
 
 
-def test_a_missing_retention_policy_on_write_names_it_and_suggests_apply() -> None:
+async def test_a_missing_retention_policy_on_write_names_it_and_suggests_apply() -> None:
     # The answer 1.6.7 gives to POST /write?db=d&rp=nope (seen).
-    error = InfluxQLEngine("plant", CONNECTION)._refusal(
-        500, b'{"error":"retention policy not found: nope"}\n', None
-    )
+    seen = MockResponse(500, b'{"error":"retention policy not found: nope"}\n')
+    engine = InfluxQLEngine("plant", CONNECTION, transport=MockTransport(lambda request: seen))
+    with pytest.raises(EngineError) as raised:
+        await engine.write(b"m f=1 1", database="d", retention_policy="nope")
+    error = raised.value
     assert type(error) is QueryError
     assert not error.transient
     assert str(error) == (

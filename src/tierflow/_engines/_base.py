@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from tierflow._errors import EngineError
+from tierflow._http import (
+    KnownError,
+    describe_failure,
+    recognise,
+    retry_after_seconds,
+    with_fix,
+)
 from tierflow._templates import DeleteRange, RenderedQuery
 
 __all__ = [
@@ -46,31 +50,6 @@ class Series:
     tags: dict[str, str]
     columns: list[str]
     values: list[list[Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class KnownError:
-    """One error text a server sends: a pattern of it (a regular expression, matched against
-    the lowercased message), what kind of failure it is, and how to fix it when the user can."""
-
-    pattern: str
-    error: type[EngineError]
-    fix: str = ""
-    #: The text decides whatever the HTTP status says (the status alone would mislead: e.g.
-    #: 1.x answers a missing retention policy with 500, 2.x a full query queue with 400).
-    decisive: bool = False
-
-
-def recognise(table: Sequence[KnownError], message: str) -> KnownError | None:
-    """The first entry of `table` whose pattern the message contains."""
-    lowered = message.lower()
-    return next((known for known in table if re.search(known.pattern, lowered)), None)
-
-
-def with_fix(table: Sequence[KnownError], message: str) -> str:
-    """The server's message, followed by how to fix it when `table` knows."""
-    known = recognise(table, message)
-    return f"{message} ({known.fix})" if known is not None and known.fix else message
 
 
 class Engine(ABC):
@@ -126,22 +105,3 @@ class Engine(ABC):
     @abstractmethod
     async def aclose(self) -> None:
         """Close connections. The engine may not be used afterwards."""
-
-
-def retry_after_seconds(header: str | None) -> float | None:
-    """Seconds from a `Retry-After` header (delta-seconds form; an HTTP date is ignored)."""
-    if header is None:
-        return None
-    try:
-        return max(0.0, float(header))
-    except ValueError:
-        return None
-
-
-def describe_failure(exc: BaseException) -> str:
-    """A network failure in a few words, for an error message (never a request's headers)."""
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"unreachable ({exc.os_error.strerror or type(exc.os_error).__name__})"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -5,7 +5,7 @@ Each engine package (`tierflow._engines.influxql`, `tierflow._engines.flux`) exp
 rest of tierflow asks the dialect, never compares dialect names or connection kinds: adding an
 engine is one new package and one registry line.
 
-This module stays light (no aiohttp session, no influxdb-client, no pyarrow): config checks and
+This module stays light (no aiohttp session, no pyarrow): config checks and
 `tierflow validate` use dialects without making an engine. Methods that need an engine or the
 archive take them as arguments and import what they need when called.
 """

@@ -3,6 +3,15 @@
 `tierflow.testing.state_contract` (imported on its own: it needs pytest) holds the tests every
 state store must pass, as a base class to subclass."""
 
+from tierflow._http import HttpRequest, NetworkError
+from tierflow.testing._transport import MockResponse, MockTransport
 from tierflow.testing.influxd import InfluxdError, ThrowawayInfluxd
 
-__all__ = ["InfluxdError", "ThrowawayInfluxd"]
+__all__ = [
+    "HttpRequest",
+    "InfluxdError",
+    "MockResponse",
+    "MockTransport",
+    "NetworkError",
+    "ThrowawayInfluxd",
+]

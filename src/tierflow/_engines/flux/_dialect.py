@@ -1,6 +1,6 @@
 """Flux, as InfluxDB 2.x speaks it: the static side of the 2.x engine (see
-`tierflow._engines._dialect.Dialect`). Light to import: influxdb-client, the exports and the
-checks are imported when first used."""
+`tierflow._engines._dialect.Dialect`). Light to import: the engine, the exports and the checks
+are imported when first used."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ class Flux(Dialect):
         },
     )
     accepted_types = _ACCEPTED
-    client_module = ("influxdb_client", "influxdb2")
+    client_module = None  # the shared HTTP layer: nothing beyond the core install
     credentials_hint = 'token = { env = "…" } (or { file = "…" })'
 
     def filters(self) -> Mapping[str, Callable[..., Any]]:
@@ -106,7 +106,7 @@ class Flux(Dialect):
     def make_engine(
         self, name: str, connection: ConnectionConfig, metrics: Metrics | None = None
     ) -> Engine:
-        # Imported here: the 2.x engine pulls in influxdb-client, which 1.x users need not have.
+        # Imported here: a 1.x deployment need not load the 2.x engine.
         from tierflow._engines.flux._engine import FluxEngine
 
         return FluxEngine(name, self._connection(connection), metrics)

@@ -1,39 +1,29 @@
-"""InfluxDB 1.x: InfluxQL over HTTP with aiohttp."""
+"""InfluxDB 1.x: InfluxQL over HTTP, through the shared HTTP layer (`tierflow._http`)."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import gzip
-import json
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import msgpack
 
 from tierflow._config import InfluxDB1Connection
-from tierflow._engines._base import (
-    MISSING_TARGET_FIX,
-    Engine,
-    Execution,
+from tierflow._engines._base import MISSING_TARGET_FIX, Engine, Execution, Series
+from tierflow._errors import QueryError, TransientEngineError
+from tierflow._http import (
+    ANY_STATUS,
+    AiohttpTransport,
+    AuthProvider,
+    BasicAuth,
+    ErrorTable,
+    HttpClient,
     KnownError,
-    Series,
-    describe_failure,
-    recognise,
-    retry_after_seconds,
-    with_fix,
-)
-from tierflow._errors import (
-    AuthError,
-    EngineError,
-    QueryError,
-    SecretError,
-    TransientEngineError,
+    NoAuth,
+    Timeouts,
+    Transport,
+    json_or_none,
 )
 from tierflow._metrics import Metrics
-from tierflow._secrets import refresh
 from tierflow._templates import RenderedQuery
 
 __all__ = ["InfluxQLEngine", "classify", "explain"]
@@ -99,100 +89,75 @@ _KNOWN: tuple[KnownError, ...] = (
     KnownError("i/o timeout", TransientEngineError),
     KnownError("context deadline exceeded", TransientEngineError),
 )
-# Overload and server errors (services/httpd/handler.go answers 500 for unexpected errors, 503
-# when throttled); proxies in between add 502/504, 408 and 429.
-_TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-
-
-def classify(status: int | None, message: str) -> type[EngineError]:
-    """Which error class a 1.x failure is. `status` None means a statement error inside a 200.
-    A decisive text wins over the status; otherwise the status decides, and for statement
-    errors the text."""
-    known = recognise(_KNOWN, message)
-    if known is not None and known.decisive:
-        return known.error
-    if status in _TRANSIENT_STATUSES:
-        return TransientEngineError
-    if status in {400, 404}:
-        return QueryError
-    if status is None:
-        return known.error if known is not None else QueryError
-    return EngineError
-
-
-def explain(message: str) -> str:
-    """A 1.x error message, followed by how to fix it when the table above knows."""
-    return with_fix(_KNOWN, message)
+#: The shared status table with 1.x's texts. (services/httpd/handler.go answers 500 for
+#: unexpected errors, 503 when throttled; statement errors arrive inside a 200.)
+ERRORS = ErrorTable(_KNOWN)
+#: Which error class a 1.x failure is (`status` None: a statement error inside a 200).
+classify = ERRORS.classify
+#: A 1.x error message, followed by how to fix it when the table above knows.
+explain = ERRORS.explain
 
 
 class InfluxQLEngine(Engine):
-    """Sends InfluxQL to one InfluxDB 1.x server, at most `max_concurrency` requests at a time."""
+    """Sends InfluxQL to one InfluxDB 1.x server, at most `max_concurrency` requests at a time,
+    through the shared HTTP layer (`transport` replaces the network in request-contract tests)."""
 
     dialect = "influxql"
 
     def __init__(
-        self, name: str, config: InfluxDB1Connection, metrics: Metrics | None = None
+        self,
+        name: str,
+        config: InfluxDB1Connection,
+        metrics: Metrics | None = None,
+        *,
+        transport: Transport | None = None,
     ) -> None:
         self.name = name
         self.config = config
         self.metrics = metrics
-        self._session: aiohttp.ClientSession | None = None
-        self._slots = asyncio.Semaphore(config.max_concurrency)
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                base_url=self.config.url.rstrip("/") + "/",
-                timeout=aiohttp.ClientTimeout(
-                    total=self.config.timeout.total_seconds(),
-                    sock_connect=self.config.connect_timeout.total_seconds(),
+        auth: AuthProvider = NoAuth()
+        if config.username is not None:
+            auth = BasicAuth(config.username, config.password)
+        self.http = HttpClient(
+            name,
+            config.url,
+            transport=transport
+            or AiohttpTransport(
+                Timeouts(
+                    total=config.timeout.total_seconds(),
+                    connect=config.connect_timeout.total_seconds(),
+                    read=config.timeout.total_seconds(),
                 ),
-                connector=aiohttp.TCPConnector(limit=self.config.max_concurrency),
-                auto_decompress=True,
-                # aiohttp asks for gzip by default; gzip = false must mean no compression.
-                headers={"Accept-Encoding": "gzip" if self.config.gzip else "identity"},
-            )
-        return self._session
-
-    def _auth(self) -> dict[str, str]:
-        """The basic-auth header, if the connection has a user (UTF-8, as InfluxDB reads it;
-        built here: aiohttp's `BasicAuth` is deprecated and encodes Latin-1)."""
-        if self.config.username is None:
-            return {}
-        password = self.config.password.resolve() if self.config.password else ""
-        pair = f"{self.config.username}:{password}".encode()
-        return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
+                max_connections=config.max_concurrency,
+            ),
+            auth=auth,
+            errors=ERRORS,
+            max_concurrency=config.max_concurrency,
+            gzip=config.gzip,
+            metrics=metrics,
+        )
 
     async def execute(self, query: RenderedQuery, *, database: str | None = None) -> Execution:
         form = {"q": query.text}
         if database:
             form["db"] = database
-        body, sent, received = await self._post("query", form, kind="execute")
-        return Execution(_points_written(body, self.name), sent, received)
+        reply = await self.http.request("POST", "query", kind="execute", form=form)
+        return Execution(_points_written(reply.json(), self.name), reply.sent, len(reply.body))
 
     async def query(self, text: str, *, database: str | None = None) -> list[Series]:
         form = {"q": text, "epoch": "ns"}
         if database:
             form["db"] = database
-        body, _, _ = await self._post("query", form, kind="query")
-        return _series(body, self.name)
+        reply = await self.http.request("POST", "query", kind="query", form=form)
+        return _series(reply.json(), self.name)
 
     async def ping(self) -> None:
-        try:
-            async with self._client().get("ping", headers=self._auth()) as response:
-                if response.status != 204:
-                    raise classify(response.status, "")(
-                        f"connection {self.name}: /ping answered HTTP {response.status}",
-                        status=response.status,
-                    )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TransientEngineError(
-                f"connection {self.name}: {self.config.url} unreachable: {describe_failure(exc)}"
-            ) from exc
-
-    async def _post(self, path: str, form: dict[str, str], *, kind: str) -> tuple[Any, int, int]:
-        raw = await self._request(path, kind, data=form, size=_form_size(form))
-        return _json(raw), _form_size(form), len(raw)
+        reply = await self.http.request("GET", "ping", kind="ping", ok=ANY_STATUS, probe=True)
+        if reply.status != 204:
+            raise classify(reply.status, "")(
+                f"connection {self.name}: /ping answered HTTP {reply.status}",
+                status=reply.status,
+            )
 
     async def write(
         self, body: bytes, *, database: str, retention_policy: str | None = None
@@ -202,21 +167,17 @@ class InfluxQLEngine(Engine):
         params = {"db": database, "precision": "ns"}
         if retention_policy:
             params["rp"] = retention_policy
-        headers = {"Content-Type": "text/plain; charset=utf-8"}
-        payload = body
-        if self.config.gzip:
-            payload = gzip.compress(body, compresslevel=1)
-            headers["Content-Encoding"] = "gzip"
-        await self._request(
+        reply = await self.http.request(
+            "POST",
             "write",
-            "write",
-            data=payload,
+            kind="write",
             params=params,
-            headers=headers,
-            size=len(payload),
-            expect=204,
+            headers={"Content-Type": "text/plain; charset=utf-8"},
+            body=body,
+            compress=True,
+            ok=(204,),
         )
-        return len(payload)
+        return reply.sent
 
     async def stream(
         self, text: str, *, database: str | None = None, chunk_size: int = 10_000
@@ -230,43 +191,14 @@ class InfluxQLEngine(Engine):
         # Uncompressed: compressing a bulk export costs influxd the CPU it needs to produce rows
         # (measured: 0.72x of curl compressed, 0.98x uncompressed).
         headers = {"Accept": "application/csv", "Accept-Encoding": "identity"}
-        async for piece in self._stream_body(form, headers):
-            if piece.startswith((b'{"error"', b'{"results"')):
-                # A statement error arrives as JSON even when CSV was asked for.
-                _series(_json(piece), self.name)
-            yield piece
-
-    async def _stream_body(
-        self, form: dict[str, str], headers: dict[str, str]
-    ) -> AsyncIterator[bytes]:
-        """POST /query and yield the body in pieces as they arrive, under one slot, with a
-        timeout per read rather than a total one."""
-        try:
-            auth = self._auth()
-        except SecretError as exc:
-            raise AuthError(f"connection {self.name}: {exc}") from None
-        received = 0
-        async with self._slots:
-            try:
-                async with self._client().post(
-                    "query",
-                    data=form,
-                    headers={**headers, **auth},
-                    timeout=self._stream_timeout(),
-                ) as response:
-                    if response.status != 200:
-                        raw = await response.read()
-                        raise self._refusal(response.status, raw, None)
-                    async for piece in response.content.iter_any():
-                        received += len(piece)
-                        yield piece
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise TransientEngineError(
-                    f"connection {self.name}: {self.config.url}: {describe_failure(exc)}"
-                ) from exc
-            finally:
-                if self.metrics is not None:
-                    self.metrics.payload_bytes.labels(self.name, "received").inc(received)
+        async with self.http.stream(
+            "POST", "query", kind="stream", form=form, headers=headers
+        ) as response:
+            async for piece in response.chunks():
+                if piece.startswith((b'{"error"', b'{"results"')):
+                    # A statement error arrives as JSON even when CSV was asked for.
+                    _series(json_or_none(piece), self.name)
+                yield piece
 
     async def query_chunks(
         self, text: str, *, database: str | None = None, chunk_size: int = 10_000
@@ -278,116 +210,24 @@ class InfluxQLEngine(Engine):
         if database:
             form["db"] = database
         unpacker = msgpack.Unpacker(raw=False)
-        async for piece in self._stream_body(form, {"Accept": "application/x-msgpack"}):
-            unpacker.feed(piece)
-            try:
-                documents = list(unpacker)
-            except (ValueError, msgpack.UnpackException) as exc:
-                # Invalid UTF-8 in a stored string, or a body that is not what influxd sends.
-                raise QueryError(
-                    f"connection {self.name}: a result could not be decoded: {exc}"
-                ) from None
-            for document in documents:
-                yield _series(document, self.name)
-
-    def _stream_timeout(self) -> aiohttp.ClientTimeout:
-        # A stream may run for long: the total timeout would cut it, so bound each read instead.
-        return aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=self.config.connect_timeout.total_seconds(),
-            sock_read=self.config.timeout.total_seconds(),
-        )
-
-    async def _request(
-        self,
-        path: str,
-        kind: str,
-        *,
-        data: Any,
-        size: int,
-        params: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
-        expect: int = 200,
-    ) -> bytes:
-        status, raw, retry_after = await self._send(path, kind, data, params, headers, size)
-        if status == 401 and self.config.password is not None:
-            # The password may have been rotated at its source: fetch it again, try once more.
-            refresh(self.config.password)
-            status, raw, retry_after = await self._send(path, kind, data, params, headers, size)
-        if status != expect:
-            raise self._refusal(status, raw, retry_after)
-        return raw
-
-    def _refusal(self, status: int, raw: bytes, retry_after: float | None) -> EngineError:
-        body = _json(raw) or _msgpack(raw)
-        message = body.get("error", "") if isinstance(body, dict) else ""
-        message = message or raw[:200].decode("utf-8", "replace").strip()
-        error = AuthError if status in {401, 403} else classify(status, message)
-        return error(
-            f"connection {self.name}: HTTP {status}: {explain(message)}",
-            status=status,
-            retry_after=retry_after,
-        )
-
-    async def _send(
-        self,
-        path: str,
-        kind: str,
-        data: Any,
-        params: dict[str, str] | None,
-        headers: dict[str, str] | None,
-        size: int,
-    ) -> tuple[int, bytes, float | None]:
-        try:
-            auth = self._auth()
-        except SecretError as exc:
-            raise AuthError(f"connection {self.name}: {exc}") from None
-        async with self._slots:
-            began = time.perf_counter()
-            try:
-                async with self._client().post(
-                    path, data=data, params=params, headers={**(headers or {}), **auth}
-                ) as response:
-                    raw = await response.read()
-                    status = response.status
-                    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise TransientEngineError(
-                    f"connection {self.name}: {self.config.url}: {describe_failure(exc)}"
-                ) from exc
-            finally:
-                if self.metrics is not None:
-                    self.metrics.query_duration.labels(self.name, kind).observe(
-                        time.perf_counter() - began
-                    )
-        if self.metrics is not None:
-            self.metrics.payload_bytes.labels(self.name, "sent").inc(size)
-            self.metrics.payload_bytes.labels(self.name, "received").inc(len(raw))
-        return status, raw, retry_after
+        headers = {"Accept": "application/x-msgpack"}
+        async with self.http.stream(
+            "POST", "query", kind="query", form=form, headers=headers
+        ) as response:
+            async for piece in response.chunks():
+                unpacker.feed(piece)
+                try:
+                    documents = list(unpacker)
+                except (ValueError, msgpack.UnpackException) as exc:
+                    # Invalid UTF-8 in a stored string, or a body that is not what influxd sends.
+                    raise QueryError(
+                        f"connection {self.name}: a result could not be decoded: {exc}"
+                    ) from None
+                for document in documents:
+                    yield _series(document, self.name)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
-def _form_size(form: dict[str, str]) -> int:
-    return sum(len(key) + len(value.encode()) + 2 for key, value in form.items())
-
-
-def _json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
-def _msgpack(raw: bytes) -> Any:
-    """An error body influxd wrote as MessagePack (it answers in the format asked for)."""
-    try:
-        return msgpack.unpackb(raw, raw=False)
-    except (ValueError, msgpack.UnpackException):
-        return None
+        await self.http.aclose()
 
 
 def _points_written(body: Any, connection: str) -> int:
