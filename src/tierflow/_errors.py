@@ -14,6 +14,7 @@ class below, `raise … from exc`; none escapes a public call.
     │   ├── UnsafeQueryError        a rendered query breaks a safety rule
     │   └── FluxSyntaxError         a Flux script is not lexically valid
     ├── StateError                  the state store is unreachable, corrupt or too new
+    ├── NetworkError                a transport got no (whole) response; the client maps it
     ├── EngineError                 a database call failed (`transient`: worth retrying)
     │   ├── TransientEngineError    unreachable, slow or overloaded: retried
     │   ├── AuthError               the server refused the credentials
@@ -50,6 +51,7 @@ __all__ = [
     "InvalidInputError",
     "JobRedefinedError",
     "LineProtocolError",
+    "NetworkError",
     "ObjectNotFoundError",
     "QueryError",
     "SecretError",
@@ -120,6 +122,13 @@ class EngineError(TierflowError):
         self.status = status
         #: Seconds the server asked us to wait (`Retry-After` on a 429 or 503), if it said.
         self.retry_after = retry_after
+
+
+class NetworkError(TierflowError):
+    """No response, or a response cut off: unreachable, reset, timed out. Raised by a transport
+    (`tierflow._http.Transport`, e.g. `tierflow.testing.MockTransport`); the HTTP client turns it
+    into a `TransientEngineError`. The message says so in a few words and never holds a request's
+    headers."""
 
 
 class TransientEngineError(EngineError):

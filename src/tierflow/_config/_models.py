@@ -187,7 +187,7 @@ class InfluxDB1Connection(_Connection):
 
 
 class InfluxDB2Connection(_Connection):
-    """An InfluxDB 2.x server (OSS or Cloud), spoken to in Flux through `influxdb-client`.
+    """An InfluxDB 2.x server (OSS or Cloud), spoken to in Flux over its HTTP API.
 
     One org per connection: every request is scoped to it. The client's timeout is a total one
     that covers the whole response body, and a downsample's response streams back every row it

@@ -16,6 +16,8 @@ from typing import Protocol
 
 import aiohttp
 
+from tierflow._errors import NetworkError
+
 __all__ = [
     "AiohttpTransport",
     "HttpRequest",
@@ -67,11 +69,6 @@ class Transport(Protocol):
     async def send(self, request: HttpRequest) -> HttpResponse: ...
 
     async def aclose(self) -> None: ...
-
-
-class NetworkError(Exception):
-    """No response, or a response cut off: unreachable, reset, timed out. The message says so
-    in a few words and never holds a request's headers."""
 
 
 @dataclass(frozen=True, slots=True)
