@@ -124,6 +124,58 @@ def toml_value(value: object) -> str:
     raise TypeError(f"no TOML for {type(value).__name__}")
 
 
+# A table's body: its keys and values, or (as `connection_toml()` gives one) its lines in TOML.
+TableBody = Mapping[str, object] | Sequence[str]
+
+
+def toml_document(tables: Mapping[str, TableBody]) -> str:
+    """A TOML document of `tables`, in order: `{"jobs.down": {"every": "1h"}}` gives
+    `[jobs.down]` and `every = "1h"`. A value of None leaves its key out."""
+    lines: list[str] = []
+    for name, body in tables.items():
+        lines.append(f"[{name}]")
+        if isinstance(body, Mapping):
+            items = body.items()
+            lines += [f"{key} = {toml_value(value)}" for key, value in items if value is not None]
+        else:
+            lines += body
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_toml(directory: Path, tables: Mapping[str, TableBody]) -> Path:
+    """`directory/tierflow.toml` holding `tables` (the directory is made if need be)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "tierflow.toml"
+    path.write_text(toml_document(tables), encoding="utf-8")
+    return path
+
+
+def sqlite_state(directory: Path) -> dict[str, object]:
+    """The `[state]` table of a config whose state is `directory/state.db`."""
+    return {"url": f"sqlite:///{directory / 'state.db'}"}
+
+
+def config_tables(
+    *,
+    url: str,
+    db: str,
+    state: Path,
+    jobs: Mapping[str, Mapping[str, object]],
+) -> dict[str, TableBody]:
+    """One 1.x connection `plant` to `url`, tiers `hot` and `warm` on `db`, and `jobs`
+    (downsamples from hot to warm unless they say otherwise)."""
+    tables: dict[str, TableBody] = {
+        "state": {"url": f"sqlite:///{state}"},
+        "connections.plant": {"kind": "influxdb1", "url": url, "timeout": "10s"},
+        "tiers.hot": {"connection": "plant", "bucket": f"{db}/autogen"},
+        "tiers.warm": {"connection": "plant", "bucket": f"{db}/{WARM_RP}"},
+    }
+    for name, job in jobs.items():
+        tables[f"jobs.{name}"] = {"kind": "downsample", "source": "hot", "dest": "warm", **job}
+    return tables
+
+
 def config_text(
     *,
     url: str,
@@ -131,28 +183,7 @@ def config_text(
     state: Path,
     jobs: Mapping[str, Mapping[str, object]],
 ) -> str:
-    lines = [
-        "[state]",
-        f"url = {toml_value(f'sqlite:///{state}')}",
-        "",
-        "[connections.plant]",
-        'kind = "influxdb1"',
-        f"url = {toml_value(url)}",
-        'timeout = "10s"',
-        "",
-        "[tiers.hot]",
-        'connection = "plant"',
-        f"bucket = {toml_value(f'{db}/autogen')}",
-        "",
-        "[tiers.warm]",
-        'connection = "plant"',
-        f"bucket = {toml_value(f'{db}/{WARM_RP}')}",
-    ]
-    for name, job in jobs.items():
-        body = {"kind": "downsample", "source": "hot", "dest": "warm", **job}
-        lines += ["", f"[jobs.{name}]"]
-        lines += [f"{key} = {toml_value(value)}" for key, value in body.items()]
-    return "\n".join(lines) + "\n"
+    return toml_document(config_tables(url=url, db=db, state=state, jobs=jobs))
 
 
 @pytest.fixture
@@ -168,11 +199,10 @@ def write_config(influxd: ThrowawayInfluxd, tmp_path: Path) -> ConfigWriter:
         directory: Path | None = None,
     ) -> Path:
         where = directory or tmp_path
-        where.mkdir(parents=True, exist_ok=True)
-        path = where / "tierflow.toml"
-        text = config_text(url=url or influxd.url, db=db, state=where / "state.db", jobs=jobs)
-        path.write_text(text, encoding="utf-8")
-        return path
+        state = where / "state.db"
+        return write_toml(
+            where, config_tables(url=url or influxd.url, db=db, state=state, jobs=jobs)
+        )
 
     return write
 

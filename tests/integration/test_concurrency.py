@@ -32,27 +32,12 @@ from tests.integration.conftest import (
     Databases,
     TierData,
     read_tier,
-    toml_value,
+    sqlite_state,
+    write_toml,
 )
 from tests.proxy import InFlight, Proxy, max_overlap
 from tierflow import RunStatus
 from tierflow.testing import ThrowawayInfluxd
-
-
-def write_toml(path: Path, document: Mapping[str, Mapping[str, object]]) -> Path:
-    """A tierflow config from nested tables: `state`/`scheduler` are plain tables, and
-    `connections`/`tiers`/`jobs` tables of named tables."""
-    lines: list[str] = []
-    for section, body in document.items():
-        named = section in {"connections", "tiers", "jobs"}
-        tables = body.items() if named else [(None, body)]
-        for name, table in tables:
-            assert isinstance(table, Mapping)
-            lines.append(f"[{section}.{name}]" if named else f"[{section}]")
-            lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
-            lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
 
 
 def two_connection_config(
@@ -88,17 +73,34 @@ def two_connection_config(
         }
         for name, spec in jobs.items()
     }
-    document: dict[str, Mapping[str, object]] = {
-        "state": {"url": f"sqlite:///{path.parent}/state.db"}
-    }
+    tables: dict[str, Mapping[str, object]] = {"state": sqlite_state(path.parent)}
     if scheduler:
-        document["scheduler"] = scheduler
-    document |= {"connections": connections, "tiers": tiers, "jobs": job_tables}
-    return write_toml(path, document)
+        tables["scheduler"] = scheduler
+    for section, named in (("connections", connections), ("tiers", tiers), ("jobs", job_tables)):
+        tables |= {f"{section}.{name}": table for name, table in named.items()}
+    assert path.name == "tierflow.toml"
+    return write_toml(path.parent, tables)
 
 
 def _into(name: str) -> str:
     return "{{ measurement }}_" + name
+
+
+def chunked_jobs(
+    start: datetime, connections: Mapping[str, str], parallel_windows: int | None
+) -> dict[str, dict[str, object]]:
+    """A job per name of `connections`, on its connection, into a measurement of its own, its
+    windows in 5-minute chunks."""
+    return {
+        name: job(
+            start,
+            connection=connection,
+            into=_into(name),
+            parallel_windows=parallel_windows,
+            catchup_chunk="5m",
+        )
+        for name, connection in connections.items()
+    }
 
 
 def suffixed(name: str) -> Callable[[str], str]:
@@ -121,16 +123,7 @@ async def test_a_connection_never_has_more_than_its_max_concurrency_in_flight(
             tmp_path / "tierflow.toml",
             db,
             {"plant": proxy.url},
-            {
-                name: job(
-                    start,
-                    connection="plant",
-                    into=_into(name),
-                    parallel_windows=4,
-                    catchup_chunk="5m",
-                )
-                for name in names
-            },
+            chunked_jobs(start, dict.fromkeys(names, "plant"), 4),
             limits={"plant": 2},
         )
         async with open_runner(config) as runner:
@@ -170,16 +163,7 @@ async def test_the_scheduler_limit_holds_across_connections(
             tmp_path / "tierflow.toml",
             db,
             {"one": one.url, "two": two.url},
-            {
-                name: job(
-                    start,
-                    connection=name,
-                    into=_into(name),
-                    parallel_windows=4,
-                    catchup_chunk="5m",
-                )
-                for name in ("one", "two")
-            },
+            chunked_jobs(start, {"one": "one", "two": "two"}, 4),
             scheduler={"max_concurrency": limit},
         )
         async with open_runner(config) as runner:
@@ -215,16 +199,7 @@ async def test_a_job_has_at_most_parallel_windows_in_flight(
             tmp_path / "tierflow.toml",
             db,
             {"plant": proxy.url},
-            {
-                name: job(
-                    start,
-                    connection="plant",
-                    into=_into(name),
-                    parallel_windows=parallel,
-                    catchup_chunk="5m",
-                )
-                for name in names
-            },
+            chunked_jobs(start, dict.fromkeys(names, "plant"), parallel),
             limits={"plant": 16},
         )
         async with open_runner(config) as runner:

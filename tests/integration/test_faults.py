@@ -12,7 +12,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import logging
 import os
 import random
 import signal
@@ -21,13 +20,13 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.events import Events
 from tests.integration._helpers import (
     NS,
     PYTHON_AGGREGATES,
@@ -49,7 +48,8 @@ from tests.integration.conftest import (
     Databases,
     TierData,
     read_tier,
-    toml_value,
+    sqlite_state,
+    write_toml,
 )
 from tests.proxy import Exchange, Fault, FaultRule, Proxy, ThreadedProxy
 from tierflow import BatchRun, JobStatus, Runner, RunStatus, SqliteStateStore, load_config
@@ -132,9 +132,8 @@ def write_config(
     """A config with one connection (only `kind` and `url` unless `connection` adds keys: the
     defaults are what is under test), one 1-minute downsample job run window by window, and
     the state in `directory/state.db`."""
-    directory.mkdir(parents=True, exist_ok=True)
     tables: dict[str, Mapping[str, object]] = {
-        "state": {"url": f"sqlite:///{directory / 'state.db'}"},
+        "state": sqlite_state(directory),
         f"connections.{CONNECTION}": {"kind": "influxdb1", "url": url, **(connection or {})},
         "tiers.hot": {"connection": CONNECTION, "bucket": f"{db}/autogen"},
         "tiers.warm": {"connection": CONNECTION, "bucket": f"{db}/{WARM_RP}"},
@@ -152,47 +151,10 @@ def write_config(
     }
     if scheduler:
         tables["scheduler"] = scheduler
-    lines = []
-    for name, body in tables.items():
-        lines += [f"[{name}]", *(f"{key} = {toml_value(value)}" for key, value in body.items())]
-        lines.append("")
-    path = directory / "tierflow.toml"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return write_toml(directory, tables)
 
 
 # -- what happened -----------------------------------------------------------------------------
-
-
-@dataclass
-class Events:
-    records: list[logging.LogRecord] = field(default_factory=list)
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [
-            dict(getattr(r, "tierflow_fields", {})) for r in self.records if r.getMessage() == name
-        ]
-
-
-@pytest.fixture
-def events() -> Iterator[Events]:
-    """tierflow's log events from in-process runs (a handler of our own: `configure_logging`
-    may have turned propagation to caplog off)."""
-    seen = Events()
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            seen.records.append(record)
-
-    logger = logging.getLogger("tierflow")
-    handler, level = Collect(level=logging.DEBUG), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield seen
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 def retries_metric(runner: Runner) -> float:

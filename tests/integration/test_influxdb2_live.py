@@ -30,7 +30,14 @@ from tests.integration._helpers import (
     telemetry,
     write_points,
 )
-from tests.integration.conftest import Databases, TierData, read_tier, toml_value
+from tests.integration.conftest import (
+    Databases,
+    TableBody,
+    TierData,
+    read_tier,
+    sqlite_state,
+    write_toml,
+)
 from tests.integration.test_engine_contract import InfluxDB2, live_influxdb2
 from tierflow import RunStatus
 from tierflow._archive import open_archive
@@ -53,26 +60,18 @@ def write_config(
     live: InfluxDB2,
     influxd: ThrowawayInfluxd,
 ) -> Path:
-    lines = [
-        "[state]",
-        f"url = {toml_value('sqlite:///' + str(directory / 'state.db'))}",
-        "[connections.cloud]",
-        *live.connection_toml(),
-        "[connections.plant]",
-        'kind = "influxdb1"',
-        f"url = {toml_value(influxd.url)}",
-    ]
+    tables: dict[str, TableBody] = {
+        "state": sqlite_state(directory),
+        "connections.cloud": live.connection_toml(),
+        "connections.plant": {"kind": "influxdb1", "url": influxd.url},
+    }
     for name, (connection, where) in tiers.items():
-        lines.append(f"[tiers.{name}]")
-        if connection == "archive":
-            lines.append(f"archive = {toml_value(where)}")
-        else:
-            lines += [f"connection = {toml_value(connection)}", f"bucket = {toml_value(where)}"]
-    lines.append("[jobs.job]")
-    lines += [f"{key} = {toml_value(value)}" for key, value in job.items()]
-    path = directory / "tierflow.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+        archive = connection == "archive"
+        tables[f"tiers.{name}"] = (
+            {"archive": where} if archive else {"connection": connection, "bucket": where}
+        )
+    tables["jobs.job"] = job
+    return write_toml(directory, tables)
 
 
 def relay_job(start: datetime) -> dict[str, object]:

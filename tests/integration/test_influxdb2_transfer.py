@@ -21,7 +21,7 @@ import random
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,14 @@ from tests.influx2_standin import (
     unpivoted_csv,
 )
 from tests.integration._helpers import open_runner
-from tests.integration.conftest import Databases, TierData, field_types, read_tier
+from tests.integration.conftest import (
+    Databases,
+    TierData,
+    field_types,
+    read_tier,
+    sqlite_state,
+    write_toml,
+)
 from tierflow import RunStatus
 from tierflow._archive import open_archive
 from tierflow._archiving import restore
@@ -52,7 +59,7 @@ __all__ = ["flux_checker"]
 TOKEN = "stand-in-token-7"
 TIERFLOW = str(Path(sys.executable).parent / "tierflow")
 NS = 1_000_000_000
-AGGREGATES = '{ temp = ["mean", "max", "first"], n = ["sum", "count", "last", "spread"] }'
+AGGREGATES = {"temp": ["mean", "max", "first"], "n": ["sum", "count", "last", "spread"]}
 HOSTS = ("a", "b c", "d,e", "f=g")
 
 
@@ -105,42 +112,42 @@ def config(
     influxd: ThrowawayInfluxd,
     standin: StandIn,
     tiers: dict[str, tuple[str, str]],
-    job: str,
+    job: tuple[str, Mapping[str, object]],
 ) -> Path:
-    lines = [
-        "[state]",
-        f'url = "sqlite:///{tmp_path / "state.db"}"',
-        "[connections.plant]",
-        'kind = "influxdb1"',
-        f'url = "{influxd.url}"',
-        "[connections.cloud]",
-        'kind = "influxdb2"',
-        f'url = "{standin.url}"',
-        'org = "acme"',
-        'token = { env = "TF_STANDIN_TOKEN" }',
-    ]
+    """`tmp_path/tierflow.toml`: connections `plant` (the influxd) and `cloud` (the stand-in),
+    `tiers` as (connection or "archive", bucket or archive URL), and the one (name, body) `job`."""
+    tables: dict[str, Mapping[str, object]] = {
+        "state": sqlite_state(tmp_path),
+        "connections.plant": {"kind": "influxdb1", "url": influxd.url},
+        "connections.cloud": {
+            "kind": "influxdb2",
+            "url": standin.url,
+            "org": "acme",
+            "token": {"env": "TF_STANDIN_TOKEN"},
+        },
+    }
     for name, (connection, where) in tiers.items():
-        lines += [f"[tiers.{name}]"]
-        if connection == "archive":
-            lines += [f'archive = "{where}"']
-        else:
-            lines += [f'connection = "{connection}"', f'bucket = "{where}"']
-    path = tmp_path / "tierflow.toml"
-    path.write_text("\n".join(lines) + "\n" + job, encoding="utf-8")
-    return path
+        archive = connection == "archive"
+        tables[f"tiers.{name}"] = (
+            {"archive": where} if archive else {"connection": connection, "bucket": where}
+        )
+    name, body = job
+    tables[f"jobs.{name}"] = body
+    return write_toml(tmp_path, tables)
 
 
-def downsample(start: datetime) -> str:
-    return f"""
-[jobs.down]
-kind = "downsample"
-source = "hot"
-dest = "warm"
-measurements = ["m"]
-every = "10m"
-start = "{start.isoformat().replace("+00:00", "Z")}"
-aggregates = {AGGREGATES}
-"""
+def downsample(start: datetime, **overrides: object) -> tuple[str, dict[str, object]]:
+    body = {
+        "kind": "downsample",
+        "source": "hot",
+        "dest": "warm",
+        "measurements": ["m"],
+        "every": "10m",
+        "start": start,
+        **overrides,
+        "aggregates": AGGREGATES,
+    }
+    return "down", body
 
 
 async def run(path: Path, now: datetime) -> list[Any]:
@@ -242,7 +249,7 @@ async def test_a_replacing_relay_into_2x_deletes_each_dest_window_before_writing
         influxd,
         standin,
         {"hot": ("plant", f"{source}/autogen"), "warm": ("cloud", "warm")},
-        downsample(start).replace("aggregates", 'into = "m_10m"\nreplace = true\naggregates'),
+        downsample(start, into="m_10m", replace=True),
     )
 
     runs = await run(path, start + timedelta(hours=2))
@@ -303,16 +310,16 @@ async def test_a_relay_from_2x_to_1x_reads_pivoted_aggregates_and_writes_them_ex
     assert field_types(influxd, dest, "warm", "m") == types
 
 
-def archive_job(start: datetime) -> str:
-    return f"""
-[jobs.keep]
-kind = "archive"
-source = "hot"
-dest = "cold"
-measurements = ["m"]
-every = "1h"
-start = "{start.isoformat().replace("+00:00", "Z")}"
-"""
+def archive_job(start: datetime) -> tuple[str, dict[str, object]]:
+    body = {
+        "kind": "archive",
+        "source": "hot",
+        "dest": "cold",
+        "measurements": ["m"],
+        "every": "1h",
+        "start": start,
+    }
+    return "keep", body
 
 
 def counts(points: Iterable[Point]) -> dict[str, int]:
@@ -330,17 +337,38 @@ def count_csv(by_field: dict[str, int]) -> bytes:
     )
 
 
-def answer(points: list[Point], *, extra: int = 0) -> Any:
-    """The stand-in's answers for an archive job: the points of the script's range, pivoted,
-    or their counts per field (plus `extra` on each, to fake a source that changed)."""
+Export = Callable[[str, list[Point]], bytes | Answer]
 
-    def on_query(script: str) -> bytes:
+
+def pivoted(script: str, chosen: list[Point]) -> bytes:
+    return pivoted_csv(chosen)
+
+
+def as_asked(script: str, chosen: list[Point]) -> bytes:
+    """Pivoted if the script pivots, else one row per field value."""
+    return pivoted_csv(chosen) if "pivot(" in script else unpivoted_csv(chosen)
+
+
+def answer(points: list[Point], *, extra: int = 0, export: Export = pivoted) -> Any:
+    """The stand-in's answers for an archive job: the points of the script's range as `export`
+    gives them (pivoted unless told), or their counts per field (plus `extra` on each, to fake
+    a source that changed)."""
+
+    def on_query(script: str) -> bytes | Answer:
         chosen = in_range(script, points)
         if "count()" in script:
             return count_csv({k: v + extra for k, v in counts(chosen).items()})
-        return pivoted_csv(chosen)
+        return export(script, chosen)
 
     return on_query
+
+
+def archive_config(
+    tmp_path: Path, influxd: ThrowawayInfluxd, standin: StandIn, start: datetime
+) -> Path:
+    """The `archive_job` from the stand-in's `hot` bucket to the archive tier `tmp_path/cold`."""
+    cold = {"hot": ("cloud", "hot"), "cold": ("archive", str(tmp_path / "cold"))}
+    return config(tmp_path, influxd, standin, cold, archive_job(start))
 
 
 async def test_a_2x_tier_archives_to_parquet_and_restores_into_2x_point_for_point(
@@ -417,14 +445,7 @@ async def test_an_archive_whose_count_disagrees_with_the_source_is_not_done(
     tmp_path: Path, influxd: ThrowawayInfluxd, standin: StandIn, start: datetime
 ) -> None:
     standin.on_query = answer(raw_points(start, 300), extra=1)
-    job = archive_job(start)
-    path = config(
-        tmp_path,
-        influxd,
-        standin,
-        {"hot": ("cloud", "hot"), "cold": ("archive", str(tmp_path / "cold"))},
-        job,
-    )
+    path = archive_config(tmp_path, influxd, standin, start)
 
     runs = await run(path, start + timedelta(hours=2))
 
@@ -547,20 +568,11 @@ async def test_a_field_with_two_types_is_archived_unpivoted_not_crashed_on(
         for i in range(80)
     ]
 
-    def on_query(script: str) -> bytes | Answer:
-        chosen = in_range(script, points)
-        if "count()" in script:
-            return count_csv(counts(chosen))
+    def export(script: str, chosen: list[Point]) -> bytes | Answer:
         return collision if "pivot(" in script else unpivoted_csv(chosen)
 
-    standin.on_query = on_query
-    path = config(
-        tmp_path,
-        influxd,
-        standin,
-        {"hot": ("cloud", "hot"), "cold": ("archive", str(tmp_path / "cold"))},
-        archive_job(start),
-    )
+    standin.on_query = answer(points, export=export)
+    path = archive_config(tmp_path, influxd, standin, start)
 
     runs = await run(path, start + timedelta(hours=2))
 
@@ -602,20 +614,8 @@ async def test_an_empty_string_on_2x_is_archived_as_an_empty_string_not_a_missin
         (base + 3 * NS, (("host", "a"),), (("note", 'multi\nline "q" \\'),)),
     ]
 
-    def on_query(script: str) -> bytes:
-        chosen = in_range(script, points)
-        if "count()" in script:
-            return count_csv(counts(chosen))
-        return pivoted_csv(chosen) if "pivot(" in script else unpivoted_csv(chosen)
-
-    standin.on_query = on_query
-    path = config(
-        tmp_path,
-        influxd,
-        standin,
-        {"hot": ("cloud", "hot"), "cold": ("archive", str(tmp_path / "cold"))},
-        archive_job(start),
-    )
+    standin.on_query = answer(points, export=as_asked)
+    path = archive_config(tmp_path, influxd, standin, start)
     runs = await run(path, start + timedelta(hours=1))
     assert [r.status for r in runs] == [RunStatus.SUCCEEDED]
     archive = open_archive(str(tmp_path / "cold"))

@@ -25,7 +25,14 @@ import pytest
 from tests.fluxcheck import FluxChecker, flux_checker
 from tests.influx2_standin import Point, StandIn, pivoted_csv
 from tests.integration._helpers import open_runner
-from tests.integration.conftest import Databases, TierData, field_types, read_tier
+from tests.integration.conftest import (
+    Databases,
+    TierData,
+    field_types,
+    read_tier,
+    sqlite_state,
+    write_toml,
+)
 from tests.integration.test_influxdb2_transfer import in_range, typed
 from tierflow import RunStatus
 from tierflow.testing import ThrowawayInfluxd
@@ -36,9 +43,7 @@ NS = 1_000_000_000
 EVERY = timedelta(minutes=5)
 BUCKETS = 12  # one hour
 TOKEN = "relay-exact-token"
-AGGREGATES = (
-    '{ temp = ["mean", "max", "count", "stddev"], n = ["sum", "count", "first", "spread"] }'
-)
+AGGREGATES = {"temp": ["mean", "max", "count", "stddev"], "n": ["sum", "count", "first", "spread"]}
 
 # Per series, per 5-minute bucket: which fields its points carry, and how many points. The
 # other buckets are empty; "b c" appears in two buckets only. Eight (bucket, series) pairs hold
@@ -86,28 +91,32 @@ def write_config(
     """A config with two 1.x connections to the one influxd (`plant` and `remote`: a job between
     them is a relay) and, with `standin`, a 2.x connection `cloud` to it."""
     directory.mkdir()
-    lines = ["[state]", f'url = "sqlite:///{directory / "state.db"}"']
-    for name in ("plant", "remote"):
-        lines += [f"[connections.{name}]", 'kind = "influxdb1"', f'url = "{influxd.url}"']
+    plant = {"kind": "influxdb1", "url": influxd.url}
+    tables: dict[str, Mapping[str, object]] = {
+        "state": sqlite_state(directory),
+        "connections.plant": plant,
+        "connections.remote": plant,
+    }
     if standin is not None:
-        lines += ["[connections.cloud]", 'kind = "influxdb2"', f'url = "{standin.url}"']
-        lines += ['org = "acme"', 'token = { env = "TF_RELAY_EXACT_TOKEN" }']
+        tables["connections.cloud"] = {
+            "kind": "influxdb2",
+            "url": standin.url,
+            "org": "acme",
+            "token": {"env": "TF_RELAY_EXACT_TOKEN"},
+        }
     for name, (connection, bucket) in tiers.items():
-        lines += [f"[tiers.{name}]", f'connection = "{connection}"', f'bucket = "{bucket}"']
-    lines += [
-        "[jobs.down]",
-        'kind = "downsample"',
-        'source = "hot"',
-        'dest = "warm"',
-        'measurements = ["m"]',
-        'every = "5m"',
-        f'catchup_chunk = "{chunk}"',
-        f'start = "{start.isoformat().replace("+00:00", "Z")}"',
-        f"aggregates = {AGGREGATES}",
-    ]
-    path = directory / "tierflow.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+        tables[f"tiers.{name}"] = {"connection": connection, "bucket": bucket}
+    tables["jobs.down"] = {
+        "kind": "downsample",
+        "source": "hot",
+        "dest": "warm",
+        "measurements": ["m"],
+        "every": "5m",
+        "catchup_chunk": chunk,
+        "start": start,
+        "aggregates": AGGREGATES,
+    }
+    return write_toml(directory, tables)
 
 
 async def run_hour(path: Path, start: datetime, queries: int) -> None:

@@ -20,7 +20,7 @@ import pytest
 from tests.influx2_standin import StandIn, running_in_thread
 from tests.integration._helpers import SPAN, WINDOWS, job, telemetry, write_points
 from tests.integration._support import free_port
-from tests.integration.conftest import WARM_RP, config_text, toml_value
+from tests.integration.conftest import WARM_RP, config_text, toml_value, write_toml
 from tests.integration.test_cli import rfc3339
 from tests.integration.test_token_leaks import CSV, run
 from tierflow.testing import ThrowawayInfluxd
@@ -56,48 +56,31 @@ def write_config(
 ) -> Path:
     """Hot and warm tiers on one connection, a cold tier, a downsample and an archive job."""
     (directory / "token").write_text("a-token", encoding="utf-8")
-    secret = (
-        ['org = "acme"', "token = { file = " + toml_value(str(directory / "token")) + " }"]
-        if kind == "influxdb2"
-        else []
-    )
+    secret = {"org": "acme", "token": {"file": str(directory / "token")}}
     hot, warm = ("hot", "warm") if kind == "influxdb2" else (database, f"{database}/{WARM_RP}")
-    lines = [
-        "[state]",
-        f"url = {toml_value(state)}",
-        "[connections.plant]",
-        f"kind = {toml_value(kind)}",
-        f"url = {toml_value(url)}",
-        *secret,
-        "[connections.plant.retry]",
-        "attempts = 1",
-        "[tiers.hot]",
-        'connection = "plant"',
-        f"bucket = {toml_value(hot)}",
-        "[tiers.warm]",
-        'connection = "plant"',
-        f"bucket = {toml_value(warm)}",
-        "[tiers.cold]",
-        f"archive = {toml_value(archive)}",
-        "[jobs.down]",
-        'kind = "downsample"',
-        'source = "hot"',
-        'dest = "warm"',
-        'measurements = ["sensor"]',
-        'every = "1h"',
-        f"start = {toml_value(START)}",
-        'aggregates = { temp = ["mean"] }',
-        "[jobs.arch]",
-        'kind = "archive"',
-        'source = "hot"',
-        'dest = "cold"',
-        'measurements = ["sensor"]',
-        'every = "1h"',
-        f"start = {toml_value(START)}",
-    ]
-    path = directory / "tierflow.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    common = {"source": "hot", "measurements": ["sensor"], "every": "1h", "start": START}
+    return write_toml(
+        directory,
+        {
+            "state": {"url": state},
+            "connections.plant": {
+                "kind": kind,
+                "url": url,
+                **(secret if kind == "influxdb2" else {}),
+            },
+            "connections.plant.retry": {"attempts": 1},
+            "tiers.hot": {"connection": "plant", "bucket": hot},
+            "tiers.warm": {"connection": "plant", "bucket": warm},
+            "tiers.cold": {"archive": archive},
+            "jobs.down": {
+                "kind": "downsample",
+                **common,
+                "dest": "warm",
+                "aggregates": {"temp": ["mean"]},
+            },
+            "jobs.arch": {"kind": "archive", **common, "dest": "cold"},
+        },
+    )
 
 
 @contextmanager

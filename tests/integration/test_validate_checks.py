@@ -10,8 +10,10 @@ tierflow applies.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +24,8 @@ from tierflow._archive import FieldType
 from tierflow._config import AGGREGATES
 from tierflow._field_check import ACCEPTED_TYPES
 from tierflow.testing import InfluxdError, ThrowawayInfluxd
+
+JobsWriter = Callable[..., Path]
 
 # One point per window for two hours: a float, an integer, a boolean and a string field.
 LITERALS = {"temp": "21.5", "count": "3i", "ok": "true", "status": '"running"'}
@@ -66,35 +70,42 @@ def validate_online(config: Path, tmp_path: Path) -> tuple[int, str]:
     return result.returncode, result.stderr
 
 
-def test_a_clean_config_passes(
-    influxd: ThrowawayInfluxd,
-    db: str,
-    start: datetime,
-    tmp_path: Path,
-    write_config: ConfigWriter,
-) -> None:
+@pytest.fixture
+def sensor(influxd: ThrowawayInfluxd, db: str, start: datetime) -> None:
+    """`db` holds the two hours of `sensor` points of `write_sensor`."""
     write_sensor(influxd, db, start)
+
+
+@pytest.fixture
+def downsamples(db: str, start: datetime, write_config: ConfigWriter) -> JobsWriter:
+    """`downsamples(name={overrides}, …)` writes a config of downsample jobs on `db`, each
+    `job(start, **overrides)`, and returns its path."""
+
+    def write(**jobs: dict[str, Any]) -> Path:
+        return write_config(db, {name: job(start, **body) for name, body in jobs.items()})
+
+    return write
+
+
+@pytest.mark.usefixtures("sensor")
+def test_a_clean_config_passes(downsamples: JobsWriter, tmp_path: Path) -> None:
     aggregates = {
         "temp": ["mean", "median", "stddev", "spread", "sum", "min", "max"],
         "count": ["sum", "mean"],
         "ok": ["count", "first", "last", "min", "max", "mode"],
         "status": ["count", "first", "last", "mode"],
     }
-    config = write_config(db, {"down": job(start, aggregates=aggregates)})
+    config = downsamples(down={"aggregates": aggregates})
 
     assert validate_online(config, tmp_path) == (0, "")
 
 
 def test_a_source_with_no_data_yet_is_a_warning_not_a_refusal(
-    influxd: ThrowawayInfluxd,
-    db: str,
-    start: datetime,
-    tmp_path: Path,
-    write_config: ConfigWriter,
+    downsamples: JobsWriter, tmp_path: Path
 ) -> None:
     """Before the first point lands (a fresh setup) the fields cannot be checked: validate says
     so on stderr and exits 0; once data is there, a misspelt field is refused (below)."""
-    config = write_config(db, {"down": job(start, aggregates={"temp": ["mean"]})})
+    config = downsamples(down={"aggregates": {"temp": ["mean"]}})
 
     code, stderr = validate_online(config, tmp_path)
 
@@ -103,16 +114,12 @@ def test_a_source_with_no_data_yet_is_a_warning_not_a_refusal(
     assert "measurement 'sensor' has no data in tier hot yet" in stderr
 
 
+@pytest.mark.usefixtures("sensor")
 def test_type_mistakes_and_a_misspelt_field_are_reported_at_once(
-    influxd: ThrowawayInfluxd,
-    db: str,
-    start: datetime,
-    tmp_path: Path,
-    write_config: ConfigWriter,
+    downsamples: JobsWriter, tmp_path: Path
 ) -> None:
-    write_sensor(influxd, db, start)
     aggregates = {"status": ["mean"], "tmep": ["mean"], "ok": ["sum"], "temp": ["max"]}
-    config = write_config(db, {"down": job(start, aggregates=aggregates)})
+    config = downsamples(down={"aggregates": aggregates})
 
     code, stderr = validate_online(config, tmp_path)
 
@@ -135,20 +142,16 @@ def test_type_mistakes_and_a_misspelt_field_are_reported_at_once(
     assert tierflow("validate", "-c", config, cwd=tmp_path).returncode == 0
 
 
+@pytest.mark.usefixtures("sensor")
 def test_a_field_with_two_types_across_shards_is_refused_if_either_is(
-    influxd: ThrowawayInfluxd,
-    db: str,
-    start: datetime,
-    tmp_path: Path,
-    write_config: ConfigWriter,
+    influxd: ThrowawayInfluxd, db: str, start: datetime, downsamples: JobsWriter, tmp_path: Path
 ) -> None:
-    write_sensor(influxd, db, start)
     # Another shard group (autogen's are 7 days long) holds `count` as a string.
     influxd.write([f'sensor,site=berlin count="three" {ns(start - timedelta(days=30))}'], db=db)
-    counted = write_config(db, {"down": job(start, aggregates={"count": ["count", "last"]})})
+    counted = downsamples(down={"aggregates": {"count": ["count", "last"]}})
     assert validate_online(counted, tmp_path) == (0, "")
 
-    summed = write_config(db, {"down": job(start, aggregates={"count": ["sum"]})})
+    summed = downsamples(down={"aggregates": {"count": ["sum"]}})
     code, stderr = validate_online(summed, tmp_path)
     assert code == 2, stderr
     assert (
@@ -157,20 +160,13 @@ def test_a_field_with_two_types_across_shards_is_refused_if_either_is(
     ) in stderr
 
 
+@pytest.mark.usefixtures("sensor")
 def test_run_once_warns_once_per_job_about_fields_the_source_lacks(
-    influxd: ThrowawayInfluxd,
-    db: str,
-    start: datetime,
-    tmp_path: Path,
-    write_config: ConfigWriter,
+    start: datetime, downsamples: JobsWriter, tmp_path: Path
 ) -> None:
-    write_sensor(influxd, db, start)
-    config = write_config(
-        db,
-        {
-            "typo": job(start, aggregates={"tmep": ["mean"], "temp": ["max"]}, catchup_chunk="5m"),
-            "fine": job(start, aggregates={"temp": ["mean"]}, into="{{ measurement }}_fine"),
-        },
+    config = downsamples(
+        typo={"aggregates": {"tmep": ["mean"], "temp": ["max"]}, "catchup_chunk": "5m"},
+        fine={"aggregates": {"temp": ["mean"]}, "into": "{{ measurement }}_fine"},
     )
     now = start + timedelta(hours=2)
 
@@ -197,19 +193,12 @@ def test_run_once_warns_once_per_job_about_fields_the_source_lacks(
 
 
 def test_validate_refuses_two_jobs_writing_the_same_points(
-    influxd: ThrowawayInfluxd,
-    db: str,
-    start: datetime,
-    tmp_path: Path,
-    write_config: ConfigWriter,
+    downsamples: JobsWriter, tmp_path: Path
 ) -> None:
     aggregates = {"temp": ["mean"]}
-    clash = write_config(
-        db,
-        {
-            "temp_5m": job(start, aggregates=aggregates),
-            "temp_1h": job(start, aggregates=aggregates, every="1h"),
-        },
+    clash = downsamples(
+        temp_5m={"aggregates": aggregates},
+        temp_1h={"aggregates": aggregates, "every": "1h"},
     )
 
     result = tierflow("validate", "-c", clash, cwd=tmp_path)
@@ -220,11 +209,8 @@ def test_validate_refuses_two_jobs_writing_the_same_points(
         "temp_mean of measurement 'sensor' in tier warm"
     ) in result.stderr
     assert "set 'into' on one of them" in result.stderr
-    fixed = write_config(
-        db,
-        {
-            "temp_5m": job(start, aggregates=aggregates),
-            "temp_1h": job(start, aggregates=aggregates, every="1h", into="{{ measurement }}_1h"),
-        },
+    fixed = downsamples(
+        temp_5m={"aggregates": aggregates},
+        temp_1h={"aggregates": aggregates, "every": "1h", "into": "{{ measurement }}_1h"},
     )
     assert tierflow("validate", "-c", fixed, cwd=tmp_path).returncode == 0

@@ -60,6 +60,19 @@ def batch(columns: dict[str, pa.Array | list[Any]], tags: Iterable[str] = ()) ->
     return PointBatch(pa.record_batch(columns), frozenset(tags))
 
 
+def at(
+    offset: int, columns: dict[str, pa.Array | list[Any]], tags: Iterable[str] = ()
+) -> PointBatch:
+    """A batch of one point, `offset` ns after the start of the first hour (`hours(0, 1)`)."""
+    time = pa.array([ns(hours(0, 1).start) + offset], pa.int64())
+    return batch({"time": time, **columns}, tags)
+
+
+def write_first_hour(archive: ParquetArchive, *batches: PointBatch) -> WindowManifest:
+    """Archive `batches` (made by `at`) as measurement `m`'s window `hours(0, 1)`."""
+    return archive.write_window("m", hours(0, 1), list(batches))
+
+
 def points(
     window: Window, count: int, *, tags: dict[str, str] | None = None, **fields: Any
 ) -> PointBatch:
@@ -619,14 +632,11 @@ def test_integer_then_float_keeps_each_type_in_a_column_of_its_own(
 ) -> None:
     window = hours(0, 1)
     base = ns(window.start)
-    manifest = archive.write_window(
-        "m",
-        window,
-        [
-            batch({"time": pa.array([base], pa.int64()), "v": pa.array([2**53 + 1], pa.int64())}),
-            batch({"time": pa.array([base + 1], pa.int64()), "v": pa.array([0.5])}),
-            batch({"time": pa.array([base + 2], pa.int64()), "v": pa.array([3], pa.int64())}),
-        ],
+    manifest = write_first_hour(
+        archive,
+        at(0, {"v": pa.array([2**53 + 1], pa.int64())}),
+        at(1, {"v": pa.array([0.5])}),
+        at(2, {"v": pa.array([3], pa.int64())}),
     )
     assert manifest.fields == {}
     assert manifest.conflicts == (TypeConflict("v", (FieldType.FLOAT, FieldType.INTEGER)),)
@@ -653,18 +663,11 @@ def test_integer_then_float_keeps_each_type_in_a_column_of_its_own(
 def test_every_type_of_a_field_keeps_its_values(archive: ParquetArchive) -> None:
     window = hours(0, 1)
     base = ns(window.start)
-    manifest = archive.write_window(
-        "m",
-        window,
-        [
-            batch(
-                {"time": pa.array([base], pa.int64()), "v": pa.array([42], pa.int64()), "b": [True]}
-            ),
-            batch({"time": pa.array([base + 1], pa.int64()), "v": pa.array([True]), "b": [1.5]}),
-            batch(
-                {"time": pa.array([base + 2], pa.int64()), "v": pa.array(["text"]), "b": [False]}
-            ),
-        ],
+    manifest = write_first_hour(
+        archive,
+        at(0, {"v": pa.array([42], pa.int64()), "b": [True]}),
+        at(1, {"v": pa.array([True]), "b": [1.5]}),
+        at(2, {"v": pa.array(["text"]), "b": [False]}),
     )
     assert manifest.fields == {}
     assert {c.field: c.types for c in manifest.conflicts} == {
@@ -684,15 +687,12 @@ def test_tags_and_fields_appearing_late_are_null_before(
 ) -> None:
     window = hours(0, 1)
     base = ns(window.start)
-    manifest = archive.write_window(
-        "m",
-        window,
-        [
-            batch({"time": pa.array([base], pa.int64()), "a": ["x"], "v": [1.0]}, tags={"a"}),
-            batch({"time": pa.array([base + 1], pa.int64()), "v": [2.0]}),  # fits: a is null
-            batch({"time": pa.array([base + 2], pa.int64()), "b": ["y"], "w": [True]}, tags={"b"}),
-            batch({"time": pa.array([base + 3], pa.int64()), "a": ["z"], "v": [4.0]}, tags={"a"}),
-        ],
+    manifest = write_first_hour(
+        archive,
+        at(0, {"a": ["x"], "v": [1.0]}, tags={"a"}),
+        at(1, {"v": [2.0]}),  # fits: a is null
+        at(2, {"b": ["y"], "w": [True]}, tags={"b"}),
+        at(3, {"a": ["z"], "v": [4.0]}, tags={"a"}),
     )
     assert manifest.tags == ("a", "b")
     assert manifest.fields == {"v": FieldType.FLOAT, "w": FieldType.BOOLEAN}
@@ -711,13 +711,10 @@ def test_a_tag_and_a_field_of_one_name_are_both_kept(
 ) -> None:
     window = hours(0, 1)
     base = ns(window.start)
-    manifest = archive.write_window(
-        "m",
-        window,
-        [
-            batch({"time": pa.array([base], pa.int64()), "x": ["tag0"]}, tags={"x"}),
-            batch({"time": pa.array([base + 1], pa.int64()), "x": [1.5]}),
-        ],
+    manifest = write_first_hour(
+        archive,
+        at(0, {"x": ["tag0"]}, tags={"x"}),
+        at(1, {"x": [1.5]}),
     )
     assert manifest.tags == ("x",)
     assert manifest.fields == {"x": FieldType.FLOAT}

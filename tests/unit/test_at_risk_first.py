@@ -3,16 +3,14 @@ failed window is retried after the base delay, not the full backoff."""
 
 from __future__ import annotations
 
-import logging
 import re
 import tomllib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.events import Events
 from tests.fakes import FakeEngine
 from tierflow._config import Config, parse_config
 from tierflow._engines import Execution
@@ -93,40 +91,13 @@ def two_jobs(shared: str) -> Config:
     return parse_config(tomllib.loads(text), Path("t.toml"))
 
 
-@pytest.fixture
-def events() -> Iterator[list[logging.LogRecord]]:
-    """tierflow's log records, by a handler of our own (another test may have stopped
-    propagation to caplog with `configure_logging`)."""
-    records: list[logging.LogRecord] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    logger = logging.getLogger("tierflow")
-    handler, level = Collect(level=logging.DEBUG), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
-def fields(records: list[logging.LogRecord], event: str) -> list[dict[str, Any]]:
-    return [dict(getattr(r, "tierflow_fields", {})) for r in records if r.getMessage() == event]
-
-
 # At NOW, with retention 10h and margin 3h, a window is at risk if it starts before
 # NOW - 10h + 3h = START + 3h: windows 0, 1 and 2 of `expiring`. None of `steady` ever is.
 AT_RISK = [0, 1, 2]
 
 
 @pytest.mark.parametrize("shared", ["global", "connection"])
-async def test_at_risk_batches_take_the_shared_slot_first(
-    shared: str, events: list[logging.LogRecord]
-) -> None:
+async def test_at_risk_batches_take_the_shared_slot_first(shared: str, events: Events) -> None:
     config = two_jobs(shared)
     limits = (config.scheduler.max_concurrency, config.connections["plant"].max_concurrency)
     assert min(limits) == 1 < max(limits)
@@ -151,7 +122,7 @@ async def test_at_risk_batches_take_the_shared_slot_first(
     for job in job_of.values():
         assert [k for j, k in order if j == job] == list(range(10))
 
-    finished = {(f["job"], f["window_start"]): f for f in fields(events, "window_succeeded")}
+    finished = {(f["job"], f["window_start"]): f for f in events.named("window_succeeded")}
     for k in range(10):
         start = (START + k * H).isoformat().replace("+00:00", "Z")
         expiring = finished["expiring", start]
@@ -162,7 +133,7 @@ async def test_at_risk_batches_take_the_shared_slot_first(
         else:
             assert "at_risk" not in expiring
         assert "at_risk" not in finished["steady", start]
-    started = [f for f in fields(events, "window_started") if f.get("at_risk")]
+    started = [f for f in events.named("window_started") if f.get("at_risk")]
     assert sorted(f["window_start"] for f in started) == sorted(
         (START + k * H).isoformat().replace("+00:00", "Z") for k in AT_RISK
     )

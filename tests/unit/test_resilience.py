@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import tenacity
 
+from tests.events import Events
 from tests.fakes import FakeEngine
 from tierflow._config import CircuitConfig, RetryConfig, parse_config
 from tierflow._engines import Engine, Execution, Series, engine_for
@@ -209,42 +210,6 @@ def circuit_config(failures: int = 3, cooldown: float = 30.0) -> CircuitConfig:
 
 
 NEVER_OPENS = circuit_config(failures=1000)
-
-
-@dataclass
-class Events:
-    records: list[logging.LogRecord] = field(default_factory=list)
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [
-            dict(getattr(record, "tierflow_fields", {}))
-            for record in self.records
-            if record.getMessage() == name
-        ]
-
-    def names(self) -> list[str]:
-        return [record.getMessage() for record in self.records]
-
-
-@pytest.fixture
-def events() -> Iterator[Events]:
-    """tierflow's log events, captured by a handler of our own: another test may have run
-    `configure_logging`, which stops propagation to pytest's caplog."""
-    seen = Events()
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            seen.records.append(record)
-
-    logger = logging.getLogger("tierflow")
-    handler, level = Collect(level=logging.DEBUG), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield seen
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 @pytest.fixture
