@@ -1,11 +1,10 @@
 """Archive jobs and restores: the cold tier's two directions.
 
 An archive job copies each window of its source measurements, point for point, into the cold
-tier's Parquet archive (from 1.x through `/query?chunked=true` CSV, from 2.x through Flux
-pivoted to one row per point), then checks the copy against the source before the window counts as
-done: per field, the number of values archived must equal InfluxDB's own `count()` over the
-same range. A restore reads an archived range back and writes it, field types kept, into a live
-tier.
+tier's Parquet archive (each dialect exports its own way: `Dialect.stage_window`), then checks
+the copy against the source before the window counts as done: per field, the number of values
+archived must equal InfluxDB's own `count()` over the same range. A restore reads an archived
+range back and writes it, field types kept, into a live tier.
 """
 
 from __future__ import annotations
@@ -22,7 +21,8 @@ from typing import Any
 from tierflow._archive import ParquetArchive, PointBatch, open_archive
 from tierflow._archive._archive import StagedWindow
 from tierflow._config import ArchiveJob, Config, TierConfig
-from tierflow._engines import Engine, dialect_named
+from tierflow._engines import Engine
+from tierflow._engines._dialect import WindowExport
 from tierflow._errors import ArchiveMismatchError, EngineError
 from tierflow._lineprotocol import (
     LineProtocolError,
@@ -81,28 +81,14 @@ async def archive_window(
     staged: list[StagedWindow] = []
     try:
         for measurement in job.measurements:
-            # One at a time, so that a failure discards what was staged before it.
-            one = await _stage_checked(engine, archive, job, source, measurement, window)
-            staged.append(one)
+            # One at a time, so that a failure discards what was staged before it. Each
+            # dialect reads and counts its own way.
+            export = WindowExport(archive, job, source, measurement, window)
+            staged.append(await engine.dialect.stage_window(engine, export))
         return sum([(await archive.acommit(one)).rows for one in staged])
     finally:
         for one in staged:
             archive.discard(one)
-
-
-async def _stage_checked(
-    engine: Engine,
-    archive: ParquetArchive,
-    job: ArchiveJob,
-    source: TierConfig,
-    measurement: str,
-    window: Window,
-) -> StagedWindow:
-    """One measurement's window, staged and checked: per field, the values archived equal
-    InfluxDB's own count over the same range (each dialect reads and counts its own way)."""
-    return await dialect_named(engine.dialect).stage_window(
-        engine, archive, job, source, measurement, window
-    )
 
 
 async def alongside(

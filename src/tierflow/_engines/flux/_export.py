@@ -30,6 +30,7 @@ import pyarrow.csv as pa_csv
 from tierflow._archive import Column, FieldType, PointBatch
 from tierflow._archive._schema import FIELD, TAG, column_names
 from tierflow._engines import Engine
+from tierflow._engines.flux._engine import flux_engine
 from tierflow._engines.flux._literals import flux_string, flux_time
 from tierflow._errors import EngineError, QueryError, TransientEngineError
 
@@ -151,7 +152,7 @@ async def export_flux(
     script = export_script(
         bucket=bucket, measurement=measurement, start=start, stop=stop, tags=tags, pivot=pivot
     )
-    async for batch in annotated_batches(engine.stream(script)):
+    async for batch in annotated_batches(flux_engine(engine).stream(script)):
         yield batch
 
 
