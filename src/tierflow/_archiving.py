@@ -23,7 +23,7 @@ from tierflow._archive._archive import StagedWindow
 from tierflow._config import ArchiveJob, Config, TierConfig
 from tierflow._engines import Engine
 from tierflow._engines._dialect import WindowExport
-from tierflow._errors import ArchiveMismatchError, EngineError
+from tierflow._errors import ArchiveMismatchError, ConfigError, EngineError
 from tierflow._lineprotocol import (
     LineProtocolError,
     check_tag_values,
@@ -200,7 +200,11 @@ async def restore(
     """Write the archived points of `[start, stop)` (one measurement or all) into `into`.
 
     A measurement the dest refuses (a field type conflict, a name line protocol cannot carry)
-    fails alone and is listed in `Transfer.failures`; the others are still restored."""
+    fails alone and is listed in `Transfer.failures`; the others are still restored. A tier
+    whose engine declares no `write` capability is refused before anything is read."""
+    can = engine.dialect.capabilities
+    if not can.write:
+        raise ConfigError(f"cannot restore into this tier: {can.why_not['write']}")
 
     async def batches() -> AsyncIterator[tuple[str, PointBatch]]:
         for archived in archive.read(start, stop, measurement=measurement):

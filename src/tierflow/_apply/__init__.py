@@ -38,7 +38,6 @@ from pathlib import Path
 
 from tierflow._apply._admin import Engines, expiring, observe, send
 from tierflow._apply._model import (
-    MIN_RETENTION,
     Action,
     ApplyError,
     ApplyRefusedError,
@@ -59,12 +58,9 @@ from tierflow._windows import Window, isoformat
 # What each kind of server holds and is sent (retention policies and statements, buckets) is
 # its dialect's, in its engine package (`Dialect.plan_group` and the methods beside it).
 __all__ = [
-    "MIN_RETENTION",
     "Action",
-    "ApplyError",
     "ApplyRefusedError",
     "Change",
-    "Expiring",
     "Observed",
     "Shrink",
     "apply_tiers",

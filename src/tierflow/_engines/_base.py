@@ -8,7 +8,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tierflow._http import (
     AiohttpTransport,
@@ -36,6 +36,7 @@ __all__ = [
     "Execution",
     "KnownError",
     "Series",
+    "bare",
     "connection_http",
     "describe_failure",
     "recognise",
@@ -180,3 +181,15 @@ def connection_http(
         gzip=config.gzip,
         metrics=metrics,
     )
+
+
+E = TypeVar("E", bound=Engine)
+
+
+def bare(engine: Engine, kind: type[E]) -> E:
+    """The `kind` engine under `engine` (itself, or the one the retry layer wraps): what a
+    dialect's operations use for their own engine's primitives beyond the contract."""
+    found = engine.unwrapped()
+    if not isinstance(found, kind):
+        raise TypeError(f"{type(found).__name__} is not a {kind.__name__}")
+    return found

@@ -11,24 +11,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tierflow._apply._model import (
-    Action,
-    Change,
-    Expiring,
-    Group,
-    Observed,
-    Place,
-    ServerStep,
-    show,
-)
+from tierflow._apply._model import Action, Change, Expiring, show
 from tierflow._apply._plan import agree, shared, shrinking, wanted
 from tierflow._config import InfluxDB2Connection
-from tierflow._engines._base import Engine
+from tierflow._engines._base import bare
 from tierflow._engines._dialect import TierAdmin
-from tierflow._engines.flux._engine import flux_engine
+from tierflow._engines.flux._engine import FluxEngine
 from tierflow._engines.flux._literals import flux_string, flux_time
+
+if TYPE_CHECKING:
+    from tierflow._apply._model import Group, Observed, Place, ServerStep
+    from tierflow._engines._base import Engine
 
 __all__ = [
     "ADMIN",
@@ -126,7 +121,7 @@ class FluxAdmin(TierAdmin):
     async def observe_group(self, engine: Engine, group: Group, observed: Observed) -> None:
         """The org's ID (once per connection; None: the server has no such org) and the group's
         bucket (None: missing)."""
-        flux = flux_engine(engine)
+        flux = bare(engine, FluxEngine)
         if group.connection not in observed.scopes:
             observed.scopes[group.connection] = await flux.org_id()
         org_id = observed.scopes[group.connection]
@@ -191,7 +186,7 @@ class FluxAdmin(TierAdmin):
 
     async def apply_step(self, engine: Engine, step: ServerStep) -> None:
         """Create or update one bucket."""
-        flux = flux_engine(engine)
+        flux = bare(engine, FluxEngine)
         if isinstance(step, CreateBucket):
             await flux.create_bucket(step.body)
         else:

@@ -56,7 +56,7 @@ from tierflow._metrics import Metrics
 from tierflow._templates import DeleteRange, RenderedQuery
 from tierflow._windows import isoformat
 
-__all__ = ["FluxEngine", "classify", "explain", "flux_engine"]
+__all__ = ["FluxEngine", "classify", "explain"]
 
 # InfluxDB 2.x answers `{"code", "message"}` with the status of its code
 # (kit/transport/http/error_handler.go: "not found" 404, "invalid" 400, "unprocessable entity"
@@ -390,15 +390,6 @@ class FluxEngine(Engine):
 
     def _message(self, reply: Reply) -> str:
         return self.scrub(server_message(reply.body))
-
-
-def flux_engine(engine: Engine) -> FluxEngine:
-    """The 2.x engine under `engine` (itself, or the one the retry layer wraps), for its
-    primitives beyond the contract."""
-    bare = engine.unwrapped()
-    if not isinstance(bare, FluxEngine):
-        raise TypeError(f"not an InfluxDB 2.x engine: {type(bare).__name__}")
-    return bare
 
 
 def _add_row(tables: dict[tuple[str, str], Series], row: Row) -> None:

@@ -4,8 +4,8 @@ org, every Flux query through `POST /api/v2/query/analyze`, and the source field
 from __future__ import annotations
 
 from tierflow._config import Config
-from tierflow._engines._base import MISSING_TARGET_FIX, Engine
-from tierflow._engines.flux._engine import flux_engine
+from tierflow._engines._base import MISSING_TARGET_FIX, Engine, bare
+from tierflow._engines.flux._engine import FluxEngine
 from tierflow._errors import TemplateError
 from tierflow._jobs import render_job
 from tierflow._validation import Problem, check_fields, sample_batch, tiers_on
@@ -16,7 +16,7 @@ __all__ = ["check_influxdb2"]
 async def check_influxdb2(
     engine: Engine, config: Config, name: str, problems: list[Problem]
 ) -> None:
-    flux = flux_engine(engine)
+    flux = bare(engine, FluxEngine)
     for tier, bucket in tiers_on(config, name):
         if not await flux.bucket_exists(bucket):
             problems.append(

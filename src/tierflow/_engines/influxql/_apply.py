@@ -12,23 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
-from tierflow._apply._model import (
-    Action,
-    Change,
-    Expiring,
-    Group,
-    Members,
-    Observed,
-    Place,
-    ServerStep,
-    show,
-)
+from tierflow._apply._model import Action, Change, Expiring, show
 from tierflow._apply._plan import Want, agree, shared, shrinking, wanted
-from tierflow._engines._base import Engine
 from tierflow._engines._dialect import TierAdmin
 from tierflow._engines.influxql._literals import influxql_ident, influxql_time
 from tierflow._errors import EngineError
+
+if TYPE_CHECKING:
+    from tierflow._apply._model import Group, Members, Observed, Place, ServerStep
+    from tierflow._engines._base import Engine
 
 __all__ = [
     "ADMIN",

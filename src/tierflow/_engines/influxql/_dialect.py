@@ -8,21 +8,14 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from tierflow._engines._dialect import (
-    EVERY_TYPE,
-    NUMBERS,
-    AggregateRead,
-    Capabilities,
-    Dialect,
-    TierAdmin,
-    WindowExport,
-)
+from tierflow._engines._dialect import EVERY_TYPE, NUMBERS, Capabilities, Dialect
 
 if TYPE_CHECKING:
     from tierflow._archive import FieldType, PointBatch
     from tierflow._archive._archive import StagedWindow
     from tierflow._config import ArchiveJob, Config, ConnectionConfig, TierConfig
     from tierflow._engines._base import Engine
+    from tierflow._engines._dialect import AggregateRead, TierAdmin, WindowExport
     from tierflow._metrics import Metrics
     from tierflow._planner import Batch
     from tierflow._query_checks import Target

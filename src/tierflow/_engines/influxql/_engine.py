@@ -30,7 +30,7 @@ from tierflow._http import (
 from tierflow._metrics import Metrics
 from tierflow._templates import RenderedQuery
 
-__all__ = ["InfluxQLEngine", "classify", "explain", "influxql_engine"]
+__all__ = ["InfluxQLEngine", "classify", "explain"]
 
 # InfluxDB 1.x's error texts, first match wins. Paths are in influxdb 1.x's source
 # (github.com/influxdata/influxdb, 1.6; Debian ships it under /usr/share/gocode/src). The
@@ -218,15 +218,6 @@ class InfluxQLEngine(Engine):
 
     async def aclose(self) -> None:
         await self.http.aclose()
-
-
-def influxql_engine(engine: Engine) -> InfluxQLEngine:
-    """The 1.x engine under `engine` (itself, or the one the retry layer wraps), for its
-    primitives beyond the contract."""
-    bare = engine.unwrapped()
-    if not isinstance(bare, InfluxQLEngine):
-        raise TypeError(f"not an InfluxDB 1.x engine: {type(bare).__name__}")
-    return bare
 
 
 def _points_written(body: Any, connection: str) -> int:

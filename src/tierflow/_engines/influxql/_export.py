@@ -33,7 +33,8 @@ import pyarrow.csv as pa_csv
 from tierflow._archive import Column, FieldType, PointBatch
 from tierflow._archive._schema import FIELD, TAG, column_names
 from tierflow._engines import Engine, Series
-from tierflow._engines.influxql._engine import influxql_engine
+from tierflow._engines._base import bare
+from tierflow._engines.influxql._engine import InfluxQLEngine
 from tierflow._engines.influxql._literals import influxql_ident, influxql_string, influxql_time
 from tierflow._errors import QueryError
 
@@ -231,7 +232,7 @@ async def export_planned(
     for low, high in plan.ranges:
         text = plan.query(low, high, tags)
         if plan.csv:
-            pieces = influxql_engine(engine).stream(
+            pieces = bare(engine, InfluxQLEngine).stream(
                 text, database=plan.database, chunk_size=chunk_size
             )
             async for block in csv_blocks(pieces):
