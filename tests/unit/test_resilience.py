@@ -82,8 +82,6 @@ class ScriptedEngine(Engine):
     script runs out every call succeeds. `ping` fails with `ping_error` if set, and waits for
     `ping_gate` if set, so a test can hold a probe in flight."""
 
-    dialect = "fake"
-
     def __init__(
         self, script: Iterable[BaseException | int] = (), *, clock: Clock | None = None
     ) -> None:
