@@ -20,6 +20,7 @@ from tierflow._windows import EPOCH, IntervalSchedule, Schedule, Window, iter_wi
 __all__ = [
     "Batch",
     "RetryAt",
+    "Timeline",
     "coalesce",
     "count_due",
     "due_windows",
@@ -56,6 +57,20 @@ RetryAt = Callable[[LedgerEntry], datetime]
 """When a failed window may run again (the daemon's growing per-window delay)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """One job's schedule read at `now`: windows from the one starting at or after `begin` (the
+    watermark) are due once `now >= stop + offset`, unless `ledger` (window starts to their
+    entries) holds them done; with `retry_at`, a failed window waits until the instant it gives."""
+
+    schedule: Schedule
+    begin: datetime
+    offset: timedelta
+    now: datetime
+    ledger: Mapping[datetime, LedgerEntry]
+    retry_at: RetryAt | None = None
+
+
 def _pending(
     entry: LedgerEntry | None,
     now: datetime,
@@ -67,23 +82,13 @@ def _pending(
     return available is not None and available <= now
 
 
-def due_windows(
-    schedule: Schedule,
-    *,
-    begin: datetime,
-    offset: timedelta,
-    now: datetime,
-    ledger: Mapping[datetime, LedgerEntry],
-    retry_at: RetryAt | None = None,
-    include_held: bool = False,
-) -> Iterator[Window]:
-    """Windows from the one starting at or after `begin` (the watermark) that are due at `now`,
-    oldest first, lazily. `ledger` maps window starts to their entries; with `retry_at`, a failed
-    window waits until the instant it gives; with `include_held`, windows running under a live
-    lease are listed too (for the claim to judge and report)."""
-    first = schedule.first_window(begin)
-    for window in iter_windows(schedule, first, now - offset):
-        if _pending(_entry_of(ledger, window), now, retry_at, include_held=include_held):
+def due_windows(timeline: Timeline, *, include_held: bool = False) -> Iterator[Window]:
+    """The timeline's due windows, oldest first, lazily; with `include_held`, windows running
+    under a live lease are listed too (for the claim to judge and report)."""
+    t = timeline
+    first = t.schedule.first_window(t.begin)
+    for window in iter_windows(t.schedule, first, t.now - t.offset):
+        if _pending(_entry_of(t.ledger, window), t.now, t.retry_at, include_held=include_held):
             yield window
 
 
@@ -94,23 +99,16 @@ def _entry_of(ledger: Mapping[datetime, LedgerEntry], window: Window) -> LedgerE
     return entry if entry is not None and entry.window == window else None
 
 
-def next_wake(
-    schedule: Schedule,
-    *,
-    begin: datetime,
-    offset: timedelta,
-    now: datetime,
-    ledger: Mapping[datetime, LedgerEntry],
-    retry_at: RetryAt | None = None,
-) -> datetime:
+def next_wake(timeline: Timeline) -> datetime:
     """The earliest instant after `now` at which another window of the job may become due: the
     next window's stop + offset, a lease expiring, or a failed window's retry time."""
-    upcoming = schedule.window_at(now - offset)
-    first = schedule.first_window(begin)
-    wake = max(upcoming, first).stop + offset
-    for entry in ledger.values():
-        available = available_at(entry, retry_at)
-        if available is not None and now < available < wake:
+    t = timeline
+    upcoming = t.schedule.window_at(t.now - t.offset)
+    first = t.schedule.first_window(t.begin)
+    wake = max(upcoming, first).stop + t.offset
+    for entry in t.ledger.values():
+        available = available_at(entry, t.retry_at)
+        if available is not None and t.now < available < wake:
             wake = available
     return wake
 
@@ -125,32 +123,22 @@ def windows_between(schedule: Schedule, start: datetime, stop: datetime) -> Iter
         window = schedule.next_window(window)
 
 
-def count_due(
-    schedule: Schedule,
-    *,
-    begin: datetime,
-    offset: timedelta,
-    now: datetime,
-    ledger: Mapping[datetime, LedgerEntry],
-    retry_at: RetryAt | None = None,
-) -> int:
+def count_due(timeline: Timeline) -> int:
     """How many windows `due_windows` would yield, in O(ledger) time for interval schedules."""
+    schedule = timeline.schedule
     if not isinstance(schedule, IntervalSchedule):
-        windows = due_windows(
-            schedule, begin=begin, offset=offset, now=now, ledger=ledger, retry_at=retry_at
-        )
-        return sum(1 for _ in windows)
-    first = schedule.first_window(begin)
-    until = now - offset
+        return sum(1 for _ in due_windows(timeline))
+    first = schedule.first_window(timeline.begin)
+    until = timeline.now - timeline.offset
     total = max(0, (until - first.start) // schedule.every) if until >= first.stop else 0
     settled = sum(
         1
-        for start, entry in ledger.items()
+        for start, entry in timeline.ledger.items()
         if first.start <= start
         and start + schedule.every <= until
         and entry.window == Window(start, start + schedule.every)
         and (start - first.start) % schedule.every == timedelta(0)
-        and not _pending(entry, now, retry_at)
+        and not _pending(entry, timeline.now, timeline.retry_at)
     )
     return total - settled
 

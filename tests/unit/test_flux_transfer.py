@@ -319,7 +319,8 @@ async def test_export_streams_a_nanosecond_script_and_reads_its_points(
     batches = [
         batch
         async for batch in export_flux(
-            engine, bucket="hot", measurement="cpu", start=T0, stop=T0 + timedelta(hours=1)
+            engine,
+            export_script(bucket="hot", measurement="cpu", start=T0, stop=T0 + timedelta(hours=1)),
         )
     ]
 

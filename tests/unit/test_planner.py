@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from tierflow._planner import (
     Batch,
     RetryAt,
+    Timeline,
     coalesce,
     count_due,
     due_windows,
@@ -83,8 +84,8 @@ def due(
 ) -> list[Window]:
     kwargs: dict[str, Any] = {"begin": begin, "offset": offset, "now": now}
     kwargs |= {"ledger": ledger or {}, "retry_at": retry_at}
-    found = list(due_windows(schedule, **kwargs))
-    assert count_due(schedule, **kwargs) == len(found)
+    found = list(due_windows(Timeline(schedule, **kwargs)))
+    assert count_due(Timeline(schedule, **kwargs)) == len(found)
     return found
 
 
@@ -216,11 +217,13 @@ def test_cron_windows() -> None:
 
 def test_due_windows_is_lazy() -> None:
     windows = due_windows(
-        IntervalSchedule(timedelta(seconds=1)),
-        begin=EPOCH,
-        offset=timedelta(0),
-        now=datetime(9000, 1, 1, tzinfo=UTC),
-        ledger={},
+        Timeline(
+            IntervalSchedule(timedelta(seconds=1)),
+            begin=EPOCH,
+            offset=timedelta(0),
+            now=datetime(9000, 1, 1, tzinfo=UTC),
+            ledger={},
+        )
     )
     assert next(windows) == Window(EPOCH, EPOCH + timedelta(seconds=1))
 
@@ -230,8 +233,8 @@ def test_count_due_ignores_entries_off_the_schedule() -> None:
         *(entry(Window(at(0, 5 * i), at(0, 5 * i + 5)), RunStatus.SUCCEEDED) for i in range(12))
     )
     kwargs = {"begin": at(0), "offset": timedelta(0), "now": at(1), "ledger": ledger}
-    assert list(due_windows(IntervalSchedule(H), **kwargs)) == [hourly(0)]  # type: ignore[arg-type]
-    assert count_due(IntervalSchedule(H), **kwargs) == 1  # type: ignore[arg-type]
+    assert list(due_windows(Timeline(IntervalSchedule(H), **kwargs))) == [hourly(0)]  # type: ignore[arg-type]
+    assert count_due(Timeline(IntervalSchedule(H), **kwargs)) == 1  # type: ignore[arg-type]
 
 
 # --- due_windows and count_due against a brute-force model -------------------------------------
@@ -349,9 +352,9 @@ def test_due_windows_match_the_model(p: Planning) -> None:
     retry_at = None if p.retry_delay is None else after_attempts(p.retry_delay)
     kwargs: dict[str, Any] = {"begin": p.begin, "offset": p.offset, "now": p.now}
     kwargs |= {"ledger": p.ledger, "retry_at": retry_at}
-    found = list(due_windows(p.regular.schedule, **kwargs))
+    found = list(due_windows(Timeline(p.regular.schedule, **kwargs)))
     assert found == model_due(p.regular, p.begin, p.offset, p.now, p.ledger, p.retry_delay)
-    assert count_due(p.regular.schedule, **kwargs) == len(found)
+    assert count_due(Timeline(p.regular.schedule, **kwargs)) == len(found)
 
 
 # --- windows_between ---------------------------------------------------------------------------

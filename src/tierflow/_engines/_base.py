@@ -8,7 +8,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from tierflow._http import (
     AiohttpTransport,
@@ -34,6 +34,7 @@ __all__ = [
     "MISSING_TARGET_FIX",
     "Engine",
     "Execution",
+    "HttpEngine",
     "KnownError",
     "Series",
     "bare",
@@ -181,6 +182,51 @@ def connection_http(
         gzip=config.gzip,
         metrics=metrics,
     )
+
+
+C = TypeVar("C", bound="ConnectionConfig")
+
+
+class HttpEngine(Engine, Generic[C]):
+    """An engine whose server speaks HTTP, through the shared layer: one `HttpClient` per
+    connection, made as its config says (`connection_http`); `transport` replaces the network in
+    request-contract tests. A subclass names its server's error texts (`errors`) and how it
+    authenticates (`auth`)."""
+
+    #: The shared status table refined by this server's error texts.
+    errors: ClassVar[ErrorTable]
+
+    def __init__(
+        self,
+        name: str,
+        config: C,
+        metrics: Metrics | None = None,
+        *,
+        transport: Transport | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.metrics = metrics
+        self.http = connection_http(
+            name,
+            config,
+            auth=self.auth(config),
+            errors=self.errors,
+            metrics=metrics,
+            transport=transport,
+            **self.tls(config),
+        )
+
+    @abstractmethod
+    def auth(self, config: C) -> AuthProvider:
+        """How requests to this connection authenticate."""
+
+    def tls(self, config: C) -> dict[str, Any]:
+        """TLS options for the transport (`verify_tls`, `ca_cert`); none by default."""
+        return {}
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
 
 
 E = TypeVar("E", bound=Engine)

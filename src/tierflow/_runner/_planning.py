@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -16,7 +16,15 @@ from tierflow._errors import UnknownJobError
 from tierflow._gate import Priority
 from tierflow._logging import log_event
 from tierflow._metrics import Metrics
-from tierflow._planner import Batch, coalesce, count_due, due_windows, next_wake, windows_between
+from tierflow._planner import (
+    Batch,
+    Timeline,
+    coalesce,
+    count_due,
+    due_windows,
+    next_wake,
+    windows_between,
+)
 from tierflow._runner._results import ClaimView, JobPlan, JobStatus
 from tierflow._state import LedgerEntry, RunStatus, StateStore
 from tierflow._state._holder import holder_gone
@@ -65,15 +73,7 @@ class Planning:
         begin, ledger = await self.ledger(job)
         # Windows held by other runs are planned too: the claim judges them (their holder may be
         # dead) and reports who holds them, instead of leaving them silently out.
-        windows = due_windows(
-            spec.schedule,
-            begin=begin,
-            offset=spec.offset,
-            now=now,
-            ledger=ledger,
-            retry_at=self.retry_at if mode is Mode.DAEMON else None,
-            include_held=True,
-        )
+        windows = due_windows(self.timeline(job, begin, ledger, now, mode), include_held=True)
         skipped: list[Window] = []
         if spec.max_catchup is not None:
             horizon = now - spec.max_catchup
@@ -123,18 +123,24 @@ class Planning:
         begin = max(origin, await self.store.watermark(job) or origin)
         return begin, {entry.window.start: entry for entry in await self.store.entries(job, begin)}
 
+    def timeline(
+        self,
+        job: str,
+        begin: datetime,
+        ledger: Mapping[datetime, LedgerEntry],
+        now: datetime,
+        mode: Mode = Mode.ONCE,
+    ) -> Timeline:
+        """The job's schedule from `begin` read at `now` against `ledger`; in daemon mode a failed
+        window waits for its `retry_at`."""
+        spec = self.config.jobs[job]
+        retry_at = self.retry_at if mode is Mode.DAEMON else None
+        return Timeline(spec.schedule, begin, spec.offset, now, ledger, retry_at)
+
     async def next_wake(self, job: str, now: datetime, mode: Mode) -> datetime:
         """When the job may next have work: a window closing, a lease expiring, a retry."""
-        spec = self.config.jobs[job]
         begin, ledger = await self.ledger(job)
-        return next_wake(
-            spec.schedule,
-            begin=begin,
-            offset=spec.offset,
-            now=now,
-            ledger=ledger,
-            retry_at=self.retry_at if mode is Mode.DAEMON else None,
-        )
+        return next_wake(self.timeline(job, begin, ledger, now, mode))
 
     async def status(self, job: str, now: datetime) -> JobStatus:
         """Where the job stands at `now` (and the lag and pending gauges say so too)."""
@@ -152,9 +158,7 @@ class Planning:
             lag_seconds=max(0.0, (now - begin).total_seconds()),
             last_status=last[0].status if last else None,
             failed_windows=sum(e.status in _FAILED for e in ledger.values()),
-            pending_windows=count_due(
-                spec.schedule, begin=counted_from, offset=spec.offset, now=now, ledger=ledger
-            ),
+            pending_windows=count_due(self.timeline(job, counted_from, ledger, now)),
             rechecked_windows=await self.store.count_attempts(job, reason=LATE_DATA),
             parked_windows=sum(e.parked for e in ledger.values()),
             **self._expiry(job, begin, ledger, now),
@@ -171,7 +175,7 @@ class Planning:
         spec = self.config.jobs[job]
         origin = self.origin(job)
         until = now - spec.offset
-        total = count_due(spec.schedule, begin=origin, offset=spec.offset, now=now, ledger={})
+        total = count_due(self.timeline(job, origin, {}, now))
         census = await self.store.census(job, origin, until)
         states: Counter[WindowState] = Counter(dict.fromkeys(WindowState, 0))
         for (status, parked), count in census.counts.items():
@@ -197,13 +201,12 @@ class Planning:
     ) -> dict[str, Any]:
         """Windows not yet done whose source data expires within the tier's margin (at risk),
         or has expired already (lost: never silently skipped, always reported)."""
-        spec = self.config.jobs[job]
         if (expiry := self.retention(job)) is None:
             return {}
         retention, margin = expiry
         risky_before, lost_before = now - retention + margin, now - retention
         # Due windows, and parked ones: those wait for a person, not for the clock.
-        due = due_windows(spec.schedule, begin=begin, offset=spec.offset, now=now, ledger=ledger)
+        due = due_windows(self.timeline(job, begin, ledger, now))
         undone = list(_until(due, risky_before))
         undone += [e.window for e in ledger.values() if e.parked and e.window.start < risky_before]
         for window in undone:

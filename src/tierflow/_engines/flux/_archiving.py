@@ -15,6 +15,7 @@ from tierflow._engines._dialect import WindowExport
 from tierflow._engines.flux._export import (
     count_script,
     export_flux,
+    export_script,
     field_counts,
     is_field_type_conflict,
 )
@@ -80,8 +81,7 @@ def _flux_batches(
     *,
     pivot: bool,
 ) -> AsyncIterator[PointBatch]:
-    return export_flux(
-        engine,
+    script = export_script(
         bucket=tier.bucket,
         measurement=measurement,
         start=window.start,
@@ -89,3 +89,4 @@ def _flux_batches(
         tags=tags,
         pivot=pivot,
     )
+    return export_flux(engine, script)

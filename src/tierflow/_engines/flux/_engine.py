@@ -32,10 +32,9 @@ from typing import Any
 from tierflow._config import InfluxDB2Connection
 from tierflow._engines._base import (
     MISSING_TARGET_FIX,
-    Engine,
     Execution,
+    HttpEngine,
     Series,
-    connection_http,
 )
 from tierflow._engines.flux._annotated_csv import FluxResultError, Row, rows
 from tierflow._engines.flux._dialect import DIALECT
@@ -125,11 +124,12 @@ _DIALECT = {
 }
 
 
-class FluxEngine(Engine):
+class FluxEngine(HttpEngine[InfluxDB2Connection]):
     """Sends Flux to one InfluxDB 2.x server and org, at most `max_concurrency` at a time
     (`transport` replaces the network in request-contract tests)."""
 
     dialect = DIALECT
+    errors = ERRORS
 
     def __init__(
         self,
@@ -139,20 +139,15 @@ class FluxEngine(Engine):
         *,
         transport: Transport | None = None,
     ) -> None:
-        self.name = name
-        self.config = config
-        self.metrics = metrics
         self._known_buckets: set[str] = set()
-        self.http = connection_http(
-            name,
-            config,
-            auth=TokenAuth(config.token),
-            errors=ERRORS,
-            metrics=metrics,
-            transport=transport,
-            verify_tls=config.verify_tls,
-            ca_cert=config.ca_cert,
-        )
+        super().__init__(name, config, metrics, transport=transport)
+
+    def auth(self, config: InfluxDB2Connection) -> TokenAuth:
+        """The connection's API token (fetched again once on a 401)."""
+        return TokenAuth(config.token)
+
+    def tls(self, config: InfluxDB2Connection) -> dict[str, Any]:
+        return {"verify_tls": config.verify_tls, "ca_cert": config.ca_cert}
 
     def scrub(self, text: str) -> str:
         """`text` with the token cut out, should a server or proxy have echoed it back."""
@@ -231,9 +226,6 @@ class FluxEngine(Engine):
                 raise TransientEngineError(
                     f"connection {self.name}: /health is not pass: {self._message(reply)}"
                 )
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
     # -- beyond the contract: replace, validate --online ----------------------------------------
 

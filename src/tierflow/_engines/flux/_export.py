@@ -137,22 +137,9 @@ async def field_counts(engine: Engine, script: str) -> dict[str, int]:
     return counts
 
 
-async def export_flux(
-    engine: Engine,
-    *,
-    bucket: str,
-    measurement: str,
-    start: datetime,
-    stop: datetime,
-    tags: Mapping[str, str] | None = None,
-    pivot: bool = True,
-) -> AsyncIterator[PointBatch]:
-    """Every point of `measurement` in `[start, stop)` as Arrow batches, streamed (see
-    `export_script` for `pivot`). A pivot that fails on a field with two types raises an error
-    that `is_field_type_conflict` recognises."""
-    script = export_script(
-        bucket=bucket, measurement=measurement, start=start, stop=stop, tags=tags, pivot=pivot
-    )
+async def export_flux(engine: Engine, script: str) -> AsyncIterator[PointBatch]:
+    """The points an `export_script` selects, as Arrow batches, streamed. A pivot that fails on
+    a field with two types raises an error that `is_field_type_conflict` recognises."""
     async for batch in annotated_batches(bare(engine, FluxEngine).stream(script)):
         yield batch
 

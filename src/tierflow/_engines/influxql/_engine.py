@@ -10,10 +10,9 @@ import msgpack
 from tierflow._config import InfluxDB1Connection
 from tierflow._engines._base import (
     MISSING_TARGET_FIX,
-    Engine,
     Execution,
+    HttpEngine,
     Series,
-    connection_http,
 )
 from tierflow._engines.influxql._dialect import DIALECT
 from tierflow._errors import QueryError, TransientEngineError
@@ -24,10 +23,8 @@ from tierflow._http import (
     ErrorTable,
     KnownError,
     NoAuth,
-    Transport,
     json_or_none,
 )
-from tierflow._metrics import Metrics
 from tierflow._templates import RenderedQuery
 
 __all__ = ["InfluxQLEngine", "classify", "explain"]
@@ -102,29 +99,18 @@ classify = ERRORS.classify
 explain = ERRORS.explain
 
 
-class InfluxQLEngine(Engine):
+class InfluxQLEngine(HttpEngine[InfluxDB1Connection]):
     """Sends InfluxQL to one InfluxDB 1.x server, at most `max_concurrency` requests at a time,
     through the shared HTTP layer (`transport` replaces the network in request-contract tests)."""
 
     dialect = DIALECT
+    errors = ERRORS
 
-    def __init__(
-        self,
-        name: str,
-        config: InfluxDB1Connection,
-        metrics: Metrics | None = None,
-        *,
-        transport: Transport | None = None,
-    ) -> None:
-        self.name = name
-        self.config = config
-        self.metrics = metrics
-        auth: AuthProvider = NoAuth()
-        if config.username is not None:
-            auth = BasicAuth(config.username, config.password)
-        self.http = connection_http(
-            name, config, auth=auth, errors=ERRORS, metrics=metrics, transport=transport
-        )
+    def auth(self, config: InfluxDB1Connection) -> AuthProvider:
+        """Basic auth when the connection names a user, none otherwise."""
+        if config.username is None:
+            return NoAuth()
+        return BasicAuth(config.username, config.password)
 
     async def execute(self, query: RenderedQuery, *, database: str | None = None) -> Execution:
         form = {"q": query.text}
@@ -215,9 +201,6 @@ class InfluxQLEngine(Engine):
                     ) from None
                 for document in documents:
                     yield _series(document, self.name)
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
 
 def _points_written(body: Any, connection: str) -> int:

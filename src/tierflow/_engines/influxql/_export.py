@@ -41,7 +41,6 @@ from tierflow._errors import QueryError
 __all__ = [
     "ExportPlan",
     "count_influxql",
-    "export_influxql",
     "export_planned",
     "export_query",
     "field_keys_influxql",
@@ -110,9 +109,19 @@ class ExportPlan:
     ranges: Sequence[tuple[datetime, datetime]]
     csv: bool
 
-    def query(self, start: datetime, stop: datetime, filters: Mapping[str, str] | None) -> str:
-        select = [f"{influxql_ident(key)}::field" for key in self.fields]
-        select += [f"{influxql_ident(key)}::tag" for key in self.tags]
+    def query(
+        self,
+        start: datetime,
+        stop: datetime,
+        filters: Mapping[str, str] | None,
+        select: str | None = None,
+    ) -> str:
+        """`select` (by default the plan's fields and tags, by name and kind) over
+        `[start, stop)`, where the tags equal `filters`."""
+        if select is None:
+            columns = [f"{influxql_ident(key)}::field" for key in self.fields]
+            columns += [f"{influxql_ident(key)}::tag" for key in self.tags]
+            select = ", ".join(columns)
         return export_query(
             database=self.database,
             retention_policy=self.retention_policy,
@@ -120,7 +129,7 @@ class ExportPlan:
             start=start,
             stop=stop,
             tags=filters,
-            select=", ".join(select),
+            select=select,
         )
 
 
@@ -195,32 +204,6 @@ async def _default_policy(engine: Engine, database: str) -> str:
     raise QueryError(f"database {database!r} has no default retention policy")
 
 
-async def export_influxql(
-    engine: Engine,
-    *,
-    database: str,
-    retention_policy: str | None,
-    measurement: str,
-    start: datetime,
-    stop: datetime,
-    tags: Mapping[str, str] | None = None,
-    chunk_size: int = 10_000,
-) -> AsyncIterator[PointBatch]:
-    """Every point of `measurement` in `[start, stop)` as Arrow batches, streamed, each value
-    with the type and bits InfluxDB holds (see the module's docstring)."""
-    plan = await plan_export(
-        engine,
-        database=database,
-        retention_policy=retention_policy,
-        measurement=measurement,
-        start=start,
-        stop=stop,
-    )
-    if plan is not None:
-        async for batch in export_planned(engine, plan, tags=tags, chunk_size=chunk_size):
-            yield batch
-
-
 async def export_planned(
     engine: Engine,
     plan: ExportPlan,
@@ -228,7 +211,8 @@ async def export_planned(
     tags: Mapping[str, str] | None = None,
     chunk_size: int = 10_000,
 ) -> AsyncIterator[PointBatch]:
-    """`export_influxql` for a plan made already (`plan_export`)."""
+    """Every point the plan (`plan_export`) covers, tags equal to `tags`, as Arrow batches,
+    streamed, each value with the type and bits InfluxDB holds (see the module's docstring)."""
     for low, high in plan.ranges:
         text = plan.query(low, high, tags)
         if plan.csv:
@@ -252,15 +236,7 @@ async def count_influxql(
     """InfluxDB's own count of values per field over the plan's ranges (the archive's check)."""
     counts: dict[str, int] = {}
     for low, high in plan.ranges:
-        text = export_query(
-            database=plan.database,
-            retention_policy=plan.retention_policy,
-            measurement=plan.measurement,
-            start=low,
-            stop=high,
-            tags=tags,
-            select="count(*)",
-        )
+        text = plan.query(low, high, tags, select="count(*)")
         for series in await engine.query(text, database=plan.database):
             for row in series.values:
                 for column, value in zip(series.columns[1:], row[1:], strict=True):
