@@ -7,15 +7,28 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.integration._helpers import (
+    EVERY,
+    assert_tier,
+    expected_tier,
+    grid,
+    job,
+    readings,
+    write_points,
+)
+from tests.integration.conftest import WARM_RP, config_tables, read_tier, write_toml
+from tests.integration.test_cli import STATUS_KEYS, ok_json, rfc3339, tierflow
 from tierflow._errors import StateError
 from tierflow._secrets import EnvSecret
-from tierflow._state import Outcome, RunStatus, StateStore, open_state_store
+from tierflow._state import LedgerEntry, Outcome, RunStatus, StateStore, open_state_store
 from tierflow._state._postgres import PostgresStateStore, migrations
 from tierflow._windows import Window
+from tierflow.testing import ThrowawayInfluxd
 from tierflow.testing.postgres import ThrowawayPostgres
 from tierflow.testing.state_contract import StateStoreContract
 
@@ -188,3 +201,102 @@ async def test_a_server_that_does_not_answer_is_a_state_error() -> None:
     with pytest.raises(StateError, match=r"postgresql://nobody@127\.0\.0\.1:1/db"):
         await store.watermark("j")
     await store.aclose()
+
+
+def test_run_once_with_postgresql_state_downsamples_and_status_reads_it(
+    influxd: ThrowawayInfluxd,
+    db: str,
+    postgres_url: str,
+    tmp_path: Path,
+    start: datetime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The CLI end to end with `[state] url = "postgresql://…"` (its password from a secret
+    source): what lands in the warm tier equals plain Python's aggregates of the raw points,
+    and `status` and `history` read the ledger back from PostgreSQL."""
+    points = readings(17, start, 24)
+    write_points(influxd, db, points)
+    tables = config_tables(url=influxd.url, db=db, state=tmp_path / "unused", jobs={})
+    tables["state"] = {"url": postgres_url, "password": {"env": "PGSTATE_TEST_PASSWORD"}}
+    tables["jobs.down"] = {"kind": "downsample", "source": "hot", "dest": "warm", **job(start)}
+    config = write_toml(tmp_path, tables)
+    monkeypatch.setenv("PGSTATE_TEST_PASSWORD", "unused-by-trust-auth")
+    now = start + 24 * EVERY
+
+    ran = ok_json(tierflow("run-once", "-c", config, "--now", rfc3339(now), "--json", cwd=tmp_path))
+    again = ok_json(
+        tierflow("run-once", "-c", config, "--now", rfc3339(now), "--json", cwd=tmp_path)
+    )
+    later = now + 2 * EVERY
+    status = ok_json(
+        tierflow("status", "-c", config, "--now", rfc3339(later), "--json", cwd=tmp_path)
+    )
+    history = ok_json(tierflow("history", "down", "-c", config, "--json", cwd=tmp_path))
+
+    assert (ran["succeeded"], ran["failed"]) == (24, 0)
+    assert (again["runs"], again["succeeded"]) == ([], 0)
+    assert_tier(read_tier(influxd, db, WARM_RP), expected_tier(points, grid(start, EVERY, 24)))
+    (row,) = status["jobs"]
+    assert {key: row[key] for key in STATUS_KEYS} == {
+        "job": "down",
+        "watermark": rfc3339(now),
+        "lag_seconds": (later - now).total_seconds(),
+        "last_status": "succeeded",
+        "failed_windows": 0,
+        "pending_windows": 2,
+    }
+    attempts = history["attempts"]
+    assert len(attempts) == 24
+    assert {(a["status"], a["attempt"]) for a in attempts} == {("succeeded", 1)}
+    assert not (tmp_path / "unused").exists()  # nothing went to a SQLite file
+
+    # The ledger is in PostgreSQL, one row per window.
+    async def rows() -> list[LedgerEntry]:
+        async with PostgresStateStore(postgres_url) as store:
+            return await store.entries("down", start)
+
+    entries = asyncio.run(rows())
+    assert [e.window for e in entries] == [Window(a, b) for a, b in grid(start, EVERY, 24)]
+
+
+def test_a_store_serves_one_event_loop_after_another(postgres_url: str) -> None:
+    """The CLI runs each step in its own `asyncio.run`: the store reconnects on each loop, and
+    closing it on yet another loop closes what the earlier loops left idle."""
+    store = PostgresStateStore(postgres_url)
+    assert asyncio.run(store.ensure_job("j", T0)) == T0
+    assert asyncio.run(store.watermark("j")) == T0
+    asyncio.run(store.aclose())
+
+
+async def test_a_worker_with_table_rights_only_opens_a_current_schema(
+    postgres: ThrowawayPostgres, postgres_url: str
+) -> None:
+    """As the README says: once the owner has migrated, a role with CONNECT and the four table
+    rights (no CREATE) runs the store."""
+    async with PostgresStateStore(postgres_url):
+        pass  # migrated by the owner
+    postgres.execute("CREATE ROLE tierflow_worker LOGIN")
+    try:
+        for grant in (
+            "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+            "GRANT USAGE ON SCHEMA public TO tierflow_worker",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public "
+            "TO tierflow_worker",
+        ):
+            postgres.execute(grant, postgres_url)
+        worker_url = postgres_url.replace("//postgres@", "//tierflow_worker@")
+        async with PostgresStateStore(worker_url) as store:
+            assert await store.ensure_job("j", T0) == T0
+            assert await store.claim(
+                "j", windows(1), run_id="r1", started_at=T0, lease_expires_at=T0 + LEASE
+            )
+            outcome = Outcome(RunStatus.SUCCEEDED, T0, 0.1)
+            assert await store.finish("j", windows(1), run_id="r1", outcome=outcome) == T0 + STEP
+        rows = postgres.execute(
+            "SELECT has_schema_privilege('tierflow_worker', 'public', 'CREATE')", postgres_url
+        )
+        assert rows == [(False,)]
+    finally:
+        postgres.execute("REASSIGN OWNED BY tierflow_worker TO postgres", postgres_url)
+        postgres.execute("DROP OWNED BY tierflow_worker", postgres_url)
+        postgres.execute("DROP ROLE tierflow_worker")

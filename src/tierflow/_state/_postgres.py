@@ -1,6 +1,6 @@
 """The PostgreSQL state store: one database shared by the tierflow workers of many machines.
 
-psycopg 3 (async) with a `psycopg_pool.AsyncConnectionPool`; libpq reads the URL, so its
+psycopg 3 (async), with idle connections reused (`_Pool`); libpq reads the URL, so its
 environment variables, `~/.pgpass`, `sslmode` and `target_session_attrs` work as they do for
 `psql`. The password, when the config gives one, comes from a secret source and is resolved for
 each new connection (a rotated secret is picked up), never put in the URL, a log or an error.
@@ -20,7 +20,8 @@ as in every store; the statements are kept by name in `sql/postgres/queries.sql`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Self, TypeVar
@@ -28,7 +29,7 @@ from typing import Any, Self, TypeVar
 import psycopg
 from psycopg import AsyncConnection, AsyncCursor, errors
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import AsyncConnectionPool
+from psycopg.pq import TransactionStatus
 
 from tierflow._errors import StateError
 from tierflow._secrets import SecretSource, aresolve
@@ -62,6 +63,7 @@ __all__ = ["PostgresStateStore", "describe_url", "migrations"]
 
 T = TypeVar("T")
 Q = queries("postgres")
+Connection = AsyncConnection[tuple[Any, ...]]
 Cursor = AsyncCursor[tuple[Any, ...]]
 #: Done windows read per query while the watermark advances.
 _ADVANCE_BATCH = 1000
@@ -99,10 +101,10 @@ class PostgresStateStore(StateStore):
     """State in a PostgreSQL database, shared by any number of workers on any hosts.
 
     Nothing connects until the first call (or `async with`, which connects at once): the first
-    connection migrates the schema, then a pool of up to `max_connections` serves the calls.
+    connection migrates the schema, then up to `max_connections` at a time serve the calls.
     `password` is a secret source (`{ env = "…" }`, `{ file = "…" }`, `{ command = […] }`);
-    without one libpq's usual sources apply (PGPASSWORD, ~/.pgpass). `timeout` bounds waiting
-    for a connection, in seconds."""
+    without one libpq's usual sources apply (PGPASSWORD, ~/.pgpass). `timeout` bounds
+    connecting, in seconds, unless the URL sets `connect_timeout`."""
 
     def __init__(
         self,
@@ -117,7 +119,8 @@ class PostgresStateStore(StateStore):
         self._password = password
         self._max_connections = max_connections
         self._timeout = timeout
-        self._pool: AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]] | None = None
+        self._pool: _Pool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the pool's
         self._opening = asyncio.Lock()
         self._closed = False
         self._secrets: set[str] = set()  # resolved passwords, kept out of every message
@@ -143,37 +146,46 @@ class PostgresStateStore(StateStore):
             kwargs["password"] = secret
         return kwargs
 
-    async def _ready(self) -> AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]]:
+    async def _connect(self) -> Connection:
+        return await AsyncConnection.connect(self.url, **await self._connect_kwargs())
+
+    async def _ready(self) -> _Pool:
         if self._closed:
             raise StateError(f"state store {self._where} is closed")
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._forget_loop(loop)
         if self._pool is not None:
             return self._pool
         async with self._opening:
             if self._pool is None:
-                try:
-                    self.schema_version = await self._migrate()
-                    pool = AsyncConnectionPool(
-                        self.url,
-                        kwargs=self._connect_kwargs,
-                        min_size=1,
-                        max_size=self._max_connections,
-                        timeout=self._timeout,
-                        name="tierflow-state",
-                        open=False,
-                    )
-                    await pool.open()
-                except psycopg.Error as exc:
-                    raise self._error(exc) from exc
-                self._pool = pool
+                if self.schema_version is None:
+                    try:
+                        self.schema_version = await self._migrate()
+                    except psycopg.Error as exc:
+                        raise self._error(exc) from exc
+                self._pool = _Pool(self._connect, self._max_connections)
         return self._pool
+
+    def _forget_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Move to another event loop. Connections belong to the loop they were opened on, and
+        the CLI runs each step in its own `asyncio.run`: the idle connections of a loop that is
+        gone are closed at once, and the next call connects afresh on its loop. The schema is
+        not migrated again."""
+        if self._pool is not None:
+            self._pool.drop()
+        self._pool = None
+        self._inflight = set()
+        self._opening = asyncio.Lock()
+        self._loop = loop
 
     async def _migrate(self) -> int:
         """Apply the migrations the database lacks, in order, in one transaction under an
         advisory lock: of workers starting at once, one migrates and the others find it done."""
-        kwargs = await self._connect_kwargs()
-        async with await AsyncConnection.connect(self.url, **kwargs) as db, db.transaction():
+        async with await self._connect() as db, db.transaction():
             await db.execute(Q["migration_lock"])
-            await db.execute(Q["create_schema_migrations"])
+            if not await _scalar(db, "has_schema_migrations"):
+                await db.execute(Q["create_schema_migrations"])
             have = await _scalar(db, "schema_version")
             shipped = migrations()
             if have > len(shipped):
@@ -194,10 +206,13 @@ class PostgresStateStore(StateStore):
         if self._closed:
             return
         self._closed = True
+        if self._loop is not asyncio.get_running_loop():
+            self._forget_loop(None)  # the pool's loop is gone: close its connections at once
+            return
         if self._inflight:  # calls whose callers were cancelled: let them commit or not
             await asyncio.gather(*self._inflight, return_exceptions=True)
         if self._pool is not None:
-            await self._pool.close()
+            await self._pool.aclose()
             self._pool = None
 
     def _error(self, exc: BaseException) -> StateError:
@@ -486,7 +501,42 @@ class PostgresStateStore(StateStore):
 # -- helpers inside a transaction ---------------------------------------------------------------
 
 
-async def _scalar(db: AsyncConnection[tuple[Any, ...]], name: str) -> int:
+class _Pool:
+    """The connections of one event loop: idle ones reused, new ones opened on demand, at most
+    `size` in use. Unlike psycopg_pool it runs no background tasks (connecting, growing,
+    checking), which would outlive a loop that ends mid-connect: the CLI's `asyncio.run`s
+    would hang closing it. A connection that fails or is left in a transaction is closed."""
+
+    def __init__(self, connect: Callable[[], Awaitable[Connection]], size: int) -> None:
+        self._connect = connect
+        self._idle: list[Connection] = []
+        self._slots = asyncio.Semaphore(size)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        async with self._slots:
+            db = self._idle.pop() if self._idle else await self._connect()
+            try:
+                yield db
+            finally:
+                if not db.closed and db.info.transaction_status is TransactionStatus.IDLE:
+                    self._idle.append(db)
+                else:
+                    db.pgconn.finish()
+
+    def drop(self) -> None:
+        """Close the idle connections at once, without the event loop (theirs may be gone)."""
+        for db in self._idle:
+            db.pgconn.finish()
+        self._idle.clear()
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for db in idle:
+            await db.close()
+
+
+async def _scalar(db: Connection, name: str) -> int:
     cursor = await db.execute(Q[name])
     row = await cursor.fetchone()
     assert row is not None

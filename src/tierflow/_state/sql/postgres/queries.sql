@@ -8,6 +8,11 @@
 -- and every one but the first finds nothing left to do. (The key is "tierflow" in ASCII.)
 SELECT pg_advisory_xact_lock(8388347322973319031);
 
+-- name: has_schema_migrations
+-- Asked first: CREATE TABLE IF NOT EXISTS needs the CREATE right even when the table exists,
+-- and a worker that finds the schema current needs no DDL right at all.
+SELECT (to_regclass('schema_migrations') IS NOT NULL)::integer;
+
 -- name: create_schema_migrations
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version    integer     PRIMARY KEY,
