@@ -25,8 +25,6 @@ class FakeEngine(Engine):
     over every `execute` call this engine has received), otherwise reports `points` written.
     Read queries (`query`) are recorded in `reads` and answer `series`."""
 
-    dialect = "fake"
-
     def __init__(
         self, *, failures: Mapping[int, BaseException] | None = None, points: int = 0
     ) -> None:

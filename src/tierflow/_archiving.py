@@ -1,11 +1,10 @@
 """Archive jobs and restores: the cold tier's two directions.
 
 An archive job copies each window of its source measurements, point for point, into the cold
-tier's Parquet archive (from 1.x through `/query?chunked=true` CSV, from 2.x through Flux
-pivoted to one row per point), then checks the copy against the source before the window counts as
-done: per field, the number of values archived must equal InfluxDB's own `count()` over the
-same range. A restore reads an archived range back and writes it, field types kept, into a live
-tier.
+tier's Parquet archive (each dialect exports its own way: `Dialect.stage_window`), then checks
+the copy against the source before the window counts as done: per field, the number of values
+archived must equal InfluxDB's own `count()` over the same range. A restore reads an archived
+range back and writes it, field types kept, into a live tier.
 """
 
 from __future__ import annotations
@@ -22,8 +21,9 @@ from typing import Any
 from tierflow._archive import ParquetArchive, PointBatch, open_archive
 from tierflow._archive._archive import StagedWindow
 from tierflow._config import ArchiveJob, Config, TierConfig
-from tierflow._engines import Engine, dialect_named
-from tierflow._errors import ArchiveMismatchError, EngineError
+from tierflow._engines import Engine
+from tierflow._engines._dialect import WindowExport
+from tierflow._errors import ArchiveMismatchError, ConfigError, EngineError
 from tierflow._lineprotocol import (
     LineProtocolError,
     check_tag_values,
@@ -81,28 +81,14 @@ async def archive_window(
     staged: list[StagedWindow] = []
     try:
         for measurement in job.measurements:
-            # One at a time, so that a failure discards what was staged before it.
-            one = await _stage_checked(engine, archive, job, source, measurement, window)
-            staged.append(one)
+            # One at a time, so that a failure discards what was staged before it. Each
+            # dialect reads and counts its own way.
+            export = WindowExport(archive, job, source, measurement, window)
+            staged.append(await engine.dialect.stage_window(engine, export))
         return sum([(await archive.acommit(one)).rows for one in staged])
     finally:
         for one in staged:
             archive.discard(one)
-
-
-async def _stage_checked(
-    engine: Engine,
-    archive: ParquetArchive,
-    job: ArchiveJob,
-    source: TierConfig,
-    measurement: str,
-    window: Window,
-) -> StagedWindow:
-    """One measurement's window, staged and checked: per field, the values archived equal
-    InfluxDB's own count over the same range (each dialect reads and counts its own way)."""
-    return await dialect_named(engine.dialect).stage_window(
-        engine, archive, job, source, measurement, window
-    )
 
 
 async def alongside(
@@ -214,7 +200,11 @@ async def restore(
     """Write the archived points of `[start, stop)` (one measurement or all) into `into`.
 
     A measurement the dest refuses (a field type conflict, a name line protocol cannot carry)
-    fails alone and is listed in `Transfer.failures`; the others are still restored."""
+    fails alone and is listed in `Transfer.failures`; the others are still restored. A tier
+    whose engine declares no `write` capability is refused before anything is read."""
+    can = engine.dialect.capabilities
+    if not can.write:
+        raise ConfigError(f"cannot restore into this tier: {can.why_not['write']}")
 
     async def batches() -> AsyncIterator[tuple[str, PointBatch]]:
         for archived in archive.read(start, stop, measurement=measurement):

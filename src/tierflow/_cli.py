@@ -3,7 +3,6 @@ machines). Exit codes: 0 done, 1 some window failed, 2 bad input (config, argume
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import textwrap
 from typing import TYPE_CHECKING, Annotated, Any
@@ -23,12 +22,10 @@ from tierflow._cli_common import (
     err,
     fail,
     instant,
-    mapped_errors,
     out,
     plural,
     print_json,
-    run_async,
-    session,
+    run_command,
     when,
 )
 from tierflow._cli_definitions import definition_json, print_redefined
@@ -36,8 +33,7 @@ from tierflow._cli_definitions import register as register_definition_commands
 from tierflow._cli_group import TierflowGroup
 from tierflow._cli_report import claims_table, progress, report_runs, status_table
 from tierflow._clock import utc_now
-from tierflow._config import DEFAULT_CONFIG, load_config
-from tierflow._errors import ApplyRefusedError, InvalidInputError
+from tierflow._config import DEFAULT_CONFIG, Config
 from tierflow._logging import configure_logging
 from tierflow._runner import BatchRun, JobStatus, Runner
 from tierflow._state import LedgerEntry
@@ -45,6 +41,7 @@ from tierflow._state import LedgerEntry
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from tierflow._api import Validation
     from tierflow._definitions import DefinitionCheck
 
 __all__ = ["app", "main"]
@@ -77,9 +74,11 @@ def validate(
     and (when the state store exists) that no job was redefined since its ledger was recorded;
     exit 0 if all is well (warnings, e.g. a start in the future, on stderr), 2 with every
     problem listed if not, 1 if a server could not be asked (--online)."""
-    with mapped_errors():
-        loaded = load_config(config)
-        found = asyncio.run(Tierflow(loaded).validate(online=online))
+
+    async def work(loaded: Config, tf: Tierflow) -> tuple[Config, Validation]:
+        return loaded, await tf.validate(online=online)
+
+    loaded, found = run_command(config, work)
     problems, cautions = found.problems, list(found.warnings)
     if problems:
         listing = "\n".join("  " + problem.render() for problem in problems)
@@ -107,9 +106,12 @@ def plan(
     from tierflow._jobs import render_job
 
     at = instant(now, "--now")
-    with session(config, jobs) as (loaded, tf):
-        plans = asyncio.run(tf.plan(at, jobs))
-        checks = {c.job: c for c in asyncio.run(check_definitions(loaded, tf.store, jobs))}
+
+    async def read(
+        loaded: Config, tf: Tierflow
+    ) -> tuple[dict[str, Any], dict[str, DefinitionCheck]]:
+        plans = await tf.plan(at, jobs)
+        checks = {c.job: c for c in await check_definitions(loaded, tf.store, jobs)}
         body: dict[str, Any] = {
             "jobs": [
                 {
@@ -139,6 +141,9 @@ def plan(
                 for p in plans
             ]
         }
+        return body, checks
+
+    body, checks = run_command(config, read, jobs)
     if as_json:
         print_json(body)
         return
@@ -177,15 +182,14 @@ def run_once(
     """Run every due window once, record each; exit 1 if any failed, or if another run holds
     some (each is named, with its holder and lease) and --wait was not given."""
     at = instant(now, "--now")
-    with session(config, jobs, checked=True) as (_, tf):
-        plans = asyncio.run(tf.plan(at, jobs))
-        total = sum(len(p.windows) + len(p.skipped) for p in plans)
 
-        async def work(tf: Tierflow) -> tuple[list[BatchRun], list[LedgerEntry]]:
+    async def work(_: Config, tf: Tierflow) -> tuple[list[BatchRun], list[LedgerEntry]]:
+        plans = await tf.plan(at, jobs)
+        total = sum(len(p.windows) + len(p.skipped) for p in plans)
+        with progress(tf.runner, total, as_json):
             return await tf.run_once(jobs, at, wait=wait), await tf.held()
 
-        with progress(tf.runner, total, as_json):
-            runs, held = run_async(tf, work)
+    runs, held = run_command(config, work, jobs, checked=True)
     report_runs(runs, as_json, held)
 
 
@@ -221,16 +225,15 @@ def run(
             runner.on_progress = display.advance
             display.catch_up(sum(len(p.windows) for p in await runner.plan(utc_now())))
 
-    with mapped_errors():
-        loaded = load_config(config)
-        asyncio.run(
-            serve(
-                loaded,
-                trace_memory=trace_memory,
-                on_started=shown,
-                on_stopped=display.close_bar if display is not None else None,
-            )
-        )
+    run_command(
+        config,
+        lambda loaded, _: serve(
+            loaded,
+            trace_memory=trace_memory,
+            on_started=shown,
+            on_stopped=display.close_bar if display is not None else None,
+        ),
+    )
 
 
 @app.command()
@@ -248,14 +251,13 @@ def backfill(
     begin, end, at = instant(start, "--from"), instant(stop, "--to"), instant(now, "--now")
     if begin >= end:
         fail(f"--from {start} is not before --to {stop}", 2)
-    with session(config, [job]) as (_, tf):
+
+    async def work(_: Config, tf: Tierflow) -> tuple[list[BatchRun], list[LedgerEntry]]:
         batches = tf.runner.backfill_batches(job, begin, end, at)
         with progress(tf.runner, sum(len(b.windows) for b in batches), as_json):
+            return await tf.backfill(job, begin, end, at), await tf.held()
 
-            async def work(tf: Tierflow) -> tuple[list[BatchRun], list[LedgerEntry]]:
-                return await tf.backfill(job, begin, end, at), await tf.held()
-
-            runs, held = run_async(tf, work)
+    runs, held = run_command(config, work, [job])
     report_runs(runs, as_json, held)
 
 
@@ -284,8 +286,7 @@ def retry(
         fail("--from and --to go together", 2)
     begin = instant(start, "--from") if start else None
     end = instant(stop, "--to") if stop else None
-    with session(config, [job]) as (_, tf):
-        count = asyncio.run(tf.requeue(job, begin, end))
+    count = run_command(config, lambda _, tf: tf.requeue(job, begin, end), [job])
     if as_json:
         print_json({"job": job, "requeued": count})
     else:
@@ -305,19 +306,18 @@ def status(
     from tierflow._definitions import check_definitions
 
     at = instant(now, "--now")
-    with session(config, jobs) as (loaded, tf):
 
-        async def read() -> tuple[list[JobStatus], list[DefinitionCheck], dict[str, datetime]]:
-            rows = await tf.status(jobs, at)
-            found = await check_definitions(loaded, tf.store, jobs)
-            # When each job next has work: now if windows are pending, else the next wake.
-            wakes = {
-                s.job: at if s.pending_windows else await tf.next_wake(s.job, at) for s in rows
-            }
-            return rows, found, wakes
+    async def read(
+        loaded: Config, tf: Tierflow
+    ) -> tuple[Config, list[JobStatus], list[DefinitionCheck], dict[str, datetime]]:
+        rows = await tf.status(jobs, at)
+        found = await check_definitions(loaded, tf.store, jobs)
+        # When each job next has work: now if windows are pending, else the next wake.
+        wakes = {s.job: at if s.pending_windows else await tf.next_wake(s.job, at) for s in rows}
+        return loaded, rows, found, wakes
 
-        rows, found, wakes = asyncio.run(read())
-        checks = {c.job: c for c in found}
+    loaded, rows, found, wakes = run_command(config, read, jobs)
+    checks = {c.job: c for c in found}
     body: list[dict[str, Any]] = [
         {
             "job": s.job,
@@ -371,8 +371,7 @@ def history(
     as_json: JsonOption = False,
 ) -> None:
     """The job's latest attempts, newest first."""
-    with session(config, [job]) as (_, tf):
-        attempts = asyncio.run(tf.history(job, limit=limit))
+    attempts = run_command(config, lambda _, tf: tf.history(job, limit=limit), [job])
     body: list[dict[str, Any]] = [
         {
             "start": when(a.window.start),
@@ -457,14 +456,9 @@ def apply_tiers(
     retention, which the server would delete (unless --allow-shrink)."""
     from tierflow._apply import Action
 
-    with mapped_errors():
-        loaded = load_config(config)
-        try:
-            changes = asyncio.run(
-                Tierflow(loaded).apply(dry_run=dry_run, force=force, allow_shrink=allow_shrink)
-            )
-        except ApplyRefusedError as exc:
-            raise InvalidInputError(str(exc)) from None
+    changes = run_command(
+        config, lambda _, tf: tf.apply(dry_run=dry_run, force=force, allow_shrink=allow_shrink)
+    )
     if as_json:
         print_json({"changes": [change.as_json() for change in changes]})
         return

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -16,16 +14,17 @@ from tierflow._cli_common import (
     JsonOption,
     err,
     instant,
-    mapped_errors,
     out,
     plural,
     print_json,
+    run_command,
 )
 from tierflow._cli_group import TierflowGroup
-from tierflow._config import DEFAULT_CONFIG, load_config
+from tierflow._config import DEFAULT_CONFIG
 from tierflow._errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from tierflow._config import Config
     from tierflow._transfer import Transfer
 
 __all__ = ["register"]
@@ -42,13 +41,6 @@ archive_app = typer.Typer(
 )
 
 
-def _archive_of(config: Path, tier: str) -> Tierflow:
-    """A `Tierflow` on the config at `config`, checked to have cold tier `tier`."""
-    tf = Tierflow(load_config(config))
-    tf.archive(tier)  # bad input if it is not a cold tier
-    return tf
-
-
 @archive_app.command("verify")
 def archive_verify(
     tier: Annotated[str, typer.Argument(metavar="TIER", help="The cold tier.")],
@@ -56,8 +48,7 @@ def archive_verify(
     as_json: JsonOption = False,
 ) -> None:
     """Re-check every archived file (exists, checksum, row count); exit 1 naming each bad one."""
-    with mapped_errors():
-        problems = asyncio.run(_archive_of(config, tier).archive_verify(tier))
+    problems = run_command(config, lambda _, tf: tf.archive_verify(tier))
     if as_json:
         print_json({"tier": tier, "ok": not problems, "problems": [str(p) for p in problems]})
     else:
@@ -83,8 +74,7 @@ def archive_query(
     as_json: JsonOption = False,
 ) -> None:
     """Run SQL over the archive with DuckDB (extra tierflow[archive-query]), no restore needed."""
-    with mapped_errors():
-        result = asyncio.run(_archive_of(config, tier).archive_query(tier, sql))
+    result = run_command(config, lambda _, tf: tf.archive_query(tier, sql))
     if as_json:
         print_json({"columns": list(result.columns), "rows": [list(r) for r in result.rows]})
         return
@@ -114,20 +104,17 @@ def restore(
     first offending point and left out; the others are restored; exit 1 if any was refused."""
     from tierflow._lineprotocol import ns_isoformat
 
-    with mapped_errors():
-        tf = _archive_of(config, tier)
-        target = tf.config.tiers.get(into)
+    async def work(loaded: Config, tf: Tierflow) -> Transfer:
+        tf.archive(tier)  # bad input if it is not a cold tier
+        target = loaded.tiers.get(into)
         if target is None or target.is_archive:
             raise InvalidInputError(f"--into {into!r} is not a live tier of {config}")
         begin, end = instant(start, "--from"), instant(stop, "--to")
         if begin >= end:
             raise InvalidInputError(f"--from {start} is not before --to {stop}")
+        return await tf.restore(tier, begin, end, into=into, measurement=measurement)
 
-        async def go() -> Transfer:
-            async with tf:
-                return await tf.restore(tier, begin, end, into=into, measurement=measurement)
-
-        moved = asyncio.run(go())
+    moved = run_command(config, work)
     if as_json:
         print_json(
             {

@@ -1,5 +1,6 @@
 """What every `tierflow` command shares: the consoles, the common options, error mapping (a
-tierflow error, never a traceback), parsing instants, and opening a config as a `Tierflow`."""
+tierflow error, never a traceback), parsing instants, and `run_command`: a command's work on a
+`Tierflow`, as one coroutine on one event loop."""
 
 from __future__ import annotations
 
@@ -19,7 +20,13 @@ from rich.text import Text
 from tierflow._api import Tierflow
 from tierflow._clock import utc_now
 from tierflow._config import Config, load_config
-from tierflow._errors import ConfigError, InvalidInputError, TierflowError, UnknownJobError
+from tierflow._errors import (
+    ApplyRefusedError,
+    ConfigError,
+    InvalidInputError,
+    TierflowError,
+    UnknownJobError,
+)
 from tierflow._runner import select_jobs
 from tierflow._windows import isoformat
 
@@ -35,8 +42,7 @@ __all__ = [
     "out",
     "plural",
     "print_json",
-    "run_async",
-    "session",
+    "run_command",
     "when",
 ]
 
@@ -81,10 +87,11 @@ def fail(message: str, code: int) -> NoReturn:
 
 @contextmanager
 def mapped_errors() -> Iterator[None]:
-    """Bad input (config, arguments, job names) exits 2, any other tierflow error 1."""
+    """Bad input (config, arguments, job names, tiers `apply` cannot apply as declared) exits 2,
+    any other tierflow error 1."""
     try:
         yield
-    except (ConfigError, InvalidInputError, UnknownJobError) as exc:
+    except (ConfigError, InvalidInputError, UnknownJobError, ApplyRefusedError) as exc:
         fail(str(exc), 2)
     except TierflowError as exc:
         fail(str(exc), 1)
@@ -104,38 +111,37 @@ def instant(text: str | None, option: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-@contextmanager
-def session(
-    config: Path, jobs: Sequence[str] | None = None, *, checked: bool = False
-) -> Iterator[tuple[Config, Tierflow]]:
-    """The config at `config` and a `Tierflow` on it, closed on the way out; errors mapped to
-    exit codes. The job names are checked before the store opens: a typo must not leave a state
-    file behind. `checked` (for the commands that run windows): every chosen job's definition
-    must match the one its ledger was recorded with (exit 2 naming what changed)."""
+def run_command(
+    config: Path,
+    work: Callable[[Config, Tierflow], Awaitable[T]],
+    jobs: Sequence[str] | None = None,
+    *,
+    checked: bool = False,
+) -> T:
+    """What every command does around its own work: load the config at `config`, check the job
+    names (before the store opens: a typo must not leave a state file behind), then run
+    `work(config, tf)` on one event loop with a `Tierflow` closed on that loop after; errors
+    mapped to exit codes. `checked` (for the commands that run windows): every chosen job's
+    definition must match the one its ledger was recorded with (exit 2 naming what changed)."""
     with mapped_errors():
         loaded = load_config(config)
         select_jobs(loaded, jobs)
-        tf = Tierflow(loaded)
-        try:
-            if checked:
-                from tierflow._definitions import accept_definitions
-
-                asyncio.run(accept_definitions(loaded, tf.store, jobs))
-            yield loaded, tf
-        finally:
-            asyncio.run(tf.aclose())
+        return asyncio.run(_work(loaded, work, jobs, checked=checked))
 
 
-def run_async(tf: Tierflow, work: Callable[[Tierflow], Awaitable[T]]) -> T:
-    """Run `work` on an event loop of its own, closing the engines (and store) on it after."""
+async def _work(
+    config: Config,
+    work: Callable[[Config, Tierflow], Awaitable[T]],
+    jobs: Sequence[str] | None,
+    *,
+    checked: bool,
+) -> T:
+    async with Tierflow(config) as tf:
+        if checked:
+            from tierflow._definitions import accept_definitions
 
-    async def go() -> T:
-        try:
-            return await work(tf)
-        finally:
-            await tf.aclose()
-
-    return asyncio.run(go())
+            await accept_definitions(config, tf.store, jobs)
+        return await work(config, tf)
 
 
 def print_json(body: object) -> None:

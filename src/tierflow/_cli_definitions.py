@@ -3,7 +3,6 @@ redefined since its ledger was recorded (see `tierflow._definitions`)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,7 +16,7 @@ from tierflow._cli_common import (
     out,
     plural,
     print_json,
-    session,
+    run_command,
     when,
 )
 from tierflow._config import DEFAULT_CONFIG
@@ -73,8 +72,9 @@ def reset(
     from tierflow._definitions import reset_job
 
     since = instant(start, "--from") if start is not None else None
-    with session(config, [job]) as (loaded, tf):
-        done = asyncio.run(reset_job(loaded, tf.store, job, since, dry_run=dry_run))
+    done = run_command(
+        config, lambda loaded, tf: reset_job(loaded, tf.store, job, since, dry_run=dry_run), [job]
+    )
     if as_json:
         print_json(
             {

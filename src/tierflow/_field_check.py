@@ -25,7 +25,7 @@ from datetime import datetime
 
 from tierflow._archive import FieldType
 from tierflow._config import DownsampleJob, TierConfig
-from tierflow._engines import Engine, dialect_named, dialects
+from tierflow._engines import Engine, dialects
 from tierflow._errors import EngineError, TemplateError
 from tierflow._logging import log_event
 
@@ -52,7 +52,7 @@ async def source_field_types(
     engine: Engine, tier: TierConfig, measurement: str, *, now: datetime
 ) -> dict[str, frozenset[FieldType]]:
     """Every type each field of `measurement` has in the tier (empty: no such measurement)."""
-    return await dialect_named(engine.dialect).field_types(engine, tier, measurement, now=now)
+    return await engine.dialect.field_types(engine, tier, measurement, now=now)
 
 
 def missing_fields(job: DownsampleJob, types: Mapping[str, frozenset[FieldType]]) -> list[str]:

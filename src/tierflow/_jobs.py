@@ -1,7 +1,8 @@
 """Turning a job and a batch of windows into the query that runs them.
 
-The template is picked by the job's kind and its source connection's kind (InfluxQL for 1.x,
-Flux for 2.x); every rendered query then passes `check_query` before anyone may send it.
+The template is picked by the job's kind and its source connection's dialect (found by the
+registry from the connection's kind); every rendered query then passes `check_query` before
+anyone may send it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from tierflow._config import (
     TierConfig,
 )
 from tierflow._engines import Dialect, Series, dialect_for
-from tierflow._engines.flux._literals import delete_predicate
 from tierflow._errors import TemplateError
 from tierflow._planner import Batch
 from tierflow._query_checks import Target, check_query
@@ -167,6 +167,7 @@ def render_export(config: Config, name: str, batch: Batch) -> RenderedQuery:
 
 def _deletes(config: Config, name: str, batch: Batch) -> tuple[DeleteRange, ...]:
     job = config.jobs[name]
+    dest = config.connection_of(job.dest)
     bucket = config.tiers[job.dest].bucket
     tags = tuple(sorted(job.tags.items()))
     deletes = tuple(
@@ -174,7 +175,8 @@ def _deletes(config: Config, name: str, batch: Batch) -> tuple[DeleteRange, ...]
         for measurement in dict.fromkeys(job.dest_measurement(m) for m in job.measurements)
     )
     for delete in deletes:
-        delete_predicate(delete)  # refuses what the predicate cannot say, before anything runs
+        # Refuses what the dest's delete cannot say, before anything runs.
+        dialect_for(dest).check_delete(delete)
     return deletes
 
 

@@ -40,6 +40,7 @@ from tenacity import (
 
 from tierflow._config import CircuitConfig, RetryConfig
 from tierflow._engines._base import Engine, Execution, Series
+from tierflow._engines._dialect import Dialect
 from tierflow._errors import CircuitOpenError, EngineError
 from tierflow._logging import log_event
 from tierflow._metrics import Metrics
@@ -253,7 +254,6 @@ class ResilientEngine(Engine):
         probe_timeout: float = 0.0,
     ) -> None:
         self.inner = inner
-        self.dialect = inner.dialect
         self.connection = connection
         self.retry = retry
         self.metrics = metrics
@@ -270,6 +270,11 @@ class ResilientEngine(Engine):
             sleep=sleep,
         )
         self._backoff = _Backoff(retry, rng or random.Random(), self.breaker)
+
+    @property
+    def dialect(self) -> Dialect:  # type: ignore[override]  # read through, never set
+        """The wrapped engine's: the retry layer speaks no language of its own."""
+        return self.inner.dialect
 
     async def execute(self, query: RenderedQuery, *, database: str | None = None) -> Execution:
         return await self._call(lambda: self.inner.execute(query, database=database))
@@ -288,14 +293,8 @@ class ResilientEngine(Engine):
     def query_chunks(
         self, text: str, *, database: str | None = None, chunk_size: int = 10_000
     ) -> AsyncIterator[list[Series]]:
-        # Like `stream`: a result half read cannot be retried here; its window is re-run.
+        # A result half read cannot be retried here; the window that reads it is re-run.
         return self.inner.query_chunks(text, database=database, chunk_size=chunk_size)
-
-    def stream(
-        self, text: str, *, database: str | None = None, chunk_size: int = 10_000
-    ) -> AsyncIterator[bytes]:
-        # A stream half consumed cannot be retried here; the window that reads it is re-run.
-        return self.inner.stream(text, database=database, chunk_size=chunk_size)
 
     async def delete(self, target: DeleteRange) -> None:
         # Safe to retry: deleting a range twice leaves it as deleting it once.
@@ -307,6 +306,9 @@ class ResilientEngine(Engine):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+    def unwrapped(self) -> Engine:
+        return self.inner.unwrapped()
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
         deadline = self._monotonic() + self.retry.deadline.total_seconds()

@@ -1,11 +1,10 @@
 """Query text from Jinja2 templates: sandboxed, strict, and safe by construction.
 
-Every value that reaches a query must pass through a quoting filter (`influxql_ident`,
-`influxql_string`, `influxql_time`, `flux_string`, `flux_time`, …), which marks its output as
+Every value that reaches a query must pass through a quoting filter, which marks its output as
 `QueryLiteral`. The environment's `finalize` refuses anything else, so a template that forgets to
 quote a value fails to render instead of silently letting hostile input change the statement.
-The Flux filters live in `_engines.flux._literals`; this module registers them beside the
-InfluxQL ones.
+Each dialect owns its filters (`Dialect.filters()`, in its engine package); this module asks
+every registered dialect for them when it first builds an environment, and knows no language.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -23,9 +22,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-from tierflow._config import AGGREGATES
 from tierflow._errors import TemplateError
-from tierflow._windows import ensure_utc, isoformat
 
 if TYPE_CHECKING:
     from tierflow._engines._dialect import Dialect
@@ -34,11 +31,6 @@ __all__ = [
     "DeleteRange",
     "QueryLiteral",
     "RenderedQuery",
-    "influxql_duration",
-    "influxql_ident",
-    "influxql_number",
-    "influxql_string",
-    "influxql_time",
     "number_literal",
     "render",
     "render_file",
@@ -67,7 +59,7 @@ class DeleteRange:
 class RenderedQuery:
     """A query ready to send, with what the ledger records about where it came from.
 
-    `dialect` names the language (`Dialect.name`: `influxql`, `flux`), set by the renderer
+    `dialect` names the language (`Dialect.name`), set by the renderer
     from the source connection's kind. `deletes` are ranges the engine must delete before it
     sends the query (`replace = true`); they are part of the same call, so a retry repeats both.
     """
@@ -81,64 +73,6 @@ class RenderedQuery:
     @property
     def hash(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()[:16]
-
-
-_INFLUXQL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "'": "\\'", "\n": "\\n"})
-
-
-def influxql_ident(name: object) -> QueryLiteral:
-    """A double-quoted InfluxQL identifier (the scanner unescapes `\\\\ \\" \\' \\n`)."""
-    text = _text(name, "identifier")
-    if not text:
-        raise TemplateError("an InfluxQL identifier cannot be empty")
-    return QueryLiteral('"' + text.translate(_INFLUXQL_ESCAPES) + '"')
-
-
-def influxql_string(value: object) -> QueryLiteral:
-    """A single-quoted InfluxQL string literal."""
-    return QueryLiteral("'" + _text(value, "string").translate(_INFLUXQL_ESCAPES) + "'")
-
-
-def influxql_time(moment: object) -> QueryLiteral:
-    """An RFC 3339 UTC time literal, e.g. `'2026-11-01T00:00:00Z'`."""
-    if not isinstance(moment, datetime):
-        raise TemplateError(f"influxql_time needs a datetime, got {type(moment).__name__}")
-    try:
-        return QueryLiteral(f"'{isoformat(ensure_utc(moment))}'")
-    except ValueError as exc:
-        raise TemplateError(f"influxql_time: {exc}") from None
-
-
-_INFLUXQL_UNITS = (
-    ("w", 604_800_000_000),
-    ("d", 86_400_000_000),
-    ("h", 3_600_000_000),
-    ("m", 60_000_000),
-    ("s", 1_000_000),
-    ("ms", 1000),
-    ("u", 1),
-)
-
-
-def influxql_duration(delta: object) -> QueryLiteral:
-    """An InfluxQL duration literal: one integer and one unit (InfluxQL has no `1h30m`)."""
-    if not isinstance(delta, timedelta):
-        raise TemplateError(f"influxql_duration needs a timedelta, got {type(delta).__name__}")
-    micros = delta // timedelta(microseconds=1)
-    if micros == 0:
-        return QueryLiteral("0s")
-    for unit, size in _INFLUXQL_UNITS:
-        if micros % size == 0:
-            return QueryLiteral(f"{micros // size}{unit}")
-    raise AssertionError("unreachable: every duration is a whole number of microseconds")
-
-
-def influxql_function(name: object) -> QueryLiteral:
-    """An aggregate function name from the known set (they cannot be quoted, so they are vetted)."""
-    text = _text(name, "function")
-    if text not in AGGREGATES:
-        raise TemplateError(f"unknown aggregate function {text!r}")
-    return QueryLiteral(text)
 
 
 def number_literal(value: object, what: str = "number") -> str:
@@ -156,25 +90,6 @@ def number_literal(value: object, what: str = "number") -> str:
     return text if "." in text else text + ".0"
 
 
-def influxql_number(value: object) -> QueryLiteral:
-    """A finite int or float as an InfluxQL number literal."""
-    return QueryLiteral(number_literal(value, "influxql_number"))
-
-
-def _text(value: object, what: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise TemplateError(f"cannot quote a {type(value).__name__} as an InfluxQL {what}")
-    text = str(value)
-    # InfluxQL's reader turns CR into a newline and takes NUL for the end of input; no escape
-    # spells either, so such a value cannot be written in a query at all.
-    if "\r" in text or "\x00" in text:
-        raise TemplateError(
-            f"the InfluxQL {what} {text[:40]!r} holds a carriage return or NUL, "
-            "which InfluxQL cannot quote"
-        )
-    return text
-
-
 def _require_quoted(value: object) -> object:
     if isinstance(value, QueryLiteral):
         return value
@@ -182,9 +97,16 @@ def _require_quoted(value: object) -> object:
         return value
     raise TemplateError(
         f"the value {str(value)[:40]!r} reached the query without a quoting filter "
-        "(InfluxQL: influxql_ident, influxql_string, influxql_time, influxql_duration, "
-        "influxql_number; Flux: flux_string, flux_time, flux_duration, flux_ident, flux_number)"
+        f"({_filter_names()})"
     )
+
+
+@cache
+def _filter_names() -> str:
+    """Every dialect's quoting filters, by dialect, for the message above."""
+    from tierflow._engines import dialects
+
+    return "; ".join(f"{d.name}: {', '.join(d.filters())}" for d in dialects())
 
 
 def _environment(loader: jinja2.BaseLoader) -> SandboxedEnvironment:

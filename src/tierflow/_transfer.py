@@ -1,38 +1,32 @@
-"""Moving points in bulk: the export path (InfluxDB → Arrow batches, streamed) and the write path
-(Arrow batches → line protocol → InfluxDB), shared by archive, restore and cross-connection
-relays. This module holds the 1.x export and the writer for both; the 2.x export is in
-`tierflow._engines.flux._export`.
+"""Moving points in bulk: the write path (Arrow batches → line protocol → an engine's `write`),
+shared by restore and cross-connection relays. What is read is each dialect's, as typed
+batches streamed a chunk at a time (`Dialect.stage_window` for archives,
+`Dialect.aggregate_batches` for relays).
 
-The 1.x export (`export_influxql`, in `tierflow._engines.influxql._export`) reads one
-measurement over a range with `/query?chunked=true`, so only one chunk (at most `chunk_size`
-points) is in memory at a time. Writes are encoded a batch at a time, split into bodies under
-the server's limit, and posted at most `max_concurrency` at a time
-through the connection's retry layer; a body that cannot be written fails the whole transfer, or
-with `isolate` (restores) only its measurement — nothing is buffered across windows and nothing
-is dropped.
+Writes are encoded a batch at a time, split into bodies under the server's limit, and posted at
+most `max_concurrency` at a time through the connection's retry layer; a body that cannot be
+written fails the whole transfer, or with `isolate` (restores) only its measurement — nothing
+is buffered across windows and nothing is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tierflow._archive import PointBatch
-from tierflow._config import TierConfig
-from tierflow._engines import Engine, dialect_named
+from tierflow._engines import Engine
 from tierflow._errors import AuthError, EngineError, WriteRefusedError
 from tierflow._lineprotocol import LineProtocolError, Piece, encode_batch
-from tierflow._templates import RenderedQuery
 
 __all__ = [
     "Transfer",
     "WriteRefusedError",
-    "aggregate_batches",
     "write_batches",
 ]
 
@@ -50,28 +44,6 @@ class Transfer:
     requests: int
     #: Measurements refused and left out (`write_batches(isolate=True)`), one error each.
     failures: tuple[WriteRefusedError, ...] = ()
-
-
-async def aggregate_batches(
-    engine: Engine,
-    *,
-    tier: TierConfig,
-    measurement: str,
-    aggregates: Mapping[str, tuple[str, ...]],
-    query: RenderedQuery,
-) -> AsyncIterator[PointBatch]:
-    """The rows of a relay's aggregating read (`render_relay`) as batches of points, streamed
-    and typed: from 2.x by the server's own column types, from 1.x (chunked JSON) by
-    `SHOW FIELD KEYS` and what each aggregate makes of a field.
-
-    Either way the rows are exactly what `SELECT … INTO` / `to()` would write once null cells are
-    left out (as the writer does): 1.x reads with `fill(none)`, and Flux's pivot leaves null the
-    cell of a window a (field, function) has no row for (flux `stdlib/universe/pivot.go`)."""
-    reader = dialect_named(engine.dialect).aggregate_batches(
-        engine, tier=tier, measurement=measurement, aggregates=aggregates, query=query
-    )
-    async for batch in reader:
-        yield batch
 
 
 async def write_batches(

@@ -131,6 +131,6 @@ async def check_fields(config: Config, name: str, engine: Engine) -> list[Proble
             elif (types := known[key]) is not None:
                 problems.extend(
                     Problem(message, job=job, connection=name)
-                    for message in type_problems(spec, engine.dialect, measurement, types)
+                    for message in type_problems(spec, engine.dialect.name, measurement, types)
                 )
     return problems

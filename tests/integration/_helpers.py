@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import TierData
+from tests.integration.conftest import TableBody, TierData, sqlite_state, write_toml
 from tests.proxy import Exchange
 from tierflow import BatchRun, Runner, SqliteStateStore, load_config
 from tierflow.testing import ThrowawayInfluxd
@@ -248,6 +248,37 @@ def job(start: datetime, **overrides: object) -> dict[str, object]:
     return {key: value for key, value in body.items() if value is not None}
 
 
+def archive_config(
+    tmp_path: Path,
+    url: str,
+    hot: str,
+    measurements: list[str],
+    *,
+    every: str,
+    start: datetime,
+    restored: str | None = None,
+) -> Path:
+    """A config archiving `measurements` of the `hot` bucket into a cold tier under `tmp_path`,
+    with a `restored` live tier when given."""
+    tables: dict[str, TableBody] = {
+        "state": sqlite_state(tmp_path),
+        "connections.plant": {"kind": "influxdb1", "url": url},
+        "tiers.hot": {"connection": "plant", "bucket": hot},
+    }
+    if restored:
+        tables["tiers.restored"] = {"connection": "plant", "bucket": restored}
+    tables["tiers.cold"] = {"archive": str(tmp_path / "archive")}
+    tables["jobs.to_cold"] = {
+        "kind": "archive",
+        "source": "hot",
+        "dest": "cold",
+        "measurements": measurements,
+        "every": every,
+        "start": start,
+    }
+    return write_toml(tmp_path, tables)
+
+
 @asynccontextmanager
 async def open_runner(config_path: Path) -> AsyncIterator[Runner]:
     config = load_config(config_path)
@@ -258,6 +289,19 @@ async def open_runner(config_path: Path) -> AsyncIterator[Runner]:
     finally:
         await runner.aclose()
         await store.aclose()
+
+
+async def run_due(config_path: Path, now: datetime) -> list[BatchRun]:
+    """One pass of `Runner.run_due(now)` on a runner opened and closed for it."""
+    async with open_runner(config_path) as runner:
+        return await runner.run_due(now)
+
+
+async def run_all(config_path: Path, now: datetime) -> list[BatchRun]:
+    """`run_due`, asserting that every batch it ran succeeded."""
+    runs = await run_due(config_path, now)
+    assert_all_succeeded(runs)
+    return runs
 
 
 def windows_of(runs: Iterable[BatchRun]) -> list[tuple[datetime, datetime]]:

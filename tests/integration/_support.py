@@ -151,6 +151,13 @@ class Tierflow:
             self._reader.join(timeout=5)
         return code
 
+    def stop(self, signum: int, timeout: float = 15) -> tuple[int, float]:
+        """Send a signal and wait for the exit: the exit code, and the seconds from the signal
+        to the exit."""
+        sent = self.send(signum)
+        code = self.wait(timeout=timeout)
+        return code, time.monotonic() - sent
+
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()

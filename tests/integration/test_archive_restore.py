@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from tests.integration._helpers import archive_config
 from tests.integration.conftest import field_types, read_tier
 from tierflow.testing import ThrowawayInfluxd
 
@@ -45,33 +46,15 @@ def write_points(server: ThrowawayInfluxd, db: str, start: datetime) -> list[str
 
 
 def config(tmp_path: Path, url: str, db: str, start: datetime) -> Path:
-    path = tmp_path / "tierflow.toml"
-    path.write_text(
-        f"""
-[state]
-url = "sqlite:///{tmp_path / "state.db"}"
-[connections.plant]
-kind = "influxdb1"
-url = "{url}"
-[tiers.hot]
-connection = "plant"
-bucket = "{db}/autogen"
-[tiers.restored]
-connection = "plant"
-bucket = "{db}/warm"
-[tiers.cold]
-archive = "{tmp_path / "archive"}"
-[jobs.to_cold]
-kind = "archive"
-source = "hot"
-dest = "cold"
-measurements = ["sensor", "other"]
-every = "1h"
-start = "{start.isoformat().replace("+00:00", "Z")}"
-""",
-        encoding="utf-8",
+    return archive_config(
+        tmp_path,
+        url,
+        f"{db}/autogen",
+        ["sensor", "other"],
+        every="1h",
+        start=start,
+        restored=f"{db}/warm",
     )
-    return path
 
 
 def test_archive_verify_corrupt_restore(influxd: ThrowawayInfluxd, db: str, tmp_path: Path) -> None:

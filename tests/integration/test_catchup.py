@@ -27,6 +27,7 @@ from tests.integration._helpers import (
     ns,
     open_runner,
     readings,
+    run_due,
     time_range,
     windows_of,
     write_points,
@@ -79,8 +80,7 @@ async def test_coalesced_catchup_sends_one_query_per_chunk_and_writes_the_same_p
             spec = job(start, catchup_chunk=chunk)
             config = write_config(db, {"down": spec}, url=proxy.url, directory=tmp_path / chunk)
             plan = await asyncio.to_thread(plan_json, config, now)
-            async with open_runner(config) as runner:
-                runs = await runner.run_due(now)
+            runs = await run_due(config, now)
 
         assert_all_succeeded(runs)
         assert windows_of(runs) == grid(start, EVERY, COUNT)

@@ -23,6 +23,7 @@ from tests.integration._helpers import (
     into_of,
     job,
     open_runner,
+    run_due,
     telemetry,
     windows_of,
     write_points,
@@ -126,8 +127,7 @@ async def test_a_connection_never_has_more_than_its_max_concurrency_in_flight(
             chunked_jobs(start, dict.fromkeys(names, "plant"), 4),
             limits={"plant": 2},
         )
-        async with open_runner(config) as runner:
-            runs = await runner.run_due(start + count * EVERY)
+        runs = await run_due(config, start + count * EVERY)
 
     assert_all_succeeded(runs)
     for name in names:
@@ -166,8 +166,7 @@ async def test_the_scheduler_limit_holds_across_connections(
             chunked_jobs(start, {"one": "one", "two": "two"}, 4),
             scheduler={"max_concurrency": limit},
         )
-        async with open_runner(config) as runner:
-            runs = await runner.run_due(start + count * EVERY)
+        runs = await run_due(config, start + count * EVERY)
 
     assert_all_succeeded(runs)
     assert len(downsamples(one.exchanges)) == count
@@ -202,8 +201,7 @@ async def test_a_job_has_at_most_parallel_windows_in_flight(
             chunked_jobs(start, dict.fromkeys(names, "plant"), parallel),
             limits={"plant": 16},
         )
-        async with open_runner(config) as runner:
-            runs = await runner.run_due(start + count * EVERY)
+        runs = await run_due(config, start + count * EVERY)
 
     assert_all_succeeded(runs)
     per_job = parallel or 1

@@ -161,9 +161,7 @@ def test_a_live_daemon_runs_each_window_on_time_serves_metrics_and_stops_on_sigt
             readyz = http_get(f"{base}/readyz")
             metrics = http_get(f"{base}/metrics")
             cpu, alive = daemon.cpu_seconds() - cpu_before, time.monotonic() - up
-            sent = daemon.send(signal.SIGTERM)
-            code = daemon.wait(timeout=15)
-            stopped_in = time.monotonic() - sent
+            code, stopped_in = daemon.stop(signal.SIGTERM)
     finally:
         writer.stop()
 
@@ -305,13 +303,15 @@ def held_query_daemon(
     db: str,
     write_config: ConfigWriter,
     proxy: SlowProxy,
+    spawned: list[Tierflow],
     scheduler: dict[str, object],
     *,
     hold: float = math.inf,
     chunk: str | None = None,
 ) -> tuple[Path, datetime, list[Point], Tierflow, dict[str, Any]]:
     """A daemon with two five-minute windows due (one query, or one each with `chunk="5m"`),
-    whose queries the proxy holds for `hold` seconds; returns once the first one is sent."""
+    whose queries the proxy holds for `hold` seconds, in `spawned` to be cleaned up; returns
+    once the first query is sent."""
     start = floor_to(datetime.now(UTC), FIVE_MINUTES) - 2 * FIVE_MINUTES
     points = telemetry(22, start)
     write_points(influxd, db, points)
@@ -321,6 +321,7 @@ def held_query_daemon(
     )
     proxy.request_delay = hold
     daemon = spawn("run", "-c", config, log_level="debug")
+    spawned.append(daemon)
     begun = daemon.wait_for("window_started", timeout=15)
     return config, start, points, daemon, begun
 
@@ -330,12 +331,9 @@ def test_sigterm_lets_the_window_in_flight_finish_and_starts_no_other(
 ) -> None:
     with SlowProxy(upstream(influxd)) as proxy, processes() as spawned:
         config, start, points, daemon, begun = held_query_daemon(
-            influxd, db, write_config, proxy, {"grace": "10s"}, hold=1.5, chunk="5m"
+            influxd, db, write_config, proxy, spawned, {"grace": "10s"}, hold=1.5, chunk="5m"
         )
-        spawned.append(daemon)
-        sent = daemon.send(signal.SIGTERM)
-        code = daemon.wait(timeout=15)
-        stopped_in = time.monotonic() - sent
+        code, stopped_in = daemon.stop(signal.SIGTERM)
 
     assert code == 0, "\n".join(daemon.stderr[-20:])
     assert 1.0 <= stopped_in < 5, f"exit {stopped_in:.2f} s after SIGTERM"
@@ -355,12 +353,9 @@ def test_sigterm_abandons_a_window_still_running_after_the_grace_period(
 ) -> None:
     with SlowProxy(upstream(influxd)) as proxy, processes() as spawned:
         config, start, points, daemon, begun = held_query_daemon(
-            influxd, db, write_config, proxy, {"grace": "1s"}
+            influxd, db, write_config, proxy, spawned, {"grace": "1s"}
         )
-        spawned.append(daemon)
-        sent = daemon.send(signal.SIGTERM)
-        code = daemon.wait(timeout=15)
-        stopped_in = time.monotonic() - sent
+        code, stopped_in = daemon.stop(signal.SIGTERM)
         proxy.request_delay = 0
 
         assert code == 0, "\n".join(daemon.stderr[-20:])
@@ -400,14 +395,11 @@ def test_a_second_signal_during_the_grace_period_exits_at_once(
 ) -> None:
     with SlowProxy(upstream(influxd)) as proxy, processes() as spawned:
         config, start, _, daemon, begun = held_query_daemon(
-            influxd, db, write_config, proxy, {"grace": "30s"}
+            influxd, db, write_config, proxy, spawned, {"grace": "30s"}
         )
-        spawned.append(daemon)
         daemon.send(signal.SIGTERM)
         daemon.wait_for("daemon_stopping", timeout=5)
-        sent = daemon.send(signal.SIGINT)
-        code = daemon.wait(timeout=15)
-        stopped_in = time.monotonic() - sent
+        code, stopped_in = daemon.stop(signal.SIGINT)
 
     assert stopped_in < 1.5
     assert code == 1  # os._exit(1): nothing is cleaned up

@@ -41,6 +41,8 @@ from tests.integration._helpers import (
     job,
     ns,
     open_runner,
+    run_all,
+    run_due,
     telemetry,
     windows_of,
     writable,
@@ -136,9 +138,7 @@ async def test_window_by_window_and_coalesced_runs_write_the_same_points(
         path = write_config(
             db, {"down": job(start, catchup_chunk=chunk)}, directory=tmp_path / str(chunk)
         )
-        async with open_runner(path) as runner:
-            runs = await runner.run_due(start + SPAN)
-        assert_all_succeeded(runs)
+        runs = await run_all(path, start + SPAN)
         assert windows_of(runs) == grid(start, EVERY, WINDOWS)
         query_counts.append(len(runs))
         results.append(read_tier(influxd, db, WARM_RP))
@@ -246,10 +246,7 @@ async def test_a_tag_filter_aggregates_only_the_matching_series(
     write_points(influxd, db, points)
     config = write_config(db, {"berlin": job(start, tags={"site": "berlin"})})
 
-    async with open_runner(config) as runner:
-        runs = await runner.run_due(start + SPAN)
-
-    assert_all_succeeded(runs)
+    await run_all(config, start + SPAN)
     expected = expected_tier(
         points,
         grid(start, EVERY, WINDOWS),
@@ -302,8 +299,7 @@ async def test_into_writes_to_the_renamed_measurement(
     write_points(influxd, db, points)
     config = write_config(db, {"down": job(start, into="{{ measurement }}_5m")})
 
-    async with open_runner(config) as runner:
-        assert_all_succeeded(await runner.run_due(start + SPAN))
+    await run_all(config, start + SPAN)
 
     expected = expected_tier(points, grid(start, EVERY, WINDOWS), into=lambda m: f"{m}_5m")
     assert_tier(read_tier(influxd, db, WARM_RP), expected)
@@ -330,9 +326,7 @@ async def test_a_cron_schedule_matches_the_equal_interval(
         db = databases.new()
         write_points(influxd, db, points)
         path = write_config(db, {"down": job(start, **schedule)}, directory=tmp_path / name)
-        async with open_runner(path) as runner:
-            runs = await runner.run_due(start + SPAN)
-        assert_all_succeeded(runs)
+        runs = await run_all(path, start + SPAN)
         assert windows_of(runs) == grid(start, every, SPAN // every)
         results.append(read_tier(influxd, db, WARM_RP))
 
@@ -426,10 +420,7 @@ async def test_windows_of_any_length_and_alignment_aggregate_exactly_their_point
     points = scattered(12, begin - margin, now + margin, per_series=60)
     write_points(influxd, db, points)
 
-    async with open_runner(write_config(db, {"down": job(begin, **schedule)})) as runner:
-        runs = await runner.run_due(now)
-
-    assert_all_succeeded(runs)
+    runs = await run_all(write_config(db, {"down": job(begin, **schedule)}), now)
     assert windows_of(runs) == spans
     expected = expected_tier(points, spans)
     assert len({time for _, time, _ in expected}) == len(spans)  # every window has points
@@ -568,10 +559,8 @@ async def test_a_tag_filter_with_a_newline_matches_nothing_and_does_not_fail(
     ]
     write_points(influxd, db, points)
 
-    async with open_runner(write_config(db, {"down": job(start, tags={"host": "a\nb"})})) as runner:
-        runs = await runner.run_due(start + EVERY)
-
-    assert_all_succeeded(runs)
+    config = write_config(db, {"down": job(start, tags={"host": "a\nb"})})
+    runs = await run_all(config, start + EVERY)
     assert windows_of(runs) == [(start, start + EVERY)]
     assert sum(run.points_written for run in runs) == 0
     assert read_tier(influxd, db, WARM_RP) == {}
@@ -616,10 +605,7 @@ async def test_a_hostile_measurement_and_tag_key_aggregate_exactly_their_series(
         into="{{ measurement }} 5m",
     )
 
-    async with open_runner(write_config(db, {"down": spec})) as runner:
-        runs = await runner.run_due(start + EVERY)
-
-    assert_all_succeeded(runs)
+    await run_all(write_config(db, {"down": spec}), start + EVERY)
     expected = expected_tier(
         points,
         grid(start, EVERY, 1),
@@ -639,10 +625,7 @@ async def test_a_measurement_with_a_newline_matches_nothing_and_does_not_fail(
     write_points(influxd, db, points)
     spec = job(start, measurements=["sensor\nx"], into="{{ measurement }}_5m")
 
-    async with open_runner(write_config(db, {"down": spec})) as runner:
-        runs = await runner.run_due(start + EVERY)
-
-    assert_all_succeeded(runs)
+    runs = await run_all(write_config(db, {"down": spec}), start + EVERY)
     assert sum(run.points_written for run in runs) == 0
     assert read_tier(influxd, db, WARM_RP) == {}
 
@@ -709,8 +692,7 @@ async def test_data_older_than_the_warm_retention_fails_the_window(
     old = hour_floor_days_ago(500)
     write_points(influxd, db, [Point("sensor", (("host", "a"),), ns(old) + NS, {"temp": 1.0})])
 
-    async with open_runner(write_config(db, {"down": job(old)})) as runner:
-        (run,) = await runner.run_due(old + EVERY)
+    (run,) = await run_due(write_config(db, {"down": job(old)}), old + EVERY)
 
     assert run.status == RunStatus.FAILED
     assert run.error is not None

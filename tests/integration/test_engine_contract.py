@@ -2,12 +2,16 @@
 job) writes to the dest tier must equal what plain Python computes from the raw points.
 
 - `influxdb1`: the InfluxQL engine against the throwaway InfluxDB 1.6 the test session starts.
+- `influxdb2-standin`: the Flux engine against the stand-in that keeps points and runs the Flux
+  tierflow sends (`tests/flux_standin.py`, scripts parsed by the official parser): the 2.x
+  request contract, and what the scripts compute as the Flux documentation says.
 - `influxdb2`: the Flux engine against a live InfluxDB 2.x, only when
   `TIERFLOW_TEST_INFLUXDB2_URL`, `TIERFLOW_TEST_INFLUXDB2_TOKEN` and `TIERFLOW_TEST_INFLUXDB2_ORG`
   are set (an all-access token: the suite creates and deletes its own buckets); otherwise those
   cases are skipped, saying so. See README, "The live 2.x suite".
 
-Each backend writes and reads its tiers with its own small HTTP client, never through tierflow.
+Each backend writes and reads its tiers with its own small client (the stand-in: its store),
+never through tierflow. One set of tests, parametrised by backend.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from typing import Any, Protocol
 
 import pytest
 
+from tests.flux_standin import FluxStandIn, Record, points_of
+from tests.fluxcheck import FluxChecker, flux_checker
+from tests.influx2_standin import TOKEN, running_in_thread
 from tests.integration._helpers import (
     AGGREGATES,
     EVERY,
@@ -57,6 +64,8 @@ from tests.integration.test_downsample import HOSTILE_MEASUREMENTS, _every_7m
 from tierflow import RunStatus
 from tierflow.testing import ThrowawayInfluxd
 
+__all__ = ["flux_checker"]
+
 LIVE_ENV = (
     "TIERFLOW_TEST_INFLUXDB2_URL",
     "TIERFLOW_TEST_INFLUXDB2_TOKEN",
@@ -73,6 +82,7 @@ class Backend(Protocol):
     def write(self, points: Iterable[Point]) -> None: ...
     def read_warm(self) -> TierData: ...
     def read_hot(self) -> TierData: ...
+    def delete_hot(self, measurement: str, tags: dict[str, str]) -> None: ...
 
 
 @dataclass
@@ -100,6 +110,9 @@ class InfluxDB1:
 
     def read_hot(self) -> TierData:
         return read_tier(self.server, self.db, "autogen")
+
+    def delete_hot(self, measurement: str, tags: dict[str, str]) -> None:
+        raise AssertionError("1.x cannot delete from one policy only: no test asks it to")
 
 
 @dataclass
@@ -225,6 +238,74 @@ class InfluxDB2:
     def read_hot(self) -> TierData:
         return self._read(self.hot())
 
+    def delete_hot(self, measurement: str, tags: dict[str, str]) -> None:
+        """Delete every point of the series with the 2.x API (`/api/v2/delete`)."""
+        predicate = " AND ".join(
+            [f'_measurement="{measurement}"', *(f'{k}="{v}"' for k, v in tags.items())]
+        )
+        body = {"start": "1970-01-01T00:00:00Z", "stop": "2100-01-01T00:00:00Z"}
+        self._call(
+            "POST",
+            "/api/v2/delete",
+            json.dumps({**body, "predicate": predicate}).encode(),
+            org=self.org,
+            bucket=self.hot(),
+        )
+
+
+@dataclass
+class InfluxDB2StandIn:
+    """The stand-in that keeps points and runs Flux (`tests/flux_standin.py`), served from a
+    thread; its `hot` and `warm` buckets are read and written in its store directly."""
+
+    server: FluxStandIn
+    token_file: Path
+    kind: str = "influxdb2"
+
+    def connection_toml(self) -> list[str]:
+        return [
+            'kind = "influxdb2"',
+            f"url = {toml_value(self.server.url)}",
+            f"org = {toml_value(self.server.org)}",
+            f"token = {{ file = {toml_value(str(self.token_file))} }}",
+            'timeout = "30s"',
+        ]
+
+    def hot(self) -> str:
+        return "hot"
+
+    def warm(self) -> str:
+        return "warm"
+
+    def write(self, points: Iterable[Point]) -> None:
+        self.server.store(
+            "hot",
+            (
+                {"_measurement": p.measurement, **dict(p.tags), "_time": p.time}
+                | {"_field": name, "_value": value}
+                for p in points
+                for name, value in p.fields.items()
+            ),
+        )
+
+    def _read(self, bucket: str) -> TierData:
+        data: TierData = {}
+        records: list[Record] = self.server.stored.get(bucket, [])
+        for measurement, moment, tags, name, value in points_of(records):
+            data.setdefault((measurement, moment, tags), {})[name] = value
+        return data
+
+    def read_warm(self) -> TierData:
+        return self._read("warm")
+
+    def read_hot(self) -> TierData:
+        return self._read("hot")
+
+    def delete_hot(self, measurement: str, tags: dict[str, str]) -> None:
+        pairs = [f'_measurement="{measurement}"', *(f'"{k}"="{v}"' for k, v in tags.items())]
+        start, stop = "1970-01-01T00:00:00Z", "2100-01-01T00:00:00Z"
+        self.server.delete("hot", start, stop, " AND ".join(pairs))
+
 
 def _rfc3339_ns(text: str) -> int:
     seconds, _, fraction = text.rstrip("Z").partition(".")
@@ -232,12 +313,20 @@ def _rfc3339_ns(text: str) -> int:
     return round(whole.timestamp()) * NS + int((fraction + "000000000")[:9])
 
 
-@pytest.fixture(params=["influxdb1", "influxdb2"])
+@pytest.fixture(params=["influxdb1", "influxdb2-standin", "influxdb2"])
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     if request.param == "influxdb1":
         server: ThrowawayInfluxd = request.getfixturevalue("influxd")
         databases: Databases = request.getfixturevalue("databases")
         yield InfluxDB1(server, databases.new())
+        return
+    if request.param == "influxdb2-standin":
+        checker: FluxChecker = request.getfixturevalue("flux_checker")
+        token_file: Path = request.getfixturevalue("tmp_path_factory").mktemp("token") / "token"
+        token_file.write_text(TOKEN + "\n", encoding="utf-8")
+        standin = FluxStandIn(checker=checker)
+        with running_in_thread(standin):
+            yield InfluxDB2StandIn(standin, token_file)
         return
     yield from live_influxdb2()
 
@@ -429,19 +518,8 @@ async def test_replace_removes_series_that_vanished_from_the_source(
     async with open_runner(config) as runner:
         assert_all_succeeded(await runner.run_due(start + EVERY))
         assert len(backend.read_warm()) == 2
-        from tests.integration._helpers import Point as _P  # noqa: F401 (same type)
-
-        # Delete the stale source point with the 2.x API, then backfill the window.
-        assert isinstance(backend, InfluxDB2)
-        predicate = '_measurement="sensor" AND host="old"'
-        body = json.dumps(
-            {
-                "start": "1970-01-01T00:00:00Z",
-                "stop": "2100-01-01T00:00:00Z",
-                "predicate": predicate,
-            }
-        ).encode()
-        backend._call("POST", "/api/v2/delete", body, org=backend.org, bucket=backend.hot())
+        # Delete the stale source point, then backfill the window.
+        backend.delete_hot("sensor", {"host": "old"})
         rerun = await runner.backfill("down", start, start + EVERY, start + EVERY)
 
     assert {run.status for run in rerun} == {RunStatus.SUCCEEDED}

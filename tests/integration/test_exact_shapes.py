@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.integration._helpers import archive_config
 from tests.tsm_oracle import StoredPoint, stored_points
 from tierflow._archiving import Archives, archive_window, restore
 from tierflow._config import ArchiveJob, parse_config
@@ -97,45 +98,6 @@ def on_disk(points: list[StoredPoint]) -> set[tuple[Any, ...]]:
             (point.field, kind, _bits(kind, point.value))
         )
     return {(m, t, tags, tuple(sorted(f))) for (m, t, tags), f in grouped.items()}
-
-
-def archive_config(
-    tmp_path: Path,
-    url: str,
-    hot: str,
-    measurements: list[str],
-    *,
-    every: str,
-    start: datetime,
-    restored: str | None = None,
-) -> Path:
-    """A config archiving `measurements` of the `hot` bucket into a cold tier under `tmp_path`,
-    with a `restored` live tier when given."""
-    path = tmp_path / "tierflow.toml"
-    restored_tier = f'[tiers.restored]\nconnection = "plant"\nbucket = "{restored}"\n'
-    path.write_text(
-        f"""
-[state]
-url = "sqlite:///{tmp_path / "state.db"}"
-[connections.plant]
-kind = "influxdb1"
-url = "{url}"
-[tiers.hot]
-connection = "plant"
-bucket = "{hot}"
-{restored_tier if restored else ""}[tiers.cold]
-archive = "{tmp_path / "archive"}"
-[jobs.to_cold]
-kind = "archive"
-source = "hot"
-dest = "cold"
-measurements = {json.dumps(measurements)}
-every = "{every}"
-start = "{start.isoformat()}"
-""",
-        encoding="utf-8",
-    )
-    return path
 
 
 def tierflow(*args: str, config: Path) -> subprocess.CompletedProcess[str]:

@@ -34,6 +34,7 @@ from tests.integration._helpers import (
     assert_tier,
     ns,
     open_runner,
+    run_due,
     write_points,
 )
 from tests.integration._support import (
@@ -162,6 +163,16 @@ def retries_metric(runner: Runner) -> float:
         "tierflow_query_retries_total", {"connection": CONNECTION}
     )
     return value or 0.0
+
+
+async def timed_run(config: Path, now: datetime) -> tuple[list[BatchRun], float, float]:
+    """`run_due(now)` on a runner of its own: the runs, the seconds they took, and the retries
+    the connection counted."""
+    async with open_runner(config) as runner:
+        began = time.monotonic()
+        runs = await runner.run_due(now)
+        took = time.monotonic() - began
+        return runs, took, retries_metric(runner)
 
 
 def is_downsample(exchange: Exchange) -> bool:
@@ -306,11 +317,7 @@ async def test_scattered_transient_faults_are_retried_and_every_window_is_exact(
     }
     async with Proxy(influxd.url, fault=by_number(plan)) as proxy:
         config = write_config(tmp_path, url=proxy.url, db=db, start=start)
-        async with open_runner(config) as runner:
-            began = time.monotonic()
-            runs = await runner.run_due(start + windows * MINUTE)
-            took = time.monotonic() - began
-            retries = retries_metric(runner)
+        runs, took, retries = await timed_run(config, start + windows * MINUTE)
     queries = [e for e in proxy.exchanges if is_downsample(e)]
     faulted = [e for e in queries if e.fault is not None]
     print(f"\n30 windows, {len(faulted)} faults injected, {retries:g} retries, {took:.2f} s")
@@ -427,11 +434,7 @@ async def test_a_server_frozen_longer_than_the_timeout_is_ridden_out(
                     "circuit": {"failures": 100},
                 },
             )
-            async with open_runner(config) as runner:
-                began = time.monotonic()
-                runs = await runner.run_due(start + windows * MINUTE)
-                took = time.monotonic() - began
-                retries = retries_metric(runner)
+            runs, took, retries = await timed_run(config, start + windows * MINUTE)
     finally:
         timer.cancel()
         os.kill(pid, signal.SIGCONT)
@@ -483,8 +486,7 @@ async def test_a_server_killed_mid_run_and_restarted_on_its_data_loses_and_doubl
             proxy.fault = on_number(killed_at, crash)
             config = write_config(tmp_path / "run", url=proxy.url, db=db, start=start)
             now = start + windows * MINUTE
-            async with open_runner(config) as runner:
-                first_runs = await runner.run_due(now)
+            first_runs = await run_due(config, now)
             assert await asyncio.to_thread(restarted.wait, 30)
             async with open_runner(config) as runner:
                 second_runs = await runner.run_due(now)
@@ -617,11 +619,7 @@ async def test_two_thousand_windows_with_two_percent_random_faults_are_exact(
             # Short backoff so the run stays short; the circuit keeps its defaults.
             connection={"retry": {"initial": "20ms", "max": "200ms"}},
         )
-        async with open_runner(config) as runner:
-            began = time.monotonic()
-            runs = await runner.run_due(start + windows * MINUTE)
-            took = time.monotonic() - began
-            retries = retries_metric(runner)
+        runs, took, retries = await timed_run(config, start + windows * MINUTE)
     queries = [e for e in proxy.exchanges if is_downsample(e)]
     faults = Counter(
         "reset" if e.fault.reset else str(e.fault.status) for e in queries if e.fault is not None
@@ -854,6 +852,12 @@ UNAUTHORIZED = Fault(
 )
 
 
+def password_file_config(directory: Path, url: str, db: str, start: datetime, secret: Path) -> Path:
+    """`write_config` for user `tierflow` whose password is read from the file `secret`."""
+    connection = {"username": "tierflow", "password": {"file": str(secret)}}
+    return write_config(directory, url=url, db=db, start=start, connection=connection)
+
+
 async def test_a_401_fetches_the_rotated_password_once_and_the_window_succeeds(
     influxd: ThrowawayInfluxd, db: str, tmp_path: Path, start: datetime
 ) -> None:
@@ -870,13 +874,7 @@ async def test_a_401_fetches_the_rotated_password_once_and_the_window_succeeds(
         return None
 
     async with Proxy(influxd.url, fault=rule) as proxy:
-        config = write_config(
-            tmp_path,
-            url=proxy.url,
-            db=db,
-            start=start,
-            connection={"username": "tierflow", "password": {"file": str(secret)}},
-        )
+        config = password_file_config(tmp_path, proxy.url, db, start, secret)
         async with open_runner(config) as runner:
             runs = await runner.run_due(start + windows * MINUTE)
             retries = retries_metric(runner)
@@ -895,13 +893,7 @@ async def test_a_persistent_401_is_an_auth_error_sent_twice_at_most(
     secret = tmp_path / "password"
     secret.write_text("wrong\n", encoding="utf-8")
     async with Proxy(influxd.url, fault=lambda e: UNAUTHORIZED) as proxy:
-        config = write_config(
-            tmp_path,
-            url=proxy.url,
-            db=db,
-            start=start,
-            connection={"username": "tierflow", "password": {"file": str(secret)}},
-        )
+        config = password_file_config(tmp_path, proxy.url, db, start, secret)
         async with open_runner(config) as runner:
             (run,) = await runner.run_due(start + MINUTE)
             after_window = len(proxy.exchanges)

@@ -25,8 +25,10 @@ from tests.integration._helpers import (
     assert_tier,
     expected_tier,
     grid,
+    job,
     ns,
     open_runner,
+    run_due,
     telemetry,
     write_points,
 )
@@ -55,7 +57,7 @@ def live() -> Iterator[InfluxDB2]:
 def write_config(
     directory: Path,
     tiers: dict[str, tuple[str, str]],
-    job: dict[str, object],
+    job_table: dict[str, object],
     *,
     live: InfluxDB2,
     influxd: ThrowawayInfluxd,
@@ -70,26 +72,31 @@ def write_config(
         tables[f"tiers.{name}"] = (
             {"archive": where} if archive else {"connection": connection, "bucket": where}
         )
-    tables["jobs.job"] = job
+    tables["jobs.job"] = job_table
     return write_toml(directory, tables)
 
 
-def relay_job(start: datetime) -> dict[str, object]:
-    return {
-        "kind": "downsample",
-        "source": "hot",
-        "dest": "warm",
-        "measurements": ["sensor"],
-        "every": "5m",
-        "start": start,
-        "aggregates": AGGREGATES,
-    }
-
-
-async def run_relay(path: Path, points: list[Point], start: datetime) -> TierData:
-    """Run the relay over the whole span; the tier it must have written, computed here."""
-    async with open_runner(path) as runner:
-        runs = await runner.run_due(start + SPAN)
+async def relay(
+    directory: Path,
+    servers: tuple[InfluxDB2, ThrowawayInfluxd],
+    points: list[Point],
+    start: datetime,
+    *,
+    hot: tuple[str, str],
+    warm: tuple[str, str],
+) -> TierData:
+    """Relay `points` over the whole span from tier `hot` to tier `warm` (each a connection and
+    a bucket); the tier it must have written, computed here."""
+    relay_job = {"kind": "downsample", "source": "hot", "dest": "warm"}
+    live, influxd = servers
+    path = write_config(
+        directory,
+        {"hot": hot, "warm": warm},
+        {**relay_job, **job(start, aggregates=AGGREGATES)},
+        live=live,
+        influxd=influxd,
+    )
+    runs = await run_due(path, start + SPAN)
     assert {r.status for r in runs} == {RunStatus.SUCCEEDED}
     return expected_tier(points, grid(start, EVERY, WINDOWS), aggregates=AGGREGATES)
 
@@ -152,14 +159,8 @@ async def test_a_relay_from_1x_writes_the_aggregates_into_a_2x_bucket(
     source = databases.new()
     points = telemetry(22, start)
     write_points(influxd, source, points)
-    path = write_config(
-        tmp_path,
-        {"hot": ("plant", f"{source}/autogen"), "warm": ("cloud", live.warm())},
-        relay_job(start),
-        live=live,
-        influxd=influxd,
-    )
-    expected = await run_relay(path, points, start)
+    hot, warm = ("plant", f"{source}/autogen"), ("cloud", live.warm())
+    expected = await relay(tmp_path, (live, influxd), points, start, hot=hot, warm=warm)
     assert_tier(live.read_warm(), expected)
 
 
@@ -173,12 +174,6 @@ async def test_a_relay_from_2x_writes_the_aggregates_into_a_1x_database(
     dest = databases.new()
     points = telemetry(23, start)
     live.write(points)
-    path = write_config(
-        tmp_path,
-        {"hot": ("cloud", live.hot()), "warm": ("plant", f"{dest}/warm")},
-        relay_job(start),
-        live=live,
-        influxd=influxd,
-    )
-    expected = await run_relay(path, points, start)
+    hot, warm = ("cloud", live.hot()), ("plant", f"{dest}/warm")
+    expected = await relay(tmp_path, (live, influxd), points, start, hot=hot, warm=warm)
     assert_tier(read_tier(influxd, dest, "warm"), expected)

@@ -184,6 +184,18 @@ def in_range(script: str, points: Iterable[Point]) -> list[Point]:
     return [p for p in points if first <= p[0] < stop]
 
 
+def relay_into_standin(
+    tmp_path: Path,
+    influxd: ThrowawayInfluxd,
+    standin: StandIn,
+    source: str,
+    job: tuple[str, Mapping[str, object]],
+) -> Path:
+    """A config running `job` from the 1.x database `source` into the stand-in's `warm`."""
+    tiers = {"hot": ("plant", f"{source}/autogen"), "warm": ("cloud", "warm")}
+    return config(tmp_path, influxd, standin, tiers, job)
+
+
 async def oracle(
     tmp_path: Path, influxd: ThrowawayInfluxd, standin: StandIn, source: str, start: datetime
 ) -> tuple[str, TierData]:
@@ -215,13 +227,7 @@ async def test_a_relay_from_1x_to_2x_writes_what_select_into_writes(
     source, replayed = databases.new(), databases.new()
     influxd.write([line("m", p) for p in raw_points(start)], db=source)
     _, expected = await oracle(tmp_path, influxd, standin, source, start)
-    path = config(
-        tmp_path,
-        influxd,
-        standin,
-        {"hot": ("plant", f"{source}/autogen"), "warm": ("cloud", "warm")},
-        downsample(start),
-    )
+    path = relay_into_standin(tmp_path, influxd, standin, source, downsample(start))
 
     runs = await run(path, start + timedelta(hours=2))
 
@@ -244,13 +250,8 @@ async def test_a_replacing_relay_into_2x_deletes_each_dest_window_before_writing
 ) -> None:
     source = databases.new()
     influxd.write([line("m", p) for p in raw_points(start, 300)], db=source)
-    path = config(
-        tmp_path,
-        influxd,
-        standin,
-        {"hot": ("plant", f"{source}/autogen"), "warm": ("cloud", "warm")},
-        downsample(start, into="m_10m", replace=True),
-    )
+    job = downsample(start, into="m_10m", replace=True)
+    path = relay_into_standin(tmp_path, influxd, standin, source, job)
 
     runs = await run(path, start + timedelta(hours=2))
 
@@ -523,13 +524,7 @@ async def test_a_relay_into_2x_never_drops_a_refused_body(
     source, replayed = databases.new(), databases.new()
     influxd.write([line("m", p) for p in raw_points(start)], db=source)
     _, expected = await oracle(tmp_path, influxd, standin, source, start)
-    path = config(
-        tmp_path,
-        influxd,
-        standin,
-        {"hot": ("plant", f"{source}/autogen"), "warm": ("cloud", "warm")},
-        downsample(start),
-    )
+    path = relay_into_standin(tmp_path, influxd, standin, source, downsample(start))
     busy = error_answer(503, "busy", **{"Retry-After": "0"})
     standin.script("/api/v2/write", busy, busy, error_answer(422, "points beyond retention"))
 

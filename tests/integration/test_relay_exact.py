@@ -24,7 +24,7 @@ import pytest
 
 from tests.fluxcheck import FluxChecker, flux_checker
 from tests.influx2_standin import Point, StandIn, pivoted_csv
-from tests.integration._helpers import open_runner
+from tests.integration._helpers import run_due
 from tests.integration.conftest import (
     Databases,
     TierData,
@@ -120,8 +120,7 @@ def write_config(
 
 
 async def run_hour(path: Path, start: datetime, queries: int) -> None:
-    async with open_runner(path) as runner:
-        runs = await runner.run_due(start + BUCKETS * EVERY)
+    runs = await run_due(path, start + BUCKETS * EVERY)
     assert {r.status for r in runs} == {RunStatus.SUCCEEDED}, [r.error for r in runs]
     assert len(runs) == queries
     assert sum(len(r.batch.windows) for r in runs) == BUCKETS

@@ -29,21 +29,18 @@ from tests.influx2_standin import Answer, StandIn, annotated_csv, rfc3339_nano
 from tierflow._apply import (
     Action,
     ApplyRefusedError,
-    BucketPlace,
     Change,
     Observed,
-    Policy,
-    PolicyPlace,
     Shrink,
-    Statement,
     _oldest_pending,
     apply_tiers,
     blocked_shrinks,
-    parse_go_duration,
     plan_changes,
 )
-from tierflow._apply._admin import _directory, expiring_flux_script
+from tierflow._apply._admin import _directory
 from tierflow._config import Config, parse_config
+from tierflow._engines.flux._apply import BucketPlace, expiring_flux_script
+from tierflow._engines.influxql._apply import Policy, PolicyPlace, Statement, parse_go_duration
 from tierflow._runner import Runner
 from tierflow._state import MemoryStateStore, Outcome, RunStatus
 from tierflow._windows import Window
@@ -132,7 +129,7 @@ def test_a_missing_database_is_made_with_its_default_policy_and_the_named_ones()
             "all": {"bucket": "db/all"},
         }
     )
-    changes, problems = plan_changes(loaded, Observed(databases={("plant", "db"): None}))
+    changes, problems = plan_changes(loaded, Observed(places={("plant", "db"): None}))
 
     assert problems == []
     assert actions(changes) == {"hot": Action.CREATE, "warm": Action.CREATE, "all": Action.CREATE}
@@ -146,7 +143,7 @@ def test_a_missing_database_is_made_with_its_default_policy_and_the_named_ones()
 
 def test_a_missing_database_without_a_default_tier_gets_the_servers_default_policy() -> None:
     loaded = config({"warm": {"bucket": "db/warm", "retention": "30d"}})
-    (change,), _ = plan_changes(loaded, Observed(databases={("plant", "db"): None}))
+    (change,), _ = plan_changes(loaded, Observed(places={("plant", "db"): None}))
 
     assert [(s.text, s.creates_database) for s in change.steps if isinstance(s, Statement)] == [
         ('CREATE DATABASE "db"', True),
@@ -167,7 +164,7 @@ def test_the_default_policy_is_held_to_the_tiers_retention_with_a_shard_that_fit
     duration becomes the server's own default for the new duration."""
     loaded = config({"hot": {"bucket": "db", "retention": "2d"}})
     (change,), problems = plan_changes(
-        loaded, Observed(databases={("plant", "db"): policies(AUTOGEN_INF)})
+        loaded, Observed(places={("plant", "db"): policies(AUTOGEN_INF)})
     )
 
     assert problems == []
@@ -195,7 +192,7 @@ def test_a_policy_as_declared_is_left_alone_and_growing_is_no_shrink() -> None:
         Policy("cold", 200 * DAY, 7 * DAY, default=False),
         Policy("any", 3 * DAY, DAY, default=False),
     )
-    changes, problems = plan_changes(loaded, Observed(databases={("plant", "db"): held}))
+    changes, problems = plan_changes(loaded, Observed(places={("plant", "db"): held}))
 
     assert problems == []
     assert actions(changes) == {"warm": Action.NONE, "cold": Action.UPDATE, "any": Action.NONE}
@@ -207,7 +204,7 @@ def test_tiers_sharing_a_policy_change_it_once() -> None:
     loaded = config(
         {"a": {"bucket": "db", "retention": "3d"}, "b": {"bucket": "db/autogen", "retention": "3d"}}
     )
-    changes, _ = plan_changes(loaded, Observed(databases={("plant", "db"): policies(AUTOGEN_INF)}))
+    changes, _ = plan_changes(loaded, Observed(places={("plant", "db"): policies(AUTOGEN_INF)}))
 
     assert actions(changes) == {"a": Action.UPDATE, "b": Action.UPDATE}
     assert len(statements(changes)) == 1
@@ -219,7 +216,7 @@ def test_tiers_sharing_a_policy_must_agree() -> None:
     loaded = config(
         {"a": {"bucket": "db", "retention": "3d"}, "b": {"bucket": "db/autogen", "retention": "5d"}}
     )
-    _, problems = plan_changes(loaded, Observed(databases={("plant", "db"): policies(AUTOGEN_INF)}))
+    _, problems = plan_changes(loaded, Observed(places={("plant", "db"): policies(AUTOGEN_INF)}))
 
     assert problems == [
         'retention policy "db"."autogen": its tiers disagree about retention: '
@@ -235,7 +232,7 @@ def test_values_the_server_would_refuse_or_change_are_problems() -> None:
             "long": {"bucket": "db/long", "retention": "1d", "shard_duration": "2d"},
         }
     )
-    _, problems = plan_changes(loaded, Observed(databases={("plant", "db"): None}))
+    _, problems = plan_changes(loaded, Observed(places={("plant", "db"): None}))
 
     assert problems == [
         "tier short: retention 30m is below the server's minimum of 1h",
@@ -247,7 +244,7 @@ def test_values_the_server_would_refuse_or_change_are_problems() -> None:
 def test_a_database_without_a_default_policy_cannot_hold_a_default_tier() -> None:
     loaded = config({"hot": {"bucket": "db", "retention": "2d"}, "seen": {"bucket": "db"}})
     held = policies(Policy("warm", None, 7 * DAY, default=False))
-    changes, problems = plan_changes(loaded, Observed(databases={("plant", "db"): held}))
+    changes, problems = plan_changes(loaded, Observed(places={("plant", "db"): held}))
 
     assert actions(changes) == {"hot": Action.NONE, "seen": Action.NONE}
     assert len(problems) == 1

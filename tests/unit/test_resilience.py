@@ -24,7 +24,7 @@ import tenacity
 
 from tests.events import Events
 from tests.fakes import FakeEngine
-from tierflow._config import CircuitConfig, RetryConfig, parse_config
+from tierflow._config import CircuitConfig, Config, RetryConfig, parse_config
 from tierflow._engines import Engine, Execution, Series, engine_for
 from tierflow._errors import (
     AuthError,
@@ -81,8 +81,6 @@ class ScriptedEngine(Engine):
     is the number of points written), each costing `cost` seconds of the fake clock; once the
     script runs out every call succeeds. `ping` fails with `ping_error` if set, and waits for
     `ping_gate` if set, so a test can hold a probe in flight."""
-
-    dialect = "fake"
 
     def __init__(
         self, script: Iterable[BaseException | int] = (), *, clock: Clock | None = None
@@ -847,10 +845,10 @@ class CountingStore(MemoryStateStore):
         return found
 
 
-async def test_a_retry_pass_after_an_outage_reads_the_ledger_in_linear_time() -> None:
-    windows = 300
-    start = datetime(2026, 1, 1, tzinfo=UTC)
+def cpu_config(start: datetime, *, scheduler: dict[str, Any] | None = None, **job: Any) -> Config:
+    """One downsample `cpu` (raw → rollup on `plant`) from `start`, with `job`'s settings."""
     raw = {
+        "scheduler": scheduler or {},
         "connections": {"plant": {"kind": "influxdb1", "url": "http://influx.example:8086"}},
         "tiers": {
             "raw": {"connection": "plant", "bucket": "raw/autogen"},
@@ -862,14 +860,19 @@ async def test_a_retry_pass_after_an_outage_reads_the_ledger_in_linear_time() ->
                 "source": "raw",
                 "dest": "rollup",
                 "measurements": ["cpu"],
-                "every": "1m",
-                "catchup_chunk": "1m",
                 "start": start,
                 "aggregates": {"usage": ["mean"]},
+                **job,
             }
         },
     }
-    config = parse_config(raw, Path("t.toml"))
+    return parse_config(raw, Path("t.toml"))
+
+
+async def test_a_retry_pass_after_an_outage_reads_the_ledger_in_linear_time() -> None:
+    windows = 300
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    config = cpu_config(start, every="1m", catchup_chunk="1m")
     now = start + windows * timedelta(minutes=1)
     store = CountingStore()
     outage = FakeEngine(failures={n: CircuitOpenError("circuit open") for n in range(windows)})
@@ -887,26 +890,8 @@ async def test_a_retry_pass_after_an_outage_reads_the_ledger_in_linear_time() ->
 
 async def test_the_daemon_runs_a_requeued_window_on_its_next_cycle() -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    raw = {
-        "scheduler": {"max_window_attempts": 3, "retry_delay": "1m", "max_retry_delay": "1h"},
-        "connections": {"plant": {"kind": "influxdb1", "url": "http://influx.example:8086"}},
-        "tiers": {
-            "raw": {"connection": "plant", "bucket": "raw/autogen"},
-            "rollup": {"connection": "plant", "bucket": "rollup"},
-        },
-        "jobs": {
-            "cpu": {
-                "kind": "downsample",
-                "source": "raw",
-                "dest": "rollup",
-                "measurements": ["cpu"],
-                "every": "1h",
-                "start": start,
-                "aggregates": {"usage": ["mean"]},
-            }
-        },
-    }
-    config = parse_config(raw, Path("t.toml"))
+    scheduler = {"max_window_attempts": 3, "retry_delay": "1m", "max_retry_delay": "1h"}
+    config = cpu_config(start, scheduler=scheduler, every="1h")
     clock = [start + timedelta(hours=1)]
     failing = FakeEngine(failures={n: QueryError("HTTP 400") for n in range(3)}, points=1)
     store = MemoryStateStore()

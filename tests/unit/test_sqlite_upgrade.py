@@ -40,6 +40,16 @@ def us(moment: datetime) -> int:
     return to_micros(moment)
 
 
+def window_key(k: int) -> tuple[str, int, int]:
+    """JOB's hourly window `k` as the ledger's key columns (job, start, stop) in microseconds."""
+    return (JOB, us(hour(k).start), us(hour(k).stop))
+
+
+def after_t0(minutes: int | None) -> int | None:
+    """The column value of a moment `minutes` after T0, in microseconds (None stays None)."""
+    return None if minutes is None else us(T0 + timedelta(minutes=minutes))
+
+
 def populate_v1_rows(db: sqlite3.Connection) -> None:
     """What a version-1 tierflow wrote (only version-1 columns): two jobs; window 0 succeeded,
     1 succeeded on its second attempt, 2 failed three times, 3 running under a live lease."""
@@ -58,20 +68,8 @@ def populate_v1_rows(db: sqlite3.Connection) -> None:
         " finished_at, lease_expires_at, duration_s, query_hash, template_version, error)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'q', 't1', ?)",
         [
-            (
-                JOB,
-                us(hour(k).start),
-                us(hour(k).stop),
-                status,
-                attempts,
-                run_id,
-                us(T0 + timedelta(minutes=started)),
-                None if finished is None else us(T0 + timedelta(minutes=finished)),
-                None if lease is None else us(T0 + timedelta(minutes=lease)),
-                duration,
-                error,
-            )
-            for k, status, attempts, run_id, started, finished, lease, duration, error in runs
+            (*window_key(k), status, attempts, run_id, *map(after_t0, times), duration, error)
+            for k, status, attempts, run_id, *times, duration, error in runs
         ],
     )
     attempts = [
@@ -87,18 +85,8 @@ def populate_v1_rows(db: sqlite3.Connection) -> None:
         "INSERT INTO attempts (job, window_start, window_stop, attempt, run_id, status,"
         " started_at, finished_at, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            (
-                JOB,
-                us(hour(k).start),
-                us(hour(k).stop),
-                attempt,
-                run_id,
-                status,
-                us(T0 + timedelta(minutes=started)),
-                None if finished is None else us(T0 + timedelta(minutes=finished)),
-                error,
-            )
-            for k, attempt, run_id, status, started, finished, error in attempts
+            (*window_key(k), attempt, run_id, status, *map(after_t0, times), error)
+            for k, attempt, run_id, status, *times, error in attempts
         ],
     )
 

@@ -21,19 +21,17 @@ from hypothesis import strategies as st
 import tierflow
 from tierflow._config import Config, parse_config
 from tierflow._engines import dialect_named
-from tierflow._errors import TemplateError
-from tierflow._jobs import render_job
-from tierflow._planner import Batch
-from tierflow._templates import (
-    QueryLiteral,
-    _environment,
+from tierflow._engines.influxql._literals import (
     influxql_duration,
     influxql_function,
     influxql_ident,
     influxql_string,
     influxql_time,
-    render,
 )
+from tierflow._errors import TemplateError
+from tierflow._jobs import render_job
+from tierflow._planner import Batch
+from tierflow._templates import QueryLiteral, _environment, render
 from tierflow._windows import Window
 
 # --- an independent decoder for InfluxQL quoted strings and identifiers -----------------------

@@ -22,7 +22,9 @@ data older than the new one (the server would delete it) unless `allow_shrink`: 
 asked what that data is (a count of field values and the oldest), and the change says so.
 
 The parts: `_model` (the data passed around), `_plan` (the pure planner), `_admin` (the calls
-to each kind of server and the filesystem); here, the checks and the order of the changes.
+to the servers, through each connection's dialect, and the filesystem); here, the checks and
+the order of the changes. What is planned and sent for each kind of server is its dialect's:
+`tierflow._engines.influxql._apply`, `tierflow._engines.flux._apply`.
 """
 
 from __future__ import annotations
@@ -36,24 +38,13 @@ from pathlib import Path
 
 from tierflow._apply._admin import Engines, expiring, observe, send
 from tierflow._apply._model import (
-    MIN_RETENTION,
     Action,
     ApplyError,
     ApplyRefusedError,
-    Bucket,
-    BucketPlace,
     Change,
-    CreateBucket,
-    Directory,
     Expiring,
-    MakeDirectory,
     Observed,
-    Policy,
-    PolicyPlace,
     Shrink,
-    Statement,
-    UpdateBucket,
-    parse_go_duration,
     show,
 )
 from tierflow._apply._plan import plan_changes
@@ -64,27 +55,16 @@ from tierflow._runner import Runner
 from tierflow._state import MemoryStateStore, RunStatus, StateStore, open_state_store
 from tierflow._windows import Window, isoformat
 
+# What each kind of server holds and is sent (retention policies and statements, buckets) is
+# its dialect's, in its engine package (`Dialect.plan_group` and the methods beside it).
 __all__ = [
-    "MIN_RETENTION",
     "Action",
-    "ApplyError",
     "ApplyRefusedError",
-    "Bucket",
-    "BucketPlace",
     "Change",
-    "CreateBucket",
-    "Directory",
-    "Expiring",
-    "MakeDirectory",
     "Observed",
-    "Policy",
-    "PolicyPlace",
     "Shrink",
-    "Statement",
-    "UpdateBucket",
     "apply_tiers",
     "blocked_shrinks",
-    "parse_go_duration",
     "plan_changes",
 ]
 
@@ -240,8 +220,9 @@ def blocked_shrinks(
 
 async def _execute(changes: Sequence[Change], engines: Engines) -> None:
     steps = [(change.tier, step) for change in changes for step in change.steps]
-    # Databases first: a tier's policy may live in a database another tier's change creates.
-    steps.sort(key=lambda item: not (isinstance(item[1], Statement) and item[1].creates_database))
+    # Steps marked first (1.x databases) go first: a tier's policy may live in a database
+    # another tier's change creates.
+    steps.sort(key=lambda item: not item[1].first)
     for done, (tier, step) in enumerate(steps):
         try:
             await send(step, engines)

@@ -1,42 +1,38 @@
-"""What `tierflow apply` reads, plans and sends: the plain data its planner, checks and
-admin calls pass between them, and the durations as InfluxDB prints and reads them."""
+"""What `tierflow apply` reads, plans and sends: the plain data its planner, checks and the
+dialects' admin calls pass between them, whatever the server. What a dialect reads and sends
+(1.x retention policies and statements, 2.x buckets) is its own, in its engine package; here
+it is seen through `Place` and `ServerStep`."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from tierflow._config import ConnectionConfig, TierConfig
 from tierflow._durations import format_duration
 from tierflow._errors import ApplyError, ApplyRefusedError
 from tierflow._lineprotocol import ns_isoformat
 from tierflow._windows import isoformat
 
 __all__ = [
-    "AUTOGEN",
     "MIN_RETENTION",
     "Action",
     "ApplyError",
     "ApplyRefusedError",
-    "Bucket",
-    "BucketPlace",
     "Change",
-    "CreateBucket",
     "Directory",
     "Expiring",
+    "Group",
     "MakeDirectory",
+    "Members",
     "Observed",
-    "Policy",
-    "PolicyPlace",
+    "Place",
+    "ServerStep",
     "Shrink",
-    "Statement",
     "Step",
-    "UpdateBucket",
-    "parse_go_duration",
     "show",
 ]
 
@@ -44,7 +40,6 @@ __all__ = [
 #: policy ("retention policy duration must be at least 1h0m0s", seen on 1.6.7) and raises a
 #: shorter shard duration to 1h on its own; the 2.x docs give the same minimum for buckets.
 MIN_RETENTION = timedelta(hours=1)
-AUTOGEN = "autogen"
 
 
 class Action(StrEnum):
@@ -59,57 +54,39 @@ class Action(StrEnum):
 # -- what apply sends ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Statement:
-    """An InfluxQL statement for a 1.x connection; database creations are sent first."""
+class ServerStep(Protocol):
+    """A change on one connection's server, made by its dialect (`Dialect.apply_step`): a 1.x
+    statement, a 2.x bucket creation. Shown in logs by its `str`."""
 
-    connection: str
-    text: str
-    creates_database: bool = False
+    @property
+    def connection(self) -> str:
+        """The connection whose server the step changes."""
 
-
-@dataclass(frozen=True, slots=True)
-class CreateBucket:
-    connection: str
-    body: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class UpdateBucket:
-    connection: str
-    bucket_id: str
-    body: dict[str, Any]
+    @property
+    def first(self) -> bool:
+        """Whether the step goes before every other (a 1.x database, which another tier's
+        retention policy may need)."""
 
 
 @dataclass(frozen=True, slots=True)
 class MakeDirectory:
     path: Path
 
-
-Step = Statement | CreateBucket | UpdateBucket | MakeDirectory
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyPlace:
-    """A 1.x retention policy, where a shrinking retention's data lives."""
-
-    connection: str
-    database: str
-    policy: str
-
-    def __str__(self) -> str:
-        return f'retention policy "{self.database}"."{self.policy}"'
+    @property
+    def first(self) -> bool:
+        return False
 
 
-@dataclass(frozen=True, slots=True)
-class BucketPlace:
-    """A 2.x bucket (in its connection's org), where a shrinking retention's data lives."""
+Step = ServerStep | MakeDirectory
 
-    connection: str
-    bucket: str
 
-    def __str__(self) -> str:
-        return f'bucket "{self.bucket}"'
+class Place(Protocol):
+    """Where a tier's data lives on its server (a 1.x retention policy, a 2.x bucket): what a
+    shrinking retention would delete from. Its `str` names it in messages."""
+
+    @property
+    def connection(self) -> str:
+        """The connection whose server holds it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +98,7 @@ class Shrink:
     tiers: tuple[str, ...]
     old: timedelta | None
     new: timedelta
-    place: PolicyPlace | BucketPlace
+    place: Place
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +107,7 @@ class Expiring:
     than `cutoff` (now − the new retention), `count` of them; the oldest at `oldest` (ns since
     the epoch) in `measurement`. `count` 0: nothing older (an ordinary update)."""
 
-    place: PolicyPlace | BucketPlace
+    place: Place
     cutoff: datetime
     count: int = 0
     oldest: int | None = None
@@ -164,26 +141,6 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
-class Policy:
-    """A 1.x retention policy as `SHOW RETENTION POLICIES` reports it (`duration` None:
-    infinite)."""
-
-    name: str
-    duration: timedelta | None
-    shard: timedelta
-    default: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    """A 2.x bucket's ID and retention rule (None: infinite, or no shard group duration)."""
-
-    id: str
-    retention: timedelta | None
-    shard: timedelta | None
-
-
-@dataclass(frozen=True, slots=True)
 class Directory:
     """A cold tier's archive location: `path` None for an object store."""
 
@@ -195,38 +152,34 @@ class Directory:
 
 @dataclass
 class Observed:
-    """What the servers and the filesystem hold, as far as the declared tiers go. A database or
-    bucket mapped to None is missing; an org mapped to None is unknown to its server."""
+    """What the servers and the filesystem hold, as far as the declared tiers go.
 
-    databases: dict[tuple[str, str], dict[str, Policy] | None] = field(default_factory=dict)
-    orgs: dict[str, str | None] = field(default_factory=dict)
-    buckets: dict[tuple[str, str], Bucket | None] = field(default_factory=dict)
+    `places` maps (connection, place) to what the connection's dialect read there, in its own
+    terms (a 1.x database's retention policies, a 2.x bucket); None: the place is missing.
+    `scopes` maps a connection to what its dialect reads once per connection (1.x: the
+    databases there are; 2.x: the org's ID, None if the server has no such org). Only the
+    dialect that wrote an entry reads it."""
+
+    places: dict[tuple[str, str], Any] = field(default_factory=dict)
+    scopes: dict[str, Any] = field(default_factory=dict)
     directories: dict[str, Directory] = field(default_factory=dict)
 
 
+Members = list[tuple[str, TierConfig]]
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """The live tiers on one place of one connection (a 1.x database, a 2.x bucket: the first
+    of `Dialect.place`), in config order: what a dialect observes and plans at once."""
+
+    connection: str
+    spec: ConnectionConfig
+    place: str
+    members: Members
+
+
 # -- durations ------------------------------------------------------------------------------------
-
-_GO_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
-_GO_WHOLE = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ns|us|µs|ms|s|m|h))+")
-_GO_NANOS = {
-    "ns": 1,
-    "us": 1_000,
-    "µs": 1_000,
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60_000_000_000,
-    "h": 3_600_000_000_000,
-}
-
-
-def parse_go_duration(text: str) -> timedelta | None:
-    """A duration as InfluxDB 1.x prints it (Go's `time.Duration`: `720h0m0s`, `1h30m0s`,
-    `500ms`); None for `0s`, which `SHOW RETENTION POLICIES` prints for an infinite policy."""
-    if not _GO_WHOLE.fullmatch(text):
-        raise ValueError(f"not a Go duration: {text!r}")
-    nanos = sum(Decimal(number) * _GO_NANOS[unit] for number, unit in _GO_PART.findall(text))
-    return timedelta(microseconds=int(nanos / 1000)) if nanos else None
-
 
 _UNITS = (
     ("d", timedelta(days=1)),

@@ -9,45 +9,9 @@ problem's shape (`_problems`) and loading (`_load`).
 
 from __future__ import annotations
 
+from tierflow._config import _models
 from tierflow._config._load import load_config, parse_config
-from tierflow._config._models import (
-    AGGREGATES,
-    DEFAULT_CONFIG,
-    DEFAULT_STATE_URL,
-    ArchiveJob,
-    CircuitConfig,
-    Config,
-    ConnectionConfig,
-    DownsampleJob,
-    InfluxDB1Connection,
-    InfluxDB2Connection,
-    JobConfig,
-    QueryJob,
-    RetryConfig,
-    SchedulerConfig,
-    ServerConfig,
-    StateConfig,
-    TierConfig,
-)
+from tierflow._config._models import *  # noqa: F403 - every model `_models.__all__` lists
 
-__all__ = [
-    "AGGREGATES",
-    "DEFAULT_CONFIG",
-    "DEFAULT_STATE_URL",
-    "ArchiveJob",
-    "CircuitConfig",
-    "Config",
-    "ConnectionConfig",
-    "DownsampleJob",
-    "InfluxDB1Connection",
-    "InfluxDB2Connection",
-    "JobConfig",
-    "QueryJob",
-    "RetryConfig",
-    "SchedulerConfig",
-    "ServerConfig",
-    "StateConfig",
-    "TierConfig",
-    "load_config",
-    "parse_config",
-]
+__all__ = ["load_config", "parse_config"]
+__all__ += _models.__all__  # the models, each exported as `_models` declares

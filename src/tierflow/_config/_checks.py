@@ -130,7 +130,8 @@ def _check_job_kinds(
     jobs: Mapping[str, JobConfig],
 ) -> list[_Problem]:
     """What a job may ask of the engines it uses, by their declared capabilities (`replace`
-    deletes on the dest; aggregates run on the source; templates are the source's dialect)."""
+    deletes on the dest; a relay writes to it; aggregates run on the source; templates are the
+    source's dialect)."""
     from tierflow._engines import dialect_for
 
     problems: list[_Problem] = []
@@ -143,6 +144,9 @@ def _check_job_kinds(
         can = dialect_for(dest).capabilities if dest is not None else None
         if job.replace and can is not None and not can.delete_window:
             problems.append(_Problem(table, "replace", True, can.why_not["delete_window"]))
+        relay = tier and dest_tier and tier.connection != dest_tier.connection
+        if relay and can is not None and not can.write:
+            problems.append(_Problem(table, "dest", job.dest, can.why_not["write"]))
         if job.replace and not job.measurements:
             problems.append(
                 _Problem(

@@ -1,9 +1,17 @@
-"""Engines: one package per query dialect, behind the `Engine` contract, found by the registry.
+"""Engines: one package per query dialect, behind two contracts, found by the registry.
+
+- `Engine` (`_base.py`): one connection's primitive requests (execute, query, write, delete,
+  ping), each failure an `EngineError` the engine marks transient or not. `engine_for` wraps it
+  in `ResilientEngine` (the connection's retries and circuit breaker).
+- `Dialect` (`_dialect.py`): the language. Its templates, quoting filters and safety checker; what
+  it declares it can do (`Capabilities`, checked by config validation before anything runs); and
+  the operations composed over an engine's primitives that yield typed data (`PointBatch`es for
+  archive exports and relay reads, per-field counts for the archive's checks, field types,
+  `tierflow apply`'s admin).
 
 `KINDS` maps a connection's `kind` to the package that serves it; each package exposes its
-`Dialect` as `DIALECT` (the static side: templates, quoting, checks) and makes its engine. A
-package is imported only when a connection of its kind is used, so the 2.x client stays out of a
-1.x deployment. Adding an engine is one new package and one line here.
+`Dialect` as `DIALECT` and makes its engine. A package is imported only when a connection of its
+kind is used. Adding an engine is one new package and one line here.
 """
 
 from __future__ import annotations
@@ -12,7 +20,13 @@ import importlib
 from typing import TYPE_CHECKING
 
 from tierflow._engines._base import Engine, Execution, Series
-from tierflow._engines._dialect import Capabilities, Dialect
+from tierflow._engines._dialect import (
+    AggregateRead,
+    Capabilities,
+    Dialect,
+    TierAdmin,
+    WindowExport,
+)
 from tierflow._engines.influxql._engine import InfluxQLEngine
 
 if TYPE_CHECKING:
@@ -21,12 +35,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KINDS",
+    "AggregateRead",
     "Capabilities",
     "Dialect",
     "Engine",
     "Execution",
     "InfluxQLEngine",
     "Series",
+    "TierAdmin",
+    "WindowExport",
     "dialect_for",
     "dialect_named",
     "dialects",

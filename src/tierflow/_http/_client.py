@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 from urllib.parse import urlencode
 
 from tierflow._errors import AuthError, EngineError, SecretError, TransientEngineError
@@ -110,6 +110,21 @@ class Body:
         await self._response.aclose()
 
 
+class RequestOptions(TypedDict):
+    """What `HttpClient.request` passes on to `HttpClient.stream` (see it for the defaults)."""
+
+    kind: str
+    params: NotRequired[Mapping[str, str] | None]
+    headers: NotRequired[Mapping[str, str] | None]
+    body: NotRequired[bytes]
+    json_body: NotRequired[Any]
+    form: NotRequired[Mapping[str, str] | None]
+    compress: NotRequired[bool]
+    ok: NotRequired[Collection[int]]
+    doing: NotRequired[str]
+    probe: NotRequired[bool]
+
+
 class HttpClient:
     """Requests to one server on behalf of connection `name` (see the module's docstring).
 
@@ -143,42 +158,10 @@ class HttpClient:
 
     # -- requests --------------------------------------------------------------------------------
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        kind: str,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        body: bytes = b"",
-        json_body: Any = None,
-        form: Mapping[str, str] | None = None,
-        compress: bool = False,
-        ok: Collection[int] = (200,),
-        doing: str = "",
-        probe: bool = False,
-    ) -> Reply:
-        """Send one request and read its whole response. A status in `ok` is returned; any
-        other raises the table's error (`doing` says what was asked, e.g. "writing to bucket
-        'x'"). `probe` words a network failure as a health check's ("… unreachable: …")."""
-        async with self.stream(
-            method,
-            path,
-            kind=kind,
-            params=params,
-            headers=headers,
-            body=body,
-            json_body=json_body,
-            form=form,
-            compress=compress,
-            ok=ok,
-            doing=doing,
-            probe=probe,
-            streaming=False,
-        ) as response:
-            body = await response.read()
-            return Reply(response.status, response.headers, body, response.sent)
+    async def request(self, method: str, path: str, **options: Unpack[RequestOptions]) -> Reply:
+        """Send one request and read its whole response: `stream`'s options, a total timeout."""
+        async with self.stream(method, path, **options, streaming=False) as response:
+            return Reply(response.status, response.headers, await response.read(), response.sent)
 
     @asynccontextmanager
     async def stream(
@@ -199,7 +182,10 @@ class HttpClient:
         streaming: bool = True,
     ) -> AsyncIterator[Body]:
         """`async with client.stream(…) as body`: the open response, under one concurrency slot
-        until the block ends, with a timeout per read (`streaming`) rather than a total one."""
+        until the block ends, with a timeout per read (`streaming`) rather than a total one. A
+        status in `ok` is returned; any other raises the table's error (`doing` says what was
+        asked, e.g. "writing to bucket 'x'"). `probe` words a network failure as a health
+        check's ("… unreachable: …")."""
         payload, fixed = _payload(body, json_body, form)
         fixed.update(headers or {})
         if compress and self.gzip and payload:

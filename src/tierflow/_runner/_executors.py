@@ -119,7 +119,8 @@ class Relay:
     spec: DownsampleJob
 
     async def __call__(self, batch: Batch, query: RenderedQuery) -> Executed:
-        from tierflow._transfer import aggregate_batches, write_batches
+        from tierflow._engines import AggregateRead
+        from tierflow._transfer import write_batches
 
         config = self.resources.config
         source, dest = config.tiers[self.spec.source], config.tiers[self.spec.dest]
@@ -128,13 +129,8 @@ class Relay:
             await writer.delete(target)
         written = 0
         for measurement, into, read in render_relay(config, self.job, batch):
-            rows = aggregate_batches(
-                reader,
-                tier=source,
-                measurement=measurement,
-                aggregates=self.spec.aggregates,
-                query=read,
-            )
+            aggregating = AggregateRead(source, measurement, self.spec.aggregates, read)
+            rows = reader.dialect.aggregate_batches(reader, aggregating)
             moved = await write_batches(
                 writer,
                 ((into, points) async for points in rows),

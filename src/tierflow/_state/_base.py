@@ -23,6 +23,7 @@ __all__ = [
     "Attempt",
     "Census",
     "Claim",
+    "ClaimRequest",
     "JobDefinition",
     "LedgerEntry",
     "Outcome",
@@ -77,6 +78,21 @@ class Claim:
 
     def __bool__(self) -> bool:
         return not self.held and not self.settled
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """What a claim asks for: `StateStore.claim`'s arguments, its windows checked distinct."""
+
+    job: str
+    windows: tuple[Window, ...]
+    run_id: str
+    started_at: datetime
+    lease_expires_at: datetime
+    reason: str = "scheduled"
+    holder: Holder | None = None
+    force: bool = False
+    gone: Callable[[Holder], bool] = holder_gone
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +174,6 @@ class StateStore(ABC):
     ) -> list[LedgerEntry]:
         """Ledger rows of `job` whose window starts in `[since, until)`, oldest first."""
 
-    @abstractmethod
     async def claim(
         self,
         job: str,
@@ -189,6 +204,17 @@ class StateStore(ABC):
         for each claim (the runner uses a uuid4): a run id used again for a later claim of the
         same window would let an earlier claim's late outcome pass as the later one's.
         """
+        if len({window.start for window in windows}) != len(windows):
+            raise ValueError("a claim names the same window twice")
+        request = ClaimRequest(
+            job, tuple(windows), run_id, started_at, lease_expires_at, reason, holder, force, gone
+        )
+        return await self._claim(request)
+
+    @abstractmethod
+    async def _claim(self, request: ClaimRequest) -> Claim:
+        """`claim`, in one transaction (a store implements this, `claim` checks and gathers the
+        arguments)."""
 
     @abstractmethod
     async def renew(
@@ -277,8 +303,3 @@ class StateStore(ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-def _distinct(windows: Sequence[Window]) -> None:
-    if len({window.start for window in windows}) != len(windows):
-        raise ValueError("a claim names the same window twice")

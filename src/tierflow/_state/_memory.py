@@ -7,33 +7,22 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
 from tierflow._errors import StateError
+from tierflow._state import _rules as rules
 from tierflow._state._base import (
     Attempt,
     Census,
     Claim,
+    ClaimRequest,
     JobDefinition,
     LedgerEntry,
     Outcome,
     RunStatus,
     StateStore,
-    _distinct,
-)
-from tierflow._state._holder import Holder, holder_gone
-from tierflow._state._rules import (
-    Refusal,
-    abandon_reason,
-    advance,
-    claimed,
-    finished,
-    holds,
-    refusal,
-    requeued,
-    reset_watermark,
 )
 from tierflow._windows import Window
 
@@ -66,65 +55,35 @@ class MemoryStateStore(StateStore):
             ]
         return sorted(rows, key=lambda e: e.window.start)
 
-    async def claim(
-        self,
-        job: str,
-        windows: Sequence[Window],
-        *,
-        run_id: str,
-        started_at: datetime,
-        lease_expires_at: datetime,
-        reason: str = "scheduled",
-        holder: Holder | None = None,
-        force: bool = False,
-        gone: Callable[[Holder], bool] = holder_gone,
-    ) -> Claim:
-        _distinct(windows)
-        taken: list[Window] = []
-        held: list[LedgerEntry] = []
-        settled: list[Window] = []
+    async def _claim(self, request: ClaimRequest) -> Claim:
+        job, started_at = request.job, request.started_at
+
+        def take(window: Window, entry: LedgerEntry | None) -> None:
+            if entry is not None and entry.status is RunStatus.RUNNING:
+                self._abandon(job, entry, started_at)
+            # A window forgotten by `reset` keeps its history: number on from it.
+            earlier = entry.attempts if entry else self._last_attempt(job, window.start)
+            new = rules.claimed(entry, window, request, earlier)
+            self._ledger[(job, window.start)] = new
+            self._attempts[(job, window.start, new.attempts)] = Attempt(
+                job,
+                window,
+                new.attempts,
+                request.run_id,
+                RunStatus.RUNNING,
+                started_at,
+                None,
+                None,
+                None,
+                None,
+                None,
+                request.reason,
+            )
+
         with self._lock:
-            for window in windows:
-                entry = self._ledger.get((job, window.start))
-                why = refusal(entry, run_id=run_id, at=started_at, force=force, gone=gone)
-                if why is Refusal.HELD:
-                    assert entry is not None
-                    held.append(entry)
-                    continue
-                if why is Refusal.SETTLED:
-                    settled.append(window)
-                    continue
-                taken.append(window)
-                if entry is not None and entry.status is RunStatus.RUNNING:
-                    self._abandon(job, entry, started_at)
-                # A window forgotten by `reset` keeps its history: number on from it.
-                earlier = entry.attempts if entry else self._last_attempt(job, window.start)
-                new = claimed(
-                    entry,
-                    job,
-                    window,
-                    run_id=run_id,
-                    started_at=started_at,
-                    lease_expires_at=lease_expires_at,
-                    holder=holder,
-                    earlier=earlier,
-                )
-                self._ledger[(job, window.start)] = new
-                self._attempts[(job, window.start, new.attempts)] = Attempt(
-                    job,
-                    window,
-                    new.attempts,
-                    run_id,
-                    RunStatus.RUNNING,
-                    started_at,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    reason,
-                )
-        return Claim(tuple(taken), tuple(held), tuple(settled))
+            return rules.judge_claim(
+                request, lambda window: self._ledger.get((job, window.start)), take
+            )
 
     def _last_attempt(self, job: str, start: datetime) -> int:
         return max((n for (j, at, n) in self._attempts if j == job and at == start), default=0)
@@ -136,7 +95,7 @@ class MemoryStateStore(StateStore):
                 self._attempts[key],
                 status=RunStatus.ABANDONED,
                 finished_at=at,
-                error=abandon_reason(entry, at),
+                error=rules.abandon_reason(entry, at),
             )
 
     async def renew(
@@ -144,7 +103,7 @@ class MemoryStateStore(StateStore):
     ) -> bool:
         with self._lock:
             entries = [self._ledger.get((job, w.start)) for w in windows]
-            if not all(holds(e, run_id) for e in entries):
+            if not all(rules.holds(e, run_id) for e in entries):
                 return False
             for entry in entries:
                 assert entry is not None
@@ -166,7 +125,7 @@ class MemoryStateStore(StateStore):
                 and (stop is None or at < stop)
             ]
             for entry in chosen:
-                self._ledger[(job, entry.window.start)] = requeued(entry)
+                self._ledger[(job, entry.window.start)] = rules.requeued(entry)
             return len(chosen)
 
     async def count_attempts(self, job: str, *, reason: str) -> int:
@@ -186,11 +145,11 @@ class MemoryStateStore(StateStore):
             if job not in self._watermarks:
                 raise StateError(f"job {job} is not registered in the state store")
             entries = [self._ledger.get((job, w.start)) for w in windows]
-            if not all(holds(e, run_id) for e in entries):
+            if not all(rules.holds(e, run_id) for e in entries):
                 raise StateError(f"job {job}: run {run_id} no longer holds its windows")
             for entry in entries:
                 assert entry is not None
-                self._ledger[(job, entry.window.start)] = finished(entry, outcome, park_after)
+                self._ledger[(job, entry.window.start)] = rules.finished(entry, outcome, park_after)
                 self._record_attempt(job, entry, outcome)
             undone = None if outcome.status.done else min(w.start for w in windows)
             return self._advance(job, undone)
@@ -212,7 +171,7 @@ class MemoryStateStore(StateStore):
             entry = self._ledger.get((job, start))
             return entry.window.stop if entry is not None and entry.status.done else None
 
-        self._watermarks[job] = mark = advance(self._watermarks[job], undone, done_stop)
+        self._watermarks[job] = mark = rules.advance(self._watermarks[job], undone, done_stop)
         return mark
 
     async def census(self, job: str, since: datetime, until: datetime) -> Census:
@@ -258,6 +217,6 @@ class MemoryStateStore(StateStore):
             for key in gone:
                 del self._ledger[key]
             if job in self._watermarks:
-                self._watermarks[job] = reset_watermark(self._watermarks[job], since, origin)
+                self._watermarks[job] = rules.reset_watermark(self._watermarks[job], since, origin)
             self._definitions[job] = definition
             return len(gone)

@@ -15,12 +15,10 @@ from dataclasses import replace
 from datetime import datetime
 from enum import StrEnum
 
-from tierflow._state._base import LedgerEntry, Outcome, RunStatus
-from tierflow._state._holder import Holder
+from tierflow._state._base import Claim, ClaimRequest, LedgerEntry, Outcome, RunStatus
 from tierflow._windows import EPOCH, Window
 
 __all__ = [
-    "Gone",
     "Refusal",
     "WindowState",
     "abandon_reason",
@@ -29,15 +27,13 @@ __all__ = [
     "claimed",
     "finished",
     "holds",
+    "judge_claim",
     "parks",
     "refusal",
     "requeued",
     "reset_watermark",
     "state_of",
 ]
-
-Gone = Callable[[Holder], bool]
-"""Whether a claim's holder is certainly dead (see `holder_gone`)."""
 
 
 class WindowState(StrEnum):
@@ -89,22 +85,45 @@ def available_at(
     return EPOCH
 
 
-def refusal(
-    entry: LedgerEntry | None, *, run_id: str, at: datetime, force: bool, gone: Gone
-) -> Refusal | None:
-    """Whether a claim by `run_id` at `at` may take the window (None) or why not. Without
-    `force`, only a window still due is taken; with it (backfill, late data) a done or parked
-    one too. A live claim of another run is never taken; one whose lease expired, or whose
-    holder is dead, is."""
+def refusal(entry: LedgerEntry | None, request: ClaimRequest) -> Refusal | None:
+    """Whether `request` (a claim by its run at its start) may take the window (None) or why
+    not. Without `force`, only a window still due is taken; with it (backfill, late data) a done
+    or parked one too. A live claim of another run is never taken; one whose lease expired, or
+    whose holder is `gone` (dead), is."""
     if entry is None:
         return None
-    if entry.status is RunStatus.RUNNING and entry.run_id != run_id:
-        expired = entry.lease_expires_at is None or entry.lease_expires_at <= at
-        if not expired and not (entry.holder is not None and gone(entry.holder)):
+    if entry.status is RunStatus.RUNNING and entry.run_id != request.run_id:
+        expired = entry.lease_expires_at is None or entry.lease_expires_at <= request.started_at
+        if not expired and not (entry.holder is not None and request.gone(entry.holder)):
             return Refusal.HELD
-    if not force and (entry.status.done or entry.parked):
+    if not request.force and (entry.status.done or entry.parked):
         return Refusal.SETTLED
     return None
+
+
+def judge_claim(
+    request: ClaimRequest,
+    entry_of: Callable[[Window], LedgerEntry | None],
+    take: Callable[[Window, LedgerEntry | None], None],
+) -> Claim:
+    """A claim's verdict, window by window, inside the store's transaction: `entry_of(window)`
+    reads the window's row, `take(window, row)` takes one `refusal` lets through (the store
+    writes the `claimed` row and the new attempt)."""
+    taken: list[Window] = []
+    held: list[LedgerEntry] = []
+    settled: list[Window] = []
+    for window in request.windows:
+        entry = entry_of(window)
+        why = refusal(entry, request)
+        if why is Refusal.HELD:
+            assert entry is not None
+            held.append(entry)
+        elif why is Refusal.SETTLED:
+            settled.append(window)
+        else:
+            taken.append(window)
+            take(window, entry)
+    return Claim(tuple(taken), tuple(held), tuple(settled))
 
 
 def abandon_reason(entry: LedgerEntry, at: datetime) -> str:
@@ -133,35 +152,27 @@ def holds(entry: LedgerEntry | None, run_id: str) -> bool:
 
 
 def claimed(
-    entry: LedgerEntry | None,
-    job: str,
-    window: Window,
-    *,
-    run_id: str,
-    started_at: datetime,
-    lease_expires_at: datetime,
-    holder: Holder | None,
-    earlier: int = 0,
+    entry: LedgerEntry | None, window: Window, request: ClaimRequest, earlier: int = 0
 ) -> LedgerEntry:
-    """The row of a window a claim took (`refusal` said it may): running under `run_id`, one
+    """The row of a window `request` took (`refusal` said it may): running under its run, one
     attempt more. A window without a row (new, or forgotten by `reset`) numbers its attempts on
     from `earlier`, the last attempt its history holds, and counts towards parking only those
     after it; a window with a row keeps its re-queue base and its fingerprint."""
     attempts, base = (entry.attempts, entry.attempt_base) if entry else (earlier, earlier)
     return LedgerEntry(
-        job,
+        request.job,
         window,
         RunStatus.RUNNING,
         attempts + 1,
-        run_id,
-        started_at,
+        request.run_id,
+        request.started_at,
         None,
-        lease_expires_at,
+        request.lease_expires_at,
         None,
         entry.fingerprint if entry else None,
         parked=False,
         attempt_base=base,
-        holder=holder,
+        holder=request.holder,
     )
 
 

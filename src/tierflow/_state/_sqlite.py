@@ -20,29 +20,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tierflow._errors import StateError
+from tierflow._state import _rules as rules
 from tierflow._state._base import (
     Attempt,
     Census,
     Claim,
+    ClaimRequest,
     JobDefinition,
     LedgerEntry,
     Outcome,
     RunStatus,
     StateStore,
-    _distinct,
 )
-from tierflow._state._holder import Holder, holder_gone
-from tierflow._state._rules import (
-    Refusal,
-    abandon_reason,
-    advance,
-    claimed,
-    finished,
-    holds,
-    refusal,
-    requeued,
-    reset_watermark,
-)
+from tierflow._state._holder import Holder
 from tierflow._state._sql import queries
 from tierflow._windows import Window, from_micros, to_micros
 
@@ -220,63 +210,39 @@ class SqliteStateStore(StateStore):
 
         return await self._call(work)
 
-    async def claim(
-        self,
-        job: str,
-        windows: Sequence[Window],
-        *,
-        run_id: str,
-        started_at: datetime,
-        lease_expires_at: datetime,
-        reason: str = "scheduled",
-        holder: Holder | None = None,
-        force: bool = False,
-        gone: Callable[[Holder], bool] = holder_gone,
-    ) -> Claim:
-        _distinct(windows)
+    async def _claim(self, request: ClaimRequest) -> Claim:
+        job, started_at = request.job, request.started_at
         started = to_micros(started_at)
+
+        def take(db: sqlite3.Connection, window: Window, entry: LedgerEntry | None) -> None:
+            key = (job, to_micros(window.start))
+            if entry is not None and entry.status is RunStatus.RUNNING:
+                db.execute(
+                    Q["abandon_attempt"], (started, rules.abandon_reason(entry, started_at), *key)
+                )
+            earlier = entry.attempts if entry else db.execute(Q["last_attempt"], key).fetchone()[0]
+            new = rules.claimed(entry, window, request, earlier)
+            db.execute(Q["claim_run"], _row(new))
+            db.execute(
+                Q["insert_attempt"],
+                (
+                    *key,
+                    to_micros(window.stop),
+                    new.attempts,
+                    request.run_id,
+                    started,
+                    request.reason,
+                ),
+            )
 
         # BEGIN IMMEDIATE: the rows are judged and taken under the write lock, so two processes
         # claiming the same window cannot both see it due.
         def work(db: sqlite3.Connection) -> Claim:
-            taken: list[Window] = []
-            held: list[LedgerEntry] = []
-            settled: list[Window] = []
-            for window in windows:
-                key = (job, to_micros(window.start))
-                entry = _read_entry(db, job, window.start)
-                why = refusal(entry, run_id=run_id, at=started_at, force=force, gone=gone)
-                if why is Refusal.HELD:
-                    assert entry is not None
-                    held.append(entry)
-                    continue
-                if why is Refusal.SETTLED:
-                    settled.append(window)
-                    continue
-                taken.append(window)
-                if entry is not None and entry.status is RunStatus.RUNNING:
-                    db.execute(
-                        Q["abandon_attempt"], (started, abandon_reason(entry, started_at), *key)
-                    )
-                earlier = (
-                    entry.attempts if entry else db.execute(Q["last_attempt"], key).fetchone()[0]
-                )
-                new = claimed(
-                    entry,
-                    job,
-                    window,
-                    run_id=run_id,
-                    started_at=started_at,
-                    lease_expires_at=lease_expires_at,
-                    holder=holder,
-                    earlier=earlier,
-                )
-                db.execute(Q["claim_run"], _row(new))
-                db.execute(
-                    Q["insert_attempt"],
-                    (*key, to_micros(window.stop), new.attempts, run_id, started, reason),
-                )
-            return Claim(tuple(taken), tuple(held), tuple(settled))
+            return rules.judge_claim(
+                request,
+                lambda window: _read_entry(db, job, window.start),
+                lambda window, entry: take(db, window, entry),
+            )
 
         return await self._write(work)
 
@@ -286,7 +252,7 @@ class SqliteStateStore(StateStore):
         lease = to_micros(lease_expires_at)
 
         def work(db: sqlite3.Connection) -> bool:
-            if not all(holds(_read_entry(db, job, w.start), run_id) for w in windows):
+            if not all(rules.holds(_read_entry(db, job, w.start), run_id) for w in windows):
                 return False
             db.executemany(
                 Q["renew_lease"], [(lease, job, to_micros(window.start)) for window in windows]
@@ -302,7 +268,7 @@ class SqliteStateStore(StateStore):
 
         def work(db: sqlite3.Connection) -> int:
             parked = [_entry(job, row) for row in db.execute(Q["parked_entries"], span)]
-            db.executemany(Q["requeue_run"], [_row(requeued(entry)) for entry in parked])
+            db.executemany(Q["requeue_run"], [_row(rules.requeued(entry)) for entry in parked])
             return len(parked)
 
         return await self._write(work)
@@ -332,9 +298,9 @@ class SqliteStateStore(StateStore):
                 raise StateError(f"job {job} is not registered in the state store")
             for window in windows:
                 entry = _read_entry(db, job, window.start)
-                if entry is None or not holds(entry, run_id):
+                if entry is None or not rules.holds(entry, run_id):
                     raise StateError(f"job {job}: run {run_id} no longer holds window {window}")
-                new = finished(entry, outcome, park_after)
+                new = rules.finished(entry, outcome, park_after)
                 db.execute(Q["finish_run"], _row(new) | done)
                 db.execute(
                     Q["finish_attempt"],
@@ -356,7 +322,7 @@ class SqliteStateStore(StateStore):
                 return entry.window.stop if entry and entry.status.done else None
 
             undone = None if outcome.status.done else min(window.start for window in windows)
-            mark = advance(from_micros(row[0]), undone, done_stop)
+            mark = rules.advance(from_micros(row[0]), undone, done_stop)
             db.execute(Q["set_watermark"], (to_micros(mark), job))
             return mark
 
@@ -418,7 +384,7 @@ class SqliteStateStore(StateStore):
             forgotten = db.execute(Q["forget_runs"], (job, start)).rowcount
             row = db.execute(Q["watermark"], (job,)).fetchone()
             if row is not None:
-                mark = reset_watermark(from_micros(row[0]), since, origin)
+                mark = rules.reset_watermark(from_micros(row[0]), since, origin)
                 db.execute(Q["set_watermark"], (to_micros(mark), job))
             _record(db, job, definition)
             return int(forgotten)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-from tierflow._archive import ParquetArchive, PointBatch
+from tierflow._archive import PointBatch
 from tierflow._archive._archive import StagedWindow
 from tierflow._archiving import Tally, alongside, checked, counted, warn_unrestorable
-from tierflow._config import ArchiveJob, TierConfig
+from tierflow._config import TierConfig
 from tierflow._engines._base import Engine
+from tierflow._engines._dialect import WindowExport
 from tierflow._engines.flux._export import (
     count_script,
     export_flux,
@@ -24,18 +25,13 @@ from tierflow._windows import Window, isoformat
 __all__ = ["stage_flux"]
 
 
-async def stage_flux(
-    engine: Engine,
-    archive: ParquetArchive,
-    job: ArchiveJob,
-    source: TierConfig,
-    measurement: str,
-    window: Window,
-) -> StagedWindow:
+async def stage_flux(engine: Engine, export: WindowExport) -> StagedWindow:
     """2.x: pivoted to a row per point, the fast way; unpivoted (a row per field value, each
     typed by its own table) when the pivot cannot hold the window: a field with two types in
     its shards, or an empty string, which a pivoted row cannot tell from a missing value (the
     count check finds it)."""
+    archive, job, source = export.archive, export.job, export.source
+    measurement, window = export.measurement, export.window
     script = count_script(
         bucket=source.bucket,
         measurement=measurement,

@@ -4,22 +4,23 @@ are imported when first used."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tierflow._engines._dialect import EVERY_TYPE, NUMBERS, Capabilities, Dialect
 
 if TYPE_CHECKING:
-    from tierflow._archive import FieldType, ParquetArchive, PointBatch
+    from tierflow._archive import FieldType, PointBatch
     from tierflow._archive._archive import StagedWindow
     from tierflow._config import ArchiveJob, Config, ConnectionConfig, TierConfig
     from tierflow._engines._base import Engine
+    from tierflow._engines._dialect import AggregateRead, TierAdmin, WindowExport
     from tierflow._metrics import Metrics
     from tierflow._planner import Batch
     from tierflow._query_checks import Target
     from tierflow._secrets import SecretSource
-    from tierflow._templates import RenderedQuery
+    from tierflow._templates import DeleteRange, RenderedQuery
     from tierflow._validation import Problem
     from tierflow._windows import Window
 
@@ -86,6 +87,11 @@ class Flux(Dialect):
     def place(self, connection: ConnectionConfig, tier: TierConfig) -> tuple[str, str | None]:
         return tier.bucket, None
 
+    def check_delete(self, target: DeleteRange) -> None:
+        from tierflow._engines.flux._literals import delete_predicate
+
+        delete_predicate(target)  # refuses what the predicate cannot say
+
     def render_export(self, config: Config, job: ArchiveJob, batch: Batch) -> RenderedQuery:
         from tierflow._engines.flux._export import export_script
         from tierflow._templates import RenderedQuery
@@ -119,44 +125,32 @@ class Flux(Dialect):
         return await flux_field_types(engine, tier, measurement, now=now)
 
     async def aggregate_batches(
-        self,
-        engine: Engine,
-        *,
-        tier: TierConfig,
-        measurement: str,
-        aggregates: Mapping[str, tuple[str, ...]],
-        query: RenderedQuery,
+        self, engine: Engine, read: AggregateRead
     ) -> AsyncIterator[PointBatch]:
         # The server's own column types say what each aggregate made.
+        from tierflow._engines._base import bare
+        from tierflow._engines.flux._engine import FluxEngine
         from tierflow._engines.flux._export import annotated_batches
 
-        async for batch in annotated_batches(engine.stream(query.text)):
+        async for batch in annotated_batches(bare(engine, FluxEngine).stream(read.query.text)):
             yield batch
 
-    async def stage_window(
-        self,
-        engine: Engine,
-        archive: ParquetArchive,
-        job: ArchiveJob,
-        source: TierConfig,
-        measurement: str,
-        window: Window,
-    ) -> StagedWindow:
+    async def stage_window(self, engine: Engine, export: WindowExport) -> StagedWindow:
         from tierflow._engines.flux._archiving import stage_flux
 
-        return await stage_flux(engine, archive, job, source, measurement, window)
+        return await stage_flux(engine, export)
 
-    async def check_server(
-        self, config: Config, name: str, connection: ConnectionConfig
-    ) -> Sequence[Problem]:
+    async def server_problems(
+        self, engine: Engine, config: Config, name: str, problems: list[Problem]
+    ) -> None:
         from tierflow._engines.flux._validate import check_influxdb2
 
-        return await check_influxdb2(config, name, self._connection(connection))
+        await check_influxdb2(engine, config, name, problems)
 
-    @staticmethod
-    def _connection(connection: ConnectionConfig) -> Any:
-        # The registry hands a dialect only connections of its own kind.
-        return connection
+    def admin(self) -> TierAdmin:
+        from tierflow._engines.flux._apply import ADMIN
+
+        return ADMIN
 
 
 #: The one Flux dialect (what the registry finds in this package).

@@ -30,20 +30,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tierflow._config import InfluxDB2Connection
-from tierflow._engines._base import MISSING_TARGET_FIX, Engine, Execution, Series
+from tierflow._engines._base import (
+    MISSING_TARGET_FIX,
+    Engine,
+    Execution,
+    Series,
+    connection_http,
+)
 from tierflow._engines.flux._annotated_csv import FluxResultError, Row, rows
+from tierflow._engines.flux._dialect import DIALECT
 from tierflow._engines.flux._literals import delete_predicate
 from tierflow._engines.flux._syntax import Kind, calls, tokenize
 from tierflow._errors import QueryError, TransientEngineError
 from tierflow._http import (
     ANY_STATUS,
-    AiohttpTransport,
     Body,
     ErrorTable,
-    HttpClient,
     KnownError,
     Reply,
-    Timeouts,
     TokenAuth,
     Transport,
     server_message,
@@ -125,7 +129,7 @@ class FluxEngine(Engine):
     """Sends Flux to one InfluxDB 2.x server and org, at most `max_concurrency` at a time
     (`transport` replaces the network in request-contract tests)."""
 
-    dialect = "flux"
+    dialect = DIALECT
 
     def __init__(
         self,
@@ -139,25 +143,15 @@ class FluxEngine(Engine):
         self.config = config
         self.metrics = metrics
         self._known_buckets: set[str] = set()
-        self.http = HttpClient(
+        self.http = connection_http(
             name,
-            config.url,
-            transport=transport
-            or AiohttpTransport(
-                Timeouts(
-                    total=config.timeout.total_seconds(),
-                    connect=config.connect_timeout.total_seconds(),
-                    read=config.timeout.total_seconds(),
-                ),
-                max_connections=config.max_concurrency,
-                verify_tls=config.verify_tls,
-                ca_cert=config.ca_cert,
-            ),
+            config,
             auth=TokenAuth(config.token),
             errors=ERRORS,
-            max_concurrency=config.max_concurrency,
-            gzip=config.gzip,
             metrics=metrics,
+            transport=transport,
+            verify_tls=config.verify_tls,
+            ca_cert=config.ca_cert,
         )
 
     def scrub(self, text: str) -> str:
@@ -214,10 +208,10 @@ class FluxEngine(Engine):
     async def stream(
         self, text: str, *, database: str | None = None, chunk_size: int = 10_000
     ) -> AsyncIterator[bytes]:
-        """Run a read script and yield its annotated CSV body (RFC 3339 times with nanoseconds)
-        in pieces as they arrive; the export path reads it block by block
-        (`tierflow._engines.flux._export`). An error table inside the body is left to that
-        reader."""
+        """Beyond the contract, the 2.x export primitive: run a read script and yield its
+        annotated CSV body (RFC 3339 times with nanoseconds) in pieces as they arrive; the
+        export path reads it block by block (`tierflow._engines.flux._export`). An error table
+        inside the body is left to that reader. Not retried: a stream half read cannot be."""
         await self._check_buckets(text)
         async with self._query(text, "stream", streaming=True) as response:
             async for piece in response.chunks():

@@ -30,6 +30,8 @@ import pyarrow.csv as pa_csv
 from tierflow._archive import Column, FieldType, PointBatch
 from tierflow._archive._schema import FIELD, TAG, column_names
 from tierflow._engines import Engine
+from tierflow._engines._base import bare
+from tierflow._engines.flux._engine import FluxEngine
 from tierflow._engines.flux._literals import flux_string, flux_time
 from tierflow._errors import EngineError, QueryError, TransientEngineError
 
@@ -151,7 +153,7 @@ async def export_flux(
     script = export_script(
         bucket=bucket, measurement=measurement, start=start, stop=stop, tags=tags, pivot=pivot
     )
-    async for batch in annotated_batches(engine.stream(script)):
+    async for batch in annotated_batches(bare(engine, FluxEngine).stream(script)):
         yield batch
 
 

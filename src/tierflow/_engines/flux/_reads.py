@@ -7,7 +7,8 @@ from datetime import datetime
 
 from tierflow._archive import FieldType
 from tierflow._config import TierConfig
-from tierflow._engines._base import Engine
+from tierflow._engines._base import Engine, bare
+from tierflow._engines.flux._engine import FluxEngine
 from tierflow._engines.flux._export import _selection, annotated_batches
 from tierflow._windows import EPOCH
 
@@ -33,7 +34,7 @@ async def flux_field_types(
     """Every type each field of `measurement` has in the tier (empty: no such measurement)."""
     found: dict[str, set[FieldType]] = {}
     script = field_types_script(bucket=tier.bucket, measurement=measurement, stop=now)
-    async for batch in annotated_batches(engine.stream(script)):
+    async for batch in annotated_batches(bare(engine, FluxEngine).stream(script)):
         for name in batch.fields:
             kind = FieldType.of_arrow(batch.data.schema.field(name).type)
             if kind is not None:

@@ -3,27 +3,20 @@ against the server's own per-field counts over the same ranges."""
 
 from __future__ import annotations
 
-from tierflow._archive import ParquetArchive
 from tierflow._archive._archive import StagedWindow
 from tierflow._archiving import Tally, alongside, checked, counted, nothing
-from tierflow._config import ArchiveJob, TierConfig
 from tierflow._engines._base import Engine
+from tierflow._engines._dialect import WindowExport
 from tierflow._engines.influxql._export import count_influxql, export_planned, plan_export
-from tierflow._windows import Window
 
 __all__ = ["stage_influxql"]
 
 
-async def stage_influxql(
-    engine: Engine,
-    archive: ParquetArchive,
-    job: ArchiveJob,
-    source: TierConfig,
-    measurement: str,
-    window: Window,
-) -> StagedWindow:
+async def stage_influxql(engine: Engine, export: WindowExport) -> StagedWindow:
     """Stage one measurement's window and check it: per field, the values archived equal the
     server's `COUNT` over the same shard ranges."""
+    archive, job, source = export.archive, export.job, export.source
+    measurement, window = export.measurement, export.window
     plan = await plan_export(
         engine,
         database=source.database,

@@ -4,17 +4,18 @@ imported when first used."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tierflow._engines._dialect import EVERY_TYPE, NUMBERS, Capabilities, Dialect
 
 if TYPE_CHECKING:
-    from tierflow._archive import FieldType, ParquetArchive, PointBatch
+    from tierflow._archive import FieldType, PointBatch
     from tierflow._archive._archive import StagedWindow
     from tierflow._config import ArchiveJob, Config, ConnectionConfig, TierConfig
     from tierflow._engines._base import Engine
+    from tierflow._engines._dialect import AggregateRead, TierAdmin, WindowExport
     from tierflow._metrics import Metrics
     from tierflow._planner import Batch
     from tierflow._query_checks import Target
@@ -62,16 +63,9 @@ class InfluxQL(Dialect):
     credentials_hint = 'username = "…" and password = { env = "…" } (or { file = "…" })'
 
     def filters(self) -> Mapping[str, Callable[..., Any]]:
-        from tierflow import _templates as t
+        from tierflow._engines.influxql._literals import INFLUXQL_FILTERS
 
-        return {
-            "influxql_ident": t.influxql_ident,
-            "influxql_string": t.influxql_string,
-            "influxql_time": t.influxql_time,
-            "influxql_duration": t.influxql_duration,
-            "influxql_function": t.influxql_function,
-            "influxql_number": t.influxql_number,
-        }
+        return INFLUXQL_FILTERS
 
     def query_problems(
         self, text: str, *, window: Window, dest: Target, require_write: bool
@@ -127,45 +121,27 @@ class InfluxQL(Dialect):
 
         return await influxql_field_types(engine, tier, measurement)
 
-    def aggregate_batches(
-        self,
-        engine: Engine,
-        *,
-        tier: TierConfig,
-        measurement: str,
-        aggregates: Mapping[str, tuple[str, ...]],
-        query: RenderedQuery,
-    ) -> AsyncIterator[PointBatch]:
+    def aggregate_batches(self, engine: Engine, read: AggregateRead) -> AsyncIterator[PointBatch]:
         from tierflow._engines.influxql._relay import influxql_aggregate_batches
 
-        return influxql_aggregate_batches(
-            engine, tier=tier, measurement=measurement, aggregates=aggregates, query=query
-        )
+        return influxql_aggregate_batches(engine, read)
 
-    async def stage_window(
-        self,
-        engine: Engine,
-        archive: ParquetArchive,
-        job: ArchiveJob,
-        source: TierConfig,
-        measurement: str,
-        window: Window,
-    ) -> StagedWindow:
+    async def stage_window(self, engine: Engine, export: WindowExport) -> StagedWindow:
         from tierflow._engines.influxql._archiving import stage_influxql
 
-        return await stage_influxql(engine, archive, job, source, measurement, window)
+        return await stage_influxql(engine, export)
 
-    async def check_server(
-        self, config: Config, name: str, connection: ConnectionConfig
-    ) -> Sequence[Problem]:
+    async def server_problems(
+        self, engine: Engine, config: Config, name: str, problems: list[Problem]
+    ) -> None:
         from tierflow._engines.influxql._validate import check_influxdb1
 
-        return await check_influxdb1(config, name, self._connection(connection))
+        await check_influxdb1(engine, config, name, problems)
 
-    @staticmethod
-    def _connection(connection: ConnectionConfig) -> Any:
-        # The registry hands a dialect only connections of its own kind.
-        return connection
+    def admin(self) -> TierAdmin:
+        from tierflow._engines.influxql._apply import ADMIN
+
+        return ADMIN
 
 
 #: The one InfluxQL dialect (what the registry finds in this package).

@@ -8,18 +8,22 @@ from typing import Any
 import msgpack
 
 from tierflow._config import InfluxDB1Connection
-from tierflow._engines._base import MISSING_TARGET_FIX, Engine, Execution, Series
+from tierflow._engines._base import (
+    MISSING_TARGET_FIX,
+    Engine,
+    Execution,
+    Series,
+    connection_http,
+)
+from tierflow._engines.influxql._dialect import DIALECT
 from tierflow._errors import QueryError, TransientEngineError
 from tierflow._http import (
     ANY_STATUS,
-    AiohttpTransport,
     AuthProvider,
     BasicAuth,
     ErrorTable,
-    HttpClient,
     KnownError,
     NoAuth,
-    Timeouts,
     Transport,
     json_or_none,
 )
@@ -102,7 +106,7 @@ class InfluxQLEngine(Engine):
     """Sends InfluxQL to one InfluxDB 1.x server, at most `max_concurrency` requests at a time,
     through the shared HTTP layer (`transport` replaces the network in request-contract tests)."""
 
-    dialect = "influxql"
+    dialect = DIALECT
 
     def __init__(
         self,
@@ -118,23 +122,8 @@ class InfluxQLEngine(Engine):
         auth: AuthProvider = NoAuth()
         if config.username is not None:
             auth = BasicAuth(config.username, config.password)
-        self.http = HttpClient(
-            name,
-            config.url,
-            transport=transport
-            or AiohttpTransport(
-                Timeouts(
-                    total=config.timeout.total_seconds(),
-                    connect=config.connect_timeout.total_seconds(),
-                    read=config.timeout.total_seconds(),
-                ),
-                max_connections=config.max_concurrency,
-            ),
-            auth=auth,
-            errors=ERRORS,
-            max_concurrency=config.max_concurrency,
-            gzip=config.gzip,
-            metrics=metrics,
+        self.http = connection_http(
+            name, config, auth=auth, errors=ERRORS, metrics=metrics, transport=transport
         )
 
     async def execute(self, query: RenderedQuery, *, database: str | None = None) -> Execution:
@@ -182,9 +171,10 @@ class InfluxQLEngine(Engine):
     async def stream(
         self, text: str, *, database: str | None = None, chunk_size: int = 10_000
     ) -> AsyncIterator[bytes]:
-        """Run a read query as CSV with `chunked=true` and yield the body in pieces as they
-        arrive, so a large export never sits in memory whole. (CSV: the server writes it
-        faster than JSON, and Arrow parses it in C++.)"""
+        """Beyond the contract, the 1.x export primitive: run a read query as CSV with
+        `chunked=true` and yield the body in pieces as they arrive, so a large export never
+        sits in memory whole. (CSV: the server writes it faster than JSON, and Arrow parses it
+        in C++.) Not retried: a stream half read cannot be; the window that reads it is re-run."""
         form = {"q": text, "epoch": "ns", "chunked": "true", "chunk_size": str(chunk_size)}
         if database:
             form["db"] = database

@@ -33,8 +33,10 @@ import pyarrow.csv as pa_csv
 from tierflow._archive import Column, FieldType, PointBatch
 from tierflow._archive._schema import FIELD, TAG, column_names
 from tierflow._engines import Engine, Series
+from tierflow._engines._base import bare
+from tierflow._engines.influxql._engine import InfluxQLEngine
+from tierflow._engines.influxql._literals import influxql_ident, influxql_string, influxql_time
 from tierflow._errors import QueryError
-from tierflow._templates import influxql_ident, influxql_string, influxql_time
 
 __all__ = [
     "ExportPlan",
@@ -230,7 +232,9 @@ async def export_planned(
     for low, high in plan.ranges:
         text = plan.query(low, high, tags)
         if plan.csv:
-            pieces = engine.stream(text, database=plan.database, chunk_size=chunk_size)
+            pieces = bare(engine, InfluxQLEngine).stream(
+                text, database=plan.database, chunk_size=chunk_size
+            )
             async for block in csv_blocks(pieces):
                 if (batch := _csv_batch(block, plan)) is not None:
                     yield batch

@@ -10,8 +10,8 @@ import pyarrow as pa
 from tierflow._archive import FieldType, PointBatch, widen
 from tierflow._config import TierConfig
 from tierflow._engines._base import Engine, Series
+from tierflow._engines._dialect import AggregateRead
 from tierflow._engines.influxql._export import field_keys_influxql
-from tierflow._templates import RenderedQuery
 
 __all__ = [
     "aggregate_type",
@@ -63,16 +63,12 @@ async def influxql_field_types(
 
 
 async def influxql_aggregate_batches(
-    engine: Engine,
-    *,
-    tier: TierConfig,
-    measurement: str,
-    aggregates: Mapping[str, tuple[str, ...]],
-    query: RenderedQuery,
+    engine: Engine, read: AggregateRead
 ) -> AsyncIterator[PointBatch]:
     """A relay's aggregating read from 1.x (chunked JSON), typed by `SHOW FIELD KEYS` and what
     each aggregate makes of a field. Rows are read with `fill(none)`, so they are exactly what
     `SELECT … INTO` would write."""
+    tier, measurement, aggregates, query = read.tier, read.measurement, read.aggregates, read.query
     types = await field_types_influxql(
         engine,
         database=tier.database,
