@@ -37,14 +37,14 @@ from tierflow._state._base import (
     Attempt,
     Census,
     Claim,
+    ClaimRequest,
     JobDefinition,
     LedgerEntry,
     Outcome,
     RunStatus,
     StateStore,
-    _distinct,
 )
-from tierflow._state._holder import Holder, holder_gone
+from tierflow._state._holder import Holder
 from tierflow._state._rules import (
     Refusal,
     abandon_reason,
@@ -288,20 +288,9 @@ class PostgresStateStore(StateStore):
 
         return await self._transact(work)
 
-    async def claim(
-        self,
-        job: str,
-        windows: Sequence[Window],
-        *,
-        run_id: str,
-        started_at: datetime,
-        lease_expires_at: datetime,
-        reason: str = "scheduled",
-        holder: Holder | None = None,
-        force: bool = False,
-        gone: Callable[[Holder], bool] = holder_gone,
-    ) -> Claim:
-        _distinct(windows)
+    async def _claim(self, request: ClaimRequest) -> Claim:
+        job, windows = request.job, request.windows
+        started_at = request.started_at
         starts = sorted(window.start for window in windows)  # rows are locked in window order
 
         async def work(cursor: Cursor) -> Claim:
@@ -317,20 +306,11 @@ class PostgresStateStore(StateStore):
                 if window.start in busy:
                     continue
                 entry = mine.get(window.start)
-                why = refusal(entry, run_id=run_id, at=started_at, force=force, gone=gone)
+                why = refusal(entry, request)
                 if why is not None:
                     refused[window.start] = entry if why is Refusal.HELD else None
                     continue
-                taken[window.start] = claimed(
-                    entry,
-                    job,
-                    window,
-                    run_id=run_id,
-                    started_at=started_at,
-                    lease_expires_at=lease_expires_at,
-                    holder=holder,
-                    earlier=earlier.get(window.start, 0),
-                )
+                taken[window.start] = claimed(entry, window, request, earlier.get(window.start, 0))
             await _abandon(cursor, job, [mine[s] for s in taken if s in mine], started_at)
             rows = [_row(new) for start, new in sorted(taken.items()) if start in mine]
             if rows:
@@ -340,7 +320,7 @@ class PostgresStateStore(StateStore):
                 # Another worker made these rows since we looked: its claim holds them.
                 refused |= await _entries_at(cursor, job, sorted(lost))
                 taken = {start: new for start, new in taken.items() if start not in lost}
-            await _record_attempts(cursor, taken.values(), reason)
+            await _record_attempts(cursor, taken.values(), request.reason)
             return Claim(
                 tuple(w for w in windows if w.start in taken),
                 tuple(e for w in windows if (e := refused.get(w.start)) is not None),
