@@ -108,7 +108,7 @@ class Tierflow:
     def store(self) -> StateStore:
         """The state store (opened on first use)."""
         if self._store is None:
-            self._store = open_state_store(self._url())
+            self._store = open_state_store(self._url(), password=self.config.state.password)
         return self._store
 
     @property

@@ -104,7 +104,8 @@ def state_url_problem(url: str) -> str | None:
         return (
             "holds a password; tierflow takes none from the state URL, which `status` shows "
             "and errors name: write postgresql://user@host/db and give the password through "
-            "a secret source (the PGPASSWORD environment variable or a ~/.pgpass file)"
+            "[state] password = { env = ... } (or { file = ... }, { command = [...] }), or "
+            "libpq's PGPASSWORD or ~/.pgpass"
         )
     return None
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tierflow.testing import InfluxdError, ThrowawayInfluxd
+from tierflow.testing.postgres import PostgresError, ThrowawayPostgres
 
 # A point as a tier holds it: (measurement, time in ns, tags) → fields.
 Key = tuple[str, int, frozenset[tuple[str, str]]]
@@ -49,6 +50,32 @@ def influxd() -> Iterator[ThrowawayInfluxd]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[ThrowawayPostgres]:
+    """One PostgreSQL for the session: $TIERFLOW_TEST_POSTGRES_URL's, else a throwaway server
+    from Debian's binaries; tests make their own databases on it (`new_database`). A missing
+    server fails, it never skips."""
+    server = ThrowawayPostgres()
+    try:
+        server.start()
+    except PostgresError as exc:
+        pytest.fail(f"the PostgreSQL state tests need a PostgreSQL server: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres: ThrowawayPostgres) -> Iterator[str]:
+    """The URL of a fresh, empty database, dropped after the test."""
+    url = postgres.new_database()
+    try:
+        yield url
+    finally:
+        postgres.drop_database(url)
 
 
 @pytest.fixture(autouse=True)

@@ -126,7 +126,17 @@ def test_the_readme_documents_the_python_api() -> None:
 
 
 def test_import_tierflow_loads_no_cli_and_no_heavy_optional_packages() -> None:
-    heavy = ("typer", "rich", "pyarrow", "influxdb_client", "boto3", "botocore", "duckdb")
+    heavy = (
+        "typer",
+        "rich",
+        "pyarrow",
+        "influxdb_client",
+        "boto3",
+        "botocore",
+        "duckdb",
+        "psycopg",
+        "psycopg_pool",
+    )
     script = (
         "import sys, tierflow; "
         f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))"

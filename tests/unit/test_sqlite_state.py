@@ -237,7 +237,7 @@ async def test_open_absolute_sqlite_path(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "url",
     [
-        "postgresql://localhost/tierflow",
+        "mysql://localhost/tierflow",
         "sqlite://tierflow.db",  # two slashes: a host, not a path
         "sqlite:///",  # no file
         "memory:",
@@ -249,3 +249,12 @@ async def test_open_absolute_sqlite_path(tmp_path: Path) -> None:
 def test_unsupported_state_urls(url: str) -> None:
     with pytest.raises(ConfigError, match="state url"):
         open_state_store(url)
+
+
+@pytest.mark.parametrize("url", ["postgresql://tierflow@db/tierflow", "postgres://db/tierflow"])
+async def test_a_postgresql_url_opens_a_postgres_store_that_connects_on_first_use(
+    url: str,
+) -> None:
+    store = open_state_store(url)  # no server at "db": nothing connects yet
+    assert type(store).__name__ == "PostgresStateStore"
+    await store.aclose()

@@ -8,6 +8,7 @@ import pytest
 
 from tests.unit.test_config import document, error_of, line_about, load_text
 from tierflow._errors import ConfigError, StateError
+from tierflow._secrets import EnvSecret
 from tierflow._state import open_state_store
 from tierflow._url_checks import redact_url
 
@@ -93,6 +94,34 @@ def test_a_password_in_the_state_url_is_refused_unseen(
     monkeypatch.setenv("TIERFLOW_STATE", url)
     line = refusal(tmp_path, document(), "[state] url:")
     assert "from TIERFLOW_STATE" in line
+
+
+def test_the_state_password_comes_from_a_secret_source_and_survives_tierflow_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "postgresql://tierflow@db.example/tierflow"
+    text = document().replace(
+        'url = "sqlite:///state.db"', f'url = "{url}"\npassword = {{ env = "PG_PW" }}'
+    )
+    assert load_text(tmp_path, text).state.password == EnvSecret(env="PG_PW")
+    assert load_text(tmp_path, text).state.url == url
+    # TIERFLOW_STATE moves the state; the file's password still applies.
+    monkeypatch.setenv("TIERFLOW_STATE", "postgresql://tierflow@other.example/tierflow")
+    state = load_text(tmp_path, text).state
+    assert (state.url, state.password) == (
+        "postgresql://tierflow@other.example/tierflow",
+        EnvSecret(env="PG_PW"),
+    )
+
+
+def test_a_literal_state_password_loads_with_a_warning_and_never_shows(tmp_path: Path) -> None:
+    text = document().replace(
+        'url = "sqlite:///state.db"',
+        f'url = "postgresql://tierflow@db.example/tierflow"\npassword = "{CANARY}"',
+    )
+    with pytest.warns(UserWarning, match=r"\[state\] password is written into the config"):
+        config = load_text(tmp_path, text)
+    assert CANARY not in repr(config.state)
 
 
 @pytest.mark.parametrize(

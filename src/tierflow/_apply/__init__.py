@@ -48,7 +48,7 @@ from tierflow._apply._model import (
     show,
 )
 from tierflow._apply._plan import plan_changes
-from tierflow._config import Config
+from tierflow._config import Config, StateConfig
 from tierflow._errors import EngineError
 from tierflow._logging import log_event
 from tierflow._runner import Runner
@@ -152,7 +152,7 @@ def _deletes(change: Change, found: Expiring) -> str:
 async def _blocked(
     config: Config, changes: Sequence[Change], now: datetime, store: StateStore | None
 ) -> list[str]:
-    ledger = store if store is not None else await asyncio.to_thread(_open_ledger, config.state.url)
+    ledger = store if store is not None else await asyncio.to_thread(_open_ledger, config.state)
     try:
         runner = Runner(config, ledger)
         shrinking = {tier for change in changes if change.shrink for tier in change.shrink.tiers}
@@ -167,12 +167,13 @@ async def _blocked(
             await ledger.aclose()
 
 
-def _open_ledger(url: str) -> StateStore:
+def _open_ledger(state: StateConfig) -> StateStore:
     """The configured state store; an empty one in memory if its SQLite file does not exist yet
     (no job has run: the same answer, and a dry run leaves no state file behind)."""
+    url = state.url
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         return MemoryStateStore()
-    return open_state_store(url)
+    return open_state_store(url, password=state.password)
 
 
 async def _oldest_pending(runner: Runner, job: str, now: datetime) -> Window | None:

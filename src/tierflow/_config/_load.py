@@ -107,6 +107,12 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
             + "\n".join("  " + p.render(path) for p in problems)
         )
     _warn_literal_secrets(connections, path)
+    if state is not None and isinstance(state.password, LiteralSecret):
+        warnings.warn(
+            f"{path}: [state] password is written into the config; "
+            "prefer { env = ... }, { file = ... } or { command = [...] }",
+            stacklevel=2,
+        )
     return Config(
         path,
         state or StateConfig(),
@@ -127,10 +133,14 @@ def _resolved_state(
     if url := os.environ.get("TIERFLOW_STATE"):
         if problem := state_url_problem(url):
             problems.append(_Problem("state", "url", _MISSING, f"from TIERFLOW_STATE: {problem}"))
-        return StateConfig(url=resolve_state_url(url, Path.cwd()))
+        # The file's password still applies: the variable moves the state, not its secret.
+        password = state.password if state is not None else None
+        return StateConfig(url=resolve_state_url(url, Path.cwd()), password=password)
     if state is None:
         return None
-    resolved = StateConfig(url=resolve_state_url(state.url, path.absolute().parent))
+    resolved = state.model_copy(
+        update={"url": resolve_state_url(state.url, path.absolute().parent)}
+    )
     if problem := state_left_behind(state.url, resolved.url):
         problems.append(_Problem("state", "url", state.url, problem))
     return resolved

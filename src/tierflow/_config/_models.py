@@ -121,7 +121,13 @@ def _secret_shorthand(value: object) -> object:
 
 
 class StateConfig(_Model):
+    """Where the state lives: a SQLite file (one host) or a PostgreSQL database (several
+    workers). A PostgreSQL password comes from a secret source, never from the URL."""
+
     url: str = DEFAULT_STATE_URL
+    password: SecretSource | None = None
+
+    _shorthand = field_validator("password", mode="before")(_secret_shorthand)
 
 
 class SchedulerConfig(_Model):

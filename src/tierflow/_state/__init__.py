@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tierflow._errors import ConfigError
 from tierflow._state._base import (
@@ -19,6 +20,10 @@ from tierflow._state._holder import Holder
 from tierflow._state._memory import MemoryStateStore
 from tierflow._state._sqlite import SqliteStateStore
 
+if TYPE_CHECKING:
+    from tierflow._secrets import SecretSource
+    from tierflow._state._postgres import PostgresStateStore
+
 __all__ = [
     "Attempt",
     "Census",
@@ -28,6 +33,7 @@ __all__ = [
     "LedgerEntry",
     "MemoryStateStore",
     "Outcome",
+    "PostgresStateStore",
     "RunStatus",
     "SqliteStateStore",
     "StateStore",
@@ -35,8 +41,24 @@ __all__ = [
 ]
 
 
-def open_state_store(url: str) -> StateStore:
-    """Open the store a URL names: `sqlite:///relative.db`, `sqlite:////absolute.db`, `memory://`."""
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def __getattr__(name: str) -> Any:
+    # psycopg is an optional extra, imported only when a PostgreSQL store is asked for.
+    if name == "PostgresStateStore":
+        from tierflow._state._postgres import PostgresStateStore
+
+        return PostgresStateStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def open_state_store(url: str, *, password: SecretSource | None = None) -> StateStore:
+    """Open the store a URL names: `sqlite:///relative.db`, `sqlite:////absolute.db`, `memory://`,
+    `postgresql://user@host/db` (its password from `password`, a secret source, or libpq's
+    PGPASSWORD and ~/.pgpass; a PostgreSQL store connects on first use)."""
+    if url.startswith(_POSTGRES_SCHEMES):
+        return _postgres_store(url, password)
     if url == "memory://":
         return MemoryStateStore()
     if url.startswith("sqlite:///"):
@@ -52,5 +74,16 @@ def open_state_store(url: str) -> StateStore:
             )
         return SqliteStateStore(path)
     raise ConfigError(
-        f"state url {url!r} is not supported; use sqlite:///path/to/file.db or memory://"
+        f"state url {url!r} is not supported; use sqlite:///path/to/file.db, "
+        "postgresql://user@host/db or memory://"
     )
+
+
+def _postgres_store(url: str, password: SecretSource | None) -> StateStore:
+    try:
+        from tierflow._state._postgres import PostgresStateStore
+    except ImportError as exc:
+        raise ConfigError(
+            "a postgresql:// state url needs psycopg: pip install 'tierflow[postgres]'"
+        ) from exc
+    return PostgresStateStore(url, password=password)

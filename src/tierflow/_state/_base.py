@@ -196,6 +196,13 @@ class StateStore(ABC):
         not `gone` (that run may still finish it); without `force`, only windows still due
         (not done or parked, e.g. by a concurrent run since they were planned). The attempt a
         taken-over claim was making is marked abandoned in the history.
+
+        `run_id` is the claim's fencing token: `renew` and `finish` are accepted only from the
+        run a window's row names while it runs, so once another run has taken a window over
+        (or `reset` forgot it) the late run's `renew` says False and its `finish` raises,
+        recording nothing and leaving the watermark alone. A caller must draw a fresh run id
+        for each claim (the runner uses a uuid4): a run id used again for a later claim of the
+        same window would let an earlier claim's late outcome pass as the later one's.
         """
         if len({window.start for window in windows}) != len(windows):
             raise ValueError("a claim names the same window twice")
@@ -231,7 +238,9 @@ class StateStore(ABC):
         window that has had that many attempts since it was last re-queued is parked: no longer
         due until `requeue`.
 
-        Raise StateError if the claim was lost (another run took the windows over).
+        Raise StateError if the claim was lost (another run took the windows over, or they
+        were forgotten), recording nothing: a late outcome never overwrites the taker's nor
+        moves the watermark.
         """
 
     @abstractmethod

@@ -284,6 +284,41 @@ class StateStoreContract:
         assert await snapshot(store) == before
         assert await finish(store, [0], "r2", RunStatus.SUCCEEDED) == window(0).stop
 
+    async def test_a_late_finish_after_the_taker_finished_changes_nothing(
+        self, store: StateStore
+    ) -> None:
+        # Fencing: r1 (paused past its lease) comes back after r2 took its windows over and
+        # recorded success. r1's failure must neither overwrite r2's outcome nor drag the
+        # watermark back, nor count towards parking.
+        await store.ensure_job(JOB, T0)
+        assert await claim(store, [0, 1], "r1", started=T0)
+        assert await claim(store, [0, 1], "r2", started=at(11))
+        assert await finish(store, [0, 1], "r2", RunStatus.SUCCEEDED) == window(1).stop
+        before = await snapshot(store)
+        with pytest.raises(StateError):
+            await store.finish(
+                JOB,
+                [window(0), window(1)],
+                run_id="r1",
+                outcome=outcome(RunStatus.FAILED, error="late"),
+                park_after=1,
+            )
+        assert not await store.renew(
+            JOB, [window(0), window(1)], run_id="r1", lease_expires_at=at(60)
+        )
+        assert await snapshot(store) == before
+        assert await store.watermark(JOB) == window(1).stop
+
+    async def test_a_late_finish_after_a_reset_changes_nothing(self, store: StateStore) -> None:
+        await store.ensure_job(JOB, T0)
+        assert await claim(store, [0], "r1", started=T0)
+        assert await store.reset(JOB, NEW, since=None, origin=T0) == 1
+        before = await snapshot(store)
+        with pytest.raises(StateError):
+            await finish(store, [0], "r1", RunStatus.SUCCEEDED)
+        assert not await store.renew(JOB, [window(0)], run_id="r1", lease_expires_at=at(60))
+        assert await snapshot(store) == before
+
     async def test_finish_by_a_run_that_never_claimed_raises(self, store: StateStore) -> None:
         await store.ensure_job(JOB, T0)
         with pytest.raises(StateError):

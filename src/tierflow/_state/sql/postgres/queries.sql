@@ -1,0 +1,187 @@
+-- The PostgreSQL store's queries, looked up by name (`tierflow._state._sql.queries("postgres")`).
+-- Parameters are psycopg's (%s, %(name)s), bound server-side. Times are timestamptz. The schema
+-- is in migrations/postgres/. The rules (what a claim may take, what a row becomes) are Python,
+-- in tierflow._state._rules: these statements only read, lock and write rows.
+
+-- name: migration_lock
+-- Held to the end of the migrating transaction: workers starting at once migrate one at a time,
+-- and every one but the first finds nothing left to do. (The key is "tierflow" in ASCII.)
+SELECT pg_advisory_xact_lock(8388347322973319031);
+
+-- name: has_schema_migrations
+-- Asked first: CREATE TABLE IF NOT EXISTS needs the CREATE right even when the table exists,
+-- and a worker that finds the schema current needs no DDL right at all.
+SELECT (to_regclass('schema_migrations') IS NOT NULL)::integer;
+
+-- name: create_schema_migrations
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer     PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: schema_version
+SELECT COALESCE(MAX(version), 0) FROM schema_migrations;
+
+-- name: record_migration
+INSERT INTO schema_migrations (version) VALUES (%s);
+
+-- name: ensure_job
+INSERT INTO jobs (job, watermark) VALUES (%s, %s) ON CONFLICT (job) DO NOTHING;
+
+-- name: watermark
+SELECT watermark FROM jobs WHERE job = %s;
+
+-- name: lock_watermark
+-- A finish or reset locks its job's row first: watermark moves of one job happen one at a time,
+-- each seeing the windows the one before recorded.
+SELECT watermark FROM jobs WHERE job = %s FOR UPDATE;
+
+-- name: set_watermark
+UPDATE jobs SET watermark = %s WHERE job = %s;
+
+-- name: jobs
+SELECT job FROM jobs ORDER BY job;
+
+-- name: entries
+SELECT window_start, window_stop, status, attempts, run_id, started_at, finished_at,
+       lease_expires_at, error, fingerprint, parked, attempt_base, holder_host, holder_pid,
+       holder_started
+FROM runs WHERE job = %(job)s AND window_start >= %(since)s
+  AND (%(until)s::timestamptz IS NULL OR window_start < %(until)s)
+ORDER BY window_start;
+
+-- name: entries_at
+-- Rows of the given windows as last committed, without locking (a claim reads those another
+-- transaction has locked this way, to say who holds them).
+SELECT window_start, window_stop, status, attempts, run_id, started_at, finished_at,
+       lease_expires_at, error, fingerprint, parked, attempt_base, holder_host, holder_pid,
+       holder_started
+FROM runs WHERE job = %s AND window_start = ANY(%s)
+ORDER BY window_start;
+
+-- name: claim_entries
+-- The rows a claim may judge: those no other transaction has locked (another worker claiming,
+-- renewing or finishing them right now). Locked in window order, as every statement here does.
+SELECT window_start, window_stop, status, attempts, run_id, started_at, finished_at,
+       lease_expires_at, error, fingerprint, parked, attempt_base, holder_host, holder_pid,
+       holder_started
+FROM runs WHERE job = %s AND window_start = ANY(%s)
+ORDER BY window_start
+FOR UPDATE SKIP LOCKED;
+
+-- name: lock_entries
+-- The rows a renew or finish checks and writes, locked (waiting for a claim on them to end).
+SELECT window_start, window_stop, status, attempts, run_id, started_at, finished_at,
+       lease_expires_at, error, fingerprint, parked, attempt_base, holder_host, holder_pid,
+       holder_started
+FROM runs WHERE job = %s AND window_start = ANY(%s)
+ORDER BY window_start
+FOR UPDATE;
+
+-- name: parked_entries
+SELECT window_start, window_stop, status, attempts, run_id, started_at, finished_at,
+       lease_expires_at, error, fingerprint, parked, attempt_base, holder_host, holder_pid,
+       holder_started
+FROM runs WHERE job = %(job)s AND parked
+  AND (%(start)s::timestamptz IS NULL OR window_start >= %(start)s)
+  AND (%(stop)s::timestamptz IS NULL OR window_start < %(stop)s)
+ORDER BY window_start
+FOR UPDATE;
+
+-- name: done_from
+-- The done windows from a watermark on, oldest first, a batch at a time: how far it reaches.
+SELECT window_start, window_stop FROM runs
+WHERE job = %s AND window_start >= %s AND status IN ('succeeded', 'skipped')
+ORDER BY window_start
+LIMIT %s;
+
+-- name: census_counts
+SELECT status, parked, COUNT(*) FROM runs
+WHERE job = %s AND window_start >= %s AND window_stop <= %s
+GROUP BY status, parked;
+
+-- name: census_running
+SELECT window_start, window_stop, status, attempts, run_id, started_at, finished_at,
+       lease_expires_at, error, fingerprint, parked, attempt_base, holder_host, holder_pid,
+       holder_started
+FROM runs WHERE job = %s AND window_start >= %s AND window_stop <= %s AND status = 'running'
+ORDER BY window_start;
+
+-- name: last_attempts
+-- The last attempt the history holds at each of some windows: a window forgotten by `reset`
+-- numbers on from it.
+SELECT window_start, MAX(attempt) FROM attempts
+WHERE job = %s AND window_start = ANY(%s)
+GROUP BY window_start;
+
+-- name: abandon_attempt
+UPDATE attempts SET status = 'abandoned', finished_at = %s, error = %s
+WHERE job = %s AND window_start = %s AND status = 'running';
+
+-- name: claim_run
+-- Write the row `_rules.claimed` made over a row this transaction has locked.
+UPDATE runs SET status = %(status)s, attempts = %(attempts)s, run_id = %(run_id)s,
+                started_at = %(started_at)s, finished_at = %(finished_at)s,
+                lease_expires_at = %(lease_expires_at)s, duration_s = NULL, error = %(error)s,
+                fingerprint = %(fingerprint)s, parked = %(parked)s,
+                attempt_base = %(attempt_base)s, holder_host = %(holder_host)s,
+                holder_pid = %(holder_pid)s, holder_started = %(holder_started)s
+WHERE job = %(job)s AND window_start = %(window_start)s;
+
+-- name: claim_new_run
+-- Write the row `_rules.claimed` made for a window without one, unless another transaction
+-- made it meanwhile (then nothing is returned, and that window is not taken).
+INSERT INTO runs (job, window_start, window_stop, status, attempts, run_id, started_at,
+                  finished_at, lease_expires_at, error, fingerprint, parked, attempt_base,
+                  holder_host, holder_pid, holder_started)
+VALUES (%(job)s, %(window_start)s, %(window_stop)s, %(status)s, %(attempts)s, %(run_id)s,
+        %(started_at)s, %(finished_at)s, %(lease_expires_at)s, %(error)s, %(fingerprint)s,
+        %(parked)s, %(attempt_base)s, %(holder_host)s, %(holder_pid)s, %(holder_started)s)
+ON CONFLICT (job, window_start) DO NOTHING
+RETURNING window_start;
+
+-- name: insert_attempt
+INSERT INTO attempts (job, window_start, window_stop, attempt, run_id, status, started_at, reason)
+VALUES (%s, %s, %s, %s, %s, 'running', %s, %s);
+
+-- name: renew_lease
+UPDATE runs SET lease_expires_at = %s WHERE job = %s AND window_start = ANY(%s);
+
+-- name: finish_run
+-- Write the row `_rules.finished` made, with what the outcome says of the run.
+UPDATE runs SET status = %(status)s, finished_at = %(finished_at)s,
+                lease_expires_at = %(lease_expires_at)s, error = %(error)s,
+                fingerprint = %(fingerprint)s, parked = %(parked)s, duration_s = %(duration_s)s,
+                query_hash = %(query_hash)s, template_version = %(template_version)s
+WHERE job = %(job)s AND window_start = %(window_start)s;
+
+-- name: finish_attempt
+UPDATE attempts SET status = %s, finished_at = %s, duration_s = %s, query_hash = %s,
+                    template_version = %s, error = %s
+WHERE job = %s AND window_start = %s AND attempt = %s;
+
+-- name: requeue_run
+-- Write the row `_rules.requeued` made.
+UPDATE runs SET parked = %(parked)s, finished_at = %(finished_at)s,
+                attempt_base = %(attempt_base)s
+WHERE job = %(job)s AND window_start = %(window_start)s;
+
+-- name: count_attempts
+SELECT COUNT(*) FROM attempts WHERE job = %s AND reason = %s;
+
+-- name: history
+SELECT window_start, window_stop, attempt, run_id, status, started_at, finished_at,
+       duration_s, query_hash, template_version, error, reason
+FROM attempts WHERE job = %s
+ORDER BY id DESC LIMIT %s;
+
+-- name: definition
+SELECT body FROM job_definitions WHERE job = %s;
+
+-- name: record_definition
+INSERT INTO job_definitions (job, digest, body) VALUES (%s, %s, %s)
+ON CONFLICT (job) DO UPDATE SET
+    digest = excluded.digest, body = excluded.body, recorded_at = now();
+
+-- name: forget_runs
+DELETE FROM runs WHERE job = %s AND (%s::timestamptz IS NULL OR window_start >= %s);
