@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from tierflow._errors import (
     TierflowError,
     UnknownJobError,
 )
+from tierflow._logging import log_event
 from tierflow._runner import select_jobs
 from tierflow._windows import isoformat
 
@@ -88,13 +90,20 @@ def fail(message: str, code: int) -> NoReturn:
 @contextmanager
 def mapped_errors() -> Iterator[None]:
     """Bad input (config, arguments, job names, tiers `apply` cannot apply as declared) exits 2,
-    any other tierflow error 1."""
+    any other tierflow error 1, and so does any other exception (a bug): one `error: internal
+    error: …` line, never a traceback (that is logged as `internal_error`, at debug level)."""
     try:
         yield
     except (ConfigError, InvalidInputError, UnknownJobError, ApplyRefusedError) as exc:
         fail(str(exc), 2)
     except TierflowError as exc:
         fail(str(exc), 1)
+    except (typer.Exit, typer.Abort):
+        raise  # typer's own ways out (RuntimeErrors): already an exit code
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        log_event("internal_error", level=logging.DEBUG, exc_info=True, error=text)
+        fail(f"internal error: {text}", 1)
 
 
 def instant(text: str | None, option: str) -> datetime:

@@ -126,12 +126,24 @@ class Tierflow:
                 seen = len(self.stderr)
                 reading = self._reader is not None and self._reader.is_alive()
                 if time.monotonic() > deadline or not reading:
-                    tail = "\n".join(self.stderr[-20:])
                     raise AssertionError(
-                        f"no {event!r} event within {timeout:g} s "
-                        f"(exit status {self.process.poll()}); stderr tail:\n{tail}"
+                        f"no {event!r} event within {timeout:g} s; {self.describe()}"
                     )
                 self._changed.wait(0.05)
+
+    def describe(self) -> str:
+        """The exit status (None while running) and the whole stderr so far, for an assertion
+        message: a traceback or an error must be seen in full, not cut to a tail."""
+        with self._changed:
+            text = "\n".join(self.stderr)
+        return f"exit status {self.process.poll()}; stderr:\n{text}"
+
+    def wait_expecting(self, codes: set[int], timeout: float) -> int:
+        """Wait for the process to end; fail showing its whole stderr unless its exit status is
+        one of `codes`."""
+        code = self.wait(timeout)
+        assert code in codes, f"expected an exit status in {sorted(codes)}; {self.describe()}"
+        return code
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time the process has used so far (Linux /proc)."""
@@ -227,7 +239,7 @@ def wait_http(url: str, timeout: float, process: Tierflow | None = None) -> tupl
         except (urllib.error.URLError, ConnectionError) as exc:
             ended = process is not None and process.process.poll() is not None
             if ended or time.monotonic() > deadline:
-                tail = "\n".join(process.stderr[-20:]) if process is not None else ""
+                tail = process.describe() if process is not None else ""
                 raise AssertionError(
                     f"{url} did not answer within {timeout:g} s: {exc}\n{tail}"
                 ) from exc

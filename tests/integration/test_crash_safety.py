@@ -109,6 +109,16 @@ def minutes_ago(count: int) -> datetime:
     return floor_to(datetime.now(UTC), MINUTE) - count * MINUTE
 
 
+def for_a_minute(count: int) -> tuple[datetime, str]:
+    """A start `count` whole minutes ago and an `offset` that keeps exactly those `count` windows
+    due for the next 59 s: a test slower than the rest of the current minute must not see a
+    new window come due halfway (another run would take it, with a first attempt)."""
+    now = datetime.now(UTC)
+    floor = floor_to(now, MINUTE)
+    into = max(now - floor - timedelta(seconds=1), timedelta(0)) // timedelta(milliseconds=1)
+    return floor - count * MINUTE, f"{into}ms"
+
+
 def upstream(influxd: ThrowawayInfluxd) -> tuple[str, int]:
     host, port = influxd.url.removeprefix("http://").rsplit(":", 1)
     return host, int(port)
@@ -237,7 +247,7 @@ def test_killed_at_random_instants_and_restarted_every_window_is_exact(
             if first_query(process, timeout=15):
                 time.sleep(rng.uniform(0.0, 1.0) * catchup)
             process.process.send_signal(signal.SIGKILL)
-            assert process.wait(timeout=10) in {-signal.SIGKILL, 0}
+            process.wait_expecting({-signal.SIGKILL, 0}, timeout=10)
             kills.append((command, sum(e["event"] == "window_succeeded" for e in process.events())))
         # Once the leases the killed runs held have expired, a clean run finishes the job.
         sleep_past_leases(where / "state.db", JOB)
@@ -322,13 +332,13 @@ def takeover(
 ) -> Iterator[Takeover]:
     databases = Databases(influxd)
     db = databases.new()
-    start = minutes_ago(4)
+    start, offset = for_a_minute(4)
     points = points_for(8, start, 4)
     write_points(influxd, db, points)
     where = tmp_path_factory.mktemp("takeover")
     port = free_port()
     with SlowProxy(upstream(influxd), request_delay=math.inf) as proxy, processes() as spawned:
-        spec = crash_job(start, catchup_chunk="1h", parallel_windows=1)
+        spec = crash_job(start, catchup_chunk="1h", parallel_windows=1, offset=offset)
         text = config_text(url=proxy.url, db=db, state=where / "state.db", jobs={JOB: spec})
         config = where / "tierflow.toml"
         config.write_text(text, encoding="utf-8")
@@ -348,7 +358,7 @@ def takeover(
         status, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200
         daemon.send(signal.SIGTERM)
-        code = daemon.wait(timeout=15)
+        code = daemon.wait_expecting({0}, timeout=15)
     yield Takeover(
         db,
         where / "state.db",

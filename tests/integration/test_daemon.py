@@ -165,7 +165,7 @@ def test_a_live_daemon_runs_each_window_on_time_serves_metrics_and_stops_on_sigt
     finally:
         writer.stop()
 
-    assert code == 0, "\n".join(daemon.stderr[-20:])
+    assert code == 0, daemon.describe()
     assert stopped_in < 5, f"SIGTERM to exit took {stopped_in:.1f} s, grace is 5 s"
     # Sleeping until the next window costs no CPU; polling would (even every 1 ms it takes a
     # third of a core here, against a few percent for the real work).
@@ -276,7 +276,7 @@ def test_the_daemon_catches_up_with_coalesced_queries(
             time.sleep(0.05)
         caught_up_in = time.monotonic() - began
         daemon.send(signal.SIGTERM)
-        assert daemon.wait(timeout=15) == 0
+        daemon.wait_expecting({0}, timeout=15)
 
     assert caught_up_in < 10
     watermark, _, _ = read_state(state, "down")
@@ -335,7 +335,7 @@ def test_sigterm_lets_the_window_in_flight_finish_and_starts_no_other(
         )
         code, stopped_in = daemon.stop(signal.SIGTERM)
 
-    assert code == 0, "\n".join(daemon.stderr[-20:])
+    assert code == 0, daemon.describe()
     assert 1.0 <= stopped_in < 5, f"exit {stopped_in:.2f} s after SIGTERM"
     first = (start, start + FIVE_MINUTES)
     assert (parse_time(begun["window_start"]), parse_time(begun["window_stop"])) == first
@@ -358,7 +358,7 @@ def test_sigterm_abandons_a_window_still_running_after_the_grace_period(
         code, stopped_in = daemon.stop(signal.SIGTERM)
         proxy.request_delay = 0
 
-        assert code == 0, "\n".join(daemon.stderr[-20:])
+        assert code == 0, daemon.describe()
         assert 0.9 <= stopped_in < 4, f"exit {stopped_in:.2f} s after SIGTERM; grace is 1 s"
         state = config.parent / "state.db"
         watermark, ledger, attempts = read_state(state, "down")
@@ -402,7 +402,7 @@ def test_a_second_signal_during_the_grace_period_exits_at_once(
         code, stopped_in = daemon.stop(signal.SIGINT)
 
     assert stopped_in < 1.5
-    assert code == 1  # os._exit(1): nothing is cleaned up
+    assert code == 1, daemon.describe()  # os._exit(1): nothing is cleaned up
     assert "second_signal_exit" in [e["event"] for e in json_lines(daemon)]
     # Nobody recorded the window's end: it stays claimed until its lease expires.
     watermark, ledger, _ = read_state(config.parent / "state.db", "down")
@@ -426,7 +426,7 @@ def test_readyz_is_503_while_the_connection_is_unreachable(
         healthz = wait_http(f"{base}/healthz", timeout=15, process=daemon)
         readyz = http_get(f"{base}/readyz")
         daemon.send(signal.SIGTERM)
-        assert daemon.wait(timeout=15) == 0
+        daemon.wait_expecting({0}, timeout=15)
 
     assert healthz[0] == 200
     assert readyz[0] == 503

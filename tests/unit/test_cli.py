@@ -13,12 +13,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from tierflow._api import Tierflow
 from tierflow._cli import app
 from tierflow._cli_group import global_options_first
 from tierflow._cli_report import report_runs
 from tierflow._planner import Batch
 from tierflow._runner import BatchRun
-from tierflow._state import RunStatus
+from tierflow._state import RunStatus, StateStore
 from tierflow._windows import Window
 
 CONFIG = """
@@ -390,6 +391,29 @@ def test_every_command_with_a_broken_input_is_an_error_not_a_traceback(
     assert "Traceback" not in result.output
     assert "error" in result.output.lower()
     assert "internal error" not in result.output
+
+
+@pytest.mark.parametrize("command", ["run-once", "run", "status"])
+def test_an_unexpected_exception_is_one_error_line_not_a_traceback(
+    config: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    # A bug (here: opening the state store raises what no code maps) still exits 1 with a
+    # message; the traceback goes to the log, at debug level only.
+    def broken(self: Tierflow) -> StateStore:
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+    monkeypatch.setattr(Tierflow, "store", property(broken))
+    result = CliRunner().invoke(app, ["--log-level", "debug", command, "-c", str(config)])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.output.splitlines()
+    assert "error: internal error: RuntimeError: cannot schedule new futures after shutdown" in (
+        lines
+    )
+    assert not any(line.startswith("Traceback") for line in lines), result.output
+    (logged,) = [json.loads(line) for line in lines if '"internal_error"' in line]
+    assert logged["level"] == "debug"
+    assert "Traceback" in logged["exception"]
 
 
 COMMANDS = [
