@@ -79,6 +79,19 @@ class Daemon:
                 # The state store or the config went wrong under us: say so, pause, try again.
                 log_event("job_loop_error", level=logging.ERROR, job=job, error=str(exc))
                 pause = _FAILURE_PAUSE
+            except Exception as exc:
+                # A bug. Ending the loop would stop this job's windows for good while the daemon
+                # looks alive (and a later SIGTERM would swallow the error): log it whole, pause,
+                # try again. Every state write is one transaction, so nothing recorded is lost.
+                text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                log_event(
+                    "job_loop_error",
+                    level=logging.ERROR,
+                    exc_info=True,
+                    job=job,
+                    error=f"internal error: {text}",
+                )
+                pause = _FAILURE_PAUSE
             if pause > timedelta(0):
                 with suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), pause.total_seconds())
