@@ -23,7 +23,6 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any, Self, TypeVar
 
 import psycopg
@@ -56,7 +55,7 @@ from tierflow._state._rules import (
     requeued,
     reset_watermark,
 )
-from tierflow._state._sql import queries
+from tierflow._state._sql import queries, shipped_migrations
 from tierflow._windows import Window
 
 __all__ = ["PostgresStateStore", "describe_url", "migrations"]
@@ -73,15 +72,7 @@ _TRIES = 3
 
 def migrations() -> list[tuple[int, str]]:
     """The schema migrations shipped with this version, as (version, SQL), in order."""
-    folder = resources.files("tierflow._state") / "migrations" / "postgres"
-    found = sorted(
-        (int(item.name.split("_", 1)[0]), item.read_text(encoding="utf-8"))
-        for item in folder.iterdir()
-        if item.name.endswith(".sql")
-    )
-    if [version for version, _ in found] != list(range(1, len(found) + 1)):
-        raise StateError("the shipped PostgreSQL migrations are not numbered 1, 2, 3, …")
-    return found
+    return shipped_migrations("postgres", "PostgreSQL")
 
 
 def describe_url(url: str) -> str:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,7 +32,7 @@ from tierflow._state._base import (
     StateStore,
 )
 from tierflow._state._rows import attempt_of, census_of, entries_of, entry_of, params_of
-from tierflow._state._sql import queries
+from tierflow._state._sql import queries, shipped_migrations
 from tierflow._windows import Window, from_micros, to_micros
 
 __all__ = ["SqliteStateStore", "migrations"]
@@ -46,15 +45,7 @@ _NEVER = 2**62
 
 def migrations() -> list[tuple[int, str]]:
     """The schema migrations shipped with this version, as (version, SQL), in order."""
-    folder = resources.files("tierflow._state") / "migrations" / "sqlite"
-    found = sorted(
-        (int(item.name.split("_", 1)[0]), item.read_text(encoding="utf-8"))
-        for item in folder.iterdir()
-        if item.name.endswith(".sql")
-    )
-    if [version for version, _ in found] != list(range(1, len(found) + 1)):
-        raise StateError("the shipped SQLite migrations are not numbered 1, 2, 3, …")
-    return found
+    return shipped_migrations("sqlite", "SQLite")
 
 
 class SqliteStateStore(StateStore):
