@@ -23,7 +23,6 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any, Self, TypeVar
 
 import psycopg
@@ -44,7 +43,7 @@ from tierflow._state._base import (
     RunStatus,
     StateStore,
 )
-from tierflow._state._holder import Holder
+from tierflow._state._rows import attempt_of, census_of, entries_of, params_of
 from tierflow._state._rules import (
     Refusal,
     abandon_reason,
@@ -56,7 +55,7 @@ from tierflow._state._rules import (
     requeued,
     reset_watermark,
 )
-from tierflow._state._sql import queries
+from tierflow._state._sql import queries, shipped_migrations
 from tierflow._windows import Window
 
 __all__ = ["PostgresStateStore", "describe_url", "migrations"]
@@ -73,15 +72,7 @@ _TRIES = 3
 
 def migrations() -> list[tuple[int, str]]:
     """The schema migrations shipped with this version, as (version, SQL), in order."""
-    folder = resources.files("tierflow._state") / "migrations" / "postgres"
-    found = sorted(
-        (int(item.name.split("_", 1)[0]), item.read_text(encoding="utf-8"))
-        for item in folder.iterdir()
-        if item.name.endswith(".sql")
-    )
-    if [version for version, _ in found] != list(range(1, len(found) + 1)):
-        raise StateError("the shipped PostgreSQL migrations are not numbered 1, 2, 3, …")
-    return found
+    return shipped_migrations("postgres", "PostgreSQL")
 
 
 def describe_url(url: str) -> str:
@@ -275,16 +266,16 @@ class PostgresStateStore(StateStore):
     ) -> list[LedgerEntry]:
         async def work(cursor: Cursor) -> list[LedgerEntry]:
             await cursor.execute(Q["entries"], {"job": job, "since": since, "until": until})
-            return [_entry(job, row) for row in await cursor.fetchall()]
+            return _entries(job, await cursor.fetchall())
 
         return await self._transact(work)
 
     async def census(self, job: str, since: datetime, until: datetime) -> Census:
         async def work(cursor: Cursor) -> Census:
             await cursor.execute(Q["census_counts"], (job, since, until))
-            counts = {(RunStatus(s), bool(p)): int(n) for s, p, n in await cursor.fetchall()}
+            counts = await cursor.fetchall()
             await cursor.execute(Q["census_running"], (job, since, until))
-            return Census(counts, tuple(_entry(job, row) for row in await cursor.fetchall()))
+            return census_of(job, counts, await cursor.fetchall(), _utc)
 
         return await self._transact(work)
 
@@ -412,36 +403,7 @@ class PostgresStateStore(StateStore):
 
     async def history(self, job: str, *, limit: int = 50) -> list[Attempt]:
         rows = await self._read("history", job, limit)
-        return [
-            Attempt(
-                job,
-                Window(_utc(start), _utc(stop)),
-                attempt,
-                run_id,
-                RunStatus(status),
-                _utc(started),
-                _maybe_utc(finished_at),
-                duration,
-                query_hash,
-                version,
-                error,
-                reason,
-            )
-            for (
-                start,
-                stop,
-                attempt,
-                run_id,
-                status,
-                started,
-                finished_at,
-                duration,
-                query_hash,
-                version,
-                error,
-                reason,
-            ) in rows
-        ]
+        return [attempt_of(job, row, _utc) for row in rows]
 
     async def jobs(self) -> list[str]:
         return [str(row[0]) for row in await self._read("jobs")]
@@ -617,53 +579,10 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _maybe_utc(moment: datetime | None) -> datetime | None:
-    return None if moment is None else _utc(moment)
-
-
 def _entries(job: str, rows: Iterable[Sequence[Any]]) -> list[LedgerEntry]:
-    return [_entry(job, row) for row in rows]
-
-
-def _entry(job: str, row: Sequence[Any]) -> LedgerEntry:
-    """A ledger entry from a row of the `entries` query's columns."""
-    (start, stop, status, attempts, run_id, started, finished_at, lease, error) = row[:9]
-    fingerprint, parked, attempt_base, host, pid, process_start = row[9:]
-    return LedgerEntry(
-        job,
-        Window(_utc(start), _utc(stop)),
-        RunStatus(status),
-        attempts,
-        run_id,
-        _maybe_utc(started),
-        _maybe_utc(finished_at),
-        _maybe_utc(lease),
-        error,
-        fingerprint,
-        bool(parked),
-        attempt_base,
-        Holder(host, pid, process_start or "") if host is not None else None,
-    )
+    return entries_of(job, rows, _utc)
 
 
 def _row(entry: LedgerEntry) -> dict[str, object]:
-    """A ledger entry as the named parameters of `claim_run`, `finish_run`, `requeue_run`."""
-    holder = entry.holder
-    return {
-        "job": entry.job,
-        "window_start": entry.window.start,
-        "window_stop": entry.window.stop,
-        "status": entry.status.value,
-        "attempts": entry.attempts,
-        "run_id": entry.run_id,
-        "started_at": entry.started_at,
-        "finished_at": entry.finished_at,
-        "lease_expires_at": entry.lease_expires_at,
-        "error": entry.error,
-        "fingerprint": entry.fingerprint,
-        "parked": entry.parked,
-        "attempt_base": entry.attempt_base,
-        "holder_host": holder.host if holder else None,
-        "holder_pid": holder.pid if holder else None,
-        "holder_started": holder.started if holder else None,
-    }
+    """A ledger entry as named parameters; a timestamptz parameter is the datetime as it is."""
+    return params_of(entry, lambda moment: moment)

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,8 +31,8 @@ from tierflow._state._base import (
     RunStatus,
     StateStore,
 )
-from tierflow._state._holder import Holder
-from tierflow._state._sql import queries
+from tierflow._state._rows import attempt_of, census_of, entries_of, entry_of, params_of
+from tierflow._state._sql import queries, shipped_migrations
 from tierflow._windows import Window, from_micros, to_micros
 
 __all__ = ["SqliteStateStore", "migrations"]
@@ -46,23 +45,7 @@ _NEVER = 2**62
 
 def migrations() -> list[tuple[int, str]]:
     """The schema migrations shipped with this version, as (version, SQL), in order."""
-    folder = resources.files("tierflow._state") / "migrations" / "sqlite"
-    found = sorted(
-        (int(item.name.split("_", 1)[0]), item.read_text(encoding="utf-8"))
-        for item in folder.iterdir()
-        if item.name.endswith(".sql")
-    )
-    if [version for version, _ in found] != list(range(1, len(found) + 1)):
-        raise StateError("the shipped SQLite migrations are not numbered 1, 2, 3, …")
-    return found
-
-
-def _micros(moment: datetime | None) -> int | None:
-    return None if moment is None else to_micros(moment)
-
-
-def _moment(micros: int | None) -> datetime | None:
-    return None if micros is None else from_micros(micros)
+    return shipped_migrations("sqlite", "SQLite")
 
 
 class SqliteStateStore(StateStore):
@@ -195,7 +178,7 @@ class SqliteStateStore(StateStore):
     ) -> list[LedgerEntry]:
         until_micros = to_micros(until) if until else _NEVER
         rows = await self._read("entries", job, to_micros(since), until_micros)
-        return [_entry(job, row) for row in rows]
+        return entries_of(job, rows, from_micros)
 
     async def census(self, job: str, since: datetime, until: datetime) -> Census:
         span = (job, to_micros(since), to_micros(until))
@@ -203,10 +186,7 @@ class SqliteStateStore(StateStore):
         def work() -> Census:
             counts = self._fetch("census_counts", span)
             running = self._fetch("census_running", span)
-            return Census(
-                {(RunStatus(status), bool(parked)): n for status, parked, n in counts},
-                tuple(_entry(job, row) for row in running),
-            )
+            return census_of(job, counts, running, from_micros)
 
         return await self._call(work)
 
@@ -267,7 +247,7 @@ class SqliteStateStore(StateStore):
         span = (job, to_micros(start) if start else -_NEVER, to_micros(stop) if stop else _NEVER)
 
         def work(db: sqlite3.Connection) -> int:
-            parked = [_entry(job, row) for row in db.execute(Q["parked_entries"], span)]
+            parked = entries_of(job, db.execute(Q["parked_entries"], span), from_micros)
             db.executemany(Q["requeue_run"], [_row(rules.requeued(entry)) for entry in parked])
             return len(parked)
 
@@ -330,36 +310,7 @@ class SqliteStateStore(StateStore):
 
     async def history(self, job: str, *, limit: int = 50) -> list[Attempt]:
         rows = await self._read("history", job, limit)
-        return [
-            Attempt(
-                job,
-                Window(from_micros(start), from_micros(stop)),
-                attempt,
-                run_id,
-                RunStatus(status),
-                from_micros(started),
-                _moment(finished_at),
-                duration,
-                query_hash,
-                version,
-                error,
-                reason,
-            )
-            for (
-                start,
-                stop,
-                attempt,
-                run_id,
-                status,
-                started,
-                finished_at,
-                duration,
-                query_hash,
-                version,
-                error,
-                reason,
-            ) in rows
-        ]
+        return [attempt_of(job, row, from_micros) for row in rows]
 
     async def jobs(self) -> list[str]:
         return [str(row[0]) for row in await self._read("jobs")]
@@ -394,51 +345,12 @@ class SqliteStateStore(StateStore):
 
 def _read_entry(db: sqlite3.Connection, job: str, start: datetime) -> LedgerEntry | None:
     row = db.execute(Q["entry"], (job, to_micros(start))).fetchone()
-    return _entry(job, row) if row else None
-
-
-def _entry(job: str, row: Sequence[Any]) -> LedgerEntry:
-    """A ledger entry from a row of the `entry` query's columns."""
-    (start, stop, status, attempts, run_id, started, finished_at, lease, error) = row[:9]
-    fingerprint, parked, attempt_base, host, pid, process_start = row[9:]
-    return LedgerEntry(
-        job,
-        Window(from_micros(start), from_micros(stop)),
-        RunStatus(status),
-        attempts,
-        run_id,
-        _moment(started),
-        _moment(finished_at),
-        _moment(lease),
-        error,
-        fingerprint,
-        bool(parked),
-        attempt_base,
-        Holder(host, pid, process_start or "") if host is not None else None,
-    )
+    return entry_of(job, row, from_micros) if row else None
 
 
 def _row(entry: LedgerEntry) -> dict[str, object]:
-    """A ledger entry as the named parameters of `claim_run`, `finish_run`, `requeue_run`."""
-    holder = entry.holder
-    return {
-        "job": entry.job,
-        "window_start": to_micros(entry.window.start),
-        "window_stop": to_micros(entry.window.stop),
-        "status": entry.status.value,
-        "attempts": entry.attempts,
-        "run_id": entry.run_id,
-        "started_at": _micros(entry.started_at),
-        "finished_at": _micros(entry.finished_at),
-        "lease_expires_at": _micros(entry.lease_expires_at),
-        "error": entry.error,
-        "fingerprint": entry.fingerprint,
-        "parked": int(entry.parked),
-        "attempt_base": entry.attempt_base,
-        "holder_host": holder.host if holder else None,
-        "holder_pid": holder.pid if holder else None,
-        "holder_started": holder.started if holder else None,
-    }
+    """A ledger entry as named parameters; a time parameter is microseconds since the epoch."""
+    return params_of(entry, to_micros)
 
 
 def _record(db: sqlite3.Connection, job: str, definition: JobDefinition) -> None:

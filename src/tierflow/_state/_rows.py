@@ -1,0 +1,117 @@
+"""What a row of the SQL stores becomes, and what a ledger entry is written as.
+
+The SQLite and PostgreSQL stores select the same columns in the same order (the ledger queries
+`entry`, `entries`, `census_running`, … and `history`, in `sql/<dialect>/queries.sql`) and bind
+the same named parameters (`claim_run`, `finish_run`, `requeue_run`). They differ only in how a
+time is kept: SQLite keeps microseconds since the epoch (`from_micros` / `to_micros`),
+PostgreSQL a timestamptz (read back in UTC, written as is). Each store passes its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from tierflow._state._base import Attempt, Census, LedgerEntry, RunStatus
+from tierflow._state._holder import Holder
+from tierflow._windows import Window
+
+__all__ = ["Moment", "Stored", "attempt_of", "census_of", "entries_of", "entry_of", "params_of"]
+
+#: How a store's time column is read: the stored value as a UTC datetime.
+Moment = Callable[[Any], datetime]
+#: How a store's time column is written: a datetime as the value it stores.
+Stored = Callable[[datetime], object]
+
+
+def _maybe(moment: Moment, value: Any) -> datetime | None:
+    return None if value is None else moment(value)
+
+
+def entry_of(job: str, row: Sequence[Any], moment: Moment) -> LedgerEntry:
+    """A ledger entry from a row of the ledger queries' columns, `window_start` to
+    `holder_started`."""
+    (start, stop, status, attempts, run_id, started, finished_at, lease, error) = row[:9]
+    fingerprint, parked, attempt_base, host, pid, process_start = row[9:]
+    return LedgerEntry(
+        job,
+        Window(moment(start), moment(stop)),
+        RunStatus(status),
+        attempts,
+        run_id,
+        _maybe(moment, started),
+        _maybe(moment, finished_at),
+        _maybe(moment, lease),
+        error,
+        fingerprint,
+        bool(parked),
+        attempt_base,
+        Holder(host, pid, process_start or "") if host is not None else None,
+    )
+
+
+def entries_of(job: str, rows: Iterable[Sequence[Any]], moment: Moment) -> list[LedgerEntry]:
+    """The ledger entries of rows of the ledger queries' columns."""
+    return [entry_of(job, row, moment) for row in rows]
+
+
+def census_of(
+    job: str,
+    counts: Iterable[Sequence[Any]],
+    running: Iterable[Sequence[Any]],
+    moment: Moment,
+) -> Census:
+    """A census from the rows of `census_counts` (status, parked, count) and `census_running`."""
+    return Census(
+        {(RunStatus(status), bool(parked)): int(n) for status, parked, n in counts},
+        tuple(entries_of(job, running, moment)),
+    )
+
+
+def attempt_of(job: str, row: Sequence[Any], moment: Moment) -> Attempt:
+    """An attempt from a row of the `history` query's columns."""
+    (start, stop, attempt, run_id, status, started, finished_at) = row[:7]
+    duration, query_hash, version, error, reason = row[7:]
+    return Attempt(
+        job,
+        Window(moment(start), moment(stop)),
+        attempt,
+        run_id,
+        RunStatus(status),
+        moment(started),
+        _maybe(moment, finished_at),
+        duration,
+        query_hash,
+        version,
+        error,
+        reason,
+    )
+
+
+def params_of(entry: LedgerEntry, stored: Stored) -> dict[str, object]:
+    """A ledger entry as the named parameters of `claim_run`, `finish_run`, `requeue_run` (and
+    PostgreSQL's `claim_new_run`)."""
+    holder = entry.holder
+
+    def maybe(moment: datetime | None) -> object:
+        return None if moment is None else stored(moment)
+
+    return {
+        "job": entry.job,
+        "window_start": stored(entry.window.start),
+        "window_stop": stored(entry.window.stop),
+        "status": entry.status.value,
+        "attempts": entry.attempts,
+        "run_id": entry.run_id,
+        "started_at": maybe(entry.started_at),
+        "finished_at": maybe(entry.finished_at),
+        "lease_expires_at": maybe(entry.lease_expires_at),
+        "error": entry.error,
+        "fingerprint": entry.fingerprint,
+        "parked": entry.parked,
+        "attempt_base": entry.attempt_base,
+        "holder_host": holder.host if holder else None,
+        "holder_pid": holder.pid if holder else None,
+        "holder_started": holder.started if holder else None,
+    }
