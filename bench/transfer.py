@@ -2,7 +2,7 @@
 throwaway `influxd`.
 
 - Export: tierflow archiving 2M points (200 hosts x 2 tags; a float, an int and a bool field;
-  one window) into a local Parquet archive (`export_influxql` into `awrite_window`), against
+  one window) into a local Parquet archive (`plan_export` + `export_planned` into `awrite_window`), against
   `curl` reading the same range as chunked CSV into /dev/null (the server's read limit). The
   tierflow side runs in a subprocess so its peak RSS (from `wait4`) is its own; it runs for 0.5M
   points too, to show the peak does not grow with the number of points.
@@ -55,7 +55,7 @@ from typing import Any
 from tierflow._archive import PointBatch, open_archive
 from tierflow._config import parse_config
 from tierflow._engines import Engine, engine_for
-from tierflow._engines.influxql._export import export_influxql, export_query
+from tierflow._engines.influxql._export import export_planned, export_query, plan_export
 from tierflow._transfer import MAX_BODY_BYTES, write_batches
 from tierflow._windows import Window
 from tierflow.testing import ThrowawayInfluxd
@@ -233,10 +233,12 @@ def child_export(job: dict[str, Any]) -> None:
         engine = _engine(job["url"], gzip=job["gzip"])
         archive = open_archive(job["archive"])
         began = time.perf_counter()
-        batches = export_influxql(
+        plan = await plan_export(
             engine, database=SOURCE_DB, retention_policy=None, measurement=MEASUREMENT,
-            start=START, stop=stop, chunk_size=job["chunk_size"],
+            start=START, stop=stop,
         )  # fmt: skip
+        assert plan is not None, "the bench's source measurement has no fields"
+        batches = export_planned(engine, plan, chunk_size=job["chunk_size"])
         manifest = await archive.awrite_window(MEASUREMENT, Window(START, stop), batches)
         wall = time.perf_counter() - began
         await engine.aclose()
