@@ -182,15 +182,6 @@ async def test_a_patient_runner_waits_before_retrying() -> None:
     ]
 
 
-def test_patient_is_the_old_name_of_daemon_mode() -> None:
-    runner, _, _ = make_runner()
-    assert (runner.mode, runner.patient) == (Mode.ONCE, False)
-    runner.patient = True
-    assert (runner.mode, runner.patient) == (Mode.DAEMON, True)
-    runner.patient = False
-    assert (runner.mode, runner.patient) == (Mode.ONCE, False)
-
-
 async def test_a_failing_coalesced_batch_fails_all_its_windows() -> None:
     runner, store, fake = make_runner(make_config(every="15m", catchup_chunk="1h"))
     fake.fail_on(0, QueryError("partial write: field type conflict"))

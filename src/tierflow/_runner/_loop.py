@@ -87,16 +87,6 @@ class Runner:
         self._capacity = Capacity(self.config)
 
     @property
-    def patient(self) -> bool:
-        """Whether this runner is in `Mode.DAEMON` (the name before `mode`; kept for callers
-        that set it)."""
-        return self.mode is Mode.DAEMON
-
-    @patient.setter
-    def patient(self, value: bool) -> None:
-        self.mode = Mode.DAEMON if value else Mode.ONCE
-
-    @property
     def lease(self) -> timedelta:
         return self.config.scheduler.lease
 
