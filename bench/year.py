@@ -155,28 +155,51 @@ aggregates = {{ temp = ["mean", "max"], load = ["sum"] }}
 class Command:
     argv: list[str]
     wall_s: float
-    peak_rss_mb: float  # wait4's ru_maxrss of the command's process
+    peak_rss_mb: float  # ru_maxrss of the command's own process (see LAUNCHER)
     output_bytes: int
     exit_code: int
 
 
+# A process's ru_maxrss starts at the high-water mark of the memory it was spawned from (Linux
+# keeps it across exec; subprocess spawns with vfork, sharing the spawner's memory): spawned
+# from this bench, which holds a year's plan, every command would "peak" at the bench's own
+# size. So a small launcher forks the command from its own few MB, waits for it and reports its
+# wall time and ru_maxrss (what `/usr/bin/time -v` does, without needing it installed).
+LAUNCHER = """
+import json, os, sys, time
+argv, report = json.loads(sys.argv[1]), sys.argv[2]
+began = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execv(argv[0], argv)
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - began
+with open(report, "w") as file:
+    json.dump({"exit_code": os.waitstatus_to_exitcode(status), "wall_s": wall,
+               "maxrss_kb": usage.ru_maxrss}, file)
+"""
+
+
 def tierflow(directory: Path, name: str, *args: str) -> tuple[Command, Path]:
-    """`tierflow ARGS` as a user runs it, its stdout into a file (no terminal, so no
-    progress bar); its wall time and its own peak RSS."""
-    argv = [TIERFLOW, *args]
-    out_path = directory / f"{name}.out"
-    with out_path.open("wb") as out, (directory / f"{name}.err").open("wb") as err:
-        began = time.perf_counter()
-        child = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - began
-    child.returncode = code = os.waitstatus_to_exitcode(status)
+    """`tierflow ARGS` as a user runs it, its stdout into a file (no terminal, so no progress
+    bar); its wall time and its own peak RSS."""
+    out_path, err_path = directory / f"{name}.out", directory / f"{name}.err"
+    report_path = directory / f"{name}.rusage.json"
+    launcher = [sys.executable, "-c", LAUNCHER, json.dumps([TIERFLOW, *args]), str(report_path)]
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        subprocess.run(launcher, stdout=out, stderr=err, stdin=subprocess.DEVNULL, check=True)
+    report = json.loads(report_path.read_text())
+    report_path.unlink()
     command = Command(
-        ["tierflow", *args], wall, usage.ru_maxrss / 1024, out_path.stat().st_size, code
-    )
-    if code != 0:
-        tail = (directory / f"{name}.err").read_text(errors="replace")[-3000:]
-        raise SystemExit(f"tierflow {' '.join(args)} exited with {code}:\n{tail}")
+        ["tierflow", *args], report["wall_s"], report["maxrss_kb"] / 1024,
+        out_path.stat().st_size, report["exit_code"],
+    )  # fmt: skip
+    if command.exit_code != 0:
+        tail = err_path.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"tierflow {' '.join(args)} exited with {command.exit_code}:\n{tail}")
     return command, out_path
 
 
