@@ -355,13 +355,13 @@ def measure(db: ThrowawayInfluxd, stores: Stores, store: str, span: timedelta, w
 def print_table(runs: list[Run]) -> None:
     print(
         f"\n{'store':11}{'span':>6}{'windows':>9}{'queries':>8}{'floor s':>9}{'run-once s':>11}"
-        f"{'ratio':>7}{'RSS MB':>8}{'state MB':>9}{'plan s':>8}{'plan MB':>8}{'plan out MB':>12}"
+        f"{'ratio':>9}{'RSS MB':>8}{'state MB':>9}{'plan s':>8}{'plan MB':>8}{'plan out MB':>12}"
         f"{'status s':>9}{'history s':>10}"
     )
     for r in runs:
         print(
             f"{r.store:11}{r.span:>6}{r.windows:>9,}{r.queries:>8,}{r.floor_s:>9.2f}"
-            f"{r.run_once.wall_s:>11.2f}{r.ratio:>6.2f}x{r.run_once.peak_rss_mb:>8.0f}"
+            f"{r.run_once.wall_s:>11.2f}{r.ratio:>8.2f}x{r.run_once.peak_rss_mb:>8.0f}"
             f"{r.state['bytes'] / 1e6:>9.2f}{r.plan.wall_s:>8.2f}{r.plan.peak_rss_mb:>8.0f}"
             f"{r.plan.output_bytes / 1e6:>12.2f}{r.status.wall_s:>9.2f}{r.history.wall_s:>10.2f}"
         )
