@@ -81,7 +81,6 @@ class Metrics:
             ["connection", "direction"],
             registry=r,
         )
-
         self.window_last_success = Gauge(
             "tierflow_window_last_success_timestamp_seconds",
             "When a window (or a coalesced batch) of the job last succeeded, in Unix seconds.",

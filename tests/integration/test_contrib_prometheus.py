@@ -91,6 +91,34 @@ def test_promtool_checks_the_rules_and_each_alert_has_a_unit_test_that_fires_it(
     assert fired == quiet == set(alert_names())
 
 
+def test_promtool_accepts_the_example_scrape_config_with_its_rules() -> None:
+    checked = subprocess.run(
+        [tool("promtool"), "check", "config", str(SCRAPE_CONFIG)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 1 rule files found" in checked.stdout, checked.stdout
+    (scrape,) = yaml.safe_load(SCRAPE_CONFIG.read_text())["scrape_configs"]
+    assert scrape["job_name"] == "tierflow"  # what TierflowDown and the dashboard look for
+    assert "honor_labels" not in scrape  # tierflow's `job` label arrives as `exported_job`
+
+
+def test_every_panel_reads_the_datasource_variable() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    (source,) = [v for v in dashboard["templating"]["list"] if v["type"] == "datasource"]
+    assert source["query"] == "prometheus"
+    wanted = {"type": "prometheus", "uid": f"${{{source['name']}}}"}
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert panels
+    for panel in panels:
+        assert panel["datasource"] == wanted, panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == wanted, panel["title"]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            assert variable["datasource"] == wanted, variable["name"]
+
+
 # -- a live daemon scraped by a real Prometheus ------------------------------------------------
 
 
