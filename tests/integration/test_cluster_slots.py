@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -348,32 +349,61 @@ def config_of(
     return write_toml(tmp_path, tables)
 
 
-def run_workers(config: Path, now: datetime, workers: int) -> None:
-    """`tierflow run-once` in `workers` processes at once; each must exit 0."""
+#: The advisory lock a PostgreSQL store migrates under, first thing on connecting (queries.sql).
+MIGRATION_LOCK = 8388347322973319031
+
+
+def run_workers(url: str, config: Path, now: datetime, workers: int) -> None:
+    """`tierflow run-once --wait` in `workers` processes, started together: the test holds the
+    lock every worker takes first (to migrate the schema) until all of them wait for it, so the
+    slowest to start is not left with nothing to do. Each must exit 0."""
+    import psycopg
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIERFLOW_")}
-    command = [str(TIERFLOW), "run-once", "-c", str(config), "--now", rfc3339(now), "--json"]
-    spawned = [
-        subprocess.Popen(
-            command,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=config.parent,
-        )
-        for _ in range(workers)
-    ]
+    command = [str(TIERFLOW), "run-once", "--wait", "-c", str(config), "--now", rfc3339(now)]
+    spawned: list[subprocess.Popen[str]] = []
     try:
+        with psycopg.connect(url, autocommit=True) as barrier:
+            barrier.execute(f"SELECT pg_advisory_lock({MIGRATION_LOCK})".encode())
+            spawned += [
+                subprocess.Popen(
+                    command,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                    cwd=config.parent,
+                )
+                for _ in range(workers)
+            ]
+            deadline = time.monotonic() + 60
+            while _waiting_for(barrier) < workers:
+                assert time.monotonic() < deadline, "the workers did not all start"
+                assert all(p.poll() is None for p in spawned), "a worker ended early"
+                time.sleep(0.05)
+            barrier.execute(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})".encode())
         for process in spawned:
             _, err = process.communicate(timeout=120)
             assert process.returncode == 0, f"exit {process.returncode}\n{err}"
     finally:
         for process in spawned:
             process.kill()
+            process.wait(10)
 
 
-async def succeeded_once(url: str, jobs: list[str], count: int, start: datetime) -> None:
+def _waiting_for(barrier: Any) -> int:
+    """How many sessions wait for the migration lock the barrier holds."""
+    row = barrier.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+        f"AND objsubid = 1 AND objid::bigint = {MIGRATION_LOCK & 0xFFFFFFFF} "
+        f"AND classid::bigint = {MIGRATION_LOCK >> 32}".encode()
+    ).fetchone()
+    return int(row[0])
+
+
+async def succeeded_once(url: str, jobs: list[str], count: int, start: datetime) -> set[int]:
     """Every window of every job succeeded, on its first and only attempt (nothing ran twice)."""
+    holders: set[int] = set()
     async with PostgresStateStore(url) as store:
         for name in jobs:
             entries = await store.entries(name, start)
@@ -381,6 +411,8 @@ async def succeeded_once(url: str, jobs: list[str], count: int, start: datetime)
             assert {(e.status, e.attempts) for e in entries} == {(RunStatus.SUCCEEDED, 1)}
             attempts = await store.history(name, limit=1000)
             assert len(attempts) == count
+            holders.update(e.holder.pid for e in entries if e.holder is not None)
+    return holders
 
 
 def suffixed(name: str) -> Callable[[str], str]:
@@ -410,7 +442,7 @@ async def test_a_connection_limit_holds_across_worker_processes(
             limits={"plant": 2},
             start=start,
         )
-        await asyncio.to_thread(run_workers, config, start + count * EVERY, 3)
+        await asyncio.to_thread(run_workers, postgres_url, config, start + count * EVERY, 3)
         exchanges = proxy.proxy.exchanges
 
     queries = downsamples(exchanges)
@@ -450,7 +482,7 @@ async def test_the_scheduler_limit_holds_across_worker_processes_and_connections
             total=total,
             start=start,
         )
-        await asyncio.to_thread(run_workers, config, start + count * EVERY, 3)
+        await asyncio.to_thread(run_workers, postgres_url, config, start + count * EVERY, 3)
         exchanges = one.proxy.exchanges + two.proxy.exchanges
 
     assert len(downsamples(exchanges)) == 2 * count
