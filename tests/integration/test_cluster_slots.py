@@ -34,7 +34,7 @@ from tests.integration._helpers import (
     telemetry,
     write_points,
 )
-from tests.integration.conftest import WARM_RP, read_tier, write_toml
+from tests.integration.conftest import WARM_RP, TierData, read_tier, write_toml
 from tests.integration.test_cli import rfc3339
 from tests.proxy import InFlight, ThreadedProxy, max_overlap
 from tierflow._runner._capacity import connection_scope
@@ -450,7 +450,7 @@ async def test_a_connection_limit_holds_across_worker_processes(
     assert proxy.proxy.max_in_flight == 2
     assert max_overlap(exchanges) == 2
     await succeeded_once(postgres_url, names, count, start)
-    expected = {}
+    expected: TierData = {}
     for name in names:
         expected |= expected_tier(points, grid(start, EVERY, count), into=suffixed(name))
     assert_tier(read_tier(influxd, db, WARM_RP), expected)

@@ -16,8 +16,10 @@ indexes below the smaller one, so together they never hold more than the larger.
 Waiting: per scope, one waiter of the process asks PostgreSQL at a time (the others queue behind
 it, in the order the process's priority gates let them through), polling with a backoff from
 10 ms to 250 ms, and at once when the process itself frees a slot of the scope. Workers are
-served by whoever asks first after a slot is freed: the at-risk-first order holds within a
-worker, not across workers.
+served by whoever asks first after a slot is freed, not in turn: the worker that freed one
+usually takes it again. That leaves the at-risk-first order intact: the runner claims a batch's
+windows only once it holds its slots, and every worker plans every job, so whichever worker
+holds them runs the most urgent batches first.
 
 The slot connection may drop (PostgreSQL restarts, a network cut, an administrator ends it).
 Its locks are then gone, though the requests they admitted may still be in flight. The worker
@@ -112,11 +114,6 @@ class ClusterSlots:
         self._turns: dict[str, asyncio.Lock] = {}
         self._freed: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-
-    @property
-    def held(self) -> int:
-        """Slots this worker holds (lost ones still in use included)."""
-        return len(self._holdings)
 
     @asynccontextmanager
     async def slot(self, scope: str, limit: int) -> AsyncIterator[None]:
