@@ -502,3 +502,66 @@ def test_scope_keys_are_fixed() -> None:
     assert connection_scope("plant") == "connection:plant"
     assert scope_key("scheduler") == -495168814
     assert scope_key("connection:plant") == 1337156608
+
+
+async def test_a_worker_that_cannot_reach_postgresql_takes_no_slot() -> None:
+    """No slot without the database: the batch fails with a StateError naming it (the daemon
+    pauses and tries again), it does not run unbounded."""
+    from tierflow._errors import StateError
+
+    store = PostgresStateStore("postgresql://nobody@127.0.0.1:1/db", timeout=2)
+    with pytest.raises(StateError, match=r"postgresql://nobody@127\.0\.0\.1:1/db"):
+        async with store.slot("s", 1):
+            pytest.fail("ran without a slot")
+    await store.aclose()
+
+
+def test_a_tierflow_worker_killed_mid_query_frees_its_slots_at_once(
+    influxd: ThrowawayInfluxd,
+    db: str,
+    postgres: ThrowawayPostgres,
+    postgres_url: str,
+    start: datetime,
+    tmp_path: Path,
+) -> None:
+    """`kill -9` on a `tierflow run-once` whose query is in flight: PostgreSQL ends its session,
+    and the slots (connection and scheduler) are free within a second, no lease to wait out."""
+    write_points(influxd, db, telemetry(33, start))
+    # The downsample queries last long enough to kill the worker under one; the rest do not.
+    slow = ThreadedProxy(influxd.url, delay=lambda e: 8.0 if into_of(e) else 0.0)
+    with slow as proxy:
+        config = config_of(
+            tmp_path,
+            db,
+            postgres_url,
+            {"plant": proxy.url},
+            {"a": "plant"},
+            limits={"plant": 1},
+            start=start,
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TIERFLOW_")}
+        now = rfc3339(start + 4 * EVERY)
+        worker = subprocess.Popen(
+            [str(TIERFLOW), "run-once", "-c", str(config), "--now", now],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            cwd=tmp_path,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not downsamples(proxy.proxy.exchanges):  # its first query is in flight
+                assert worker.poll() is None, "the worker ended early"
+                assert time.monotonic() < deadline, "the worker sent no query"
+                time.sleep(0.05)
+            scopes = (connection_scope("plant"), "scheduler")
+            assert [len(slot_locks(postgres, postgres_url, s)) for s in scopes] == [1, 1]
+            worker.kill()
+            worker.wait(10)
+            killed = time.monotonic()
+            while any(slot_locks(postgres, postgres_url, s) for s in scopes):
+                assert time.monotonic() - killed < 1, "the slots outlived the worker"
+                time.sleep(0.02)
+        finally:
+            worker.kill()
+            worker.wait(10)
