@@ -229,7 +229,7 @@ async def test_a_stopped_worker_keeps_its_slot_until_it_resumes(
 
 def terminate_slot_connection(postgres: ThrowawayPostgres, url: str, scope: str) -> int:
     """End the backend holding `scope`'s slots, as a restart or an administrator would."""
-    ((_, pid),) = {(0, pid) for _, pid in slot_locks(postgres, url, scope)}
+    (pid,) = {pid for _, pid in slot_locks(postgres, url, scope)}  # one worker's connection
     postgres.execute(f"SELECT pg_terminate_backend({pid}, 5000)", url)
     return pid
 

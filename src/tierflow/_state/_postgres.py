@@ -447,8 +447,8 @@ class PostgresStateStore(StateStore):
 
     def slot(self, scope: str, limit: int) -> AbstractAsyncContextManager[None]:
         """A slot held across every worker of this database: a session-level advisory lock on
-        this worker's own slot connection, free again when released or when the worker's
-        session ends (see `tierflow._state._slots`)."""
+        this worker's own slot connection (one more than the pool's `max_connections`), free
+        again when released or when the worker's session ends (see `tierflow._state._slots`)."""
         if self._closed:
             raise StateError(f"state store {self._where} is closed")
         loop = asyncio.get_running_loop()
