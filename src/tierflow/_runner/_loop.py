@@ -84,7 +84,7 @@ class Runner:
 
     def __post_init__(self) -> None:
         self._planning = Planning(self.config, self.store, self.metrics)
-        self._capacity = Capacity(self.config)
+        self._capacity = Capacity(self.config, self.store)
 
     @property
     def lease(self) -> timedelta:
