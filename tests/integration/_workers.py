@@ -10,12 +10,14 @@ one row per window or one per batch of windows.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TypeVar
 
 import psycopg
@@ -98,15 +100,59 @@ class StateTables:
         rows = self._rows("SELECT count(*) FROM runs WHERE job = %s AND status = 'succeeded'", job)
         return _count(rows)
 
-    def stalled_transactions(self, older_than: timedelta) -> int:
-        """Connections to this database idle inside a transaction for longer than `older_than`:
-        a paused worker caught mid-transaction (its row locks stay held while it is paused)."""
+    def ports_in_transaction(self) -> set[int]:
+        """The client ports of connections to this database inside a transaction (a worker
+        paused there keeps its row locks while it is paused)."""
         rows = self._rows(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND state LIKE 'idle in transaction%%' AND state_change < now() - %s",
-            older_than,
+            "SELECT client_port FROM pg_stat_activity WHERE datname = current_database()"
+            " AND xact_start IS NOT NULL AND pid <> pg_backend_pid() AND client_port IS NOT NULL"
         )
-        return _count(rows)
+        return {int(str(port)) for (port,) in rows}
+
+    def ports_waiting_for(self, table: str) -> set[int]:
+        """The client ports of connections waiting for a lock on `table`."""
+        rows = self._rows(
+            "SELECT a.client_port FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+            " WHERE NOT l.granted AND l.relation = to_regclass(%s) AND a.client_port IS NOT NULL",
+            table,
+        )
+        return {int(str(port)) for (port,) in rows}
+
+
+class ClaimGate:
+    """Holds every claim back: a transaction holding `runs` in EXCLUSIVE mode (plain reads go
+    on; `SELECT … FOR UPDATE` and writes wait) until `open()`. So that workers started one
+    after another on a loaded machine all start claiming at once."""
+
+    def __init__(self, url: str) -> None:
+        self._db = psycopg.connect(url, connect_timeout=10)
+        self._db.execute(b"LOCK TABLE runs IN EXCLUSIVE MODE")
+
+    def open(self) -> None:
+        if not self._db.closed:
+            self._db.commit()
+            self._db.close()
+
+
+def local_ports(pid: int) -> set[int]:
+    """The local TCP ports of process `pid`'s sockets (Linux /proc), to tell its connections
+    apart in `pg_stat_activity` by their client port."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        for line in lines:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 @contextmanager
@@ -116,6 +162,15 @@ def state_tables(url: str) -> Iterator[StateTables]:
         yield tables
     finally:
         tables.close()
+
+
+@contextmanager
+def claim_gate(url: str) -> Iterator[ClaimGate]:
+    gate = ClaimGate(url)
+    try:
+        yield gate
+    finally:
+        gate.open()
 
 
 def _count(rows: list[tuple[object, ...]]) -> int:
@@ -158,17 +213,12 @@ def pause_holding(worker: Tierflow, tables: StateTables, job: str, timeout: floa
     (whose row locks would stay held while it is stopped); return what it holds. Between tries
     it runs again (SIGCONT) for a moment."""
     deadline = time.monotonic() + timeout
-    settle = timedelta(milliseconds=400)
     while True:
         assert worker.process.poll() is None, f"the worker ended; {worker.describe()}"
         worker.send(signal.SIGSTOP)
         held = tables.held_by(job, worker.process.pid)
-        if held:
-            # A transaction of a live worker lasts milliseconds; one still open after `settle`
-            # is the stopped worker's.
-            time.sleep(settle.total_seconds() + 0.1)
-            if not tables.stalled_transactions(settle):
-                return tables.held_by(job, worker.process.pid)
+        if held and not local_ports(worker.process.pid) & tables.ports_in_transaction():
+            return held
         worker.send(signal.SIGCONT)
         if time.monotonic() > deadline:
             raise AssertionError(f"the worker held no windows within {timeout:g} s")
