@@ -241,6 +241,10 @@ def test_three_workers_one_killed_one_paused_past_its_lease_catch_up_exactly_onc
         state=postgres_url,
         start=start,
         job={"parallel_windows": 2},
+        # Not the default 4: with limits held across workers, 4 would let two workers' batches
+        # take every slot (3 × 2 want 6), and which worker runs would depend on who asks first
+        # for a freed slot. This test is about claims and fencing; the next one about limits.
+        connection={"max_concurrency": 6},
     )
 
     migrate(postgres_url)
