@@ -7,8 +7,11 @@ test reads with its own psycopg connection. The warm tier is compared with influ
 `SELECT … INTO` over the same windows; the ledger and history with what the workers were
 observed holding and logging.
 
-The lease is shortened from the default 60 s (see LEASE): a worker paused past its lease must be
-paused longer than it, and the whole file must run in about a minute and a half.
+Settings are the defaults but for: the lease (4 s, not 60 s: a worker paused past its lease must
+be paused longer than it, and the whole file must run in about a minute and a half),
+`parallel_windows` (more than one batch per worker in flight is what limits must hold against),
+and the limit each test is about (or, in the kill/pause test, one that does not decide which
+worker runs).
 """
 
 from __future__ import annotations
@@ -109,7 +112,6 @@ def worker_config(
         "connections.plant": {
             "kind": "influxdb1",
             "url": influx,
-            "timeout": "30s",
             **(connection or {}),
         },
         "tiers.hot": {"connection": "plant", "bucket": f"{db}/autogen"},
