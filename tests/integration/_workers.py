@@ -3,9 +3,9 @@ direct look at the state tables with psycopg (never through tierflow's store), a
 or killed at an instant it provably holds windows, and a poll for a condition.
 
 The tables are read by their column names in the shipped migration (`runs`: the ledger, one row
-per window; `attempts`: the history). Only columns every shape of the history keeps are read
-(`window_start`, `window_stop`, `run_id`, `status`), so the checks hold whether the history has
-one row per window or one per batch of windows.
+per window; `attempts`: the history). Of the history only a range, its run and its status are
+read (`window_start`, `window_stop`, `run_id`, `status`), what a row per batch of windows keeps
+as well as a row per window, so the checks hold for either shape.
 """
 
 from __future__ import annotations
@@ -217,8 +217,10 @@ def pause_holding(worker: Tierflow, tables: StateTables, job: str, timeout: floa
         assert worker.process.poll() is None, f"the worker ended; {worker.describe()}"
         worker.send(signal.SIGSTOP)
         held = tables.held_by(job, worker.process.pid)
-        if held and not local_ports(worker.process.pid) & tables.ports_in_transaction():
-            return held
+        if held:
+            time.sleep(0.2)  # what it sent just before it stopped reaches the server
+            if not local_ports(worker.process.pid) & tables.ports_in_transaction():
+                return tables.held_by(job, worker.process.pid)
         worker.send(signal.SIGCONT)
         if time.monotonic() > deadline:
             raise AssertionError(f"the worker held no windows within {timeout:g} s")
