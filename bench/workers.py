@@ -261,7 +261,7 @@ def main() -> int:
     parser.add_argument("--delay", type=float, default=0.2, help="seconds added to each /query")
     parser.add_argument("--parallel", type=int, default=2, help="parallel_windows per worker")
     parser.add_argument("--limit", type=int, default=8, help="connection max_concurrency")
-    parser.add_argument("--bound", type=int, default=4, help="a limit below 3 × --parallel")
+    parser.add_argument("--bound", type=int, default=2, help="a limit below 3 × --parallel")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--json", type=Path, default=RESULTS / "workers.json")
     args = parser.parse_args()
