@@ -3,7 +3,8 @@ direct look at the state tables with psycopg (never through tierflow's store), a
 or killed at an instant it provably holds windows, and a poll for a condition.
 
 The tables are read by their column names in the shipped migration (`runs`: the ledger, one row
-per window; `attempts`: the history). Of the history only a range, its run and its status are
+per window, and where a later schema has it `ledger_ranges`, done windows folded into ranges;
+`attempts`: the history). Of the history only a range, its run and its status are
 read (`window_start`, `window_stop`, `run_id`, `status`), what a row per batch of windows keeps
 as well as a row per window, so the checks hold for either shape.
 """
@@ -71,13 +72,18 @@ class StateTables:
         return _utc(rows[0][0]) if rows else None
 
     def ledger(self, job: str) -> list[Row]:
-        """The ledger, one row per window, by window start."""
+        """The ledger by window start: the rows of `runs` (one per window, with its run), and
+        those of `ledger_ranges` where the schema folds done windows into ranges (no run)."""
         rows = self._rows(
-            "SELECT window_start, window_stop, run_id, status FROM runs WHERE job = %s"
-            " ORDER BY window_start",
+            "SELECT window_start, window_stop, run_id, status FROM runs WHERE job = %s",
             job,
         )
-        return [_row(r) for r in rows]
+        if self._rows("SELECT to_regclass('ledger_ranges') IS NOT NULL")[0][0]:
+            rows += self._rows(
+                "SELECT window_start, window_stop, NULL, status FROM ledger_ranges WHERE job = %s",
+                job,
+            )
+        return sorted((_row(r) for r in rows), key=lambda row: row.start)
 
     def attempts(self, job: str, *, status: str | None = None) -> list[Row]:
         """The history (attempts), in the order they were made, optionally of one status."""
@@ -258,6 +264,10 @@ def gaps_and_overlaps(rows: list[Row], start: datetime, stop: datetime) -> list[
     if at != stop:
         problems.append(f"the ranges end at {at}, not at {stop}")
     return problems
+
+
+def covers(row: Row, window: Held) -> bool:
+    return row.start <= window.start and window.stop <= row.stop
 
 
 def covering(windows: list[Held], ranges: list[tuple[datetime, datetime, str]]) -> set[str]:
