@@ -22,6 +22,10 @@ bench:           ## benchmarks on a throwaway influxd (results in bench/results/
 soak:            ## memory soak: the daemon through 20,000+ one-second windows under --trace-memory
 	scripts/bootstrap && .venv/bin/python bench/soak.py
 
+.PHONY: bench-workers
+bench-workers:   ## 1, 2, 3 workers on PostgreSQL state behind a proxy delaying each query (bench/results/workers.json)
+	scripts/bootstrap && .venv/bin/python bench/workers.py
+
 .PHONY: bench-transfer
 bench-transfer:  ## export and write throughput against curl on a throwaway influxd (bench/results/transfer.json)
 	scripts/bootstrap && .venv/bin/python bench/transfer.py
