@@ -333,7 +333,6 @@ def test_three_workers_one_killed_one_paused_past_its_lease_catch_up_exactly_onc
     assert {e.status for e in proxy.proxy.exchanges} <= {200, 204}
 
 
-@pytest.mark.xfail(strict=True, reason="limits across workers: branch slots")
 def test_a_connection_limit_holds_across_workers(
     influxd: ThrowawayInfluxd,
     db: str,
