@@ -104,3 +104,28 @@ def import_influxdb1(
 
 def _split(command: str | None) -> list[str] | None:
     return shlex.split(command) if command else None
+
+
+@import_app.command("influxdb2")
+def import_influxdb2(
+    url: UrlOption,
+    org: Annotated[str, typer.Option("--org", metavar="ORG", help="The org whose tasks to read.")],
+    token_env: Annotated[str | None, _TOKEN_ENV] = None,
+    token_file: Annotated[Path | None, _TOKEN_FILE] = None,
+    token_command: Annotated[str | None, _TOKEN_COMMAND] = None,
+    start: StartOption = None,
+    templates: TemplatesOption = None,
+) -> None:
+    """Read the org's tasks (GET /api/v2/tasks) and print the config (TOML) doing their work:
+    a downsample job per task whose Flux is tierflow's own, a query job (its template the task's
+    Flux bounded by the window) per other, and commented out, saying why, any it cannot do the
+    same way."""
+    from tierflow._importing import Connection, import_influxdb2, secret_source
+
+    with mapped_errors():
+        secret = secret_source(token_env, token_file, _split(token_command))
+        connection = Connection(url, secret=secret, org=org)
+        text = asyncio.run(
+            import_influxdb2(connection, start=instant(start, "--start"), templates=templates)
+        )
+    sys.stdout.write(text)

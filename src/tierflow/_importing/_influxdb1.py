@@ -14,7 +14,7 @@ from tierflow._importing._toml import Document, JobText, config_name
 from tierflow._importing._translate1 import ImportedJob, Tier, translate_cq
 from tierflow._windows import isoformat
 
-__all__ = ["ContinuousQueryText", "import_influxdb1", "influxdb1_config"]
+__all__ = ["ContinuousQueryText", "import_influxdb1", "influxdb1_config", "write_templates"]
 
 CONNECTION = "influxdb1"
 
@@ -75,7 +75,7 @@ def influxdb1_config(
     job_names: set[str] = set()
     files: dict[Path, str] = {}
     jobs = [_job_text(job, job_names, tier_names, templates, files) for job in translated]
-    _write_templates(files)
+    write_templates(files)
     header = [
         f"tierflow config imported from the continuous queries of {connection.url}"
         f" ({len(cqs)} found).",
@@ -142,7 +142,7 @@ def _job_text(
     return text
 
 
-def _write_templates(files: dict[Path, str]) -> None:
+def write_templates(files: dict[Path, str]) -> None:
     """Write the query jobs' templates; if any file exists with other content, none is written
     (exit 2): an import never overwrites."""
     for path, body in files.items():

@@ -46,7 +46,9 @@ def secret_source(env: str | None, file: Path | None, command: list[str] | None)
     if command:
         given.append(CommandSecret(command=tuple(command)))
     if len(given) != 1:
-        raise InvalidInputError("give one of the secret's -env, -file or -command options")
+        raise InvalidInputError(
+            "give exactly one of the secret's options (…-env VAR, …-file PATH, …-command CMD)"
+        )
     return given[0]
 
 

@@ -21,6 +21,7 @@ the job is written commented out with the reason.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -124,7 +125,7 @@ def _refusals(cq: ContinuousQuery) -> Iterable[str]:
         )
     if any(source.measurement is None and source.regex is None for source in cq.sources):
         yield "a FROM source is not a measurement or a regex"
-    if any(a.op("(") and b.word("select") for a, b in zip(cq.where, cq.where[1:], strict=False)):
+    if any(a.op("(") and b.word("select") for a, b in itertools.pairwise(cq.where)):
         yield "subqueries are not supported"
     if "(" in cq.clauses["from"]:
         yield "subqueries in FROM are not supported"
