@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from tierflow._cli_common import instant, mapped_errors
+from tierflow._cli_common import fail, instant, mapped_errors
 from tierflow._cli_group import TierflowGroup
 
 __all__ = ["register"]
@@ -89,6 +89,8 @@ def import_influxdb1(
     with mapped_errors():
         secret = None
         if password_env or password_file or password_command:
+            if username is None:
+                fail("a password needs --username (1.x authenticates a user)", 2)
             secret = secret_source(password_env, password_file, _split(password_command))
         connection = Connection(url, username=username, secret=secret)
         text = asyncio.run(

@@ -246,6 +246,10 @@ def test_bad_input_exits_2_naming_the_problem(
     assert "127.0.0.1:9" in unreachable.stderr
     assert "Traceback" not in unreachable.stderr
 
+    no_user = import_config(influxd.url, db, t0, "--password-env", "HOME", cwd=tmp_path)
+    assert no_user.returncode == 2
+    assert "a password needs --username" in no_user.stderr
+
     with_credentials = import_config("http://u:s3cret@127.0.0.1:9", db, t0, cwd=tmp_path)
     assert with_credentials.returncode == 2
     assert "s3cret" not in with_credentials.stderr + with_credentials.stdout

@@ -229,6 +229,12 @@ def test_the_imported_config_loads_and_every_job_renders_a_query_that_passes_the
         ContinuousQueryText("db", "jinja", cq('max(v) AS "{{ x }}"', "time(10m), *")),
         ContinuousQueryText(
             "db",
+            "regex",
+            "CREATE CONTINUOUS QUERY regex ON db BEGIN SELECT max(v) INTO db.warm.:MEASUREMENT "
+            "FROM db.autogen./^cp/, db.other.x GROUP BY time(5m), * END",
+        ),
+        ContinuousQueryText(
+            "db",
             "offset",
             cq("max(v) AS v_max", "time(1h, 15m), *").replace(":MEASUREMENT", "hourly"),
         ),
@@ -242,7 +248,8 @@ def test_the_imported_config_loads_and_every_job_renders_a_query_that_passes_the
     # A name holding template syntax stays literal in the template.
     assert "{% raw %}" in (tmp_path / "t" / "jinja.influxql.j2").read_text(encoding="utf-8")
     # The TZ CQ and the resampled fill(0) are left commented out, with their reasons.
-    assert set(data["jobs"]) == {"cq1", "c_q4", "cq9", "jinja", "offset"}
+    assert set(data["jobs"]) == {"cq1", "c_q4", "cq9", "jinja", "regex", "offset"}
+    assert "it reads 2 retention policies" in text
     assert "# [jobs.cq3]" in text
     assert "# [jobs.cq2]" in text
     assert "fill(0) fills the empty buckets of each CQ run" in text

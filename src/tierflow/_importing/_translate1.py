@@ -86,6 +86,11 @@ def translate_cq(database: str, name: str, text: str, start: datetime) -> Import
     schedule = _schedule(cq, job)
     sources = {_tier(source, cq) for source in cq.sources}
     job.source = sorted(sources, key=lambda t: (t.database, t.policy or ""))[0]
+    if len(sources) > 1:
+        job.notes.append(
+            f"it reads {len(sources)} retention policies; the job's source tier is the first "
+            "(its query names each as the CQ did)"
+        )
     job.dest = _tier(cq.into, cq)
     job.keys = {"kind": "", "source": None, "dest": None, **schedule, "start": start}
     downsample = _downsample_keys(cq, sources)

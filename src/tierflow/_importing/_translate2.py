@@ -4,6 +4,8 @@ why. Pure: no I/O. The script is read with the Flux tokenizer of tierflow's 2.x 
 A task runs its script at each tick of `option task = {every | cron, offset}`; `offset` delays the
 run, not the data (`now()` is the tick), so `range(start: -task.every)` reads the span between
 two ticks: tierflow's window, and `offset` keeps its meaning (a window runs `offset` after it ends).
+(InfluxData's "Task configuration options": `every: 1h` saved at 2:30 first runs at 3:00; `offset`
+"delays the execution of the task but preserves the original time range".)
 
 A task becomes a `downsample` job only when tierflow's own Flux writes the same points:
 `from |> range |> filter(_measurement, tags, _field) |> aggregateWindow(every: <the window>, fn,
