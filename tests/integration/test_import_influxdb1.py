@@ -196,7 +196,9 @@ def test_imported_cqs_write_what_the_cqs_own_queries_write(
 ) -> None:
     db, oracle = databases.new(), databases.new()
     t0 = hour_floor_days_ago(2)
-    now = t0 + DATA_SPAN + timedelta(hours=1)
+    # Before the data ends: the last windows hold data, so a job running a window sooner or
+    # later than its CQ settles it (RESAMPLE as offset) shows.
+    now = t0 + DATA_SPAN - timedelta(minutes=10)
     for cq in [*CQS, REFUSED]:
         influxd.execute(cq.create(db), db=db)
     write_sensor(influxd, db, t0)
