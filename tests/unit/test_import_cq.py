@@ -135,6 +135,15 @@ def cq(select: str, group: str = "time(5m), *", *, where: str = "", head: str = 
     )
 
 
+def test_tz_utc_is_what_tierflow_does_anyway() -> None:
+    job = translate_cq("db", "c", cq("max(v) AS v_max", "time(1d), * TZ('UTC')"), START)
+    assert (job.kind, job.refused) == ("downsample", [])
+    job = translate_cq("db", "c", cq("max(v)", "time(1d), * TZ('UTC')"), START)
+    assert (job.kind, job.refused) == ("query", [])
+    assert job.template is not None
+    assert "TZ" not in job.template
+
+
 def test_a_cq_tierflows_query_matches_becomes_a_downsample_job() -> None:
     job = translate_cq(
         "db",

@@ -112,7 +112,7 @@ def _tier(name: Name, cq: ContinuousQuery) -> Tier:
 
 
 def _refusals(cq: ContinuousQuery) -> Iterable[str]:
-    if "tz" in cq.clauses:
+    if "tz" in cq.clauses and cq.clauses["tz"].upper() not in {"TZ('UTC')", "TZ('ETC/UTC')"}:
         yield (
             f"{cq.clauses['tz']}: tierflow's windows are UTC; buckets in a time zone (shifting "
             "with daylight saving time) have no UTC schedule"
