@@ -71,11 +71,11 @@ class MemoryStateStore(StateStore):
     async def _claim(self, request: ClaimRequest) -> Claim:
         job, started_at = request.job, request.started_at
         taken: list[LedgerEntry] = []
+        over: dict[str, list[LedgerEntry]] = {}  # windows taken over, by the run they leave
 
         def take(window: Window, entry: LedgerEntry | None) -> None:
             if entry is not None and entry.status is RunStatus.RUNNING:
-                assert entry.run_id is not None
-                self._settle(job, entry.run_id, {window.start}, abandoned(entry, started_at))
+                over.setdefault(entry.run_id or "", []).append(entry)
             # A window forgotten by `reset` keeps its history: number on from it.
             earlier = entry.attempts if entry else self._last_attempt(job, window.start)
             new = rules.claimed(entry, window, request, earlier)
@@ -84,6 +84,9 @@ class MemoryStateStore(StateStore):
 
         with self._lock:
             claim = rules.judge_claim(request, lambda window: self._entry(job, window.start), take)
+            for run_id, left in over.items():
+                starts = {entry.window.start for entry in left}
+                self._settle(job, run_id, starts, abandoned(left[0], started_at))
             self._carve(job, {entry.window.start for entry in taken})
             for span, count, attempt in rules.spans(taken):
                 self._attempts.append(

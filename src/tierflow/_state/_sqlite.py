@@ -239,16 +239,18 @@ class SqliteStateStore(StateStore):
             fresh = [w.start for w in windows if entry_of(w) is None]
             earlier = _last_attempts(db, span, fresh)
             taken: list[LedgerEntry] = []
+            over: dict[str, list[LedgerEntry]] = {}  # windows taken over, by the run they leave
 
             def take(window: Window, entry: LedgerEntry | None) -> None:
                 if entry is not None and entry.status is RunStatus.RUNNING:
-                    assert entry.run_id is not None
-                    settled = _abandoned(entry, started_at)
-                    _settle(db, job, entry.run_id, {window.start}, settled)
+                    over.setdefault(entry.run_id or "", []).append(entry)
                 new = rules.claimed(entry, window, request, earlier.get(window.start, 0))
                 taken.append(new)
 
             claim = rules.judge_claim(request, entry_of, take)
+            for run_id, left in over.items():
+                starts = {entry.window.start for entry in left}
+                _settle(db, job, run_id, starts, _abandoned(left[0], started_at))
             _carve(db, job, ranges, {entry.window.start for entry in taken})
             db.executemany(Q["claim_run"], [_row(entry) for entry in taken])
             db.executemany(
