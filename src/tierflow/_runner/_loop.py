@@ -409,9 +409,18 @@ class Runner:
         """Record the batch's outcome and move the watermark (None: the claim was lost). An
         attempt that `counts` toward parking parks windows out of `max_window_attempts`."""
         park_after = self.config.scheduler.max_window_attempts if counts else None
+        # Done windows behind the watermark fold into ledger ranges, but for those `recheck`
+        # still compares fingerprints of.
+        recheck = self.config.jobs[job].recheck
+        keep_from = outcome.finished_at - recheck if recheck else outcome.finished_at
         try:
             return await self.store.finish(
-                job, batch.windows, run_id=run_id, outcome=outcome, park_after=park_after
+                job,
+                batch.windows,
+                run_id=run_id,
+                outcome=outcome,
+                park_after=park_after,
+                compact_before=keep_from,
             )
         except TierflowError as exc:
             # Our lease expired and another run took the windows over: its outcome stands.
