@@ -41,6 +41,8 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 STEP = timedelta(minutes=5)
 LEASE = timedelta(minutes=10)
 JOB = "sensor_5m"
+#: Beyond every window of the tests: `compact_before` that folds whatever may be folded.
+FAR = T0 + timedelta(days=30)
 
 
 def window(index: int) -> Window:
@@ -1087,7 +1089,7 @@ async def _run_folded(
     store: StateStore,
     indexes: range | list[int],
     run_id: str,
-    compact_before: datetime | None = at(10_000),
+    compact_before: datetime | None = FAR,
 ) -> list[LedgerEntry]:
     """Claim and finish windows as one successful run, folding what may be; return the ledger."""
     assert await claim(store, list(indexes), run_id, started=at(100))
