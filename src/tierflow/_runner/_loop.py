@@ -410,9 +410,10 @@ class Runner:
         attempt that `counts` toward parking parks windows out of `max_window_attempts`."""
         park_after = self.config.scheduler.max_window_attempts if counts else None
         # Done windows behind the watermark fold into ledger ranges, but for those `recheck`
-        # still compares fingerprints of.
+        # may still compare fingerprints of: a recheck at `now` reads windows stopping after
+        # now - recheck, and this batch's windows were complete (stopped) by now.
         recheck = self.config.jobs[job].recheck
-        keep_from = outcome.finished_at - recheck if recheck else outcome.finished_at
+        keep_from = batch.range.stop - recheck if recheck else batch.range.stop
         try:
             return await self.store.finish(
                 job,
