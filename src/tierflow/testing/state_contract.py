@@ -1066,8 +1066,8 @@ class StateStoreContract:
             outcome=outcome(RunStatus.SUCCEEDED, finished_at=later + timedelta(minutes=10)),
             compact_before=window(4).stop,
         )
-        kept = [(a.run_id, a.status) for a in await store.history(JOB)]
-        assert kept == [
+        after = [(a.run_id, a.status) for a in await store.history(JOB)]
+        assert after == [
             ("r4", RunStatus.SUCCEEDED),
             ("r3", RunStatus.SUCCEEDED),
             ("run-0-failed", RunStatus.FAILED),
