@@ -108,7 +108,11 @@ class Tierflow:
     def store(self) -> StateStore:
         """The state store (opened on first use)."""
         if self._store is None:
-            self._store = open_state_store(self._url(), password=self.config.state.password)
+            self._store = open_state_store(
+                self._url(),
+                password=self.config.state.password,
+                keep_history=self.config.state.keep_history,
+            )
         return self._store
 
     @property

@@ -371,12 +371,13 @@ def history(
     ] = 50,
     as_json: JsonOption = False,
 ) -> None:
-    """The job's latest attempts, newest first."""
+    """The job's latest attempts, newest first: one row per run of windows claimed together."""
     attempts = run_command(config, lambda _, tf: tf.history(job, limit=limit), [job])
     body: list[dict[str, Any]] = [
         {
             "start": when(a.window.start),
             "stop": when(a.window.stop),
+            "windows": a.windows,
             "attempt": a.attempt,
             "status": a.status.value,
             "started_at": when(a.started_at),
@@ -396,6 +397,7 @@ def history(
     table = Table(
         "start",
         "stop",
+        "windows",
         "attempt",
         "status",
         "reason",
@@ -415,6 +417,7 @@ def history(
         table.add_row(
             row["start"],
             row["stop"],
+            str(row["windows"]),
             str(row["attempt"]),
             row["status"],
             row["reason"],

@@ -410,34 +410,44 @@ def state_db(path: Path) -> Iterator[sqlite3.Connection]:
 
 
 def read_state(path: Path, job: str) -> tuple[datetime | None, list[LedgerRow], list[AttemptRow]]:
-    """(watermark, ledger rows by window start, attempts in the order they were made)."""
+    """(watermark, ledger rows by window start, attempts in the order they were made), a row per
+    window: the windows of a ledger range (done windows folded together, their run ids not
+    kept) and of a history row (a run of windows claimed together) each read as their own."""
     with state_db(path) as db:
-        db.execute("BEGIN")  # one snapshot for all three reads, even while tierflow writes
+        db.execute("BEGIN")  # one snapshot for all reads, even while tierflow writes
         marks = db.execute("SELECT watermark FROM jobs WHERE job = ?", (job,)).fetchall()
-        ledger = [
-            LedgerRow(
-                EPOCH + start * _MICRO,
-                EPOCH + stop * _MICRO,
-                status,
-                attempts,
-                run_id,
-                moment(lease),
-            )
-            for start, stop, status, attempts, run_id, lease in db.execute(
-                "SELECT window_start, window_stop, status, attempts, run_id, lease_expires_at"
-                " FROM runs WHERE job = ? ORDER BY window_start",
-                (job,),
-            )
-        ]
         rows = db.execute(
-            "SELECT window_start, window_stop, attempt, run_id, status, started_at,"
+            "SELECT window_start, window_stop, status, attempts, run_id, lease_expires_at"
+            " FROM runs WHERE job = ?",
+            (job,),
+        ).fetchall()
+        ranges = db.execute(
+            "SELECT window_start, window_stop, window_length, status, attempts"
+            " FROM ledger_ranges WHERE job = ?",
+            (job,),
+        ).fetchall()
+        history = db.execute(
+            "SELECT window_start, window_stop, windows, attempt, run_id, status, started_at,"
             " finished_at, error, reason FROM attempts WHERE job = ? ORDER BY id",
             (job,),
         ).fetchall()
+    ledger = [
+        LedgerRow(
+            EPOCH + start * _MICRO, EPOCH + stop * _MICRO, status, attempts, run_id, moment(lease)
+        )
+        for start, stop, status, attempts, run_id, lease in rows
+    ]
+    ledger += [
+        LedgerRow(
+            EPOCH + first * _MICRO, EPOCH + (first + length) * _MICRO, status, attempts, None, None
+        )
+        for start, stop, length, status, attempts in ranges
+        for first in range(start, stop, length)
+    ]
     attempts = [
         AttemptRow(
-            EPOCH + start * _MICRO,
-            EPOCH + stop * _MICRO,
+            EPOCH + first * _MICRO,
+            EPOCH + (first + (stop - start) // windows) * _MICRO,
             attempt,
             run_id,
             status,
@@ -446,10 +456,13 @@ def read_state(path: Path, job: str) -> tuple[datetime | None, list[LedgerRow], 
             error,
             reason,
         )
-        for start, stop, attempt, run_id, status, started, finished, error, reason in rows
+        for start, stop, windows, attempt, run_id, status, started, finished, error, reason in (
+            history
+        )
+        for first in range(start, stop, (stop - start) // windows)
     ]
     watermark = moment(marks[0][0]) if marks else None
-    return watermark, ledger, attempts
+    return watermark, sorted(ledger, key=lambda row: row.start), attempts
 
 
 def sleep_past_leases(path: Path, job: str, margin: float = 0.2) -> None:

@@ -228,13 +228,11 @@ def test_run_once_backfill_status_and_history(
 
     assert history["job"] == "down"
     attempts = history["attempts"]
-    assert len(attempts) == 8
-    newest = attempts[0]  # newest first: the backfill's last window
-    assert (newest["start"], newest["attempt"], newest["status"]) == (
-        rfc3339(start + 2 * EVERY),
-        2,
-        "succeeded",
-    )
+    # One row per run of windows claimed together: the backfill's two, the first run's six.
+    assert [(a["start"], a["stop"], a["windows"], a["attempt"]) for a in attempts] == [
+        (rfc3339(start + EVERY), rfc3339(start + 3 * EVERY), 2, 2),
+        (rfc3339(start), rfc3339(start + 6 * EVERY), 6, 1),
+    ]
     for attempt in attempts:
         assert attempt["status"] == "succeeded"
         assert re.fullmatch("[0-9a-f]{16}", attempt["query_hash"])

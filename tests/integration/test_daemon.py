@@ -70,8 +70,18 @@ def upstream(influxd: ThrowawayInfluxd) -> tuple[str, int]:
 
 
 def history(config: Path, job_name: str) -> list[dict[str, Any]]:
+    """The job's attempts oldest first, one per window: a history row is a run of windows
+    claimed together (`windows` of them, of equal length, from `start` to `stop`)."""
     body = ok_json(run_tierflow("history", job_name, "-c", config, "--json", "--limit", "10000"))
-    return list(reversed(body["attempts"]))  # oldest first
+    each = []
+    for row in reversed(body["attempts"]):
+        first, last = parse_time(row["start"]), parse_time(row["stop"])
+        length = (last - first) / row["windows"]
+        each += [
+            row | {"start": rfc3339(first + i * length), "stop": rfc3339(first + (i + 1) * length)}
+            for i in range(row["windows"])
+        ]
+    return each
 
 
 def json_lines(process: Tierflow) -> list[dict[str, Any]]:

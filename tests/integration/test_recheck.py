@@ -146,7 +146,7 @@ async def test_only_the_windows_whose_source_changed_are_rerun(
     assert sorted(ranges) == sorted(recheck_period + changed)  # detection, then each re-run
 
     late_attempts = [a for a in history if a.reason == LATE_DATA]
-    assert sorted((a.window.start, a.window.stop) for a in late_attempts) == changed
+    assert sorted((w.start, w.stop) for a in late_attempts for w in a.each()) == changed
     assert {(a.status, a.attempt) for a in late_attempts} == {(RunStatus.SUCCEEDED, 2)}
     assert status.rechecked_windows == len(changed)
 

@@ -462,3 +462,23 @@ def test_tierflow_state_overrides_the_default(
 
 def test_without_tierflow_state_the_file_wins(tmp_path: Path) -> None:
     assert load_text(tmp_path, document()).state.url == f"sqlite:///{tmp_path / 'state.db'}"
+
+
+# ---------------------------------------------------------------------------------------------
+# [state] keep_history
+
+
+def test_keep_history_defaults_to_ninety_days(tmp_path: Path) -> None:
+    assert load_text(tmp_path, document()).state.keep_history == timedelta(days=90)
+
+
+def test_keep_history_is_a_duration(tmp_path: Path) -> None:
+    text = document().replace(STATE, STATE + 'keep_history = "30d"\n')
+    assert load_text(tmp_path, text).state.keep_history == timedelta(days=30)
+
+
+@pytest.mark.parametrize("value", ['"0s"', '"soon"', "90"])
+def test_a_bad_keep_history_names_the_key(tmp_path: Path, value: str) -> None:
+    text = document().replace(STATE, STATE + f"keep_history = {value}\n")
+    _, message = error_of(tmp_path, text)
+    line_about(message, f"[state] keep_history = {value}")

@@ -217,10 +217,63 @@ async def test_a_populated_older_database_upgrades(tmp_path: Path, version: int)
             (2, "fp"),
         ]
 
+        # The older rows fold into ledger ranges like any (a range each: their attempts differ),
+        # and read back as the same windows.
+        assert await store.claim(
+            JOB, [hour(4)], run_id="r4", started_at=m(302), lease_expires_at=m(360)
+        )
+        ok = Outcome(RunStatus.SUCCEEDED, m(303), 1.0)
+        await store.finish(JOB, [hour(4)], run_id="r4", outcome=ok, compact_before=m(10_000))
+        assert [(e.window, e.status, e.attempts) for e in await store.entries(JOB, T0)] == [
+            (hour(0), RunStatus.SUCCEEDED, 1),
+            (hour(1), RunStatus.SUCCEEDED, 2),
+            (hour(2), RunStatus.SUCCEEDED, 5),
+            (hour(3), RunStatus.SUCCEEDED, 2),
+            (hour(4), RunStatus.SUCCEEDED, 1),
+        ]
+
     # And the upgraded file opens again as it is.
     async with SqliteStateStore(path) as again:
-        assert await again.watermark(JOB) == hour(3).stop
+        assert await again.watermark(JOB) == hour(4).stop
         assert await again.definition(JOB) == JobDefinition('{"dest":"warm"}')
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT COUNT(*) FROM runs").fetchone() == (0,)
+        assert db.execute("SELECT COUNT(*) FROM ledger_ranges").fetchone() == (5,)
+    finally:
+        db.close()
+
+
+async def test_version_5_history_becomes_one_window_rows_and_the_ledger_stays(
+    tmp_path: Path,
+) -> None:
+    """Version 6 keeps one history row per claimed run of windows: each older row (one window)
+    is a run of one; the per-window ledger rows stay rows until a finish folds them."""
+    path = tmp_path / "state.db"
+    older_file(path, 5)
+    async with SqliteStateStore(path) as store:
+        assert store.schema_version == 6
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute(
+            "SELECT window_start, window_stop, windows, attempt, run_id FROM attempts ORDER BY id"
+        ).fetchall()
+        assert [(start, stop, attempt, run) for start, stop, _, attempt, run in rows] == [
+            (us(a.window.start), us(a.window.stop), a.attempt, a.run_id)
+            for a in reversed(EXPECTED_HISTORY)
+        ]
+        assert {windows for _, _, windows, _, _ in rows} == {1}
+        assert db.execute("SELECT COUNT(*) FROM runs").fetchone() == (4,)
+        assert db.execute("SELECT COUNT(*) FROM ledger_ranges").fetchone() == (0,)
+        # The same window may now be in two history rows of the same attempt number (split
+        # parts): no unique (job, window_start, attempt) any more.
+        db.execute(
+            "INSERT INTO attempts (job, window_start, window_stop, attempt, run_id, status,"
+            " started_at) SELECT job, window_start, window_stop, attempt, run_id, status,"
+            " started_at FROM attempts WHERE id = 1"
+        )
+    finally:
+        db.close()
 
 
 async def test_a_claim_waiting_for_the_write_lock_does_not_block_the_event_loop(

@@ -28,6 +28,7 @@ from pydantic import (
 
 from tierflow._durations import format_duration, parse_duration
 from tierflow._secrets import SecretSource
+from tierflow._state._base import DEFAULT_KEEP_HISTORY
 from tierflow._windows import CronSchedule, IntervalSchedule, Schedule
 
 __all__ = [
@@ -122,10 +123,14 @@ def _secret_shorthand(value: object) -> object:
 
 class StateConfig(_Model):
     """Where the state lives: a SQLite file (one host) or a PostgreSQL database (several
-    workers). A PostgreSQL password comes from a secret source, never from the URL."""
+    workers), and how long it keeps the attempt history. A PostgreSQL password comes from a
+    secret source, never from the URL."""
 
     url: str = DEFAULT_STATE_URL
     password: SecretSource | None = None
+    #: How long finished attempts stay in the history (failures, and attempts at windows not
+    #: yet folded into a ledger range, stay longer).
+    keep_history: PositiveDuration = DEFAULT_KEEP_HISTORY
 
     _shorthand = field_validator("password", mode="before")(_secret_shorthand)
 

@@ -411,9 +411,19 @@ class Runner:
         """Record the batch's outcome and move the watermark (None: the claim was lost). An
         attempt that `counts` toward parking parks windows out of `max_window_attempts`."""
         park_after = self.config.scheduler.max_window_attempts if counts else None
+        # Done windows behind the watermark fold into ledger ranges, but for those `recheck`
+        # may still compare fingerprints of: a recheck at `now` reads windows stopping after
+        # now - recheck, and this batch's windows were complete (stopped) by now.
+        recheck = self.config.jobs[job].recheck
+        keep_from = batch.range.stop - recheck if recheck else batch.range.stop
         try:
             return await self.store.finish(
-                job, batch.windows, run_id=run_id, outcome=outcome, park_after=park_after
+                job,
+                batch.windows,
+                run_id=run_id,
+                outcome=outcome,
+                park_after=park_after,
+                compact_before=keep_from,
             )
         except TierflowError as exc:
             # Our lease expired and another run took the windows over: its outcome stands.

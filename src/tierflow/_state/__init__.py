@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tierflow._errors import ConfigError
 from tierflow._state._base import (
+    DEFAULT_KEEP_HISTORY,
     Attempt,
     Census,
     Claim,
     JobDefinition,
     LedgerEntry,
+    LedgerRange,
     Outcome,
     RunStatus,
     StateStore,
@@ -31,6 +34,7 @@ __all__ = [
     "Holder",
     "JobDefinition",
     "LedgerEntry",
+    "LedgerRange",
     "MemoryStateStore",
     "Outcome",
     "PostgresStateStore",
@@ -53,14 +57,20 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def open_state_store(url: str, *, password: SecretSource | None = None) -> StateStore:
+def open_state_store(
+    url: str,
+    *,
+    password: SecretSource | None = None,
+    keep_history: timedelta | None = DEFAULT_KEEP_HISTORY,
+) -> StateStore:
     """Open the store a URL names: `sqlite:///relative.db`, `sqlite:////absolute.db`, `memory://`,
     `postgresql://user@host/db` (its password from `password`, a secret source, or libpq's
-    PGPASSWORD and ~/.pgpass; a PostgreSQL store connects on first use)."""
+    PGPASSWORD and ~/.pgpass; a PostgreSQL store connects on first use). It keeps finished
+    attempts in the history for `keep_history` (None: for good)."""
     if url.startswith(_POSTGRES_SCHEMES):
-        return _postgres_store(url, password)
+        return _postgres_store(url, password, keep_history)
     if url == "memory://":
-        return MemoryStateStore()
+        return MemoryStateStore(keep_history=keep_history)
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         if not path.name:
@@ -72,18 +82,20 @@ def open_state_store(url: str, *, password: SecretSource | None = None) -> State
                 f"state url {url!r}: directory {path.parent} does not exist; create it or "
                 "point [state] url (or TIERFLOW_STATE) elsewhere"
             )
-        return SqliteStateStore(path)
+        return SqliteStateStore(path, keep_history=keep_history)
     raise ConfigError(
         f"state url {url!r} is not supported; use sqlite:///path/to/file.db, "
         "postgresql://user@host/db or memory://"
     )
 
 
-def _postgres_store(url: str, password: SecretSource | None) -> StateStore:
+def _postgres_store(
+    url: str, password: SecretSource | None, keep_history: timedelta | None
+) -> StateStore:
     try:
         from tierflow._state._postgres import PostgresStateStore
     except ImportError as exc:
         raise ConfigError(
             "a postgresql:// state url needs psycopg: pip install 'tierflow[postgres]'"
         ) from exc
-    return PostgresStateStore(url, password=password)
+    return PostgresStateStore(url, password=password, keep_history=keep_history)

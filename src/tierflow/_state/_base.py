@@ -1,9 +1,12 @@
 """The state-store contract: a durable watermark and run ledger per job.
 
-The ledger holds one row per (job, window start): the window's latest status. Every attempt is
-also kept in full in the history. The watermark of a job is the stop of the last window such
-that it and every window before it succeeded (or was deliberately skipped). Recording an outcome
-and advancing the watermark happen in one transaction, so a crash never leaves them disagreeing.
+The ledger holds the latest status of each (job, window start): one row per window, except that
+contiguous done windows behind the watermark may be folded into one range row (`LedgerRange`),
+which `entries` and `census` read as the windows it stands for. The history keeps each attempt
+at a contiguous run of windows claimed together as one row (`Attempt`), for `keep_history`.
+The watermark of a job is the stop of the last window such that it and every window before it
+succeeded (or was deliberately skipped). Recording an outcome and advancing the watermark happen
+in one transaction, so a crash never leaves them disagreeing.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Self
 
@@ -21,16 +24,22 @@ from tierflow._state._holder import Holder, holder_gone
 from tierflow._windows import Window
 
 __all__ = [
+    "DEFAULT_KEEP_HISTORY",
     "Attempt",
     "Census",
     "Claim",
     "ClaimRequest",
     "JobDefinition",
     "LedgerEntry",
+    "LedgerRange",
     "Outcome",
     "RunStatus",
     "StateStore",
 ]
+
+
+#: How long attempts are kept in the history unless `[state] keep_history` says otherwise.
+DEFAULT_KEEP_HISTORY = timedelta(days=90)
 
 
 class RunStatus(StrEnum):
@@ -65,6 +74,68 @@ class LedgerEntry:
     attempt_base: int = 0
     #: The process that claimed the window (None for claims made before tierflow recorded it).
     holder: Holder | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRange:
+    """Contiguous done windows of one job folded into one ledger row: the windows of length
+    `length` from `start` to `stop`, alike in status, attempts, re-queue base and error. It
+    stands for those windows' ledger entries (`entries`), with the earliest start and the latest
+    finish among them; run ids, holders and fingerprints are not kept (a job with `recheck`
+    keeps per-window rows for as long as it compares fingerprints)."""
+
+    job: str
+    start: datetime
+    stop: datetime
+    length: timedelta
+    status: RunStatus
+    attempts: int
+    attempt_base: int
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def count(self) -> int:
+        """How many windows the range stands for."""
+        return (self.stop - self.start) // self.length
+
+    def index(self, moment: datetime) -> int:
+        """The index of the window holding `moment` (may lie outside `[0, count)`)."""
+        return (moment - self.start) // self.length
+
+    def window(self, index: int) -> Window:
+        start = self.start + index * self.length
+        return Window(start, start + self.length)
+
+    def entry(self, index: int) -> LedgerEntry:
+        """The ledger entry of the range's window `index`."""
+        return LedgerEntry(
+            self.job,
+            self.window(index),
+            self.status,
+            self.attempts,
+            None,
+            self.started_at,
+            self.finished_at,
+            None,
+            self.error,
+            attempt_base=self.attempt_base,
+        )
+
+    def entries(self, since: datetime, until: datetime | None = None) -> list[LedgerEntry]:
+        """The entries of its windows whose start lies in `[since, until)`."""
+        first = max(0, -((self.start - since) // self.length))  # ceil((since - start) / length)
+        last = (
+            self.count if until is None else min(self.count, -((self.start - until) // self.length))
+        )
+        return [self.entry(index) for index in range(first, last)]
+
+    def within(self, since: datetime, until: datetime) -> int:
+        """How many of its windows lie inside `[since, until)` (as `census` counts)."""
+        first = max(0, -((self.start - since) // self.length))
+        last = min(self.count, (until - self.start) // self.length)
+        return max(0, last - first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +192,8 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """One attempt at one window, as kept in the history."""
+    """One attempt at a contiguous run of `windows` windows of equal length claimed together
+    (attempt `attempt` at each of them), as kept in the history: `window` spans them all."""
 
     job: str
     window: Window
@@ -135,6 +207,15 @@ class Attempt:
     template_version: str | None
     error: str | None
     reason: str = "scheduled"
+    windows: int = 1
+
+    def each(self) -> tuple[Window, ...]:
+        """The windows the attempt ran, oldest first."""
+        length = self.window.length / self.windows
+        return tuple(
+            Window(self.window.start + i * length, self.window.start + (i + 1) * length)
+            for i in range(self.windows)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +240,12 @@ class StateStore(ABC):
     database (a lock held by another process, the network): lease heartbeats run on the same
     loop. A store is an async context manager (`async with store:` closes it). Each call is one
     transaction that commits or not as a whole, even if the awaiting task is cancelled.
-    `tierflow.testing.state_contract` holds the tests every store must pass."""
+    `tierflow.testing.state_contract` holds the tests every store must pass.
+
+    `keep_history` (a store's constructor argument; None keeps every attempt) is how long
+    finished attempts stay in the history, see `finish`."""
+
+    keep_history: timedelta | None = DEFAULT_KEEP_HISTORY
 
     @abstractmethod
     async def ensure_job(self, job: str, origin: datetime) -> datetime:
@@ -232,12 +318,21 @@ class StateStore(ABC):
         run_id: str,
         outcome: Outcome,
         park_after: int | None = None,
+        compact_before: datetime | None = None,
     ) -> datetime:
         """Record `outcome` for windows claimed by `run_id` and advance the watermark over every
         contiguous done window, in one transaction; return the new watermark. A window that did
         not succeed moves the watermark back to it if it was behind. With `park_after`, a failed
         window that has had that many attempts since it was last re-queued is parked: no longer
         due until `requeue`.
+
+        With `compact_before`, the done windows behind the new watermark that stop at or before
+        it (and are not running) are folded into `LedgerRange` rows in the same transaction:
+        `entries` and `census` read them as before, but their run ids, holders and fingerprints
+        are gone (pass the instant from which per-window rows are still needed, e.g. the start
+        of a `recheck` period). Attempts that finished `keep_history` before the outcome are
+        pruned from the history now and then, but for failures and those whose windows still
+        have a per-window row (for a folded window the range row is its record).
 
         Raise StateError if the claim was lost (another run took the windows over, or they
         were forgotten), recording nothing: a late outcome never overwrites the taker's nor
@@ -258,11 +353,13 @@ class StateStore(ABC):
 
     @abstractmethod
     async def history(self, job: str, *, limit: int = 50) -> list[Attempt]:
-        """The latest attempts at `job`'s windows, newest first."""
+        """The latest attempts at `job`'s windows, newest first (one per contiguous run of
+        windows claimed together; an attempt partly finished or taken over is split)."""
 
     @abstractmethod
     async def count_attempts(self, job: str, *, reason: str) -> int:
-        """How many attempts at `job`'s windows ran for `reason` (e.g. late_data re-runs)."""
+        """How many window attempts of `job` ran for `reason` (e.g. late_data re-runs), over the
+        history kept."""
 
     @abstractmethod
     async def jobs(self) -> list[str]:
@@ -290,7 +387,8 @@ class StateStore(ABC):
         """Forget `job`'s ledger from `since` on (all of it when None) and record `definition`,
         in one transaction; return how many ledger rows were forgotten.
 
-        Rows of windows starting at or after `since` go; a registered job's watermark moves
+        Rows of windows starting at or after `since` go (windows of ranges counted one by
+        one, as `entries` gives them); a registered job's watermark moves
         back to `since` if it was later (to `origin` when `since` is None). The history stays:
         a forgotten window run again continues its attempt numbers, with a fresh attempt budget
         (its earlier attempts do not count towards parking).

@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from tierflow._errors import StateError
 from tierflow._state import _rules as rules
 from tierflow._state._base import (
+    DEFAULT_KEEP_HISTORY,
     Attempt,
     Census,
     Claim,
     ClaimRequest,
     JobDefinition,
     LedgerEntry,
+    LedgerRange,
     Outcome,
     RunStatus,
     StateStore,
@@ -30,12 +32,16 @@ __all__ = ["MemoryStateStore"]
 
 
 class MemoryStateStore(StateStore):
-    def __init__(self) -> None:
+    def __init__(self, *, keep_history: timedelta | None = DEFAULT_KEEP_HISTORY) -> None:
+        self.keep_history = keep_history
         self._lock = threading.Lock()  # for threads; a coroutine here never awaits
         self._watermarks: dict[str, datetime] = {}
         self._ledger: dict[tuple[str, datetime], LedgerEntry] = {}
-        self._attempts: dict[tuple[str, datetime, int], Attempt] = {}
+        self._ranges: dict[str, list[LedgerRange]] = {}
+        #: The history in the order rows were made (a split appends its pieces).
+        self._attempts: list[Attempt] = []
         self._definitions: dict[str, JobDefinition] = {}
+        self._pruned: dict[str, datetime] = {}
 
     async def ensure_job(self, job: str, origin: datetime) -> datetime:
         with self._lock:
@@ -53,50 +59,84 @@ class MemoryStateStore(StateStore):
                 for (j, start), e in self._ledger.items()
                 if j == job and start >= since and (until is None or start < until)
             ]
+            for piece in self._ranges.get(job, []):
+                if piece.stop > since and (until is None or piece.start < until):
+                    rows += piece.entries(since, until)
         return sorted(rows, key=lambda e: e.window.start)
+
+    def _entry(self, job: str, start: datetime) -> LedgerEntry | None:
+        entry = self._ledger.get((job, start))
+        return entry if entry is not None else rules.range_entry(self._ranges.get(job, []), start)
 
     async def _claim(self, request: ClaimRequest) -> Claim:
         job, started_at = request.job, request.started_at
+        taken: list[LedgerEntry] = []
+        over: dict[str, list[LedgerEntry]] = {}  # windows taken over, by the run they leave
 
         def take(window: Window, entry: LedgerEntry | None) -> None:
             if entry is not None and entry.status is RunStatus.RUNNING:
-                self._abandon(job, entry, started_at)
+                over.setdefault(entry.run_id or "", []).append(entry)
             # A window forgotten by `reset` keeps its history: number on from it.
             earlier = entry.attempts if entry else self._last_attempt(job, window.start)
             new = rules.claimed(entry, window, request, earlier)
             self._ledger[(job, window.start)] = new
-            self._attempts[(job, window.start, new.attempts)] = Attempt(
-                job,
-                window,
-                new.attempts,
-                request.run_id,
-                RunStatus.RUNNING,
-                started_at,
-                None,
-                None,
-                None,
-                None,
-                None,
-                request.reason,
-            )
+            taken.append(new)
 
         with self._lock:
-            return rules.judge_claim(
-                request, lambda window: self._ledger.get((job, window.start)), take
-            )
+            claim = rules.judge_claim(request, lambda window: self._entry(job, window.start), take)
+            for run_id, left in over.items():
+                starts = {entry.window.start for entry in left}
+                self._settle(job, run_id, starts, abandoned(left[0], started_at))
+            self._carve(job, {entry.window.start for entry in taken})
+            for span, count, attempt in rules.spans(taken):
+                self._attempts.append(
+                    Attempt(
+                        job,
+                        span,
+                        attempt,
+                        request.run_id,
+                        RunStatus.RUNNING,
+                        started_at,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        request.reason,
+                        count,
+                    )
+                )
+            return claim
+
+    def _carve(self, job: str, starts: Collection[datetime]) -> None:
+        ranges = self._ranges.get(job, [])
+        self._ranges[job] = [left for piece in ranges for left in rules.carve(piece, starts)]
 
     def _last_attempt(self, job: str, start: datetime) -> int:
-        return max((n for (j, at, n) in self._attempts if j == job and at == start), default=0)
+        rows = [(a.window, a.windows, a.attempt) for a in self._attempts if a.job == job]
+        return rules.last_attempts(rows, [start])[start]
 
-    def _abandon(self, job: str, entry: LedgerEntry, at: datetime) -> None:
-        key = (job, entry.window.start, entry.attempts)
-        if key in self._attempts:
-            self._attempts[key] = replace(
-                self._attempts[key],
-                status=RunStatus.ABANDONED,
-                finished_at=at,
-                error=rules.abandon_reason(entry, at),
-            )
+    def _settle(
+        self,
+        job: str,
+        run_id: str,
+        starts: Collection[datetime],
+        done: Callable[[Attempt], Attempt],
+    ) -> None:
+        """Give the attempts `run_id` is making at the windows starting at `starts` the outcome
+        `done` (its status, times, error …), splitting rows that hold other windows too."""
+        for index, row in enumerate(list(self._attempts)):
+            if row.job != job or row.run_id != run_id or row.status is not RunStatus.RUNNING:
+                continue
+            pieces = rules.split_span(row.window, row.windows, starts)
+            if not any(inside for _, _, inside in pieces):
+                continue
+            made = [
+                replace(done(row) if inside else row, window=span, windows=count)
+                for span, count, inside in pieces
+            ]
+            self._attempts[index] = made[0]
+            self._attempts += made[1:]
 
     async def renew(
         self, job: str, windows: Sequence[Window], *, run_id: str, lease_expires_at: datetime
@@ -130,7 +170,7 @@ class MemoryStateStore(StateStore):
 
     async def count_attempts(self, job: str, *, reason: str) -> int:
         with self._lock:
-            return sum(a.job == job and a.reason == reason for a in self._attempts.values())
+            return sum(a.windows for a in self._attempts if a.job == job and a.reason == reason)
 
     async def finish(
         self,
@@ -140,6 +180,7 @@ class MemoryStateStore(StateStore):
         run_id: str,
         outcome: Outcome,
         park_after: int | None = None,
+        compact_before: datetime | None = None,
     ) -> datetime:
         with self._lock:
             if job not in self._watermarks:
@@ -150,29 +191,50 @@ class MemoryStateStore(StateStore):
             for entry in entries:
                 assert entry is not None
                 self._ledger[(job, entry.window.start)] = rules.finished(entry, outcome, park_after)
-                self._record_attempt(job, entry, outcome)
+            self._settle(job, run_id, {w.start for w in windows}, finished(outcome))
             undone = None if outcome.status.done else min(w.start for w in windows)
-            return self._advance(job, undone)
-
-    def _record_attempt(self, job: str, entry: LedgerEntry, outcome: Outcome) -> None:
-        key = (job, entry.window.start, entry.attempts)
-        self._attempts[key] = replace(
-            self._attempts[key],
-            status=outcome.status,
-            finished_at=outcome.finished_at,
-            duration_s=outcome.duration_s,
-            query_hash=outcome.query_hash,
-            template_version=outcome.template_version,
-            error=outcome.error,
-        )
+            mark = self._advance(job, undone)
+            if (limit := rules.compact_limit(mark, compact_before)) is not None:
+                self._fold(job, limit)
+            self._prune(job, outcome.finished_at)
+            return mark
 
     def _advance(self, job: str, undone: datetime | None) -> datetime:
         def done_stop(start: datetime) -> datetime | None:
             entry = self._ledger.get((job, start))
-            return entry.window.stop if entry is not None and entry.status.done else None
+            if entry is not None:
+                return entry.window.stop if entry.status.done else None
+            return next((r.stop for r in self._ranges.get(job, []) if r.start == start), None)
 
         self._watermarks[job] = mark = rules.advance(self._watermarks[job], undone, done_stop)
         return mark
+
+    def _fold(self, job: str, limit: datetime) -> None:
+        done = [
+            entry
+            for (name, _), entry in self._ledger.items()
+            if name == job and entry.window.stop <= limit and entry.status.done
+        ]
+        for entry in done:
+            del self._ledger[(job, entry.window.start)]
+        self._ranges[job] = rules.fold(self._ranges.get(job, []), done)
+
+    def _prune(self, job: str, now: datetime) -> None:
+        if self.keep_history is None or not rules.prune_due(self._pruned.get(job), now):
+            return
+        self._pruned[job] = now
+        cutoff = now - self.keep_history
+        ranges = self._ranges.get(job, [])
+        self._attempts = [
+            a
+            for a in self._attempts
+            if not (
+                a.job == job
+                and a.finished_at is not None
+                and a.finished_at < cutoff
+                and rules.prunable(a.window, a.status, ranges)
+            )
+        ]
 
     async def census(self, job: str, since: datetime, until: datetime) -> Census:
         with self._lock:
@@ -181,7 +243,10 @@ class MemoryStateStore(StateStore):
                 for (name, start), e in self._ledger.items()
                 if name == job and start >= since and e.window.stop <= until
             ]
-        counts = Counter((e.status, e.parked) for e in mine)
+            counts = Counter((e.status, e.parked) for e in mine)
+            for piece in self._ranges.get(job, []):
+                if n := piece.within(since, until):
+                    counts[(piece.status, False)] += n
         running = sorted(
             (e for e in mine if e.status is RunStatus.RUNNING), key=lambda e: e.window.start
         )
@@ -189,7 +254,7 @@ class MemoryStateStore(StateStore):
 
     async def history(self, job: str, *, limit: int = 50) -> list[Attempt]:
         with self._lock:
-            mine = [a for a in self._attempts.values() if a.job == job]
+            mine = [a for a in self._attempts if a.job == job]
         return mine[::-1][:limit]
 
     async def jobs(self) -> list[str]:
@@ -216,7 +281,34 @@ class MemoryStateStore(StateStore):
             ]
             for key in gone:
                 del self._ledger[key]
+            forgotten = len(gone)
+            kept: list[LedgerRange] = []
+            for piece in self._ranges.pop(job, []):
+                left, count = rules.forget_from(piece, since)
+                forgotten += count
+                kept += [left] if left is not None else []
+            if kept:
+                self._ranges[job] = kept
             if job in self._watermarks:
                 self._watermarks[job] = rules.reset_watermark(self._watermarks[job], since, origin)
             self._definitions[job] = definition
-            return len(gone)
+            return forgotten
+
+
+def abandoned(entry: LedgerEntry, at: datetime) -> Callable[[Attempt], Attempt]:
+    """What the history says of the attempt a claim at `at` took over from `entry`."""
+    error = rules.abandon_reason(entry, at)
+    return lambda row: replace(row, status=RunStatus.ABANDONED, finished_at=at, error=error)
+
+
+def finished(outcome: Outcome) -> Callable[[Attempt], Attempt]:
+    """An attempt's row once it ended with `outcome`."""
+    return lambda row: replace(
+        row,
+        status=outcome.status,
+        finished_at=outcome.finished_at,
+        duration_s=outcome.duration_s,
+        query_hash=outcome.query_hash,
+        template_version=outcome.template_version,
+        error=outcome.error,
+    )

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Self, TypeVar
 
 import psycopg
@@ -33,27 +33,46 @@ from psycopg.pq import TransactionStatus
 from tierflow._errors import StateError
 from tierflow._secrets import SecretSource, aresolve
 from tierflow._state._base import (
+    DEFAULT_KEEP_HISTORY,
     Attempt,
     Census,
     Claim,
     ClaimRequest,
     JobDefinition,
     LedgerEntry,
+    LedgerRange,
     Outcome,
     RunStatus,
     StateStore,
 )
-from tierflow._state._rows import attempt_of, census_of, entries_of, params_of
+from tierflow._state._rows import (
+    attempt_of,
+    census_of,
+    entries_of,
+    outcome_params,
+    params_of,
+    range_of,
+    range_params,
+)
 from tierflow._state._rules import (
     Refusal,
     abandon_reason,
     advance,
+    carve,
     claimed,
+    compact_limit,
     finished,
+    fold,
+    forget_from,
     holds,
+    last_attempts,
+    prune_due,
+    range_entry,
     refusal,
     requeued,
     reset_watermark,
+    spans,
+    split_span,
 )
 from tierflow._state._slots import ClusterSlots
 from tierflow._state._sql import queries, shipped_migrations
@@ -67,6 +86,8 @@ Connection = AsyncConnection[tuple[Any, ...]]
 Cursor = AsyncCursor[tuple[Any, ...]]
 #: Done windows read per query while the watermark advances.
 _ADVANCE_BATCH = 1000
+#: Before any window: `reset` without `since` forgets every range from here on.
+_BEGINNING = datetime(1, 1, 2, tzinfo=UTC)
 #: Tries of a transaction PostgreSQL aborted to break a deadlock (or a serialization failure).
 _TRIES = 3
 
@@ -105,8 +126,11 @@ class PostgresStateStore(StateStore):
         password: SecretSource | None = None,
         max_connections: int = 8,
         timeout: float = 30.0,
+        keep_history: timedelta | None = DEFAULT_KEEP_HISTORY,
     ) -> None:
         self.url = url
+        self.keep_history = keep_history
+        self._pruned: dict[str, datetime] = {}  # when each job's history was last pruned
         self._where = describe_url(url)
         self._password = password
         self._max_connections = max_connections
@@ -266,9 +290,16 @@ class PostgresStateStore(StateStore):
     async def entries(
         self, job: str, since: datetime, until: datetime | None = None
     ) -> list[LedgerEntry]:
+        span = {"job": job, "since": since, "until": until}
+
         async def work(cursor: Cursor) -> list[LedgerEntry]:
-            await cursor.execute(Q["entries"], {"job": job, "since": since, "until": until})
-            return _entries(job, await cursor.fetchall())
+            await cursor.execute(Q["entries"], span)
+            found = _entries(job, await cursor.fetchall())
+            ranges = await _ranges(cursor, span)
+            if not ranges:  # the common case: asked from the watermark on
+                return found
+            found += [entry for piece in ranges for entry in piece.entries(since, until)]
+            return sorted(found, key=lambda entry: entry.window.start)
 
         return await self._transact(work)
 
@@ -277,7 +308,9 @@ class PostgresStateStore(StateStore):
             await cursor.execute(Q["census_counts"], (job, since, until))
             counts = await cursor.fetchall()
             await cursor.execute(Q["census_running"], (job, since, until))
-            return census_of(job, counts, await cursor.fetchall(), _utc)
+            running = await cursor.fetchall()
+            ranges = await _ranges(cursor, {"job": job, "since": since, "until": until})
+            return census_of(job, counts, running, _utc, ranges, (since, until))
 
         return await self._transact(work)
 
@@ -285,20 +318,31 @@ class PostgresStateStore(StateStore):
         job, windows = request.job, request.windows
         started_at = request.started_at
         starts = sorted(window.start for window in windows)  # rows are locked in window order
+        if not starts:
+            return Claim()
+        span = {"job": job, "since": starts[0], "until": max(w.stop for w in windows)}
 
         async def work(cursor: Cursor) -> Claim:
+            if request.force:
+                # A forced claim may carve windows out of ranges: under the job's lock, as
+                # folds (in `finish`) are, so the two happen one at a time.
+                await cursor.execute(Q["lock_watermark"], (job,))
             await cursor.execute(Q["claim_entries"], (job, starts))
             mine = {e.window.start: e for e in _entries(job, await cursor.fetchall())}
             # Rows another transaction has locked right now: held, as they last read.
             busy = await _entries_at(cursor, job, [s for s in starts if s not in mine])
-            fresh = [s for s in starts if s not in mine and s not in busy]
-            earlier = await _last_attempts(cursor, job, fresh)
+            # Ranges are read after the rows: a window a concurrent fold moved into a range
+            # since is seen in one or the other (the fold deletes rows it holds locked).
+            ranges = await _ranges(cursor, span)
+            folded = {s: e for s in starts if (e := range_entry(ranges, s)) is not None}
+            fresh = [s for s in starts if s not in mine and s not in busy and s not in folded]
+            earlier = await _last_attempts(cursor, job, fresh, span)
             taken: dict[datetime, LedgerEntry] = {}
             refused: dict[datetime, LedgerEntry | None] = dict(busy)  # None: settled
             for window in windows:
                 if window.start in busy:
                     continue
-                entry = mine.get(window.start)
+                entry = mine.get(window.start) or folded.get(window.start)
                 why = refusal(entry, request)
                 if why is not None:
                     refused[window.start] = entry if why is Refusal.HELD else None
@@ -313,7 +357,9 @@ class PostgresStateStore(StateStore):
                 # Another worker made these rows since we looked: its claim holds them.
                 refused |= await _entries_at(cursor, job, sorted(lost))
                 taken = {start: new for start, new in taken.items() if start not in lost}
-            await _record_attempts(cursor, taken.values(), request.reason)
+            carved = [left for piece in ranges for left in carve(piece, taken.keys())]
+            await _replace_ranges(cursor, ranges, carved)
+            await _record_attempts(cursor, list(taken.values()), request)
             return Claim(
                 tuple(w for w in windows if w.start in taken),
                 tuple(e for w in windows if (e := refused.get(w.start)) is not None),
@@ -344,6 +390,7 @@ class PostgresStateStore(StateStore):
         run_id: str,
         outcome: Outcome,
         park_after: int | None = None,
+        compact_before: datetime | None = None,
     ) -> datetime:
         starts = sorted(window.start for window in windows)
         done = {
@@ -351,41 +398,39 @@ class PostgresStateStore(StateStore):
             "query_hash": outcome.query_hash,
             "template_version": outcome.template_version,
         }
+        prune = self.keep_history is not None and prune_due(
+            self._pruned.get(job), outcome.finished_at
+        )
 
         async def work(cursor: Cursor) -> datetime:
             await cursor.execute(Q["lock_watermark"], (job,))
             row = await cursor.fetchone()
             if row is None:
                 raise StateError(f"job {job} is not registered in the state store")
+            if not starts:
+                return _utc(row[0])
             locked = await _lock_entries(cursor, job, starts)
             for start in starts:
                 if not holds(locked.get(start), run_id):
                     raise StateError(f"job {job}: run {run_id} no longer holds window {start}")
             new = [finished(locked[start], outcome, park_after) for start in starts]
             await cursor.executemany(Q["finish_run"], [_row(entry) | done for entry in new])
-            await cursor.executemany(
-                Q["finish_attempt"],
-                [
-                    (
-                        outcome.status.value,
-                        outcome.finished_at,
-                        outcome.duration_s,
-                        outcome.query_hash,
-                        outcome.template_version,
-                        outcome.error,
-                        job,
-                        entry.window.start,
-                        entry.attempts,
-                    )
-                    for entry in new
-                ],
-            )
+            await _settle(cursor, job, run_id, set(starts), outcome_params(outcome, _same))
             undone = None if outcome.status.done else starts[0]
             mark = await _advanced(cursor, job, _utc(row[0]), undone)
             await cursor.execute(Q["set_watermark"], (mark, job))
+            if (limit := compact_limit(mark, compact_before)) is not None:
+                await _fold(cursor, job, limit)
+            if prune:
+                assert self.keep_history is not None
+                cutoff = outcome.finished_at - self.keep_history
+                await cursor.execute(Q["prune_history"], {"job": job, "cutoff": cutoff})
             return mark
 
-        return await self._transact(work)
+        mark = await self._transact(work)
+        if prune:
+            self._pruned[job] = outcome.finished_at
+        return mark
 
     async def requeue(
         self, job: str, start: datetime | None = None, stop: datetime | None = None
@@ -433,6 +478,14 @@ class PostgresStateStore(StateStore):
             row = await cursor.fetchone()
             await cursor.execute(Q["forget_runs"], (job, since, since))
             forgotten = cursor.rowcount
+            everything = {"job": job, "since": since or _BEGINNING, "until": None}
+            ranges = await _ranges(cursor, everything)
+            kept: list[LedgerRange] = []
+            for piece in ranges:
+                left, count = forget_from(piece, since)
+                forgotten += count
+                kept += [left] if left is not None else []
+            await _replace_ranges(cursor, ranges, kept)
             if row is not None:
                 mark = reset_watermark(_utc(row[0]), since, origin)
                 await cursor.execute(Q["set_watermark"], (mark, job))
@@ -534,22 +587,95 @@ async def _entries_at(
     return {entry.window.start: entry for entry in _entries(job, await cursor.fetchall())}
 
 
-async def _last_attempts(cursor: Cursor, job: str, starts: list[datetime]) -> dict[datetime, int]:
+async def _ranges(cursor: Cursor, span: dict[str, Any]) -> list[LedgerRange]:
+    """The ledger ranges holding windows that start in `[since, until)` of `span`."""
+    await cursor.execute(Q["ranges_overlapping"], span)
+    return [range_of(span["job"], row, _utc, _same_length) for row in await cursor.fetchall()]
+
+
+async def _replace_ranges(
+    cursor: Cursor, old: Sequence[LedgerRange], new: Sequence[LedgerRange]
+) -> None:
+    """Write `new` in place of `old` (unless they are the same)."""
+    if list(old) == list(new):
+        return
+    if old:
+        await cursor.executemany(Q["delete_range"], [(piece.job, piece.start) for piece in old])
+    if new:
+        await cursor.executemany(
+            Q["insert_range"], [range_params(piece, _same, _same_length) for piece in new]
+        )
+
+
+async def _fold(cursor: Cursor, job: str, limit: datetime) -> None:
+    """Fold the done windows stopping at or before `limit` into ledger ranges (the caller holds
+    the job's lock)."""
+    await cursor.execute(Q["fold_candidates"], (job, limit, limit))
+    done = _entries(job, await cursor.fetchall())
+    if not done:
+        return
+    await cursor.execute(Q["ranges_touching"], (job, done[0].window.start, done[-1].window.stop))
+    ranges = [range_of(job, row, _utc, _same_length) for row in await cursor.fetchall()]
+    await _replace_ranges(cursor, ranges, fold(ranges, done))
+    await cursor.execute(Q["delete_folded"], (job, limit, limit))
+
+
+async def _last_attempts(
+    cursor: Cursor, job: str, starts: list[datetime], span: dict[str, Any]
+) -> dict[datetime, int]:
     if not starts:
         return {}
-    await cursor.execute(Q["last_attempts"], (job, starts))
-    return {_utc(start): int(last) for start, last in await cursor.fetchall()}
+    await cursor.execute(Q["history_overlapping"], (job, span["since"], span["until"]))
+    rows = [
+        (Window(_utc(start), _utc(stop)), count, attempt)
+        for start, stop, count, attempt in await cursor.fetchall()
+    ]
+    return last_attempts(rows, starts)
 
 
 async def _abandon(cursor: Cursor, job: str, entries: list[LedgerEntry], at: datetime) -> None:
-    """Mark abandoned the attempts a claim takes over (running under another run)."""
-    rows = [
-        (at, abandon_reason(entry, at), job, entry.window.start)
-        for entry in entries
-        if entry.status is RunStatus.RUNNING
-    ]
-    if rows:
-        await cursor.executemany(Q["abandon_attempt"], rows)
+    """Mark abandoned the attempts a claim takes over (running under another run), each run's
+    at once."""
+    over: dict[str, list[LedgerEntry]] = {}
+    for entry in entries:
+        if entry.status is RunStatus.RUNNING:
+            over.setdefault(entry.run_id or "", []).append(entry)
+    for run_id, left in over.items():
+        ended = outcome_params(None, _same) | {
+            "status": RunStatus.ABANDONED.value,
+            "finished_at": at,
+            "error": abandon_reason(left[0], at),
+        }
+        await _settle(cursor, job, run_id, {entry.window.start for entry in left}, ended)
+
+
+async def _settle(
+    cursor: Cursor, job: str, run_id: str, starts: set[datetime], ended: dict[str, object]
+) -> None:
+    """Give the attempts `run_id` is making at the windows starting at `starts` the ending
+    `ended` (`settle_attempt`'s parameters), splitting history rows that hold other windows:
+    the first part ended keeps the row's id, the other parts are rows of their own."""
+    running = outcome_params(None, _same)
+    kept: list[dict[str, object]] = []
+    split: list[dict[str, object]] = []
+    await cursor.execute(Q["running_attempts"], (run_id, job))
+    for row_id, start, stop, count in await cursor.fetchall():
+        parts = split_span(Window(_utc(start), _utc(stop)), count, starts)
+        if not any(inside for _, _, inside in parts):
+            continue
+        first = next(index for index, (_, _, inside) in enumerate(parts) if inside)
+        for index, (part, windows, inside) in enumerate(parts):
+            params = {
+                "id": row_id,
+                "window_start": part.start,
+                "window_stop": part.stop,
+                "windows": windows,
+            } | (ended if inside else running)
+            (kept if index == first else split).append(params)
+    if split:  # copies of the rows as they still are
+        await cursor.executemany(Q["split_attempt"], split)
+    if kept:
+        await cursor.executemany(Q["settle_attempt"], kept)
 
 
 async def _insert_new(cursor: Cursor, new: list[LedgerEntry]) -> set[datetime]:
@@ -568,18 +694,20 @@ async def _insert_new(cursor: Cursor, new: list[LedgerEntry]) -> set[datetime]:
     return {entry.window.start for entry in new} - inserted
 
 
-async def _record_attempts(cursor: Cursor, taken: Iterable[LedgerEntry], reason: str) -> None:
+async def _record_attempts(cursor: Cursor, taken: list[LedgerEntry], request: ClaimRequest) -> None:
+    """One history row per run of adjacent windows taken at the same attempt."""
     rows = [
         (
-            entry.job,
-            entry.window.start,
-            entry.window.stop,
-            entry.attempts,
-            entry.run_id,
-            entry.started_at,
-            reason,
+            request.job,
+            run.start,
+            run.stop,
+            count,
+            attempt,
+            request.run_id,
+            request.started_at,
+            request.reason,
         )
-        for entry in taken
+        for run, count, attempt in spans(taken)
     ]
     if rows:
         await cursor.executemany(Q["insert_attempt"], rows)
@@ -590,15 +718,28 @@ async def _advanced(cursor: Cursor, job: str, mark: datetime, undone: datetime |
     mark = advance(mark, undone, lambda _: None)  # back to a window that did not succeed
     while True:
         await cursor.execute(Q["done_from"], (job, mark, _ADVANCE_BATCH))
-        done = {_utc(start): _utc(stop) for start, stop in await cursor.fetchall()}
+        rows = await cursor.fetchall()
+        await cursor.execute(Q["ranges_from"], (job, mark, _ADVANCE_BATCH))
+        ranges = await cursor.fetchall()
+        done = {_utc(start): _utc(stop) for start, stop in [*rows, *ranges]}
         moved = advance(mark, None, done.get)
-        if moved == mark or len(done) < _ADVANCE_BATCH:
+        if moved == mark or max(len(rows), len(ranges)) < _ADVANCE_BATCH:
             return moved
         mark = moved
 
 
 async def _record(cursor: Cursor, job: str, definition: JobDefinition) -> None:
     await cursor.execute(Q["record_definition"], (job, definition.digest, definition.body))
+
+
+def _same(moment: datetime) -> object:
+    """A timestamptz parameter: the datetime as it is."""
+    return moment
+
+
+def _same_length(length: timedelta) -> timedelta:
+    """An interval, read or written: the timedelta as it is."""
+    return length
 
 
 def _utc(moment: datetime) -> datetime:

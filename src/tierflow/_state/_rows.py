@@ -4,20 +4,32 @@ The SQLite and PostgreSQL stores select the same columns in the same order (the 
 `entry`, `entries`, `census_running`, … and `history`, in `sql/<dialect>/queries.sql`) and bind
 the same named parameters (`claim_run`, `finish_run`, `requeue_run`). They differ only in how a
 time is kept: SQLite keeps microseconds since the epoch (`from_micros` / `to_micros`),
-PostgreSQL a timestamptz (read back in UTC, written as is). Each store passes its own.
+PostgreSQL a timestamptz (read back in UTC, written as is); a range's window length likewise
+(microseconds, or an interval). Each store passes its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from tierflow._state._base import Attempt, Census, LedgerEntry, RunStatus
+from tierflow._state._base import Attempt, Census, LedgerEntry, LedgerRange, Outcome, RunStatus
 from tierflow._state._holder import Holder
 from tierflow._windows import Window
 
-__all__ = ["Moment", "Stored", "attempt_of", "census_of", "entries_of", "entry_of", "params_of"]
+__all__ = [
+    "Moment",
+    "Stored",
+    "attempt_of",
+    "census_of",
+    "entries_of",
+    "entry_of",
+    "outcome_params",
+    "params_of",
+    "range_of",
+    "range_params",
+]
 
 #: How a store's time column is read: the stored value as a UTC datetime.
 Moment = Callable[[Any], datetime]
@@ -61,18 +73,77 @@ def census_of(
     counts: Iterable[Sequence[Any]],
     running: Iterable[Sequence[Any]],
     moment: Moment,
+    ranges: Iterable[LedgerRange] = (),
+    span: tuple[datetime, datetime] | None = None,
 ) -> Census:
-    """A census from the rows of `census_counts` (status, parked, count) and `census_running`."""
-    return Census(
-        {(RunStatus(status), bool(parked)): int(n) for status, parked, n in counts},
-        tuple(entries_of(job, running, moment)),
+    """A census from the rows of `census_counts` (status, parked, count) and `census_running`,
+    and the windows of `ranges` inside `span` (since, until)."""
+    found = {(RunStatus(status), bool(parked)): int(n) for status, parked, n in counts}
+    for piece in ranges:
+        assert span is not None
+        if n := piece.within(*span):
+            key = (piece.status, False)
+            found[key] = found.get(key, 0) + n
+    return Census(found, tuple(entries_of(job, running, moment)))
+
+
+def range_of(
+    job: str, row: Sequence[Any], moment: Moment, length: Callable[[Any], timedelta]
+) -> LedgerRange:
+    """A ledger range from a row of the `ranges_*` queries' columns."""
+    start, stop, window_length, status, attempts, attempt_base, error, started, finished = row
+    return LedgerRange(
+        job,
+        moment(start),
+        moment(stop),
+        length(window_length),
+        RunStatus(status),
+        attempts,
+        attempt_base,
+        error,
+        _maybe(moment, started),
+        _maybe(moment, finished),
     )
+
+
+def range_params(
+    piece: LedgerRange, stored: Stored, length: Callable[[timedelta], object]
+) -> dict[str, object]:
+    """A ledger range as the named parameters of `insert_range`."""
+    return {
+        "job": piece.job,
+        "window_start": stored(piece.start),
+        "window_stop": stored(piece.stop),
+        "window_length": length(piece.length),
+        "status": piece.status.value,
+        "attempts": piece.attempts,
+        "attempt_base": piece.attempt_base,
+        "error": piece.error,
+        "started_at": None if piece.started_at is None else stored(piece.started_at),
+        "finished_at": None if piece.finished_at is None else stored(piece.finished_at),
+    }
+
+
+def outcome_params(outcome: Outcome | None, stored: Stored) -> dict[str, object]:
+    """What `settle_attempt` writes of how an attempt ended (None: it still runs)."""
+    if outcome is None:
+        return dict.fromkeys(
+            ("finished_at", "duration_s", "query_hash", "template_version", "error"), None
+        ) | {"status": RunStatus.RUNNING.value}
+    return {
+        "status": outcome.status.value,
+        "finished_at": stored(outcome.finished_at),
+        "duration_s": outcome.duration_s,
+        "query_hash": outcome.query_hash,
+        "template_version": outcome.template_version,
+        "error": outcome.error,
+    }
 
 
 def attempt_of(job: str, row: Sequence[Any], moment: Moment) -> Attempt:
     """An attempt from a row of the `history` query's columns."""
     (start, stop, attempt, run_id, status, started, finished_at) = row[:7]
-    duration, query_hash, version, error, reason = row[7:]
+    duration, query_hash, version, error, reason, windows = row[7:]
     return Attempt(
         job,
         Window(moment(start), moment(stop)),
@@ -86,6 +157,7 @@ def attempt_of(job: str, row: Sequence[Any], moment: Moment) -> Attempt:
         version,
         error,
         reason,
+        windows,
     )
 
 

@@ -10,30 +10,53 @@ same with its own row locks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
-from tierflow._state._base import Claim, ClaimRequest, LedgerEntry, Outcome, RunStatus
+from tierflow._state._base import (
+    Claim,
+    ClaimRequest,
+    LedgerEntry,
+    LedgerRange,
+    Outcome,
+    RunStatus,
+)
 from tierflow._windows import EPOCH, Window
 
 __all__ = [
     "Refusal",
+    "Span",
     "WindowState",
     "abandon_reason",
     "advance",
     "available_at",
+    "carve",
     "claimed",
+    "compact_limit",
     "finished",
+    "fold",
+    "forget_from",
     "holds",
     "judge_claim",
+    "last_attempts",
     "parks",
+    "prunable",
+    "prune_due",
+    "range_entry",
     "refusal",
     "requeued",
     "reset_watermark",
+    "spans",
+    "split_span",
     "state_of",
 ]
+
+#: A run of windows in the history: (the windows' span, how many, and the attempt number).
+Span = tuple[Window, int, int]
+#: How often a store prunes a job's history (by the outcomes' finish times).
+PRUNE_EVERY = timedelta(minutes=10)
 
 
 class WindowState(StrEnum):
@@ -210,3 +233,165 @@ def reset_watermark(mark: datetime, since: datetime | None, origin: datetime) ->
     """A job's watermark once its ledger from `since` on is forgotten: back to `since` if it was
     later; to `origin` when the whole ledger is (`since` None)."""
     return origin if since is None else min(mark, since)
+
+
+# -- ranges: contiguous done windows folded into one ledger row -----------------------------------
+
+
+def compact_limit(mark: datetime, compact_before: datetime | None) -> datetime | None:
+    """Done windows stopping at or before this instant may be folded (None: none may): behind
+    the watermark, and before the instant from which the caller needs per-window rows."""
+    return None if compact_before is None else min(mark, compact_before)
+
+
+def _single(entry: LedgerEntry) -> LedgerRange:
+    return LedgerRange(
+        entry.job,
+        entry.window.start,
+        entry.window.stop,
+        entry.window.length,
+        entry.status,
+        entry.attempts,
+        entry.attempt_base,
+        entry.error,
+        entry.started_at,
+        entry.finished_at,
+    )
+
+
+def _key(piece: LedgerRange) -> tuple[object, ...]:
+    return (piece.length, piece.status, piece.attempts, piece.attempt_base, piece.error)
+
+
+def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def fold(ranges: Iterable[LedgerRange], entries: Iterable[LedgerEntry]) -> list[LedgerRange]:
+    """`ranges` and the done, not running `entries` (windows none of the ranges holds) as
+    ranges, oldest first: neighbours alike in window length, status, attempts, re-queue base
+    and error merged into one."""
+    pieces = sorted([*ranges, *map(_single, entries)], key=lambda piece: piece.start)
+    folded: list[LedgerRange] = []
+    for piece in pieces:
+        if not piece.status.done:
+            raise ValueError(f"window {piece.start} is {piece.status}: only done windows fold")
+        last = folded[-1] if folded else None
+        if last is not None and last.stop == piece.start and _key(last) == _key(piece):
+            folded[-1] = replace(
+                last,
+                stop=piece.stop,
+                started_at=_earliest(last.started_at, piece.started_at),
+                finished_at=_latest(last.finished_at, piece.finished_at),
+            )
+        else:
+            folded.append(piece)
+    return folded
+
+
+def carve(piece: LedgerRange, starts: Collection[datetime]) -> list[LedgerRange]:
+    """What is left of `piece` once the windows starting at `starts` (those of them it holds)
+    are taken out of it: the runs of windows between them, oldest first."""
+    taken = sorted({i for start in starts if 0 <= (i := piece.index(start)) < piece.count})
+    left: list[LedgerRange] = []
+    begin = 0
+    for index in [*taken, piece.count]:
+        if index > begin:
+            left.append(
+                replace(piece, start=piece.window(begin).start, stop=piece.window(index).start)
+            )
+        begin = index + 1
+    return left
+
+
+def forget_from(piece: LedgerRange, since: datetime | None) -> tuple[LedgerRange | None, int]:
+    """What `reset` keeps of `piece` (its windows starting before `since`; None: nothing) and
+    how many of its windows it forgets."""
+    keep = (
+        0 if since is None else min(piece.count, max(0, -((piece.start - since) // piece.length)))
+    )
+    left = replace(piece, stop=piece.window(keep).start) if keep else None
+    return left, piece.count - keep
+
+
+def range_entry(ranges: Iterable[LedgerRange], start: datetime) -> LedgerEntry | None:
+    """The entry of the window starting at `start` if one of `ranges` holds it."""
+    for piece in ranges:
+        index = piece.index(start)
+        if 0 <= index < piece.count and piece.window(index).start == start:
+            return piece.entry(index)
+    return None
+
+
+# -- the history: one row per attempt at a contiguous run of windows ------------------------------
+
+
+def spans(entries: Iterable[LedgerEntry]) -> list[Span]:
+    """The history rows of the windows a claim took (their `claimed` entries): one per run of
+    adjacent windows of equal length at the same attempt, oldest first."""
+    found: list[Span] = []
+    for entry in sorted(entries, key=lambda e: e.window.start):
+        window = entry.window
+        if found:
+            span, count, attempt = found[-1]
+            if (
+                span.stop == window.start
+                and attempt == entry.attempts
+                and span.length == count * window.length
+            ):
+                found[-1] = (Window(span.start, window.stop), count + 1, attempt)
+                continue
+        found.append((window, 1, entry.attempts))
+    return found
+
+
+def split_span(
+    span: Window, count: int, chosen: Collection[datetime]
+) -> list[tuple[Window, int, bool]]:
+    """A history row's `count` windows split into runs of windows whose start is `chosen` or
+    not: (span, windows, chosen), oldest first."""
+    length = span.length / count
+    runs: list[tuple[Window, int, bool]] = []
+    for index in range(count):
+        start = span.start + index * length
+        stop = span.start + (index + 1) * length
+        inside = start in chosen
+        if runs and runs[-1][2] is inside:
+            runs[-1] = (Window(runs[-1][0].start, stop), runs[-1][1] + 1, inside)
+        else:
+            runs.append((Window(start, stop), 1, inside))
+    return runs
+
+
+def last_attempts(rows: Iterable[Span], starts: Iterable[datetime]) -> dict[datetime, int]:
+    """The last attempt the history rows `rows` hold at each window starting at `starts` (0
+    for none): a window without a ledger row numbers its attempts on from it."""
+    rows = list(rows)
+    last: dict[datetime, int] = {}
+    for start in starts:
+        held = [
+            attempt
+            for span, count, attempt in rows
+            if span.start <= start < span.stop
+            and (start - span.start) % (span.length / count) == timedelta(0)
+        ]
+        last[start] = max(held, default=0)
+    return last
+
+
+def prune_due(last: datetime | None, now: datetime) -> bool:
+    """Whether a job's history, last pruned at `last` (None: not by this store), is pruned
+    again at an outcome finished at `now`."""
+    return last is None or now - last >= PRUNE_EVERY
+
+
+def prunable(attempt_span: Window, status: RunStatus, ranges: Sequence[LedgerRange]) -> bool:
+    """Whether a history row past `keep_history` may go: it succeeded or was skipped, and a
+    ledger range (the record of its windows from now on) holds all its windows."""
+    return status.done and any(
+        piece.start <= attempt_span.start and attempt_span.stop <= piece.stop for piece in ranges
+    )

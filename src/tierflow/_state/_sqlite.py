@@ -14,24 +14,35 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tierflow._errors import StateError
 from tierflow._state import _rules as rules
 from tierflow._state._base import (
+    DEFAULT_KEEP_HISTORY,
     Attempt,
     Census,
     Claim,
     ClaimRequest,
     JobDefinition,
     LedgerEntry,
+    LedgerRange,
     Outcome,
     RunStatus,
     StateStore,
 )
-from tierflow._state._rows import attempt_of, census_of, entries_of, entry_of, params_of
+from tierflow._state._rows import (
+    attempt_of,
+    census_of,
+    entries_of,
+    entry_of,
+    outcome_params,
+    params_of,
+    range_of,
+    range_params,
+)
 from tierflow._state._sql import queries, shipped_migrations
 from tierflow._windows import Window, from_micros, to_micros
 
@@ -41,6 +52,9 @@ T = TypeVar("T")
 Q = queries("sqlite")
 #: Beyond any window start: the open end of a range.
 _NEVER = 2**62
+_MICRO = timedelta(microseconds=1)
+#: Done windows (and ranges) read per query while the watermark advances.
+_ADVANCE_BATCH = 1000
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -54,8 +68,12 @@ class SqliteStateStore(StateStore):
     the constructor, on the store's thread, and waits for it: open a store before the event
     loop runs, or with `await asyncio.to_thread(SqliteStateStore, path)`."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(
+        self, path: Path | str, *, keep_history: timedelta | None = DEFAULT_KEEP_HISTORY
+    ) -> None:
         self.path = str(path)
+        self.keep_history = keep_history
+        self._pruned: dict[str, datetime] = {}  # when each job's history was last pruned
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tierflow-sqlite")
         self._db: sqlite3.Connection | None = None
         self._closed = False
@@ -176,9 +194,17 @@ class SqliteStateStore(StateStore):
     async def entries(
         self, job: str, since: datetime, until: datetime | None = None
     ) -> list[LedgerEntry]:
-        until_micros = to_micros(until) if until else _NEVER
-        rows = await self._read("entries", job, to_micros(since), until_micros)
-        return entries_of(job, rows, from_micros)
+        span = (job, to_micros(since), to_micros(until) if until else _NEVER)
+
+        def work() -> list[LedgerEntry]:
+            found = entries_of(job, self._fetch("entries", span), from_micros)
+            ranges = [_range(job, row) for row in self._fetch("ranges_overlapping", span)]
+            if not ranges:  # the common case: asked from the watermark on
+                return found
+            found += [entry for piece in ranges for entry in piece.entries(since, until)]
+            return sorted(found, key=lambda entry: entry.window.start)
+
+        return await self._call(work)
 
     async def census(self, job: str, since: datetime, until: datetime) -> Census:
         span = (job, to_micros(since), to_micros(until))
@@ -186,43 +212,64 @@ class SqliteStateStore(StateStore):
         def work() -> Census:
             counts = self._fetch("census_counts", span)
             running = self._fetch("census_running", span)
-            return census_of(job, counts, running, from_micros)
+            ranges = [_range(job, row) for row in self._fetch("ranges_overlapping", span)]
+            return census_of(job, counts, running, from_micros, ranges, (since, until))
 
         return await self._call(work)
 
     async def _claim(self, request: ClaimRequest) -> Claim:
-        job, started_at = request.job, request.started_at
-        started = to_micros(started_at)
-
-        def take(db: sqlite3.Connection, window: Window, entry: LedgerEntry | None) -> None:
-            key = (job, to_micros(window.start))
-            if entry is not None and entry.status is RunStatus.RUNNING:
-                db.execute(
-                    Q["abandon_attempt"], (started, rules.abandon_reason(entry, started_at), *key)
-                )
-            earlier = entry.attempts if entry else db.execute(Q["last_attempt"], key).fetchone()[0]
-            new = rules.claimed(entry, window, request, earlier)
-            db.execute(Q["claim_run"], _row(new))
-            db.execute(
-                Q["insert_attempt"],
-                (
-                    *key,
-                    to_micros(window.stop),
-                    new.attempts,
-                    request.run_id,
-                    started,
-                    request.reason,
-                ),
-            )
+        job, windows, started_at = request.job, request.windows, request.started_at
+        if not windows:
+            return Claim()
+        span = (
+            job,
+            to_micros(min(w.start for w in windows)),
+            to_micros(max(w.stop for w in windows)),
+        )
 
         # BEGIN IMMEDIATE: the rows are judged and taken under the write lock, so two processes
         # claiming the same window cannot both see it due.
         def work(db: sqlite3.Connection) -> Claim:
-            return rules.judge_claim(
-                request,
-                lambda window: _read_entry(db, job, window.start),
-                lambda window, entry: take(db, window, entry),
+            rows = {e.window.start: e for e in _entries(db, "entries", span)}
+            ranges = [_range(job, row) for row in db.execute(Q["ranges_overlapping"], span)]
+
+            def entry_of(window: Window) -> LedgerEntry | None:
+                return rows.get(window.start) or rules.range_entry(ranges, window.start)
+
+            fresh = [w.start for w in windows if entry_of(w) is None]
+            earlier = _last_attempts(db, span, fresh)
+            taken: list[LedgerEntry] = []
+            over: dict[str, list[LedgerEntry]] = {}  # windows taken over, by the run they leave
+
+            def take(window: Window, entry: LedgerEntry | None) -> None:
+                if entry is not None and entry.status is RunStatus.RUNNING:
+                    over.setdefault(entry.run_id or "", []).append(entry)
+                new = rules.claimed(entry, window, request, earlier.get(window.start, 0))
+                taken.append(new)
+
+            claim = rules.judge_claim(request, entry_of, take)
+            for run_id, left in over.items():
+                starts = {entry.window.start for entry in left}
+                _settle(db, job, run_id, starts, _abandoned(left[0], started_at))
+            _carve(db, job, ranges, {entry.window.start for entry in taken})
+            db.executemany(Q["claim_run"], [_row(entry) for entry in taken])
+            db.executemany(
+                Q["insert_attempt"],
+                [
+                    (
+                        job,
+                        to_micros(run.start),
+                        to_micros(run.stop),
+                        count,
+                        attempt,
+                        request.run_id,
+                        to_micros(started_at),
+                        request.reason,
+                    )
+                    for run, count, attempt in rules.spans(taken)
+                ],
             )
+            return claim
 
         return await self._write(work)
 
@@ -265,48 +312,51 @@ class SqliteStateStore(StateStore):
         run_id: str,
         outcome: Outcome,
         park_after: int | None = None,
+        compact_before: datetime | None = None,
     ) -> datetime:
         done = {
             "duration_s": outcome.duration_s,
             "query_hash": outcome.query_hash,
             "template_version": outcome.template_version,
         }
+        starts = {window.start for window in windows}
+        prune = self.keep_history is not None and rules.prune_due(
+            self._pruned.get(job), outcome.finished_at
+        )
 
         def work(db: sqlite3.Connection) -> datetime:
             row = db.execute(Q["watermark"], (job,)).fetchone()
             if row is None:
                 raise StateError(f"job {job} is not registered in the state store")
+            if not windows:
+                return from_micros(row[0])
+            span = (
+                job,
+                to_micros(min(starts)),
+                to_micros(max(w.stop for w in windows)),
+            )
+            held = {e.window.start: e for e in _entries(db, "entries", span)}
             for window in windows:
-                entry = _read_entry(db, job, window.start)
-                if entry is None or not rules.holds(entry, run_id):
+                if not rules.holds(held.get(window.start), run_id):
                     raise StateError(f"job {job}: run {run_id} no longer holds window {window}")
-                new = rules.finished(entry, outcome, park_after)
-                db.execute(Q["finish_run"], _row(new) | done)
-                db.execute(
-                    Q["finish_attempt"],
-                    (
-                        outcome.status.value,
-                        to_micros(outcome.finished_at),
-                        outcome.duration_s,
-                        outcome.query_hash,
-                        outcome.template_version,
-                        outcome.error,
-                        job,
-                        to_micros(window.start),
-                        entry.attempts,
-                    ),
-                )
-
-            def done_stop(start: datetime) -> datetime | None:
-                entry = _read_entry(db, job, start)
-                return entry.window.stop if entry and entry.status.done else None
-
-            undone = None if outcome.status.done else min(window.start for window in windows)
-            mark = rules.advance(from_micros(row[0]), undone, done_stop)
+            new = [rules.finished(held[window.start], outcome, park_after) for window in windows]
+            db.executemany(Q["finish_run"], [_row(entry) | done for entry in new])
+            _settle(db, job, run_id, starts, outcome_params(outcome, to_micros))
+            undone = None if outcome.status.done else min(starts)
+            mark = _advanced(db, job, from_micros(row[0]), undone)
             db.execute(Q["set_watermark"], (to_micros(mark), job))
+            if (limit := rules.compact_limit(mark, compact_before)) is not None:
+                _fold(db, job, limit)
+            if prune:
+                assert self.keep_history is not None
+                cutoff = to_micros(outcome.finished_at - self.keep_history)
+                db.execute(Q["prune_history"], {"job": job, "cutoff": cutoff})
             return mark
 
-        return await self._write(work)
+        mark = await self._write(work)
+        if prune:
+            self._pruned[job] = outcome.finished_at
+        return mark
 
     async def history(self, job: str, *, limit: int = 50) -> list[Attempt]:
         rows = await self._read("history", job, limit)
@@ -333,6 +383,16 @@ class SqliteStateStore(StateStore):
         def work(db: sqlite3.Connection) -> int:
             start = to_micros(since) if since is not None else -_NEVER
             forgotten = db.execute(Q["forget_runs"], (job, start)).rowcount
+            ranges = [
+                _range(job, row)
+                for row in db.execute(Q["ranges_overlapping"], (job, start, _NEVER))
+            ]
+            kept: list[LedgerRange] = []
+            for piece in ranges:
+                left, count = rules.forget_from(piece, since)
+                forgotten += count
+                kept += [left] if left is not None else []
+            _replace_ranges(db, ranges, kept)
             row = db.execute(Q["watermark"], (job,)).fetchone()
             if row is not None:
                 mark = rules.reset_watermark(from_micros(row[0]), since, origin)
@@ -346,6 +406,120 @@ class SqliteStateStore(StateStore):
 def _read_entry(db: sqlite3.Connection, job: str, start: datetime) -> LedgerEntry | None:
     row = db.execute(Q["entry"], (job, to_micros(start))).fetchone()
     return entry_of(job, row, from_micros) if row else None
+
+
+def _entries(db: sqlite3.Connection, query: str, args: Sequence[object]) -> list[LedgerEntry]:
+    return entries_of(str(args[0]), db.execute(Q[query], args), from_micros)
+
+
+def _range(job: str, row: Sequence[Any]) -> LedgerRange:
+    return range_of(job, row, from_micros, _length)
+
+
+def _length(micros: int) -> timedelta:
+    return timedelta(microseconds=micros)
+
+
+def _replace_ranges(
+    db: sqlite3.Connection, old: Sequence[LedgerRange], new: Sequence[LedgerRange]
+) -> None:
+    """Write `new` in place of `old` (unless they are the same)."""
+    if list(old) == list(new):
+        return
+    db.executemany(Q["delete_range"], [(piece.job, to_micros(piece.start)) for piece in old])
+    db.executemany(
+        Q["insert_range"],
+        [range_params(piece, to_micros, lambda length: length // _MICRO) for piece in new],
+    )
+
+
+def _carve(
+    db: sqlite3.Connection, job: str, ranges: Sequence[LedgerRange], starts: set[datetime]
+) -> None:
+    """Take the windows starting at `starts` out of the ranges holding them (a claim makes
+    them rows of their own)."""
+    _replace_ranges(db, ranges, [left for piece in ranges for left in rules.carve(piece, starts)])
+
+
+def _fold(db: sqlite3.Connection, job: str, limit: datetime) -> None:
+    """Fold the done windows stopping at or before `limit` into ledger ranges."""
+    bound = (job, to_micros(limit), to_micros(limit))
+    done = _entries(db, "fold_candidates", bound)
+    if not done:
+        return
+    touching = (job, to_micros(done[0].window.start), to_micros(done[-1].window.stop))
+    ranges = [_range(job, row) for row in db.execute(Q["ranges_touching"], touching)]
+    _replace_ranges(db, ranges, rules.fold(ranges, done))
+    db.execute(Q["delete_folded"], bound)
+
+
+def _advanced(
+    db: sqlite3.Connection, job: str, mark: datetime, undone: datetime | None
+) -> datetime:
+    """The watermark `_rules.advance` gives, reading the done windows and ranges ahead a batch at
+    a time."""
+    mark = rules.advance(mark, undone, lambda _: None)  # back to a window that did not succeed
+    while True:
+        ahead = (job, to_micros(mark), _ADVANCE_BATCH)
+        rows = db.execute(Q["done_from"], ahead).fetchall()
+        ranges = db.execute(Q["ranges_from"], ahead).fetchall()
+        done = {from_micros(start): from_micros(stop) for start, stop in [*rows, *ranges]}
+        moved = rules.advance(mark, None, done.get)
+        if moved == mark or max(len(rows), len(ranges)) < _ADVANCE_BATCH:
+            return moved
+        mark = moved
+
+
+def _last_attempts(
+    db: sqlite3.Connection, span: tuple[str, int, int], starts: list[datetime]
+) -> dict[datetime, int]:
+    if not starts:
+        return {}
+    rows = [
+        (Window(from_micros(start), from_micros(stop)), count, attempt)
+        for start, stop, count, attempt in db.execute(Q["history_overlapping"], span)
+    ]
+    return rules.last_attempts(rows, starts)
+
+
+def _abandoned(entry: LedgerEntry, at: datetime) -> dict[str, object]:
+    """How the attempt a claim at `at` takes over from `entry` ended, as `settle_attempt`'s
+    parameters."""
+    return outcome_params(None, to_micros) | {
+        "status": RunStatus.ABANDONED.value,
+        "finished_at": to_micros(at),
+        "error": rules.abandon_reason(entry, at),
+    }
+
+
+def _settle(
+    db: sqlite3.Connection,
+    job: str,
+    run_id: str,
+    starts: set[datetime],
+    ended: dict[str, object],
+) -> None:
+    """Give the attempts `run_id` is making at the windows starting at `starts` the ending
+    `ended` (`settle_attempt`'s parameters), splitting history rows that hold other windows:
+    the first part ended keeps the row's id, the other parts are rows of their own."""
+    running = outcome_params(None, to_micros)
+    kept: list[dict[str, object]] = []
+    split: list[dict[str, object]] = []
+    for row_id, start, stop, count in db.execute(Q["running_attempts"], (run_id, job)).fetchall():
+        parts = rules.split_span(Window(from_micros(start), from_micros(stop)), count, starts)
+        if not any(inside for _, _, inside in parts):
+            continue
+        first = next(index for index, (_, _, inside) in enumerate(parts) if inside)
+        for index, (part, windows, inside) in enumerate(parts):
+            params = {
+                "id": row_id,
+                "window_start": to_micros(part.start),
+                "window_stop": to_micros(part.stop),
+                "windows": windows,
+            } | (ended if inside else running)
+            (kept if index == first else split).append(params)
+    db.executemany(Q["split_attempt"], split)  # copies of the rows as they still are
+    db.executemany(Q["settle_attempt"], kept)
 
 
 def _row(entry: LedgerEntry) -> dict[str, object]:

@@ -41,6 +41,8 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 STEP = timedelta(minutes=5)
 LEASE = timedelta(minutes=10)
 JOB = "sensor_5m"
+#: Beyond every window of the tests: `compact_before` that folds whatever may be folded.
+FAR = T0 + timedelta(days=30)
 
 
 def window(index: int) -> Window:
@@ -791,11 +793,11 @@ class StateStoreContract:
         assert await store.count_attempts(JOB, reason="late_data") == 2
         assert await store.count_attempts(JOB, reason="backfill") == 0
         assert await store.count_attempts("other", reason="scheduled") == 1
-        assert [a.reason for a in await store.history(JOB)] == [
-            "late_data",
-            "late_data",
-            "scheduled",
-            "scheduled",
+        # Windows 0 and 1 were claimed together: one history row for both.
+        assert [(a.reason, a.windows) for a in await store.history(JOB)] == [
+            ("late_data", 1),
+            ("late_data", 1),
+            ("scheduled", 2),
         ]
 
     # ---------------------------------------------------------------------------------------------
@@ -852,3 +854,250 @@ class StateStoreContract:
         async with store as same:
             assert same is store
         await store.aclose()  # closing twice is harmless
+
+    # ---------------------------------------------------------------------------------------------
+    # Ledger ranges: done windows behind the watermark folded into one row
+
+    async def test_finish_folds_done_windows_behind_the_watermark(self, store: StateStore) -> None:
+        await store.ensure_job(JOB, T0)
+        before = await _run_folded(store, range(10), "r1", compact_before=None)
+        assert [e.run_id for e in before] == ["r1"] * 10
+        # The next finish folds every done window behind the watermark that stops in time.
+        await _run_folded(store, [10], "r2", compact_before=window(10).stop)
+        after = await store.entries(JOB, T0)
+        assert [_essence(e) for e in after] == [_essence(e) for e in before] + [
+            (window(10), RunStatus.SUCCEEDED, 1, 0, None)
+        ]
+        # Folded: per-window run ids (and fingerprints, holders) are not kept.
+        assert {e.run_id for e in after} == {None}
+        assert await store.watermark(JOB) == window(10).stop
+        census = await store.census(JOB, T0, window(10).stop)
+        assert census.counts == {(RunStatus.SUCCEEDED, False): 11}
+        assert census.running == ()
+        # A census or entries over part of the range count only the windows inside it.
+        part = await store.census(JOB, window(2).start + STEP / 2, window(5).stop)
+        assert part.counts == {(RunStatus.SUCCEEDED, False): 3}  # windows 3, 4, 5
+        middle = await store.entries(JOB, window(3).start, window(6).start)
+        assert [e.window for e in middle] == [window(3), window(4), window(5)]
+
+    async def test_folding_keeps_rows_the_caller_still_needs(self, store: StateStore) -> None:
+        await store.ensure_job(JOB, T0)
+        prints = {window(i).start: f"fp-{i}" for i in range(6)}
+        assert await claim(store, list(range(6)), "r1")
+        await store.finish(
+            JOB,
+            [window(i) for i in range(6)],
+            run_id="r1",
+            outcome=outcome(RunStatus.SUCCEEDED, fingerprints=prints),
+            compact_before=window(3).stop,  # e.g. the start of a recheck period
+        )
+        entries = await store.entries(JOB, T0)
+        assert [(e.run_id, e.fingerprint) for e in entries] == [(None, None)] * 4 + [
+            ("r1", "fp-4"),
+            ("r1", "fp-5"),
+        ]
+        assert await store.watermark(JOB) == window(5).stop
+
+    async def test_running_failed_and_parked_windows_are_never_folded(
+        self, store: StateStore
+    ) -> None:
+        await store.ensure_job(JOB, T0)
+        await _run_folded(store, [0, 1], "r1")
+        assert await claim(store, [2], "r2")
+        await store.finish(
+            JOB, [window(2)], run_id="r2", outcome=outcome(RunStatus.FAILED), park_after=1
+        )
+        await _run_folded(store, [3], "r3")
+        # The watermark stops at the parked window: nothing past it folds.
+        assert await store.watermark(JOB) == window(2).start
+        entries = await store.entries(JOB, T0)
+        assert [(e.status, e.parked, e.run_id) for e in entries] == [
+            (RunStatus.SUCCEEDED, False, None),
+            (RunStatus.SUCCEEDED, False, None),
+            (RunStatus.FAILED, True, "r2"),
+            (RunStatus.SUCCEEDED, False, "r3"),
+        ]
+
+    async def test_a_forced_claim_carves_its_windows_out_of_a_range(
+        self, store: StateStore
+    ) -> None:
+        await store.ensure_job(JOB, T0)
+        await _run_folded(store, range(10), "r1")
+        assert not await claim(store, [3], "late")  # not forced: settled, as before folding
+        taken = await store.claim(
+            JOB,
+            [window(3), window(4)],
+            run_id="bf",
+            started_at=at(200),
+            lease_expires_at=at(210),
+            reason="backfill",
+            force=True,
+        )
+        assert taken.taken == (window(3), window(4))
+        entries = await store.entries(JOB, T0)
+        assert [(e.window, e.status, e.attempts) for e in entries] == [
+            (
+                window(i),
+                RunStatus.RUNNING if i in (3, 4) else RunStatus.SUCCEEDED,
+                2 - (i not in (3, 4)),
+            )
+            for i in range(10)
+        ]
+        census = await store.census(JOB, T0, window(9).stop)
+        assert census.counts == {(RunStatus.SUCCEEDED, False): 8, (RunStatus.RUNNING, False): 2}
+        assert [e.window for e in census.running] == [window(3), window(4)]
+        # The backfill fails: the watermark moves back to it, and over the rest once it succeeds.
+        await store.finish(
+            JOB,
+            [window(3), window(4)],
+            run_id="bf",
+            outcome=outcome(RunStatus.FAILED),
+            compact_before=at(10_000),
+        )
+        assert await store.watermark(JOB) == window(3).start
+        assert await store.census(JOB, T0, window(9).stop) == type(census)(
+            {(RunStatus.SUCCEEDED, False): 8, (RunStatus.FAILED, False): 2}, ()
+        )
+        await _run_folded(store, [3, 4], "bf2")
+        assert await store.watermark(JOB) == window(9).stop
+        entries = await store.entries(JOB, T0)
+        assert [(e.window, e.status, e.attempts) for e in entries] == [
+            (window(i), RunStatus.SUCCEEDED, 3 if i in (3, 4) else 1) for i in range(10)
+        ]
+        assert {e.run_id for e in entries} == {None}  # all folded again
+
+    async def test_reset_forgets_ranges_too(self, store: StateStore) -> None:
+        await store.ensure_job(JOB, T0)
+        await _run_folded(store, range(10), "r1")
+        assert await store.reset(JOB, NEW, since=window(6).start, origin=T0) == 4
+        assert [e.window for e in await store.entries(JOB, T0)] == [window(i) for i in range(6)]
+        assert await store.watermark(JOB) == window(6).start
+        census = await store.census(JOB, T0, window(9).stop)
+        assert census.counts == {(RunStatus.SUCCEEDED, False): 6}
+        # A forgotten window is claimed anew, numbering its attempts on.
+        assert await claim(store, [7], "again", started=at(300))
+        (seven,) = await store.entries(JOB, window(7).start)
+        assert seven.attempts == 2
+        assert await store.reset(JOB, NEW, since=None, origin=T0) == 7
+        assert await store.entries(JOB, T0) == []
+        assert await store.watermark(JOB) == T0
+
+    # ---------------------------------------------------------------------------------------------
+    # History: one row per attempt at a run of windows claimed together
+
+    async def test_history_keeps_a_claimed_run_of_windows_as_one_row(
+        self, store: StateStore
+    ) -> None:
+        await store.ensure_job(JOB, T0)
+        assert await claim(store, [0, 1, 2, 3, 4, 5], "r1", started=at(1))
+        (row,) = await store.history(JOB)
+        assert (row.window, row.windows, row.attempt, row.status) == (
+            Window(window(0).start, window(5).stop),
+            6,
+            1,
+            RunStatus.RUNNING,
+        )
+        assert row.each() == tuple(window(i) for i in range(6))
+        # Finishing part of it splits it: the part finished and the part still running.
+        await store.finish(
+            JOB, [window(0), window(1)], run_id="r1", outcome=outcome(RunStatus.SUCCEEDED)
+        )
+        # Another run takes window 3 over once r1's lease expired: r1's attempt there is
+        # abandoned, its others still run.
+        assert (await claim(store, [3], "r2", started=at(20))).taken == (window(3),)
+        await store.finish(
+            JOB,
+            [window(2), window(4), window(5)],
+            run_id="r1",
+            outcome=outcome(RunStatus.FAILED, error="boom"),
+        )
+        rows = sorted(await store.history(JOB), key=lambda a: (a.window.start, a.run_id))
+        assert [(a.window, a.windows, a.attempt, a.run_id, a.status, a.error) for a in rows] == [
+            (Window(window(0).start, window(1).stop), 2, 1, "r1", RunStatus.SUCCEEDED, None),
+            (window(2), 1, 1, "r1", RunStatus.FAILED, "boom"),
+            (window(3), 1, 1, "r1", RunStatus.ABANDONED, "lease expired before the run finished"),
+            (window(3), 1, 2, "r2", RunStatus.RUNNING, None),
+            (Window(window(4).start, window(5).stop), 2, 1, "r1", RunStatus.FAILED, "boom"),
+        ]
+        assert {a.started_at for a in rows if a.run_id == "r1"} == {at(1)}
+        assert await store.count_attempts(JOB, reason="scheduled") == 7
+
+    async def test_a_claim_splits_its_history_by_attempt_and_adjacency(
+        self, store: StateStore
+    ) -> None:
+        await store.ensure_job(JOB, T0)
+        await run(store, 1, RunStatus.FAILED)
+        assert await claim(store, [0, 1, 2, 4], "r2", started=at(5))
+        rows = sorted(
+            (a.window, a.windows, a.attempt) for a in await store.history(JOB) if a.run_id == "r2"
+        )
+        assert rows == [(window(0), 1, 1), (window(1), 1, 2), (window(2), 1, 1), (window(4), 1, 1)]
+
+    async def test_old_history_is_pruned_but_failures_and_unfolded_windows_stay(
+        self, store: StateStore
+    ) -> None:
+        # The default keep_history: 90 days.
+        await store.ensure_job(JOB, T0)
+        await run(store, 0, RunStatus.FAILED)
+        await _run_folded(store, [0, 1, 2], "r2", compact_before=window(1).stop)
+        assert await claim(store, [3], "r3", started=at(100))
+        later = at(100) + timedelta(days=91)
+        await store.finish(
+            JOB,
+            [window(3)],
+            run_id="r3",
+            outcome=outcome(RunStatus.SUCCEEDED, finished_at=later),
+            compact_before=window(1).stop,
+        )
+        kept = [(a.run_id, a.window, a.status) for a in await store.history(JOB)]
+        assert kept == [
+            ("r3", window(3), RunStatus.SUCCEEDED),
+            # r2's attempt at window 0 (its second) went, folded; its first attempt at windows
+            # 1 and 2 stays: window 2 still has a row of its own.
+            ("r2", Window(window(1).start, window(2).stop), RunStatus.SUCCEEDED),
+            ("run-0-failed", window(0), RunStatus.FAILED),
+        ]
+        # Once window 2 is folded too, the next prune (at most every 10 minutes) drops it.
+        assert await claim(store, [4], "r4", started=at(100))
+        await store.finish(
+            JOB,
+            [window(4)],
+            run_id="r4",
+            outcome=outcome(RunStatus.SUCCEEDED, finished_at=later + timedelta(minutes=10)),
+            compact_before=window(4).stop,
+        )
+        after = [(a.run_id, a.status) for a in await store.history(JOB)]
+        assert after == [
+            ("r4", RunStatus.SUCCEEDED),
+            ("r3", RunStatus.SUCCEEDED),
+            ("run-0-failed", RunStatus.FAILED),
+        ]
+        # The ledger is what it was: pruning touches only the history.
+        entries = await store.entries(JOB, T0)
+        assert [(e.window, e.status, e.attempts) for e in entries] == [
+            (window(0), RunStatus.SUCCEEDED, 2),
+            *((window(i), RunStatus.SUCCEEDED, 1) for i in range(1, 5)),
+        ]
+
+
+def _essence(entry: LedgerEntry) -> tuple[object, ...]:
+    """What folding keeps of a ledger entry."""
+    return (entry.window, entry.status, entry.attempts, entry.attempt_base, entry.error)
+
+
+async def _run_folded(
+    store: StateStore,
+    indexes: range | list[int],
+    run_id: str,
+    compact_before: datetime | None = FAR,
+) -> list[LedgerEntry]:
+    """Claim and finish windows as one successful run, folding what may be; return the ledger."""
+    assert await claim(store, list(indexes), run_id, started=at(100))
+    await store.finish(
+        JOB,
+        [window(i) for i in indexes],
+        run_id=run_id,
+        outcome=outcome(RunStatus.SUCCEEDED),
+        compact_before=compact_before,
+    )
+    return await store.entries(JOB, T0)

@@ -95,6 +95,55 @@ WHERE job = %s AND window_start >= %s AND status IN ('succeeded', 'skipped')
 ORDER BY window_start
 LIMIT %s;
 
+-- name: ranges_from
+-- The ledger ranges from a watermark on (after a failed backfill, the watermark lies behind
+-- some), a batch at a time.
+SELECT window_start, window_stop FROM ledger_ranges
+WHERE job = %s AND window_start >= %s
+ORDER BY window_start
+LIMIT %s;
+
+-- name: ranges_overlapping
+-- The ledger ranges holding windows that start in [since, until) (until None: no end).
+SELECT window_start, window_stop, window_length, status, attempts, attempt_base, error,
+       started_at, finished_at
+FROM ledger_ranges
+WHERE job = %(job)s AND window_stop > %(since)s
+  AND (%(until)s::timestamptz IS NULL OR window_start < %(until)s)
+ORDER BY window_start;
+
+-- name: ranges_touching
+-- The ledger ranges a fold of windows in [first start, last stop] may merge with: those overlapping or
+-- adjacent (under the job's lock: folds and carve-outs of a job happen one at a time).
+SELECT window_start, window_stop, window_length, status, attempts, attempt_base, error,
+       started_at, finished_at
+FROM ledger_ranges WHERE job = %s AND window_stop >= %s AND window_start <= %s
+ORDER BY window_start;
+
+-- name: fold_candidates
+-- The done windows that stop at or before a limit (behind the watermark): a fold makes them
+-- ranges. Every earlier fold took all of them, so only the new ones (and running backfills,
+-- which the status excludes) lie there.
+SELECT window_start, window_stop, status, attempts, run_id, started_at, finished_at,
+       lease_expires_at, error, fingerprint, parked, attempt_base, holder_host, holder_pid,
+       holder_started
+FROM runs
+WHERE job = %s AND window_start < %s AND window_stop <= %s AND status IN ('succeeded', 'skipped')
+ORDER BY window_start;
+
+-- name: delete_folded
+DELETE FROM runs
+WHERE job = %s AND window_start < %s AND window_stop <= %s AND status IN ('succeeded', 'skipped');
+
+-- name: delete_range
+DELETE FROM ledger_ranges WHERE job = %s AND window_start = %s;
+
+-- name: insert_range
+INSERT INTO ledger_ranges (job, window_start, window_stop, window_length, status, attempts,
+                           attempt_base, error, started_at, finished_at)
+VALUES (%(job)s, %(window_start)s, %(window_stop)s, %(window_length)s, %(status)s,
+        %(attempts)s, %(attempt_base)s, %(error)s, %(started_at)s, %(finished_at)s);
+
 -- name: census_counts
 SELECT status, parked, COUNT(*) FROM runs
 WHERE job = %s AND window_start >= %s AND window_stop <= %s
@@ -107,16 +156,39 @@ SELECT window_start, window_stop, status, attempts, run_id, started_at, finished
 FROM runs WHERE job = %s AND window_start >= %s AND window_stop <= %s AND status = 'running'
 ORDER BY window_start;
 
--- name: last_attempts
--- The last attempt the history holds at each of some windows: a window forgotten by `reset`
--- numbers on from it.
-SELECT window_start, MAX(attempt) FROM attempts
-WHERE job = %s AND window_start = ANY(%s)
-GROUP BY window_start;
+-- name: history_overlapping
+-- The history rows holding windows in [since, until): the last attempt each window's history holds
+-- (a window without a ledger row, new or forgotten by `reset`, numbers on from it).
+SELECT window_start, window_stop, windows, attempt FROM attempts
+WHERE job = %s AND window_stop > %s AND window_start < %s;
 
--- name: abandon_attempt
-UPDATE attempts SET status = 'abandoned', finished_at = %s, error = %s
-WHERE job = %s AND window_start = %s AND status = 'running';
+-- name: running_attempts
+-- The attempts a run is making: its finish (or a claim taking its windows over) settles them.
+-- Locked: the run's finish and a claim taking its windows over split them one at a time.
+SELECT id, window_start, window_stop, windows FROM attempts
+WHERE run_id = %s AND status = 'running' AND job = %s
+ORDER BY id
+FOR UPDATE;
+
+-- name: settle_attempt
+-- A history row (or the part of it kept under its id when it is split) and how it ended.
+UPDATE attempts SET window_start = %(window_start)s, window_stop = %(window_stop)s,
+                    windows = %(windows)s, status = %(status)s,
+                    finished_at = %(finished_at)s, duration_s = %(duration_s)s,
+                    query_hash = %(query_hash)s, template_version = %(template_version)s,
+                    error = %(error)s
+WHERE id = %(id)s;
+
+-- name: split_attempt
+-- Another part of a history row that is split: its windows, attempt, run and start, and how
+-- that part ended (or that it still runs).
+INSERT INTO attempts (job, window_start, window_stop, windows, attempt, run_id, status,
+                      started_at, finished_at, duration_s, query_hash, template_version, error,
+                      reason)
+SELECT job, %(window_start)s, %(window_stop)s, %(windows)s, attempt, run_id, %(status)s,
+       started_at, %(finished_at)s, %(duration_s)s, %(query_hash)s, %(template_version)s,
+       %(error)s, reason
+FROM attempts WHERE id = %(id)s;
 
 -- name: claim_run
 -- Write the row `_rules.claimed` made over a row this transaction has locked.
@@ -141,8 +213,9 @@ ON CONFLICT (job, window_start) DO NOTHING
 RETURNING window_start;
 
 -- name: insert_attempt
-INSERT INTO attempts (job, window_start, window_stop, attempt, run_id, status, started_at, reason)
-VALUES (%s, %s, %s, %s, %s, 'running', %s, %s);
+INSERT INTO attempts (job, window_start, window_stop, windows, attempt, run_id, status,
+                      started_at, reason)
+VALUES (%s, %s, %s, %s, %s, %s, 'running', %s, %s);
 
 -- name: renew_lease
 UPDATE runs SET lease_expires_at = %s WHERE job = %s AND window_start = ANY(%s);
@@ -155,11 +228,6 @@ UPDATE runs SET status = %(status)s, finished_at = %(finished_at)s,
                 query_hash = %(query_hash)s, template_version = %(template_version)s
 WHERE job = %(job)s AND window_start = %(window_start)s;
 
--- name: finish_attempt
-UPDATE attempts SET status = %s, finished_at = %s, duration_s = %s, query_hash = %s,
-                    template_version = %s, error = %s
-WHERE job = %s AND window_start = %s AND attempt = %s;
-
 -- name: requeue_run
 -- Write the row `_rules.requeued` made.
 UPDATE runs SET parked = %(parked)s, finished_at = %(finished_at)s,
@@ -167,13 +235,23 @@ UPDATE runs SET parked = %(parked)s, finished_at = %(finished_at)s,
 WHERE job = %(job)s AND window_start = %(window_start)s;
 
 -- name: count_attempts
-SELECT COUNT(*) FROM attempts WHERE job = %s AND reason = %s;
+SELECT COALESCE(SUM(windows), 0) FROM attempts WHERE job = %s AND reason = %s;
 
 -- name: history
 SELECT window_start, window_stop, attempt, run_id, status, started_at, finished_at,
-       duration_s, query_hash, template_version, error, reason
+       duration_s, query_hash, template_version, error, reason, windows
 FROM attempts WHERE job = %s
 ORDER BY id DESC LIMIT %s;
+
+-- name: prune_history
+-- Attempts finished before the cutoff that succeeded or were skipped and whose windows a
+-- ledger range holds (the range row is their record now); failures and attempts at windows
+-- with a row of their own stay.
+DELETE FROM attempts AS a
+WHERE a.job = %(job)s AND a.finished_at < %(cutoff)s AND a.status IN ('succeeded', 'skipped')
+  AND EXISTS (SELECT 1 FROM ledger_ranges AS r
+              WHERE r.job = a.job AND r.window_start <= a.window_start
+                AND r.window_stop >= a.window_stop);
 
 -- name: definition
 SELECT body FROM job_definitions WHERE job = %s;
