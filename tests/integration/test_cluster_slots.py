@@ -270,8 +270,8 @@ async def test_a_stopped_worker_keeps_its_slot_for_a_lease_then_loses_it(
         ((_, stopped_pid),) = slot_locks(postgres, postgres_url, "s")
         os.kill(process.pid, signal.SIGSTOP)
         stopped = time.monotonic()
-        # Its last beat was at most lease/3 before it stopped: the slot is its own for 2/3 of
-        # a lease at least.
+        # Its last beat was about lease/3 at most before it stopped: the slot is its own for
+        # 2/3 of a lease at least (half a lease here, leaving a beat late under load some slack).
         assert not await taken_within(other.slot("s", 1, lease=LEASE), lease / 2)
         async with asyncio.timeout(lease + 5):
             async with other.slot("s", 1, lease=LEASE):
@@ -291,7 +291,7 @@ async def test_a_stopped_worker_keeps_its_slot_for_a_lease_then_loses_it(
                 tell(process, "1")  # a new slot: none while the other worker holds it
                 assert await asyncio.to_thread(said, process, "waited", 10) == []
                 assert slot_locks(postgres, postgres_url, "s") == [(0, pid)]
-        assert lease * 2 / 3 <= took < lease + 5
+        assert lease / 2 <= took < lease + 5
         tell(process, "5")  # given back: the resumed worker takes it again
         assert await asyncio.to_thread(said, process, "took", 10) == []
     finally:
@@ -322,25 +322,22 @@ async def test_a_live_worker_keeps_its_slot_through_a_request_longer_than_its_le
     assert await taken_within(two.slot("s", 1, lease=LEASE), 2)
 
 
-async def test_an_idle_slot_session_that_timed_out_is_opened_again_quietly(
+async def test_an_idle_worker_keeps_its_slot_session(
     postgres: ThrowawayPostgres,
     postgres_url: str,
     stores: list[PostgresStateStore],
     events: Events,
 ) -> None:
-    """Holding nothing, a worker does not beat: the server ends its idle slot session after the
-    lease, and its next slot connects again, no slot lost."""
+    """Holding nothing for longer than the lease, a worker still beats: the server does not end
+    its session (nor log it every lease), and its next slot is taken on the same session."""
     one = stores[0]
     lease = SHORT_LEASE.total_seconds()
     async with one.slot("s", 1, lease=SHORT_LEASE):
         ((_, first),) = slot_locks(postgres, postgres_url, "s")
-    await asyncio.sleep(lease + 1)
-    assert not postgres.execute(f"SELECT 1 FROM pg_stat_activity WHERE pid = {first}", postgres_url)
+    await asyncio.sleep(2 * lease)
     async with one.slot("s", 1, lease=SHORT_LEASE):
-        ((_, second),) = slot_locks(postgres, postgres_url, "s")
-    assert second != first
-    assert [e["slots_in_use"] for e in events.named("slot_connection_lost")] == [0]
-    assert not events.named("slot_connection_restored")
+        assert slot_locks(postgres, postgres_url, "s") == [(0, first)]
+    assert not events.named("slot_connection_lost")
 
 
 def terminate_slot_connection(postgres: ThrowawayPostgres, url: str, scope: str) -> int:

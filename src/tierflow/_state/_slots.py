@@ -25,15 +25,16 @@ A worker that is alive but stopped (SIGSTOP, a VM frozen, a network cut that lea
 session open) would keep its session and so its slots for ever, and with all slots of a limit
 stall every other worker: the one thing several workers are there to prevent. So slots follow
 the rule windows follow (`[scheduler] lease`): the slot session is given `idle_session_timeout`
-= the lease (PostgreSQL 14 and later), and while the worker holds a slot it beats the session
-every lease/3. A live worker's session never idles that long, even through a query longer than
-the lease; a stopped one's is ended by the server one lease after its last beat, and its slots
-are free for the others. Its request, if one was in flight, may still run at InfluxDB: the one
-query of overshoot per slot that a lost connection allows (below), as a window's outcome
-arriving after its lease is refused by fencing. TCP keepalives on both ends (client: libpq's,
-server: `tcp_keepalives_*`) of about the lease find a peer that is gone for good. On an older
-PostgreSQL the session has no idle timeout: logged once (`slot_lease_unsupported`), and a stopped
-worker keeps its slots until it resumes or ends, as before.
+= the lease (PostgreSQL 14 and later; it applies between statements outside a transaction, and
+the slot connection is autocommit), and the worker beats the session every lease/3. A live
+worker's session never idles that long, even through a query longer than the lease; a stopped
+one's is ended by the server one lease after its last beat, and its slots are free for the
+others. Its request, if one was in flight, may still run at InfluxDB: the one query of
+overshoot per slot that a lost connection allows (below), as a window's outcome arriving after
+its lease is refused by fencing. TCP keepalives on both ends (client: libpq's, server:
+`tcp_keepalives_*`) of about the lease find a peer that is gone for good. On an older
+PostgreSQL the session has no idle timeout: logged once (`slot_lease_unsupported`), and a
+stopped worker keeps its slots until it resumes or ends, as before.
 
 The slot connection may drop (PostgreSQL restarts, a network cut, an administrator ends it, its
 idle timeout above while the worker was stopped). Its locks are then gone, though the requests
@@ -244,7 +245,6 @@ class ClusterSlots:
                     return None
                 holding = _Holding(scope, int(row[0]), self._generation)
                 self._holdings.add(holding)
-                self._beat_while_held()
                 return holding
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -287,12 +287,13 @@ class ClusterSlots:
             raise self._error(exc) from exc
         self._db = db
         await self._keep_alive(db)
+        if self._can_time_out:
+            self._beating = self._spawn(self._beat(db))
         lost = [h for h in self._holdings if self._lost(h)]
         for holding in lost:
             row = await self._fetch(db, "retake_slot", (scope_key(holding.scope), holding.index))
             if row is not None and row[0]:
                 holding.generation = self._generation
-        self._beat_while_held()
         if lost:
             log_event(
                 "slot_connection_restored",
@@ -305,7 +306,8 @@ class ClusterSlots:
         """Give the session the lease as its idle timeout (the server ends it, freeing its
         slots, when this worker stops beating) and keepalives of about the lease. `_Lost` if
         the connection fails."""
-        millis = max(1, round(self._lease.total_seconds() * 1000))
+        # The setting's range ends at 2^31 - 1 ms (24 days): a longer lease waits that long.
+        millis = min(max(1, round(self._lease.total_seconds() * 1000)), 2**31 - 1)
         if self._can_time_out and db.info.server_version < _IDLE_TIMEOUT_SINCE:
             self._can_time_out = False
             log_event(
@@ -320,20 +322,16 @@ class ClusterSlots:
             await self._fetch(db, "time_out_slot_session", (str(millis),))
         self._session_lease = self._lease
 
-    def _beat_while_held(self) -> None:
-        """Start beating the session, unless it beats already or the server cannot time out."""
-        if self._can_time_out and (self._beating is None or self._beating.done()):
-            self._beating = self._spawn(self._beat())
-
-    async def _beat(self) -> None:
-        """Every lease/3 while this worker holds a slot on its current connection, one
-        statement: the session never idles out while the worker lives. A failure is a lost
-        connection (logged); the slots it held are lost, the next `slot` connects again."""
+    async def _beat(self, db: Connection) -> None:
+        """One statement every lease/3 for as long as `db` is the slot connection: the session
+        never idles out while the worker lives, whether it holds slots or not (an idle worker
+        keeps its connection rather than have the server end it, logging, every lease). A
+        failure is a lost connection (logged): the slots it held are lost, and the next `slot`
+        connects again."""
         while True:
             await asyncio.sleep(self._lease.total_seconds() / 3)
             async with self._using:
-                db = self._db
-                if db is None or db.closed or all(self._lost(h) for h in self._holdings):
+                if self._db is not db or db.closed:
                     return
                 try:
                     await self._fetch(db, "beat", None)
