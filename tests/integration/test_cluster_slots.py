@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from tests.integration._helpers import (
 from tests.integration.conftest import WARM_RP, TierData, read_tier, write_toml
 from tests.integration.test_cli import rfc3339
 from tests.proxy import InFlight, ThreadedProxy, max_overlap
+from tierflow._config._models import SchedulerConfig
 from tierflow._runner._capacity import connection_scope
 from tierflow._state import RunStatus
 from tierflow._state._postgres import PostgresStateStore
@@ -45,6 +46,8 @@ from tierflow.testing import ThrowawayInfluxd
 from tierflow.testing.postgres import ThrowawayPostgres
 
 TIERFLOW = Path(sys.executable).parent / "tierflow"
+#: `[scheduler] lease` as a user gets it: the slots' lease where a test does not wait it out.
+LEASE = SchedulerConfig().lease
 
 
 def slot_locks(postgres: ThrowawayPostgres, url: str, scope: str) -> list[tuple[int, int]]:
@@ -114,7 +117,7 @@ async def test_a_limit_holds_across_the_workers_of_a_database(
     seen_locks: list[int] = []
 
     async def task(store: PostgresStateStore) -> None:
-        async with store.slot("scope", 3), holders.inside():
+        async with store.slot("scope", 3, lease=LEASE), holders.inside():
             seen_locks.append(
                 len(await asyncio.to_thread(slot_locks, postgres, postgres_url, "scope"))
             )
@@ -131,16 +134,16 @@ async def test_scopes_are_independent_and_a_process_does_not_take_its_own_slot_t
     postgres: ThrowawayPostgres, postgres_url: str, stores: list[PostgresStateStore]
 ) -> None:
     one, two = stores[:2]
-    async with one.slot("a", 2), one.slot("b", 1):
+    async with one.slot("a", 2, lease=LEASE), one.slot("b", 1, lease=LEASE):
         # A session may lock an advisory key it holds again: the worker must skip its own.
-        async with one.slot("a", 2):
+        async with one.slot("a", 2, lease=LEASE):
             assert [i for i, _ in slot_locks(postgres, postgres_url, "a")] == [0, 1]
-            assert not await taken_within(two.slot("a", 2), 0.5)
-            assert not await taken_within(one.slot("a", 2), 0.5)
-        assert not await taken_within(two.slot("b", 1), 0.5)
-        assert await taken_within(two.slot("a", 2), 2)
-        assert await taken_within(two.slot("c", 1), 2)
-    assert await taken_within(two.slot("b", 1), 2)
+            assert not await taken_within(two.slot("a", 2, lease=LEASE), 0.5)
+            assert not await taken_within(one.slot("a", 2, lease=LEASE), 0.5)
+        assert not await taken_within(two.slot("b", 1, lease=LEASE), 0.5)
+        assert await taken_within(two.slot("a", 2, lease=LEASE), 2)
+        assert await taken_within(two.slot("c", 1, lease=LEASE), 2)
+    assert await taken_within(two.slot("b", 1, lease=LEASE), 2)
 
 
 async def test_a_smaller_limit_elsewhere_shares_the_low_slots(
@@ -148,47 +151,86 @@ async def test_a_smaller_limit_elsewhere_shares_the_low_slots(
 ) -> None:
     """Workers whose configs disagree (a rolling change) hold at most the larger limit."""
     one, two = stores[:2]
-    async with one.slot("s", 1):
-        assert not await taken_within(two.slot("s", 1), 0.5)
-        async with two.slot("s", 3), two.slot("s", 3):
-            assert not await taken_within(stores[2].slot("s", 3), 0.5)
+    async with one.slot("s", 1, lease=LEASE):
+        assert not await taken_within(two.slot("s", 1, lease=LEASE), 0.5)
+        async with two.slot("s", 3, lease=LEASE), two.slot("s", 3, lease=LEASE):
+            assert not await taken_within(stores[2].slot("s", 3, lease=LEASE), 0.5)
 
 
 async def test_a_waiter_cancelled_takes_no_slot_with_it(
     postgres: ThrowawayPostgres, postgres_url: str, stores: list[PostgresStateStore]
 ) -> None:
     one, two = stores[:2]
-    async with one.slot("s", 1):
-        waiter = asyncio.create_task(taken_within(two.slot("s", 1), 30))
+    async with one.slot("s", 1, lease=LEASE):
+        waiter = asyncio.create_task(taken_within(two.slot("s", 1, lease=LEASE), 30))
         await asyncio.sleep(0.3)
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter
     await asyncio.sleep(0.2)
     assert slot_locks(postgres, postgres_url, "s") == []
-    assert await taken_within(stores[2].slot("s", 1), 2)
+    assert await taken_within(stores[2].slot("s", 1, lease=LEASE), 2)
 
 
 _HOLDER = """
-import asyncio, sys
+import asyncio, logging, sys
+from datetime import timedelta
 from tierflow._state._postgres import PostgresStateStore
 
+class Say(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        print(record.getMessage(), flush=True)
+
 async def main() -> None:
-    async with PostgresStateStore(sys.argv[1]) as store, store.slot("s", 1):
-        print("held", flush=True)
-        await asyncio.sleep(600)
+    logging.getLogger("tierflow").addHandler(Say())
+    logging.getLogger("tierflow").setLevel(logging.INFO)
+    lease = timedelta(seconds=float(sys.argv[2]))
+    async with PostgresStateStore(sys.argv[1]) as store:
+        async with store.slot("s", 1, lease=lease):
+            print("held", flush=True)
+            await asyncio.to_thread(sys.stdin.readline)  # no request in flight: it only waits
+        print("released", flush=True)
+        while seconds := await asyncio.to_thread(sys.stdin.readline):  # take within seconds
+            try:
+                async with asyncio.timeout(float(seconds)), store.slot("s", 1, lease=lease):
+                    print("took", flush=True)
+            except TimeoutError:
+                print("waited", flush=True)
 
 asyncio.run(main())
 """
 
 
-def holder_process(url: str) -> subprocess.Popen[str]:
+def holder_process(url: str, lease: timedelta = LEASE) -> subprocess.Popen[str]:
+    """A worker holding slot `s` (limit 1) with `lease`, doing nothing in it until told (a line
+    on its stdin), then taking it again on each line (the seconds to try for), saying `took`
+    or `waited`; it prints its log events' names."""
     process = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, url], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _HOLDER, url, str(lease.total_seconds())],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    assert process.stdout is not None
-    assert process.stdout.readline().strip() == "held"
+    assert said(process, "held", 60) == []
     return process
+
+
+def said(process: subprocess.Popen[str], line: str, seconds: float) -> list[str]:
+    """The lines `process` prints before `line` (which must come within `seconds`)."""
+    assert process.stdout is not None
+    before: list[str] = []
+    deadline = time.monotonic() + seconds
+    while (got := process.stdout.readline().strip()) != line:
+        assert got, f"the process ended before saying {line!r}: {before}"
+        assert time.monotonic() < deadline, f"no {line!r} within {seconds} s: {before}"
+        before.append(got)
+    return before
+
+
+def tell(process: subprocess.Popen[str], line: str) -> None:
+    assert process.stdin is not None
+    process.stdin.write(line + "\n")
+    process.stdin.flush()
 
 
 async def test_a_worker_killed_while_holding_a_slot_frees_it_at_once(
@@ -197,34 +239,105 @@ async def test_a_worker_killed_while_holding_a_slot_frees_it_at_once(
     process = holder_process(postgres_url)
     try:
         assert [i for i, _ in slot_locks(postgres, postgres_url, "s")] == [0]
-        assert not await taken_within(stores[0].slot("s", 1), 1)
+        assert not await taken_within(stores[0].slot("s", 1, lease=LEASE), 1)
         os.kill(process.pid, signal.SIGKILL)
         process.wait(10)
         began = time.monotonic()
         # No lease to wait out: the session ended with the process.
-        assert await taken_within(stores[0].slot("s", 1), 5)
+        assert await taken_within(stores[0].slot("s", 1, lease=LEASE), 5)
         assert time.monotonic() - began < 5
     finally:
         process.kill()
         process.wait(10)
 
 
-async def test_a_stopped_worker_keeps_its_slot_until_it_resumes(
+#: A lease short enough to wait out in a test (the default, a minute, would add minutes to the
+#: suite): the slots' timing is the lease's, whatever its length, and `[scheduler] lease` is a
+#: user's setting.
+SHORT_LEASE = timedelta(seconds=3)
+
+
+async def test_a_stopped_worker_keeps_its_slot_for_a_lease_then_loses_it(
     postgres: ThrowawayPostgres, postgres_url: str, stores: list[PostgresStateStore]
 ) -> None:
-    """A SIGSTOPped worker's request may still run at InfluxDB: its slot stays taken."""
-    process = holder_process(postgres_url)
+    """A SIGSTOPped worker holding every slot of a scope stalls no one for longer than its
+    lease: PostgreSQL ends its idle session, another worker takes the slot. Resumed, it finds
+    its connection gone and takes no slot while the other holds it: one holder at a time."""
+    lease = SHORT_LEASE.total_seconds()
+    process = holder_process(postgres_url, SHORT_LEASE)
+    other = stores[0]
     try:
+        ((_, stopped_pid),) = slot_locks(postgres, postgres_url, "s")
         os.kill(process.pid, signal.SIGSTOP)
-        assert not await taken_within(stores[0].slot("s", 1), 1.5)
-        os.kill(process.pid, signal.SIGCONT)
-        assert not await taken_within(stores[0].slot("s", 1), 0.5)
-        process.terminate()  # SIGTERM: the interpreter exits, its connection closes
-        process.wait(10)
-        assert await taken_within(stores[0].slot("s", 1), 5)
+        stopped = time.monotonic()
+        # Its last beat was about lease/3 at most before it stopped: the slot is its own for
+        # 2/3 of a lease at least (half a lease here, leaving a beat late under load some slack).
+        assert not await taken_within(other.slot("s", 1, lease=LEASE), lease / 2)
+        async with asyncio.timeout(lease + 5):
+            async with other.slot("s", 1, lease=LEASE):
+                took = time.monotonic() - stopped
+                ((_, pid),) = slot_locks(postgres, postgres_url, "s")
+                assert pid != stopped_pid
+                # The stopped worker's session is gone (the server ended it), not just its lock.
+                assert not postgres.execute(
+                    f"SELECT 1 FROM pg_stat_activity WHERE pid = {stopped_pid}", postgres_url
+                )
+                os.kill(process.pid, signal.SIGCONT)
+                # Its overdue beat finds the connection gone: its slot is lost.
+                before = await asyncio.to_thread(said, process, "slot_connection_lost", 30)
+                assert "slot_connection_restored" not in before
+                tell(process, "done")
+                await asyncio.to_thread(said, process, "released", 10)
+                tell(process, "1")  # a new slot: none while the other worker holds it
+                assert await asyncio.to_thread(said, process, "waited", 10) == []
+                assert slot_locks(postgres, postgres_url, "s") == [(0, pid)]
+        assert lease / 2 <= took < lease + 5
+        tell(process, "5")  # given back: the resumed worker takes it again
+        assert await asyncio.to_thread(said, process, "took", 10) == []
     finally:
         process.kill()
         process.wait(10)
+
+
+async def test_a_live_worker_keeps_its_slot_through_a_request_longer_than_its_lease(
+    postgres: ThrowawayPostgres,
+    postgres_url: str,
+    stores: list[PostgresStateStore],
+    events: Events,
+) -> None:
+    """Its beats keep the session from idling out: one lock, on one session, throughout three
+    leases (`SHORT_LEASE`: the default would make this test three minutes long)."""
+    one, two = stores[:2]
+    lease = SHORT_LEASE.total_seconds()
+    async with one.slot("s", 1, lease=SHORT_LEASE):
+        seen: set[tuple[tuple[int, int], ...]] = set()
+        until = time.monotonic() + 3 * lease
+        while time.monotonic() < until:
+            seen.add(tuple(await asyncio.to_thread(slot_locks, postgres, postgres_url, "s")))
+            await asyncio.sleep(0.25)
+        ((held,),) = seen  # one lock, on one session, all along
+        assert held[0] == 0
+        assert not await taken_within(two.slot("s", 1, lease=LEASE), 1)
+    assert not events.named("slot_connection_lost")
+    assert await taken_within(two.slot("s", 1, lease=LEASE), 2)
+
+
+async def test_an_idle_worker_keeps_its_slot_session(
+    postgres: ThrowawayPostgres,
+    postgres_url: str,
+    stores: list[PostgresStateStore],
+    events: Events,
+) -> None:
+    """Holding nothing for longer than the lease, a worker still beats: the server does not end
+    its session (nor log it every lease), and its next slot is taken on the same session."""
+    one = stores[0]
+    lease = SHORT_LEASE.total_seconds()
+    async with one.slot("s", 1, lease=SHORT_LEASE):
+        ((_, first),) = slot_locks(postgres, postgres_url, "s")
+    await asyncio.sleep(2 * lease)
+    async with one.slot("s", 1, lease=SHORT_LEASE):
+        assert slot_locks(postgres, postgres_url, "s") == [(0, first)]
+    assert not events.named("slot_connection_lost")
 
 
 def terminate_slot_connection(postgres: ThrowawayPostgres, url: str, scope: str) -> int:
@@ -248,7 +361,7 @@ async def test_a_lost_slot_connection_takes_no_new_slot_of_the_scope_while_lost_
     finish = asyncio.Event()
 
     async def request() -> None:
-        async with one.slot("s", 1):
+        async with one.slot("s", 1, lease=LEASE):
             running.set()
             await finish.wait()
 
@@ -256,15 +369,19 @@ async def test_a_lost_slot_connection_takes_no_new_slot_of_the_scope_while_lost_
     await running.wait()
     old = terminate_slot_connection(postgres, postgres_url, "s")
     # PostgreSQL forgot the slot: another worker takes it (the overshoot a lost connection allows).
-    async with two.slot("s", 1):
-        assert not await taken_within(one.slot("s", 1), 0.5)  # held by two, and one's in flight
-        assert await taken_within(one.slot("other", 1), 2)  # a new connection, another scope
+    async with two.slot("s", 1, lease=LEASE):
+        assert not await taken_within(
+            one.slot("s", 1, lease=LEASE), 0.5
+        )  # held by two, and one's in flight
+        assert await taken_within(
+            one.slot("other", 1, lease=LEASE), 2
+        )  # a new connection, another scope
     assert events.named("slot_connection_lost")
     # Two is done, but one's request, admitted by the lost slot, still runs: no new slot.
-    assert not await taken_within(one.slot("s", 1), 0.6)
+    assert not await taken_within(one.slot("s", 1, lease=LEASE), 0.6)
     finish.set()
     await in_flight
-    assert await taken_within(one.slot("s", 1), 2)
+    assert await taken_within(one.slot("s", 1, lease=LEASE), 2)
     assert all(pid != old for _, pid in slot_locks(postgres, postgres_url, "other"))
 
 
@@ -275,27 +392,29 @@ async def test_a_reconnected_worker_takes_back_the_slots_nobody_took(
     events: Events,
 ) -> None:
     one, two = stores[:2]
-    async with one.slot("s", 2):
+    async with one.slot("s", 2, lease=LEASE):
         old = terminate_slot_connection(postgres, postgres_url, "s")
-        async with one.slot("s", 2):  # reconnects, takes index 0 back, then takes index 1
+        async with one.slot(
+            "s", 2, lease=LEASE
+        ):  # reconnects, takes index 0 back, then takes index 1
             locks = slot_locks(postgres, postgres_url, "s")
             assert [i for i, _ in locks] == [0, 1]
             assert len({pid for _, pid in locks} - {old}) == 1
-            assert not await taken_within(two.slot("s", 2), 0.5)
-        assert not await taken_within(two.slot("s", 1), 0.5)  # index 0 is one's again
+            assert not await taken_within(two.slot("s", 2, lease=LEASE), 0.5)
+        assert not await taken_within(two.slot("s", 1, lease=LEASE), 0.5)  # index 0 is one's again
     (restored,) = events.named("slot_connection_restored")
     assert (restored["retaken"], restored["still_lost"]) == (1, 0)
-    assert await taken_within(two.slot("s", 1), 2)
+    assert await taken_within(two.slot("s", 1, lease=LEASE), 2)
 
 
 async def test_a_closed_store_gives_its_slots_back(
     postgres: ThrowawayPostgres, postgres_url: str, stores: list[PostgresStateStore]
 ) -> None:
     one, two = stores[:2]
-    async with one.slot("s", 1):
+    async with one.slot("s", 1, lease=LEASE):
         assert slot_locks(postgres, postgres_url, "s")
         await one.aclose()
-        assert await taken_within(two.slot("s", 1), 2)
+        assert await taken_within(two.slot("s", 1, lease=LEASE), 2)
 
 
 async def test_memory_and_sqlite_stores_share_no_slots(tmp_path: Path) -> None:
@@ -304,10 +423,10 @@ async def test_memory_and_sqlite_stores_share_no_slots(tmp_path: Path) -> None:
 
     for store in (MemoryStateStore(), SqliteStateStore(tmp_path / "s.db")):
         async with store:
-            async with store.slot("s", 1):
-                assert await taken_within(store.slot("s", 1), 0.1)
+            async with store.slot("s", 1, lease=LEASE):
+                assert await taken_within(store.slot("s", 1, lease=LEASE), 0.1)
             with pytest.raises(ValueError, match="at least one slot"):
-                store.slot("s", 0)
+                store.slot("s", 0, lease=LEASE)
 
 
 # -- several tierflow processes against one influxd -------------------------------------------
@@ -511,7 +630,7 @@ async def test_a_worker_that_cannot_reach_postgresql_takes_no_slot() -> None:
 
     store = PostgresStateStore("postgresql://nobody@127.0.0.1:1/db", timeout=2)
     with pytest.raises(StateError, match=r"postgresql://nobody@127\.0\.0\.1:1/db"):
-        async with store.slot("s", 1):
+        async with store.slot("s", 1, lease=LEASE):
             pytest.fail("ran without a slot")
     await store.aclose()
 

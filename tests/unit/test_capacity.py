@@ -9,6 +9,7 @@ import asyncio
 import tomllib
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -65,10 +66,14 @@ class SharedSlots(MemoryStateStore):
         self.log: list[str] = []
         self.held: dict[str, int] = {}
         self.asked: list[tuple[str, int]] = []
+        self.leases: list[timedelta] = []
         self._freed = asyncio.Condition()
 
-    def slot(self, scope: str, limit: int) -> AbstractAsyncContextManager[None]:
+    def slot(
+        self, scope: str, limit: int, *, lease: timedelta
+    ) -> AbstractAsyncContextManager[None]:
         self.asked.append((scope, limit))
+        self.leases.append(lease)
         return self._slot(scope, limit)
 
     @asynccontextmanager
@@ -98,6 +103,7 @@ async def test_the_connection_slot_then_the_scheduler_slot_given_back_in_reverse
         assert store.log == [f"take {connection_scope('one')}", f"take {GLOBAL_SCOPE}"]
     assert store.log[2:] == [f"give {GLOBAL_SCOPE}", f"give {connection_scope('one')}"]
     assert store.asked == [("connection:one", 2), ("scheduler", 4)]
+    assert store.leases == [timedelta(seconds=60)] * 2  # `[scheduler] lease`, its default
 
 
 async def test_the_process_gate_comes_before_the_store_slot() -> None:
@@ -161,10 +167,11 @@ async def test_a_runner_takes_its_stores_slots() -> None:
 async def test_a_store_of_one_host_adds_no_slot_beyond_the_gates() -> None:
     """Memory and SQLite: the process's gates alone (the default a user of either gets)."""
     store = MemoryStateStore()
-    async with store.slot("s", 1), store.slot("s", 1):
+    lease = timedelta(minutes=1)
+    async with store.slot("s", 1, lease=lease), store.slot("s", 1, lease=lease):
         pass
     with pytest.raises(ValueError, match="at least one slot"):
-        store.slot("s", 0)
+        store.slot("s", 0, lease=lease)
     capacity = Capacity(config(1, 1))  # no store at all: the gates
     async with capacity.slot("a"):
         pass

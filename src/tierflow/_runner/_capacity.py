@@ -61,4 +61,7 @@ class Capacity:
             yield
 
     def _shared(self, scope: str, limit: int) -> AbstractAsyncContextManager[None]:
-        return nullcontext() if self.store is None else self.store.slot(scope, limit)
+        if self.store is None:
+            return nullcontext()
+        # A stopped worker's slots go back to the others after a lease, as its windows do.
+        return self.store.slot(scope, limit, lease=self.config.scheduler.lease)

@@ -394,11 +394,15 @@ class StateStore(ABC):
         (its earlier attempts do not count towards parking).
         """
 
-    def slot(self, scope: str, limit: int) -> AbstractAsyncContextManager[None]:
+    def slot(
+        self, scope: str, limit: int, *, lease: timedelta
+    ) -> AbstractAsyncContextManager[None]:
         """One of `limit` slots named `scope` (`connection:<name>`, `scheduler`) shared by every
         worker using this store, held until the `async with` block ends; waits while all are
-        taken. The runner takes them after its own process's gates, always in the same order
-        (connection, then scheduler), so workers never wait on each other in a cycle.
+        taken. A worker that stops (SIGSTOP, frozen, cut off) keeps its slots for at most about
+        `lease` (`[scheduler] lease`), as it keeps its windows. The runner takes them after its
+        own process's gates, always in the same order (connection, then scheduler), so workers
+        never wait on each other in a cycle.
 
         Here: none beyond the process (yields at once), so the caller's process-local gates
         are the limit. Right for the in-memory store and for SQLite, whose state lives on one

@@ -20,7 +20,7 @@ as in every store; the statements are kept by name in `sql/postgres/queries.sql`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self, TypeVar
@@ -498,21 +498,28 @@ class PostgresStateStore(StateStore):
 
     _slots: ClusterSlots | None = None
 
-    def slot(self, scope: str, limit: int) -> AbstractAsyncContextManager[None]:
+    def slot(
+        self, scope: str, limit: int, *, lease: timedelta
+    ) -> AbstractAsyncContextManager[None]:
         """A slot held across every worker of this database: a session-level advisory lock on
         this worker's own slot connection (one more than the pool's `max_connections`), free
-        again when released or when the worker's session ends (see `tierflow._state._slots`)."""
+        again when released, when the worker's session ends, or once the worker has stopped
+        beating it for `lease` (see `tierflow._state._slots`)."""
         if self._closed:
             raise StateError(f"state store {self._where} is closed")
         loop = asyncio.get_running_loop()
         if self._slots is None or self._slots.loop is not loop:
             self._drop_slots()  # a loop that is gone: its slots were given back with it
-            self._slots = ClusterSlots(self._connect_slots, self._error, timeout=self._timeout)
-        return self._slots.slot(scope, limit)
+            self._slots = ClusterSlots(
+                self._connect_slots, self._error, timeout=self._timeout, lease=lease
+            )
+        return self._slots.slot(scope, limit, lease=lease)
 
-    async def _connect_slots(self) -> Connection:
+    async def _connect_slots(self, keepalives: Mapping[str, Any]) -> Connection:
         kwargs = await self._connect_kwargs()
-        return await AsyncConnection.connect(self.url, autocommit=True, **kwargs)
+        params = conninfo_to_dict(self.url)  # the URL's own keepalive settings win
+        extra = {key: value for key, value in keepalives.items() if key not in params}
+        return await AsyncConnection.connect(self.url, autocommit=True, **kwargs, **extra)
 
     def _drop_slots(self) -> None:
         if self._slots is not None:

@@ -9,9 +9,9 @@ with limit N is a session-level advisory lock `(scope key, i)` for one `i < N`, 
 Why advisory locks and not rows with leases: a lock lives exactly as long as the session that
 took it. A worker killed with `kill -9` closes its socket, PostgreSQL ends the session and its
 slots are free at once: no lease to wait out, nothing to reap. A worker that is alive but stopped
-(SIGSTOP) keeps its session and so its slots; rightly, since a request it sent may still be
-running at InfluxDB. Workers whose configs disagree on a limit (a rolling change) share the
-indexes below the smaller one, so together they never hold more than the larger.
+(SIGSTOP) keeps its session, and its slots, for one lease (below). Workers whose configs
+disagree on a limit (a rolling change) share the indexes below the smaller one, so together
+they never hold more than the larger.
 
 Waiting: per scope, one waiter of the process asks PostgreSQL at a time (the others queue behind
 it, in the order the process's priority gates let them through), polling with a backoff from
@@ -21,9 +21,25 @@ usually takes it again. That leaves the at-risk-first order intact: the runner c
 windows only once it holds its slots, and every worker plans every job, so whichever worker
 holds them runs the most urgent batches first.
 
-The slot connection may drop (PostgreSQL restarts, a network cut, an administrator ends it).
-Its locks are then gone, though the requests they admitted may still be in flight. The worker
-notices at its next statement, connects again and first takes those slots back (they are likely
+A worker that is alive but stopped (SIGSTOP, a VM frozen, a network cut that leaves the TCP
+session open) would keep its session and so its slots for ever, and with all slots of a limit
+stall every other worker: the one thing several workers are there to prevent. So slots follow
+the rule windows follow (`[scheduler] lease`): the slot session is given `idle_session_timeout`
+= the lease (PostgreSQL 14 and later; it applies between statements outside a transaction, and
+the slot connection is autocommit), and the worker beats the session every lease/3. A live
+worker's session never idles that long, even through a query longer than the lease; a stopped
+one's is ended by the server one lease after its last beat, and its slots are free for the
+others. Its request, if one was in flight, may still run at InfluxDB: the one query of
+overshoot per slot that a lost connection allows (below), as a window's outcome arriving after
+its lease is refused by fencing. TCP keepalives on both ends (client: libpq's, server:
+`tcp_keepalives_*`) of about the lease find a peer that is gone for good. On an older
+PostgreSQL the session has no idle timeout: logged once (`slot_lease_unsupported`), and a
+stopped worker keeps its slots until it resumes or ends, as before.
+
+The slot connection may drop (PostgreSQL restarts, a network cut, an administrator ends it, its
+idle timeout above while the worker was stopped). Its locks are then gone, though the requests
+they admitted may still be in flight. The worker notices at its next statement (a resumed one:
+its overdue beat), connects again and first takes those slots back (they are likely
 still free); a slot another worker took meanwhile stays *lost*: until the request it admitted
 finishes, the worker takes no new slot of that scope, so the overshoot lasts no longer than the
 requests that were in flight when the connection dropped. Until it has connected again it takes
@@ -39,6 +55,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cache
 from importlib import resources
 from typing import Any, TypeVar
@@ -50,13 +67,15 @@ from tierflow._errors import StateError
 from tierflow._logging import log_event
 from tierflow._state._sql import parse_queries
 
-__all__ = ["ClusterSlots", "scope_key"]
+__all__ = ["ClusterSlots", "client_keepalives", "scope_key"]
 
 T = TypeVar("T")
 Connection = AsyncConnection[tuple[Any, ...]]
 #: How long a waiter first waits before asking again, and at most.
 _FIRST_PAUSE = 0.01
 _MAX_PAUSE = 0.25
+#: The first PostgreSQL with `idle_session_timeout` (`server_version_num`).
+_IDLE_TIMEOUT_SINCE = 140000
 
 
 @cache
@@ -70,6 +89,31 @@ def scope_key(scope: str) -> int:
     whose keys collide share their slots, which is stricter, never looser, than their limits."""
     digest = hashlib.sha256(f"tierflow slot {scope}".encode()).digest()
     return int.from_bytes(digest[:4], "big", signed=True)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _keepalive(lease: timedelta) -> int:
+    """Seconds of TCP silence before a keepalive probe, and between probes (three, then the
+    peer is gone): about the lease in all."""
+    return max(1, round(lease.total_seconds() / 3))
+
+
+def client_keepalives(lease: timedelta) -> dict[str, Any]:
+    """libpq's keepalive parameters for the slot connection: a cut that leaves the session
+    open is found within about the lease, not the system's default two hours."""
+    seconds = _keepalive(lease)
+    return {
+        "keepalives": 1,
+        "keepalives_idle": seconds,
+        "keepalives_interval": seconds,
+        "keepalives_count": 3,
+    }
 
 
 @dataclass(eq=False)
@@ -92,18 +136,26 @@ class _Lost(Exception):
 
 class ClusterSlots:
     """The slots of one worker, on one connection of its own (see the module's doc). Belongs to
-    the event loop it was made on. `connect` opens the connection (autocommit), `error` turns a
+    the event loop it was made on. `connect` opens the connection (autocommit) with the given
+    extra libpq parameters (TCP keepalives), `error` turns a
     driver error into the store's `StateError` (naming the database, never a password);
-    `timeout` (seconds) bounds each statement: one that hangs is a lost connection."""
+    `timeout` (seconds) bounds each statement: one that hangs is a lost connection. `lease`:
+    how long the server keeps the slots of this worker once it stops beating (stopped,
+    frozen, cut off); each `slot` call passes the config's, the latest applies."""
 
     def __init__(
         self,
-        connect: Callable[[], Awaitable[Connection]],
+        connect: Callable[[Mapping[str, Any]], Awaitable[Connection]],
         error: Callable[[BaseException], StateError],
         *,
         timeout: float,
+        lease: timedelta,
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        self._lease = lease
+        self._session_lease: timedelta | None = None  # the idle timeout set on the session
+        self._can_time_out = True  # False once the server was found older than 14
+        self._beating: asyncio.Task[None] | None = None
         self._connect = connect
         self._error = error
         self._timeout = timeout
@@ -116,10 +168,14 @@ class ClusterSlots:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @asynccontextmanager
-    async def slot(self, scope: str, limit: int) -> AsyncIterator[None]:
-        """One of `limit` slots of `scope` across every worker, held until the block ends."""
+    async def slot(self, scope: str, limit: int, *, lease: timedelta) -> AsyncIterator[None]:
+        """One of `limit` slots of `scope` across every worker, held until the block ends (or
+        until the worker stops beating for `lease`)."""
         if limit < 1:
             raise ValueError(f"a slot scope needs at least one slot, not {limit}")
+        if lease <= timedelta(0):
+            raise ValueError(f"a slot lease must be positive, not {lease}")
+        self._lease = lease
         holding = await self._wait(scope, limit)
         try:
             yield
@@ -133,6 +189,10 @@ class ClusterSlots:
         if db is not None:
             db.pgconn.finish()
         self._generation += 1
+        self._session_lease = None
+        beating, self._beating = self._beating, None
+        if beating is not None and _running_loop() is self.loop:
+            beating.cancel()  # elsewhere it ends with its loop, or finds no connection to beat
 
     # -- taking and giving back --------------------------------------------------------------------
 
@@ -216,14 +276,19 @@ class ClusterSlots:
         back where no other worker took them meanwhile). Raises StateError if it cannot be
         opened, `_Lost` if it fails at once."""
         if self._db is not None and not self._db.closed:
+            if self._session_lease != self._lease:
+                await self._keep_alive(self._db)
             return self._db
         if self._db is not None:
             self._lose(None)
         try:
-            db = await self._connect()
+            db = await self._connect(client_keepalives(self._lease))
         except psycopg.Error as exc:
             raise self._error(exc) from exc
         self._db = db
+        await self._keep_alive(db)
+        if self._can_time_out:
+            self._beating = self._spawn(self._beat(db))
         lost = [h for h in self._holdings if self._lost(h)]
         for holding in lost:
             row = await self._fetch(db, "retake_slot", (scope_key(holding.scope), holding.index))
@@ -236,6 +301,42 @@ class ClusterSlots:
                 still_lost=sum(self._lost(h) for h in lost),
             )
         return db
+
+    async def _keep_alive(self, db: Connection) -> None:
+        """Give the session the lease as its idle timeout (the server ends it, freeing its
+        slots, when this worker stops beating) and keepalives of about the lease. `_Lost` if
+        the connection fails."""
+        # The setting's range ends at 2^31 - 1 ms (24 days): a longer lease waits that long.
+        millis = min(max(1, round(self._lease.total_seconds() * 1000)), 2**31 - 1)
+        if self._can_time_out and db.info.server_version < _IDLE_TIMEOUT_SINCE:
+            self._can_time_out = False
+            log_event(
+                "slot_lease_unsupported",
+                level=logging.WARNING,
+                server_version=db.info.server_version,
+                detail="PostgreSQL before 14 has no idle_session_timeout: a stopped worker "
+                "keeps its slots until it resumes or ends",
+            )
+        await self._fetch(db, "keep_slot_session", {"keepalive": str(_keepalive(self._lease))})
+        if self._can_time_out:
+            await self._fetch(db, "time_out_slot_session", (str(millis),))
+        self._session_lease = self._lease
+
+    async def _beat(self, db: Connection) -> None:
+        """One statement every lease/3 for as long as `db` is the slot connection: the session
+        never idles out while the worker lives, whether it holds slots or not (an idle worker
+        keeps its connection rather than have the server end it, logging, every lease). A
+        failure is a lost connection (logged): the slots it held are lost, and the next `slot`
+        connects again."""
+        while True:
+            await asyncio.sleep(self._lease.total_seconds() / 3)
+            async with self._using:
+                if self._db is not db or db.closed:
+                    return
+                try:
+                    await self._fetch(db, "beat", None)
+                except _Lost:
+                    return
 
     async def _fetch(self, db: Connection, name: str, params: Any) -> tuple[Any, ...] | None:
         try:
@@ -252,7 +353,7 @@ class ClusterSlots:
         self.drop()
         log_event(
             "slot_connection_lost",
-            level=logging.WARNING,
+            level=logging.WARNING if in_use else logging.INFO,
             slots_in_use=in_use,
             error=str(self._error(cause)) if cause is not None else "connection closed",
         )

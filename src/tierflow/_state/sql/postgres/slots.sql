@@ -27,3 +27,20 @@ SELECT pg_try_advisory_lock(%s::integer, %s::integer);
 
 -- name: release_slot
 SELECT pg_advisory_unlock(%s::integer, %s::integer);
+
+-- name: keep_slot_session
+-- The server's TCP keepalives on the slot session (ignored on a Unix socket): a peer cut off
+-- for good is found within about the lease. Settable by any user, for this session only.
+SELECT set_config('tcp_keepalives_idle', %(keepalive)s, false),
+       set_config('tcp_keepalives_interval', %(keepalive)s, false),
+       set_config('tcp_keepalives_count', '3', false);
+
+-- name: time_out_slot_session
+-- PostgreSQL 14 and later: the server ends the slot session, freeing its locks, once it has
+-- been idle (between statements, outside a transaction: the slot connection is autocommit)
+-- for the lease, in milliseconds. A live worker beats it every lease/3.
+SELECT set_config('idle_session_timeout', %s, false);
+
+-- name: beat
+-- Resets the session's idle clock.
+SELECT 1;
