@@ -56,6 +56,7 @@ from tierflow._state._rules import (
     reset_watermark,
 )
 from tierflow._state._sql import queries, shipped_migrations
+from tierflow._state._worker import Worker, worker_of, worker_params
 from tierflow._windows import Window
 
 __all__ = ["PostgresStateStore", "describe_url", "migrations"]
@@ -438,6 +439,22 @@ class PostgresStateStore(StateStore):
             return forgotten
 
         return await self._transact(work)
+
+    # -- workers -------------------------------------------------------------------------------
+
+    async def beat(self, worker: Worker, *, forget_before: datetime | None = None) -> None:
+        params = worker_params(worker, lambda moment: moment, list(worker.jobs))
+
+        async def work(cursor: Cursor) -> None:
+            await cursor.execute(Q["beat"], params)
+            if forget_before is not None:
+                await cursor.execute(Q["forget_workers"], (forget_before,))
+
+        await self._transact(work)
+
+    async def workers(self, since: datetime) -> list[Worker]:
+        rows = await self._read("workers", since)
+        return [worker_of(row, _utc, row[7]) for row in rows]
 
 
 # -- helpers inside a transaction ---------------------------------------------------------------
