@@ -30,7 +30,7 @@ from psycopg import AsyncConnection, AsyncCursor, errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
-from tierflow._errors import StateError
+from tierflow._errors import StateError, StateUnavailableError
 from tierflow._secrets import SecretSource, aresolve
 from tierflow._state._base import (
     Attempt,
@@ -67,6 +67,12 @@ Connection = AsyncConnection[tuple[Any, ...]]
 Cursor = AsyncCursor[tuple[Any, ...]]
 #: Done windows read per query while the watermark advances.
 _ADVANCE_BATCH = 1000
+_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 #: Tries of a transaction PostgreSQL aborted to break a deadlock (or a serialization failure).
 _TRIES = 3
 
@@ -132,6 +138,10 @@ class PostgresStateStore(StateStore):
             kwargs["connect_timeout"] = max(1, round(self._timeout))
         if "application_name" not in params:
             kwargs["application_name"] = "tierflow"
+        if not any(key.startswith("keepalives") for key in params):
+            # A server cut off without closing the connection (a partition, a crashed host):
+            # noticed within about a minute of silence instead of the system's two hours.
+            kwargs |= _KEEPALIVES
         if self._password is not None:
             secret = await aresolve(self._password)
             self._secrets.add(secret)
@@ -211,7 +221,11 @@ class PostgresStateStore(StateStore):
         message = str(exc).strip() or type(exc).__name__
         for secret in self._secrets:
             message = message.replace(secret, "***")
-        return StateError(f"state store {self._where}: {message}")
+        # Connecting failed, the connection was lost, the server is shutting down, a deadlock
+        # outlasted its retries: worth trying again later (psycopg's OperationalError).
+        unavailable = isinstance(exc, psycopg.OperationalError)
+        kind = StateUnavailableError if unavailable else StateError
+        return kind(f"state store {self._where}: {message}")
 
     # -- transactions ----------------------------------------------------------------------------
 
@@ -230,16 +244,27 @@ class PostgresStateStore(StateStore):
 
     async def _in_transaction(self, work: Callable[[Cursor], Awaitable[T]]) -> T:
         pool = await self._ready()
-        for tried in range(1, _TRIES + 1):
+        tried, fresh = 0, False
+        while True:
+            began = False
             try:
                 async with pool.connection() as db, db.transaction(), db.cursor() as cursor:
+                    began = True
                     return await work(cursor)
             except (errors.DeadlockDetected, errors.SerializationFailure) as exc:
+                tried += 1
                 if tried == _TRIES:
                     raise self._error(exc) from exc
+            except psycopg.OperationalError as exc:
+                if began or fresh:
+                    raise self._error(exc) from exc
+                # BEGIN failed, so nothing was done. An idle connection dies with the server
+                # (restarted, failed over, or it dropped us): so do all the others; try once
+                # more on a new connection.
+                pool.drop()
+                fresh = True
             except psycopg.Error as exc:
                 raise self._error(exc) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _read(self, name: str, *args: Any) -> list[tuple[Any, ...]]:
         async def work(cursor: Cursor) -> list[tuple[Any, ...]]:

@@ -38,6 +38,9 @@ FORGET_AFTER = timedelta(days=1)
 
 
 class WorkerState(StrEnum):
+    """Whether a worker beats (`live`), stopped beating without saying so (`gone`), or shut
+    down cleanly (`stopped`)."""
+
     LIVE = "live"
     #: Stopped beating without saying so: killed, paused, or cut off from the state store.
     GONE = "gone"
