@@ -33,11 +33,11 @@ from tierflow._cli_definitions import register as register_definition_commands
 from tierflow._cli_group import TierflowGroup
 from tierflow._cli_report import (
     claims_table,
-    print_workers,
     progress,
     report_runs,
     status_table,
     workers_json,
+    workers_table,
 )
 from tierflow._clock import utc_now
 from tierflow._config import DEFAULT_CONFIG, Config
@@ -368,7 +368,10 @@ def status(
     if claims := claims_table(body):
         out.print(claims)
     print_redefined(checks.values())
-    print_workers(workers, at)
+    if table := workers_table(workers, at):
+        out.print(table)
+    else:
+        out.print("workers: none seen in the last hour (no `tierflow run` beat in this state)")
     # Which state answered: a state file found elsewhere than expected explains odd numbers.
     out.print(f"state: {loaded.state.url}")
 

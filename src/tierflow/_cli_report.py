@@ -25,11 +25,11 @@ if TYPE_CHECKING:
 __all__ = [
     "claims_table",
     "compact_duration",
-    "print_workers",
     "progress",
     "report_runs",
     "status_table",
     "workers_json",
+    "workers_table",
 ]
 
 
@@ -295,21 +295,33 @@ def workers_json(status: Status) -> list[dict[str, Any]]:
     ]
 
 
-def print_workers(workers: Sequence[Mapping[str, Any]], at: datetime) -> None:
+def workers_table(workers: Sequence[Mapping[str, Any]], at: datetime) -> Table | None:
     """The workers under the status tables: who runs, since when, when each last beat."""
     if not workers:
-        out.print("workers: none seen in the last hour (no `tierflow run` beat in this state)")
-        return
+        return None
     styles = {"live": "green", "gone": "bold red", "stopped": "dim"}
-    table = Table("worker", "version", "state", "since", "last beat", "running", title="workers")
+    table = Table(
+        Column("host", overflow="fold"),
+        Column("pid", justify="right"),
+        "version",
+        Column("state", no_wrap=True),
+        Column("since", no_wrap=True),
+        Column("last beat", no_wrap=True),
+        Column("running", justify="right"),
+        title="workers seen in the last hour",
+        caption="running: windows it holds; gone: no beat for 30s (killed, paused, cut off)",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+    )
     for w in workers:
         ago = (at - datetime.fromisoformat(w["last_seen"])).total_seconds()
         table.add_row(
-            f"pid {w['pid']} on {w['host']}",
+            w["host"],
+            str(w["pid"]),
             w["version"],
             Text(w["state"], style=styles[w["state"]]),
             _short_time(w["started_at"], at),
             f"{compact_duration(ago)} ago" if ago >= 0 else "-",
             str(w["running_windows"]),
         )
-    out.print(table)
+    return table
