@@ -14,6 +14,7 @@ plain SQL.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -47,6 +48,8 @@ from tests.integration._support import (
     wait_http,
 )
 from tests.integration.conftest import WARM_RP, config_tables, read_tier, write_toml
+from tierflow._errors import StateUnavailableError
+from tierflow._state._postgres import PostgresStateStore, describe_url
 from tierflow.testing import ThrowawayInfluxd
 from tierflow.testing.postgres import POSTGRES_URL_ENV_VAR, ThrowawayPostgres
 
@@ -234,3 +237,25 @@ def test_an_outage_past_the_lease_reruns_the_window_whose_outcome_was_lost_once(
     mine = [(attempt, status) for start, attempt, status in history if start == rerun[0]]
     assert mine == [(1, "abandoned"), (2, "succeeded")]
     assert all(attempt == 1 for start, attempt, _ in history if start != rerun[0])
+
+
+async def test_the_store_says_unavailable_while_the_server_is_down_and_reconnects_after(
+    own_postgres: ThrowawayPostgres,
+) -> None:
+    """A call while the server is down is a StateUnavailableError naming the database; the first
+    call after it is back succeeds, although every idle connection died with the server."""
+    url = own_postgres.new_database()
+    origin = datetime(2026, 11, 1, tzinfo=UTC)
+    async with PostgresStateStore(url) as store:
+        await store.ensure_job("j", origin)
+        # Four calls at once: four connections, idle after.
+        assert await asyncio.gather(*(store.watermark("j") for _ in range(4))) == [origin] * 4
+        own_postgres.halt()
+        try:
+            with pytest.raises(StateUnavailableError) as caught:
+                await store.watermark("j")
+        finally:
+            own_postgres.resume()
+        assert describe_url(url) in str(caught.value)
+        assert await store.watermark("j") == origin
+        assert await asyncio.gather(*(store.watermark("j") for _ in range(4))) == [origin] * 4

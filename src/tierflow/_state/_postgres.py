@@ -246,21 +246,23 @@ class PostgresStateStore(StateStore):
         pool = await self._ready()
         tried, fresh = 0, False
         while True:
-            began = False
+            connected = began = False
             try:
-                async with pool.connection() as db, db.transaction(), db.cursor() as cursor:
-                    began = True
-                    return await work(cursor)
+                async with pool.connection() as db:
+                    connected = True
+                    async with db.transaction(), db.cursor() as cursor:
+                        began = True
+                        return await work(cursor)
             except (errors.DeadlockDetected, errors.SerializationFailure) as exc:
                 tried += 1
                 if tried == _TRIES:
                     raise self._error(exc) from exc
             except psycopg.OperationalError as exc:
-                if began or fresh:
+                if began or not connected or fresh:
                     raise self._error(exc) from exc
-                # BEGIN failed, so nothing was done. An idle connection dies with the server
-                # (restarted, failed over, or it dropped us): so do all the others; try once
-                # more on a new connection.
+                # BEGIN failed on a connection we had, so nothing was done. An idle connection
+                # dies with the server (restarted, failed over, or it dropped us), and so do
+                # all the others: try once more on a new connection.
                 pool.drop()
                 fresh = True
             except psycopg.Error as exc:
