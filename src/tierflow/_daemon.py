@@ -138,7 +138,9 @@ class Daemon:
         for task in late:
             task.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
-        await beating
+        beating.cancel()  # a beat under way is one transaction: it commits or not, whole
+        with suppress(asyncio.CancelledError):
+            await beating
         await self.watch.beat(stopped=True)  # `status` says stopped, not gone
         log_event("daemon_stopped", abandoned_loops=len(late))
 
