@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import signal
 import time
 from collections import Counter
@@ -126,10 +127,10 @@ def outage(
     scheduler: dict[str, object],
 ) -> tuple[Path, str, datetime, Tierflow, dict[str, Any]]:
     """Run a daemon catching up on WINDOWS windows (one query each, each held 0.5 s by a proxy
-    in front of influxd), stop PostgreSQL while the fourth query is in flight for `down_for`
-    seconds, and let the daemon catch up; check the warm tier and /readyz along the way.
-    Returns the config, the state URL, the first window's start, the stopped daemon and what
-    /readyz said during the outage."""
+    in front of influxd), stop PostgreSQL while the fourth query is in flight (held until then)
+    for `down_for` seconds, and let the daemon catch up; check the warm tier, the history and
+    /readyz along the way. Returns the config, the state URL, the first window's start, the
+    stopped daemon and what /readyz said during the outage."""
     url = postgres.new_database()
     start = floor_to(datetime.now(UTC), EVERY) - SPAN
     points = telemetry(seed, start)
@@ -147,8 +148,10 @@ def outage(
         spawned.append(daemon)
         wait_http(f"{base}/healthz", timeout=30, process=daemon)
         wait_events(daemon, "window_started", 4, timeout=60)
+        proxy.request_delay = math.inf  # the fourth query stays in flight until PostgreSQL is down
         postgres.halt()
         halted = time.monotonic()
+        proxy.request_delay = 0.5
         try:
             daemon.wait_for("state_unavailable", timeout=20)
             not_ready = wait_readyz(base, 503, timeout=10, daemon=daemon)
