@@ -10,7 +10,7 @@ from a dict; every error is a `TierflowError`.
 
 from __future__ import annotations
 
-from tierflow._api import Tierflow, Validation, open
+from tierflow._api import Status, Tierflow, Validation, open
 from tierflow._config import Config, load_config
 from tierflow._daemon import serve
 from tierflow._engines import Engine, Execution, InfluxQLEngine
@@ -33,6 +33,7 @@ from tierflow._errors import (
     QueryError,
     SecretError,
     StateError,
+    StateUnavailableError,
     TemplateError,
     TierflowError,
     TransientEngineError,
@@ -49,6 +50,8 @@ from tierflow._state import (
     RunStatus,
     SqliteStateStore,
     StateStore,
+    Worker,
+    WorkerState,
     open_state_store,
 )
 from tierflow._windows import CronSchedule, IntervalSchedule, Window
@@ -91,6 +94,8 @@ __all__ = [
     "SqliteStateStore",
     "StateError",
     "StateStore",
+    "StateUnavailableError",
+    "Status",
     "TemplateError",
     "Tierflow",
     "TierflowError",
@@ -100,6 +105,8 @@ __all__ = [
     "Validation",
     "Window",
     "WindowRun",
+    "Worker",
+    "WorkerState",
     "WriteRefusedError",
     "__version__",
     "load_config",

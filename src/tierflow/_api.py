@@ -10,11 +10,11 @@ time. Errors are `TierflowError`s (see `tierflow._errors`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from tierflow._clock import Clock, utc_now
 from tierflow._config import Config, load_config
@@ -22,7 +22,8 @@ from tierflow._engines import Engine, engine_for
 from tierflow._errors import InvalidInputError
 from tierflow._metrics import Metrics
 from tierflow._runner import BatchRun, JobPlan, JobStatus, Runner, select_jobs
-from tierflow._state import Attempt, LedgerEntry, StateStore, open_state_store
+from tierflow._state import Attempt, LedgerEntry, StateStore, Worker, open_state_store
+from tierflow._state._worker import SHOWN_FOR
 
 if TYPE_CHECKING:
     from tierflow._apply import Change
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from tierflow._transfer import Transfer
     from tierflow._validation import Problem
 
-__all__ = ["ConfigSource", "Tierflow", "Validation", "as_config", "open"]
+__all__ = ["ConfigSource", "Status", "Tierflow", "Validation", "as_config", "open"]
 
 #: A config, a TOML file's path, or a mapping shaped like one.
 ConfigSource = Config | Path | str | Mapping[str, Any]
@@ -67,6 +68,35 @@ class Validation:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+@dataclass(frozen=True, slots=True)
+class Status(Sequence[JobStatus]):
+    """What `status` found at `now`: where each job stands (`jobs`), and the workers (`tierflow
+    run` daemons) that beat within the hour before `now` (`workers`, oldest started first; each
+    one's `state(now)` says live, gone or stopped).
+
+    A Status is also the sequence of its jobs' statuses, as `status` returned before it showed
+    the workers: `(job,) = await tf.status()` and `for job in await tf.status()` still work."""
+
+    now: datetime
+    jobs: tuple[JobStatus, ...]
+    workers: tuple[Worker, ...] = ()
+
+    @overload
+    def __getitem__(self, index: int) -> JobStatus: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[JobStatus]: ...
+
+    def __getitem__(self, index: int | slice) -> JobStatus | Sequence[JobStatus]:
+        return self.jobs[index]
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __iter__(self) -> Iterator[JobStatus]:
+        return iter(self.jobs)
 
 
 class Tierflow:
@@ -192,9 +222,13 @@ class Tierflow:
 
     async def status(
         self, jobs: Iterable[str] | None = None, now: datetime | None = None
-    ) -> list[JobStatus]:
-        """Per job: watermark, lag, failed, parked and pending windows, claims, expiry risk."""
-        return await self.runner.status(self._now(now), jobs)
+    ) -> Status:
+        """Per job: watermark, lag, failed, parked and pending windows, claims, expiry risk;
+        and the workers seen within the hour before `now`, live or not."""
+        at = self._now(now)
+        found = await self.runner.status(at, jobs)
+        workers = await self.store.workers(at - SHOWN_FOR)
+        return Status(at, tuple(found), tuple(workers))
 
     async def next_wake(self, job: str, now: datetime | None = None) -> datetime:
         """When `job` next has a window to run, as seen at `now`."""

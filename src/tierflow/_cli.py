@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tierflow import __version__
-from tierflow._api import Tierflow
+from tierflow._api import Status, Tierflow
 from tierflow._cli_archive import register as register_archive_commands
 from tierflow._cli_common import (
     ConfigOption,
@@ -32,11 +32,18 @@ from tierflow._cli_definitions import definition_json, print_redefined
 from tierflow._cli_definitions import register as register_definition_commands
 from tierflow._cli_group import TierflowGroup
 from tierflow._cli_import import register as register_import_commands
-from tierflow._cli_report import claims_table, progress, report_runs, status_table
+from tierflow._cli_report import (
+    claims_table,
+    progress,
+    report_runs,
+    status_table,
+    workers_json,
+    workers_table,
+)
 from tierflow._clock import utc_now
 from tierflow._config import DEFAULT_CONFIG, Config
 from tierflow._logging import configure_logging
-from tierflow._runner import BatchRun, JobStatus, Runner
+from tierflow._runner import BatchRun, Runner
 from tierflow._state import LedgerEntry
 
 if TYPE_CHECKING:
@@ -303,19 +310,22 @@ def status(
 ) -> None:
     """Per job: watermark, lag, last status, failed, parked and pending windows, windows at risk
     of expiring (and lost), late-data re-runs, when the job next has work, and whether it was
-    redefined since its ledger was recorded."""
+    redefined since its ledger was recorded; then the workers (`tierflow run` daemons) seen in
+    the last hour: live, gone (stopped beating) or stopped."""
     from tierflow._definitions import check_definitions
 
     at = instant(now, "--now")
 
     async def read(
         loaded: Config, tf: Tierflow
-    ) -> tuple[Config, list[JobStatus], list[DefinitionCheck], dict[str, datetime]]:
-        rows = await tf.status(jobs, at)
+    ) -> tuple[Config, Status, list[DefinitionCheck], dict[str, datetime]]:
+        found_status = await tf.status(jobs, at)
         found = await check_definitions(loaded, tf.store, jobs)
         # When each job next has work: now if windows are pending, else the next wake.
-        wakes = {s.job: at if s.pending_windows else await tf.next_wake(s.job, at) for s in rows}
-        return loaded, rows, found, wakes
+        wakes = {
+            s.job: at if s.pending_windows else await tf.next_wake(s.job, at) for s in found_status
+        }
+        return loaded, found_status, found, wakes
 
     loaded, rows, found, wakes = run_command(config, read, jobs)
     checks = {c.job: c for c in found}
@@ -351,13 +361,18 @@ def status(
         }
         for s in rows
     ]
+    workers = workers_json(rows)
     if as_json:
-        print_json({"now": when(at), "state": loaded.state.url, "jobs": body})
+        print_json({"now": when(at), "state": loaded.state.url, "jobs": body, "workers": workers})
         return
     out.print(status_table(body, at))
     if claims := claims_table(body):
         out.print(claims)
     print_redefined(checks.values())
+    if table := workers_table(workers, at):
+        out.print(table)
+    else:
+        out.print("workers: none seen in the last hour (no `tierflow run` beat in this state)")
     # Which state answered: a state file found elsewhere than expected explains odd numbers.
     out.print(f"state: {loaded.state.url}")
 

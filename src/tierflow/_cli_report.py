@@ -4,10 +4,11 @@ terminal, then a table per job (people) or every window (`--json`)."""
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich import box
@@ -18,7 +19,18 @@ from tierflow._cli_common import err, out, plural, print_json, when
 from tierflow._runner import BatchRun, Runner, WindowRun
 from tierflow._state import LedgerEntry, RunStatus
 
-__all__ = ["claims_table", "compact_duration", "progress", "report_runs", "status_table"]
+if TYPE_CHECKING:
+    from tierflow._api import Status
+
+__all__ = [
+    "claims_table",
+    "compact_duration",
+    "progress",
+    "report_runs",
+    "status_table",
+    "workers_json",
+    "workers_table",
+]
 
 
 @contextmanager
@@ -258,5 +270,58 @@ def claims_table(body: Sequence[Mapping[str, Any]]) -> Table | None:
             f"pid {holder['pid']} on {holder['host']}" if holder else "-",
             c["run_id"] or "-",
             f"{c['lease_expires_at']}" + (" (stale: taken over next run)" if c["stale"] else ""),
+        )
+    return table
+
+
+def workers_json(status: Status) -> list[dict[str, Any]]:
+    """The workers `status` found, for `--json` and the table: each one's process, version,
+    state at `now`, beats, jobs, and how many running windows of the shown jobs it holds."""
+    held = Counter(c.holder for job in status.jobs for c in job.claims if c.holder)
+    return [
+        {
+            "id": w.id,
+            "host": w.holder.host,
+            "pid": w.holder.pid,
+            "version": w.version,
+            "state": w.state(status.now).value,
+            "started_at": when(w.started_at),
+            "last_seen": when(w.last_seen),
+            "stopped_at": when(w.stopped_at),
+            "jobs": list(w.jobs),
+            "running_windows": held[w.holder],
+        }
+        for w in status.workers
+    ]
+
+
+def workers_table(workers: Sequence[Mapping[str, Any]], at: datetime) -> Table | None:
+    """The workers under the status tables: who runs, since when, when each last beat."""
+    if not workers:
+        return None
+    styles = {"live": "green", "gone": "bold red", "stopped": "dim"}
+    table = Table(
+        Column("host", overflow="fold"),
+        Column("pid", justify="right"),
+        "version",
+        Column("state", no_wrap=True),
+        Column("since", no_wrap=True),
+        Column("last beat", no_wrap=True),
+        Column("running", justify="right"),
+        title="workers seen in the last hour",
+        caption="running: windows it holds; gone: no beat for 30s (killed, paused, cut off)",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+    )
+    for w in workers:
+        ago = (at - datetime.fromisoformat(w["last_seen"])).total_seconds()
+        table.add_row(
+            w["host"],
+            str(w["pid"]),
+            w["version"],
+            Text(w["state"], style=styles[w["state"]]),
+            _short_time(w["started_at"], at),
+            f"{compact_duration(ago)} ago" if ago >= 0 else "-",
+            str(w["running_windows"]),
         )
     return table

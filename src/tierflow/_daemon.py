@@ -3,6 +3,13 @@
 Windows come from the schedule, never from the instant a loop happens to wake, so a late wake-up
 runs exactly the windows that are due. On shutdown no new window starts; windows in flight get
 `[scheduler] grace` to finish, then are cancelled and recorded as abandoned (they stay due).
+
+The daemon registers itself in the state store as a worker and beats every few seconds
+(`StateWatch`), so `status` shows it. The beat is also how it knows the store answers: while it
+does not (PostgreSQL down or cut off), no job loop claims a window and `/readyz` says not ready;
+windows in flight run on and record their outcome once the store answers again (or, if their
+lease expired first and another run took them over, are refused by fencing); the first beat
+that gets through lets the loops claim again.
 """
 
 from __future__ import annotations
@@ -15,44 +22,114 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from tierflow._api import ConfigSource, Tierflow, as_config
 from tierflow._clock import Clock, utc_now
 from tierflow._config import ServerConfig
-from tierflow._errors import InvalidInputError, TierflowError
+from tierflow._errors import InvalidInputError, StateError, StateUnavailableError, TierflowError
 from tierflow._logging import log_event
 from tierflow._runner import Mode, Runner
-from tierflow._state import StateStore
+from tierflow._state import StateStore, Worker
+from tierflow._state._holder import this_process
+from tierflow._state._worker import BEAT_INTERVAL, FORGET_AFTER
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["Daemon", "MetricsServer", "serve"]
+__all__ = ["Daemon", "MetricsServer", "StateWatch", "serve"]
 
 _MAX_SLEEP = timedelta(seconds=60)
 _FAILURE_PAUSE = timedelta(seconds=5)
 
 
 @dataclass
+class StateWatch:
+    """The worker's beat: every `interval` it records itself in the state store (`beat`), and
+    so knows whether the store answers. `up` is set while it does; `lost` (a beat or a job loop
+    met an unreachable store) clears it, the next beat that gets through sets it again.
+    `error` says why the store is down."""
+
+    store: StateStore
+    worker: Worker
+    clock: Clock = utc_now
+    interval: timedelta = BEAT_INTERVAL
+    up: asyncio.Event = field(default_factory=asyncio.Event)
+    error: str | None = None
+    _down_since: datetime | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def of(cls, runner: Runner, clock: Clock = utc_now) -> StateWatch:
+        """The watch of this process running `runner`'s jobs."""
+        from tierflow import __version__
+
+        now = clock()
+        worker = Worker(this_process(), __version__, now, now, tuple(runner.config.jobs))
+        return cls(runner.store, worker, clock)
+
+    async def beat(self, *, stopped: bool = False) -> bool:
+        """Record the worker (as stopped, when `stopped`); say whether the store took it."""
+        now = self.clock()
+        self.worker = replace(self.worker, last_seen=now, stopped_at=now if stopped else None)
+        try:
+            # A store cut off without a word (a partition) would hold the beat for as long as
+            # the connection takes to give up: two beats' time is the most it may take.
+            async with asyncio.timeout(2 * self.interval.total_seconds()):
+                await self.store.beat(self.worker, forget_before=now - FORGET_AFTER)
+        except (StateError, TimeoutError) as exc:
+            self.lost(exc)
+            return False
+        if self._down_since is not None:
+            log_event(
+                "state_available",
+                down_s=round((now - self._down_since).total_seconds(), 3),
+            )
+        self._down_since, self.error = None, None
+        self.up.set()
+        return True
+
+    def lost(self, exc: BaseException) -> None:
+        """The store did not answer: stop claiming until a beat gets through."""
+        self.error = str(exc) or f"no answer within {2 * self.interval.total_seconds():g} s"
+        self.up.clear()
+        if self._down_since is None:
+            self._down_since = self.clock()
+            log_event("state_unavailable", level=logging.ERROR, error=self.error)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Beat every `interval` until `stopping` is set."""
+        while not stopping.is_set():
+            await _wait(stopping, self.interval)
+            if not stopping.is_set():
+                await self.beat()
+
+
+@dataclass
 class Daemon:
-    """Keeps every job's windows running until `stopping` is set."""
+    """Keeps every job's windows running until `stopping` is set. `watch` beats for this
+    worker in the state store; no window is claimed while the store does not answer."""
 
     runner: Runner
     clock: Clock = utc_now
     max_sleep: timedelta = _MAX_SLEEP
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    watch: StateWatch | None = None
 
     def __post_init__(self) -> None:
         self.runner.mode = Mode.DAEMON
         self.runner.stopping = self.stopping
+        if self.watch is None:
+            self.watch = StateWatch.of(self.runner, self.clock)
 
     async def run(self) -> None:
         """Run until `stopping` is set, then drain within the grace period."""
+        assert self.watch is not None
         jobs = list(self.runner.config.jobs)
-        log_event("daemon_started", jobs=jobs)
+        await self.watch.beat()
+        log_event("daemon_started", jobs=jobs, worker=self.watch.worker.id)
+        beating = asyncio.create_task(self.watch.run(self.stopping), name="beat")
         loops = [asyncio.create_task(self._job_loop(job), name=f"job:{job}") for job in jobs]
         await self.stopping.wait()
         grace = self.runner.config.scheduler.grace.total_seconds()
@@ -61,10 +138,20 @@ class Daemon:
         for task in late:
             task.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
+        beating.cancel()  # a beat under way is one transaction: it commits or not, whole
+        with suppress(asyncio.CancelledError):
+            await beating
+        await self.watch.beat(stopped=True)  # `status` says stopped, not gone
         log_event("daemon_stopped", abandoned_loops=len(late))
 
     async def _job_loop(self, job: str) -> None:
+        assert self.watch is not None
+        failures = 0
         while not self.stopping.is_set():
+            if not self.watch.up.is_set():
+                # The store does not answer: claim nothing until a beat gets through.
+                await _first(self.watch.up, self.stopping)
+                continue
             pause = None
             try:
                 now = self.clock()
@@ -75,10 +162,17 @@ class Daemon:
                 await self.runner.status(self.clock(), [job])
                 wake = await self.runner.next_wake(job, self.clock())
                 pause = min(wake - self.clock(), self.max_sleep)
-            except TierflowError as exc:
-                # The state store or the config went wrong under us: say so, pause, try again.
+                failures = 0
+            except StateUnavailableError as exc:
                 log_event("job_loop_error", level=logging.ERROR, job=job, error=str(exc))
-                pause = _FAILURE_PAUSE
+                self.watch.lost(exc)
+                pause = timedelta(0)  # waits for the store above
+            except TierflowError as exc:
+                # The state store or the config went wrong under us: say so, pause, try again,
+                # pausing longer each time it fails again.
+                log_event("job_loop_error", level=logging.ERROR, job=job, error=str(exc))
+                failures += 1
+                pause = self._backoff(failures)
             except Exception as exc:
                 # A bug. Ending the loop would stop this job's windows for good while the daemon
                 # looks alive (and a later SIGTERM would swallow the error): log it whole, pause,
@@ -91,19 +185,41 @@ class Daemon:
                     job=job,
                     error=f"internal error: {text}",
                 )
-                pause = _FAILURE_PAUSE
+                failures += 1
+                pause = self._backoff(failures)
             if pause > timedelta(0):
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), pause.total_seconds())
+                await _wait(self.stopping, pause)
+
+    def _backoff(self, failures: int) -> timedelta:
+        """The pause after the `failures`th failure in a row: doubling, at most `max_sleep`."""
+        return min(_FAILURE_PAUSE * (1 << min(failures - 1, 16)), self.max_sleep)
+
+
+async def _wait(event: asyncio.Event, pause: timedelta) -> None:
+    """Sleep `pause`, or less if `event` is set meanwhile."""
+    with suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), pause.total_seconds())
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Wait until any of `events` is set."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
 
 
 @dataclass
 class MetricsServer:
     """Serves `/metrics` (Prometheus), `/healthz` (alive) and `/readyz` (state store and every
-    connection reachable)."""
+    connection reachable). With the daemon's `watch`, the state store is not ready while the
+    worker's beats do not get through (the daemon claims nothing then)."""
 
     runner: Runner
     config: ServerConfig
+    watch: StateWatch | None = None
     _site: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -150,11 +266,14 @@ class MetricsServer:
         """Whether the state store and every connection answer, each check's verdict, and the
         `tierflow_ready` gauge set to match."""
         checks: dict[str, str] = {}
-        try:
-            await self.runner.store.jobs()
-            checks["state"] = "ok"
-        except TierflowError as exc:
-            checks["state"] = str(exc)
+        if self.watch is not None and not self.watch.up.is_set():
+            checks["state"] = f"unavailable, not claiming: {self.watch.error}"
+        else:
+            try:
+                await asyncio.wait_for(self.runner.store.jobs(), 5)
+                checks["state"] = "ok"
+            except (TierflowError, TimeoutError) as exc:
+                checks["state"] = str(exc) or "timed out"
         # All at once: a scrape must not wait five seconds per hung connection.
         names = list(self.runner.config.connections)
         verdicts = await asyncio.gather(*(self._ping(name) for name in names))
@@ -201,7 +320,7 @@ async def serve(
         if on_started is not None and inspect.isawaitable(started := on_started(tf.runner)):
             await started
         handled = _handle_signals(daemon) if signals else []
-        server = MetricsServer(tf.runner, loaded.server) if loaded.server else None
+        server = MetricsServer(tf.runner, loaded.server, daemon.watch) if loaded.server else None
         tracer = None
         if trace_memory is not None:
             from tierflow._memtrace import trace_memory as tracing

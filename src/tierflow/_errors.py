@@ -14,6 +14,7 @@ class below, `raise … from exc`; none escapes a public call.
     │   ├── UnsafeQueryError        a rendered query breaks a safety rule
     │   └── FluxSyntaxError         a Flux script is not lexically valid
     ├── StateError                  the state store is unreachable, corrupt or too new
+    │   └── StateUnavailableError   the state store cannot be reached now (worth retrying)
     ├── NetworkError                a transport got no (whole) response; the client maps it
     ├── EngineError                 a database call failed (`transient`: worth retrying)
     │   ├── TransientEngineError    unreachable, slow or overloaded: retried
@@ -56,6 +57,7 @@ __all__ = [
     "QueryError",
     "SecretError",
     "StateError",
+    "StateUnavailableError",
     "TemplateError",
     "TierflowError",
     "TransientEngineError",
@@ -104,6 +106,12 @@ class FluxSyntaxError(TemplateError):
 
 class StateError(TierflowError):
     """The state store is unreachable, corrupt, or of a schema this version cannot read."""
+
+
+class StateUnavailableError(StateError):
+    """The state store cannot be reached now (the connection failed or was lost, the server is
+    shutting down): the call did nothing, or its transaction's outcome is unknown. Worth trying
+    again later; the daemon stops claiming until the store answers."""
 
 
 class EngineError(TierflowError):

@@ -435,3 +435,99 @@ def test_every_help_is_whole_and_every_command_is_in_the_readme(command: list[st
         assert "[scheduler] grace" in output
     if command == ["archive", "query"]:
         assert "tierflow[archive-query]" in output
+
+
+def test_status_lists_the_workers_live_gone_and_stopped_within_80_columns(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import io
+
+    from rich.console import Console
+
+    from tierflow import _cli
+    from tierflow._state import Holder, SqliteStateStore, Worker
+
+    now = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)
+    live = Worker(
+        Holder("alpha", 101, "b:1"), "0.1.0", now - timedelta(hours=3), now, ("sensor_5m",)
+    )
+    gone = Worker(
+        Holder("beta", 202, "b:2"), "0.1.0", now - timedelta(hours=2), now - timedelta(minutes=2)
+    )
+    stopped = Worker(
+        Holder("gamma", 303, "b:3"), "0.0.9", now - timedelta(hours=1), now - timedelta(minutes=5),
+        stopped_at=now - timedelta(minutes=5),
+    )  # fmt: skip
+    old = Worker(
+        Holder("delta", 404, "b:4"), "0.0.9", now - timedelta(days=1), now - timedelta(hours=2)
+    )
+
+    async def record() -> None:
+        async with SqliteStateStore(tmp_path / "state.db") as store:
+            for worker in (live, gone, stopped, old):
+                await store.beat(worker)
+            await store.ensure_job("sensor_5m", now - timedelta(hours=2))
+            start = datetime(2026, 1, 1, tzinfo=UTC)
+            # alpha holds one window, beta (gone) another.
+            for holder, window in [(live.holder, 0), (gone.holder, 1)]:
+                span = Window(
+                    start + window * timedelta(minutes=5),
+                    start + (window + 1) * timedelta(minutes=5),
+                )
+                assert await store.claim(
+                    "sensor_5m", [span], run_id=f"r{window}", started_at=now,
+                    lease_expires_at=now + timedelta(minutes=1), holder=holder,
+                )  # fmt: skip
+
+    asyncio.run(record())
+    code, output = invoke("status", "-c", config, "--now", "2026-01-01T02:00:10Z", "--json")
+    assert code == 0, output
+    workers = json.loads(output)["workers"]
+    assert [(w["host"], w["pid"], w["state"], w["running_windows"]) for w in workers] == [
+        ("alpha", 101, "live", 1),
+        ("beta", 202, "gone", 1),
+        ("gamma", 303, "stopped", 0),
+    ]  # oldest started first; delta, silent for two hours, is not shown
+    assert workers[0] == {
+        "id": "alpha:101:b:1",
+        "host": "alpha",
+        "pid": 101,
+        "version": "0.1.0",
+        "state": "live",
+        "started_at": "2025-12-31T23:00:00Z",
+        "last_seen": "2026-01-01T02:00:00Z",
+        "stopped_at": None,
+        "jobs": ["sensor_5m"],
+        "running_windows": 1,
+    }
+    assert workers[2]["stopped_at"] == "2026-01-01T01:55:00Z"
+
+    screen = io.StringIO()
+    monkeypatch.setattr(_cli, "out", Console(file=screen, width=80, force_terminal=True))
+    code, output = invoke("status", "-c", config, "--now", "2026-01-01T02:00:10Z")
+    assert code == 0, output
+    text = _plain(screen.getvalue())
+    assert max(map(len, text.splitlines())) <= 80, text
+    rows = [line.split() for line in text.splitlines()]
+    assert [row for row in rows if row and row[0] in {"alpha", "beta", "gamma", "delta"}] == [
+        ["alpha", "101", "0.1.0", "live", "2025-12-31", "10s", "ago", "1"],
+        ["beta", "202", "0.1.0", "gone", "01-01", "00:00", "2m10s", "ago", "1"],
+        ["gamma", "303", "0.0.9", "stopped", "01-01", "01:00", "5m10s", "ago", "0"],
+    ]
+
+
+def test_status_says_when_no_worker_beat(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from tierflow import _cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(_cli, "out", Console(file=screen, width=200, force_terminal=True))
+    code, output = invoke("status", "-c", config, "--now", "2026-01-01T02:00:00Z")
+    assert code == 0, output
+    assert "workers: none seen in the last hour" in _plain(screen.getvalue())
+    code, output = invoke("status", "-c", config, "--now", "2026-01-01T02:00:00Z", "--json")
+    assert json.loads(output)["workers"] == []

@@ -187,13 +187,20 @@ def test_a_bad_toml_config_raises_config_error(tmp_path: Path) -> None:
 
 
 def test_open_plans_and_reports_status_with_aware_instants() -> None:
-    async def go() -> tuple[list[tierflow.JobPlan], list[tierflow.JobStatus]]:
+    async def go() -> tuple[list[tierflow.JobPlan], tierflow.Status]:
         async with tierflow.open(config()) as tf:
             return await tf.plan(NOW), await tf.status(now=NOW)
 
     plans, statuses = asyncio.run(go())
     assert [len(p.windows) for p in plans] == [12]  # [00:00, 01:00) in 5-minute windows
     assert statuses[0].pending_windows == 12
+    # A Status is its jobs' statuses in order (as `status` returned before it showed workers),
+    # and the workers: none, for no daemon ran.
+    assert list(statuses) == list(statuses.jobs)
+    assert len(statuses) == 1
+    (only,) = statuses
+    assert only is statuses.jobs[0]
+    assert (statuses.now, statuses.workers) == (NOW, ())
     with pytest.raises(InvalidInputError, match="no time zone"):
         asyncio.run(tierflow.open(config()).plan(datetime(2026, 11, 1)))  # noqa: DTZ001
 

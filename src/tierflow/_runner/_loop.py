@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from tierflow._clock import Clock, utc_now
 from tierflow._config import Config, DownsampleJob
 from tierflow._engines import Engine, engine_for
-from tierflow._errors import EngineError, TemplateError, TierflowError
+from tierflow._errors import EngineError, StateUnavailableError, TemplateError, TierflowError
 from tierflow._gate import Priority
 from tierflow._logging import log_event
 from tierflow._metrics import Metrics
@@ -44,6 +44,9 @@ __all__ = ["Progress", "Runner"]
 #: Claims that take windows whatever the ledger says (but never from a live holder).
 _FORCED = frozenset({"backfill", LATE_DATA})
 _SKIP_CHUNK = 500
+#: Waits between tries to record an outcome while the state store cannot be reached.
+_FINISH_RETRY_FIRST = 0.5
+_FINISH_RETRY_MAX = 5.0
 Progress = Callable[[int], None]
 
 
@@ -294,7 +297,8 @@ class Runner:
             return []
         # The heartbeat renews what this run still holds: parts finished are no longer its.
         outstanding = list(claim.taken)
-        heartbeat = asyncio.create_task(self._heartbeat(job, outstanding, run_id))
+        lease = _Lease(started_at + self.lease)
+        heartbeat = asyncio.create_task(self._heartbeat(job, outstanding, run_id, lease))
         runs: list[BatchRun] = []
         part_fields = fields
         try:
@@ -307,7 +311,7 @@ class Runner:
                         for e in await self.store.entries(job, part.range.start, part.range.stop)
                     ),
                 }
-                run = await self._run_part(job, part, run_id, reason, part_fields)
+                run = await self._run_part(job, part, run_id, reason, part_fields, lease)
                 if run is not None:
                     runs.append(run)
                 del outstanding[: len(part.windows)]
@@ -358,7 +362,13 @@ class Runner:
             )
 
     async def _run_part(
-        self, job: str, batch: Batch, run_id: str, reason: str, fields: dict[str, Any]
+        self,
+        job: str,
+        batch: Batch,
+        run_id: str,
+        reason: str,
+        fields: dict[str, Any],
+        lease: _Lease | None = None,
     ) -> BatchRun | None:
         """Run claimed windows as one query and record the outcome (None: the claim was lost)."""
         attempts = tuple(
@@ -384,7 +394,9 @@ class Runner:
             fingerprints=tried.fingerprints,
         )
         # A window the circuit refused was never sent: an outage must not park every window.
-        watermark = await self._finish(job, batch, run_id, outcome, counts=not tried.refused)
+        watermark = await self._finish(
+            job, batch, run_id, outcome, counts=not tried.refused, lease=lease
+        )
         if watermark is None:
             return None  # the claim was lost: the run that took the windows over reports them
         if error:
@@ -406,31 +418,70 @@ class Runner:
         return BatchRun(job, batch, status, attempts, error, tried.points_written, reason)
 
     async def _finish(
-        self, job: str, batch: Batch, run_id: str, outcome: Outcome, *, counts: bool = True
+        self,
+        job: str,
+        batch: Batch,
+        run_id: str,
+        outcome: Outcome,
+        *,
+        counts: bool = True,
+        lease: _Lease | None = None,
     ) -> datetime | None:
-        """Record the batch's outcome and move the watermark (None: the claim was lost). An
-        attempt that `counts` toward parking parks windows out of `max_window_attempts`."""
+        """Record the batch's outcome and move the watermark (None: the claim was lost, or the
+        outcome could not be recorded). An attempt that `counts` toward parking parks windows
+        out of `max_window_attempts`. While the state store cannot be reached, try again until
+        `lease` expires: fencing refuses the outcome if another run took the windows over."""
         park_after = self.config.scheduler.max_window_attempts if counts else None
         # Done windows behind the watermark fold into ledger ranges, but for those `recheck`
         # may still compare fingerprints of: a recheck at `now` reads windows stopping after
         # now - recheck, and this batch's windows were complete (stopped) by now.
         recheck = self.config.jobs[job].recheck
         keep_from = batch.range.stop - recheck if recheck else batch.range.stop
-        try:
-            return await self.store.finish(
-                job,
-                batch.windows,
-                run_id=run_id,
-                outcome=outcome,
-                park_after=park_after,
-                compact_before=keep_from,
-            )
-        except TierflowError as exc:
-            # Our lease expired and another run took the windows over: its outcome stands.
-            log_event(
-                "window_claim_lost", level=logging.WARNING, job=job, run_id=run_id, error=str(exc)
-            )
-            return None
+        pause = _FINISH_RETRY_FIRST
+        while True:
+            try:
+                return await self.store.finish(
+                    job,
+                    batch.windows,
+                    run_id=run_id,
+                    outcome=outcome,
+                    park_after=park_after,
+                    compact_before=keep_from,
+                )
+            except StateUnavailableError as exc:
+                left = (lease.expires_at - self.clock()).total_seconds() if lease else 0.0
+                if left <= 0:
+                    # The windows stay running under this run until their lease expires, then
+                    # a run takes them over and runs them again (the run is idempotent).
+                    log_event(
+                        "window_outcome_unrecorded",
+                        level=logging.ERROR,
+                        job=job,
+                        run_id=run_id,
+                        windows=len(batch.windows),
+                        error=str(exc),
+                    )
+                    return None
+                log_event(
+                    "window_finish_retry",
+                    level=logging.WARNING,
+                    job=job,
+                    run_id=run_id,
+                    retry_in_s=round(min(pause, left), 3),
+                    error=str(exc),
+                )
+                await asyncio.sleep(min(pause, left))
+                pause = min(pause * 2, _FINISH_RETRY_MAX)
+            except TierflowError as exc:
+                # Our lease expired and another run took the windows over: its outcome stands.
+                log_event(
+                    "window_claim_lost",
+                    level=logging.WARNING,
+                    job=job,
+                    run_id=run_id,
+                    error=str(exc),
+                )
+                return None
 
     async def _report_parked(self, job: str, batch: Batch, fields: dict[str, Any]) -> None:
         parked = [
@@ -488,15 +539,37 @@ class Runner:
         log_event("windows_requeued", job=job, windows=count)
         return count
 
-    async def _heartbeat(self, job: str, windows: list[Window], run_id: str) -> None:
-        """Renew the lease on `windows` (which the run shrinks as it finishes parts of them)."""
+    async def _heartbeat(self, job: str, windows: list[Window], run_id: str, lease: _Lease) -> None:
+        """Renew the lease on `windows` (which the run shrinks as it finishes parts of them);
+        a renewal the state store could not take is tried again at the next beat."""
         while True:
             await asyncio.sleep(self.lease.total_seconds() / 3)
-            if not await self.store.renew(
-                job, list(windows), run_id=run_id, lease_expires_at=self.clock() + self.lease
-            ):
+            until = self.clock() + self.lease
+            try:
+                held = await self.store.renew(
+                    job, list(windows), run_id=run_id, lease_expires_at=until
+                )
+            except TierflowError as exc:
+                log_event(
+                    "lease_renew_failed",
+                    level=logging.WARNING,
+                    job=job,
+                    run_id=run_id,
+                    lease_expires_at=isoformat(lease.expires_at),
+                    error=str(exc),
+                )
+                continue
+            if not held:
                 log_event("lease_lost", level=logging.WARNING, job=job, run_id=run_id)
                 return
+            lease.expires_at = until
+
+
+@dataclass
+class _Lease:
+    """When a run's lease on its windows expires, as its last renewal left it."""
+
+    expires_at: datetime
 
 
 def _chunks(windows: Sequence[Window], size: int) -> Iterator[Sequence[Window]]:

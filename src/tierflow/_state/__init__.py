@@ -22,6 +22,7 @@ from tierflow._state._base import (
 from tierflow._state._holder import Holder
 from tierflow._state._memory import MemoryStateStore
 from tierflow._state._sqlite import SqliteStateStore
+from tierflow._state._worker import Worker, WorkerState
 
 if TYPE_CHECKING:
     from tierflow._secrets import SecretSource
@@ -41,6 +42,8 @@ __all__ = [
     "RunStatus",
     "SqliteStateStore",
     "StateStore",
+    "Worker",
+    "WorkerState",
     "open_state_store",
 ]
 

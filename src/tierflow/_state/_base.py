@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Self
 
 from tierflow._state._holder import Holder, holder_gone
+from tierflow._state._worker import Worker
 from tierflow._windows import Window
 
 __all__ = [
@@ -420,3 +421,15 @@ class StateStore(ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    # -- workers -------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def beat(self, worker: Worker, *, forget_before: datetime | None = None) -> None:
+        """Record `worker` as the store now has it (registering it on its first beat; a worker
+        is named by its `holder`), in one transaction; with `forget_before`, delete the workers
+        whose last beat was before it. A beat never moves a worker's `last_seen` back."""
+
+    @abstractmethod
+    async def workers(self, since: datetime) -> list[Worker]:
+        """The workers whose last beat was at or after `since`, oldest started first."""

@@ -26,6 +26,8 @@ from tierflow._state._base import (
     RunStatus,
     StateStore,
 )
+from tierflow._state._holder import Holder
+from tierflow._state._worker import Worker
 from tierflow._windows import Window
 
 __all__ = ["MemoryStateStore"]
@@ -42,6 +44,7 @@ class MemoryStateStore(StateStore):
         self._attempts: list[Attempt] = []
         self._definitions: dict[str, JobDefinition] = {}
         self._pruned: dict[str, datetime] = {}
+        self._workers: dict[Holder, Worker] = {}
 
     async def ensure_job(self, job: str, origin: datetime) -> datetime:
         with self._lock:
@@ -294,6 +297,24 @@ class MemoryStateStore(StateStore):
             self._definitions[job] = definition
             return forgotten
 
+    # -- workers -------------------------------------------------------------------------------
+
+    async def beat(self, worker: Worker, *, forget_before: datetime | None = None) -> None:
+        with self._lock:
+            known = self._workers.get(worker.holder)
+            if known is not None and known.last_seen > worker.last_seen:
+                worker = replace(worker, last_seen=known.last_seen)
+            self._workers[worker.holder] = worker
+            if forget_before is not None:
+                self._workers = {
+                    h: w for h, w in self._workers.items() if w.last_seen >= forget_before
+                }
+
+    async def workers(self, since: datetime) -> list[Worker]:
+        with self._lock:
+            found = [w for w in self._workers.values() if w.last_seen >= since]
+        return sorted(found, key=_worker_order)
+
 
 def abandoned(entry: LedgerEntry, at: datetime) -> Callable[[Attempt], Attempt]:
     """What the history says of the attempt a claim at `at` took over from `entry`."""
@@ -312,3 +333,7 @@ def finished(outcome: Outcome) -> Callable[[Attempt], Attempt]:
         template_version=outcome.template_version,
         error=outcome.error,
     )
+
+
+def _worker_order(worker: Worker) -> tuple[datetime, str, int, str]:
+    return (worker.started_at, worker.holder.host, worker.holder.pid, worker.holder.started)

@@ -30,7 +30,7 @@ from psycopg import AsyncConnection, AsyncCursor, errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
-from tierflow._errors import StateError
+from tierflow._errors import StateError, StateUnavailableError
 from tierflow._secrets import SecretSource, aresolve
 from tierflow._state._base import (
     DEFAULT_KEEP_HISTORY,
@@ -76,6 +76,7 @@ from tierflow._state._rules import (
 )
 from tierflow._state._slots import ClusterSlots
 from tierflow._state._sql import queries, shipped_migrations
+from tierflow._state._worker import Worker, worker_of, worker_params
 from tierflow._windows import Window
 
 __all__ = ["PostgresStateStore", "describe_url", "migrations"]
@@ -88,6 +89,12 @@ Cursor = AsyncCursor[tuple[Any, ...]]
 _ADVANCE_BATCH = 1000
 #: Before any window: `reset` without `since` forgets every range from here on.
 _BEGINNING = datetime(1, 1, 2, tzinfo=UTC)
+_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 #: Tries of a transaction PostgreSQL aborted to break a deadlock (or a serialization failure).
 _TRIES = 3
 
@@ -156,6 +163,10 @@ class PostgresStateStore(StateStore):
             kwargs["connect_timeout"] = max(1, round(self._timeout))
         if "application_name" not in params:
             kwargs["application_name"] = "tierflow"
+        if not any(key.startswith("keepalives") for key in params):
+            # A server cut off without closing the connection (a partition, a crashed host):
+            # noticed within about a minute of silence instead of the system's two hours.
+            kwargs |= _KEEPALIVES
         if self._password is not None:
             secret = await aresolve(self._password)
             self._secrets.add(secret)
@@ -236,7 +247,11 @@ class PostgresStateStore(StateStore):
         message = str(exc).strip() or type(exc).__name__
         for secret in self._secrets:
             message = message.replace(secret, "***")
-        return StateError(f"state store {self._where}: {message}")
+        # Connecting failed, the connection was lost, the server is shutting down, a deadlock
+        # outlasted its retries: worth trying again later (psycopg's OperationalError).
+        unavailable = isinstance(exc, psycopg.OperationalError)
+        kind = StateUnavailableError if unavailable else StateError
+        return kind(f"state store {self._where}: {message}")
 
     # -- transactions ----------------------------------------------------------------------------
 
@@ -255,16 +270,29 @@ class PostgresStateStore(StateStore):
 
     async def _in_transaction(self, work: Callable[[Cursor], Awaitable[T]]) -> T:
         pool = await self._ready()
-        for tried in range(1, _TRIES + 1):
+        tried, fresh = 0, False
+        while True:
+            connected = began = False
             try:
-                async with pool.connection() as db, db.transaction(), db.cursor() as cursor:
-                    return await work(cursor)
+                async with pool.connection() as db:
+                    connected = True
+                    async with db.transaction(), db.cursor() as cursor:
+                        began = True
+                        return await work(cursor)
             except (errors.DeadlockDetected, errors.SerializationFailure) as exc:
+                tried += 1
                 if tried == _TRIES:
                     raise self._error(exc) from exc
+            except psycopg.OperationalError as exc:
+                if began or not connected or fresh:
+                    raise self._error(exc) from exc
+                # BEGIN failed on a connection we had, so nothing was done. An idle connection
+                # dies with the server (restarted, failed over, or it dropped us), and so do
+                # all the others: try once more on a new connection.
+                pool.drop()
+                fresh = True
             except psycopg.Error as exc:
                 raise self._error(exc) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _read(self, name: str, *args: Any) -> list[tuple[Any, ...]]:
         async def work(cursor: Cursor) -> list[tuple[Any, ...]]:
@@ -525,6 +553,22 @@ class PostgresStateStore(StateStore):
         if self._slots is not None:
             self._slots.drop()
             self._slots = None
+
+    # -- workers -------------------------------------------------------------------------------
+
+    async def beat(self, worker: Worker, *, forget_before: datetime | None = None) -> None:
+        params = worker_params(worker, lambda moment: moment, list(worker.jobs))
+
+        async def work(cursor: Cursor) -> None:
+            await cursor.execute(Q["beat"], params)
+            if forget_before is not None:
+                await cursor.execute(Q["forget_workers"], (forget_before,))
+
+        await self._transact(work)
+
+    async def workers(self, since: datetime) -> list[Worker]:
+        rows = await self._read("workers", since)
+        return [worker_of(row, _utc, row[7]) for row in rows]
 
 
 # -- helpers inside a transaction ---------------------------------------------------------------

@@ -10,6 +10,7 @@ The statements are kept by name in `sql/sqlite/queries.sql`; what a row becomes 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,7 @@ from tierflow._state._rows import (
     range_params,
 )
 from tierflow._state._sql import queries, shipped_migrations
+from tierflow._state._worker import Worker, worker_of, worker_params
 from tierflow._windows import Window, from_micros, to_micros
 
 __all__ = ["SqliteStateStore", "migrations"]
@@ -401,6 +403,22 @@ class SqliteStateStore(StateStore):
             return int(forgotten)
 
         return await self._write(work)
+
+    # -- workers -------------------------------------------------------------------------------
+
+    async def beat(self, worker: Worker, *, forget_before: datetime | None = None) -> None:
+        params = worker_params(worker, to_micros, json.dumps(list(worker.jobs)))
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(Q["beat"], params)
+            if forget_before is not None:
+                db.execute(Q["forget_workers"], (to_micros(forget_before),))
+
+        await self._write(work)
+
+    async def workers(self, since: datetime) -> list[Worker]:
+        rows = await self._read("workers", to_micros(since))
+        return [worker_of(row, from_micros, json.loads(row[7])) for row in rows]
 
 
 def _read_entry(db: sqlite3.Connection, job: str, start: datetime) -> LedgerEntry | None:

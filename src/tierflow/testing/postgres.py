@@ -126,6 +126,26 @@ class ThrowawayPostgres:
         self._dir = None
         self._port = None
 
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the throwaway server but keep its data and port, as an outage would (`resume()`
+        ends it). `mode` is pg_ctl's: `fast` ends the clients' sessions as a shutdown does,
+        `immediate` as a crash does."""
+        bin_dir, as_root = self._throwaway("halt")
+        self._pg_ctl(bin_dir, as_root, "stop", "-m", mode, "-w")
+
+    def resume(self) -> None:
+        """Start the server `halt()` stopped, on the same port, waiting until it answers."""
+        bin_dir, as_root = self._throwaway("resume")
+        assert self._port is not None
+        options = _server_options(self._port, self.data_dir)
+        timeout = str(self._startup_timeout)
+        self._pg_ctl(bin_dir, as_root, "start", "-w", "-t", timeout, "-o", options)
+
+    def _throwaway(self, what: str) -> tuple[Path, bool]:
+        if self._given is not None or self._port is None:
+            raise PostgresError(f"{what}() needs a running throwaway server, not a given URL")
+        return _find_bin_dir(self._bin_arg), os.geteuid() == 0
+
     def __enter__(self) -> Self:
         return self.start()
 

@@ -32,6 +32,8 @@ from tierflow._state import (
     Outcome,
     RunStatus,
     StateStore,
+    Worker,
+    WorkerState,
 )
 from tierflow._windows import Window
 
@@ -1078,6 +1080,56 @@ class StateStoreContract:
             (window(0), RunStatus.SUCCEEDED, 2),
             *((window(i), RunStatus.SUCCEEDED, 1) for i in range(1, 5)),
         ]
+
+    # ---------------------------------------------------------------------------------------------
+    # Workers
+
+    async def test_a_worker_registers_on_its_first_beat_and_each_beat_keeps_it_current(
+        self, store: StateStore
+    ) -> None:
+        me = Holder("host-a", 41, "boot:100")
+        first = Worker(me, "1.0", at(0), at(0), ("a", "b"))
+        await store.beat(first)
+        assert await store.workers(at(0)) == [first]
+        later = Worker(me, "1.0", at(0), at(1), ("b",))
+        await store.beat(later)
+        assert await store.workers(at(0)) == [later]
+        # A delayed beat arriving after a later one does not move last_seen back.
+        await store.beat(Worker(me, "1.0", at(0), at(0.5), ("b",)))
+        assert [w.last_seen for w in await store.workers(at(0))] == [at(1)]
+        stopped = Worker(me, "1.0", at(0), at(2), ("b",), stopped_at=at(2))
+        await store.beat(stopped)
+        assert await store.workers(at(0)) == [stopped]
+        assert stopped.state(at(2)) is WorkerState.STOPPED
+
+    async def test_workers_are_named_by_process_and_listed_by_last_beat(
+        self, store: StateStore
+    ) -> None:
+        # The same pid on the same host, started again: another process, another worker.
+        old = Worker(Holder("host-a", 41, "boot:100"), "1.0", at(0), at(1))
+        again = Worker(Holder("host-a", 41, "boot:900"), "1.1", at(5), at(6), ("a",))
+        other = Worker(Holder("host-b", 7, ""), "1.1", at(2), at(6), ("a",))
+        for worker in (again, old, other):
+            await store.beat(worker)
+        assert await store.workers(at(0)) == [old, other, again]  # oldest started first
+        assert await store.workers(at(1)) == [old, other, again]  # `since` is inclusive
+        assert await store.workers(at(1.5)) == [other, again]
+        assert await store.workers(at(7)) == []
+        assert old.state(at(1.4)) is WorkerState.LIVE
+        assert old.state(at(1.5)) is WorkerState.GONE  # 30 s without a beat
+
+    async def test_a_beat_forgets_the_workers_silent_since_before_it_says(
+        self, store: StateStore
+    ) -> None:
+        silent = Worker(Holder("host-a", 1, "t1"), "1.0", at(0), at(1))
+        recent = Worker(Holder("host-a", 2, "t2"), "1.0", at(0), at(3))
+        me = Worker(Holder("host-b", 3, "t3"), "1.0", at(0), at(4))
+        await store.beat(silent)
+        await store.beat(recent)
+        await store.beat(me, forget_before=at(2))
+        assert await store.workers(T0) == [recent, me]
+        await store.beat(me, forget_before=at(3.5))
+        assert await store.workers(T0) == [me]
 
 
 def _essence(entry: LedgerEntry) -> tuple[object, ...]:

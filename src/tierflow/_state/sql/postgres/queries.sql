@@ -263,3 +263,22 @@ ON CONFLICT (job) DO UPDATE SET
 
 -- name: forget_runs
 DELETE FROM runs WHERE job = %s AND (%s::timestamptz IS NULL OR window_start >= %s);
+
+-- name: beat
+-- A worker's beat: registers it the first time, then keeps its row current; `last_seen` never
+-- moves back (a delayed beat arriving after a later one).
+INSERT INTO workers (host, pid, process_started, version, started_at, last_seen, stopped_at, jobs)
+VALUES (%(host)s, %(pid)s, %(process_started)s, %(version)s, %(started_at)s, %(last_seen)s,
+        %(stopped_at)s, %(jobs)s)
+ON CONFLICT (host, pid, process_started) DO UPDATE SET
+    version = excluded.version, started_at = excluded.started_at,
+    last_seen = GREATEST(workers.last_seen, excluded.last_seen),
+    stopped_at = excluded.stopped_at, jobs = excluded.jobs;
+
+-- name: forget_workers
+DELETE FROM workers WHERE last_seen < %s;
+
+-- name: workers
+SELECT host, pid, process_started, version, started_at, last_seen, stopped_at, jobs
+FROM workers WHERE last_seen >= %s
+ORDER BY started_at, host, pid, process_started;

@@ -208,3 +208,21 @@ ON CONFLICT (job) DO UPDATE SET
 
 -- name: forget_runs
 DELETE FROM runs WHERE job = ? AND window_start >= ?;
+
+-- name: beat
+-- A worker's beat: registers it the first time, then keeps its row current; `last_seen` never
+-- moves back (a delayed beat arriving after a later one).
+INSERT INTO workers (host, pid, process_started, version, started_at, last_seen, stopped_at, jobs)
+VALUES (:host, :pid, :process_started, :version, :started_at, :last_seen, :stopped_at, :jobs)
+ON CONFLICT (host, pid, process_started) DO UPDATE SET
+    version = excluded.version, started_at = excluded.started_at,
+    last_seen = max(workers.last_seen, excluded.last_seen),
+    stopped_at = excluded.stopped_at, jobs = excluded.jobs;
+
+-- name: forget_workers
+DELETE FROM workers WHERE last_seen < ?;
+
+-- name: workers
+SELECT host, pid, process_started, version, started_at, last_seen, stopped_at, jobs
+FROM workers WHERE last_seen >= ?
+ORDER BY started_at, host, pid, process_started;
