@@ -547,7 +547,8 @@ class PostgresStateStore(StateStore):
         kwargs = await self._connect_kwargs()
         params = conninfo_to_dict(self.url)  # the URL's own keepalive settings win
         extra = {key: value for key, value in keepalives.items() if key not in params}
-        return await AsyncConnection.connect(self.url, autocommit=True, **kwargs, **extra)
+        # The slot session's keepalives follow the lease (they replace the pool's defaults).
+        return await AsyncConnection.connect(self.url, autocommit=True, **(kwargs | extra))
 
     def _drop_slots(self) -> None:
         if self._slots is not None:
