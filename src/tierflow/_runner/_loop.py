@@ -12,12 +12,19 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sequence,
+)
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cached_property
-from itertools import islice
+from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
 from tierflow._clock import Clock, utc_now
@@ -126,6 +133,11 @@ class Runner:
         """The due windows of each job at `now`, as batches."""
         return [await self._planning.plan_job(job, now, self.mode) for job in self._select(jobs)]
 
+    async def due_count(self, now: datetime, jobs: Iterable[str] | None = None) -> int:
+        """How many windows the chosen jobs have due to run at `now` (not those max_catchup
+        skips), counted without planning their batches."""
+        return sum([await self._planning.count(job, now, self.mode) for job in self._select(jobs)])
+
     async def next_wake(self, job: str, now: datetime) -> datetime:
         """When the job may next have work: a window closing, a lease expiring, a retry."""
         return await self._planning.next_wake(job, now, self.mode)
@@ -152,25 +164,32 @@ class Runner:
         return [run for job_runs in results for run in job_runs]
 
     async def run_job(self, job: str, now: datetime) -> list[BatchRun]:
-        """Record the windows `max_catchup` skips, then run the job's due batches."""
-        plan = await self._planning.plan_job(job, now, self.mode)
-        if plan.skipped:
-            await self._skip(job, plan.skipped)
-        spec = self.config.jobs[job]
-        if (
-            self.check_fields
-            and plan.batches
-            and isinstance(spec, DownsampleJob)
-            and job not in self._fields_checked
-        ):
-            self._fields_checked.add(job)  # once per job and runner: a lookup, not one per window
-            from tierflow._field_check import warn_missing_fields  # pyarrow: only here
+        """Record the windows `max_catchup` skips, then run the job's due batches. Both are
+        planned a page of the ledger at a time as they are taken: memory does not grow with
+        the length of the catch-up."""
+        horizon = self._planning.horizon(job, now)
+        if horizon is not None:
+            await self._skip(job, self._planning.due_runs(job, now, self.mode, before=horizon))
+        batches = self._planning.batches(job, now, self.mode, since=horizon)
+        return await self._execute(
+            job, batches, reason="scheduled", before_first=lambda: self._check_fields(job, now)
+        )
 
-            async with self._capacity.slot(job):
-                await warn_missing_fields(
-                    self.engine_of(job), job, spec, self.config.tiers[spec.source], now=now
-                )
-        return await self._execute(job, plan.batches, reason="scheduled")
+    async def _check_fields(self, job: str, now: datetime) -> None:
+        """Before a job's first batch in this runner (with `check_fields`): log the downsample
+        fields its source lacks, once (a lookup, not one per window)."""
+        spec = self.config.jobs[job]
+        if not self.check_fields or not isinstance(spec, DownsampleJob):
+            return
+        if job in self._fields_checked:
+            return
+        self._fields_checked.add(job)
+        from tierflow._field_check import warn_missing_fields  # pyarrow: only here
+
+        async with self._capacity.slot(job):
+            await warn_missing_fields(
+                self.engine_of(job), job, spec, self.config.tiers[spec.source], now=now
+            )
 
     async def backfill(
         self, job: str, start: datetime, stop: datetime, now: datetime
@@ -209,10 +228,15 @@ class Runner:
             self.metrics.windows_rechecked.labels(job).inc(len(changed))
         return await self._execute(job, list(coalesce(changed, spec.chunk)), reason=LATE_DATA)
 
-    async def _skip(self, job: str, windows: Sequence[Window]) -> None:
-        await self.store.ensure_job(job, self.origin(job))
+    async def _skip(self, job: str, runs: AsyncIterable[Batch]) -> None:
+        """Record the windows of `runs` as skipped (those still due), `_SKIP_CHUNK` at a time."""
         run_id = uuid.uuid4().hex
-        for chunk in _chunks(windows, _SKIP_CHUNK):
+        count, first, last = 0, None, None
+        async for chunk in _chunks(runs, _SKIP_CHUNK):
+            if first is None:
+                await self.store.ensure_job(job, self.origin(job))
+                first = chunk[0]
+            count, last = count + len(chunk), chunk[-1]
             at = self.clock()
             # Only windows still due: one another run finished or holds since planning is not
             # skipped over its result.
@@ -229,35 +253,63 @@ class Runner:
             if claim.taken:
                 outcome = Outcome(RunStatus.SKIPPED, at, 0.0, error="older than max_catchup")
                 await self.store.finish(job, claim.taken, run_id=run_id, outcome=outcome)
-        self.metrics.window_runs.labels(job, RunStatus.SKIPPED.value).inc(len(windows))
+        if first is None or last is None:
+            return
+        self.metrics.window_runs.labels(job, RunStatus.SKIPPED.value).inc(count)
         log_event(
             "windows_skipped",
             level=logging.WARNING,
             job=job,
-            windows=len(windows),
-            window_start=isoformat(windows[0].start),
-            window_stop=isoformat(windows[-1].stop),
+            windows=count,
+            window_start=isoformat(first.start),
+            window_stop=isoformat(last.stop),
         )
 
-    async def _execute(self, job: str, batches: Sequence[Batch], *, reason: str) -> list[BatchRun]:
-        """Run batches oldest first, at most `parallel_windows` of them at a time."""
-        if not batches:
-            return []
-        await self.store.ensure_job(job, self.origin(job))
-        pending = iter(batches)
+    async def _execute(
+        self,
+        job: str,
+        batches: AsyncIterator[Batch] | Sequence[Batch],
+        *,
+        reason: str,
+        before_first: Callable[[], Awaitable[None]] | None = None,
+    ) -> list[BatchRun]:
+        """Run batches oldest first, at most `parallel_windows` of them at a time, taking each
+        from `batches` only when a worker is free for it (a stream is planned as it goes)."""
+        stream = batches if isinstance(batches, AsyncIterator) else _stream(batches)
+        try:
+            first = await anext(stream, None)
+            if first is None:
+                return []
+            await self.store.ensure_job(job, self.origin(job))
+            if before_first is not None:
+                await before_first()
+            return await self._work(job, first, stream, reason)
+        finally:
+            if isinstance(stream, AsyncGenerator):
+                await stream.aclose()
+
+    async def _work(
+        self, job: str, first: Batch, rest: AsyncIterator[Batch], reason: str
+    ) -> list[BatchRun]:
+        taking = asyncio.Lock()
+        waiting: list[Batch] = [first]
         runs: list[BatchRun] = []
 
+        async def take() -> Batch | None:
+            async with taking:  # one planner step at a time: the stream is not reentrant
+                return waiting.pop() if waiting else await anext(rest, None)
+
         async def worker() -> None:
-            for batch in pending:
-                if self.stopping is not None and self.stopping.is_set():
-                    return  # shutting down: take no new windows
+            while not (self.stopping is not None and self.stopping.is_set()):
+                batch = await take()
+                if batch is None:
+                    return
                 runs.extend(await self._run_batch(job, batch, reason))
                 if self.on_progress is not None:
-                    self.on_progress(len(batch.windows))
+                    self.on_progress(batch.count)
 
-        workers = min(self.config.jobs[job].parallel_windows, len(batches))
-        await asyncio.gather(*(worker() for _ in range(workers)))
-        return sorted(runs, key=lambda run: run.batch.range.start)
+        await asyncio.gather(*(worker() for _ in range(self.config.jobs[job].parallel_windows)))
+        return sorted(runs, key=lambda run: run.batch.first.start)
 
     async def _run_batch(self, job: str, batch: Batch, reason: str) -> list[BatchRun]:
         priority = self._planning.priority(job, batch, self.clock())
@@ -298,25 +350,25 @@ class Runner:
         runs: list[BatchRun] = []
         part_fields = fields
         try:
+            # Each taken window's attempt number, read once for the claim (not per part).
+            attempts = await self._attempts(job, claim.taken)
             for part in coalesce(claim.taken, self.config.jobs[job].chunk):
+                tried = _uniform(tuple(attempts[w.start] for w in part.windows))
                 part_fields = fields | {
-                    "window_start": isoformat(part.range.start),
-                    "window_stop": isoformat(part.range.stop),
-                    "attempt": max(
-                        e.attempts
-                        for e in await self.store.entries(job, part.range.start, part.range.stop)
-                    ),
+                    "window_start": isoformat(part.first.start),
+                    "window_stop": isoformat(part.stop),
+                    "attempt": max(tried),
                 }
-                run = await self._run_part(job, part, run_id, reason, part_fields)
+                run = await self._run_part(job, part, run_id, reason, part_fields, tried)
                 if run is not None:
                     runs.append(run)
-                del outstanding[: len(part.windows)]
+                del outstanding[: part.count]
         except asyncio.CancelledError:
             if not outstanding:
                 raise
             await self._finish(
                 job,
-                Batch(tuple(outstanding)),
+                outstanding,
                 run_id,
                 Outcome(
                     RunStatus.ABANDONED,
@@ -333,6 +385,11 @@ class Runner:
             with suppress(asyncio.CancelledError):
                 await heartbeat
         return runs
+
+    async def _attempts(self, job: str, windows: Sequence[Window]) -> dict[datetime, int]:
+        """The attempt number of each of `windows` (claimed by this run), by window start."""
+        entries = await self.store.entries(job, windows[0].start, windows[-1].stop)
+        return {entry.window.start: entry.attempts for entry in entries}
 
     def _note_refused(self, job: str, claim: Claim, fields: dict[str, Any]) -> None:
         """Log (and keep, for run-once to report) the windows a claim could not take."""
@@ -358,13 +415,16 @@ class Runner:
             )
 
     async def _run_part(
-        self, job: str, batch: Batch, run_id: str, reason: str, fields: dict[str, Any]
+        self,
+        job: str,
+        batch: Batch,
+        run_id: str,
+        reason: str,
+        fields: dict[str, Any],
+        attempts: tuple[int, ...],
     ) -> BatchRun | None:
         """Run claimed windows as one query and record the outcome (None: the claim was lost)."""
-        attempts = tuple(
-            e.attempts for e in await self.store.entries(job, batch.range.start, batch.range.stop)
-        )
-        log_event("window_started", level=logging.DEBUG, windows=len(batch.windows), **fields)
+        log_event("window_started", level=logging.DEBUG, windows=batch.count, **fields)
         began = time.perf_counter()
         deadline = self.config.scheduler.window_deadline
         try:
@@ -384,17 +444,19 @@ class Runner:
             fingerprints=tried.fingerprints,
         )
         # A window the circuit refused was never sent: an outage must not park every window.
-        watermark = await self._finish(job, batch, run_id, outcome, counts=not tried.refused)
+        watermark = await self._finish(
+            job, batch.windows, run_id, outcome, counts=not tried.refused
+        )
         if watermark is None:
             return None  # the claim was lost: the run that took the windows over reports them
         if error:
             await self._report_parked(job, batch, fields)
-        self.metrics.window_runs.labels(job, status.value).inc(len(batch.windows))
+        self.metrics.window_runs.labels(job, status.value).inc(batch.count)
         self.metrics.window_run_duration.labels(job).observe(outcome.duration_s)
         log_event(
             f"window_{status.value}",
             level=logging.WARNING if error else logging.INFO,
-            windows=len(batch.windows),
+            windows=batch.count,
             points_written=tried.points_written,
             error=error,
             watermark=isoformat(watermark),
@@ -404,14 +466,20 @@ class Runner:
         return BatchRun(job, batch, status, attempts, error, tried.points_written, reason)
 
     async def _finish(
-        self, job: str, batch: Batch, run_id: str, outcome: Outcome, *, counts: bool = True
+        self,
+        job: str,
+        windows: Sequence[Window],
+        run_id: str,
+        outcome: Outcome,
+        *,
+        counts: bool = True,
     ) -> datetime | None:
-        """Record the batch's outcome and move the watermark (None: the claim was lost). An
+        """Record the windows' outcome and move the watermark (None: the claim was lost). An
         attempt that `counts` toward parking parks windows out of `max_window_attempts`."""
         park_after = self.config.scheduler.max_window_attempts if counts else None
         try:
             return await self.store.finish(
-                job, batch.windows, run_id=run_id, outcome=outcome, park_after=park_after
+                job, windows, run_id=run_id, outcome=outcome, park_after=park_after
             )
         except TierflowError as exc:
             # Our lease expired and another run took the windows over: its outcome stands.
@@ -487,10 +555,36 @@ class Runner:
                 return
 
 
-def _chunks(windows: Sequence[Window], size: int) -> Iterator[Sequence[Window]]:
-    stream = iter(windows)
-    while chunk := list(islice(stream, size)):
+async def _chunks(runs: AsyncIterable[Batch], size: int) -> AsyncIterator[list[Window]]:
+    """The windows of `runs`, in lists of `size` (the last maybe shorter)."""
+    chunk: list[Window] = []
+    async for run in runs:
+        rest: Batch | None = run
+        while rest is not None:
+            part, rest = rest.head(size - len(chunk))
+            chunk += part.windows
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+    if chunk:
         yield chunk
+
+
+async def _stream(batches: Iterable[Batch]) -> AsyncGenerator[Batch, None]:
+    for batch in batches:
+        yield batch
+
+
+@cache
+def _same(attempt: int, count: int) -> tuple[int, ...]:
+    return (attempt,) * count
+
+
+def _uniform(attempts: tuple[int, ...]) -> tuple[int, ...]:
+    """`attempts`, shared with every equal tuple when all are one number (the usual case): the
+    runs a long catch-up keeps cost a few bytes each."""
+    first = attempts[0]
+    return _same(first, len(attempts)) if attempts.count(first) == len(attempts) else attempts
 
 
 def _when(moment: datetime | None) -> str | None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -18,9 +18,12 @@ from tierflow._logging import log_event
 from tierflow._metrics import Metrics
 from tierflow._planner import (
     Batch,
+    Coalescer,
     Timeline,
     coalesce,
+    coalesce_runs,
     count_due,
+    due_runs,
     due_windows,
     next_wake,
     windows_between,
@@ -31,10 +34,14 @@ from tierflow._state._holder import holder_gone
 from tierflow._state._rules import WindowState, state_of
 from tierflow._windows import Window, isoformat
 
-__all__ = ["LATE_DATA", "Mode", "Planning", "select_jobs"]
+__all__ = ["LATE_DATA", "PAGE_WINDOWS", "Mode", "Planning", "select_jobs"]
 
 _FAILED = frozenset({RunStatus.FAILED, RunStatus.ABANDONED})
 LATE_DATA = "late_data"
+#: Planning reads the ledger this many windows' span at a time: what it holds at once.
+PAGE_WINDOWS = 4096
+#: A chunk no run reaches: runs merged, never cut.
+_NEVER_CUT = timedelta.max
 
 
 class Mode(StrEnum):
@@ -68,17 +75,72 @@ class Planning:
         return select_jobs(self.config, jobs)
 
     async def plan_job(self, job: str, now: datetime, mode: Mode) -> JobPlan:
-        """The job's due windows at `now`, as batches, and those `max_catchup` skips."""
+        """The job's due windows at `now`, as batches, and those `max_catchup` skips (as runs
+        of consecutive windows). A whole plan: the runner streams it instead (`batches`)."""
+        horizon = self.horizon(job, now)
+        skipped: list[Batch] = []
+        if horizon is not None:
+            skipped = [run async for run in self.due_runs(job, now, mode, before=horizon)]
+        batches = [batch async for batch in self.batches(job, now, mode, since=horizon)]
+        # Runs that met at a page's edge are one run: skipping does not cut them.
+        return JobPlan(job, tuple(batches), tuple(coalesce_runs(skipped, _NEVER_CUT)))
+
+    def horizon(self, job: str, now: datetime) -> datetime | None:
+        """Windows starting before this instant are skipped, not run (None: no `max_catchup`)."""
         spec = self.config.jobs[job]
-        begin, ledger = await self.ledger(job)
-        # Windows held by other runs are planned too: the claim judges them (their holder may be
-        # dead) and reports who holds them, instead of leaving them silently out.
-        windows = due_windows(self.timeline(job, begin, ledger, now, mode), include_held=True)
-        skipped: list[Window] = []
-        if spec.max_catchup is not None:
-            horizon = now - spec.max_catchup
-            windows, skipped = _split_before(windows, horizon)
-        return JobPlan(job, tuple(coalesce(windows, spec.chunk)), tuple(skipped))
+        return None if spec.max_catchup is None else now - spec.max_catchup
+
+    async def batches(
+        self, job: str, now: datetime, mode: Mode, *, since: datetime | None = None
+    ) -> AsyncIterator[Batch]:
+        """The job's due windows at `now` starting at or after `since`, as the batches that run
+        them (one query each, at most `catchup_chunk` long), oldest first, planned a page of
+        the ledger at a time as they are taken."""
+        coalescer = Coalescer(self.config.jobs[job].chunk)
+        async for run in self.due_runs(job, now, mode, since=since):
+            for batch in coalescer.add(run):
+                yield batch
+        for batch in coalescer.close():
+            yield batch
+
+    async def due_runs(
+        self,
+        job: str,
+        now: datetime,
+        mode: Mode,
+        *,
+        since: datetime | None = None,
+        before: datetime | None = None,
+    ) -> AsyncIterator[Batch]:
+        """The job's due windows at `now` that start in `[since, before)` (by default from
+        where planning starts to the last window complete at `now`), as runs of consecutive
+        windows, oldest first. The ledger is read a page (`PAGE_WINDOWS` windows' span) at a
+        time as the runs are taken, so a catch-up of any length is planned in bounded memory.
+
+        Windows held by other runs are planned too: the claim judges them (their holder may be
+        dead) and reports who holds them, instead of leaving them silently out."""
+        spec = self.config.jobs[job]
+        begin = await self.begin(job)
+        timeline = self.timeline(job, begin, {}, now, mode)
+        low = begin if since is None else max(begin, since)
+        stop = now - spec.offset if before is None else min(now - spec.offset, before)
+        page = spec.schedule.first_window(low).length * PAGE_WINDOWS
+        while low < stop:
+            high = stop if stop - low <= page else low + page
+            ledger = {e.window.start: e for e in await self.store.entries(job, low, high)}
+            for run in due_runs(replace(timeline, ledger=ledger), low, high, include_held=True):
+                yield run
+            low = high
+
+    async def count(self, job: str, now: datetime, mode: Mode) -> int:
+        """How many windows of the job are due to run at `now` (not those max_catchup skips)."""
+        since = self.horizon(job, now)
+        return sum([run.count async for run in self.due_runs(job, now, mode, since=since)])
+
+    async def begin(self, job: str) -> datetime:
+        """Where planning starts: the watermark, or the job's first window."""
+        origin = self.origin(job)
+        return max(origin, await self.store.watermark(job) or origin)
 
     def retry_at(self, entry: LedgerEntry) -> datetime:
         """When a failed window may run again: after a delay doubling per attempt, but no later
@@ -119,8 +181,7 @@ class Planning:
 
     async def ledger(self, job: str) -> tuple[datetime, dict[datetime, LedgerEntry]]:
         """Where planning starts (watermark, or the first window) and the ledger beyond it."""
-        origin = self.origin(job)
-        begin = max(origin, await self.store.watermark(job) or origin)
+        begin = await self.begin(job)
         return begin, {entry.window.start: entry for entry in await self.store.entries(job, begin)}
 
     def timeline(
@@ -257,22 +318,3 @@ def _until(windows: Iterable[Window], before: datetime) -> Iterator[Window]:
         if window.start >= before:
             return
         yield window
-
-
-def _split_before(
-    windows: Iterable[Window], horizon: datetime
-) -> tuple[Iterator[Window], list[Window]]:
-    """Split an ordered window stream into those starting before `horizon` (listed) and the
-    rest (still lazy)."""
-    stream = iter(windows)
-    before: list[Window] = []
-    for window in stream:
-        if window.start >= horizon:
-            return _prepend(window, stream), before
-        before.append(window)
-    return iter(()), before
-
-
-def _prepend(first: Window, rest: Iterator[Window]) -> Iterator[Window]:
-    yield first
-    yield from rest
