@@ -50,7 +50,7 @@ def write_source(db: ThrowawayInfluxd, days: int) -> int:
     return len(lines)
 
 
-def write_config(directory: Path, url: str, into: str) -> Path:
+def write_config(directory: Path, url: str) -> Path:
     path = directory / "tierflow.toml"
     path.write_text(
         f"""
@@ -75,7 +75,6 @@ kind = "downsample"
 source = "hot"
 dest = "warm"
 measurements = ["sensor"]
-into = "{into}"
 every = "1m"
 catchup_chunk = "1h"
 start = "{START.isoformat()}"
@@ -83,6 +82,12 @@ aggregates = {{ temp = ["mean", "max"], load = ["sum"] }}
 """
     )
     return path
+
+
+def fresh_dest(db: ThrowawayInfluxd) -> None:
+    """An empty dest tier, so each run writes its points anew."""
+    db.execute('DROP RETENTION POLICY "warm" ON "bench"')
+    db.execute('CREATE RETENTION POLICY "warm" ON "bench" DURATION 0s REPLICATION 1')
 
 
 def timed(args: list[str], *, stdout: Path | None = None) -> dict[str, float]:
@@ -130,7 +135,8 @@ def measure(db: ThrowawayInfluxd, days: int, profile: str | None) -> dict[str, o
     result: dict[str, object] = {"days": days, "windows": days * 24 * 60}
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        config = write_config(directory, db.url, f"sensor_tf_{days}")
+        config = write_config(directory, db.url)
+        fresh_dest(db)
         plan_json = directory / "plan.json"
         result["plan_json"] = timed(["plan", "-c", str(config), "--now", at, "--json"], stdout=plan_json)
         result["plan_json"]["bytes"] = plan_json.stat().st_size  # type: ignore[index]
@@ -150,8 +156,9 @@ def measure(db: ThrowawayInfluxd, days: int, profile: str | None) -> dict[str, o
         else:
             result["run_once"] = timed(["run-once", "-c", str(config), "--now", at])
         result["state_mb"] = round((directory / "state.db").stat().st_size / 2**20, 1)
-        loop_config = write_config(directory, db.url, f"sensor_loop_{days}")
-        queries = queries_of(loop_config, now)
+        # The same queries (the same text: they write where run-once wrote) into an empty dest.
+        queries = queries_of(config, now)
+        fresh_dest(db)
         result["queries"] = len(queries)
         result["bare_loop_s"] = round(asyncio.run(bare_loop(db.url, queries)), 2)
     if "run_once" in result:

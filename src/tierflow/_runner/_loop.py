@@ -19,6 +19,7 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterable,
+    Iterator,
     Sequence,
 )
 from contextlib import suppress
@@ -352,14 +353,14 @@ class Runner:
         try:
             # Each taken window's attempt number, read once for the claim (not per part).
             attempts = await self._attempts(job, claim.taken)
-            for part in coalesce(claim.taken, self.config.jobs[job].chunk):
-                tried = _uniform(tuple(attempts[w.start] for w in part.windows))
+            for part, windows in _parts(claim.taken, self.config.jobs[job].chunk):
+                tried = _uniform(tuple(attempts[w.start] for w in windows))
                 part_fields = fields | {
                     "window_start": isoformat(part.first.start),
                     "window_stop": isoformat(part.stop),
                     "attempt": max(tried),
                 }
-                run = await self._run_part(job, part, run_id, reason, part_fields, tried)
+                run = await self._run_part(job, part, windows, run_id, reason, part_fields, tried)
                 if run is not None:
                     runs.append(run)
                 del outstanding[: part.count]
@@ -418,12 +419,14 @@ class Runner:
         self,
         job: str,
         batch: Batch,
+        windows: Sequence[Window],
         run_id: str,
         reason: str,
         fields: dict[str, Any],
         attempts: tuple[int, ...],
     ) -> BatchRun | None:
-        """Run claimed windows as one query and record the outcome (None: the claim was lost)."""
+        """Run claimed windows (`batch`, listed in `windows`) as one query and record the
+        outcome (None: the claim was lost)."""
         log_event("window_started", level=logging.DEBUG, windows=batch.count, **fields)
         began = time.perf_counter()
         deadline = self.config.scheduler.window_deadline
@@ -444,9 +447,7 @@ class Runner:
             fingerprints=tried.fingerprints,
         )
         # A window the circuit refused was never sent: an outage must not park every window.
-        watermark = await self._finish(
-            job, batch.windows, run_id, outcome, counts=not tried.refused
-        )
+        watermark = await self._finish(job, windows, run_id, outcome, counts=not tried.refused)
         if watermark is None:
             return None  # the claim was lost: the run that took the windows over reports them
         if error:
@@ -568,6 +569,14 @@ async def _chunks(runs: AsyncIterable[Batch], size: int) -> AsyncIterator[list[W
                 chunk = []
     if chunk:
         yield chunk
+
+
+def _parts(windows: Sequence[Window], chunk: timedelta) -> Iterator[tuple[Batch, Sequence[Window]]]:
+    """`windows` (a claim's, in order) coalesced into batches, each with its windows listed."""
+    index = 0
+    for part in coalesce(windows, chunk):
+        yield part, windows[index : index + part.count]
+        index += part.count
 
 
 async def _stream(batches: Iterable[Batch]) -> AsyncGenerator[Batch, None]:
