@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -92,7 +92,7 @@ class Planning:
 
     async def batches(
         self, job: str, now: datetime, mode: Mode, *, since: datetime | None = None
-    ) -> AsyncIterator[Batch]:
+    ) -> AsyncGenerator[Batch, None]:
         """The job's due windows at `now` starting at or after `since`, as the batches that run
         them (one query each, at most `catchup_chunk` long), oldest first, planned a page of
         the ledger at a time as they are taken."""
@@ -111,7 +111,7 @@ class Planning:
         *,
         since: datetime | None = None,
         before: datetime | None = None,
-    ) -> AsyncIterator[Batch]:
+    ) -> AsyncGenerator[Batch, None]:
         """The job's due windows at `now` that start in `[since, before)` (by default from
         where planning starts to the last window complete at `now`), as runs of consecutive
         windows, oldest first. The ledger is read a page (`PAGE_WINDOWS` windows' span) at a
