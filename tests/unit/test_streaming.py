@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.unit.test_runner import START, ledger, make_config, make_runner, ranges_run
+from tierflow._errors import QueryError
 from tierflow._planner import Batch
 from tierflow._runner import _loop, _planning
 from tierflow._runner._planning import Mode, Planning
@@ -176,3 +177,35 @@ async def test_a_long_catch_up_keeps_one_shared_attempts_tuple() -> None:
     assert [run.attempts for run in runs] == [(1,) * 60] * 3
     # Every run's attempts are one tuple, not one each: runs kept for a report stay small.
     assert len({id(run.attempts) for run in runs}) == 1
+
+
+async def test_status_and_next_wake_read_the_ledger_a_page_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Windows 1 and 6 fail (not transient); the rest succeed: the watermark stays at window 1,
+    # with the ledger of 18 later windows beyond it, read across pages of 3.
+    config = make_config(every="15m", catchup_chunk="15m")
+    now = START + 5 * H
+    runner, _, fake = make_runner(config, now=now)
+    store = RecordingStore()
+    runner.store = store
+    runner._planning.store = store
+    fake.fail_on(1, QueryError("bad"))
+    fake.fail_on(6, QueryError("bad"))
+    await runner.run_due(now)
+    whole = await runner.status(now)
+    monkeypatch.setattr(_planning, "PAGE_WINDOWS", 3)
+    store.calls.clear()
+
+    paged = await runner.status(now)
+    reads = [c for c in store.calls if c[0] == "entries"]
+    wake = await runner.next_wake("cpu", now)
+
+    (status,) = paged
+    assert paged == whole
+    assert (status.failed_windows, status.parked_windows, status.pending_windows) == (2, 0, 2)
+    assert status.watermark == START + Q
+    assert reads[0] == ("entries", START + Q, START + 4 * Q)
+    assert all(until is None or until - since == 3 * Q for _, since, until in reads)
+    assert len(reads) == 7  # [1, 4) [4, 7) … [16, 19) and the rest of the ledger from 19 on
+    assert wake == now + Q  # the failed windows are due already; the next window closes
