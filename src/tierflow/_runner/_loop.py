@@ -353,7 +353,13 @@ class Runner:
         try:
             # Each taken window's attempt number, read once for the claim (not per part).
             attempts = await self._attempts(job, claim.taken)
-            for part, windows in _parts(claim.taken, self.config.jobs[job].chunk):
+            # All taken (the usual case): the batch is the one part, else the taken runs are.
+            parts = (
+                [(batch, claim.taken)]
+                if len(claim.taken) == batch.count
+                else _parts(claim.taken, self.config.jobs[job].chunk)
+            )
+            for part, windows in parts:
                 tried = _uniform(tuple(attempts[w.start] for w in windows))
                 part_fields = fields | {
                     "window_start": isoformat(part.first.start),
