@@ -6,7 +6,7 @@ Measures, each as a whole command under `/usr/bin/time -v` (wall time, peak RSS)
 `tierflow plan --json`, `tierflow plan` (text), `tierflow run-once`; and the floor: a bare loop
 sending the same one-hour queries one after another over one aiohttp session.
 
-    .venv/bin/python bench/profile_catchup.py [--days 365] [--days 30] [--profile out.prof]
+    PYTHONPATH=src .venv/bin/python bench/profile_catchup.py [--days 30 --days 365] [--profile F]
 
 `--profile` runs `run-once` under cProfile instead (its wall time then counts the profiler).
 """
@@ -30,13 +30,17 @@ import aiohttp
 from tierflow._config import load_config
 from tierflow._jobs import render_job
 from tierflow._planner import coalesce
-from tierflow._windows import IntervalSchedule, iter_windows
+from tierflow._windows import iter_windows
 from tierflow.testing import ThrowawayInfluxd
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 PYTHON = sys.executable
 #: The `tierflow` command, from this checkout's `src` (the console script may point elsewhere).
-TIERFLOW = [PYTHON, "-c", "import sys; from tierflow._cli import main; sys.argv[0] = 'tierflow'; main()"]
+TIERFLOW = [
+    PYTHON,
+    "-c",
+    "import sys; from tierflow._cli import main; sys.argv[0] = 'tierflow'; main()",
+]
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 
 
@@ -106,7 +110,8 @@ def timed(args: list[str], *, stdout: Path | None = None) -> dict[str, float]:
         raise SystemExit(f"{args} exited {done.returncode}:\n{text[-3000:]}")
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", text)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
-    assert wall and rss, text
+    assert wall, text
+    assert rss, text
     parts = [float(p) for p in wall.group(1).split(":")]
     seconds = sum(p * 60**i for i, p in enumerate(reversed(parts)))
     return {"wall_s": round(seconds, 2), "peak_rss_mb": round(int(rss.group(1)) / 1024, 1)}
@@ -125,7 +130,7 @@ async def bare_loop(url: str, queries: list[str]) -> float:
 def queries_of(config: Path, now: datetime) -> list[str]:
     loaded = load_config(config)
     spec = loaded.jobs["down"]
-    windows = iter_windows(IntervalSchedule(timedelta(minutes=1)), spec.schedule.first_window(START), now)
+    windows = iter_windows(spec.schedule, spec.schedule.first_window(START), now)
     return [render_job(loaded, "down", batch).text for batch in coalesce(windows, spec.chunk)]
 
 
@@ -138,7 +143,9 @@ def measure(db: ThrowawayInfluxd, days: int, profile: str | None) -> dict[str, o
         config = write_config(directory, db.url)
         fresh_dest(db)
         plan_json = directory / "plan.json"
-        result["plan_json"] = timed(["plan", "-c", str(config), "--now", at, "--json"], stdout=plan_json)
+        result["plan_json"] = timed(
+            ["plan", "-c", str(config), "--now", at, "--json"], stdout=plan_json
+        )
         result["plan_json"]["bytes"] = plan_json.stat().st_size  # type: ignore[index]
         result["plan_text"] = timed(["plan", "-c", str(config), "--now", at])
         if profile:
@@ -147,7 +154,19 @@ def measure(db: ThrowawayInfluxd, days: int, profile: str | None) -> dict[str, o
             launcher = directory / "tierflow_cmd.py"
             launcher.write_text(TIERFLOW[2].replace("; ", "\n"))
             subprocess.run(
-                [PYTHON, "-m", "cProfile", "-o", profile, str(launcher), "run-once", "-c", str(config), "--now", at],
+                [
+                    PYTHON,
+                    "-m",
+                    "cProfile",
+                    "-o",
+                    profile,
+                    str(launcher),
+                    "run-once",
+                    "-c",
+                    str(config),
+                    "--now",
+                    at,
+                ],
                 env=env,
                 check=False,
                 stdout=subprocess.DEVNULL,
