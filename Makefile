@@ -22,6 +22,10 @@ bench:           ## benchmarks on a throwaway influxd (results in bench/results/
 soak:            ## memory soak: the daemon through 20,000+ one-second windows under --trace-memory
 	scripts/bootstrap && .venv/bin/python bench/soak.py
 
+.PHONY: bench-workers
+bench-workers:   ## 1, 2, 3 workers on PostgreSQL state behind a proxy delaying each query (bench/results/workers.json)
+	scripts/bootstrap && .venv/bin/python bench/workers.py
+
 .PHONY: bench-transfer
 bench-transfer:  ## export and write throughput against curl on a throwaway influxd (bench/results/transfer.json)
 	scripts/bootstrap && .venv/bin/python bench/transfer.py
@@ -29,3 +33,11 @@ bench-transfer:  ## export and write throughput against curl on a throwaway infl
 .PHONY: bench-flux-reader
 bench-flux-reader:  ## the 2.x export reader, offline, against Arrow parsing the same CSV in one call
 	scripts/bootstrap && .venv/bin/python bench/flux_reader.py
+
+.PHONY: bench-year
+bench-year:      ## a year's catch-up of 1-minute windows: run-once vs the bare loop, RSS, state size (SQLite, PostgreSQL)
+	scripts/bootstrap && .venv/bin/python bench/year.py
+
+.PHONY: bench-per-window
+bench-per-window:  ## tierflow's overhead per window run alone, per state store (memory, SQLite, PostgreSQL)
+	scripts/bootstrap && .venv/bin/python bench/per_window.py

@@ -1,9 +1,9 @@
 """Transfer benchmark: tierflow's bulk paths against the server's own limits, side by side on one
 throwaway `influxd`.
 
-- Export: tierflow archiving 2M points (200 hosts x 2 tags; a float, an int and a bool field;
-  one window) into a local Parquet archive (`plan_export` + `export_planned` into `awrite_window`), against
-  `curl` reading the same range as chunked CSV into /dev/null (the server's read limit). The
+- Export: tierflow archiving 2M points (200 hosts x 2 tags; a float, an int and a bool field; one
+  window) into a local Parquet archive (`plan_export` + `export_planned` into `awrite_window`),
+  against `curl` reading the same range as chunked CSV into /dev/null (the server's read limit). The
   tierflow side runs in a subprocess so its peak RSS (from `wait4`) is its own; it runs for 0.5M
   points too, to show the peak does not grow with the number of points.
 - Write: tierflow restoring those 2M points from the archive into another database (archive

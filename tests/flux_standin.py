@@ -7,8 +7,10 @@ org, the token, annotated CSV) with what a server does with the requests: `to()`
 rows it passes on, `/api/v2/delete` deletes, and a script's result is its rows. Supported:
 `from`, `range`, `filter` (`==`, `and`, `or` over the row's columns), `aggregateWindow` (`every`,
 `offset`, `createEmpty: false`, `timeSrc: "_start"`, the aggregates below), `set`, `map`
-(`{r with …}` and arithmetic), `union`, `to`, `yield`. Anything else fails the request loudly
-(HTTP 400, "stand-in cannot run …"), so a test never passes on a script it did not run.
+(`{r with …}` and arithmetic), `union`, `to`, `yield`. It also lists `tasks` (`GET
+/api/v2/tasks`, for `tierflow import influxdb2`); it does not run them. Anything else fails
+the request loudly (HTTP 400, "stand-in cannot run …"), so a test never passes on a script it
+did not run.
 
 What it computes follows the Flux documentation (windows aligned to the epoch plus `offset`,
 clipped to the range, stamped at their start; `mean` of integers a float; `sum` keeps integers);
@@ -17,6 +19,7 @@ a real server is the final word (`tests/integration/test_engine_contract.py` wit
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -72,6 +75,8 @@ class FluxStandIn(StandIn):
     checker: FluxChecker | None = None
     #: bucket → its points, one record per field value.
     stored: dict[str, list[Record]] = field(default_factory=lambda: defaultdict(list))
+    #: The org's tasks as `GET /api/v2/tasks` lists them (`id`, `name`, `status`, `flux`, …).
+    tasks: list[dict[str, Any]] = field(default_factory=list)
 
     def _answer(self, request: web.Request) -> Answer:
         token = request.headers.get("Authorization", "").removeprefix("Token ")
@@ -82,10 +87,29 @@ class FluxStandIn(StandIn):
                 return self._run(self.requests[-1].json()["query"])
             except CannotRunError as exc:
                 return Answer(400, f'{{"code": "invalid", "message": "{exc}"}}'.encode())
+        if request.path == "/api/v2/tasks" and request.method == "GET":
+            return self._tasks(request.query)
         if request.path == "/api/v2/delete":
             body = self.requests[-1].json()
             self.delete(request.query["bucket"], body["start"], body["stop"], body["predicate"])
         return super()._answer(request)
+
+    def _tasks(self, query: Any) -> Answer:
+        """`GET /api/v2/tasks?org=&limit=&after=`: a page of the org's tasks, by id."""
+        if query.get("org") != self.org:
+            error = {
+                "code": "not found",
+                "message": f'organization name "{query.get("org")}" not found',
+            }
+            return Answer(404, json.dumps(error).encode(), {"Content-Type": "application/json"})
+        listed = sorted(self.tasks, key=lambda t: str(t["id"]))
+        if "after" in query:
+            listed = [t for t in listed if str(t["id"]) > query["after"]]
+        page = [
+            {"orgID": "0a", "org": self.org, **t} for t in listed[: int(query.get("limit", 100))]
+        ]
+        body: dict[str, Any] = {"links": {"self": "/api/v2/tasks"}, "tasks": page}
+        return Answer(200, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
     # -- storage ---------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from tierflow._cli_common import (
 from tierflow._cli_definitions import definition_json, print_redefined
 from tierflow._cli_definitions import register as register_definition_commands
 from tierflow._cli_group import TierflowGroup
+from tierflow._cli_import import register as register_import_commands
 from tierflow._cli_report import (
     claims_table,
     plan_json,
@@ -400,6 +401,7 @@ def history(
 
 register_archive_commands(app)
 register_definition_commands(app)
+register_import_commands(app)
 
 
 @app.command("apply")

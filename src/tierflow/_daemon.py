@@ -126,6 +126,7 @@ class MetricsServer:
     async def _metrics(self, _: web.Request) -> web.Response:
         from aiohttp import web
 
+        await self._check_ready()  # refreshes `tierflow_ready` for this scrape
         return web.Response(
             body=self.runner.metrics.render(), content_type="text/plain", charset="utf-8"
         )
@@ -138,24 +139,36 @@ class MetricsServer:
     async def _readyz(self, _: web.Request) -> web.Response:
         from aiohttp import web
 
+        ready, checks = await self._check_ready()
+        return web.Response(
+            status=200 if ready else 503,
+            text=json.dumps({"ready": ready, "checks": checks}),
+            content_type="application/json",
+        )
+
+    async def _check_ready(self) -> tuple[bool, dict[str, str]]:
+        """Whether the state store and every connection answer, each check's verdict, and the
+        `tierflow_ready` gauge set to match."""
         checks: dict[str, str] = {}
         try:
             await self.runner.store.jobs()
             checks["state"] = "ok"
         except TierflowError as exc:
             checks["state"] = str(exc)
-        for name in self.runner.config.connections:
-            try:
-                await asyncio.wait_for(self.runner.engine(name).ping(), 5)
-                checks[f"connection:{name}"] = "ok"
-            except (TierflowError, TimeoutError) as exc:
-                checks[f"connection:{name}"] = str(exc) or "timed out"
+        # All at once: a scrape must not wait five seconds per hung connection.
+        names = list(self.runner.config.connections)
+        verdicts = await asyncio.gather(*(self._ping(name) for name in names))
+        checks.update({f"connection:{n}": v for n, v in zip(names, verdicts, strict=True)})
         ready = all(value == "ok" for value in checks.values())
-        return web.Response(
-            status=200 if ready else 503,
-            text=json.dumps({"ready": ready, "checks": checks}),
-            content_type="application/json",
-        )
+        self.runner.metrics.ready.set(1 if ready else 0)
+        return ready, checks
+
+    async def _ping(self, name: str) -> str:
+        try:
+            await asyncio.wait_for(self.runner.engine(name).ping(), 5)
+        except (TierflowError, TimeoutError) as exc:
+            return str(exc) or "timed out"
+        return "ok"
 
 
 async def serve(

@@ -1,14 +1,19 @@
 """Prometheus metrics. One `Metrics` per runner, on its own registry (tests stay isolated).
 
 Names are `tierflow_<noun>_<unit>` with stable labels: `job`, `status`, `connection`, `kind`,
-`direction`.
+`direction`. The alerting rules and the dashboard under `contrib/` are written against them.
+Prometheus keeps its own `job` target label and so renames tierflow's `job` to `exported_job`
+(unless the scrape sets `honor_labels`); the rules and the dashboard assume the rename.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["Metrics"]
+__all__ = ["OUTCOMES", "Metrics"]
+
+#: The statuses a window run ends in (`tierflow_window_runs_total`'s `status` label).
+OUTCOMES = ("succeeded", "failed", "abandoned", "skipped")
 
 _QUERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -76,6 +81,41 @@ class Metrics:
             ["connection", "direction"],
             registry=r,
         )
+        self.window_last_success = Gauge(
+            "tierflow_window_last_success_timestamp_seconds",
+            "When a window (or a coalesced batch) of the job last succeeded, in Unix seconds.",
+            ["job"],
+            registry=r,
+        )
+        self.job_window = Gauge(
+            "tierflow_job_window_seconds",
+            "The length of the job's current window (its `every`; a cron schedule's may vary).",
+            ["job"],
+            registry=r,
+        )
+        self.job_offset = Gauge(
+            "tierflow_job_offset_seconds",
+            "How long after a window closes the job runs it (its `offset`).",
+            ["job"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "tierflow_ready",
+            "1 when the state store and every connection answered the daemon's last readiness "
+            "check (each /readyz and each /metrics scrape), else 0.",
+            registry=r,
+        )
+
+    def declare_job(self, job: str) -> None:
+        """Make the job's counters exist at zero: a counter that first appears at 1
+        hides its first increase from `rate()` and `increase()`."""
+        for outcome in OUTCOMES:
+            self.window_runs.labels(job, outcome)
+        self.windows_rechecked.labels(job)
+
+    def declare_connection(self, connection: str) -> None:
+        """Make the connection's retry counter exist at zero (see `declare_job`)."""
+        self.query_retries.labels(connection)
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

@@ -158,8 +158,14 @@ def next_wake(timeline: Timeline) -> datetime:
     wake = max(upcoming, first).stop + t.offset
     for entry in t.ledger.values():
         available = available_at(entry, t.retry_at)
-        if available is not None and t.now < available < wake:
+        if available is None or available >= wake:
+            continue
+        if available > t.now:
             wake = available
+        elif entry.window.stop + t.offset <= t.now:
+            # Due already: e.g. another worker's lease expired while this one's pass ran (its
+            # claim found the windows held then). Waiting for the next window would leave them.
+            return t.now
     return wake
 
 

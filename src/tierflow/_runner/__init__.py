@@ -4,7 +4,8 @@ job's kind and records every outcome with the watermark in the state store.
 - `_results`: what it reports (`BatchRun`, `WindowRun`, `JobPlan`, `JobStatus`, `ClaimView`).
 - `_planning`: what is due, when a job next wakes, where it stands (reads the store).
 - `_executors`: one executor per job kind, and `attempt`, which runs one and says how it went.
-- `_capacity`: the per-connection and global gates a batch waits at, at-risk first.
+- `_capacity`: the per-connection and global gates a batch waits at, at-risk first, and the
+  state store's slots that hold those limits across workers (PostgreSQL).
 - `_loop`: `Runner`, the claim/run/finish loop (leases, heartbeat, outcome and watermark).
 """
 

@@ -1,37 +1,64 @@
-"""The capacity gates a batch passes before it runs: its connection's, then the global one."""
+"""The capacity a batch takes before it runs: its connection's, then the global one.
+
+Each limit is held twice: by this process's priority gate (at-risk batches first) and by the
+state store's slots, which hold it across every worker sharing the state (PostgreSQL: advisory
+locks; SQLite and memory: none beyond the process). Always in one order, connection then global,
+and within each the process's gate before the store's slot: a batch waiting for a busy
+connection sits on no global slot that an idle connection's job could use, and no two workers
+can wait on each other in a cycle.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from tierflow._config import Config
 from tierflow._gate import Priority, PriorityGate
+from tierflow._state import StateStore
 
-__all__ = ["Capacity"]
+__all__ = ["GLOBAL_SCOPE", "Capacity", "connection_scope"]
+
+#: The store's slot scope of `[scheduler] max_concurrency`.
+GLOBAL_SCOPE = "scheduler"
+
+
+def connection_scope(connection: str) -> str:
+    """The store's slot scope of a connection's `max_concurrency`."""
+    return f"connection:{connection}"
 
 
 @dataclass
 class Capacity:
-    """At most `max_concurrency` requests per connection and `[scheduler] max_concurrency`
-    in all, waiters served by priority. The gates are made on first use (inside the loop)."""
+    """At most `max_concurrency` batches per connection and `[scheduler] max_concurrency` in
+    all, across every worker of `store` (without one: in this process), waiters of this
+    process served by priority. The gates are made on first use (inside the loop)."""
 
     config: Config
+    store: StateStore | None = None
     _global: PriorityGate | None = field(default=None, init=False, repr=False)
     _connections: dict[str, PriorityGate] = field(default_factory=dict, init=False, repr=False)
 
     @asynccontextmanager
     async def slot(self, job: str, priority: Priority | None = None) -> AsyncIterator[None]:
         """A slot on the job's connection, then one of the global slots, each served by
-        `priority` (at risk first, soonest to expire first, then first come). In that order: a
-        batch waiting for a busy connection must not sit on a global slot that an idle
-        connection's job could use."""
+        `priority` (at risk first, soonest to expire first, then first come) in this process,
+        then taken from the store's slots shared with the other workers."""
         connection = self.config.tiers[self.config.jobs[job].source].connection
+        limit = self.config.connections[connection].max_concurrency
         if connection not in self._connections:
-            limit = self.config.connections[connection].max_concurrency
             self._connections[connection] = PriorityGate(limit)
+        total = self.config.scheduler.max_concurrency
         if self._global is None:
-            self._global = PriorityGate(self.config.scheduler.max_concurrency)
-        async with self._connections[connection].slot(priority), self._global.slot(priority):
+            self._global = PriorityGate(total)
+        async with (
+            self._connections[connection].slot(priority),
+            self._shared(connection_scope(connection), limit),
+            self._global.slot(priority),
+            self._shared(GLOBAL_SCOPE, total),
+        ):
             yield
+
+    def _shared(self, scope: str, limit: int) -> AbstractAsyncContextManager[None]:
+        return nullcontext() if self.store is None else self.store.slot(scope, limit)

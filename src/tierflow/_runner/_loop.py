@@ -92,7 +92,7 @@ class Runner:
 
     def __post_init__(self) -> None:
         self._planning = Planning(self.config, self.store, self.metrics)
-        self._capacity = Capacity(self.config)
+        self._capacity = Capacity(self.config, self.store)
 
     @property
     def lease(self) -> timedelta:
@@ -460,6 +460,8 @@ class Runner:
             await self._report_parked(job, batch, fields)
         self.metrics.window_runs.labels(job, status.value).inc(batch.count)
         self.metrics.window_run_duration.labels(job).observe(outcome.duration_s)
+        if status is RunStatus.SUCCEEDED:
+            self.metrics.window_last_success.labels(job).set(outcome.finished_at.timestamp())
         log_event(
             f"window_{status.value}",
             level=logging.WARNING if error else logging.INFO,

@@ -67,6 +67,12 @@ class Planning:
     #: (job, window start) already logged as `window_at_risk`: each is logged once per runner.
     _warned: set[tuple[str, datetime]] = field(default_factory=set, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        for job in self.config.jobs:
+            self.metrics.declare_job(job)
+        for connection in self.config.connections:
+            self.metrics.declare_connection(connection)
+
     def origin(self, job: str) -> datetime:
         """Where a job's first window starts."""
         spec = self.config.jobs[job]
@@ -255,6 +261,8 @@ class Planning:
         self.metrics.watermark_lag.labels(job).set(status.lag_seconds)
         self.metrics.windows_pending.labels(job).set(status.pending_windows)
         self.metrics.windows_parked.labels(job).set(status.parked_windows)
+        self.metrics.job_window.labels(job).set(spec.schedule.window_at(now).length.total_seconds())
+        self.metrics.job_offset.labels(job).set(spec.offset.total_seconds())
         return status
 
     async def _census(self, job: str, now: datetime) -> dict[str, Any]:

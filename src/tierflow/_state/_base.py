@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -294,6 +295,20 @@ class StateStore(ABC):
         a forgotten window run again continues its attempt numbers, with a fresh attempt budget
         (its earlier attempts do not count towards parking).
         """
+
+    def slot(self, scope: str, limit: int) -> AbstractAsyncContextManager[None]:
+        """One of `limit` slots named `scope` (`connection:<name>`, `scheduler`) shared by every
+        worker using this store, held until the `async with` block ends; waits while all are
+        taken. The runner takes them after its own process's gates, always in the same order
+        (connection, then scheduler), so workers never wait on each other in a cycle.
+
+        Here: none beyond the process (yields at once), so the caller's process-local gates
+        are the limit. Right for the in-memory store and for SQLite, whose state lives on one
+        host (several processes on that host sharing a file each keep their own limits).
+        `PostgresStateStore` holds them across every worker of its database."""
+        if limit < 1:
+            raise ValueError(f"a slot scope needs at least one slot, not {limit}")
+        return nullcontext()
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections (and any thread the store runs on). The store is not used after."""

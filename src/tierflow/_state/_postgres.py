@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
 
@@ -55,6 +55,7 @@ from tierflow._state._rules import (
     requeued,
     reset_watermark,
 )
+from tierflow._state._slots import ClusterSlots
 from tierflow._state._sql import queries, shipped_migrations
 from tierflow._windows import Window
 
@@ -197,6 +198,7 @@ class PostgresStateStore(StateStore):
         if self._closed:
             return
         self._closed = True
+        self._drop_slots()
         if self._loop is not asyncio.get_running_loop():
             self._forget_loop(None)  # the pool's loop is gone: close its connections at once
             return
@@ -438,6 +440,31 @@ class PostgresStateStore(StateStore):
             return forgotten
 
         return await self._transact(work)
+
+    # -- slots held across every worker (`tierflow._state._slots`) ------------------------------
+
+    _slots: ClusterSlots | None = None
+
+    def slot(self, scope: str, limit: int) -> AbstractAsyncContextManager[None]:
+        """A slot held across every worker of this database: a session-level advisory lock on
+        this worker's own slot connection (one more than the pool's `max_connections`), free
+        again when released or when the worker's session ends (see `tierflow._state._slots`)."""
+        if self._closed:
+            raise StateError(f"state store {self._where} is closed")
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots.loop is not loop:
+            self._drop_slots()  # a loop that is gone: its slots were given back with it
+            self._slots = ClusterSlots(self._connect_slots, self._error, timeout=self._timeout)
+        return self._slots.slot(scope, limit)
+
+    async def _connect_slots(self) -> Connection:
+        kwargs = await self._connect_kwargs()
+        return await AsyncConnection.connect(self.url, autocommit=True, **kwargs)
+
+    def _drop_slots(self) -> None:
+        if self._slots is not None:
+            self._slots.drop()
+            self._slots = None
 
 
 # -- helpers inside a transaction ---------------------------------------------------------------

@@ -48,6 +48,9 @@ class Token:
     line: int
     #: A string literal's value; None for strings with interpolation, and for other kinds.
     value: str | None = None
+    #: Where the token starts in the script (its text follows): what a rewrite of the script
+    #: (`tierflow import influxdb2`) splices at. Not part of a token's identity.
+    start: int = field(default=-1, compare=False)
 
 
 _DATE = r"\d{4}-\d{2}-\d{2}"
@@ -90,7 +93,7 @@ class _Lexer:
         if char == "\n":
             self.pos += 1
             self.line += 1
-            return Token(Kind.NEWLINE, "\n", self.line - 1)
+            return Token(Kind.NEWLINE, "\n", self.line - 1, start=pos)
         if char in " \t\r":
             self.pos += 1
             return None
@@ -130,7 +133,7 @@ class _Lexer:
         return self.out[-1]
 
     def _take(self, kind: Kind, end: int, value: str | None = None) -> Token:
-        token = Token(kind, self.text[self.pos : end], self.line, value)
+        token = Token(kind, self.text[self.pos : end], self.line, value, self.pos)
         self.line += token.text.count("\n")
         self.pos = end
         return token

@@ -1,0 +1,153 @@
+"""`tierflow import influxdb1`: read a 1.x server's continuous queries, write the config that
+does their work (see `_translate1` for what carries over and what is refused)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tierflow._errors import InvalidInputError
+from tierflow._importing._server import Connection, connection_keys, open_engine, server_error
+from tierflow._importing._toml import Document, JobText, config_name
+from tierflow._importing._translate1 import ImportedJob, Tier, translate_cq
+from tierflow._windows import isoformat
+
+__all__ = ["ContinuousQueryText", "import_influxdb1", "influxdb1_config", "write_templates"]
+
+CONNECTION = "influxdb1"
+
+
+@dataclass(frozen=True, slots=True)
+class ContinuousQueryText:
+    """A CQ as `SHOW CONTINUOUS QUERIES` lists it."""
+
+    database: str
+    name: str
+    query: str
+
+
+async def import_influxdb1(
+    connection: Connection,
+    *,
+    database: str | None,
+    start: datetime,
+    templates: Path | None,
+) -> str:
+    """The config (TOML text) doing the work of the CQs on `connection`'s server (of `database`
+    only, when given); query jobs' templates are written into `templates`."""
+    engine = open_engine(connection, "influxdb1")
+    try:
+        try:
+            names = [row[0] for s in await engine.query("SHOW DATABASES") for row in s.values]
+            if database is not None and database not in names:
+                raise InvalidInputError(
+                    f"{connection.url}: database {database!r} not found "
+                    f"(the server has: {', '.join(names) or 'none'})"
+                )
+            listed = await engine.query("SHOW CONTINUOUS QUERIES")
+        except InvalidInputError:
+            raise
+        except Exception as exc:
+            raise server_error(connection.url, exc) from exc
+    finally:
+        await engine.aclose()
+    cqs = [
+        ContinuousQueryText(series.name, str(row[0]), str(row[1]))
+        for series in listed
+        for row in series.values
+        if database is None or series.name == database
+    ]
+    return influxdb1_config(connection, cqs, start=start, templates=templates)
+
+
+def influxdb1_config(
+    connection: Connection,
+    cqs: list[ContinuousQueryText],
+    *,
+    start: datetime,
+    templates: Path | None,
+) -> str:
+    """The config text for `cqs` (pure but for writing the query jobs' templates)."""
+    translated = [translate_cq(cq.database, cq.name, cq.query, start) for cq in cqs]
+    tier_names = _tier_names(translated)
+    job_names: set[str] = set()
+    files: dict[Path, str] = {}
+    jobs = [_job_text(job, job_names, tier_names, templates, files) for job in translated]
+    write_templates(files)
+    header = [
+        f"tierflow config imported from the continuous queries of {connection.url}"
+        f" ({len(cqs)} found).",
+        "Each job does the work of one CQ. Once tierflow runs it, drop the CQ",
+        "(DROP CONTINUOUS QUERY <name> ON <database>): both would write the same points.",
+        f"start: {isoformat(start)}; windows before it were the CQ's to compute. An earlier",
+        "start recomputes them (the same points, overwritten).",
+    ]
+    if not cqs:
+        header.append("No continuous queries found: nothing to import.")
+    return Document(
+        header=header,
+        connection=(CONNECTION, connection_keys(connection, "influxdb1")),
+        tiers={
+            name: {"connection": CONNECTION, "bucket": tier.bucket}
+            for tier, name in tier_names.items()
+        },
+        jobs=jobs,
+    ).render()
+
+
+def _tier_names(jobs: list[ImportedJob]) -> dict[Tier, str]:
+    tiers = sorted(
+        {t for job in jobs for t in (job.source, job.dest) if t is not None},
+        key=lambda t: (t.database, t.policy or ""),
+    )
+    taken: set[str] = set()
+    return {t: config_name(f"{t.database}_{t.policy or 'default'}", taken) for t in tiers}
+
+
+def _job_text(
+    job: ImportedJob,
+    taken: set[str],
+    tiers: dict[Tier, str],
+    templates: Path | None,
+    files: dict[Path, str],
+) -> JobText:
+    name = config_name(job.cq_name, taken)
+    keys: dict[str, Any] = dict(job.keys)
+    if job.source is not None and job.dest is not None:
+        keys["source"], keys["dest"] = tiers[job.source], tiers[job.dest]
+    text = JobText(
+        name,
+        keys,
+        about=[f"CQ {job.cq_name} ON {job.database}:", "  " + job.cq_text],
+        notes=list(job.notes),
+        refused=list(job.refused),
+    )
+    if job.template is None:
+        return text
+    if templates is None:
+        text.refused.append(
+            "a query job needs its template in a file: run the import with --templates DIR"
+        )
+        keys["template"] = f"{name}.influxql.j2"
+        text.shown = job.template
+    elif not job.refused:
+        path = (templates / f"{name}.influxql.j2").resolve()
+        files[path] = job.template
+        keys["template"] = str(path)
+    else:
+        keys["template"] = f"{name}.influxql.j2"
+        text.shown = job.template
+    return text
+
+
+def write_templates(files: dict[Path, str]) -> None:
+    """Write the query jobs' templates; if any file exists with other content, none is written
+    (exit 2): an import never overwrites."""
+    for path, body in files.items():
+        if path.exists() and path.read_text(encoding="utf-8") != body:
+            raise InvalidInputError(f"{path} exists with other content: nothing overwritten")
+    for path, body in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(body, encoding="utf-8")

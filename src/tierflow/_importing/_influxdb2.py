@@ -1,0 +1,123 @@
+"""`tierflow import influxdb2`: read a 2.x org's tasks, write the config that does their work
+(see `_translate2` for what carries over and what is refused)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tierflow._engines._base import bare
+from tierflow._engines.flux._engine import FluxEngine
+from tierflow._errors import InvalidInputError
+from tierflow._importing._influxdb1 import write_templates
+from tierflow._importing._server import Connection, connection_keys, open_engine, server_error
+from tierflow._importing._toml import Document, JobText, config_name
+from tierflow._importing._translate2 import ImportedTask, translate_task
+from tierflow._windows import isoformat
+
+__all__ = ["import_influxdb2", "influxdb2_config"]
+
+CONNECTION = "influxdb2"
+_PAGE = 100
+
+
+async def import_influxdb2(
+    connection: Connection, *, start: datetime, templates: Path | None
+) -> str:
+    """The config (TOML text) doing the work of the tasks of `connection`'s org; query jobs'
+    templates are written into `templates`."""
+    engine = open_engine(connection, "influxdb2")
+    tasks: list[dict[str, Any]] = []
+    try:
+        flux = bare(engine, FluxEngine)
+        after: str | None = None
+        while True:
+            params = {"org": connection.org or "", "limit": str(_PAGE)}
+            if after is not None:
+                params["after"] = after
+            reply = await flux.http.request("GET", "api/v2/tasks", kind="query", params=params)
+            page = list(reply.json().get("tasks") or [])
+            tasks += page
+            if len(page) < _PAGE:
+                break
+            after = str(page[-1]["id"])
+    except InvalidInputError:
+        raise
+    except Exception as exc:
+        raise server_error(connection.url, exc) from exc
+    finally:
+        await engine.aclose()
+    return influxdb2_config(connection, tasks, start=start, templates=templates)
+
+
+def influxdb2_config(
+    connection: Connection,
+    tasks: list[dict[str, Any]],
+    *,
+    start: datetime,
+    templates: Path | None,
+) -> str:
+    """The config text for `tasks` (pure but for writing the query jobs' templates)."""
+    org = connection.org or ""
+    translated = [translate_task(task, org, start) for task in tasks]
+    buckets = sorted({b for t in translated for b in (t.source, t.dest) if b is not None})
+    taken: set[str] = set()
+    tiers = {bucket: config_name(bucket, taken) for bucket in buckets}
+    names: set[str] = set()
+    files: dict[Path, str] = {}
+    jobs = [_job_text(task, names, tiers, templates, files) for task in translated]
+    write_templates(files)
+    header = [
+        f"tierflow config imported from the tasks of org {org!r} at {connection.url}"
+        f" ({len(tasks)} found).",
+        "Each job does the work of one task. Once tierflow runs it, disable the task",
+        "(influx task update --id ID --status inactive): both would write the same points.",
+        f"start: {isoformat(start)}; windows before it were the task's to compute.",
+    ]
+    if not tasks:
+        header.append("No tasks found: nothing to import.")
+    return Document(
+        header=header,
+        connection=(CONNECTION, connection_keys(connection, "influxdb2")),
+        tiers={name: {"connection": CONNECTION, "bucket": b} for b, name in tiers.items()},
+        jobs=jobs,
+    ).render()
+
+
+def _job_text(
+    task: ImportedTask,
+    taken: set[str],
+    tiers: dict[str, str],
+    templates: Path | None,
+    files: dict[Path, str],
+) -> JobText:
+    name = config_name(task.name or task.task_id, taken)
+    keys: dict[str, Any] = dict(task.keys)
+    if task.source is not None and task.dest is not None:
+        keys["source"], keys["dest"] = tiers[task.source], tiers[task.dest]
+    text = JobText(
+        name,
+        keys,
+        about=[
+            f"task {task.name!r} (id {task.task_id}):",
+            *("  " + line for line in task.flux.splitlines()),
+        ],
+        notes=list(task.notes),
+        refused=list(task.refused),
+    )
+    if task.template is None:
+        return text
+    filename = f"{name}.flux.j2"
+    if templates is None:
+        text.refused.append(
+            "a query job needs its template in a file: run the import with --templates DIR"
+        )
+    if templates is None or task.refused:
+        keys["template"] = filename
+        text.shown = task.template
+        return text
+    path = (templates / filename).resolve()
+    files[path] = task.template
+    keys["template"] = str(path)
+    return text
