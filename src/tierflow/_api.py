@@ -174,7 +174,9 @@ class Tierflow:
         self, now: datetime | None = None, jobs: Iterable[str] | None = None
     ) -> list[JobPlan]:
         """The windows due at `now` per job (all jobs by default), as the batches that would
-        run them; nothing is run or recorded."""
+        run them (one query each) and the runs of windows `max_catchup` would skip; nothing is
+        run or recorded. A batch is its first window and a count: a year of one-minute windows
+        is 8,760 one-hour batches, however long the catch-up."""
         return await self.runner.plan(self._now(now), jobs)
 
     async def run_once(

@@ -4,7 +4,6 @@ machines). Exit codes: 0 done, 1 some window failed, 2 bad input (config, argume
 from __future__ import annotations
 
 import logging
-import textwrap
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -34,8 +33,11 @@ from tierflow._cli_group import TierflowGroup
 from tierflow._cli_import import register as register_import_commands
 from tierflow._cli_report import (
     claims_table,
+    plan_json,
+    print_plan,
     progress,
     report_runs,
+    shows_progress,
     status_table,
     workers_json,
     workers_table,
@@ -108,10 +110,15 @@ def plan(
     config: ConfigOption = DEFAULT_CONFIG,
     now: NowOption = None,
     as_json: JsonOption = False,
+    windows: Annotated[
+        bool,
+        typer.Option("--windows", help="Also list every window of each batch."),
+    ] = False,
 ) -> None:
-    """Show the windows due now (or at --now) per job, with the exact query each would run."""
+    """Show what runs now (or at --now) per job: the batches of due windows, each with its
+    range, how many windows it covers and the exact query that runs them; --windows lists
+    every window too."""
     from tierflow._definitions import check_definitions
-    from tierflow._jobs import render_job
 
     at = instant(now, "--now")
 
@@ -120,34 +127,9 @@ def plan(
     ) -> tuple[dict[str, Any], dict[str, DefinitionCheck]]:
         plans = await tf.plan(at, jobs)
         checks = {c.job: c for c in await check_definitions(loaded, tf.store, jobs)}
-        body: dict[str, Any] = {
-            "jobs": [
-                {
-                    "job": p.job,
-                    "definition": definition_json(checks[p.job]),
-                    "windows": [
-                        {
-                            "start": when(w.start),
-                            "stop": when(w.stop),
-                            "query": None,
-                            "action": "skip",
-                        }
-                        for w in p.skipped
-                    ]
-                    + [
-                        {
-                            "start": when(w.start),
-                            "stop": when(w.stop),
-                            "query": query,
-                            "action": "run",
-                        }
-                        for batch in p.batches
-                        for query in [render_job(loaded, p.job, batch).text]
-                        for w in batch.windows
-                    ],
-                }
-                for p in plans
-            ]
+        body = {
+            "now": when(at),
+            "jobs": [plan_json(loaded, p, definition_json(checks[p.job]), windows) for p in plans],
         }
         return body, checks
 
@@ -156,20 +138,7 @@ def plan(
         print_json(body)
         return
     print_redefined(checks.values())
-    for job in body["jobs"]:
-        out.print(
-            Text.assemble(
-                (job["job"], "bold"), f": {len(job['windows'])} window(s) due at {when(at)}"
-            )
-        )
-        last = None
-        for window in job["windows"]:
-            skip = "  (skip: older than max_catchup)" if window["action"] == "skip" else ""
-            out.print(f"  [{window['start']}, {window['stop']}){skip}")
-            if window["query"] is not None and window["query"] != last:
-                # Flux keeps its lines: indent each one, not just the first.
-                out.print(Text(textwrap.indent(window["query"], "    "), style="dim"))
-                last = window["query"]
+    print_plan(body["jobs"], at)
 
 
 @app.command("run-once")
@@ -192,8 +161,7 @@ def run_once(
     at = instant(now, "--now")
 
     async def work(_: Config, tf: Tierflow) -> tuple[list[BatchRun], list[LedgerEntry]]:
-        plans = await tf.plan(at, jobs)
-        total = sum(len(p.windows) + len(p.skipped) for p in plans)
+        total = await tf.runner.due_count(at, jobs) if shows_progress(as_json) else 0
         with progress(tf.runner, total, as_json):
             return await tf.run_once(jobs, at, wait=wait), await tf.held()
 
@@ -231,7 +199,7 @@ def run(
         if display is not None:
             display.attach()
             runner.on_progress = display.advance
-            display.catch_up(sum(len(p.windows) for p in await runner.plan(utc_now())))
+            display.catch_up(await runner.due_count(utc_now()))
 
     run_command(
         config,

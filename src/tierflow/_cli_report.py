@@ -1,9 +1,11 @@
-"""How `run-once`, `backfill` and the other window-running commands report: a progress bar at a
-terminal, then a table per job (people) or every window (`--json`)."""
+"""How `plan`, `run-once`, `backfill` and the other window-running commands report: the batches
+a plan runs, a progress bar at a terminal, then a table per job (people) or every window
+(`--json`)."""
 
 from __future__ import annotations
 
 import sys
+import textwrap
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -16,7 +18,9 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from tierflow._cli_common import err, out, plural, print_json, when
-from tierflow._runner import BatchRun, Runner, WindowRun
+from tierflow._config import Config
+from tierflow._planner import Batch
+from tierflow._runner import BatchRun, JobPlan, Runner, WindowRun
 from tierflow._state import LedgerEntry, RunStatus
 
 if TYPE_CHECKING:
@@ -25,18 +29,86 @@ if TYPE_CHECKING:
 __all__ = [
     "claims_table",
     "compact_duration",
+    "plan_json",
+    "print_plan",
     "progress",
     "report_runs",
+    "shows_progress",
     "status_table",
     "workers_json",
     "workers_table",
 ]
 
 
+def plan_json(
+    config: Config, plan: JobPlan, definition: dict[str, Any] | None, windows: bool
+) -> dict[str, Any]:
+    """A job's plan as `plan --json` has it: counts, then its batches oldest first, each with
+    its range, its window count and its query (rendered once per batch; None for windows
+    max_catchup skips); with `windows`, each batch lists its windows too."""
+    from tierflow._jobs import render_job
+
+    def batch(run: Batch, action: str) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "action": action,
+            "start": when(run.first.start),
+            "stop": when(run.stop),
+            "window_count": run.count,
+            "query": render_job(config, plan.job, run).text if action == "run" else None,
+        }
+        if windows:
+            item["windows"] = [{"start": when(w.start), "stop": when(w.stop)} for w in run.windows]
+        return item
+
+    return {
+        "job": plan.job,
+        "definition": definition,
+        "windows_due": plan.window_count,
+        "windows_skipped": plan.skipped_count,
+        "queries": len(plan.batches),
+        "batches": [batch(run, "skip") for run in plan.skipped]
+        + [batch(run, "run") for run in plan.batches],
+    }
+
+
+def print_plan(jobs: Sequence[Mapping[str, Any]], at: datetime) -> None:
+    """`plan` for people: per job a line of counts, then each batch's range and window count,
+    its windows (if listed) and its query."""
+    lines: list[str | Text] = []
+    for job in jobs:
+        skipped = (
+            f"; {plural(job['windows_skipped'], 'window')} older than max_catchup skipped"
+            if job["windows_skipped"]
+            else ""
+        )
+        lines.append(
+            Text.assemble(
+                (job["job"], "bold"),
+                f": {plural(job['windows_due'], 'window')} due at {when(at)}, in "
+                f"{plural(job['queries'], 'query', 'queries')}{skipped}",
+            )
+        )
+        for batch in job["batches"]:
+            skip = "  (skip: older than max_catchup)" if batch["action"] == "skip" else ""
+            count = plural(batch["window_count"], "window")
+            lines.append(f"  [{batch['start']}, {batch['stop']})  {count}{skip}")
+            lines += [f"    [{w['start']}, {w['stop']})" for w in batch.get("windows", ())]
+            if batch["query"] is not None:
+                # Flux keeps its lines: indent each one, not just the first.
+                lines.append(Text(textwrap.indent(batch["query"], "    "), style="dim"))
+    # One print: a year of batches is tens of thousands of lines, each print its own cost.
+    out.print(Text("\n").join(Text(line) if isinstance(line, str) else line for line in lines))
+
+
+def shows_progress(as_json: bool) -> bool:
+    """Whether `progress` shows a bar: for people at a terminal only."""
+    return not as_json and sys.stdout.isatty()
+
+
 @contextmanager
 def progress(runner: Runner, total: int, as_json: bool) -> Iterator[None]:
     """A progress bar (windows done / total, rate, ETA) for people at a terminal, and only then."""
-    if as_json or total == 0 or not sys.stdout.isatty():
+    if total == 0 or not shows_progress(as_json):
         yield
         return
     from rich.progress import (
@@ -68,11 +140,12 @@ def progress(runner: Runner, total: int, as_json: bool) -> Iterator[None]:
 
 def report_runs(runs: Sequence[BatchRun], as_json: bool, held: Sequence[LedgerEntry] = ()) -> None:
     """Print what ran; exit 1 if any window failed or a due window was left to another run."""
-    windows = [w for run in runs for w in run.windows]
-    failed = [w for w in windows if w.status is not RunStatus.SUCCEEDED]
+    # Windows one by one only where needed: the failed ones, and every one for --json.
+    failed = [w for run in runs if run.status is not RunStatus.SUCCEEDED for w in run.windows]
     if held:
         _report_held(held)
     if as_json:
+        windows = sum(run.batch.count for run in runs)
         print_json(
             {
                 "runs": [
@@ -84,9 +157,10 @@ def report_runs(runs: Sequence[BatchRun], as_json: bool, held: Sequence[LedgerEn
                         "attempts": w.attempts,
                         "error": w.error,
                     }
-                    for w in windows
+                    for run in runs
+                    for w in run.windows
                 ],
-                "succeeded": len(windows) - len(failed),
+                "succeeded": windows - len(failed),
                 "failed": len(failed),
                 "not_taken": _held_json(held),
             }
@@ -130,12 +204,12 @@ def _print_run_tables(runs: Sequence[BatchRun], failed: Sequence[WindowRun]) -> 
     table = Table("job", "from", "to", "windows", "queries", "succeeded", "failed", "points")
     for job in dict.fromkeys(run.job for run in runs):
         mine = [run for run in runs if run.job == job]
-        count = sum(len(run.batch.windows) for run in mine)
-        bad = sum(len(run.batch.windows) for run in mine if run.status is not RunStatus.SUCCEEDED)
+        count = sum(run.batch.count for run in mine)
+        bad = sum(run.batch.count for run in mine if run.status is not RunStatus.SUCCEEDED)
         table.add_row(
             job,
-            when(mine[0].batch.range.start),
-            when(mine[-1].batch.range.stop),
+            when(mine[0].batch.first.start),
+            when(mine[-1].batch.stop),
             str(count),
             str(len(mine)),
             Text(str(count - bad), style="green"),
@@ -146,7 +220,7 @@ def _print_run_tables(runs: Sequence[BatchRun], failed: Sequence[WindowRun]) -> 
         out.print(table)
     if failed:
         out.print(_failure_table(failed))
-    windows = sum(len(run.batch.windows) for run in runs)
+    windows = sum(run.batch.count for run in runs)
     out.print(
         f"{plural(windows - len(failed), 'window')} succeeded, {len(failed):,} failed, "
         f"{plural(len(runs), 'query', 'queries')}, "

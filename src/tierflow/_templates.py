@@ -150,10 +150,8 @@ def render(dialect: Dialect, stem: str, context: Mapping[str, Any]) -> RenderedQ
     """Render one of a dialect's built-in templates, e.g. `downsample` (recorded by its name
     `influxql/downsample.influxql.j2`)."""
     name = f"{dialect.name}/{stem}{dialect.template_suffix}"
-    env = _builtin()
     try:
-        template = env.get_template(name)
-        source, _, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+        template, version = _builtin_template(name)
         text = template.render(context)
     except TemplateError:
         raise
@@ -162,7 +160,18 @@ def render(dialect: Dialect, stem: str, context: Mapping[str, Any]) -> RenderedQ
     # InfluxQL is joined into one line (shorter logs); Flux keeps its lines, since a user's
     # `//` comment would swallow everything after it if lines were joined.
     text = _one_line(text) if dialect.one_line else _trim_lines(text)
-    return RenderedQuery(text, name, template_version(source), dialect.name)
+    return RenderedQuery(text, name, version, dialect.name)
+
+
+@cache
+def _builtin_template(name: str) -> tuple[jinja2.Template, str]:
+    """A built-in template and its version, loaded once: they ship with the package, and a
+    catch-up renders one per batch (reading and hashing the file each time cost more than
+    rendering it)."""
+    env = _builtin()
+    template = env.get_template(name)
+    source, _, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+    return template, template_version(source)
 
 
 @cache

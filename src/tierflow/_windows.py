@@ -52,6 +52,11 @@ class Window:
     stop: datetime
 
     def __post_init__(self) -> None:
+        # The common case first, cheaply: both already in UTC (a catch-up makes a window each).
+        if self.start.tzinfo is UTC and self.stop.tzinfo is UTC:
+            if self.start >= self.stop:
+                raise ValueError(f"window start {self.start} is not before its stop {self.stop}")
+            return
         if ensure_utc(self.start) >= ensure_utc(self.stop):
             raise ValueError(f"window start {self.start} is not before its stop {self.stop}")
 

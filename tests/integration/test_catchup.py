@@ -8,7 +8,6 @@ of the raw points the test wrote (`expected_tier`).
 from __future__ import annotations
 
 import asyncio
-import itertools
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,9 @@ COUNT = SPAN // EVERY  # 72 windows of 5 minutes
 
 def plan_json(config: Path, now: datetime) -> Any:
     return ok_json(
-        tierflow("plan", "-c", config, "--now", rfc3339(now), "--json", cwd=config.parent)
+        tierflow(
+            "plan", "-c", config, "--now", rfc3339(now), "--json", "--windows", cwd=config.parent
+        )
     )
 
 
@@ -94,20 +95,18 @@ async def test_coalesced_catchup_sends_one_query_per_chunk_and_writes_the_same_p
             for i in range(queries)
         ]
         assert all(high - low <= length for low, high in ranges)
-        # `plan` lists every window, and the windows one query covers share its exact text:
-        # the text that then reached the server.
+        # `plan` shows the batches that then ran, each with the exact text that reached the
+        # server, and (asked with --windows) every window each covers.
         (listed,) = plan["jobs"]
-        assert [as_window(w) for w in listed["windows"]] == grid(start, EVERY, COUNT)
-        assert {w["action"] for w in listed["windows"]} == {"run"}
-        groups = [
-            (query, [as_window(w) for w in members])
-            for query, members in itertools.groupby(listed["windows"], key=lambda w: w["query"])
-        ]
-        assert [len(members) for _, members in groups] == [per_query] * queries
-        for query, members in groups:
-            assert time_range(query) == (members[0][0], members[-1][1])
-        assert [query for query, _ in groups] == [e.q for e in sent]
-        assert len({query for query, _ in groups}) == queries
+        batches = listed["batches"]
+        assert (listed["windows_due"], listed["queries"]) == (COUNT, queries)
+        assert {b["action"] for b in batches} == {"run"}
+        assert [b["window_count"] for b in batches] == [per_query] * queries
+        assert [as_window(w) for b in batches for w in b["windows"]] == grid(start, EVERY, COUNT)
+        for batch in batches:
+            assert time_range(batch["query"]) == as_window(batch)
+            assert len(batch["windows"]) == batch["window_count"]
+        assert [b["query"] for b in batches] == [e.q for e in sent]
 
         tiers[chunk] = read_tier(influxd, db, WARM_RP)
         assert_tier(tiers[chunk], expected)
@@ -135,13 +134,21 @@ async def test_max_catchup_skips_the_old_windows_and_the_watermark_passes_them(
             ledger = await runner.store.entries("down", start)
 
     (listed,) = plan["jobs"]
-    actions = [(as_window(w), w["action"], w["query"]) for w in listed["windows"]]
+    assert (listed["windows_skipped"], listed["windows_due"]) == (len(skipped), len(kept))
+    actions = [
+        (as_window(w), b["action"], b["query"]) for b in listed["batches"] for w in b["windows"]
+    ]
     assert [(w, a) for w, a, _ in actions] == [(w, "skip") for w in skipped] + [
         (w, "run") for w in kept
     ]
     assert {q for _, a, q in actions if a == "skip"} == {None}
     (query,) = {q for _, a, q in actions if a == "run"}
     assert time_range(query) == (horizon, now)
+    # The skipped windows are one run of them: a line, not a line each.
+    assert [(b["action"], b["window_count"]) for b in listed["batches"]] == [
+        ("skip", len(skipped)),
+        ("run", len(kept)),
+    ]
 
     assert_all_succeeded(runs)
     assert windows_of(runs) == kept

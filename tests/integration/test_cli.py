@@ -130,19 +130,28 @@ def test_plan_shows_the_due_windows_and_their_query_without_a_server(
     assert same == body
 
     (plan,) = body["jobs"]
-    assert {"job", "windows"} <= set(plan)
+    assert body["now"] == rfc3339(now)
     assert plan["job"] == "down"
-    assert all({"start", "stop", "query"} <= set(w) for w in plan["windows"])
-    assert [(w["start"], w["stop"]) for w in plan["windows"]] == window_strings(start, 3)
-    for window in plan["windows"]:
-        assert RFC3339_UTC.fullmatch(window["start"])
-        assert RFC3339_UTC.fullmatch(window["stop"])
-    # The three windows are coalesced into one query covering all of them.
-    (query,) = {w["query"] for w in plan["windows"]}
+    assert (plan["windows_due"], plan["windows_skipped"], plan["queries"]) == (3, 0, 1)
+    # The three windows are coalesced into one batch: one query covering all of them.
+    (batch,) = plan["batches"]
+    assert (batch["action"], batch["window_count"]) == ("run", 3)
+    assert [batch["start"], batch["stop"]] == [rfc3339(start), rfc3339(start + 3 * EVERY)]
+    assert RFC3339_UTC.fullmatch(batch["start"])
+    assert RFC3339_UTC.fullmatch(batch["stop"])
+    assert "windows" not in batch  # listed only when asked
+    query = batch["query"]
     assert "SELECT" in query
     assert f'INTO "db_plan"."{WARM_RP}"."sensor"' in query
     assert f"time >= '{rfc3339(start)}'" in query
     assert f"time < '{rfc3339(start + 3 * EVERY)}'" in query
+
+    listed = ok_json(
+        tierflow("plan", "-c", config, "--now", rfc3339(now), "--json", "--windows", cwd=tmp_path)
+    )
+    (expanded,) = listed["jobs"][0]["batches"]
+    assert [(w["start"], w["stop"]) for w in expanded["windows"]] == window_strings(start, 3)
+    assert {k: v for k, v in expanded.items() if k != "windows"} == batch
 
 
 @pytest.mark.parametrize("site", ["[red]x", "[/]"])

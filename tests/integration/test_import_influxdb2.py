@@ -177,7 +177,7 @@ def test_imported_tasks_write_what_the_tasks_compute(
     # Every query the config renders passes tierflow's checks and the official Flux checker.
     planned = tierflow("plan", "-c", config_path, "--now", rfc3339(now), "--json", cwd=tmp_path)
     assert planned.returncode == 0, planned.stderr
-    scripts = {w["query"] for j in json.loads(planned.stdout)["jobs"] for w in j["windows"]}
+    scripts = {b["query"] for j in json.loads(planned.stdout)["jobs"] for b in j["batches"]}
     assert len(scripts) >= 3
     for script in scripts:
         assert flux_checker.is_valid(script), script
@@ -220,10 +220,10 @@ def test_the_bare_downsampling_shape_becomes_a_query_job_running_the_tasks_own_f
     planned = tierflow("plan", "-c", config_path, "--now", now, "--json", cwd=tmp_path)
     assert planned.returncode == 0, planned.stderr
     (plan,) = json.loads(planned.stdout)["jobs"]
-    assert [w["start"] for w in plan["windows"]] == [rfc3339(t0), rfc3339(t0 + timedelta(hours=1))]
-    for window in plan["windows"]:
-        assert flux_checker.is_valid(window["query"]), window["query"]
-        assert f"range(start: {window['start']}, stop: {window['stop']})" in window["query"]
+    assert [b["start"] for b in plan["batches"]] == [rfc3339(t0), rfc3339(t0 + timedelta(hours=1))]
+    for batch in plan["batches"]:
+        assert flux_checker.is_valid(batch["query"]), batch["query"]
+        assert f"range(start: {batch['start']}, stop: {batch['stop']})" in batch["query"]
 
 
 def test_bad_input_exits_2(standin: FluxStandIn, token_file: Path, tmp_path: Path) -> None:

@@ -224,6 +224,7 @@ def test_plan_shows_the_rendered_user_query(
         (start + EVERY + timedelta(seconds=1)).isoformat(),
         cwd=tmp_path,
     )
-    (window,) = body["jobs"][0]["windows"]
-    assert "INTO" in window["query"]
-    assert "'berlin'" in window["query"]
+    (batch,) = body["jobs"][0]["batches"]
+    assert batch["window_count"] == 1
+    assert "INTO" in batch["query"]
+    assert "'berlin'" in batch["query"]

@@ -151,6 +151,90 @@ def test_json_keeps_every_failed_window(capsys: pytest.CaptureFixture[str]) -> N
     assert body["runs"][-1]["start"] == "2026-01-01T16:35:00Z"
 
 
+def plan_config(config: Path, extra: str = "") -> Path:
+    """The config with sensor_5m's catch-up in one-hour queries (the default), plus `extra`."""
+    config.write_text(config.read_text(encoding="utf-8") + extra, encoding="utf-8")
+    return config
+
+
+def test_plan_json_has_each_batch_with_its_range_count_and_query(config: Path) -> None:
+    # 2h30m of five-minute windows: queries of an hour (12 windows), then the half hour left.
+    code, output = invoke("plan", "-c", config, "--now", "2026-01-01T02:30:00Z", "--json")
+    assert code == 0, output
+    body = json.loads(output)
+    assert body["now"] == "2026-01-01T02:30:00Z"
+    (job,) = body["jobs"]
+    assert (job["job"], job["windows_due"], job["windows_skipped"], job["queries"]) == (
+        "sensor_5m",
+        30,
+        0,
+        3,
+    )
+    bounds = ["00:00", "01:00", "02:00", "02:30"]
+    assert len(job["batches"]) == 3
+    assert [(b["action"], b["start"], b["stop"], b["window_count"]) for b in job["batches"]] == [
+        ("run", f"2026-01-01T{a}:00Z", f"2026-01-01T{z}:00Z", n)
+        for a, z, n in zip(bounds, bounds[1:], (12, 12, 6), strict=False)
+    ]
+    for batch in job["batches"]:
+        assert f"time >= '{batch['start']}' AND time < '{batch['stop']}'" in batch["query"]
+        assert "GROUP BY time(5m)" in batch["query"]
+        assert "windows" not in batch
+
+    code, output = invoke(
+        "plan", "-c", config, "--now", "2026-01-01T02:30:00Z", "--json", "--windows"
+    )
+    assert code == 0, output
+    listed = json.loads(output)["jobs"][0]["batches"]
+    assert [len(b["windows"]) for b in listed] == [12, 12, 6]
+    assert listed[2]["windows"][0] == {
+        "start": "2026-01-01T02:00:00Z",
+        "stop": "2026-01-01T02:05:00Z",
+    }
+    assert [{k: v for k, v in b.items() if k != "windows"} for b in listed] == job["batches"]
+
+
+def test_plan_for_people_has_a_line_and_a_query_per_batch(config: Path) -> None:
+    code, output = invoke("plan", "-c", config, "--now", "2026-01-01T02:30:00Z")
+    assert code == 0, output
+    lines = output.splitlines()
+    assert lines[0] == "sensor_5m: 30 windows due at 2026-01-01T02:30:00Z, in 3 queries"
+    assert [line for line in lines if line.startswith("  [")] == [
+        "  [2026-01-01T00:00:00Z, 2026-01-01T01:00:00Z)  12 windows",
+        "  [2026-01-01T01:00:00Z, 2026-01-01T02:00:00Z)  12 windows",
+        "  [2026-01-01T02:00:00Z, 2026-01-01T02:30:00Z)  6 windows",
+    ]
+    assert len([line for line in lines if line.startswith("    SELECT")]) == 3
+
+    code, output = invoke("plan", "-c", config, "--now", "2026-01-01T00:10:00Z", "--windows")
+    assert code == 0, output
+    assert output.splitlines()[1:4] == [
+        "  [2026-01-01T00:00:00Z, 2026-01-01T00:10:00Z)  2 windows",
+        "    [2026-01-01T00:00:00Z, 2026-01-01T00:05:00Z)",
+        "    [2026-01-01T00:05:00Z, 2026-01-01T00:10:00Z)",
+    ]
+
+
+def test_plan_shows_the_windows_max_catchup_skips_as_one_range(config: Path) -> None:
+    plan_config(config, 'max_catchup = "30m"\n')
+    code, output = invoke("plan", "-c", config, "--now", "2026-01-01T02:00:00Z", "--json")
+    assert code == 0, output
+    (job,) = json.loads(output)["jobs"]
+    assert (job["windows_due"], job["windows_skipped"], job["queries"]) == (6, 18, 1)
+    assert [
+        (b["action"], b["start"], b["window_count"], b["query"] is None) for b in job["batches"]
+    ] == [
+        ("skip", "2026-01-01T00:00:00Z", 18, True),
+        ("run", "2026-01-01T01:30:00Z", 6, False),
+    ]
+    code, output = invoke("plan", "-c", config, "--now", "2026-01-01T02:00:00Z")
+    assert "18 windows older than max_catchup skipped" in output.splitlines()[0]
+    assert (
+        "  [2026-01-01T00:00:00Z, 2026-01-01T01:30:00Z)  18 windows  (skip: older than max_catchup)"
+        in output.splitlines()
+    )
+
+
 def test_status_fits_80_columns_with_lag_and_next_due(
     config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,10 +18,13 @@ from hypothesis import strategies as st
 
 from tierflow._planner import (
     Batch,
+    Coalescer,
     RetryAt,
     Timeline,
     coalesce,
+    coalesce_runs,
     count_due,
+    due_runs,
     due_windows,
     windows_between,
 )
@@ -506,3 +509,113 @@ def test_chunk_equal_to_every_gives_one_window_per_batch(every: timedelta, n: in
 
 def test_coalesce_of_nothing_is_nothing() -> None:
     assert list(coalesce([], H)) == []
+
+
+# --- batches held as a first window and a count; due runs a page of the ledger at a time ---------
+
+
+def test_a_batch_is_its_first_window_and_a_count() -> None:
+    windows = tuple(Window(at(0, 15 * i), at(0, 15 * (i + 1))) for i in range(4))
+    batch = Batch(windows)
+    assert (batch.first, batch.count) == (windows[0], 4)
+    assert batch.windows == windows
+    assert batch == Batch.span(windows[0], 4)
+    assert (batch.range, batch.stop, batch.every) == (Window(at(0), at(1)), at(1), 15 * M)
+    head, rest = batch.head(3)
+    assert (head.windows, rest and rest.windows) == (windows[:3], windows[3:])
+    assert batch.head(4) == (batch, None)
+
+
+@pytest.mark.parametrize(
+    "windows",
+    [
+        [hourly(0), hourly(2)],  # a gap
+        [hourly(0), Window(at(1), at(1, 30))],  # another length
+    ],
+)
+def test_a_batch_of_windows_not_consecutive_or_of_two_lengths_is_refused(
+    windows: list[Window],
+) -> None:
+    with pytest.raises(ValueError, match="consecutive and of one length"):
+        Batch(windows)
+
+
+def paged_runs(timeline: Timeline, page: timedelta, *, include_held: bool = False) -> list[Batch]:
+    """`due_runs` a page of the ledger at a time, each page seeing only its own entries."""
+    runs: list[Batch] = []
+    low, stop = timeline.begin, timeline.now - timeline.offset
+    while low < stop:
+        high = min(low + page, stop)
+        ledger = {s: e for s, e in timeline.ledger.items() if low <= s < high}
+        mine = Timeline(
+            timeline.schedule,
+            timeline.begin,
+            timeline.offset,
+            timeline.now,
+            ledger,
+            timeline.retry_at,
+        )
+        runs += due_runs(mine, low, high, include_held=include_held)
+        low = high
+    return runs
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    planning_inputs(REGULARS),
+    st.integers(1, 12),
+    st.sampled_from([timedelta(seconds=1), M, 20 * M, H, 4 * H, timedelta(days=2)]),
+)
+def test_paged_runs_coalesce_to_the_batches_of_the_due_windows(
+    p: Planning, page_windows: int, chunk: timedelta
+) -> None:
+    retry_at = None if p.retry_delay is None else after_attempts(p.retry_delay)
+    timeline = Timeline(p.regular.schedule, p.begin, p.offset, p.now, p.ledger, retry_at)
+    expected = model_due(p.regular, p.begin, p.offset, p.now, p.ledger, p.retry_delay)
+
+    runs = paged_runs(timeline, page_windows * p.regular.every)
+
+    # The runs hold exactly the due windows, none empty; cut only at page edges or gaps.
+    assert flatten(runs) == expected
+    # However the pages cut them, the batches are those of the windows in one go.
+    assert list(coalesce_runs(runs, chunk)) == list(coalesce(expected, chunk))
+
+
+def test_due_runs_with_held_windows_lists_them_too() -> None:
+    ledger = ledger_of(entry(hourly(1), RunStatus.RUNNING, lease=at(9)))
+    timeline = Timeline(IntervalSchedule(H), at(0), timedelta(0), at(3), ledger)
+    assert flatten(due_runs(timeline, at(0), at(3))) == [hourly(0), hourly(2)]
+    assert list(due_runs(timeline, at(0), at(3), include_held=True)) == [Batch.span(hourly(0), 3)]
+
+
+def test_due_runs_of_a_year_of_minutes_take_a_step_per_run_not_per_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    year = Timeline(IntervalSchedule(M), DAY, timedelta(0), DAY + timedelta(days=365), {})
+
+    def one_by_one(*_: object) -> Window:
+        raise AssertionError("an interval schedule's due runs are counted, not walked")
+
+    monkeypatch.setattr(IntervalSchedule, "next_window", one_by_one)
+    (run,) = due_runs(year, DAY, year.now)
+    assert (run.first, run.count) == (Window(DAY, DAY + M), 525_600)
+    batches = list(coalesce_runs([run], H))
+    assert len(batches) == 8_760
+    assert all(b.count == 60 for b in batches)
+    assert batches[-1].stop == year.now
+
+
+def test_the_coalescer_carries_a_short_batch_over_to_the_next_page() -> None:
+    coalescer = Coalescer(H)
+    quarter = 15 * M
+    # Five quarters in one page, three in the next: batches of four, as in one go.
+    first = list(coalescer.add(Batch.span(Window(at(0), at(0) + quarter), 5)))
+    assert [b.range for b in first] == [Window(at(0), at(1))]
+    second = list(coalescer.add(Batch.span(Window(at(1, 15), at(1, 30)), 3)))
+    assert [b.range for b in second] == [Window(at(1), at(2))]
+    assert list(coalescer.close()) == []
+    # A run after a gap closes the open batch.
+    three, five = Batch.span(Window(at(3), at(3, 15)), 1), Batch.span(Window(at(5), at(5, 15)), 1)
+    assert list(coalescer.add(three)) == []
+    assert list(coalescer.add(five)) == [three]
+    assert list(coalescer.close()) == [five]

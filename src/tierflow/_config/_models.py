@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -389,6 +389,8 @@ def _into_environment() -> SandboxedEnvironment:
     return SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
+# Every batch's query names its dest measurements: compiling the template once, not per batch.
+@lru_cache(maxsize=1024)
 def _render_into(template: str, measurement: str) -> str:
     try:
         name = _into_environment().from_string(template).render(measurement=measurement)

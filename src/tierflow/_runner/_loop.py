@@ -12,12 +12,20 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cached_property
-from itertools import islice
+from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
 from tierflow._clock import Clock, utc_now
@@ -129,6 +137,11 @@ class Runner:
         """The due windows of each job at `now`, as batches."""
         return [await self._planning.plan_job(job, now, self.mode) for job in self._select(jobs)]
 
+    async def due_count(self, now: datetime, jobs: Iterable[str] | None = None) -> int:
+        """How many windows the chosen jobs have due to run at `now` (not those max_catchup
+        skips), counted without planning their batches."""
+        return sum([await self._planning.count(job, now, self.mode) for job in self._select(jobs)])
+
     async def next_wake(self, job: str, now: datetime) -> datetime:
         """When the job may next have work: a window closing, a lease expiring, a retry."""
         return await self._planning.next_wake(job, now, self.mode)
@@ -155,25 +168,32 @@ class Runner:
         return [run for job_runs in results for run in job_runs]
 
     async def run_job(self, job: str, now: datetime) -> list[BatchRun]:
-        """Record the windows `max_catchup` skips, then run the job's due batches."""
-        plan = await self._planning.plan_job(job, now, self.mode)
-        if plan.skipped:
-            await self._skip(job, plan.skipped)
-        spec = self.config.jobs[job]
-        if (
-            self.check_fields
-            and plan.batches
-            and isinstance(spec, DownsampleJob)
-            and job not in self._fields_checked
-        ):
-            self._fields_checked.add(job)  # once per job and runner: a lookup, not one per window
-            from tierflow._field_check import warn_missing_fields  # pyarrow: only here
+        """Record the windows `max_catchup` skips, then run the job's due batches. Both are
+        planned a page of the ledger at a time as they are taken: memory does not grow with
+        the length of the catch-up."""
+        horizon = self._planning.horizon(job, now)
+        if horizon is not None:
+            await self._skip(job, self._planning.due_runs(job, now, self.mode, before=horizon))
+        batches = self._planning.batches(job, now, self.mode, since=horizon)
+        return await self._execute(
+            job, batches, reason="scheduled", before_first=lambda: self._check_fields(job, now)
+        )
 
-            async with self._capacity.slot(job):
-                await warn_missing_fields(
-                    self.engine_of(job), job, spec, self.config.tiers[spec.source], now=now
-                )
-        return await self._execute(job, plan.batches, reason="scheduled")
+    async def _check_fields(self, job: str, now: datetime) -> None:
+        """Before a job's first batch in this runner (with `check_fields`): log the downsample
+        fields its source lacks, once (a lookup, not one per window)."""
+        spec = self.config.jobs[job]
+        if not self.check_fields or not isinstance(spec, DownsampleJob):
+            return
+        if job in self._fields_checked:
+            return
+        self._fields_checked.add(job)
+        from tierflow._field_check import warn_missing_fields  # pyarrow: only here
+
+        async with self._capacity.slot(job):
+            await warn_missing_fields(
+                self.engine_of(job), job, spec, self.config.tiers[spec.source], now=now
+            )
 
     async def backfill(
         self, job: str, start: datetime, stop: datetime, now: datetime
@@ -212,10 +232,15 @@ class Runner:
             self.metrics.windows_rechecked.labels(job).inc(len(changed))
         return await self._execute(job, list(coalesce(changed, spec.chunk)), reason=LATE_DATA)
 
-    async def _skip(self, job: str, windows: Sequence[Window]) -> None:
-        await self.store.ensure_job(job, self.origin(job))
+    async def _skip(self, job: str, runs: AsyncIterable[Batch]) -> None:
+        """Record the windows of `runs` as skipped (those still due), `_SKIP_CHUNK` at a time."""
         run_id = uuid.uuid4().hex
-        for chunk in _chunks(windows, _SKIP_CHUNK):
+        count, first, last = 0, None, None
+        async for chunk in _chunks(runs, _SKIP_CHUNK):
+            if first is None:
+                await self.store.ensure_job(job, self.origin(job))
+                first = chunk[0]
+            count, last = count + len(chunk), chunk[-1]
             at = self.clock()
             # Only windows still due: one another run finished or holds since planning is not
             # skipped over its result.
@@ -232,35 +257,63 @@ class Runner:
             if claim.taken:
                 outcome = Outcome(RunStatus.SKIPPED, at, 0.0, error="older than max_catchup")
                 await self.store.finish(job, claim.taken, run_id=run_id, outcome=outcome)
-        self.metrics.window_runs.labels(job, RunStatus.SKIPPED.value).inc(len(windows))
+        if first is None or last is None:
+            return
+        self.metrics.window_runs.labels(job, RunStatus.SKIPPED.value).inc(count)
         log_event(
             "windows_skipped",
             level=logging.WARNING,
             job=job,
-            windows=len(windows),
-            window_start=isoformat(windows[0].start),
-            window_stop=isoformat(windows[-1].stop),
+            windows=count,
+            window_start=isoformat(first.start),
+            window_stop=isoformat(last.stop),
         )
 
-    async def _execute(self, job: str, batches: Sequence[Batch], *, reason: str) -> list[BatchRun]:
-        """Run batches oldest first, at most `parallel_windows` of them at a time."""
-        if not batches:
-            return []
-        await self.store.ensure_job(job, self.origin(job))
-        pending = iter(batches)
+    async def _execute(
+        self,
+        job: str,
+        batches: AsyncIterator[Batch] | Sequence[Batch],
+        *,
+        reason: str,
+        before_first: Callable[[], Awaitable[None]] | None = None,
+    ) -> list[BatchRun]:
+        """Run batches oldest first, at most `parallel_windows` of them at a time, taking each
+        from `batches` only when a worker is free for it (a stream is planned as it goes)."""
+        stream = batches if isinstance(batches, AsyncIterator) else _stream(batches)
+        try:
+            first = await anext(stream, None)
+            if first is None:
+                return []
+            await self.store.ensure_job(job, self.origin(job))
+            if before_first is not None:
+                await before_first()
+            return await self._work(job, first, stream, reason)
+        finally:
+            if isinstance(stream, AsyncGenerator):
+                await stream.aclose()
+
+    async def _work(
+        self, job: str, first: Batch, rest: AsyncIterator[Batch], reason: str
+    ) -> list[BatchRun]:
+        taking = asyncio.Lock()
+        waiting: list[Batch] = [first]
         runs: list[BatchRun] = []
 
+        async def take() -> Batch | None:
+            async with taking:  # one planner step at a time: the stream is not reentrant
+                return waiting.pop() if waiting else await anext(rest, None)
+
         async def worker() -> None:
-            for batch in pending:
-                if self.stopping is not None and self.stopping.is_set():
-                    return  # shutting down: take no new windows
+            while not (self.stopping is not None and self.stopping.is_set()):
+                batch = await take()
+                if batch is None:
+                    return
                 runs.extend(await self._run_batch(job, batch, reason))
                 if self.on_progress is not None:
-                    self.on_progress(len(batch.windows))
+                    self.on_progress(batch.count)
 
-        workers = min(self.config.jobs[job].parallel_windows, len(batches))
-        await asyncio.gather(*(worker() for _ in range(workers)))
-        return sorted(runs, key=lambda run: run.batch.range.start)
+        await asyncio.gather(*(worker() for _ in range(self.config.jobs[job].parallel_windows)))
+        return sorted(runs, key=lambda run: run.batch.first.start)
 
     async def _run_batch(self, job: str, batch: Batch, reason: str) -> list[BatchRun]:
         priority = self._planning.priority(job, batch, self.clock())
@@ -302,25 +355,33 @@ class Runner:
         runs: list[BatchRun] = []
         part_fields = fields
         try:
-            for part in coalesce(claim.taken, self.config.jobs[job].chunk):
+            # Each taken window's attempt number, read once for the claim (not per part).
+            attempts = await self._attempts(job, claim.taken)
+            # All taken (the usual case): the batch is the one part, else the taken runs are.
+            parts = (
+                [(batch, claim.taken)]
+                if len(claim.taken) == batch.count
+                else _parts(claim.taken, self.config.jobs[job].chunk)
+            )
+            for part, windows in parts:
+                tried = _uniform(tuple(attempts[w.start] for w in windows))
                 part_fields = fields | {
-                    "window_start": isoformat(part.range.start),
-                    "window_stop": isoformat(part.range.stop),
-                    "attempt": max(
-                        e.attempts
-                        for e in await self.store.entries(job, part.range.start, part.range.stop)
-                    ),
+                    "window_start": isoformat(part.first.start),
+                    "window_stop": isoformat(part.stop),
+                    "attempt": max(tried),
                 }
-                run = await self._run_part(job, part, run_id, reason, part_fields, lease)
+                run = await self._run_part(
+                    job, part, windows, run_id, reason, part_fields, tried, lease
+                )
                 if run is not None:
                     runs.append(run)
-                del outstanding[: len(part.windows)]
+                del outstanding[: part.count]
         except asyncio.CancelledError:
             if not outstanding:
                 raise
             await self._finish(
                 job,
-                Batch(tuple(outstanding)),
+                outstanding,
                 run_id,
                 Outcome(
                     RunStatus.ABANDONED,
@@ -337,6 +398,11 @@ class Runner:
             with suppress(asyncio.CancelledError):
                 await heartbeat
         return runs
+
+    async def _attempts(self, job: str, windows: Sequence[Window]) -> dict[datetime, int]:
+        """The attempt number of each of `windows` (claimed by this run), by window start."""
+        entries = await self.store.entries(job, windows[0].start, windows[-1].stop)
+        return {entry.window.start: entry.attempts for entry in entries}
 
     def _note_refused(self, job: str, claim: Claim, fields: dict[str, Any]) -> None:
         """Log (and keep, for run-once to report) the windows a claim could not take."""
@@ -365,16 +431,16 @@ class Runner:
         self,
         job: str,
         batch: Batch,
+        windows: Sequence[Window],
         run_id: str,
         reason: str,
         fields: dict[str, Any],
+        attempts: tuple[int, ...],
         lease: _Lease | None = None,
     ) -> BatchRun | None:
-        """Run claimed windows as one query and record the outcome (None: the claim was lost)."""
-        attempts = tuple(
-            e.attempts for e in await self.store.entries(job, batch.range.start, batch.range.stop)
-        )
-        log_event("window_started", level=logging.DEBUG, windows=len(batch.windows), **fields)
+        """Run claimed windows (`batch`, listed in `windows`) as one query and record the
+        outcome (None: the claim was lost)."""
+        log_event("window_started", level=logging.DEBUG, windows=batch.count, **fields)
         began = time.perf_counter()
         deadline = self.config.scheduler.window_deadline
         try:
@@ -395,20 +461,20 @@ class Runner:
         )
         # A window the circuit refused was never sent: an outage must not park every window.
         watermark = await self._finish(
-            job, batch, run_id, outcome, counts=not tried.refused, lease=lease
+            job, windows, run_id, outcome, counts=not tried.refused, lease=lease
         )
         if watermark is None:
             return None  # the claim was lost: the run that took the windows over reports them
         if error:
             await self._report_parked(job, batch, fields)
-        self.metrics.window_runs.labels(job, status.value).inc(len(batch.windows))
+        self.metrics.window_runs.labels(job, status.value).inc(batch.count)
         self.metrics.window_run_duration.labels(job).observe(outcome.duration_s)
         if status is RunStatus.SUCCEEDED:
             self.metrics.window_last_success.labels(job).set(outcome.finished_at.timestamp())
         log_event(
             f"window_{status.value}",
             level=logging.WARNING if error else logging.INFO,
-            windows=len(batch.windows),
+            windows=batch.count,
             points_written=tried.points_written,
             error=error,
             watermark=isoformat(watermark),
@@ -420,29 +486,30 @@ class Runner:
     async def _finish(
         self,
         job: str,
-        batch: Batch,
+        windows: Sequence[Window],
         run_id: str,
         outcome: Outcome,
         *,
         counts: bool = True,
         lease: _Lease | None = None,
     ) -> datetime | None:
-        """Record the batch's outcome and move the watermark (None: the claim was lost, or the
+        """Record the windows' outcome and move the watermark (None: the claim was lost, or the
         outcome could not be recorded). An attempt that `counts` toward parking parks windows
         out of `max_window_attempts`. While the state store cannot be reached, try again until
         `lease` expires: fencing refuses the outcome if another run took the windows over."""
         park_after = self.config.scheduler.max_window_attempts if counts else None
         # Done windows behind the watermark fold into ledger ranges, but for those `recheck`
         # may still compare fingerprints of: a recheck at `now` reads windows stopping after
-        # now - recheck, and this batch's windows were complete (stopped) by now.
+        # now - recheck, and these windows were complete (stopped) by now.
         recheck = self.config.jobs[job].recheck
-        keep_from = batch.range.stop - recheck if recheck else batch.range.stop
+        stop = windows[-1].stop
+        keep_from = stop - recheck if recheck else stop
         pause = _FINISH_RETRY_FIRST
         while True:
             try:
                 return await self.store.finish(
                     job,
-                    batch.windows,
+                    windows,
                     run_id=run_id,
                     outcome=outcome,
                     park_after=park_after,
@@ -458,7 +525,7 @@ class Runner:
                         level=logging.ERROR,
                         job=job,
                         run_id=run_id,
-                        windows=len(batch.windows),
+                        windows=len(windows),
                         error=str(exc),
                     )
                     return None
@@ -572,10 +639,44 @@ class _Lease:
     expires_at: datetime
 
 
-def _chunks(windows: Sequence[Window], size: int) -> Iterator[Sequence[Window]]:
-    stream = iter(windows)
-    while chunk := list(islice(stream, size)):
+async def _chunks(runs: AsyncIterable[Batch], size: int) -> AsyncIterator[list[Window]]:
+    """The windows of `runs`, in lists of `size` (the last maybe shorter)."""
+    chunk: list[Window] = []
+    async for run in runs:
+        rest: Batch | None = run
+        while rest is not None:
+            part, rest = rest.head(size - len(chunk))
+            chunk += part.windows
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+    if chunk:
         yield chunk
+
+
+def _parts(windows: Sequence[Window], chunk: timedelta) -> Iterator[tuple[Batch, Sequence[Window]]]:
+    """`windows` (a claim's, in order) coalesced into batches, each with its windows listed."""
+    index = 0
+    for part in coalesce(windows, chunk):
+        yield part, windows[index : index + part.count]
+        index += part.count
+
+
+async def _stream(batches: Iterable[Batch]) -> AsyncGenerator[Batch, None]:
+    for batch in batches:
+        yield batch
+
+
+@cache
+def _same(attempt: int, count: int) -> tuple[int, ...]:
+    return (attempt,) * count
+
+
+def _uniform(attempts: tuple[int, ...]) -> tuple[int, ...]:
+    """`attempts`, shared with every equal tuple when all are one number (the usual case): the
+    runs a long catch-up keeps cost a few bytes each."""
+    first = attempts[0]
+    return _same(first, len(attempts)) if attempts.count(first) == len(attempts) else attempts
 
 
 def _when(moment: datetime | None) -> str | None:

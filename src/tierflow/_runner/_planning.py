@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import AsyncGenerator, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -18,10 +18,12 @@ from tierflow._logging import log_event
 from tierflow._metrics import Metrics
 from tierflow._planner import (
     Batch,
+    Coalescer,
     Timeline,
     coalesce,
+    coalesce_runs,
     count_due,
-    due_windows,
+    due_runs,
     next_wake,
     windows_between,
 )
@@ -31,10 +33,16 @@ from tierflow._state._holder import holder_gone
 from tierflow._state._rules import WindowState, state_of
 from tierflow._windows import Window, isoformat
 
-__all__ = ["LATE_DATA", "Mode", "Planning", "select_jobs"]
+__all__ = ["LATE_DATA", "PAGE_WINDOWS", "Mode", "Planning", "select_jobs"]
 
 _FAILED = frozenset({RunStatus.FAILED, RunStatus.ABANDONED})
 LATE_DATA = "late_data"
+#: Planning reads the ledger this many windows' span at a time: what it holds at once.
+PAGE_WINDOWS = 4096
+#: A chunk no run reaches: runs merged, never cut.
+_NEVER_CUT = timedelta.max
+#: Beyond any window: the open end of the ledger's last page.
+_END = datetime.max.replace(tzinfo=UTC)
 
 
 class Mode(StrEnum):
@@ -74,17 +82,72 @@ class Planning:
         return select_jobs(self.config, jobs)
 
     async def plan_job(self, job: str, now: datetime, mode: Mode) -> JobPlan:
-        """The job's due windows at `now`, as batches, and those `max_catchup` skips."""
+        """The job's due windows at `now`, as batches, and those `max_catchup` skips (as runs
+        of consecutive windows). A whole plan: the runner streams it instead (`batches`)."""
+        horizon = self.horizon(job, now)
+        skipped: list[Batch] = []
+        if horizon is not None:
+            skipped = [run async for run in self.due_runs(job, now, mode, before=horizon)]
+        batches = [batch async for batch in self.batches(job, now, mode, since=horizon)]
+        # Runs that met at a page's edge are one run: skipping does not cut them.
+        return JobPlan(job, tuple(batches), tuple(coalesce_runs(skipped, _NEVER_CUT)))
+
+    def horizon(self, job: str, now: datetime) -> datetime | None:
+        """Windows starting before this instant are skipped, not run (None: no `max_catchup`)."""
         spec = self.config.jobs[job]
-        begin, ledger = await self.ledger(job)
-        # Windows held by other runs are planned too: the claim judges them (their holder may be
-        # dead) and reports who holds them, instead of leaving them silently out.
-        windows = due_windows(self.timeline(job, begin, ledger, now, mode), include_held=True)
-        skipped: list[Window] = []
-        if spec.max_catchup is not None:
-            horizon = now - spec.max_catchup
-            windows, skipped = _split_before(windows, horizon)
-        return JobPlan(job, tuple(coalesce(windows, spec.chunk)), tuple(skipped))
+        return None if spec.max_catchup is None else now - spec.max_catchup
+
+    async def batches(
+        self, job: str, now: datetime, mode: Mode, *, since: datetime | None = None
+    ) -> AsyncGenerator[Batch, None]:
+        """The job's due windows at `now` starting at or after `since`, as the batches that run
+        them (one query each, at most `catchup_chunk` long), oldest first, planned a page of
+        the ledger at a time as they are taken."""
+        coalescer = Coalescer(self.config.jobs[job].chunk)
+        async for run in self.due_runs(job, now, mode, since=since):
+            for batch in coalescer.add(run):
+                yield batch
+        for batch in coalescer.close():
+            yield batch
+
+    async def due_runs(
+        self,
+        job: str,
+        now: datetime,
+        mode: Mode,
+        *,
+        since: datetime | None = None,
+        before: datetime | None = None,
+    ) -> AsyncGenerator[Batch, None]:
+        """The job's due windows at `now` that start in `[since, before)` (by default from
+        where planning starts to the last window complete at `now`), as runs of consecutive
+        windows, oldest first. The ledger is read a page (`PAGE_WINDOWS` windows' span) at a
+        time as the runs are taken, so a catch-up of any length is planned in bounded memory.
+
+        Windows held by other runs are planned too: the claim judges them (their holder may be
+        dead) and reports who holds them, instead of leaving them silently out."""
+        spec = self.config.jobs[job]
+        begin = await self.begin(job)
+        timeline = self.timeline(job, begin, {}, now, mode)
+        low = begin if since is None else max(begin, since)
+        stop = now - spec.offset if before is None else min(now - spec.offset, before)
+        page = spec.schedule.first_window(low).length * PAGE_WINDOWS
+        while low < stop:
+            high = stop if stop - low <= page else low + page
+            ledger = {e.window.start: e for e in await self.store.entries(job, low, high)}
+            for run in due_runs(replace(timeline, ledger=ledger), low, high, include_held=True):
+                yield run
+            low = high
+
+    async def count(self, job: str, now: datetime, mode: Mode) -> int:
+        """How many windows of the job are due to run at `now` (not those max_catchup skips)."""
+        since = self.horizon(job, now)
+        return sum([run.count async for run in self.due_runs(job, now, mode, since=since)])
+
+    async def begin(self, job: str) -> datetime:
+        """Where planning starts: the watermark, or the job's first window."""
+        origin = self.origin(job)
+        return max(origin, await self.store.watermark(job) or origin)
 
     def retry_at(self, entry: LedgerEntry) -> datetime:
         """When a failed window may run again: after a delay doubling per attempt, but no later
@@ -123,12 +186,6 @@ class Planning:
             return Priority()
         return Priority(expires_at=oldest + retention)
 
-    async def ledger(self, job: str) -> tuple[datetime, dict[datetime, LedgerEntry]]:
-        """Where planning starts (watermark, or the first window) and the ledger beyond it."""
-        origin = self.origin(job)
-        begin = max(origin, await self.store.watermark(job) or origin)
-        return begin, {entry.window.start: entry for entry in await self.store.entries(job, begin)}
-
     def timeline(
         self,
         job: str,
@@ -145,29 +202,59 @@ class Planning:
 
     async def next_wake(self, job: str, now: datetime, mode: Mode) -> datetime:
         """When the job may next have work: a window closing, a lease expiring, a retry."""
-        begin, ledger = await self.ledger(job)
-        return next_wake(self.timeline(job, begin, ledger, now, mode))
+        begin = await self.begin(job)
+        timeline = self.timeline(job, begin, {}, now, mode)
+        wake = next_wake(timeline)
+        async for _, _, page in self._pages(job, begin, now):
+            wake = min(wake, next_wake(replace(timeline, ledger=page)))
+        return wake
+
+    async def _pages(
+        self, job: str, begin: datetime, now: datetime
+    ) -> AsyncGenerator[tuple[datetime, datetime, dict[datetime, LedgerEntry]], None]:
+        """The job's ledger from `begin` on, a page (`PAGE_WINDOWS` windows' span) at a time, as
+        (low, high, entries of the windows starting in `[low, high)` by start); the last page
+        reaches past `now`, to the end of the ledger."""
+        page = self.config.jobs[job].schedule.first_window(begin).length * PAGE_WINDOWS
+        low = begin
+        while True:
+            last = now - low <= page
+            high = None if last else low + page
+            entries = await self.store.entries(job, low, high)
+            yield low, high or _END, {entry.window.start: entry for entry in entries}
+            if high is None:
+                return
+            low = high
 
     async def status(self, job: str, now: datetime) -> JobStatus:
         """Where the job stands at `now` (and the lag and pending gauges say so too)."""
         spec = self.config.jobs[job]
-        begin, ledger = await self.ledger(job)
+        begin = await self.begin(job)
         # Windows that max_catchup will skip are not pending: they will never run.
         counted_from = begin
         if spec.max_catchup is not None:
             horizon = spec.schedule.first_window(now - spec.max_catchup).start
             counted_from = max(begin, horizon)
+        counted = self.timeline(job, counted_from, {}, now)
+        failed = parked = pending = 0
+        expiry = _Expiry(self, job, now, self.timeline(job, begin, {}, now))
+        # The ledger beyond the watermark a page at a time: it may hold a long catch-up's rows.
+        async for low, high, page in self._pages(job, begin, now):
+            failed += sum(e.status in _FAILED for e in page.values())
+            parked += sum(e.parked for e in page.values())
+            pending += sum(run.count for run in due_runs(replace(counted, ledger=page), low, high))
+            expiry.add(low, high, page)
         last = await self.store.history(job, limit=1)
         status = JobStatus(
             job=job,
             watermark=await self.store.watermark(job),
             lag_seconds=max(0.0, (now - begin).total_seconds()),
             last_status=last[0].status if last else None,
-            failed_windows=sum(e.status in _FAILED for e in ledger.values()),
-            pending_windows=count_due(self.timeline(job, counted_from, ledger, now)),
+            failed_windows=failed,
+            pending_windows=pending,
             rechecked_windows=await self.store.count_attempts(job, reason=LATE_DATA),
-            parked_windows=sum(e.parked for e in ledger.values()),
-            **self._expiry(job, begin, ledger, now),
+            parked_windows=parked,
+            **expiry.result(),
             **await self._census(job, now),
         )
         self.metrics.windows_at_risk.labels(job).set(status.windows_at_risk)
@@ -204,34 +291,6 @@ class Planning:
         )
         return {"window_states": dict(states), "claims": claims}
 
-    def _expiry(
-        self, job: str, begin: datetime, ledger: dict[datetime, LedgerEntry], now: datetime
-    ) -> dict[str, Any]:
-        """Windows not yet done whose source data expires within the tier's margin (at risk),
-        or has expired already (lost: never silently skipped, always reported)."""
-        if (expiry := self.retention(job)) is None:
-            return {}
-        retention, margin = expiry
-        risky_before, lost_before = now - retention + margin, now - retention
-        # Due windows, and parked ones: those wait for a person, not for the clock.
-        due = due_windows(self.timeline(job, begin, ledger, now))
-        undone = list(_until(due, risky_before))
-        undone += [e.window for e in ledger.values() if e.parked and e.window.start < risky_before]
-        for window in undone:
-            if (job, window.start) not in self._warned:
-                self._warned.add((job, window.start))
-                log_event(
-                    "window_at_risk",
-                    level=logging.WARNING,
-                    job=job,
-                    window_start=isoformat(window.start),
-                    window_stop=isoformat(window.stop),
-                    expires_at=isoformat(window.start + retention),
-                    lost=window.start < lost_before,
-                )
-        lost = sum(window.start < lost_before for window in undone)
-        return {"expiry_risk": bool(undone), "windows_at_risk": len(undone), "windows_lost": lost}
-
     def backfill_batches(
         self, job: str, start: datetime, stop: datetime, now: datetime
     ) -> list[Batch]:
@@ -248,6 +307,58 @@ class Planning:
         return list(coalesce(windows, spec.chunk))
 
 
+class _Expiry:
+    """`status`'s windows not yet done whose source data expires within the tier's margin (at
+    risk), or has expired already (lost: never silently skipped, always reported), counted a
+    page of the ledger at a time; each is logged as `window_at_risk` once per runner."""
+
+    def __init__(self, planning: Planning, job: str, now: datetime, timeline: Timeline) -> None:
+        self.planning, self.job, self.timeline = planning, job, timeline
+        self.expiry = planning.retention(job)
+        self.at_risk = self.lost = 0
+        if self.expiry is not None:
+            retention, margin = self.expiry
+            self.risky_before, self.lost_before = now - retention + margin, now - retention
+
+    def add(self, low: datetime, high: datetime, page: Mapping[datetime, LedgerEntry]) -> None:
+        if self.expiry is None or low >= self.risky_before:
+            return
+        # Due windows, and parked ones: those wait for a person, not for the clock.
+        runs = due_runs(replace(self.timeline, ledger=page), low, min(high, self.risky_before))
+        for run in runs:
+            for window in run.windows:
+                self._note(window)
+        for entry in page.values():
+            if entry.parked and entry.window.start < self.risky_before:
+                self._note(entry.window)
+
+    def _note(self, window: Window) -> None:
+        assert self.expiry is not None
+        lost = window.start < self.lost_before
+        self.at_risk += 1
+        self.lost += lost
+        if (self.job, window.start) not in self.planning._warned:
+            self.planning._warned.add((self.job, window.start))
+            log_event(
+                "window_at_risk",
+                level=logging.WARNING,
+                job=self.job,
+                window_start=isoformat(window.start),
+                window_stop=isoformat(window.stop),
+                expires_at=isoformat(window.start + self.expiry[0]),
+                lost=lost,
+            )
+
+    def result(self) -> dict[str, Any]:
+        if self.expiry is None:
+            return {}
+        return {
+            "expiry_risk": bool(self.at_risk),
+            "windows_at_risk": self.at_risk,
+            "windows_lost": self.lost,
+        }
+
+
 def select_jobs(config: Config, jobs: Iterable[str] | None) -> list[str]:
     """The named jobs (all when None); UnknownJobError names the first the config lacks."""
     chosen = list(config.jobs) if jobs is None else list(jobs)
@@ -257,30 +368,3 @@ def select_jobs(config: Config, jobs: Iterable[str] | None) -> list[str]:
             f"unknown job {unknown[0]!r}; jobs in {config.path}: {', '.join(config.jobs) or 'none'}"
         )
     return chosen
-
-
-def _until(windows: Iterable[Window], before: datetime) -> Iterator[Window]:
-    """The windows of an ordered stream that start before `before`."""
-    for window in windows:
-        if window.start >= before:
-            return
-        yield window
-
-
-def _split_before(
-    windows: Iterable[Window], horizon: datetime
-) -> tuple[Iterator[Window], list[Window]]:
-    """Split an ordered window stream into those starting before `horizon` (listed) and the
-    rest (still lazy)."""
-    stream = iter(windows)
-    before: list[Window] = []
-    for window in stream:
-        if window.start >= horizon:
-            return _prepend(window, stream), before
-        before.append(window)
-    return iter(()), before
-
-
-def _prepend(first: Window, rest: Iterator[Window]) -> Iterator[Window]:
-    yield first
-    yield from rest

@@ -48,16 +48,27 @@ class BatchRun:
 
 @dataclass(frozen=True, slots=True)
 class JobPlan:
-    """A job's due windows at some instant: the batches that will run them, and the windows
-    that `max_catchup` says to skip."""
+    """A job's due windows at some instant: the batches that will run them (one query each),
+    and the windows that `max_catchup` says to skip, as runs of consecutive windows."""
 
     job: str
     batches: tuple[Batch, ...]
-    skipped: tuple[Window, ...] = ()
+    skipped: tuple[Batch, ...] = ()
 
     @property
     def windows(self) -> list[Window]:
+        """Every window the batches run, one by one (`window_count` counts them)."""
         return [window for batch in self.batches for window in batch.windows]
+
+    @property
+    def window_count(self) -> int:
+        """How many windows the batches run."""
+        return sum(batch.count for batch in self.batches)
+
+    @property
+    def skipped_count(self) -> int:
+        """How many windows `max_catchup` skips."""
+        return sum(run.count for run in self.skipped)
 
 
 @dataclass(frozen=True, slots=True)
