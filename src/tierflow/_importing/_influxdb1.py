@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from tierflow._errors import InvalidInputError
-from tierflow._importing._server import Connection, connection_keys, open_engine, server_error
-from tierflow._importing._toml import Document, JobText, config_name
+from tierflow._importing._server import Connection, reading
+from tierflow._importing._toml import JobText, config_name, imported_config, place_template
 from tierflow._importing._translate1 import ImportedJob, Tier, translate_cq
 from tierflow._windows import isoformat
 
-__all__ = ["ContinuousQueryText", "import_influxdb1", "influxdb1_config", "write_templates"]
+__all__ = ["ContinuousQueryText", "import_influxdb1", "influxdb1_config"]
 
 CONNECTION = "influxdb1"
 
@@ -37,22 +37,14 @@ async def import_influxdb1(
 ) -> str:
     """The config (TOML text) doing the work of the CQs on `connection`'s server (of `database`
     only, when given); query jobs' templates are written into `templates`."""
-    engine = open_engine(connection, "influxdb1")
-    try:
-        try:
-            names = [row[0] for s in await engine.query("SHOW DATABASES") for row in s.values]
-            if database is not None and database not in names:
-                raise InvalidInputError(
-                    f"{connection.url}: database {database!r} not found "
-                    f"(the server has: {', '.join(names) or 'none'})"
-                )
-            listed = await engine.query("SHOW CONTINUOUS QUERIES")
-        except InvalidInputError:
-            raise
-        except Exception as exc:
-            raise server_error(connection.url, exc) from exc
-    finally:
-        await engine.aclose()
+    async with reading(connection, CONNECTION) as engine:
+        names = [row[0] for s in await engine.query("SHOW DATABASES") for row in s.values]
+        if database is not None and database not in names:
+            raise InvalidInputError(
+                f"{connection.url}: database {database!r} not found "
+                f"(the server has: {', '.join(names) or 'none'})"
+            )
+        listed = await engine.query("SHOW CONTINUOUS QUERIES")
     cqs = [
         ContinuousQueryText(series.name, str(row[0]), str(row[1]))
         for series in listed
@@ -75,7 +67,6 @@ def influxdb1_config(
     job_names: set[str] = set()
     files: dict[Path, str] = {}
     jobs = [_job_text(job, job_names, tier_names, templates, files) for job in translated]
-    write_templates(files)
     header = [
         f"tierflow config imported from the continuous queries of {connection.url}"
         f" ({len(cqs)} found).",
@@ -86,15 +77,8 @@ def influxdb1_config(
     ]
     if not cqs:
         header.append("No continuous queries found: nothing to import.")
-    return Document(
-        header=header,
-        connection=(CONNECTION, connection_keys(connection, "influxdb1")),
-        tiers={
-            name: {"connection": CONNECTION, "bucket": tier.bucket}
-            for tier, name in tier_names.items()
-        },
-        jobs=jobs,
-    ).render()
+    tiers = {name: tier.bucket for tier, name in tier_names.items()}
+    return imported_config(connection, CONNECTION, header, tiers, jobs, files)
 
 
 def _tier_names(jobs: list[ImportedJob]) -> dict[Tier, str]:
@@ -124,30 +108,6 @@ def _job_text(
         notes=list(job.notes),
         refused=list(job.refused),
     )
-    if job.template is None:
-        return text
-    if templates is None:
-        text.refused.append(
-            "a query job needs its template in a file: run the import with --templates DIR"
-        )
-        keys["template"] = f"{name}.influxql.j2"
-        text.shown = job.template
-    elif not job.refused:
-        path = (templates / f"{name}.influxql.j2").resolve()
-        files[path] = job.template
-        keys["template"] = str(path)
-    else:
-        keys["template"] = f"{name}.influxql.j2"
-        text.shown = job.template
+    if job.template is not None:
+        place_template(text, job.template, f"{name}.influxql.j2", templates, files)
     return text
-
-
-def write_templates(files: dict[Path, str]) -> None:
-    """Write the query jobs' templates; if any file exists with other content, none is written
-    (exit 2): an import never overwrites."""
-    for path, body in files.items():
-        if path.exists() and path.read_text(encoding="utf-8") != body:
-            raise InvalidInputError(f"{path} exists with other content: nothing overwritten")
-    for path, body in files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(body, encoding="utf-8")

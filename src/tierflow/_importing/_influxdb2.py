@@ -9,10 +9,8 @@ from typing import Any
 
 from tierflow._engines._base import bare
 from tierflow._engines.flux._engine import FluxEngine
-from tierflow._errors import InvalidInputError
-from tierflow._importing._influxdb1 import write_templates
-from tierflow._importing._server import Connection, connection_keys, open_engine, server_error
-from tierflow._importing._toml import Document, JobText, config_name
+from tierflow._importing._server import Connection, reading
+from tierflow._importing._toml import JobText, config_name, imported_config, place_template
 from tierflow._importing._translate2 import ImportedTask, translate_task
 from tierflow._windows import isoformat
 
@@ -27,9 +25,8 @@ async def import_influxdb2(
 ) -> str:
     """The config (TOML text) doing the work of the tasks of `connection`'s org; query jobs'
     templates are written into `templates`."""
-    engine = open_engine(connection, "influxdb2")
     tasks: list[dict[str, Any]] = []
-    try:
+    async with reading(connection, CONNECTION) as engine:
         flux = bare(engine, FluxEngine)
         after: str | None = None
         while True:
@@ -42,12 +39,6 @@ async def import_influxdb2(
             if len(page) < _PAGE:
                 break
             after = str(page[-1]["id"])
-    except InvalidInputError:
-        raise
-    except Exception as exc:
-        raise server_error(connection.url, exc) from exc
-    finally:
-        await engine.aclose()
     return influxdb2_config(connection, tasks, start=start, templates=templates)
 
 
@@ -67,7 +58,6 @@ def influxdb2_config(
     names: set[str] = set()
     files: dict[Path, str] = {}
     jobs = [_job_text(task, names, tiers, templates, files) for task in translated]
-    write_templates(files)
     header = [
         f"tierflow config imported from the tasks of org {org!r} at {connection.url}"
         f" ({len(tasks)} found).",
@@ -77,12 +67,8 @@ def influxdb2_config(
     ]
     if not tasks:
         header.append("No tasks found: nothing to import.")
-    return Document(
-        header=header,
-        connection=(CONNECTION, connection_keys(connection, "influxdb2")),
-        tiers={name: {"connection": CONNECTION, "bucket": b} for b, name in tiers.items()},
-        jobs=jobs,
-    ).render()
+    tier_buckets = {name: bucket for bucket, name in tiers.items()}
+    return imported_config(connection, CONNECTION, header, tier_buckets, jobs, files)
 
 
 def _job_text(
@@ -106,18 +92,6 @@ def _job_text(
         notes=list(task.notes),
         refused=list(task.refused),
     )
-    if task.template is None:
-        return text
-    filename = f"{name}.flux.j2"
-    if templates is None:
-        text.refused.append(
-            "a query job needs its template in a file: run the import with --templates DIR"
-        )
-    if templates is None or task.refused:
-        keys["template"] = filename
-        text.shown = task.template
-        return text
-    path = (templates / filename).resolve()
-    files[path] = task.template
-    keys["template"] = str(path)
+    if task.template is not None:
+        place_template(text, task.template, f"{name}.flux.j2", templates, files)
     return text

@@ -5,6 +5,8 @@ bad input that names the server and never the secret."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,14 @@ from tierflow._errors import InvalidInputError
 from tierflow._secrets import CommandSecret, EnvSecret, FileSecret, SecretSource
 from tierflow._url_checks import connection_url_problem, redact_url
 
-__all__ = ["Connection", "connection_keys", "open_engine", "secret_source", "server_error"]
+__all__ = [
+    "Connection",
+    "connection_keys",
+    "open_engine",
+    "reading",
+    "secret_source",
+    "server_error",
+]
 
 
 _MODELS: dict[str, type[InfluxDB1Connection] | type[InfluxDB2Connection]] = {
@@ -76,6 +85,21 @@ def open_engine(connection: Connection, kind: str) -> Engine:
     """An engine (no retries) on the server `connection` names."""
     config = _config(connection, kind)
     return dialect_for(config).make_engine("import", config)
+
+
+@asynccontextmanager
+async def reading(connection: Connection, kind: str) -> AsyncIterator[Engine]:
+    """An engine on the server `connection` names, closed on leaving; a failure talking to it is
+    raised as `server_error` (bad input raised inside passes unchanged)."""
+    engine = open_engine(connection, kind)
+    try:
+        yield engine
+    except InvalidInputError:
+        raise
+    except Exception as exc:
+        raise server_error(connection.url, exc) from exc
+    finally:
+        await engine.aclose()
 
 
 def server_error(url: str, exc: BaseException) -> InvalidInputError:

@@ -9,11 +9,23 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from tierflow._errors import InvalidInputError
+from tierflow._importing._server import Connection, connection_keys
 from tierflow._windows import isoformat
 
-__all__ = ["Document", "JobText", "config_name", "toml_key", "toml_value"]
+__all__ = [
+    "Document",
+    "JobText",
+    "config_name",
+    "imported_config",
+    "place_template",
+    "toml_key",
+    "toml_value",
+    "write_templates",
+]
 
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]")
@@ -72,6 +84,35 @@ class JobText:
     shown: str | None = None  # e.g. a template with no file to go to, shown as a comment
 
 
+def place_template(
+    job: JobText, template: str, filename: str, templates: Path | None, files: dict[Path, str]
+) -> None:
+    """Give a query job its `template`: a file `filename` in `templates` (added to `files`, to be
+    written), or, with no folder given or the job refused, shown as a comment under its name."""
+    if templates is None:
+        job.refused.append(
+            "a query job needs its template in a file: run the import with --templates DIR"
+        )
+    if templates is None or job.refused:
+        job.keys["template"] = filename
+        job.shown = template
+        return
+    path = (templates / filename).resolve()
+    files[path] = template
+    job.keys["template"] = str(path)
+
+
+def write_templates(files: dict[Path, str]) -> None:
+    """Write the query jobs' templates; if any file exists with other content, none is written
+    (exit 2): an import never overwrites."""
+    for path, body in files.items():
+        if path.exists() and path.read_text(encoding="utf-8") != body:
+            raise InvalidInputError(f"{path} exists with other content: nothing overwritten")
+    for path, body in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(body, encoding="utf-8")
+
+
 @dataclass(slots=True)
 class Document:
     header: list[str]
@@ -88,6 +129,25 @@ class Document:
         for job in self.jobs:
             lines += _job(job)
         return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def imported_config(
+    connection: Connection,
+    kind: str,
+    header: list[str],
+    tiers: Mapping[str, str],
+    jobs: list[JobText],
+    files: dict[Path, str],
+) -> str:
+    """The config text: `connection` (named `kind`), `tiers` (name → bucket on it) and `jobs`
+    under the `header` comment, once the query jobs' template `files` are written."""
+    write_templates(files)
+    return Document(
+        header=header,
+        connection=(kind, connection_keys(connection, kind)),
+        tiers={name: {"connection": kind, "bucket": bucket} for name, bucket in tiers.items()},
+        jobs=jobs,
+    ).render()
 
 
 def _table(header: str, keys: Mapping[str, Any]) -> list[str]:

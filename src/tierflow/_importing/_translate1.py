@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -280,30 +280,43 @@ def _raw(text: str, job: ImportedJob) -> str:
 
 
 def _resample_downsample(cq: ContinuousQuery, job: ImportedJob) -> None:
-    _resample_every_note(cq, job)
-    horizon = _horizon(cq)
-    if not horizon:
-        return
-    job.keys["recheck"] = format_duration(horizon)
-    job.notes.append(
-        f"{_resample_text(cq)}: the CQ recomputes each bucket until "
-        f"{format_duration(horizon)} after it ends; recheck re-runs the windows that stopped "
-        f"within {format_duration(horizon)} whose source changed (in the daemon, `tierflow "
-        f'run`; with cron and run-once, set offset = "{format_duration(horizon)}" instead)'
+    _resample(
+        cq,
+        job,
+        "recheck",
+        lambda horizon: (
+            f"recheck re-runs the windows that stopped within {horizon} whose source changed "
+            "(in the daemon, `tierflow run`; with cron and run-once, set offset = "
+            f'"{horizon}" instead)'
+        ),
     )
 
 
 def _resample_query(cq: ContinuousQuery, job: ImportedJob) -> None:
+    _resample(
+        cq,
+        job,
+        "offset",
+        lambda horizon: (
+            f"query jobs cannot recheck, so each window runs once, {horizon} after it ends "
+            "(offset), late data within that included"
+        ),
+    )
+
+
+def _resample(
+    cq: ContinuousQuery, job: ImportedJob, key: str, remedy: Callable[[str], str]
+) -> None:
+    """Carry a CQ's resampling over: `key` set to how long after a bucket ends the CQ still
+    recomputes it, and a note saying so, then what the job does about it (`remedy`)."""
     _resample_every_note(cq, job)
     horizon = _horizon(cq)
     if not horizon:
         return
-    job.keys["offset"] = format_duration(horizon)
+    job.keys[key] = format_duration(horizon)
     job.notes.append(
         f"{_resample_text(cq)}: the CQ recomputes each bucket until "
-        f"{format_duration(horizon)} after it ends; query jobs cannot recheck, so each window "
-        f"runs once, {format_duration(horizon)} after it ends (offset), late data within that "
-        "included"
+        f"{format_duration(horizon)} after it ends; {remedy(format_duration(horizon))}"
     )
 
 

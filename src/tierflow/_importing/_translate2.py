@@ -29,7 +29,15 @@ from typing import Any
 
 from tierflow._durations import format_duration
 from tierflow._engines.flux._literals import FLUX_AGGREGATES
-from tierflow._engines.flux._syntax import Call, Kind, Token, calls, statements, tokenize
+from tierflow._engines.flux._syntax import (
+    Call,
+    Kind,
+    Token,
+    _split_commas,
+    calls,
+    statements,
+    tokenize,
+)
 from tierflow._errors import FluxSyntaxError
 from tierflow._windows import CronSchedule
 
@@ -144,20 +152,7 @@ def _task_option(tokens: Sequence[Token]) -> tuple[list[Token], dict[str, list[T
 
 
 def _split(items: Sequence[Token]) -> list[list[Token]]:
-    parts: list[list[Token]] = [[]]
-    depth = 0
-    for token in items:
-        if token.kind is Kind.NEWLINE:
-            continue
-        if token.kind is Kind.OP and token.text in "([{":
-            depth += 1
-        elif token.kind is Kind.OP and token.text in ")]}":
-            depth -= 1
-        if depth == 0 and token.kind is Kind.OP and token.text == ",":
-            parts.append([])
-        else:
-            parts[-1].append(token)
-    return [part for part in parts if part]
+    return _split_commas([token for token in items if token.kind is not Kind.NEWLINE])
 
 
 def _duration(value: Sequence[Token]) -> timedelta:
