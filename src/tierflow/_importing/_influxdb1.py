@@ -6,11 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from tierflow._errors import InvalidInputError
 from tierflow._importing._server import Connection, reading
-from tierflow._importing._toml import JobText, config_name, imported_config, place_template
+from tierflow._importing._toml import config_name, imported_config, job_texts
 from tierflow._importing._translate1 import ImportedJob, Tier, translate_cq
 from tierflow._windows import isoformat
 
@@ -64,9 +63,12 @@ def influxdb1_config(
     """The config text for `cqs` (pure but for writing the query jobs' templates)."""
     translated = [translate_cq(cq.database, cq.name, cq.query, start) for cq in cqs]
     tier_names = _tier_names(translated)
-    job_names: set[str] = set()
-    files: dict[Path, str] = {}
-    jobs = [_job_text(job, job_names, tier_names, templates, files) for job in translated]
+    jobs, files = job_texts(
+        ((job, job.cq_name, _about(job)) for job in translated),
+        tier_names,
+        ".influxql.j2",
+        templates,
+    )
     header = [
         f"tierflow config imported from the continuous queries of {connection.url}"
         f" ({len(cqs)} found).",
@@ -90,24 +92,5 @@ def _tier_names(jobs: list[ImportedJob]) -> dict[Tier, str]:
     return {t: config_name(f"{t.database}_{t.policy or 'default'}", taken) for t in tiers}
 
 
-def _job_text(
-    job: ImportedJob,
-    taken: set[str],
-    tiers: dict[Tier, str],
-    templates: Path | None,
-    files: dict[Path, str],
-) -> JobText:
-    name = config_name(job.cq_name, taken)
-    keys: dict[str, Any] = dict(job.keys)
-    if job.source is not None and job.dest is not None:
-        keys["source"], keys["dest"] = tiers[job.source], tiers[job.dest]
-    text = JobText(
-        name,
-        keys,
-        about=[f"CQ {job.cq_name} ON {job.database}:", "  " + job.cq_text],
-        notes=list(job.notes),
-        refused=list(job.refused),
-    )
-    if job.template is not None:
-        place_template(text, job.template, f"{name}.influxql.j2", templates, files)
-    return text
+def _about(job: ImportedJob) -> list[str]:
+    return [f"CQ {job.cq_name} ON {job.database}:", "  " + job.cq_text]

@@ -10,7 +10,7 @@ from typing import Any
 from tierflow._engines._base import bare
 from tierflow._engines.flux._engine import FluxEngine
 from tierflow._importing._server import Connection, reading
-from tierflow._importing._toml import JobText, config_name, imported_config, place_template
+from tierflow._importing._toml import config_name, imported_config, job_texts
 from tierflow._importing._translate2 import ImportedTask, translate_task
 from tierflow._windows import isoformat
 
@@ -55,9 +55,12 @@ def influxdb2_config(
     buckets = sorted({b for t in translated for b in (t.source, t.dest) if b is not None})
     taken: set[str] = set()
     tiers = {bucket: config_name(bucket, taken) for bucket in buckets}
-    names: set[str] = set()
-    files: dict[Path, str] = {}
-    jobs = [_job_text(task, names, tiers, templates, files) for task in translated]
+    jobs, files = job_texts(
+        ((task, task.name or task.task_id, _about(task)) for task in translated),
+        tiers,
+        ".flux.j2",
+        templates,
+    )
     header = [
         f"tierflow config imported from the tasks of org {org!r} at {connection.url}"
         f" ({len(tasks)} found).",
@@ -71,27 +74,8 @@ def influxdb2_config(
     return imported_config(connection, CONNECTION, header, tier_buckets, jobs, files)
 
 
-def _job_text(
-    task: ImportedTask,
-    taken: set[str],
-    tiers: dict[str, str],
-    templates: Path | None,
-    files: dict[Path, str],
-) -> JobText:
-    name = config_name(task.name or task.task_id, taken)
-    keys: dict[str, Any] = dict(task.keys)
-    if task.source is not None and task.dest is not None:
-        keys["source"], keys["dest"] = tiers[task.source], tiers[task.dest]
-    text = JobText(
-        name,
-        keys,
-        about=[
-            f"task {task.name!r} (id {task.task_id}):",
-            *("  " + line for line in task.flux.splitlines()),
-        ],
-        notes=list(task.notes),
-        refused=list(task.refused),
-    )
-    if task.template is not None:
-        place_template(text, task.template, f"{name}.flux.j2", templates, files)
-    return text
+def _about(task: ImportedTask) -> list[str]:
+    return [
+        f"task {task.name!r} (id {task.task_id}):",
+        *("  " + line for line in task.flux.splitlines()),
+    ]

@@ -14,6 +14,7 @@ from typing import Any
 
 from tierflow._errors import InvalidInputError
 from tierflow._importing._server import Connection, connection_keys
+from tierflow._importing._translation import TierT, Translation
 from tierflow._windows import isoformat
 
 __all__ = [
@@ -21,7 +22,7 @@ __all__ = [
     "JobText",
     "config_name",
     "imported_config",
-    "place_template",
+    "job_texts",
     "toml_key",
     "toml_value",
     "write_templates",
@@ -84,7 +85,46 @@ class JobText:
     shown: str | None = None  # e.g. a template with no file to go to, shown as a comment
 
 
-def place_template(
+def job_texts(
+    translations: Iterable[tuple[Translation[TierT], str, list[str]]],
+    tiers: Mapping[TierT, str],
+    template_suffix: str,
+    templates: Path | None,
+) -> tuple[list[JobText], dict[Path, str]]:
+    """The jobs of `translations` (each with the name it asks for and the comment lines `about`
+    its origin), named uniquely, their tiers by their names in the config; and the query jobs'
+    template files to write into `templates` (each `<job name><template_suffix>`)."""
+    taken: set[str] = set()
+    files: dict[Path, str] = {}
+    jobs: list[JobText] = []
+    for translation, wanted, about in translations:
+        name = config_name(wanted, taken)
+        file = name + template_suffix
+        jobs.append(_job_text(translation, name, about, tiers, file, templates, files))
+    return jobs, files
+
+
+def _job_text(
+    translation: Translation[TierT],
+    name: str,
+    about: list[str],
+    tiers: Mapping[TierT, str],
+    template_file: str,
+    templates: Path | None,
+    files: dict[Path, str],
+) -> JobText:
+    keys = dict(translation.keys)
+    if translation.source is not None and translation.dest is not None:
+        keys["source"], keys["dest"] = tiers[translation.source], tiers[translation.dest]
+    job = JobText(
+        name, keys, about=about, notes=list(translation.notes), refused=list(translation.refused)
+    )
+    if translation.template is not None:
+        _place_template(job, translation.template, template_file, templates, files)
+    return job
+
+
+def _place_template(
     job: JobText, template: str, filename: str, templates: Path | None, files: dict[Path, str]
 ) -> None:
     """Give a query job its `template`: a file `filename` in `templates` (added to `files`, to be

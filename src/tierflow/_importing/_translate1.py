@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,6 +32,7 @@ from tierflow._config._models import AGGREGATES
 from tierflow._durations import format_duration
 from tierflow._errors import InvalidInputError
 from tierflow._importing._cq import ContinuousQuery, Name, parse_continuous_query
+from tierflow._importing._translation import Translation
 
 __all__ = ["ImportedJob", "Tier", "cron_for", "translate_cq"]
 
@@ -57,21 +58,12 @@ class Tier:
 
 
 @dataclass(slots=True)
-class ImportedJob:
-    """A CQ's translation: the job's keys (in order), the template text of a query job (to be
-    written to a file), comments to print above it, and `refused` reasons that leave the whole
-    job commented out."""
+class ImportedJob(Translation[Tier]):
+    """A CQ's translation (tiers by database and retention policy)."""
 
     cq_name: str
     database: str
     cq_text: str
-    kind: str | None = None
-    keys: dict[str, Any] = field(default_factory=dict)
-    source: Tier | None = None
-    dest: Tier | None = None
-    template: str | None = None
-    notes: list[str] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
 
 
 def translate_cq(database: str, name: str, text: str, start: datetime) -> ImportedJob:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,6 +39,7 @@ from tierflow._engines.flux._syntax import (
     tokenize,
 )
 from tierflow._errors import FluxSyntaxError
+from tierflow._importing._translation import Translation
 from tierflow._windows import CronSchedule
 
 __all__ = ["ImportedTask", "translate_task"]
@@ -60,20 +61,12 @@ _SAMPLE_WINDOWS = 400
 
 
 @dataclass(slots=True)
-class ImportedTask:
-    """A task's translation: the job's keys (tiers by bucket name), a query job's template,
-    comments, and `refused` reasons that leave the job commented out."""
+class ImportedTask(Translation[str]):
+    """A task's translation (tiers by bucket name)."""
 
     name: str
     task_id: str
     flux: str
-    kind: str | None = None
-    keys: dict[str, Any] = field(default_factory=dict)
-    source: str | None = None
-    dest: str | None = None
-    template: str | None = None
-    notes: list[str] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
 
 
 class _Refused(Exception):
