@@ -35,6 +35,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from _common import StateStores, load_average, stores_option
+
 import tierflow
 from tierflow.testing import ThrowawayInfluxd
 
@@ -131,33 +133,6 @@ async def run_alone(influx_url: str, state_url: str, windows: int) -> Sample:
         return Sample(wall, *server_side(tf))
 
 
-class Stores:
-    """A fresh state for each run: memory, a new SQLite file, a new database on one PostgreSQL."""
-
-    def __init__(self, stack: ExitStack, names: list[str], work: Path) -> None:
-        self.work = work
-        self.postgres: Any = None
-        if "postgresql" in names:
-            from tierflow.testing.postgres import ThrowawayPostgres
-
-            self.postgres = stack.enter_context(ThrowawayPostgres())
-
-    def fresh(self, store: str, run: int) -> str:
-        if store == "memory":
-            return "memory://"
-        if store == "sqlite":
-            directory = self.work / f"sqlite-{run}"
-            directory.mkdir()
-            return f"sqlite:///{directory / 'state.db'}"
-        return str(self.postgres.new_database("tierflow_bench"))
-
-    def drop(self, store: str, url: str) -> None:
-        if store == "postgresql":
-            self.postgres.drop_database(url)
-        elif store == "sqlite":
-            shutil.rmtree(Path(url.removeprefix("sqlite://")).parent)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=300)
@@ -165,18 +140,13 @@ def main() -> None:
     parser.add_argument("--stores", default=",".join(STORES))
     parser.add_argument("--output", type=Path, default=RESULTS / "per_window.json")
     args = parser.parse_args()
-    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
-    if unknown := sorted(set(stores) - set(STORES)):
-        parser.error(f"unknown store {unknown[0]!r}; known: {', '.join(STORES)}")
-    load_before = os.getloadavg()[0]
-    if load_before > 0.5:
-        print(f"warning: load average {load_before:.2f} before the run; other work on this "
-              "machine inflates the overhead")  # fmt: skip
+    stores = stores_option(parser, args.stores, STORES)
+    load_before = load_average("inflates the overhead")
 
     samples: dict[str, list[Sample]] = {store: [] for store in stores}
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tierflow-window-") as scratch:
         db = stack.enter_context(ThrowawayInfluxd())
-        state_stores = Stores(stack, stores, Path(scratch))
+        state_stores = StateStores(stack, stores)
         db.execute(f'CREATE DATABASE "{DATABASE}"')
         db.execute(f'CREATE RETENTION POLICY "{WARM}" ON "{DATABASE}" DURATION 0s REPLICATION 1')
         points = write_source(db, args.windows)
@@ -186,9 +156,12 @@ def main() -> None:
         for repeat in range(args.repeat):
             for store in stores:  # interleaved, so drift hits every store alike
                 reset_warm(db)
-                url = state_stores.fresh(store, repeat)
+                directory = Path(scratch) / f"{store}-{repeat}"
+                directory.mkdir()
+                url = state_stores.fresh(store, directory)
                 sample = asyncio.run(run_alone(db.url, url, args.windows))
                 state_stores.drop(store, url)
+                shutil.rmtree(directory)
                 assert sample.queries == args.windows, f"{sample.queries} queries, not one a window"
                 written = warm_points(db)
                 assert written == expected, f"{store}: {written} output points, not {expected}"

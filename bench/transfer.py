@@ -52,6 +52,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from _common import load_average
+
 from tierflow._archive import PointBatch, open_archive
 from tierflow._config import parse_config
 from tierflow._engines import Engine, engine_for
@@ -449,12 +451,7 @@ def main() -> None:
         return
     if shutil.which("curl") is None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "curl"], check=True)
-    load_before = os.getloadavg()[0]
-    if load_before > 0.5:
-        print(
-            f"warning: load average {load_before:.2f} before the run; other work on this "
-            "machine lowers both sides' numbers (the ratios less so)"
-        )
+    load_before = load_average("lowers both sides' numbers (the ratios less so)")
 
     points, hosts = args.points, args.hosts
     stop = stop_for(points, hosts)

@@ -47,6 +47,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from _common import StateStores, load_average, stores_option
+
 from tierflow.testing import ThrowawayInfluxd
 
 DATABASE = "bench"
@@ -250,20 +252,9 @@ def bare_loop(url: str, queries: list[str]) -> float:
 # -- the state stores --------------------------------------------------------------------------
 
 
-class Stores:
-    """Fresh state for each run: a new SQLite file, or a new database on one PostgreSQL."""
-
-    def __init__(self, stack: ExitStack, names: list[str]) -> None:
-        self.postgres: Any = None
-        if "postgresql" in names:
-            from tierflow.testing.postgres import ThrowawayPostgres
-
-            self.postgres = stack.enter_context(ThrowawayPostgres())
-
-    def fresh(self, store: str, directory: Path) -> str:
-        if store == "sqlite":
-            return f"sqlite:///{directory / 'state.db'}"
-        return str(self.postgres.new_database("tierflow_bench"))
+class Stores(StateStores):
+    """Fresh state for each run (a new SQLite file, or a new database on one PostgreSQL), and
+    its size."""
 
     def size(self, store: str, directory: Path, url: str) -> dict[str, int]:
         if store == "sqlite":
@@ -285,10 +276,6 @@ class Stores:
             "SELECT pg_database_size(current_database())", url=url
         )
         return {"bytes": int(tables), "database_bytes": int(database)}
-
-    def drop(self, store: str, url: str) -> None:
-        if store == "postgresql":
-            self.postgres.drop_database(url)
 
 
 # -- one measured run --------------------------------------------------------------------------
@@ -392,13 +379,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS / "year.json")
     args = parser.parse_args()
     spans = spans_of(args)
-    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
-    if unknown := sorted(set(stores) - set(STORES)):
-        parser.error(f"unknown store {unknown[0]!r}; known: {', '.join(STORES)}")
-    load_before = os.getloadavg()[0]
-    if load_before > 0.5:
-        print(f"warning: load average {load_before:.2f} before the run; other work on this "
-              "machine slows both sides (the ratios less so)")  # fmt: skip
+    stores = stores_option(parser, args.stores, STORES)
+    load_before = load_average("slows both sides (the ratios less so)")
 
     runs: list[Run] = []
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tierflow-year-") as scratch:
