@@ -53,6 +53,7 @@ from tierflow._state._rows import (
     params_of,
     range_of,
     range_params,
+    settled_attempts,
 )
 from tierflow._state._rules import (
     Refusal,
@@ -72,7 +73,6 @@ from tierflow._state._rules import (
     requeued,
     reset_watermark,
     spans,
-    split_span,
 )
 from tierflow._state._slots import ClusterSlots
 from tierflow._state._sql import queries, shipped_migrations
@@ -707,23 +707,8 @@ async def _settle(
     """Give the attempts `run_id` is making at the windows starting at `starts` the ending
     `ended` (`settle_attempt`'s parameters), splitting history rows that hold other windows:
     the first part ended keeps the row's id, the other parts are rows of their own."""
-    running = outcome_params(None, _same)
-    kept: list[dict[str, object]] = []
-    split: list[dict[str, object]] = []
     await cursor.execute(Q["running_attempts"], (run_id, job))
-    for row_id, start, stop, count in await cursor.fetchall():
-        parts = split_span(Window(_utc(start), _utc(stop)), count, starts)
-        if not any(inside for _, _, inside in parts):
-            continue
-        first = next(index for index, (_, _, inside) in enumerate(parts) if inside)
-        for index, (part, windows, inside) in enumerate(parts):
-            params = {
-                "id": row_id,
-                "window_start": part.start,
-                "window_stop": part.stop,
-                "windows": windows,
-            } | (ended if inside else running)
-            (kept if index == first else split).append(params)
+    kept, split = settled_attempts(await cursor.fetchall(), starts, ended, _utc, _same)
     if split:  # copies of the rows as they still are
         await cursor.executemany(Q["split_attempt"], split)
     if kept:

@@ -16,6 +16,7 @@ from typing import Any
 
 from tierflow._state._base import Attempt, Census, LedgerEntry, LedgerRange, Outcome, RunStatus
 from tierflow._state._holder import Holder
+from tierflow._state._rules import split_span
 from tierflow._windows import Window
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "params_of",
     "range_of",
     "range_params",
+    "settled_attempts",
 ]
 
 #: How a store's time column is read: the stored value as a UTC datetime.
@@ -187,3 +189,33 @@ def params_of(entry: LedgerEntry, stored: Stored) -> dict[str, object]:
         "holder_pid": holder.pid if holder else None,
         "holder_started": holder.started if holder else None,
     }
+
+
+def settled_attempts(
+    rows: Iterable[Sequence[Any]],
+    starts: set[datetime],
+    ended: dict[str, object],
+    moment: Moment,
+    stored: Stored,
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """A run's `running_attempts` rows (id, start, stop, windows) given the ending `ended` at
+    the windows starting at `starts`: the parameters of `settle_attempt` (each touched row's
+    first part that ended, keeping the row's id) and of `split_attempt` (its other parts, rows of
+    their own: the windows that ended, or those still running as the row still is)."""
+    running = outcome_params(None, stored)
+    kept: list[dict[str, object]] = []
+    split: list[dict[str, object]] = []
+    for row_id, start, stop, count in rows:
+        parts = split_span(Window(moment(start), moment(stop)), count, starts)
+        if not any(inside for _, _, inside in parts):
+            continue
+        first = next(index for index, (_, _, inside) in enumerate(parts) if inside)
+        for index, (part, windows, inside) in enumerate(parts):
+            params = {
+                "id": row_id,
+                "window_start": stored(part.start),
+                "window_stop": stored(part.stop),
+                "windows": windows,
+            } | (ended if inside else running)
+            (kept if index == first else split).append(params)
+    return kept, split

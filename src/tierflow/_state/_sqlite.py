@@ -43,6 +43,7 @@ from tierflow._state._rows import (
     params_of,
     range_of,
     range_params,
+    settled_attempts,
 )
 from tierflow._state._sql import queries, shipped_migrations
 from tierflow._state._worker import Worker, worker_of, worker_params
@@ -520,22 +521,8 @@ def _settle(
     """Give the attempts `run_id` is making at the windows starting at `starts` the ending
     `ended` (`settle_attempt`'s parameters), splitting history rows that hold other windows:
     the first part ended keeps the row's id, the other parts are rows of their own."""
-    running = outcome_params(None, to_micros)
-    kept: list[dict[str, object]] = []
-    split: list[dict[str, object]] = []
-    for row_id, start, stop, count in db.execute(Q["running_attempts"], (run_id, job)).fetchall():
-        parts = rules.split_span(Window(from_micros(start), from_micros(stop)), count, starts)
-        if not any(inside for _, _, inside in parts):
-            continue
-        first = next(index for index, (_, _, inside) in enumerate(parts) if inside)
-        for index, (part, windows, inside) in enumerate(parts):
-            params = {
-                "id": row_id,
-                "window_start": to_micros(part.start),
-                "window_stop": to_micros(part.stop),
-                "windows": windows,
-            } | (ended if inside else running)
-            (kept if index == first else split).append(params)
+    rows = db.execute(Q["running_attempts"], (run_id, job)).fetchall()
+    kept, split = settled_attempts(rows, starts, ended, from_micros, to_micros)
     db.executemany(Q["split_attempt"], split)  # copies of the rows as they still are
     db.executemany(Q["settle_attempt"], kept)
 
