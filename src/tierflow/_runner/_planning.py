@@ -131,13 +131,9 @@ class Planning:
         timeline = self.timeline(job, begin, {}, now, mode)
         low = begin if since is None else max(begin, since)
         stop = now - spec.offset if before is None else min(now - spec.offset, before)
-        page = spec.schedule.first_window(low).length * PAGE_WINDOWS
-        while low < stop:
-            high = stop if stop - low <= page else low + page
-            ledger = {e.window.start: e for e in await self.store.entries(job, low, high)}
-            for run in due_runs(replace(timeline, ledger=ledger), low, high, include_held=True):
+        async for first, high, ledger in self._pages(job, low, stop, closed=True):
+            for run in due_runs(replace(timeline, ledger=ledger), first, high, include_held=True):
                 yield run
-            low = high
 
     async def count(self, job: str, now: datetime, mode: Mode) -> int:
         """How many windows of the job are due to run at `now` (not those max_catchup skips)."""
@@ -210,21 +206,23 @@ class Planning:
         return wake
 
     async def _pages(
-        self, job: str, begin: datetime, now: datetime
+        self, job: str, low: datetime, until: datetime, *, closed: bool = False
     ) -> AsyncGenerator[tuple[datetime, datetime, dict[datetime, LedgerEntry]], None]:
-        """The job's ledger from `begin` on, a page (`PAGE_WINDOWS` windows' span) at a time, as
-        (low, high, entries of the windows starting in `[low, high)` by start); the last page
-        reaches past `now`, to the end of the ledger."""
-        page = self.config.jobs[job].schedule.first_window(begin).length * PAGE_WINDOWS
-        low = begin
-        while True:
-            last = now - low <= page
-            high = None if last else low + page
+        """The job's ledger from `low` on, a page (`PAGE_WINDOWS` windows' span) at a time, as
+        (low, high, entries of the windows starting in `[low, high)` by start). `closed`: the
+        pages end at `until` (none when `low` is not before it); else the last page, the one
+        reaching `until`, reaches on to the end of the ledger."""
+        page = self.config.jobs[job].schedule.first_window(low).length * PAGE_WINDOWS
+        while not closed or low < until:
+            last = until - low <= page
+            high: datetime | None = low + page
+            if last:
+                high = until if closed else None
             entries = await self.store.entries(job, low, high)
             yield low, high or _END, {entry.window.start: entry for entry in entries}
-            if high is None:
+            if last:
                 return
-            low = high
+            low += page
 
     async def status(self, job: str, now: datetime) -> JobStatus:
         """Where the job stands at `now` (and the lag and pending gauges say so too)."""
