@@ -489,6 +489,10 @@ def _main(
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise typer.BadParameter(f"{log_level!r} is not one of debug, info, warning, error")
     configure_logging(log_level)
+    # Spans are exported only when OTEL_* asks for it (and the `otel` extra is installed).
+    from tierflow._tracing import configure_from_env
+
+    configure_from_env()
 
 
 def main() -> None:

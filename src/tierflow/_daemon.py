@@ -225,7 +225,9 @@ class MetricsServer:
     async def start(self) -> None:
         from aiohttp import web  # the server side of aiohttp: only for a daemon that serves
 
-        app = web.Application()
+        from tierflow._tracing import server_spans  # an incoming `traceparent` is honoured
+
+        app = web.Application(middlewares=[server_spans()])
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
