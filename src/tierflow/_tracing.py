@@ -18,7 +18,7 @@ import logging
 import os
 import random
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
@@ -326,24 +326,25 @@ def _answered(span: Span, status: int) -> None:
 # -- export, from the environment ---------------------------------------------------------------
 
 
-def configure_from_env(environ: Mapping[str, str] | None = None) -> bool:
+def configure_from_env() -> bool:
     """Install the SDK as the global tracer provider when the `OTEL_*` variables ask for
     export (see `provider_from_env`) and no provider is installed yet; True if it was."""
     if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         return False  # the program made its own choice
-    provider = provider_from_env(os.environ if environ is None else environ)
+    provider = provider_from_env()
     if provider is None:
         return False
     trace.set_tracer_provider(provider)
     return True
 
 
-def provider_from_env(environ: Mapping[str, str]) -> SdkTracerProvider | None:
+def provider_from_env() -> SdkTracerProvider | None:
     """An SDK tracer provider exporting as `OTEL_TRACES_EXPORTER` (`otlp`, `console`, `none`;
     `otlp` when only `OTEL_EXPORTER_OTLP[_TRACES]_ENDPOINT` is set) says, or None: export not
     asked for, `OTEL_SDK_DISABLED=true`, or the SDK not installed. Sampler, batching, endpoint,
     headers and resource come from their own `OTEL_*` variables, read by the SDK. A value it
     cannot use is logged and ignored, as the OpenTelemetry specification asks of SDKs."""
+    environ = os.environ
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
     names = [n.strip().lower() for n in environ.get("OTEL_TRACES_EXPORTER", "").split(",")]
@@ -361,7 +362,7 @@ def provider_from_env(environ: Mapping[str, str]) -> SdkTracerProvider | None:
     except ImportError:
         _not_exported("the OpenTelemetry SDK is not installed: pip install 'tierflow[otel]'")
         return None
-    exporters = [e for e in (_exporter(name, environ) for name in names) if e is not None]
+    exporters = [e for e in (_exporter(name) for name in names) if e is not None]
     if not exporters:
         return None
     resource = Resource.create()
@@ -373,7 +374,7 @@ def provider_from_env(environ: Mapping[str, str]) -> SdkTracerProvider | None:
     return provider
 
 
-def _exporter(name: str, environ: Mapping[str, str]) -> SpanExporter | None:
+def _exporter(name: str) -> SpanExporter | None:
     if name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -383,8 +384,8 @@ def _exporter(name: str, environ: Mapping[str, str]) -> SpanExporter | None:
         _not_exported(f"OTEL_TRACES_EXPORTER: unknown exporter {name!r} (otlp, console, none)")
         return None
     protocol = (
-        environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
         or "http/protobuf"
     ).strip()
     try:
