@@ -1,14 +1,20 @@
 """Spans as tests see them: the SDK's in-memory exporter behind a provider of the test's own
 (`tierflow._tracing.use_provider`), so no global provider is ever set by a test; and the W3C
-`traceparent` headers a recording proxy saw, parsed."""
+`traceparent` headers a recording proxy saw, parsed; and a stand-in OTLP/HTTP receiver for
+what an exporter sends over the wire."""
 
 from __future__ import annotations
 
+import gzip
+import http.server
 import re
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -66,3 +72,59 @@ def trace_id(span: ReadableSpan) -> int:
 
 def parent_id(span: ReadableSpan) -> int | None:
     return span.parent.span_id if span.parent is not None else None
+
+
+@dataclass
+class Received:
+    """What an OTLP/HTTP receiver was sent: each POST's path, content type and (un-gzipped)
+    body."""
+
+    url: str
+    posts: list[tuple[str, str, bytes]] = field(default_factory=list)
+
+    def requests(self) -> list[ExportTraceServiceRequest]:
+        decoded = []
+        for _, _, body in self.posts:
+            request = ExportTraceServiceRequest()
+            request.ParseFromString(body)
+            decoded.append(request)
+        return decoded
+
+    def spans(self) -> list[Any]:
+        """Every span sent (protobuf `Span`s: `name`, `trace_id`/`span_id` bytes, …)."""
+        return [
+            span
+            for request in self.requests()
+            for resource in request.resource_spans
+            for scope in resource.scope_spans
+            for span in scope.spans
+        ]
+
+
+@contextmanager
+def otlp_receiver() -> Iterator[Received]:
+    """A stand-in OTLP/HTTP collector on a free local port, answering 200 to every POST."""
+    received = Received("")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            received.posts.append((self.path, self.headers["Content-Type"], body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    received.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield received
+    finally:
+        server.shutdown()
+        server.server_close()

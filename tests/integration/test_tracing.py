@@ -13,6 +13,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
@@ -32,10 +33,18 @@ from tests.integration._helpers import (
     time_range,
     write_points,
 )
-from tests.integration._support import read_state
+from tests.integration._support import read_state, run_tierflow
 from tests.integration.conftest import WARM_RP, config_tables, read_tier, write_toml
-from tests.proxy import Exchange, Fault, FaultRule, Proxy, times
-from tests.spans import named, parent_id, recording, span_id, trace_id, traceparent
+from tests.proxy import Exchange, Fault, FaultRule, Proxy, ThreadedProxy, times
+from tests.spans import (
+    named,
+    otlp_receiver,
+    parent_id,
+    recording,
+    span_id,
+    trace_id,
+    traceparent,
+)
 from tierflow.testing import ThrowawayInfluxd
 
 WINDOWS = 6
@@ -248,3 +257,45 @@ async def test_archive_and_restore_requests_carry_a_traceparent(
         header = traceparent(exchange.headers)
         assert trace_id(clients[header.parent_id]) == header.trace_id
         assert header.trace_id not in runs_by_trace
+
+
+def test_run_once_exports_over_otlp_the_spans_its_requests_name(
+    influxd: ThrowawayInfluxd,
+    db: str,
+    tmp_path: Path,
+    start: datetime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The CLI as installed: OTEL_* set, spans flushed to a receiver as the process exits.
+    write_points(influxd, db, telemetry(7, start))
+    with otlp_receiver() as received, ThreadedProxy(influxd.url) as threaded:
+        config = downsample_config(tmp_path, threaded.url, db, start)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", received.url)
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "tierflow-under-test")
+        now = (start + WINDOWS * EVERY).isoformat()
+        ran = run_tierflow("run-once", "--now", now, "--json", "-c", config)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        exchanges = threaded.proxy.exchanges
+
+    (resource,) = {
+        a.value.string_value
+        for request in received.requests()
+        for spans in request.resource_spans
+        for a in spans.resource.attributes
+        if a.key == "service.name"
+    }
+    assert resource == "tierflow-under-test"
+    spans = received.spans()
+    window_runs = [s for s in spans if s.name == "window_run"]
+    assert len(window_runs) == WINDOWS
+    assert len({s.trace_id for s in window_runs}) == WINDOWS
+    exported = {int.from_bytes(s.span_id, "big"): s for s in spans}
+    run_traces = {int.from_bytes(s.trace_id, "big") for s in window_runs}
+    assert exchanges
+    for exchange in exchanges:
+        header = traceparent(exchange.headers)
+        assert header.sampled
+        span = exported[header.parent_id]  # the request's own span reached the collector
+        assert int.from_bytes(span.trace_id, "big") == header.trace_id
+    for exchange in downsamples(exchanges):
+        assert traceparent(exchange.headers).trace_id in run_traces

@@ -4,22 +4,24 @@ daemon's endpoints honouring an incoming `traceparent`."""
 
 from __future__ import annotations
 
-import gzip
-import http.server
 import os
-import threading
-from collections.abc import Iterator
-from typing import ClassVar
 
 import aiohttp
 import pytest
 from opentelemetry import trace
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.events import Events
 from tests.fakes import FakeEngine
-from tests.spans import named, parent_id, recording, span_id, trace_id, traceparent
+from tests.spans import (
+    named,
+    otlp_receiver,
+    parent_id,
+    recording,
+    span_id,
+    trace_id,
+    traceparent,
+)
 from tests.unit.test_alert_metrics import free_port
 from tests.unit.test_runner import NOW, make_runner
 from tierflow._config import ServerConfig
@@ -83,51 +85,19 @@ def test_the_console_exporter_writes_to_stderr(
     assert out == ""  # stdout is for what a command prints
 
 
-class _Collector(http.server.BaseHTTPRequestHandler):
-    received: ClassVar[list[tuple[str, str, bytes]]]
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if self.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-        self.received.append((self.path, self.headers["Content-Type"], body))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *_: object) -> None:
-        pass
-
-
-@pytest.fixture
-def collector() -> Iterator[tuple[str, list[tuple[str, str, bytes]]]]:
-    """A stand-in OTLP/HTTP receiver: keeps each POST's path, content type and body."""
-    received: list[tuple[str, str, bytes]] = []
-    handler = type("Collector", (_Collector,), {"received": received})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", received
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_an_otlp_endpoint_alone_exports_protobuf_spans_there(
-    collector: tuple[str, list[tuple[str, str, bytes]]], monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    url, received = collector
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", url)
-    provider = provider_from_env()
-    assert provider is not None
-    provider.get_tracer("t").start_span("exported").end()
-    provider.shutdown()  # flushes the batch
-    assert [(path, kind) for path, kind, _ in received] == [
+    with otlp_receiver() as received:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", received.url)
+        provider = provider_from_env()
+        assert provider is not None
+        provider.get_tracer("t").start_span("exported").end()
+        provider.shutdown()  # flushes the batch
+    assert [(path, kind) for path, kind, _ in received.posts] == [
         ("/v1/traces", "application/x-protobuf")
     ]
-    request = ExportTraceServiceRequest()
-    request.ParseFromString(received[0][2])
+    (request,) = received.requests()
     (resource,) = request.resource_spans
     service = {a.key: a.value.string_value for a in resource.resource.attributes}
     assert service["service.name"] == "tierflow"  # OTEL_SERVICE_NAME unset
