@@ -70,8 +70,10 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 #: Follows the global provider once one is set (a ProxyTracer).
 _GLOBAL = trace.get_tracer(TRACER_NAME)
 _override: Tracer | None = None
-# Ids for stand-in spans; a generator of our own, so a test seeding `random` repeats none.
+# Ids for stand-in spans; a generator of our own, so a test seeding `random` repeats none, and
+# re-seeded in a forked child, which would otherwise draw its parent's ids.
 _IDS = random.Random()
+os.register_at_fork(after_in_child=_IDS.seed)
 
 P = ParamSpec("P")
 S = TypeVar("S")
