@@ -369,4 +369,5 @@ async def _start(server: MetricsServer) -> None:
     try:
         await server.start()
     except OSError as exc:
-        raise InvalidInputError(f"cannot serve metrics on {server.config}: {exc.strerror}") from exc
+        listen = server.config.listen  # the config itself would show how the token is sourced
+        raise InvalidInputError(f"cannot serve on {listen}: {exc.strerror}") from exc

@@ -22,7 +22,7 @@ from tierflow._cli import app
 from tierflow._config import ServerConfig, load_config, parse_config
 from tierflow._config._models import CircuitConfig, RetryConfig
 from tierflow._daemon import MetricsServer
-from tierflow._errors import ConfigError, QueryError, TransientEngineError
+from tierflow._errors import ConfigError, InvalidInputError, QueryError, TransientEngineError
 from tierflow._resilience import ResilientEngine
 from tierflow._runner import Runner
 from tierflow._secrets import EnvSecret
@@ -340,3 +340,21 @@ def test_validate_exits_2_naming_server(tmp_path: Path) -> None:
 
 def config_with(server: dict[str, Any]) -> Any:
     return parse_config({"server": server}, Path("t.toml"))
+
+
+async def test_a_port_taken_is_named_without_the_token_source() -> None:
+    from tierflow._daemon import _start
+
+    runner, _, _ = make_runner()
+    first, url = await served(runner)
+    port = url.rpartition(":")[2]
+    second = MetricsServer(
+        runner, ServerConfig(listen=f"127.0.0.1:{port}", token={"kind": "env", "env": "SOME_VAR"})
+    )
+    try:
+        with pytest.raises(InvalidInputError) as caught:
+            await _start(second)
+    finally:
+        await first.stop()
+    assert str(caught.value).startswith(f"cannot serve on 127.0.0.1:{port}: ")
+    assert "SOME_VAR" not in str(caught.value)
