@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from tierflow._errors import SecretError
+from tierflow._errors import SecretError, TierflowError
 from tierflow._logging import log_event
 from tierflow._secrets import SecretSource, aresolve
 from tierflow._status import status_document
@@ -123,7 +123,13 @@ def add_status_routes(app: web.Application, runner: Runner, guard: Guard) -> Non
         )
 
     async def api_status(_: web.Request) -> web.Response:
-        document = await status_document(runner, None, runner.clock(), circuits=circuits(runner))
+        try:
+            document = await status_document(
+                runner, None, runner.clock(), circuits=circuits(runner)
+            )
+        except TierflowError as exc:
+            # The state store down, most likely: the page says so and keeps asking.
+            return _problem(503, f"cannot read the status: {exc}")
         return web.Response(
             text=json.dumps(document, indent=2, default=str),
             content_type="application/json",

@@ -22,7 +22,13 @@ from tierflow._cli import app
 from tierflow._config import ServerConfig, load_config, parse_config
 from tierflow._config._models import CircuitConfig, RetryConfig
 from tierflow._daemon import MetricsServer
-from tierflow._errors import ConfigError, InvalidInputError, QueryError, TransientEngineError
+from tierflow._errors import (
+    ConfigError,
+    InvalidInputError,
+    QueryError,
+    StateUnavailableError,
+    TransientEngineError,
+)
 from tierflow._resilience import ResilientEngine
 from tierflow._runner import Runner
 from tierflow._secrets import EnvSecret
@@ -358,3 +364,23 @@ async def test_a_port_taken_is_named_without_the_token_source() -> None:
         await first.stop()
     assert str(caught.value).startswith(f"cannot serve on 127.0.0.1:{port}: ")
     assert "SOME_VAR" not in str(caught.value)
+
+
+async def test_a_state_store_that_does_not_answer_is_a_503_the_page_can_show(
+    session: aiohttp.ClientSession,
+) -> None:
+    runner, store, _ = make_runner()
+
+    async def down(*_: object, **__: object) -> None:
+        raise StateUnavailableError("state store unreachable: connection refused")
+
+    store.workers = down  # type: ignore[method-assign,assignment]
+    server, url = await served(runner)
+    try:
+        async with session.get(f"{url}/api/status") as response:
+            assert response.status == 503
+            assert await response.json() == {
+                "error": "cannot read the status: state store unreachable: connection refused"
+            }
+    finally:
+        await server.stop()
