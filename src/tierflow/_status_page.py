@@ -129,6 +129,7 @@ def add_status_routes(app: web.Application, runner: Runner, guard: Guard) -> Non
             )
         except TierflowError as exc:
             # The state store down, most likely: the page says so and keeps asking.
+            log_event("status_unavailable", level=logging.WARNING, error=str(exc))
             return _problem(503, f"cannot read the status: {exc}")
         return web.Response(
             text=json.dumps(document, indent=2, default=str),

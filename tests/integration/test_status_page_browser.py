@@ -4,7 +4,9 @@ and the test reads what a person sees from the DOM.
 
 One job downsamples for real; the other writes into a database that does not exist, so the
 server refuses its windows (the oracle for "failed": influxd's own error, and the state file
-read with sqlite3, not through tierflow). A screenshot is kept under `test-artifacts/`.
+read with sqlite3, not through tierflow), and reads a tier said to keep 3 hours, so its oldest
+failed windows are at risk. A screenshot is kept under `test-artifacts/` (docs/status-page.png
+is one of them).
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ SEEN = """(() => {
       name: text(card.querySelector("h3 .name")),
       windows: [...card.querySelectorAll(".strip li")].map((li) => ({
         start: li.dataset.start, state: li.dataset.state, title: li.title,
+        at_risk: li.dataset.atRisk === "true",
         hidden_text: text(li.querySelector(".sr-only")),
         colour: getComputedStyle(li).backgroundColor,
       })),
@@ -89,6 +92,7 @@ SEEN = """(() => {
     problem: (($) => $.hidden ? null : text($))(document.getElementById("problem")),
     form_shown: getComputedStyle(document.getElementById("token-form")).display !== "none",
     html: document.documentElement.outerHTML,
+    now: document.body.dataset.rendered,
     href: location.href,
     stored: sessionStorage.getItem("tierflow-token"),
   };
@@ -122,10 +126,13 @@ async def test_a_person_sees_the_jobs_and_the_failed_windows_in_chromium(
             "scheduler": {"grace": "5s", "retry_delay": "1h", "max_retry_delay": "1h"},
             "server": {"listen": f"127.0.0.1:{port}", "token": {"env": TOKEN_ENV}},
             "tiers.lost": {"connection": "plant", "bucket": f"{missing}/autogen"},
+            # The same data, said to be kept 3 h: a window waiting whose data is older than
+            # now - 3 h + 1 h (the margin: a tenth, at least an hour) is at risk.
+            "tiers.hot_3h": {"connection": "plant", "bucket": f"{db}/autogen", "retention": "3h"},
             "jobs.sensor_lost": {
-                **job(start + 3 * timedelta(hours=1), every="10m"),
+                **job(start + timedelta(hours=1), every="10m"),
                 "kind": "downsample",
-                "source": "hot",
+                "source": "hot_3h",
                 "dest": "lost",
             },
         },
@@ -137,14 +144,17 @@ async def test_a_person_sees_the_jobs_and_the_failed_windows_in_chromium(
         assert wait_http(f"{url}/healthz", timeout=20, process=daemon)[0] == 200
 
         # Without the token: the probes answer, the data does not.
-        assert http_get(f"{url}/readyz")[0] == 200
+        # (Ready or not: a daemon busy catching up may take longer than the check allows.)
+        code, body = http_get(f"{url}/readyz")
+        assert code in {200, 503}
+        assert "ready" in json.loads(body)
         assert http_get(f"{url}/metrics")[0] == 401
         assert get_json(f"{url}/api/status", None) == (401, {"error": "a bearer token is required"})
 
         # Wait until both jobs have run what is due (the API, with the token).
         def settled() -> dict[str, Any] | None:
             code, document = get_json(f"{url}/api/status", TOKEN)
-            assert code == 200, document
+            assert code == 200, (document, daemon.describe())
             jobs = {j["job"]: j for j in document["jobs"]}
             done = jobs["sensor_10m"]["pending_windows"] == 0 and jobs["sensor_lost"][
                 "failed_windows"
@@ -208,14 +218,22 @@ async def test_a_person_sees_the_jobs_and_the_failed_windows_in_chromium(
     assert {w["state"] for w in older} == {"failed"}
     assert newest["state"] in {"failed", "pending", "running"}
     shown_failed = [w for w in lost["windows"] if w["state"] == "failed"]
-    assert len(shown_failed) >= 5  # its start is an hour back: six windows, give or take one
+    assert len(shown_failed) >= 17  # its start is three hours back: 18 windows, give or take one
     assert {w["start"] for w in shown_failed} <= failed
     for window in shown_failed:
         # Spelled out, not colour alone: the tooltip and the screen-reader text say "failed".
-        assert window["title"].startswith("failed: ")
-        assert window["hidden_text"].startswith("failed: ")
+        assert window["title"].startswith(("failed: ", "failed, at risk: "))
+        assert window["hidden_text"] == window["title"]
         assert "database not found" in window["title"]
         assert window["colour"] == shown_failed[0]["colour"]
+    # At risk: failed, and its data older than now - 2 h (the page's `now`, its own document's).
+    risky_before = parse(seen["now"]) - timedelta(hours=2)
+    at_risk = [w for w in shown_failed if parse(w["start"]) < risky_before]
+    assert at_risk, "the oldest failed windows should be at risk"
+    assert [w["at_risk"] for w in lost["windows"]] == [w in at_risk for w in lost["windows"]]
+    for window in at_risk:
+        assert window["title"].startswith("failed, at risk: ")
+    assert lost["facts"]["At risk"].split()[0] == str(len(at_risk))
     # Red, unlike the succeeded green.
     assert shown_failed[0]["colour"] != shown_succeeded[0]["colour"]
     assert lost["facts"]["Failed"] == str(len(shown_failed))
@@ -245,6 +263,10 @@ async def rendered(page: Page) -> dict[str, Any]:
     await page.wait_for("document.body && document.body.dataset.rendered", within=20)
     seen: dict[str, Any] = await page.evaluate(SEEN)
     return seen
+
+
+def parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def iso(moment: datetime) -> str:
