@@ -143,9 +143,10 @@ class Runner:
         skips), counted without planning their batches."""
         return sum([await self._planning.count(job, now, self.mode) for job in self._select(jobs)])
 
-    async def next_wake(self, job: str, now: datetime) -> datetime:
-        """When the job may next have work: a window closing, a lease expiring, a retry."""
-        return await self._planning.next_wake(job, now, self.mode)
+    async def next_wake(self, job: str, now: datetime, mode: Mode | None = None) -> datetime:
+        """When the job may next have work: a window closing, a lease expiring, a retry (as
+        `mode` retries failed windows; by default the runner's own mode)."""
+        return await self._planning.next_wake(job, now, mode or self.mode)
 
     async def status(self, now: datetime, jobs: Iterable[str] | None = None) -> list[JobStatus]:
         """Where each job stands at `now` (and the lag and pending gauges say so too)."""
