@@ -391,6 +391,8 @@ async def _reloadable(running: Runner) -> Config:
     from tierflow._definitions import check_definitions, refusal
 
     old = running.config
+    if old.path.name == "<mapping>":
+        raise ConfigError("the config was given as a mapping, not read from a file: no reload")
     config = await asyncio.to_thread(_checked, old.path)
     fixed = [name for name in ("state", "server") if getattr(config, name) != getattr(old, name)]
     if fixed:
