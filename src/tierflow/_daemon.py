@@ -167,6 +167,7 @@ class Daemon:
     _reload_wanted: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
     _reloading: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
     _first_engines: dict[str, Engine] = field(default_factory=dict, init=False, repr=False)
+    _closing: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.runner.mode = Mode.DAEMON
@@ -288,7 +289,7 @@ class Daemon:
         for call in self.on_reload:
             call(runner)
         if not retired.busy:
-            asyncio.get_running_loop().create_task(self._close_engines())
+            self._close_later()
 
     def _start_loop(self, job: str) -> None:
         running = self._loops.get(job)
@@ -304,7 +305,8 @@ class Daemon:
             generation = self._current
             runner = generation.runner
             if job not in runner.config.jobs:
-                log_event("job_removed", job=job, note="no new window of it starts")
+                runner.metrics.forget_job(job)
+                log_event("job_removed", job=job, note="its windows in flight are done")
                 return
             if not self.watch.up.is_set():
                 # The store does not answer: claim nothing until a beat gets through.
@@ -355,9 +357,14 @@ class Daemon:
             finally:
                 generation.busy -= 1
                 if generation.replaced.is_set() and not generation.busy:
-                    asyncio.get_running_loop().create_task(self._close_engines())
+                    self._close_later()
             if pause is not None and pause > timedelta(0):
                 await _wait(self.stopping, pause, generation.replaced)
+
+    def _close_later(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._close_engines())
+        self._closing.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._closing.discard)
 
     async def _close_engines(self, *, final: bool = False) -> None:
         """Close the engines of retired configs that no config still in use holds (`final`:

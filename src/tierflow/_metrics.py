@@ -135,6 +135,24 @@ class Metrics:
             self.window_runs.labels(job, outcome)
         self.windows_rechecked.labels(job)
 
+    def forget_job(self, job: str) -> None:
+        """Drop the job's series (a reload removed the job): its gauges would stay frozen, and
+        the time since its last success would grow for ever, as if it had stopped working."""
+        for metric in (
+            self.window_run_duration,
+            self.watermark_lag,
+            self.windows_pending,
+            self.windows_rechecked,
+            self.windows_parked,
+            self.windows_at_risk,
+            self.window_last_success,
+            self.job_window,
+            self.job_offset,
+        ):
+            metric.remove(job)
+        for outcome in OUTCOMES:
+            self.window_runs.remove(job, outcome)
+
     def declare_connection(self, connection: str) -> None:
         """Make the connection's retry counter exist at zero (see `declare_job`)."""
         self.query_retries.labels(connection)

@@ -109,6 +109,27 @@ async def test_a_reload_moving_a_job_with_output_to_another_server_is_refused(
     assert not fake.closed  # the running config's engine is the caller's, open
 
 
+async def test_a_job_removed_ends_its_loop_and_its_series(tmp_path: Path, events: Events) -> None:
+    path = tmp_path / "tierflow.toml"
+    fake = FakeEngine(points=3)
+    daemon = daemon_on(write(path), fake)
+    task = asyncio.create_task(daemon.run())
+    await until(lambda: len(fake.calls) == 5)
+    assert 'job="cpu"' in daemon.runner.metrics.render().decode()
+    path.write_text(path.read_text().replace("[jobs.cpu]", "[jobs.mem]"), encoding="utf-8")
+    assert await daemon.reload() == Reload(added=("mem",), removed=("cpu",))
+    await until(lambda: bool(events.named("job_removed")))
+    await until(lambda: len(fake.calls) == 10)  # mem's five hours, on the same engine
+    assert daemon.watch is not None
+    assert daemon.watch.worker.jobs == ("mem",)
+    daemon.stopping.set()
+    await task
+    shown = daemon.runner.metrics.render().decode()
+    assert 'job="cpu"' not in shown
+    assert 'tierflow_window_runs_total{job="mem",status="succeeded"} 5.0' in shown
+    assert not fake.closed  # the connection did not change: the engine was kept
+
+
 async def test_a_reload_changing_state_is_refused_and_the_running_config_kept(
     tmp_path: Path, events: Events
 ) -> None:
