@@ -228,19 +228,16 @@ class Daemon:
             metrics = old.metrics
             try:
                 config = await _reloadable(old)
+                found = _compare(old.config, config)
             except TierflowError as exc:
-                problems = str(exc).splitlines()
-                log_event(
-                    "config_reload_failed",
-                    level=logging.ERROR,
-                    config=str(old.config.path),
-                    problems=problems,
-                    kept="the running config",
-                )
-                metrics.config_reloads.labels("failure").inc()
-                metrics.config_last_reload_successful.set(0)
+                self._reload_failed(old, str(exc).splitlines())
                 return None
-            found = _compare(old.config, config)
+            except Exception as exc:
+                # A bug: the daemon goes on under the running config, and the next SIGHUP is
+                # still heard (the reloads task must not die of it).
+                text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                self._reload_failed(old, [f"internal error: {text}"], exc_info=True)
+                return None
             if found:
                 self._replace(old, config, found)
             metrics.config_reloads.labels("success").inc()
@@ -256,6 +253,18 @@ class Daemon:
                 scheduler_changed=found.scheduler,
             )
             return found
+
+    def _reload_failed(self, old: Runner, problems: list[str], *, exc_info: bool = False) -> None:
+        log_event(
+            "config_reload_failed",
+            level=logging.ERROR,
+            exc_info=exc_info,
+            config=str(old.config.path),
+            problems=problems,
+            kept="the running config",
+        )
+        old.metrics.config_reloads.labels("failure").inc()
+        old.metrics.config_last_reload_successful.set(0)
 
     def _replace(self, old: Runner, config: Config, found: Reload) -> None:
         """Make `config` the running one: a new runner from the next windows on, the old one

@@ -13,6 +13,7 @@ from tests.events import Events
 from tests.fakes import FakeEngine
 from tests.unit.test_daemon_loop import until
 from tests.unit.test_runner import NOW, START
+from tierflow import _daemon as daemon_module
 from tierflow._config import Config, load_config
 from tierflow._daemon import Daemon, Reload
 from tierflow._runner import Runner
@@ -182,5 +183,28 @@ async def test_asks_during_a_reload_make_one_more_reload(
     await until(lambda: len(reads) == 2)
     await asyncio.sleep(0.05)
     assert len(reads) == 2
+    daemon.stopping.set()
+    await task
+
+
+async def test_a_bug_in_a_reload_is_logged_and_the_next_sighup_still_reloads(
+    tmp_path: Path, events: Events, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "tierflow.toml"
+    daemon = daemon_on(write(path), FakeEngine())
+    running = daemon.runner
+    real = daemon_module._compare
+    monkeypatch.setattr(daemon_module, "_compare", lambda old, new: 1 / 0)
+    task = asyncio.create_task(daemon.run())
+    daemon.request_reload()
+    await until(lambda: bool(events.named("config_reload_failed")))
+    (failed,) = events.named("config_reload_failed")
+    assert failed["problems"] == ["internal error: ZeroDivisionError: division by zero"]
+    assert daemon.runner is running
+    monkeypatch.setattr(daemon_module, "_compare", real)
+    write(path, timeout="20s")
+    daemon.request_reload()
+    await until(lambda: bool(events.named("config_reloaded")))
+    assert daemon.runner is not running
     daemon.stopping.set()
     await task
