@@ -12,6 +12,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -172,6 +173,12 @@ def test_the_configmap_config_validates_and_the_probes_are_served(
         running = spawn("run", "-c", local)
         spawned.append(running)
         assert wait_http(f"http://127.0.0.1:{port}/healthz", 15, running)[0] == 200
+        # Ready once the first beat reached the state store: a moment after it is alive, as
+        # the kubelet's repeated probe allows.
+        deadline, ready = time.monotonic() + 15, 0
+        while ready != 200 and time.monotonic() < deadline:
+            ready = http_get(f"http://127.0.0.1:{port}{probes['readinessProbe']}")[0]
+            time.sleep(0.1)
         answers = {p: http_get(f"http://127.0.0.1:{port}{path}")[0] for p, path in probes.items()}
         running.stop(signal.SIGTERM)
     assert answers == {"livenessProbe": 200, "readinessProbe": 200}
