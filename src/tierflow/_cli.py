@@ -184,6 +184,7 @@ def run(
 
     The first signal stops new windows and lets those in flight finish within [scheduler] grace;
     a second one exits at once (windows in flight stay claimed until their lease expires).
+    SIGHUP reloads the config file (a bad one is logged and the running one kept).
     At a terminal: a line per batch and a catch-up progress bar; otherwise JSON log lines."""
     from tierflow._daemon import serve
     from tierflow._terminal import DaemonDisplay

@@ -24,12 +24,20 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tierflow._api import ConfigSource, Tierflow, as_config
 from tierflow._clock import Clock, utc_now
-from tierflow._config import ServerConfig
-from tierflow._errors import InvalidInputError, StateError, StateUnavailableError, TierflowError
+from tierflow._config import Config, ServerConfig, load_config
+from tierflow._errors import (
+    ConfigError,
+    InvalidInputError,
+    JobRedefinedError,
+    StateError,
+    StateUnavailableError,
+    TierflowError,
+)
 from tierflow._logging import log_event
 from tierflow._runner import Mode, Runner
 from tierflow._state import StateStore, Worker
@@ -39,7 +47,9 @@ from tierflow._state._worker import BEAT_INTERVAL, FORGET_AFTER
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["Daemon", "MetricsServer", "StateWatch", "serve"]
+    from tierflow._engines import Engine
+
+__all__ = ["Daemon", "MetricsServer", "Reload", "StateWatch", "serve"]
 
 _MAX_SLEEP = timedelta(seconds=60)
 _FAILURE_PAUSE = timedelta(seconds=5)
@@ -107,60 +117,226 @@ class StateWatch:
 
 
 @dataclass
+class _Generation:
+    """One loaded config's runner, and how many job loops are inside it. A reload retires it
+    (`replaced` is set: its loops finish what is in flight and move to the new one); once no
+    loop is inside, the engines only it used are closed."""
+
+    runner: Runner
+    replaced: asyncio.Event = field(default_factory=asyncio.Event)
+    busy: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reload:
+    """What a successful reload changed: jobs added, removed and changed (their settings, or
+    their tiers' or connections'), connections whose engines were replaced, and whether
+    `[scheduler]` changed."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    connections: tuple[str, ...] = ()
+    scheduler: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.added or self.removed or self.changed or self.connections or self.scheduler
+        )
+
+
+@dataclass
 class Daemon:
     """Keeps every job's windows running until `stopping` is set. `watch` beats for this
-    worker in the state store; no window is claimed while the store does not answer."""
+    worker in the state store; no window is claimed while the store does not answer.
+
+    `reload` (what SIGHUP asks for) reads the config file again and, if it passes the checks
+    `validate` makes offline, runs it from the next windows on: windows in flight finish under
+    the config they started with. `runner` is always the current config's."""
 
     runner: Runner
     clock: Clock = utc_now
     max_sleep: timedelta = _MAX_SLEEP
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     watch: StateWatch | None = None
+    #: Called with the new runner after each successful reload.
+    on_reload: list[Callable[[Runner], None]] = field(default_factory=list)
+    _current: _Generation = field(init=False, repr=False)
+    _retired: list[_Generation] = field(default_factory=list, init=False, repr=False)
+    _loops: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False, repr=False)
+    _reload_wanted: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+    _reloading: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+    _first_engines: dict[str, Engine] = field(default_factory=dict, init=False, repr=False)
+    _closing: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.runner.mode = Mode.DAEMON
         self.runner.stopping = self.stopping
+        self._current = _Generation(self.runner)
+        self._first_engines = self.runner.engines  # the caller's to close
         if self.watch is None:
             self.watch = StateWatch.of(self.runner, self.clock)
 
     async def run(self) -> None:
         """Run until `stopping` is set, then drain within the grace period."""
         assert self.watch is not None
-        jobs = list(self.runner.config.jobs)
         await self.watch.beat()
-        log_event("daemon_started", jobs=jobs, worker=self.watch.worker.id)
+        self.runner.metrics.config_last_reload_success.set(self.clock().timestamp())
+        log_event("daemon_started", jobs=list(self.runner.config.jobs), worker=self.watch.worker.id)
         beating = asyncio.create_task(self.watch.run(self.stopping), name="beat")
-        loops = [asyncio.create_task(self._job_loop(job), name=f"job:{job}") for job in jobs]
-        await self.stopping.wait()
-        grace = self.runner.config.scheduler.grace.total_seconds()
-        log_event("daemon_stopping", grace_s=grace)
-        _, late = await asyncio.wait(loops, timeout=grace)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*loops, return_exceptions=True)
-        beating.cancel()  # a beat under way is one transaction: it commits or not, whole
-        with suppress(asyncio.CancelledError):
-            await beating
-        await self.watch.beat(stopped=True)  # `status` says stopped, not gone
-        log_event("daemon_stopped", abandoned_loops=len(late))
+        reloads = asyncio.create_task(self._reloads(), name="reloads")
+        for job in self.runner.config.jobs:
+            self._start_loop(job)
+        try:
+            await self.stopping.wait()
+            reloads.cancel()  # a reload half done changed nothing yet: the running config stays
+            with suppress(asyncio.CancelledError):
+                await reloads
+            grace = self.runner.config.scheduler.grace.total_seconds()
+            log_event("daemon_stopping", grace_s=grace)
+            loops = list(self._loops.values())
+            late: set[asyncio.Task[None]] = set()
+            if loops:
+                _, late = await asyncio.wait(loops, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            beating.cancel()  # a beat under way is one transaction: it commits or not, whole
+            with suppress(asyncio.CancelledError):
+                await beating
+            await self.watch.beat(stopped=True)  # `status` says stopped, not gone
+            log_event("daemon_stopped", abandoned_loops=len(late))
+        finally:
+            await self._close_engines(final=True)
+
+    def request_reload(self) -> None:
+        """Ask for a reload (SIGHUP): one runs as soon as none is under way; asks that arrive
+        meanwhile make one more, not one each."""
+        self._reload_wanted.set()
+
+    async def _reloads(self) -> None:
+        while True:
+            await self._reload_wanted.wait()
+            self._reload_wanted.clear()
+            await self.reload()
+
+    async def reload(self) -> Reload | None:
+        """Read the config file again and run it from the next windows on; None (logged as
+        `config_reload_failed`, the running config kept) if it does not pass the checks."""
+        async with self._reloading:
+            old = self._current.runner
+            metrics = old.metrics
+            try:
+                config = await _reloadable(old)
+                found = _compare(old.config, config)
+            except TierflowError as exc:
+                self._reload_failed(old, str(exc).splitlines())
+                return None
+            except Exception as exc:
+                # A bug: the daemon goes on under the running config, and the next SIGHUP is
+                # still heard (the reloads task must not die of it).
+                text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                self._reload_failed(old, [f"internal error: {text}"], exc_info=True)
+                return None
+            if found:
+                self._replace(old, config, found)
+            metrics.config_reloads.labels("success").inc()
+            metrics.config_last_reload_successful.set(1)
+            metrics.config_last_reload_success.set(self.clock().timestamp())
+            log_event(
+                "config_reloaded",
+                config=str(config.path),
+                jobs_added=list(found.added),
+                jobs_removed=list(found.removed),
+                jobs_changed=list(found.changed),
+                connections_changed=list(found.connections),
+                scheduler_changed=found.scheduler,
+            )
+            return found
+
+    def _reload_failed(self, old: Runner, problems: list[str], *, exc_info: bool = False) -> None:
+        log_event(
+            "config_reload_failed",
+            level=logging.ERROR,
+            exc_info=exc_info,
+            config=str(old.config.path),
+            problems=problems,
+            kept="the running config",
+        )
+        old.metrics.config_reloads.labels("failure").inc()
+        old.metrics.config_last_reload_successful.set(0)
+
+    def _replace(self, old: Runner, config: Config, found: Reload) -> None:
+        """Make `config` the running one: a new runner from the next windows on, the old one
+        retired once its windows in flight finish."""
+        assert self.watch is not None
+        kept = {
+            name: engine
+            for name, engine in old.engines.items()
+            if name not in found.connections and name in config.connections
+        }
+        runner = Runner(
+            config,
+            old.store,
+            kept,
+            clock=old.clock,
+            on_progress=old.on_progress,
+            metrics=old.metrics,
+            mode=Mode.DAEMON,
+            stopping=self.stopping,
+            check_fields=old.check_fields,
+        )
+        runner.follow(old)
+        retired, self._current = self._current, _Generation(runner)
+        self.runner = runner
+        old.retired = True
+        retired.replaced.set()
+        self._retired.append(retired)
+        self.watch.worker = replace(self.watch.worker, jobs=tuple(config.jobs))
+        for job in found.added:
+            self._start_loop(job)
+        for call in self.on_reload:
+            call(runner)
+        if not retired.busy:
+            self._close_later()
+
+    def _start_loop(self, job: str) -> None:
+        running = self._loops.get(job)
+        if running is not None and not running.done():
+            return  # removed, then added back before its loop ended: the loop goes on
+        self._loops[job] = asyncio.create_task(self._job_loop(job), name=f"job:{job}")
 
     async def _job_loop(self, job: str) -> None:
         assert self.watch is not None
         failures = 0
+        accepted: Runner | None = None  # the runner whose definition of `job` was accepted
         while not self.stopping.is_set():
+            generation = self._current
+            runner = generation.runner
+            if job not in runner.config.jobs:
+                runner.metrics.forget_job(job)
+                log_event("job_removed", job=job, note="its windows in flight are done")
+                return
             if not self.watch.up.is_set():
                 # The store does not answer: claim nothing until a beat gets through.
                 await _first(self.watch.up, self.stopping)
                 continue
             pause = None
+            generation.busy += 1
             try:
+                if accepted is not runner:
+                    # A job added or changed by a reload: the rules of redefinition, as at start.
+                    await _accept(runner, job)
+                    accepted = runner
                 now = self.clock()
-                await self.runner.run_job(job, now)
+                await runner.run_job(job, now)
+                if generation.replaced.is_set():
+                    continue  # the rest under the reloaded config
                 if not self.stopping.is_set():
-                    await self.runner.recheck(job, now)
+                    await runner.recheck(job, now)
                 # Refreshes the lag and pending gauges.
-                await self.runner.status(self.clock(), [job])
-                wake = await self.runner.next_wake(job, self.clock())
+                await runner.status(self.clock(), [job])
+                wake = await runner.next_wake(job, self.clock())
                 pause = min(wake - self.clock(), self.max_sleep)
                 failures = 0
             except StateUnavailableError as exc:
@@ -187,18 +363,119 @@ class Daemon:
                 )
                 failures += 1
                 pause = self._backoff(failures)
-            if pause > timedelta(0):
-                await _wait(self.stopping, pause)
+            finally:
+                generation.busy -= 1
+                if generation.replaced.is_set() and not generation.busy:
+                    self._close_later()
+            if pause is not None and pause > timedelta(0):
+                await _wait(self.stopping, pause, generation.replaced)
+
+    def _close_later(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._close_engines())
+        self._closing.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_engines(self, *, final: bool = False) -> None:
+        """Close the engines of retired configs that no config still in use holds (`final`:
+        every engine but those of the runner the daemon was given, which its caller closes)."""
+        idle = [g for g in self._retired if final or not g.busy]
+        if final:
+            idle.append(self._current)
+        keep = [self._first_engines] if final else [self._current.runner.engines]
+        keep += [g.runner.engines for g in self._retired if g not in idle]
+        held = {id(engine) for engines in keep for engine in engines.values()}
+        closing: dict[int, Engine] = {}
+        for generation in idle:
+            engines = generation.runner.engines
+            for name, engine in list(engines.items()):
+                if id(engine) not in held:
+                    closing[id(engine)] = engines.pop(name)
+        self._retired = [g for g in self._retired if g not in idle]
+        if closing:
+            await asyncio.gather(*(e.aclose() for e in closing.values()), return_exceptions=True)
 
     def _backoff(self, failures: int) -> timedelta:
         """The pause after the `failures`th failure in a row: doubling, at most `max_sleep`."""
         return min(_FAILURE_PAUSE * (1 << min(failures - 1, 16)), self.max_sleep)
 
 
-async def _wait(event: asyncio.Event, pause: timedelta) -> None:
-    """Sleep `pause`, or less if `event` is set meanwhile."""
+async def _reloadable(running: Runner) -> Config:
+    """The config file of `running` read again, if it passes what `validate` checks offline
+    (the config, the packages it needs, every job's query for a sample window, no job
+    redefined since its ledger was recorded) and keeps what cannot change while running;
+    ConfigError (or JobRedefinedError) saying why not."""
+    from tierflow._definitions import check_definitions, refusal
+
+    old = running.config
+    if old.path.name == "<mapping>":
+        raise ConfigError("the config was given as a mapping, not read from a file: no reload")
+    config = await asyncio.to_thread(_checked, old.path)
+    fixed = [name for name in ("state", "server") if getattr(config, name) != getattr(old, name)]
+    if fixed:
+        raise ConfigError(
+            f"{config.path}: "
+            + " and ".join(f"[{name}]" for name in fixed)
+            + " changed: they cannot change while tierflow runs; restart it to apply them"
+        )
+    checks = await check_definitions(config, running.store)
+    redefined = [check for check in checks if check.state == "changed"]
+    if redefined:
+        raise JobRedefinedError("\n".join(refusal(config, check) for check in redefined))
+    return config
+
+
+def _checked(path: Path) -> Config:
+    from tierflow._preflight import missing_extras
+    from tierflow._validation import check_jobs
+
+    config = load_config(path)
+    problems = [p for p in missing_extras(config) + check_jobs(config) if not p.warning]
+    if problems:
+        raise ConfigError(
+            f"{path}: {len(problems)} problem(s)\n"
+            + "\n".join("  " + problem.render() for problem in problems)
+        )
+    return config
+
+
+async def _accept(runner: Runner, job: str) -> None:
+    from tierflow._definitions import accept_definitions
+
+    await accept_definitions(runner.config, runner.store, [job])
+
+
+def _compare(old: Config, new: Config) -> Reload:
+    """What differs between the running config and the reloaded one."""
+    from tierflow._definitions import job_definition
+
+    connections = tuple(
+        name for name, spec in old.connections.items() if new.connections.get(name) != spec
+    )
+
+    def uses(config: Config, job: str) -> tuple[object, ...]:
+        spec = config.jobs[job]
+        tiers = (config.tiers[spec.source], config.tiers[spec.dest])
+        return (spec, tiers, tuple(config.connections.get(t.connection) for t in tiers))
+
+    kept = [job for job in new.jobs if job in old.jobs]
+    return Reload(
+        added=tuple(job for job in new.jobs if job not in old.jobs),
+        removed=tuple(job for job in old.jobs if job not in new.jobs),
+        changed=tuple(
+            job
+            for job in kept
+            if uses(old, job) != uses(new, job)
+            or job_definition(old, job) != job_definition(new, job)
+        ),
+        connections=connections,
+        scheduler=old.scheduler != new.scheduler,
+    )
+
+
+async def _wait(event: asyncio.Event, pause: timedelta, *more: asyncio.Event) -> None:
+    """Sleep `pause`, or less if `event` (or one of `more`) is set meanwhile."""
     with suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), pause.total_seconds())
+        await asyncio.wait_for(_first(event, *more), pause.total_seconds())
 
 
 async def _first(*events: asyncio.Event) -> None:
@@ -235,7 +512,7 @@ class MetricsServer:
         app.router.add_get("/metrics", guard(self._metrics))
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        add_status_routes(app, self.runner, guard)
+        add_status_routes(app, lambda: self.runner, guard)
         self._site = web.AppRunner(app, access_log=None)
         await self._site.setup()
         host, port = self.config.host_port
@@ -308,7 +585,7 @@ async def serve(
     on_stopped: Callable[[], None] | None = None,
 ) -> None:
     """Run the daemon on `config` (what `tierflow run` does) until SIGTERM or SIGINT, or until
-    `stopping` is set.
+    `stopping` is set; SIGHUP reloads the config file (see `Daemon.reload`).
 
     Every job's windows run as they become due; `[server] listen`, when set, serves `/metrics`,
     `/healthz` and `/readyz`. The first signal stops new windows and lets those in flight finish
@@ -328,6 +605,8 @@ async def serve(
             await started
         handled = _handle_signals(daemon) if signals else []
         server = MetricsServer(tf.runner, loaded.server, daemon.watch) if loaded.server else None
+        if server is not None:
+            daemon.on_reload.append(lambda runner: setattr(server, "runner", runner))
         tracer = None
         if trace_memory is not None:
             from tierflow._memtrace import trace_memory as tracing
@@ -350,8 +629,16 @@ async def serve(
 
 
 def _handle_signals(daemon: Daemon) -> list[signal.Signals]:
-    """SIGTERM and SIGINT: the first stops the daemon gracefully, a second exits at once."""
+    """SIGTERM and SIGINT: the first stops the daemon gracefully, a second exits at once.
+    SIGHUP: reload the config (ignored once stopping)."""
     loop = asyncio.get_running_loop()
+
+    def on_hangup() -> None:
+        if daemon.stopping.is_set():
+            log_event("signal_ignored", signal="SIGHUP", reason="stopping")
+            return
+        log_event("signal_received", signal="SIGHUP")
+        daemon.request_reload()
 
     def on_signal(signum: signal.Signals) -> None:
         if daemon.stopping.is_set():
@@ -363,7 +650,8 @@ def _handle_signals(daemon: Daemon) -> list[signal.Signals]:
     handled = [signal.SIGTERM, signal.SIGINT]
     for signum in handled:
         loop.add_signal_handler(signum, on_signal, signum)
-    return handled
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    return [*handled, signal.SIGHUP]
 
 
 async def _start(server: MetricsServer) -> None:

@@ -105,6 +105,28 @@ class Metrics:
             "check (each /readyz and each /metrics scrape), else 0.",
             registry=r,
         )
+        # As Prometheus names its own (prometheus_config_last_reload_*).
+        self.config_reloads = Counter(
+            "tierflow_config_reloads",
+            "Config reloads asked for by SIGHUP, by result (success, failure: the running "
+            "config was kept).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("success", "failure"):
+            self.config_reloads.labels(result)
+        self.config_last_reload_successful = Gauge(
+            "tierflow_config_last_reload_successful",
+            "1 when the last config reload succeeded (or none was asked for), 0 when it failed.",
+            registry=r,
+        )
+        self.config_last_reload_successful.set(1)
+        self.config_last_reload_success = Gauge(
+            "tierflow_config_last_reload_success_timestamp_seconds",
+            "When the config was last loaded (at start, then each successful reload), in Unix "
+            "seconds.",
+            registry=r,
+        )
 
     def declare_job(self, job: str) -> None:
         """Make the job's counters exist at zero: a counter that first appears at 1
@@ -112,6 +134,24 @@ class Metrics:
         for outcome in OUTCOMES:
             self.window_runs.labels(job, outcome)
         self.windows_rechecked.labels(job)
+
+    def forget_job(self, job: str) -> None:
+        """Drop the job's series (a reload removed the job): its gauges would stay frozen, and
+        the time since its last success would grow for ever, as if it had stopped working."""
+        for metric in (
+            self.window_run_duration,
+            self.watermark_lag,
+            self.windows_pending,
+            self.windows_rechecked,
+            self.windows_parked,
+            self.windows_at_risk,
+            self.window_last_success,
+            self.job_window,
+            self.job_offset,
+        ):
+            metric.remove(job)
+        for outcome in OUTCOMES:
+            self.window_runs.remove(job, outcome)
 
     def declare_connection(self, connection: str) -> None:
         """Make the connection's retry counter exist at zero (see `declare_job`)."""

@@ -116,9 +116,10 @@ def circuits(runner: Runner) -> dict[str, str]:
     return states
 
 
-def add_status_routes(app: web.Application, runner: Runner, guard: Guard) -> None:
+def add_status_routes(app: web.Application, current: Callable[[], Runner], guard: Guard) -> None:
     """Serve the page at `/` (open: it holds no data) and the status at `/api/status`
-    (behind `guard`)."""
+    (behind `guard`), read through `current()`: the daemon's runner of the moment (a SIGHUP
+    reload replaces it)."""
     from aiohttp import web
 
     page = resources.files("tierflow").joinpath(_PAGE).read_bytes()
@@ -129,6 +130,7 @@ def add_status_routes(app: web.Application, runner: Runner, guard: Guard) -> Non
         )
 
     async def api_status(_: web.Request) -> web.Response:
+        runner = current()
         try:
             document = await status_document(
                 runner, None, runner.clock(), circuits=circuits(runner)

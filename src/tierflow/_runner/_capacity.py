@@ -60,6 +60,17 @@ class Capacity:
         ):
             yield
 
+    def inherit(self, previous: Capacity) -> None:
+        """Use `previous`'s gates for the limits this config keeps unchanged (after a reload:
+        the batches still running under the old config hold slots of the same gates)."""
+        old = previous.config
+        if old.scheduler.max_concurrency == self.config.scheduler.max_concurrency:
+            self._global = previous._global
+        for name, gate in previous._connections.items():
+            spec = self.config.connections.get(name)
+            if spec is not None and spec.max_concurrency == old.connections[name].max_concurrency:
+                self._connections[name] = gate
+
     def _shared(self, scope: str, limit: int) -> AbstractAsyncContextManager[None]:
         if self.store is None:
             return nullcontext()

@@ -73,7 +73,8 @@ class Runner:
     `mode` says how a failed window is retried: `Mode.DAEMON` waits a growing delay (at most
     `retry_delay` once the window is at risk); `Mode.ONCE` (`run-once`, asked for by a person
     or a cron job) retries failed windows at once.
-    Once `stopping` is set, no new batch starts.
+    Once `stopping` is set, or the runner is `retired` (a reloaded config replaced it), no new
+    batch starts; those in flight finish.
     """
 
     config: Config
@@ -87,6 +88,9 @@ class Runner:
     #: Look each downsample job's source fields up before its first batch and log
     #: `fields_missing` for fields the source lacks (what `run-once` does).
     check_fields: bool = False
+    #: Set when a reloaded config replaces this runner (`tierflow run` on SIGHUP): batches in
+    #: flight finish under this runner's config, no new one starts.
+    retired: bool = False
     #: Windows this runner's claims found held by another live run (holder, lease): run-once
     #: reports those still undone.
     held: list[LedgerEntry] = field(default_factory=list, init=False, repr=False)
@@ -97,6 +101,12 @@ class Runner:
     def __post_init__(self) -> None:
         self._planning = Planning(self.config, self.store, self.metrics)
         self._capacity = Capacity(self.config, self.store)
+
+    def follow(self, previous: Runner) -> None:
+        """Take over the capacity gates of `previous` (the runner of the config this one's
+        replaces) whose limits are unchanged: its batches still in flight and this runner's
+        new ones share the same slots, so a reload never lets more run than the limits say."""
+        self._capacity.inherit(previous._capacity)
 
     @property
     def lease(self) -> timedelta:
@@ -306,7 +316,7 @@ class Runner:
                 return waiting.pop() if waiting else await anext(rest, None)
 
         async def worker() -> None:
-            while not (self.stopping is not None and self.stopping.is_set()):
+            while not (self.retired or (self.stopping is not None and self.stopping.is_set())):
                 batch = await take()
                 if batch is None:
                     return

@@ -1,0 +1,210 @@
+"""The daemon's reload, in process: a connection changed gets a new engine and the old one is
+closed once no window uses it; what cannot change while running is refused and the running
+config kept; asks for a reload that arrive during one make one more, not one each."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.events import Events
+from tests.fakes import FakeEngine
+from tests.unit.test_daemon_loop import until
+from tests.unit.test_runner import NOW, START
+from tierflow import _daemon as daemon_module
+from tierflow._config import Config, load_config
+from tierflow._daemon import Daemon, Reload
+from tierflow._runner import Runner
+from tierflow._state import MemoryStateStore
+
+TOML = """
+[state]
+url = "{state}"
+
+[connections.plant]
+kind = "influxdb1"
+url = "{url}"
+timeout = "{timeout}"
+
+[tiers.raw]
+connection = "plant"
+bucket = "raw/autogen"
+
+[tiers.rollup]
+connection = "plant"
+bucket = "rollup"
+
+[jobs.cpu]
+kind = "downsample"
+source = "raw"
+dest = "rollup"
+measurements = ["cpu"]
+every = "1h"
+start = "{start}"
+aggregates = {{ usage = ["mean"] }}
+"""
+
+
+def write(
+    path: Path,
+    *,
+    url: str = "http://a.example:8086",
+    timeout: str = "15s",
+    state: str = "memory://",
+) -> Config:
+    start = START.isoformat().replace("+00:00", "Z")
+    text = TOML.format(url=url, timeout=timeout, state=state, start=start)
+    path.write_text(text, encoding="utf-8")
+    return load_config(path)
+
+
+def daemon_on(config: Config, fake: FakeEngine) -> Daemon:
+    runner = Runner(config, MemoryStateStore(), engines={"plant": fake}, clock=lambda: NOW)
+    return Daemon(runner, clock=lambda: NOW)
+
+
+async def test_a_changed_connection_gets_a_new_engine_and_the_old_one_is_closed(
+    tmp_path: Path, events: Events
+) -> None:
+    path = tmp_path / "tierflow.toml"
+    fake = FakeEngine(points=3)
+    daemon = daemon_on(write(path), fake)
+    first = daemon.runner
+    task = asyncio.create_task(daemon.run())
+    await until(lambda: len(fake.calls) == 5)  # the five due hours
+    write(path, timeout="20s")  # not the URL: that is part of the job's definition
+    found = await daemon.reload()
+    assert found == Reload(changed=("cpu",), connections=("plant",))
+    assert daemon.runner is not first
+    assert first.retired
+    assert daemon.runner.config.connections["plant"].timeout.total_seconds() == 20
+    await until(lambda: fake.closed)  # the loop was asleep: nothing in flight used it
+    assert "plant" not in daemon.runner.engines  # made anew on first use
+    daemon.stopping.set()
+    await task
+    (logged,) = events.named("config_reloaded")
+    assert logged["connections_changed"] == ["plant"]
+    assert logged["jobs_changed"] == ["cpu"]
+    metrics = first.metrics
+    assert metrics.config_reloads.labels("success")._value.get() == 1
+
+
+async def test_a_reload_moving_a_job_with_output_to_another_server_is_refused(
+    tmp_path: Path, events: Events
+) -> None:
+    path = tmp_path / "tierflow.toml"
+    fake = FakeEngine(points=3)
+    daemon = daemon_on(write(path), fake)
+    task = asyncio.create_task(daemon.run())
+    await until(lambda: len(fake.calls) == 5)
+    write(path, url="http://b.example:8086")
+    assert await daemon.reload() is None
+    daemon.stopping.set()
+    await task
+    (failed,) = events.named("config_reload_failed")
+    text = "\n".join(failed["problems"])
+    assert "job cpu was redefined" in text
+    assert "b.example" in text
+    assert not fake.closed  # the running config's engine is the caller's, open
+
+
+async def test_a_job_removed_ends_its_loop_and_its_series(tmp_path: Path, events: Events) -> None:
+    path = tmp_path / "tierflow.toml"
+    fake = FakeEngine(points=3)
+    daemon = daemon_on(write(path), fake)
+    task = asyncio.create_task(daemon.run())
+    await until(lambda: len(fake.calls) == 5)
+    assert 'job="cpu"' in daemon.runner.metrics.render().decode()
+    path.write_text(path.read_text().replace("[jobs.cpu]", "[jobs.mem]"), encoding="utf-8")
+    assert await daemon.reload() == Reload(added=("mem",), removed=("cpu",))
+    await until(lambda: bool(events.named("job_removed")))
+    await until(lambda: len(fake.calls) == 10)  # mem's five hours, on the same engine
+    assert daemon.watch is not None
+    assert daemon.watch.worker.jobs == ("mem",)
+    daemon.stopping.set()
+    await task
+    shown = daemon.runner.metrics.render().decode()
+    assert 'job="cpu"' not in shown
+    assert 'tierflow_window_runs_total{job="mem",status="succeeded"} 5.0' in shown
+    assert not fake.closed  # the connection did not change: the engine was kept
+
+
+async def test_a_reload_changing_state_is_refused_and_the_running_config_kept(
+    tmp_path: Path, events: Events
+) -> None:
+    path = tmp_path / "tierflow.toml"
+    daemon = daemon_on(write(path), FakeEngine())
+    running = daemon.runner
+    write(path, state=f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    assert await daemon.reload() is None
+    assert daemon.runner is running
+    assert not running.retired
+    (failed,) = events.named("config_reload_failed")
+    assert "[state] changed" in failed["problems"][0]
+    assert "restart it to apply them" in failed["problems"][0]
+    assert running.metrics.config_last_reload_successful._value.get() == 0
+
+
+async def test_a_config_given_as_a_mapping_cannot_be_reloaded(events: Events) -> None:
+    config = Config.from_mapping(
+        {
+            "connections": {"plant": {"kind": "influxdb1", "url": "http://a.example:8086"}},
+            "tiers": {"raw": {"connection": "plant", "bucket": "raw"}},
+            "jobs": {},
+        }
+    )
+    daemon = daemon_on(config, FakeEngine())
+    assert await daemon.reload() is None
+    (failed,) = events.named("config_reload_failed")
+    assert "not read from a file" in failed["problems"][0]
+
+
+async def test_asks_during_a_reload_make_one_more_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "tierflow.toml"
+    daemon = daemon_on(write(path), FakeEngine())
+    release, reads = asyncio.Event(), []
+
+    async def slow(running: Runner) -> Config:
+        reads.append(running)
+        await release.wait()
+        return running.config
+
+    monkeypatch.setattr("tierflow._daemon._reloadable", slow)
+    task = asyncio.create_task(daemon.run())
+    daemon.request_reload()
+    await until(lambda: len(reads) == 1)
+    for _ in range(5):
+        daemon.request_reload()
+    release.set()
+    await until(lambda: len(reads) == 2)
+    await asyncio.sleep(0.05)
+    assert len(reads) == 2
+    daemon.stopping.set()
+    await task
+
+
+async def test_a_bug_in_a_reload_is_logged_and_the_next_sighup_still_reloads(
+    tmp_path: Path, events: Events, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "tierflow.toml"
+    daemon = daemon_on(write(path), FakeEngine())
+    running = daemon.runner
+    real = daemon_module._compare
+    monkeypatch.setattr(daemon_module, "_compare", lambda old, new: 1 / 0)
+    task = asyncio.create_task(daemon.run())
+    daemon.request_reload()
+    await until(lambda: bool(events.named("config_reload_failed")))
+    (failed,) = events.named("config_reload_failed")
+    assert failed["problems"] == ["internal error: ZeroDivisionError: division by zero"]
+    assert daemon.runner is running
+    monkeypatch.setattr(daemon_module, "_compare", real)
+    write(path, timeout="20s")
+    daemon.request_reload()
+    await until(lambda: bool(events.named("config_reloaded")))
+    assert daemon.runner is not running
+    daemon.stopping.set()
+    await task
