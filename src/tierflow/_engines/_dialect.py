@@ -204,7 +204,21 @@ class Dialect(ABC):
         """What an archive job reads for `batch`, as text (what `plan` shows and the ledger
         hashes): every point of each measurement in the window."""
 
+    @abstractmethod
+    def render_measurements(self, tier: TierConfig, window: Window, tags: Mapping[str, str]) -> str:
+        """A read query listing the measurements of `tier` that hold at least one point (with
+        the tag values `tags`) in `window`, and no other: bounded to the window, to the
+        tier's own bucket or retention policy (not the whole database). What a measurement
+        pattern is resolved against (`list_measurements` sends it)."""
+
     # -- with an engine --------------------------------------------------------------------
+
+    @abstractmethod
+    async def list_measurements(
+        self, engine: Engine, tier: TierConfig, window: Window, tags: Mapping[str, str]
+    ) -> list[str]:
+        """The measurements `render_measurements` lists, sorted (empty: none has data there).
+        The caller matches the pattern, so every dialect selects the same names."""
 
     @abstractmethod
     def make_engine(
