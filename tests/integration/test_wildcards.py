@@ -14,9 +14,14 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
+from tests.fluxcheck import FluxChecker, flux_checker
+from tests.influx2_standin import TOKEN, StandIn, annotated_csv
 from tests.integration.conftest import (
     WARM_RP,
     Databases,
@@ -25,8 +30,19 @@ from tests.integration.conftest import (
     sqlite_state,
     write_toml,
 )
+from tests.integration.test_influxdb2_transfer import (
+    answer,
+    archive_job,
+    in_range,
+    raw_points,
+    run,
+)
+from tests.integration.test_influxdb2_transfer import config as transfer_config
 from tierflow._archive import open_archive
+from tierflow._state import RunStatus
 from tierflow.testing import ThrowawayInfluxd
+
+__all__ = ["flux_checker"]
 
 TIERFLOW = str(Path(sys.executable).parent / "tierflow")
 HOUR = timedelta(hours=1)
@@ -205,3 +221,62 @@ def test_a_bad_regex_is_refused_at_load(influxd: ThrowawayInfluxd, db: str, tmp_
         assert "lookahead/lookbehind" in said
         assert '[jobs.open] measurements = "/[a/"' in said
         assert "unterminated character set" in said
+
+
+# -- 2.x: an archive job with "*" through the recording stand-in -------------------------------
+
+
+@pytest.fixture
+async def standin(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StandIn]:
+    monkeypatch.setenv("TF_STANDIN_TOKEN", TOKEN)
+    server = StandIn(tokens={TOKEN}, org="acme", buckets={"hot", "warm"})
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def test_a_2x_star_archive_lists_each_window_then_exports_what_it_found(
+    tmp_path: Path, influxd: ThrowawayInfluxd, standin: StandIn, flux_checker: FluxChecker
+) -> None:
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - 6 * HOUR
+    points = raw_points(start)  # measurement m, in windows 0 and 1 only
+    exports = answer(points)
+
+    def on_query(script: str) -> bytes:
+        if "distinct(" not in script:
+            return exports(script)  # type: ignore[no-any-return]
+        found = [["m"]] if in_range(script, points) else []
+        return annotated_csv([(["_value"], ["string"], found)], group_key=[[]])
+
+    standin.on_query = on_query
+    name, job = archive_job(start)
+    path = transfer_config(
+        tmp_path,
+        influxd,
+        standin,
+        {"hot": ("cloud", "hot"), "cold": ("archive", str(tmp_path / "cold"))},
+        (name, {**job, "measurements": "*"}),
+    )
+
+    runs = await run(path, start + 3 * HOUR)
+
+    assert [r.status for r in runs] == [RunStatus.SUCCEEDED] * 3
+    assert sum(r.points_written for r in runs) == len(points)
+    scripts = [r.json()["query"] for r in standin.requests if r.path == "/api/v2/query"]
+    listings = [s for s in scripts if "distinct(" in s]
+    for index, script in enumerate(listings):
+        assert flux_checker.is_valid(script), script
+        window = (start + index * HOUR, start + (index + 1) * HOUR)
+        bounds = [t.isoformat().replace("+00:00", "Z") for t in window]
+        assert f"range(start: {bounds[0]}, stop: {bounds[1]})" in script
+        assert 'from(bucket: "hot")' in script
+    assert len(listings) == 3
+    assert archived(tmp_path / "cold") == {
+        ("m", start): len(in_range(_range_script(start, start + HOUR), points)),
+        ("m", start + HOUR): len(in_range(_range_script(start + HOUR, start + 2 * HOUR), points)),
+    }
+
+
+def _range_script(start: datetime, stop: datetime) -> str:
+    bounds = [t.isoformat().replace("+00:00", "Z") for t in (start, stop)]
+    return f"range(start: {bounds[0]}, stop: {bounds[1]})"
