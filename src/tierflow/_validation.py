@@ -158,7 +158,9 @@ async def pattern_notes(config: Config, name: str, engine: Engine, now: datetime
             continue
         since = Window(spec.start, now)
         try:
-            listed = await engine.dialect.list_measurements(engine, source, since, spec.tags)
+            listed = await engine.dialect.list_measurements(
+                engine, source, since, spec.tags, pattern.matches
+            )
         except QueryError as exc:
             notes.append(Problem(f"measurements {pattern.text}: {exc}", job=job, connection=name))
             continue

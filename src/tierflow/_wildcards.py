@@ -35,7 +35,9 @@ async def resolve_measurements(
     if pattern is None:
         return job
     source = config.tiers[job.source]
-    listed = await engine.dialect.list_measurements(engine, source, window, job.tags)
+    listed = await engine.dialect.list_measurements(
+        engine, source, window, job.tags, pattern.matches
+    )
     chosen = pattern.select(listed)
     # The window's own bounds: a batch's fields carry the whole batch's range.
     log_event(

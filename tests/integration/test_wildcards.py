@@ -39,7 +39,12 @@ from tests.integration.test_influxdb2_transfer import (
 )
 from tests.integration.test_influxdb2_transfer import config as transfer_config
 from tierflow._archive import open_archive
+from tierflow._config import InfluxDB1Connection, TierConfig
+from tierflow._config._patterns import parse_pattern
+from tierflow._engines.influxql import DIALECT as INFLUXQL
+from tierflow._engines.influxql._listing import GROUP
 from tierflow._state import RunStatus
+from tierflow._windows import Window
 from tierflow.testing import ThrowawayInfluxd
 
 __all__ = ["flux_checker"]
@@ -137,7 +142,7 @@ def test_star_and_regex_archive_what_each_window_of_the_tier_holds(
     plan = tierflow("plan", "--now", (start + 3 * HOUR).isoformat(), config=path)
     assert plan.returncode == 0, plan.stderr
     assert "measurements *: resolved per window" in plan.stdout
-    assert f'FROM "{db}"."{WARM_RP}"./.*/ WHERE' in plan.stdout
+    assert f'SHOW MEASUREMENTS ON "{db}"; SELECT * FROM "{db}"."{WARM_RP}".… WHERE' in plan.stdout
 
     first = tierflow("run-once", "--now", (start + 3 * HOUR).isoformat(), "--json", config=path)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -207,6 +212,48 @@ def test_star_and_regex_archive_what_each_window_of_the_tier_holds(
     assert "resolve now to 4 measurement(s)" in said
     assert "cpu, late, mem, odd name,x" in said
     assert "job only_c, connection plant: measurements /^c|^l[a-z]+e$/ resolve now to 2" in said
+
+
+async def test_the_1x_listing_checks_every_candidate_in_groups_within_rp_and_window(
+    influxd: ThrowawayInfluxd, db: str
+) -> None:
+    # More names than one checking statement takes; the database-wide `SHOW MEASUREMENTS`
+    # lists all of them, the check keeps exactly those with a point in warm in the window.
+    start = datetime(2026, 11, 20, tzinfo=UTC)
+    count = 2 * GROUP + 7
+    in_window = {f"m{i:03d}" for i in range(0, count, 3)}
+    influxd.write(
+        [
+            f"m{i:03d},k=v f={i}i {ns(start, 60 + i)}"
+            for i in range(count)
+            if f"m{i:03d}" in in_window
+        ]
+        # Before and at the window's stop: not in it.
+        + [f"m{i:03d} f=1i {ns(start, -1)}" for i in range(1, count, 3)]
+        + [f"m{i:03d} f=1i {ns(start, 3600)}" for i in range(1, count, 3)],
+        db=db,
+        rp=WARM_RP,
+        precision="ns",
+    )
+    # In the window, but in the other RP.
+    influxd.write([f"m{i:03d} f=1i {ns(start, 5)}" for i in range(2, count, 3)], db=db)
+    tier = TierConfig(connection="plant", bucket=f"{db}/{WARM_RP}")
+    connection = InfluxDB1Connection(kind="influxdb1", url=influxd.url)
+    engine = INFLUXQL.make_engine("plant", connection)
+    window = Window(start, start + HOUR)
+    try:
+        everything = await INFLUXQL.list_measurements(engine, tier, window, {}, lambda _: True)
+        tagged = await INFLUXQL.list_measurements(engine, tier, window, {"k": "v"}, lambda _: True)
+        other = await INFLUXQL.list_measurements(engine, tier, window, {"k": "w"}, lambda _: True)
+        fives = await INFLUXQL.list_measurements(
+            engine, tier, window, {}, parse_pattern("/5$/").matches
+        )
+    finally:
+        await engine.aclose()
+    assert everything == sorted(in_window)
+    assert tagged == sorted(in_window)
+    assert other == []
+    assert fives == sorted(name for name in in_window if name.endswith("5"))
 
 
 def test_a_bad_regex_is_refused_at_load(influxd: ThrowawayInfluxd, db: str, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from tierflow._config._patterns import parse_pattern
 from tierflow._definitions import job_definition
 from tierflow._engines.flux import DIALECT as FLUX
 from tierflow._engines.flux._engine import FluxEngine
-from tierflow._engines.influxql import DIALECT as INFLUXQL
+from tierflow._engines.influxql._listing import check_query
 from tierflow._errors import ConfigError
 from tierflow._jobs import render_job
 from tierflow._planner import Batch
@@ -158,8 +158,9 @@ def test_plan_renders_the_bounded_listing_and_a_run_the_resolved_export() -> Non
     batch = Batch((Window(T0, T0 + HOUR),))
     shown = render_job(config, "keep", batch).text
     assert shown == (
-        'SELECT * FROM "db"."hot"./.*/ WHERE time >= \'2026-11-01T00:00:00Z\' AND '
-        "time < '2026-11-01T01:00:00Z' AND \"site\" = 's1' LIMIT 1"
+        'SHOW MEASUREMENTS ON "db"; SELECT * FROM "db"."hot".… WHERE '
+        "time >= '2026-11-01T00:00:00Z' AND time < '2026-11-01T01:00:00Z' AND \"site\" = 's1' "
+        "LIMIT 1 (… the names listed that the pattern matches, 50 per statement)"
     )
     job = config.jobs["keep"]
     assert isinstance(job, ArchiveJob)
@@ -238,8 +239,10 @@ def _call(node: dict[str, Any]) -> bool:
 def test_both_dialects_list_within_the_window_and_the_tier_only() -> None:
     config = load(measurements="*")
     window = Window(T0, T0 + HOUR)
-    influxql = INFLUXQL.render_measurements(config.tiers["warm"], window, {})
-    assert influxql.startswith('SELECT * FROM "db"."warm"./.*/ WHERE time >= ')
-    assert influxql.endswith("LIMIT 1")
+    check = check_query(config.tiers["warm"], window, {}, ["a", 'b "x"'])
+    assert check == (
+        'SELECT * FROM "db"."warm"."a", "db"."warm"."b \\"x\\"" WHERE '
+        "time >= '2026-11-01T00:00:00Z' AND time < '2026-11-01T01:00:00Z' LIMIT 1"
+    )
     flux = FLUX.render_measurements(config.tiers["hot2"], window, {})
     assert flux.startswith('from(bucket: "hot")\n  |> range(start: 2026-11-01T00:00:00Z, stop: ')

@@ -115,8 +115,14 @@ class Flux(Dialect):
         return measurements_script(tier, window, tags)
 
     async def list_measurements(
-        self, engine: Engine, tier: TierConfig, window: Window, tags: Mapping[str, str]
+        self,
+        engine: Engine,
+        tier: TierConfig,
+        window: Window,
+        tags: Mapping[str, str],
+        wanted: Callable[[str], bool],
     ) -> list[str]:
+        # One read answers every name (storage reads them as tag values): nothing to skip.
         from tierflow._engines.flux._listing import list_measurements
 
         return await list_measurements(engine, tier, window, tags)
