@@ -331,11 +331,6 @@ class _Job(_Model):
             return None
         return parse_pattern(self.measurement_pattern)
 
-    @property
-    def unresolved(self) -> bool:
-        """A pattern job not yet resolved for a window: its `measurements` are not known."""
-        return self.measurement_pattern is not None and not self.measurements
-
     def dest_measurement(self, measurement: str) -> str:
         """Where a measurement's aggregates go: the same name, or the `into` template (e.g.
         `"{{ measurement }}_5m"`) rendered for it."""
