@@ -42,6 +42,7 @@ from tierflow._archive import open_archive
 from tierflow._config import InfluxDB1Connection, TierConfig
 from tierflow._config._patterns import parse_pattern
 from tierflow._engines.influxql import DIALECT as INFLUXQL
+from tierflow._engines.influxql import _listing as listing
 from tierflow._engines.influxql._listing import GROUP
 from tierflow._state import RunStatus
 from tierflow._windows import Window
@@ -214,11 +215,14 @@ def test_star_and_regex_archive_what_each_window_of_the_tier_holds(
     assert "job only_c, connection plant: measurements /^c|^l[a-z]+e$/ resolve now to 2" in said
 
 
+@pytest.mark.parametrize("statements", [10, 1])
 async def test_the_1x_listing_checks_every_candidate_in_groups_within_rp_and_window(
-    influxd: ThrowawayInfluxd, db: str
+    influxd: ThrowawayInfluxd, db: str, monkeypatch: pytest.MonkeyPatch, statements: int
 ) -> None:
-    # More names than one checking statement takes; the database-wide `SHOW MEASUREMENTS`
-    # lists all of them, the check keeps exactly those with a point in warm in the window.
+    # More names than one checking statement takes (in one request, or one per request); the
+    # database-wide `SHOW MEASUREMENTS` lists all of them, the check keeps exactly those with
+    # a point in warm in the window.
+    monkeypatch.setattr(listing, "STATEMENTS", statements)
     start = datetime(2026, 11, 20, tzinfo=UTC)
     count = 2 * GROUP + 7
     in_window = {f"m{i:03d}" for i in range(0, count, 3)}

@@ -8,8 +8,9 @@ pattern may match) are only candidates, checked by a read of the tier's own poli
 window: `SELECT * FROM "db"."rp"."a", "db"."rp"."b", … WHERE time … LIMIT 1` answers one series
 per measurement with at least one point there (the limit applies per series: one row each) and
 none for a measurement whose points lie in another policy or outside the window (seen on 1.6.7;
-tests/integration/test_wildcards.py). The candidates are read a group at a time: the answer has
-a column for every field and tag key of the measurements a statement reads, in every row.
+tests/integration/test_wildcards.py). The candidates are read `GROUP` to a statement (the answer
+has a column for every field and tag key of the measurements a statement reads, in every row),
+`STATEMENTS` statements to a request.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from tierflow._engines._base import Engine
 from tierflow._engines.influxql._literals import influxql_ident, influxql_string, influxql_time
 from tierflow._windows import Window
 
-__all__ = ["GROUP", "check_query", "list_measurements", "listing_text", "names_query"]
+__all__ = ["GROUP", "STATEMENTS", "check_query", "list_measurements", "listing_text", "names_query"]
 
-#: Measurements per checking statement.
+#: Measurements per checking statement, and statements per request.
 GROUP = 50
+STATEMENTS = 10
 
 
 def names_query(tier: TierConfig) -> str:
@@ -68,7 +70,11 @@ async def list_measurements(
     names = sorted({str(row[0]) for series in listed for row in series.values if row})
     found: set[str] = set()
     candidates = [name for name in names if wanted(name)]
-    for at in range(0, len(candidates), GROUP):
-        text = check_query(tier, window, tags, candidates[at : at + GROUP])
+    statements = [
+        check_query(tier, window, tags, candidates[at : at + GROUP])
+        for at in range(0, len(candidates), GROUP)
+    ]
+    for at in range(0, len(statements), STATEMENTS):
+        text = "; ".join(statements[at : at + STATEMENTS])
         found.update(s.name for s in await engine.query(text, database=tier.database) if s.values)
     return sorted(found)
