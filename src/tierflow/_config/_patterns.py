@@ -5,17 +5,21 @@ A pattern is resolved per window at run time (`tierflow._wildcards`): the measur
 source tier with data in the window are listed on the server, and the pattern is matched here,
 in Python, so that both engines (and any to come) select exactly the same names.
 
-The regex is matched as InfluxDB matches one (Go's RE2, unanchored: `^`/`$` anchor it), and only
-what Python's `re` and RE2 read alike is accepted: a construct one of them lacks (lookaround,
-backreferences, atomic groups, possessive repeats, `\\Z`, conditionals, verbose or locale flags)
-is refused at load rather than read differently. `\\d`, `\\w`, `\\s` and `\\b` are ASCII, as in
-RE2; case-insensitive matching of non-ASCII letters (which the two fold differently) is refused.
+The regex is matched as InfluxDB matches one (Go's `regexp`, RE2 syntax, unanchored: `^`/`$`
+anchor it), and only what Python's `re` and RE2 read alike is accepted; what one of them lacks
+or reads otherwise is refused at load rather than read differently: lookarounds,
+backreferences, atomic groups, possessive repeats, conditionals, comment groups, inline flags
+other than `m` and `s`, case-insensitive matching (RE2 folds `k` with the Kelvin sign), `\\s`
+and `\\S` (RE2's leaves out `\\v`), `\\Z`, `\\u`/`\\U`/`\\N` escapes, `{,n}` (text to RE2), counts
+above 1000, POSIX classes and nested sets. `\\d`, `\\w` and `\\b` are ASCII, as in RE2. The
+accepted subset is checked against Go's own `regexp` (tests/unit/test_pattern_re2.py).
 """
 
 from __future__ import annotations
 
 import importlib
 import re
+import warnings
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -38,9 +42,6 @@ _REFUSED_OPS = {
     "ATOMIC_GROUP": "atomic groups",
     "POSSESSIVE_REPEAT": "possessive repeats",
 }
-_REFUSED_AT = {"AT_END_STRING": "\\Z (RE2 reads only \\z; write $)"}
-# The inline flags both read alike: i, m, s (`re.UNICODE` is Python's default for str).
-_SHARED_FLAGS = re.IGNORECASE | re.MULTILINE | re.DOTALL | re.UNICODE
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,15 +67,22 @@ def parse_pattern(text: str) -> MeasurementPattern:
         return MeasurementPattern(text, None)
     if len(text) < 2 or not (text.startswith("/") and text.endswith("/")):
         raise ValueError(f"{text!r} is not a measurement pattern: {_SHAPE}")
-    # InfluxQL's regex literal: `\/` stands for a slash.
+    # InfluxQL's regex literal: `\/` stands for a slash, every other escape stays as written.
     source = text[1:-1].replace("\\/", "/")
     if not source:
         raise ValueError('an empty regex "//" matches everything: write "*" for that')
     try:
-        regex = re.compile(source, re.ASCII)
+        with warnings.catch_warnings():
+            # Python warns of what it will read as nested sets (`[[`, `--`, `&&`…): RE2 reads
+            # `[[:alpha:]]` as a POSIX class today.
+            warnings.simplefilter("error", FutureWarning)
+            regex = re.compile(source, re.ASCII)
+    except FutureWarning:
+        problem: str | None = "a nested set or set operation ([[, --, &&, ~~, ||)"
     except re.error as exc:
         raise ValueError(f"regex {text}: {exc}") from None
-    problem = _re2_difference(source)
+    else:
+        problem = _textual_difference(source) or _parsed_difference(source)
     if problem:
         raise ValueError(
             f"regex {text}: {problem}, which InfluxDB's RE2 and Python's re read differently "
@@ -83,16 +91,86 @@ def parse_pattern(text: str) -> MeasurementPattern:
     return MeasurementPattern(text, regex)
 
 
-def _re2_difference(source: str) -> str | None:
+# What only the text shows (the parsed form of `x{,2}` and `x{0,2}` is the same, say).
+_ESCAPES = {
+    "u": "\\u escapes",
+    "U": "\\U escapes",
+    "N": "\\N{...} escapes",
+    "Z": "\\Z (RE2 reads only \\z; write $)",
+    "s": "\\s (RE2's leaves out \\v: write the characters, [ \\t])",
+    "S": "\\S (RE2's takes \\v: write the characters, [^ \\t])",
+}
+_NOT_IN_CLASS = {"b": "\\b in a class (a backspace to Python, refused by RE2)"}
+_POSIX = re.compile(r"\[:\^?[a-z]+:\]")
+_UPTO = re.compile(r"\{,[0-9]*\}")
+_REPEAT = re.compile(r"\{([0-9]+)(?:,([0-9]*))?\}")
+_GROUP = re.compile(r"\(\?([a-zA-Z-]*)([:)]|.?)")
+_MAX_REPEAT = 1000  # RE2's limit on a counted repeat
+
+
+def _textual_difference(source: str) -> str | None:
+    at = 0
+    while at < len(source):
+        char = source[at]
+        if char == "\\":
+            escaped = source[at + 1 : at + 2]
+            if escaped in _ESCAPES:
+                return _ESCAPES[escaped]
+            at += 2
+        elif char == "[":
+            at, problem = _class(source, at)
+            if problem:
+                return problem
+        elif problem := _outside(source, at):
+            return problem
+        else:
+            at += 1
+    return None
+
+
+def _class(source: str, at: int) -> tuple[int, str | None]:
+    """Read the character class opening at `at` (well formed: Python compiled it): where it
+    ends, and what in it the two read differently."""
+    at += 1
+    at += source.startswith("^", at)
+    at += source.startswith("]", at)  # a `]` first is a character in both
+    while at < len(source) and source[at] != "]":
+        if source[at] == "\\":
+            escaped = source[at + 1 : at + 2]
+            if escaped in _ESCAPES:
+                return at, _ESCAPES[escaped]
+            if escaped in _NOT_IN_CLASS:
+                return at, _NOT_IN_CLASS[escaped]
+            at += 2
+        elif _POSIX.match(source, at):
+            return at, "a POSIX class such as [:alpha:] (Python reads its characters)"
+        else:
+            at += 1
+    return at + 1, None
+
+
+def _outside(source: str, at: int) -> str | None:
+    if _UPTO.match(source, at):
+        return "{,n} (RE2 reads it as text; write {0,n})"
+    repeat = _REPEAT.match(source, at)
+    if repeat and any(int(n) > _MAX_REPEAT for n in repeat.groups() if n):
+        return f"a repeat count above {_MAX_REPEAT}"
+    group = _GROUP.match(source, at)
+    if group and group.group(2) in ":)":
+        flags = set(group.group(1)) - {"-"}
+        if "i" in flags:
+            return "case-insensitive matching (RE2 folds K with the Kelvin sign; write [Kk])"
+        if flags - {"m", "s"}:
+            return "an inline flag other than m or s"
+    elif group and group.group(1) == "" and group.group(2) == "#":
+        return "a comment group"
+    return None
+
+
+def _parsed_difference(source: str) -> str | None:
     # `re._parser` (3.11+) has no stubs; it is the parser `re.compile` itself uses.
     parser: Any = importlib.import_module("re._parser")
-    parsed = parser.parse(source, 0)
-    flags = parsed.state.flags
-    found = _walk(parsed, set())
-    if flags & ~_SHARED_FLAGS or found.pop("flags", None):
-        return "an inline flag other than i, m or s"
-    if flags & re.IGNORECASE and not source.isascii():
-        return "case-insensitive matching of non-ASCII letters"
+    found = _walk(parser.parse(source, 0), set())
     return next(iter(found.values()), None)
 
 
@@ -102,10 +180,6 @@ def _walk(node: Any, seen: set[int], found: dict[str, str] | None = None) -> dic
         name = str(op)
         if name in _REFUSED_OPS:
             found.setdefault(name, _REFUSED_OPS[name])
-        if name == "AT" and str(value) in _REFUSED_AT:
-            found.setdefault(name, _REFUSED_AT[str(value)])
-        if name == "SUBPATTERN" and (value[1] | value[2]) & ~_SHARED_FLAGS:
-            found.setdefault("flags", "flags")
         for part in value if isinstance(value, (list, tuple)) else ():
             _descend(part, seen, found)
     return found
