@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tierflow import __version__
-from tierflow._api import Status, Tierflow
+from tierflow._api import Tierflow
 from tierflow._cli_archive import register as register_archive_commands
 from tierflow._cli_common import (
     ConfigOption,
@@ -27,7 +27,7 @@ from tierflow._cli_common import (
     run_command,
     when,
 )
-from tierflow._cli_definitions import definition_json, print_redefined
+from tierflow._cli_definitions import print_redefined
 from tierflow._cli_definitions import register as register_definition_commands
 from tierflow._cli_group import TierflowGroup
 from tierflow._cli_import import register as register_import_commands
@@ -39,7 +39,6 @@ from tierflow._cli_report import (
     report_runs,
     shows_progress,
     status_table,
-    workers_json,
     workers_table,
 )
 from tierflow._clock import utc_now
@@ -47,10 +46,9 @@ from tierflow._config import DEFAULT_CONFIG, Config
 from tierflow._logging import configure_logging
 from tierflow._runner import BatchRun, Runner
 from tierflow._state import LedgerEntry
+from tierflow._status import definition_json
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from tierflow._api import Validation
     from tierflow._definitions import DefinitionCheck
 
@@ -281,57 +279,22 @@ def status(
     redefined since its ledger was recorded; then the workers (`tierflow run` daemons) seen in
     the last hour: live, gone (stopped beating) or stopped."""
     from tierflow._definitions import check_definitions
+    from tierflow._status import status_document
 
     at = instant(now, "--now")
 
     async def read(
         loaded: Config, tf: Tierflow
-    ) -> tuple[Config, Status, list[DefinitionCheck], dict[str, datetime]]:
-        found_status = await tf.status(jobs, at)
-        found = await check_definitions(loaded, tf.store, jobs)
-        # When each job next has work: now if windows are pending, else the next wake.
-        wakes = {
-            s.job: at if s.pending_windows else await tf.next_wake(s.job, at) for s in found_status
-        }
-        return loaded, found_status, found, wakes
+    ) -> tuple[Config, dict[str, Any], list[DefinitionCheck]]:
+        # The same document the daemon serves at /api/status (circuits: only it knows them).
+        document = await status_document(tf.runner, jobs, at)
+        return loaded, document, await check_definitions(loaded, tf.store, jobs)
 
-    loaded, rows, found, wakes = run_command(config, read, jobs)
+    loaded, document, found = run_command(config, read, jobs)
     checks = {c.job: c for c in found}
-    body: list[dict[str, Any]] = [
-        {
-            "job": s.job,
-            "watermark": when(s.watermark),
-            "lag_seconds": s.lag_seconds,
-            "last_status": s.last_status.value if s.last_status else None,
-            "failed_windows": s.failed_windows,
-            "pending_windows": s.pending_windows,
-            "rechecked_windows": s.rechecked_windows,
-            "parked_windows": s.parked_windows,
-            "expiry_risk": s.expiry_risk,
-            "windows_at_risk": s.windows_at_risk,
-            "windows_lost": s.windows_lost,
-            "next_due": when(wakes[s.job]),
-            # Every window from the job's start to now, each in one state; and who runs which.
-            "windows": {str(state): count for state, count in s.window_states.items()},
-            "running_windows": len(s.claims),
-            "claims": [
-                {
-                    "start": when(c.window.start),
-                    "stop": when(c.window.stop),
-                    "run_id": c.run_id,
-                    "holder": {"host": c.holder.host, "pid": c.holder.pid} if c.holder else None,
-                    "lease_expires_at": when(c.lease_expires_at),
-                    "stale": c.stale,
-                }
-                for c in s.claims
-            ],
-            "definition": definition_json(checks[s.job]),
-        }
-        for s in rows
-    ]
-    workers = workers_json(rows)
+    body, workers = document["jobs"], document["workers"]
     if as_json:
-        print_json({"now": when(at), "state": loaded.state.url, "jobs": body, "workers": workers})
+        print_json(document)
         return
     out.print(status_table(body, at))
     if claims := claims_table(body):
@@ -489,6 +452,10 @@ def _main(
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise typer.BadParameter(f"{log_level!r} is not one of debug, info, warning, error")
     configure_logging(log_level)
+    # Spans are exported only when OTEL_* asks for it (and the `otel` extra is installed).
+    from tierflow._tracing import configure_from_env
+
+    configure_from_env()
 
 
 def main() -> None:

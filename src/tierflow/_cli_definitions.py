@@ -4,7 +4,7 @@ redefined since its ledger was recorded (see `tierflow._definitions`)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
@@ -20,6 +20,7 @@ from tierflow._cli_common import (
     when,
 )
 from tierflow._config import DEFAULT_CONFIG
+from tierflow._status import definition_json
 
 if TYPE_CHECKING:
     from tierflow._definitions import DefinitionCheck
@@ -30,15 +31,6 @@ __all__ = ["definition_json", "print_redefined", "register"]
 def register(app: typer.Typer) -> None:
     """Add `reset` to the `tierflow` app."""
     app.command()(reset)
-
-
-def definition_json(check: DefinitionCheck) -> dict[str, Any]:
-    """The `definition` field of `plan --json` and `status --json`."""
-    return {
-        "state": check.state,
-        "digest": check.definition.digest,
-        "changes": [{"key": c.key, "old": c.old, "new": c.new} for c in check.changes],
-    }
 
 
 def print_redefined(checks: Iterable[DefinitionCheck]) -> None:

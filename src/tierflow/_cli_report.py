@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 from rich import box
@@ -22,9 +21,7 @@ from tierflow._config import Config
 from tierflow._planner import Batch
 from tierflow._runner import BatchRun, JobPlan, Runner, WindowRun
 from tierflow._state import LedgerEntry, RunStatus
-
-if TYPE_CHECKING:
-    from tierflow._api import Status
+from tierflow._status import workers_json
 
 __all__ = [
     "claims_table",
@@ -354,27 +351,6 @@ def claims_table(body: Sequence[Mapping[str, Any]]) -> Table | None:
             f"{c['lease_expires_at']}" + (" (stale: taken over next run)" if c["stale"] else ""),
         )
     return table
-
-
-def workers_json(status: Status) -> list[dict[str, Any]]:
-    """The workers `status` found, for `--json` and the table: each one's process, version,
-    state at `now`, beats, jobs, and how many running windows of the shown jobs it holds."""
-    held = Counter(c.holder for job in status.jobs for c in job.claims if c.holder)
-    return [
-        {
-            "id": w.id,
-            "host": w.holder.host,
-            "pid": w.holder.pid,
-            "version": w.version,
-            "state": w.state(status.now).value,
-            "started_at": when(w.started_at),
-            "last_seen": when(w.last_seen),
-            "stopped_at": when(w.stopped_at),
-            "jobs": list(w.jobs),
-            "running_windows": held[w.holder],
-        }
-        for w in status.workers
-    ]
 
 
 def workers_table(workers: Sequence[Mapping[str, Any]], at: datetime) -> Table | None:

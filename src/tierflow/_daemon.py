@@ -214,8 +214,10 @@ async def _first(*events: asyncio.Event) -> None:
 @dataclass
 class MetricsServer:
     """Serves `/metrics` (Prometheus), `/healthz` (alive) and `/readyz` (state store and every
-    connection reachable). With the daemon's `watch`, the state store is not ready while the
-    worker's beats do not get through (the daemon claims nothing then)."""
+    connection reachable), and the status page `/` with its `/api/status` (see
+    `tierflow._status_page`). With the daemon's `watch`, the state store is not ready while the
+    worker's beats do not get through (the daemon claims nothing then). With `[server] token`,
+    `/metrics` and `/api/status` ask for it as a bearer token; the probes never do."""
 
     runner: Runner
     config: ServerConfig
@@ -225,10 +227,15 @@ class MetricsServer:
     async def start(self) -> None:
         from aiohttp import web  # the server side of aiohttp: only for a daemon that serves
 
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
+        from tierflow._status_page import Guard, add_status_routes
+        from tierflow._tracing import server_spans  # an incoming `traceparent` is honoured
+
+        guard = Guard(self.config.token)  # the probes stay open: they say only up or not
+        app = web.Application(middlewares=[server_spans()])
+        app.router.add_get("/metrics", guard(self._metrics))
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        add_status_routes(app, self.runner, guard)
         self._site = web.AppRunner(app, access_log=None)
         await self._site.setup()
         host, port = self.config.host_port
@@ -363,4 +370,5 @@ async def _start(server: MetricsServer) -> None:
     try:
         await server.start()
     except OSError as exc:
-        raise InvalidInputError(f"cannot serve metrics on {server.config}: {exc.strerror}") from exc
+        listen = server.config.listen  # the config itself would show how the token is sourced
+        raise InvalidInputError(f"cannot serve on {listen}: {exc.strerror}") from exc

@@ -45,6 +45,7 @@ from tierflow._errors import CircuitOpenError, EngineError
 from tierflow._logging import log_event
 from tierflow._metrics import Metrics
 from tierflow._templates import DeleteRange, RenderedQuery
+from tierflow._tracing import retry_event
 
 __all__ = ["CircuitBreaker", "CircuitOpenError", "CircuitState", "ResilientEngine"]
 
@@ -355,4 +356,10 @@ class ResilientEngine(Engine):
             attempt=state.attempt_number,
             sleep_s=round(state.upcoming_sleep, 3),
             error=str(error),
+        )
+        retry_event(
+            connection=self.connection,
+            attempt=state.attempt_number,
+            delay=state.upcoming_sleep,
+            error=error,
         )

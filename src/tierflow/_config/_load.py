@@ -113,6 +113,12 @@ def parse_config(raw: Mapping[str, Any], path: Path) -> Config:
             "prefer { env = ... }, { file = ... } or { command = [...] }",
             stacklevel=2,
         )
+    if server is not None and isinstance(server.token, LiteralSecret):
+        warnings.warn(
+            f"{path}: [server] token is written into the config; "
+            "prefer { env = ... }, { file = ... } or { command = [...] }",
+            stacklevel=2,
+        )
     return Config(
         path,
         state or StateConfig(),

@@ -4,6 +4,7 @@ the whole. The cross-checks between tables are in `_checks`, loading in `_load`.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -150,14 +151,46 @@ class SchedulerConfig(_Model):
 
 
 class ServerConfig(_Model):
-    """Where the daemon serves /metrics, /healthz and /readyz."""
+    """Where the daemon serves its status page (`/`, `/api/status`), `/metrics`, `/healthz` and
+    `/readyz`, and who may read them. On a loopback address anyone on the host may; on any other
+    the page, the API and `/metrics` ask for `token` (a bearer token from a secret source),
+    unless `public = true` says they are meant to be open. The probes stay open either way."""
 
     listen: str = Field(pattern=r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
+    token: SecretSource | None = None
+    public: bool = False
+
+    _shorthand = field_validator("token", mode="before")(_secret_shorthand)
+
+    @model_validator(mode="after")
+    def _guarded(self) -> ServerConfig:
+        if self.token is not None and self.public:
+            raise ValueError("give either 'token' or 'public = true', not both")
+        if self.token is None and not self.public and not self.loopback:
+            raise ValueError(
+                f"listen = {self.listen!r} is reachable from other hosts: set "
+                'token = { env = "..." } (or { file = ... }, { command = [...] }) so the status '
+                "page, /api/status and /metrics ask for it, or public = true to serve them to "
+                "anyone who can connect"
+            )
+        return self
 
     @property
     def host_port(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
         return host.strip("[]"), int(port)
+
+    @property
+    def loopback(self) -> bool:
+        """Whether `listen` is a loopback address (127.0.0.0/8, ::1, localhost): only this
+        host can connect."""
+        host = self.host_port[0]
+        if host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False  # a host name: it may resolve to any address
 
 
 class RetryConfig(_Model):

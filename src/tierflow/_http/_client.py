@@ -2,8 +2,9 @@
 
 One transport (one connection pool of `max_concurrency`), at most `max_concurrency` requests in
 flight, credentials from an `AuthProvider` (fetched again once on a 401), gzip both ways, the
-`tierflow_query_duration_seconds` and `tierflow_payload_bytes` metrics, header hooks (the slot
-for a `traceparent`), and one status→exception table. Errors are built from the status and the
+`tierflow_query_duration_seconds` and `tierflow_payload_bytes` metrics, a client span per
+request whose W3C `traceparent` every request carries (`tierflow._tracing`), header hooks, and
+one status→exception table. Errors are built from the status and the
 server's own message, scrubbed of the credentials: never from a request's headers.
 """
 
@@ -17,8 +18,11 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict, Unpack
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
+from opentelemetry.trace import Span
+
+from tierflow import _tracing
 from tierflow._errors import AuthError, EngineError, SecretError, TransientEngineError
 from tierflow._http._auth import AuthProvider
 from tierflow._http._status import ErrorTable, retry_after_seconds, server_message
@@ -33,7 +37,7 @@ from tierflow._metrics import Metrics
 
 __all__ = ["ANY_STATUS", "Body", "HeaderHook", "HttpClient", "Reply", "json_or_none"]
 
-#: Adds headers to every request (e.g. a W3C `traceparent` from the current span, later).
+#: Adds headers to every request (the `traceparent` needs none: the client adds it itself).
 HeaderHook = Callable[[], Mapping[str, str]]
 #: `ok=ANY_STATUS`: the caller reads every status itself (a health check). A 401 still gets
 #: its one re-fetch of the credentials, and raises `AuthError` if refused again.
@@ -155,6 +159,12 @@ class HttpClient:
         self.metrics = metrics
         self.header_hooks = list(header_hooks)
         self._slots = asyncio.Semaphore(max_concurrency)
+        where = urlsplit(self.base_url)
+        self._host = where.hostname
+        try:
+            self._port = where.port
+        except ValueError:
+            self._port = None
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -198,25 +208,47 @@ class HttpClient:
         async with self._slots:
             began = time.perf_counter()
             response: Body | None = None
+            span = _tracing.request_span(
+                method,
+                "/" + path.lstrip("/").split("?", 1)[0],
+                connection=self.name,
+                kind=kind,
+                host=self._host,
+                port=self._port,
+            )
+            failure: Exception | None = None
             try:
-                response = await self._open(request, streaming, probe, doing)
+                response = await self._open(request, streaming, probe, doing, span)
                 if response.status not in ok:
                     raise self.refusal(
                         response.status, await response.read(), response.headers, doing
                     )
                 yield response
+            except Exception as exc:
+                failure = exc
+                raise
             finally:
                 if response is not None:
                     await response.aclose()
-                self._observe(kind, began, response.received if response else 0)
+                received = response.received if response else 0
+                self._observe(kind, began, received)
+                _tracing.end_request(
+                    span,
+                    status=response.status if response else None,
+                    sent=len(payload),
+                    received=received,
+                    error=failure,
+                )
 
-    async def _open(self, request: HttpRequest, streaming: bool, probe: bool, doing: str) -> Body:
+    async def _open(
+        self, request: HttpRequest, streaming: bool, probe: bool, doing: str, span: Span
+    ) -> Body:
         """Send with credentials; on a 401 fetch them again and send once more."""
-        response = await self._send(request, streaming, probe)
+        response = await self._send(request, streaming, probe, span)
         if response.status != 401 or not await self.auth.refresh():
             return response
         await response.aclose()
-        response = await self._send(request, streaming, probe)
+        response = await self._send(request, streaming, probe, span)
         if response.status == 401:
             message = self.auth.scrub(server_message(await response.read()))
             await response.aclose()
@@ -228,12 +260,12 @@ class HttpClient:
             )
         return response
 
-    async def _send(self, request: HttpRequest, streaming: bool, probe: bool) -> Body:
+    async def _send(self, request: HttpRequest, streaming: bool, probe: bool, span: Span) -> Body:
         try:
             credentials = await self.auth.headers()
         except SecretError as exc:
             raise AuthError(f"connection {self.name}: {exc}") from None
-        extra: dict[str, str] = {}
+        extra = _tracing.trace_headers(span)
         for hook in self.header_hooks:
             extra.update(hook())
         sent = HttpRequest(

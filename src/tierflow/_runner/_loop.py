@@ -42,6 +42,7 @@ from tierflow._runner._planning import LATE_DATA, Mode, Planning, select_jobs
 from tierflow._runner._results import BatchRun, JobPlan, JobStatus
 from tierflow._state import Claim, LedgerEntry, Outcome, RunStatus, StateStore
 from tierflow._state._holder import this_process
+from tierflow._tracing import current_span, finish_window_run, window_run
 from tierflow._windows import Window, isoformat
 
 if TYPE_CHECKING:
@@ -142,9 +143,10 @@ class Runner:
         skips), counted without planning their batches."""
         return sum([await self._planning.count(job, now, self.mode) for job in self._select(jobs)])
 
-    async def next_wake(self, job: str, now: datetime) -> datetime:
-        """When the job may next have work: a window closing, a lease expiring, a retry."""
-        return await self._planning.next_wake(job, now, self.mode)
+    async def next_wake(self, job: str, now: datetime, mode: Mode | None = None) -> datetime:
+        """When the job may next have work: a window closing, a lease expiring, a retry (as
+        `mode` retries failed windows; by default the runner's own mode)."""
+        return await self._planning.next_wake(job, now, mode or self.mode)
 
     async def status(self, now: datetime, jobs: Iterable[str] | None = None) -> list[JobStatus]:
         """Where each job stands at `now` (and the lag and pending gauges say so too)."""
@@ -318,12 +320,34 @@ class Runner:
     async def _run_batch(self, job: str, batch: Batch, reason: str) -> list[BatchRun]:
         priority = self._planning.priority(job, batch, self.clock())
         async with self._capacity.slot(job, priority):
-            return await self._run_claimed(job, batch, reason, priority)
+            with window_run(
+                job=job,
+                kind=self.config.jobs[job].kind,
+                start=batch.range.start,
+                stop=batch.range.stop,
+                windows=batch.count,
+                reason=reason,
+            ) as span:
+                try:
+                    runs = await self._run_claimed(job, batch, reason, priority)
+                except asyncio.CancelledError:
+                    finish_window_run(span, status=RunStatus.ABANDONED.value, attempt=None)
+                    raise
+                failed = [run for run in runs if run.status is not RunStatus.SUCCEEDED]
+                finish_window_run(
+                    span,
+                    # No run: another run holds the windows, or took them over from this one.
+                    status=(failed or runs)[0].status.value if runs else "not_run",
+                    attempt=max((max(run.attempts) for run in runs), default=None),
+                    error=failed[0].error if failed else None,
+                )
+                return runs
 
     async def _run_claimed(
         self, job: str, batch: Batch, reason: str, priority: Priority | None = None
     ) -> list[BatchRun]:
         run_id = uuid.uuid4().hex
+        current_span().set_attribute("tierflow.run_id", run_id)
         started_at = self.clock()
         fields: dict[str, Any] = {
             "job": job,

@@ -18,10 +18,11 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Self
+from typing import Any, Self
 
 from tierflow._state._holder import Holder, holder_gone
 from tierflow._state._worker import Worker
+from tierflow._tracing import store_call
 from tierflow._windows import Window
 
 __all__ = [
@@ -41,6 +42,25 @@ __all__ = [
 
 #: How long attempts are kept in the history unless `[state] keep_history` says otherwise.
 DEFAULT_KEEP_HISTORY = timedelta(days=90)
+#: The store calls a store's own implementation of gets a span each (one per transaction).
+_TRACED = (
+    "ensure_job",
+    "watermark",
+    "entries",
+    "_claim",
+    "renew",
+    "finish",
+    "requeue",
+    "census",
+    "history",
+    "count_attempts",
+    "jobs",
+    "definition",
+    "record_definition",
+    "reset",
+    "beat",
+    "workers",
+)
 
 
 class RunStatus(StrEnum):
@@ -247,6 +267,15 @@ class StateStore(ABC):
     finished attempts stay in the history, see `finish`."""
 
     keep_history: timedelta | None = DEFAULT_KEEP_HISTORY
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every store traces alike without a line of its own: each call it implements is
+        # wrapped in a `state.<call>` span (inside a window run's trace only, see store_call).
+        super().__init_subclass__(**kwargs)
+        for name in _TRACED:
+            call = cls.__dict__.get(name)
+            if call is not None and not getattr(call, "__isabstractmethod__", False):
+                setattr(cls, name, store_call(name.lstrip("_"))(call))
 
     @abstractmethod
     async def ensure_job(self, job: str, origin: datetime) -> datetime:
