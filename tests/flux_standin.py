@@ -7,7 +7,8 @@ org, the token, annotated CSV) with what a server does with the requests: `to()`
 rows it passes on, `/api/v2/delete` deletes, and a script's result is its rows. Supported:
 `from`, `range`, `filter` (`==`, `and`, `or` over the row's columns), `aggregateWindow` (`every`,
 `offset`, `createEmpty: false`, `timeSrc: "_start"`, the aggregates below), `set`, `map`
-(`{r with …}` and arithmetic), `union`, `to`, `yield`. It also lists `tasks` (`GET
+(`{r with …}` and arithmetic), `union`, `to`, `yield`, and `keep |> group() |> distinct` (the
+measurement listing). It also lists `tasks` (`GET
 /api/v2/tasks`, for `tierflow import influxdb2`); it does not run them. Anything else fails
 the request loudly (HTTP 400, "stand-in cannot run …"), so a test never passes on a script it
 did not run.
@@ -40,6 +41,8 @@ Record = dict[str, Any]
 _UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": NS, "m": 60 * NS, "h": 3600 * NS}
 _UNITS |= {"d": 86_400 * NS, "w": 7 * 86_400 * NS}
 _KINDS = {float: "double", int: "long", bool: "boolean", str: "string"}
+#: Marks rows `group()` put into one table (the stand-in keeps no group key of its own).
+_UNGROUPED = "\x00ungrouped"
 
 
 class CannotRunError(Exception):
@@ -197,6 +200,23 @@ class FluxStandIn(StandIn):
         self.store(args["bucket"]["value"], rows)
         return rows
 
+    def _step_keep(self, rows: list[Record], args: dict[str, Any]) -> list[Record]:
+        columns = [item["value"] for item in args["columns"]["elements"]]
+        return [{k: r[k] for k in columns if k in r} for r in rows]
+
+    def _step_group(self, rows: list[Record], args: dict[str, Any]) -> list[Record]:
+        # Only `group()`: every row into one table. Rows carry their group key's columns, so
+        # the one table's key is what the rows share; `distinct` is the only step after it.
+        if args:
+            raise CannotRunError("group() with arguments")
+        return [{**r, _UNGROUPED: True} for r in rows]
+
+    def _step_distinct(self, rows: list[Record], args: dict[str, Any]) -> list[Record]:
+        if not all(r.get(_UNGROUPED) for r in rows):
+            raise CannotRunError("distinct() but after group()")
+        column = args["column"]["value"]
+        return [{"_value": v} for v in dict.fromkeys(r[column] for r in rows if column in r)]
+
     def _step_aggregateWindow(self, rows: list[Record], args: dict[str, Any]) -> list[Record]:
         if _evaluate(args.get("createEmpty", {"type": "Identifier", "name": "true"}), {}):
             raise CannotRunError("aggregateWindow(createEmpty: true)")
@@ -224,7 +244,7 @@ def _callee(call: dict[str, Any]) -> str:
 
 
 def _arguments(call: dict[str, Any]) -> dict[str, Any]:
-    if not call["arguments"]:
+    if not call.get("arguments"):  # `group()`: the parser leaves the key out
         return {}
     return {p["key"]["name"]: p["value"] for p in call["arguments"][0]["properties"]}
 
@@ -329,9 +349,10 @@ def _csv(name: str, rows: list[Record]) -> bytes:
     groups = []
     for key, members in tables.items():
         names = [k for k, _ in key]
-        columns = ["_time", "_value", *names]
+        # After `distinct`, rows hold `_value` only (no time, no group key).
+        columns = ["_time", "_value", *names] if "_time" in members[0] else ["_value", *names]
         kind = _KINDS[type(members[0]["_value"])]
-        datatypes = ["dateTime:RFC3339Nano", kind, *(_datatype(k) for k in names)]
+        datatypes = [_datatype(c) if c != "_value" else kind for c in columns]
         blocks.append(
             (columns, datatypes, [[_cell(c, r.get(c)) for c in columns] for r in members])
         )
@@ -340,7 +361,7 @@ def _csv(name: str, rows: list[Record]) -> bytes:
 
 
 def _datatype(column: str) -> str:
-    return "dateTime:RFC3339Nano" if column in {"_start", "_stop"} else "string"
+    return "dateTime:RFC3339Nano" if column in {"_time", "_start", "_stop"} else "string"
 
 
 def _cell(column: str, value: Any) -> str:

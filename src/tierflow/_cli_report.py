@@ -57,8 +57,11 @@ def plan_json(
             item["windows"] = [{"start": when(w.start), "stop": when(w.stop)} for w in run.windows]
         return item
 
+    spec = config.jobs[plan.job]
     return {
         "job": plan.job,
+        # A pattern is resolved per window when it runs: a run batch's query lists them.
+        **({"measurements": spec.measurement_pattern} if spec.measurement_pattern else {}),
         "definition": definition,
         "windows_due": plan.window_count,
         "windows_skipped": plan.skipped_count,
@@ -85,6 +88,11 @@ def print_plan(jobs: Sequence[Mapping[str, Any]], at: datetime) -> None:
                 f"{plural(job['queries'], 'query', 'queries')}{skipped}",
             )
         )
+        if "measurements" in job:
+            lines.append(
+                f"  measurements {job['measurements']}: resolved per window when it runs, "
+                "by the listing query shown"
+            )
         for batch in job["batches"]:
             skip = "  (skip: older than max_catchup)" if batch["action"] == "skip" else ""
             count = plural(batch["window_count"], "window")

@@ -7,11 +7,12 @@ recorded with the ledger; `run` and `run-once` refuse a job whose definition cha
 until `tierflow reset JOB` forgets its ledger, or the old definition is put back.
 
 What counts: kind, the source and dest tiers as resolved (server URL without credentials,
-database/retention policy, org and bucket, or archive URL; not the tier's name), measurements,
-tag filters, aggregates, `into`, the schedule (`every` or `cron`, and `start`), and for query
-jobs the template path, the hash of its text and `params`. Settings that change how or when
-windows run but not what they write (offset, catchup_chunk, parallel_windows, recheck,
-max_catchup, retries, concurrency, replace, allow_cross_org) do not.
+database/retention policy, org and bucket, or archive URL; not the tier's name), measurements
+(a pattern such as `"*"` as written, not what it matches), tag filters, aggregates, `into`, the
+schedule (`every` or `cron`, and `start`), and for query jobs the template path, the hash of
+its text and `params`. Settings that change how or when windows run but not what they write
+(offset, catchup_chunk, parallel_windows, recheck, max_catchup, retries, concurrency, replace,
+allow_cross_org) do not.
 """
 
 from __future__ import annotations
@@ -93,7 +94,9 @@ def job_definition(config: Config, name: str) -> JobDefinition:
         "kind": job.kind,
         "source": _tier(config, job.source),
         "dest": _tier(config, job.dest),
-        "measurements": sorted(job.measurements),
+        # A pattern as written: the measurements it finds per window are not the definition
+        # (a new measurement is picked up, not a redefinition).
+        "measurements": job.measurement_pattern or sorted(job.measurements),
         "tags": dict(job.tags),
         "into": job.into,
         "every": format_duration(job.every) if job.every is not None else None,

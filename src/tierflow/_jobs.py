@@ -110,14 +110,18 @@ def _query_context(config: Config, name: str, job: QueryJob, batch: Batch) -> di
     }
 
 
-def render_job(config: Config, name: str, batch: Batch) -> RenderedQuery:
+def render_job(
+    config: Config, name: str, batch: Batch, resolved: ArchiveJob | None = None
+) -> RenderedQuery:
     """The exact query text that runs `batch` of job `name`: what `plan` shows and what runs.
+    `resolved` is an archive job with a measurement pattern as resolved for the batch
+    (`tierflow._wildcards`); without it such a job renders its listing query, what runs first.
 
     Raises `TemplateError` (an `UnsafeQueryError` for a query that breaks a dispatch rule) so a
     query that must not run never reaches an engine."""
     job = config.jobs[name]
     if isinstance(job, ArchiveJob):
-        return render_export(config, name, batch)
+        return render_export(config, name, batch, resolved)
     dialect = dialect_of(config, name)
     context = _context(config, name, batch)
     if isinstance(job, QueryJob):
@@ -156,13 +160,23 @@ def render_relay(config: Config, name: str, batch: Batch) -> list[tuple[str, str
     return found
 
 
-def render_export(config: Config, name: str, batch: Batch) -> RenderedQuery:
+def render_export(
+    config: Config, name: str, batch: Batch, resolved: ArchiveJob | None = None
+) -> RenderedQuery:
     """What an archive job reads: per measurement, every point of the window (the text that
     `plan` shows and the ledger hashes; `tierflow._archiving` sends the same): a `SELECT *`
-    from 1.x, a pivoting Flux script from 2.x."""
+    from 1.x, a pivoting Flux script from 2.x. A job with a measurement pattern reads the
+    measurements `resolved` holds for the batch; unresolved, it shows the query that lists
+    them (no window's measurements are known before it runs)."""
     job = config.jobs[name]
     assert isinstance(job, ArchiveJob)
-    return dialect_of(config, name).render_export(config, job, batch)
+    dialect = dialect_of(config, name)
+    if resolved is not None:
+        return dialect.render_export(config, resolved, batch)
+    if job.pattern is not None:
+        text = dialect.render_measurements(config.tiers[job.source], batch.range, job.tags)
+        return RenderedQuery(text, "measurements", "builtin", dialect.name)
+    return dialect.render_export(config, job, batch)
 
 
 def _deletes(config: Config, name: str, batch: Batch) -> tuple[DeleteRange, ...]:

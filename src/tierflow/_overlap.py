@@ -197,6 +197,19 @@ def _windows_can_coincide(first: JobConfig, second: JobConfig) -> bool:
     return True
 
 
+def _shared_measurements(a: ArchiveJob, b: ArchiveJob) -> list[str]:
+    """The measurements both archive: a pattern takes the other job's listed names it matches,
+    and two patterns may always meet (what they match is known only per window)."""
+    pa, pb = a.pattern, b.pattern
+    if pa is not None and pb is not None:
+        return [f"matching both {pa.text} and {pb.text}"]
+    if pa is not None:
+        return pa.select(list(b.measurements))
+    if pb is not None:
+        return pb.select(list(a.measurements))
+    return sorted(set(a.measurements) & set(b.measurements))
+
+
 def _archive_problems(
     tiers: Mapping[str, TierConfig], jobs: Mapping[str, JobConfig]
 ) -> list[_Problem]:
@@ -209,7 +222,7 @@ def _archive_problems(
     ]
     problems: list[_Problem] = []
     for (a_name, a, a_place), (b_name, b, b_place) in combinations(archives, 2):
-        shared = sorted(set(a.measurements) & set(b.measurements))
+        shared = _shared_measurements(a, b)
         if a_place != b_place or not shared:
             continue
         coincide = _windows_can_coincide(a, b)

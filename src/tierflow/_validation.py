@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from tierflow._archive import FieldType
 from tierflow._clock import utc_now
@@ -23,8 +24,17 @@ from tierflow._errors import QueryError, TemplateError
 from tierflow._field_check import source_field_types, type_problems
 from tierflow._jobs import render_fingerprint, render_job
 from tierflow._planner import Batch
+from tierflow._windows import Window, isoformat
 
-__all__ = ["Problem", "check_fields", "check_jobs", "check_servers", "sample_batch", "tiers_on"]
+__all__ = [
+    "Problem",
+    "check_fields",
+    "check_jobs",
+    "check_servers",
+    "pattern_notes",
+    "sample_batch",
+    "tiers_on",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,4 +143,36 @@ async def check_fields(config: Config, name: str, engine: Engine) -> list[Proble
                     Problem(message, job=job, connection=name)
                     for message in type_problems(spec, engine.dialect.name, measurement, types)
                 )
-    return problems
+    return problems + await pattern_notes(config, name, engine, now)
+
+
+async def pattern_notes(config: Config, name: str, engine: Engine, now: datetime) -> list[Problem]:
+    """For each job reading through this connection with a measurement pattern, what the
+    pattern resolves to now: the matching measurements with data since the job's start (a
+    note, shown as a warning; each window resolves its own when it runs)."""
+    notes: list[Problem] = []
+    for job, spec in config.jobs.items():
+        pattern = spec.pattern
+        source = config.tiers[spec.source]
+        if pattern is None or source.connection != name or spec.start >= now:
+            continue
+        since = Window(spec.start, now)
+        try:
+            listed = await engine.dialect.list_measurements(
+                engine, source, since, spec.tags, pattern.matches
+            )
+        except QueryError as exc:
+            notes.append(Problem(f"measurements {pattern.text}: {exc}", job=job, connection=name))
+            continue
+        chosen = pattern.select(listed)
+        found = ", ".join(chosen) if chosen else "none yet (such windows archive 0 points)"
+        notes.append(
+            Problem(
+                f"measurements {pattern.text} resolve now to {len(chosen)} measurement(s) with "
+                f"data in tier {spec.source} since {isoformat(spec.start)}: {found}",
+                job=job,
+                connection=name,
+                warning=True,
+            )
+        )
+    return notes

@@ -24,7 +24,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -62,6 +62,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.test_downsample import HOSTILE_MEASUREMENTS, _every_7m
 from tierflow import RunStatus
+from tierflow._windows import Window
 from tierflow.testing import ThrowawayInfluxd
 
 __all__ = ["flux_checker"]
@@ -80,6 +81,7 @@ class Backend(Protocol):
     def hot(self) -> str: ...
     def warm(self) -> str: ...
     def write(self, points: Iterable[Point]) -> None: ...
+    def write_warm(self, points: Iterable[Point]) -> None: ...
     def read_warm(self) -> TierData: ...
     def read_hot(self) -> TierData: ...
     def delete_hot(self, measurement: str, tags: dict[str, str]) -> None: ...
@@ -104,6 +106,9 @@ class InfluxDB1:
 
     def write(self, points: Iterable[Point]) -> None:
         write_points(self.server, self.db, points)
+
+    def write_warm(self, points: Iterable[Point]) -> None:
+        self.server.write([line(p) for p in points], db=self.db, rp=WARM_RP)
 
     def read_warm(self) -> TierData:
         return read_tier(self.server, self.db, WARM_RP)
@@ -179,7 +184,7 @@ class InfluxDB2:
     def warm(self) -> str:
         return f"tierflow_warm_{self.suffix}"
 
-    def write(self, points: Iterable[Point]) -> None:
+    def write(self, points: Iterable[Point], bucket: str | None = None) -> None:
         body = "\n".join(line(p) for p in points).encode()
         self._call(
             "POST",
@@ -187,9 +192,12 @@ class InfluxDB2:
             body,
             "text/plain; charset=utf-8",
             org=self.org,
-            bucket=self.hot(),
+            bucket=bucket or self.hot(),
             precision="ns",
         )
+
+    def write_warm(self, points: Iterable[Point]) -> None:
+        self.write(points, self.warm())
 
     def _read(self, bucket: str) -> TierData:
         from tierflow._engines.flux._literals import flux_string
@@ -277,9 +285,9 @@ class InfluxDB2StandIn:
     def warm(self) -> str:
         return "warm"
 
-    def write(self, points: Iterable[Point]) -> None:
+    def write(self, points: Iterable[Point], bucket: str = "hot") -> None:
         self.server.store(
-            "hot",
+            bucket,
             (
                 {"_measurement": p.measurement, **dict(p.tags), "_time": p.time}
                 | {"_field": name, "_value": value}
@@ -287,6 +295,9 @@ class InfluxDB2StandIn:
                 for name, value in p.fields.items()
             ),
         )
+
+    def write_warm(self, points: Iterable[Point]) -> None:
+        self.write(points, "warm")
 
     def _read(self, bucket: str) -> TierData:
         data: TierData = {}
@@ -602,3 +613,49 @@ async def test_a_user_template_writes_what_it_says(
     import hashlib
 
     assert history[0].template_version == hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+async def test_the_measurements_listed_are_those_with_points_in_the_window_of_the_tier(
+    backend: Backend, tmp_path: Path, start: datetime
+) -> None:
+    """`Dialect.list_measurements` (what `measurements = "*"` resolves against): exactly the
+    measurements with a point in `[start, stop)` of the tier itself, whatever else the
+    database or org holds (1.x: another retention policy of the same database)."""
+    at, width = ns(start), EVERY // timedelta(microseconds=1) * 1000
+
+    def point(measurement: str, time: int, *tags: tuple[str, str]) -> Point:
+        return Point(measurement, tags, time, {"v": 1})
+
+    backend.write(
+        [
+            point("first", at),
+            point("last", at + width - 1),
+            point("tagged", at + 5, ("site", "paris")),
+            point("h\u00f6stile, name=x", at + 7),
+            point("before", at - 1),
+            point("at_stop", at + width),
+        ]
+    )
+    backend.write_warm([point("elsewhere", at + 3), point("first", at + 4)])
+    window = Window(start, start + EVERY)
+    async with open_runner(write_config(backend, tmp_path, {})) as runner:
+        engine, tier = runner.engine("db"), runner.config.tiers["hot"]
+
+        async def listed(tags: dict[str, str], wanted: Callable[[str], bool]) -> list[str]:
+            return await engine.dialect.list_measurements(engine, tier, window, tags, wanted)
+
+        everything = await listed({}, lambda _: True)
+        paris = await listed({"site": "paris"}, lambda _: True)
+        berlin = await listed({"site": "berlin"}, lambda _: True)
+        some = await listed({}, wanted)
+
+    assert everything == sorted(["first", "last", "tagged", "h\u00f6stile, name=x"])
+    assert paris == ["tagged"]
+    assert berlin == []
+    # A dialect may skip what `wanted` refuses (the caller matches again), never add.
+    assert set(some) <= set(everything)
+    assert {name for name in some if wanted(name)} == {"first", "last"}
+
+
+def wanted(name: str) -> bool:
+    return name.startswith(("f", "l", "b", "a"))

@@ -147,7 +147,7 @@ def _check_job_kinds(
         relay = tier and dest_tier and tier.connection != dest_tier.connection
         if relay and can is not None and not can.write:
             problems.append(_Problem(table, "dest", job.dest, can.why_not["write"]))
-        if job.replace and not job.measurements:
+        if job.replace and not job.measurements and job.measurement_pattern is None:
             problems.append(
                 _Problem(
                     table,

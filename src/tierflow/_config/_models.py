@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, timedelta
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from tierflow._config._patterns import MeasurementPattern, parse_pattern
 from tierflow._durations import format_duration, parse_duration
 from tierflow._secrets import SecretSource
 from tierflow._state._base import DEFAULT_KEEP_HISTORY
@@ -44,6 +45,7 @@ __all__ = [
     "InfluxDB1Connection",
     "InfluxDB2Connection",
     "JobConfig",
+    "MeasurementPattern",
     "QueryJob",
     "RetryConfig",
     "SchedulerConfig",
@@ -306,7 +308,61 @@ class _Job(_Model):
     #: Allow the source and dest tiers to live in different orgs (2.x).
     allow_cross_org: bool = False
     measurements: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    #: `measurements = "*"` or `"/regex/"` as written (jobs of a kind that takes one): the
+    #: measurements are then resolved per window at run time (`tierflow._wildcards`), and
+    #: `measurements` holds those of one window only once resolved.
+    measurement_pattern: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
+
+    #: Why this kind of job takes no pattern (None: it takes one).
+    _no_pattern: ClassVar[str | None] = (
+        "only archive jobs take a measurement pattern; list the measurements"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pattern_from_measurements(cls, data: Any) -> Any:
+        # A valid pattern moves to `measurement_pattern`; anything else stays for the
+        # `measurements` validator to refuse under the key the user wrote.
+        if isinstance(data, Mapping):
+            data = dict(data)
+            if "measurement_pattern" in data:
+                data["measurement_pattern"] = _NotAKey(data["measurement_pattern"])
+                return data
+            if cls._no_pattern is None:
+                # Absent, it is refused by the kind's own check, under its key.
+                data.setdefault("measurements", [])
+            value = data.get("measurements")
+            if isinstance(value, str) and cls._no_pattern is None:
+                try:
+                    parse_pattern(value)
+                except ValueError:
+                    return data
+                data["measurement_pattern"] = _Written(data.pop("measurements"))
+        return data
+
+    @field_validator("measurements", mode="before")
+    @classmethod
+    def _pattern_refused(cls, value: object) -> object:
+        if isinstance(value, str):
+            if cls._no_pattern is not None:
+                raise ValueError(f"{value!r}: {cls._no_pattern}")
+            parse_pattern(value)  # raises the reason
+        return value
+
+    @field_validator("measurement_pattern", mode="before")
+    @classmethod
+    def _written_as_measurements(cls, value: object) -> object:
+        if isinstance(value, _NotAKey):
+            raise ValueError('not a key: write the pattern as measurements = "*" or "/regex/"')
+        return str(value) if isinstance(value, _Written) else value
+
+    @property
+    def pattern(self) -> MeasurementPattern | None:
+        """The measurement pattern, or None when the measurements are listed."""
+        if self.measurement_pattern is None:
+            return None
+        return parse_pattern(self.measurement_pattern)
 
     def dest_measurement(self, measurement: str) -> str:
         """Where a measurement's aggregates go: the same name, or the `into` template (e.g.
@@ -346,6 +402,11 @@ class DownsampleJob(_Job):
     """Aggregate source measurements into the dest tier: one point per window and series."""
 
     kind: Literal["downsample"]
+    _no_pattern: ClassVar[str | None] = (
+        "a downsample job lists its measurements: its aggregates name fields of those, its "
+        "outputs must be known before it runs (overlap, field-type and recheck checks), and "
+        "a pattern could pick up its own outputs"
+    )
     measurements: tuple[Annotated[str, Field(min_length=1)], ...] = Field(min_length=1)
     aggregates: dict[str, tuple[str, ...]] = Field(min_length=1)
 
@@ -375,6 +436,10 @@ class QueryJob(_Job):
 
     kind: Literal["query"]
     template: Path
+    _no_pattern: ClassVar[str | None] = (
+        "a query job's template decides what it reads and writes; list the measurements it "
+        "should see as source.measurements"
+    )
     params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("recheck")
@@ -399,7 +464,18 @@ class ArchiveJob(_Job):
     archive (before the source's retention expires it)."""
 
     kind: Literal["archive"]
-    measurements: tuple[Annotated[str, Field(min_length=1)], ...] = Field(min_length=1)
+    _no_pattern: ClassVar[str | None] = None
+
+    @field_validator("measurements")
+    @classmethod
+    def _some_measurements(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Not reached for a pattern: it left `measurements` (see `_pattern_from_measurements`).
+        if not value:
+            raise ValueError(
+                'archive jobs need measurements: a list, "*" for every measurement of the '
+                'source tier, or a regex such as "/^cpu_/"'
+            )
+        return value
 
     @field_validator("recheck", "into")
     @classmethod
@@ -415,6 +491,14 @@ class ArchiveJob(_Job):
 
 
 JobConfig = DownsampleJob | QueryJob | ArchiveJob
+
+
+class _Written(str):
+    """A pattern moved from `measurements`, where the user wrote it."""
+
+
+class _NotAKey(str):
+    """A `measurement_pattern` the user wrote: not a config key."""
 
 
 @cache

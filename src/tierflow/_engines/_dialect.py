@@ -204,7 +204,28 @@ class Dialect(ABC):
         """What an archive job reads for `batch`, as text (what `plan` shows and the ledger
         hashes): every point of each measurement in the window."""
 
+    @abstractmethod
+    def render_measurements(self, tier: TierConfig, window: Window, tags: Mapping[str, str]) -> str:
+        """What `list_measurements` sends for `window`, as `plan` shows it (where a read
+        depends on the server's answer to an earlier one, a placeholder stands for it)."""
+
     # -- with an engine --------------------------------------------------------------------
+
+    @abstractmethod
+    async def list_measurements(
+        self,
+        engine: Engine,
+        tier: TierConfig,
+        window: Window,
+        tags: Mapping[str, str],
+        wanted: Callable[[str], bool],
+    ) -> list[str]:
+        """The measurements of `tier` that hold at least one point (with the tag values
+        `tags`) in `window`, sorted, and no other: bounded to the window and to the tier's own
+        bucket or retention policy, not the whole database (empty: none has data there). What
+        a measurement pattern is resolved against. `wanted` is the pattern: a dialect may skip
+        the names it refuses before reading them (the caller matches the pattern again, so
+        every dialect selects the same names)."""
 
     @abstractmethod
     def make_engine(

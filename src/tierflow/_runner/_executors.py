@@ -34,6 +34,7 @@ from tierflow._logging import log_event
 from tierflow._planner import Batch
 from tierflow._resilience import CircuitOpenError
 from tierflow._templates import RenderedQuery
+from tierflow._wildcards import resolve_measurements
 
 if TYPE_CHECKING:
     from tierflow._archiving import Archives
@@ -148,25 +149,35 @@ class Archive:
 
     resources: Resources
     job: str
+    #: The job as it runs the batch: a measurement pattern resolved for the batch's range.
     spec: ArchiveJob
+    #: The job with its pattern as configured (None: it lists its measurements).
+    pattern: ArchiveJob | None = None
 
     async def __call__(self, batch: Batch, query: RenderedQuery) -> Executed:
         from tierflow._archiving import archive_window
 
+        config = self.resources.config
         archive = self.resources.archives(self.spec.dest)
-        source = self.resources.config.tiers[self.spec.source]
+        source = config.tiers[self.spec.source]
         engine = self.resources.engine_of(self.job)
         total = 0
         for window in batch.windows:
-            total += await archive_window(engine, archive, self.spec, source, window)
+            spec = self.spec
+            if batch.count > 1 and self.pattern is not None:
+                # Resolved for the batch (`attempt`): each window takes its own.
+                spec = await resolve_measurements(config, self.pattern, engine, window)
+            total += await archive_window(engine, archive, spec, source, window)
         return Executed(total)
 
 
-def executor_for(resources: Resources, job: str) -> Executor:
-    """The executor for `job`'s kind."""
+def executor_for(resources: Resources, job: str, resolved: ArchiveJob | None = None) -> Executor:
+    """The executor for `job`'s kind (an archive job's pattern as `resolved` for the batch)."""
     spec = resources.config.jobs[job]
     if isinstance(spec, ArchiveJob):
-        return Archive(resources, job, spec)
+        if resolved is None:
+            return Archive(resources, job, spec)
+        return Archive(resources, job, resolved, spec if spec.pattern is not None else None)
     if isinstance(spec, DownsampleJob) and is_relay(resources.config, job):
         return Relay(resources, job, spec)
     return ExecuteOnServer(resources, job)
@@ -184,8 +195,15 @@ async def attempt(
         # Fingerprint before aggregating: data landing in between makes the next recheck
         # see a change and re-run the window (one run too many, never one too few).
         prints = await source_fingerprints(resources, job, batch) if spec.recheck else {}
-        query = render_job(resources.config, job, batch)
-        executed = await executor_for(resources, job)(batch, query)
+        resolved = None
+        if isinstance(spec, ArchiveJob) and spec.pattern is not None:
+            # The batch's measurements, so that the query recorded names what it read.
+            engine = resources.engine_of(job)
+            resolved = await resolve_measurements(
+                resources.config, spec, engine, batch.range, fields
+            )
+        query = render_job(resources.config, job, batch, resolved)
+        executed = await executor_for(resources, job, resolved)(batch, query)
     # A refused query and an archive that came out short are both failed attempts.
     except (EngineError, TemplateError, ArchiveMismatchError) as exc:
         return Attempt(query=query, error=str(exc), refused=isinstance(exc, CircuitOpenError))

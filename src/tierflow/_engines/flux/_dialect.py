@@ -109,6 +109,24 @@ class Flux(Dialect):
         ]
         return RenderedQuery("\n".join(scripts), "export", "builtin", self.name)
 
+    def render_measurements(self, tier: TierConfig, window: Window, tags: Mapping[str, str]) -> str:
+        from tierflow._engines.flux._listing import measurements_script
+
+        return measurements_script(tier, window, tags)
+
+    async def list_measurements(
+        self,
+        engine: Engine,
+        tier: TierConfig,
+        window: Window,
+        tags: Mapping[str, str],
+        wanted: Callable[[str], bool],
+    ) -> list[str]:
+        # One read answers every name (storage reads them as tag values): nothing to skip.
+        from tierflow._engines.flux._listing import list_measurements
+
+        return await list_measurements(engine, tier, window, tags)
+
     def make_engine(
         self, name: str, connection: ConnectionConfig, metrics: Metrics | None = None
     ) -> Engine:

@@ -107,6 +107,23 @@ class InfluxQL(Dialect):
         )
         return RenderedQuery(text, "export", "builtin", self.name)
 
+    def render_measurements(self, tier: TierConfig, window: Window, tags: Mapping[str, str]) -> str:
+        from tierflow._engines.influxql._listing import listing_text
+
+        return listing_text(tier, window, tags)
+
+    async def list_measurements(
+        self,
+        engine: Engine,
+        tier: TierConfig,
+        window: Window,
+        tags: Mapping[str, str],
+        wanted: Callable[[str], bool],
+    ) -> list[str]:
+        from tierflow._engines.influxql._listing import list_measurements
+
+        return await list_measurements(engine, tier, window, tags, wanted)
+
     def make_engine(
         self, name: str, connection: ConnectionConfig, metrics: Metrics | None = None
     ) -> Engine:

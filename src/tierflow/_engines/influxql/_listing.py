@@ -1,0 +1,80 @@
+"""The measurements of one 1.x tier with data in a window (what a measurement pattern is
+matched against).
+
+`SHOW MEASUREMENTS` is per database, not per retention policy, and refuses a time range
+("SHOW MEASUREMENTS doesn't support time in WHERE clause", seen on 1.6.7): alone, it would list a
+measurement whose points lie only in another policy or another time. So its names (those the
+pattern may match) are only candidates, checked by a read of the tier's own policy over the
+window: `SELECT * FROM "db"."rp"."a", "db"."rp"."b", … WHERE time … LIMIT 1` answers one series
+per measurement with at least one point there (the limit applies per series: one row each) and
+none for a measurement whose points lie in another policy or outside the window (seen on 1.6.7;
+tests/integration/test_wildcards.py). The candidates are read `GROUP` to a statement (the answer
+has a column for every field and tag key of the measurements a statement reads, in every row),
+`STATEMENTS` statements to a request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from tierflow._config import TierConfig
+from tierflow._engines._base import Engine
+from tierflow._engines.influxql._literals import influxql_ident, influxql_string, influxql_time
+from tierflow._windows import Window
+
+__all__ = ["GROUP", "STATEMENTS", "check_query", "list_measurements", "listing_text", "names_query"]
+
+#: Measurements per checking statement, and statements per request.
+GROUP = 50
+STATEMENTS = 10
+
+
+def names_query(tier: TierConfig) -> str:
+    """Every measurement name of the tier's database (any policy, any time)."""
+    return f"SHOW MEASUREMENTS ON {influxql_ident(tier.database)}"
+
+
+def check_query(
+    tier: TierConfig, window: Window, tags: Mapping[str, str], names: Sequence[str]
+) -> str:
+    """One row for each of `names` with a point (matching `tags`) in `window` in the tier."""
+    rp = influxql_ident(tier.retention_policy) if tier.retention_policy else ""
+    sources = ", ".join(f"{influxql_ident(tier.database)}.{rp}.{influxql_ident(n)}" for n in names)
+    return f"SELECT * FROM {sources} WHERE {_where(window, tags)} LIMIT 1"
+
+
+def listing_text(tier: TierConfig, window: Window, tags: Mapping[str, str]) -> str:
+    """What `plan` shows: the names query, then the check with `…` for the names it lists."""
+    rp = influxql_ident(tier.retention_policy) if tier.retention_policy else ""
+    source = f"{influxql_ident(tier.database)}.{rp}.…"
+    return (
+        f"{names_query(tier)}; SELECT * FROM {source} WHERE {_where(window, tags)} LIMIT 1 "
+        f"(… the names listed that the pattern matches, {GROUP} per statement)"
+    )
+
+
+def _where(window: Window, tags: Mapping[str, str]) -> str:
+    where = [f"time >= {influxql_time(window.start)}", f"time < {influxql_time(window.stop)}"]
+    where += [f"{influxql_ident(k)} = {influxql_string(v)}" for k, v in sorted(tags.items())]
+    return " AND ".join(where)
+
+
+async def list_measurements(
+    engine: Engine,
+    tier: TierConfig,
+    window: Window,
+    tags: Mapping[str, str],
+    wanted: Callable[[str], bool],
+) -> list[str]:
+    listed = await engine.query(names_query(tier), database=tier.database)
+    names = sorted({str(row[0]) for series in listed for row in series.values if row})
+    found: set[str] = set()
+    candidates = [name for name in names if wanted(name)]
+    statements = [
+        check_query(tier, window, tags, candidates[at : at + GROUP])
+        for at in range(0, len(candidates), GROUP)
+    ]
+    for at in range(0, len(statements), STATEMENTS):
+        text = "; ".join(statements[at : at + STATEMENTS])
+        found.update(s.name for s in await engine.query(text, database=tier.database) if s.values)
+    return sorted(found)
