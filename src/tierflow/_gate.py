@@ -55,6 +55,7 @@ class PriorityGate:
     def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError(f"a gate needs at least one slot, not {limit}")
+        self._limit = limit
         self._free = limit
         self._order = itertools.count()
         self._waiters: list[_Waiter] = []
@@ -63,6 +64,20 @@ class PriorityGate:
     def free(self) -> int:
         """Slots nobody holds and nobody has been handed."""
         return self._free
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    def resize(self, limit: int) -> None:
+        """Hold at most `limit` from now on. Lowered below what is held, no slot is handed out
+        until enough holders have released theirs (`free` is negative meanwhile)."""
+        if limit < 1:
+            raise ValueError(f"a gate needs at least one slot, not {limit}")
+        self._free += limit - self._limit
+        self._limit = limit
+        if self._free > 0 and self._waiters:
+            self._hand_out_soon()
 
     @property
     def waiting(self) -> int:

@@ -16,8 +16,10 @@ from tests.unit.test_runner import NOW, START
 from tierflow import _daemon as daemon_module
 from tierflow._config import Config, load_config
 from tierflow._daemon import Daemon, Reload
+from tierflow._engines import Execution
 from tierflow._runner import Runner
 from tierflow._state import MemoryStateStore
+from tierflow._templates import RenderedQuery
 
 TOML = """
 [state]
@@ -208,3 +210,73 @@ async def test_a_bug_in_a_reload_is_logged_and_the_next_sighup_still_reloads(
     assert daemon.runner is not running
     daemon.stopping.set()
     await task
+
+
+class HeldEngine(FakeEngine):
+    """Holds every `execute` until `go` is set, counting how many are in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__(points=1)
+        self.go = asyncio.Event()
+        self.inflight = 0
+        self.most = 0
+
+    async def execute(self, query: RenderedQuery, *, database: str | None = None) -> Execution:
+        self.inflight += 1
+        self.most = max(self.most, self.inflight)
+        try:
+            await self.go.wait()
+            return await super().execute(query, database=database)
+        finally:
+            self.inflight -= 1
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("max_concurrency = 2\n", "max_concurrency = 1\n"),  # the connection's
+        ("[scheduler]\nmax_concurrency = 2\n", "[scheduler]\nmax_concurrency = 1\n"),
+    ],
+    ids=["connection", "scheduler"],
+)
+async def test_a_limit_lowered_by_a_reload_counts_the_windows_still_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, before: str, after: str
+) -> None:
+    # Two jobs, each with a window in flight on the one connection (limit 2). The reload lowers
+    # the limit to 1 and adds a third job: its first window must wait until the two started
+    # under the old config are done (and then run alone), never make three at once.
+    path = tmp_path / "tierflow.toml"
+    write(path)
+    second = TOML.split("[jobs.cpu]")[1].replace('["cpu"]', '["mem"]')
+    third = TOML.split("[jobs.cpu]")[1].replace('["cpu"]', '["disk"]')
+    text = path.read_text(encoding="utf-8")
+    if before.startswith("[scheduler]"):
+        text = before + text
+    else:
+        text = text.replace('timeout = "15s"\n', 'timeout = "15s"\n' + before)
+    text += "\n[jobs.mem]" + second.format(start=START.isoformat().replace("+00:00", "Z"))
+    path.write_text(text, encoding="utf-8")
+    engine = HeldEngine()
+    # The connection's new engine (its settings changed) talks to the same server: one
+    # engine stands for that server, counting what reaches it.
+    monkeypatch.setattr("tierflow._runner._loop.engine_for", lambda *_: engine)
+    daemon = daemon_on(load_config(path), engine)
+    task = asyncio.create_task(daemon.run())
+    await until(lambda: engine.inflight == 2)
+    text = text.replace(before, after)
+    text += "\n[jobs.disk]" + third.format(start=START.isoformat().replace("+00:00", "Z"))
+    path.write_text(text, encoding="utf-8")
+    assert await daemon.reload() == Reload(
+        added=("disk",),
+        changed=() if before.startswith("[") else ("cpu", "mem"),
+        connections=() if before.startswith("[") else ("plant",),
+        scheduler=before.startswith("["),
+    )
+    for _ in range(100):  # a while for the new job's loop to plan and ask for a slot
+        await asyncio.sleep(0.005)
+    assert engine.inflight == 2
+    engine.go.set()
+    await until(lambda: len(engine.calls) == 15)  # every due hour of the three jobs
+    daemon.stopping.set()
+    await task
+    assert engine.most == 2

@@ -195,3 +195,35 @@ async def test_cancelling_every_waiter_leaves_the_gate_as_new() -> None:
     assert (gate.free, gate.waiting) == (2, 0)
     await queue.ask("late")
     assert queue.order[-1] == "late"
+
+
+async def test_a_gate_lowered_below_its_holders_hands_out_nothing_until_they_are_under_it() -> None:
+    gate = PriorityGate(3)
+    queue = Queue(gate)
+    for name in ("a", "b", "c"):
+        await queue.ask(name)
+    gate.resize(1)
+    assert (gate.limit, gate.free) == (1, -2)
+    await queue.ask("d")
+    await queue.finish("a")
+    await queue.finish("b")
+    assert queue.order == ["a", "b", "c"]  # c still holds the one slot
+    await queue.finish("c")
+    assert queue.order == ["a", "b", "c", "d"]
+    with pytest.raises(ValueError, match="at least one slot"):
+        gate.resize(0)
+
+
+async def test_a_gate_raised_hands_the_new_slots_to_its_waiters() -> None:
+    gate = PriorityGate(1)
+    queue = Queue(gate)
+    for name in ("a", "b", "c"):
+        await queue.ask(name)
+    assert queue.order == ["a"]
+    gate.resize(3)
+    await settle()
+    assert queue.order == ["a", "b", "c"]
+    assert gate.free == 0
+    for name in ("a", "b", "c"):
+        await queue.finish(name)
+    assert gate.free == 3

@@ -61,15 +61,24 @@ class Capacity:
             yield
 
     def inherit(self, previous: Capacity) -> None:
-        """Use `previous`'s gates for the limits this config keeps unchanged (after a reload:
-        the batches still running under the old config hold slots of the same gates)."""
-        old = previous.config
-        if old.scheduler.max_concurrency == self.config.scheduler.max_concurrency:
-            self._global = previous._global
-        for name, gate in previous._connections.items():
-            spec = self.config.connections.get(name)
-            if spec is not None and spec.max_concurrency == old.connections[name].max_concurrency:
-                self._connections[name] = gate
+        """Share `previous`'s gates, set to this config's limits (after a reload: the batches
+        still running under the old config hold slots of the same gates, so a lowered limit
+        lets no new batch start until those in flight are under it). A connection the new
+        config keeps shares its gate by name, whatever else of it changed."""
+        if previous._global is None:
+            # Made now, not on first use: a batch the old runner starts later takes it too.
+            previous._global = PriorityGate(previous.config.scheduler.max_concurrency)
+        self._global = previous._global
+        self._global.resize(self.config.scheduler.max_concurrency)
+        for name, spec in self.config.connections.items():
+            old = previous.config.connections.get(name)
+            if old is None:
+                continue
+            gate = previous._connections.get(name)
+            if gate is None:
+                gate = previous._connections[name] = PriorityGate(old.max_concurrency)
+            gate.resize(spec.max_concurrency)
+            self._connections[name] = gate
 
     def _shared(self, scope: str, limit: int) -> AbstractAsyncContextManager[None]:
         if self.store is None:

@@ -104,8 +104,9 @@ class Runner:
 
     def follow(self, previous: Runner) -> None:
         """Take over the capacity gates of `previous` (the runner of the config this one's
-        replaces) whose limits are unchanged: its batches still in flight and this runner's
-        new ones share the same slots, so a reload never lets more run than the limits say."""
+        replaces), set to this config's limits: its batches still in flight and this runner's
+        new ones share the same slots, so a reload never lets more run than the limits say
+        (a lowered limit starts nothing new until those in flight are under it)."""
         self._capacity.inherit(previous._capacity)
 
     @property
