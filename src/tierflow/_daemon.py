@@ -393,6 +393,13 @@ class Daemon:
         self._retired = [g for g in self._retired if g not in idle]
         if closing:
             await asyncio.gather(*(e.aclose() for e in closing.values()), return_exceptions=True)
+        if not final:
+            # A connection no config in use has: its series go (a circuit left open would
+            # page for ever), once its engines, which publish them, are closed.
+            used = {c for g in [self._current, *self._retired] for c in g.runner.config.connections}
+            metrics = self._current.runner.metrics
+            for name in {c for g in idle for c in g.runner.config.connections} - used:
+                metrics.forget_connection(name)
 
     def _backoff(self, failures: int) -> timedelta:
         """The pause after the `failures`th failure in a row: doubling, at most `max_sleep`."""

@@ -153,6 +153,25 @@ class Metrics:
         for outcome in OUTCOMES:
             self.window_runs.remove(job, outcome)
 
+    def forget_connection(self, connection: str) -> None:
+        """Drop the connection's series (a reload removed it): a circuit gauge frozen at open
+        would page for ever about a server tierflow no longer talks to."""
+        self.query_retries.remove(connection)
+        self.circuit_state.remove(connection)
+        labelled: tuple[tuple[Histogram | Counter, tuple[str, str]], ...] = (
+            (self.query_duration, ("connection", "kind")),
+            (self.payload_bytes, ("connection", "direction")),
+        )
+        for metric, names in labelled:
+            shown = {
+                tuple(sample.labels[name] for name in names)
+                for family in metric.collect()
+                for sample in family.samples
+                if sample.labels.get("connection") == connection
+            }
+            for labels in shown:
+                metric.remove(*labels)
+
     def declare_connection(self, connection: str) -> None:
         """Make the connection's retry counter exist at zero (see `declare_job`)."""
         self.query_retries.labels(connection)

@@ -83,3 +83,32 @@ async def test_each_scrape_refreshes_the_readiness_gauge() -> None:
         assert await scrape_ready(url) == 1
     finally:
         await server.stop()
+
+
+def test_forgetting_a_connection_drops_every_series_of_it_and_only_those() -> None:
+    from tierflow._metrics import Metrics
+
+    metrics = Metrics()
+    for name in ("gone", "kept"):
+        metrics.declare_connection(name)
+        metrics.circuit_state.labels(name).set(1)
+        metrics.query_duration.labels(name, "query").observe(0.1)
+        metrics.query_duration.labels(name, "execute").observe(0.2)
+        metrics.payload_bytes.labels(name, "sent").inc(10)
+        metrics.payload_bytes.labels(name, "received").inc(20)
+    metrics.forget_connection("gone")
+    metrics.forget_connection("never-seen")  # nothing to drop: no error
+    families = text_string_to_metric_families(metrics.render().decode())
+    connections = [
+        (family.name, sample.labels["connection"])
+        for family in families
+        for sample in family.samples
+        if "connection" in sample.labels
+    ]
+    assert {c for _, c in connections} == {"kept"}
+    assert {name for name, _ in connections} >= {
+        "tierflow_circuit_state",
+        "tierflow_query_retries",
+        "tierflow_query_duration_seconds",
+        "tierflow_payload_bytes",
+    }

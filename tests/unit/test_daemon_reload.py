@@ -5,6 +5,7 @@ config kept; asks for a reload that arrive during one make one more, not one eac
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,12 @@ from tests.fakes import FakeEngine
 from tests.unit.test_daemon_loop import until
 from tests.unit.test_runner import NOW, START
 from tierflow import _daemon as daemon_module
-from tierflow._config import Config, load_config
+from tierflow._config import CircuitConfig, Config, RetryConfig, load_config
 from tierflow._daemon import Daemon, Reload
 from tierflow._engines import Execution
+from tierflow._errors import TransientEngineError
+from tierflow._metrics import Metrics
+from tierflow._resilience import ResilientEngine
 from tierflow._runner import Runner
 from tierflow._state import MemoryStateStore
 from tierflow._templates import RenderedQuery
@@ -280,3 +284,74 @@ async def test_a_limit_lowered_by_a_reload_counts_the_windows_still_in_flight(
     daemon.stopping.set()
     await task
     assert engine.most == 2
+
+
+SIDE = """
+[connections.side]
+kind = "influxdb1"
+url = "http://c.example:8086"
+
+[tiers.side_raw]
+connection = "side"
+bucket = "side/autogen"
+
+[tiers.side_rollup]
+connection = "side"
+bucket = "side_rollup"
+
+[jobs.side]
+kind = "downsample"
+source = "side_raw"
+dest = "side_rollup"
+measurements = ["cpu"]
+every = "1h"
+start = "{start}"
+aggregates = {{ usage = ["mean"] }}
+"""
+
+
+async def test_a_connection_removed_with_its_circuit_open_leaves_no_series(
+    tmp_path: Path, events: Events
+) -> None:
+    # An open circuit's gauge frozen at 1 for a connection the config no longer has would fire
+    # the circuit-open alert (contrib/prometheus) for as long as the daemon runs.
+    path = tmp_path / "tierflow.toml"
+    write(path)
+    base = path.read_text(encoding="utf-8")
+    path.write_text(
+        base + SIDE.format(start=START.isoformat().replace("+00:00", "Z")), encoding="utf-8"
+    )
+    config = load_config(path)
+    metrics = Metrics()
+    down = FakeEngine()
+    for call in range(100):
+        down.fail_on(call, TransientEngineError("connection side: HTTP 503"))
+    side = ResilientEngine(
+        down,
+        "side",
+        RetryConfig(attempts=1),
+        CircuitConfig(failures=1, cooldown=timedelta(hours=1)),
+        metrics=metrics,
+    )
+    runner = Runner(
+        config,
+        MemoryStateStore(),
+        engines={"plant": FakeEngine(points=3), "side": side},
+        clock=lambda: NOW,
+        metrics=metrics,
+    )
+    daemon = Daemon(runner, clock=lambda: NOW)
+    task = asyncio.create_task(daemon.run())
+    await until(lambda: 'tierflow_circuit_state{connection="side"} 1.0' in render(metrics))
+    path.write_text(base, encoding="utf-8")
+    assert await daemon.reload() == Reload(removed=("side",), connections=("side",))
+    await until(lambda: bool(events.named("job_removed")))
+    await until(lambda: down.closed)
+    await until(lambda: 'connection="side"' not in render(metrics))
+    daemon.stopping.set()
+    await task
+    assert 'tierflow_query_retries_total{connection="plant"} 0.0' in render(metrics)  # kept
+
+
+def render(metrics: Metrics) -> str:
+    return metrics.render().decode()
