@@ -260,6 +260,69 @@ async def test_the_1x_listing_checks_every_candidate_in_groups_within_rp_and_win
     assert fives == sorted(name for name in in_window if name.endswith("5"))
 
 
+def test_a_name_influxql_cannot_quote_fails_only_the_windows_it_has_points_in(
+    influxd: ThrowawayInfluxd, databases: Databases, tmp_path: Path
+) -> None:
+    # influxd takes a carriage return in a measurement name (line protocol escapes only comma
+    # and space), which no InfluxQL identifier can spell. `SHOW MEASUREMENTS` lists it in every
+    # window; only a window where it has points may fail for it (its points cannot be read:
+    # failing loudly beats archiving the window without them). The others archive cpu.
+    db, restored = databases.new(), databases.new()
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - 10 * HOUR
+    influxd.write(
+        [f"cpu v={i}i {ns(start, 3600 * i + 60)}" for i in range(3)]
+        + [f"we\rird v=1i {ns(start, 3600 + 30)}"],
+        db=db,
+        rp=WARM_RP,
+        precision="ns",
+    )
+    (shown,) = influxd.query(f'SHOW MEASUREMENTS ON "{db}"', db=db)[0]["series"]
+    assert shown["values"] == [["cpu"], ["we\rird"]]
+    path = config(tmp_path, influxd.url, db, start, {"every_one": "*"}, restored)
+    ran = tierflow("run-once", "--now", (start + 3 * HOUR).isoformat(), "--json", config=path)
+    report = json.loads(ran.stdout)
+    assert (report["succeeded"], report["failed"]) == (2, 1), ran.stdout + ran.stderr
+    assert archived(tmp_path / "every_one") == {("cpu", start): 1, ("cpu", start + 2 * HOUR): 1}
+    failed = [
+        json.loads(line)
+        for line in ran.stderr.splitlines()
+        if line.startswith("{") and '"window_failed"' in line
+    ]
+    assert [e["window_start"] for e in failed] == [
+        (start + HOUR).isoformat().replace("+00:00", "Z")
+    ]
+    assert "'we\\rird'" in failed[0]["error"]
+    assert "cannot quote" in failed[0]["error"]
+
+
+async def test_a_name_influxql_cannot_quote_is_checked_within_rp_and_window(
+    influxd: ThrowawayInfluxd, databases: Databases
+) -> None:
+    # Its check (a regex standing for it alone) finds it where it has a point in the window of
+    # the tier's RP, and not in the other RP, before the window or at its stop.
+    start = datetime(2026, 11, 20, tzinfo=UTC)
+    db, other = databases.new(), databases.new()
+    odd = "a\r/b.c'\"é"  # a carriage return, a slash, a dot, quotes, a non-ASCII letter
+    line = odd + " v=1i {}"
+    influxd.write([line.format(ns(start, 10)), "cpu v=1i " + str(ns(start, 10))], db=db, rp=WARM_RP)
+    influxd.write([line.format(ns(start, 20))], db=other)  # autogen
+    influxd.write([line.format(ns(start) - 1), line.format(ns(start, 3600))], db=other, rp=WARM_RP)
+    connection = InfluxDB1Connection(kind="influxdb1", url=influxd.url)
+    engine = INFLUXQL.make_engine("plant", connection)
+    window = Window(start, start + HOUR)
+    try:
+        here, there = [
+            await INFLUXQL.list_measurements(
+                engine, TierConfig(connection="plant", bucket=f"{name}/{WARM_RP}"), window, {}, bool
+            )
+            for name in (db, other)
+        ]
+    finally:
+        await engine.aclose()
+    assert here == [odd, "cpu"]
+    assert there == []
+
+
 def test_a_bad_regex_is_refused_at_load(influxd: ThrowawayInfluxd, db: str, tmp_path: Path) -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
     path = config(tmp_path, influxd.url, db, start, {"ahead": "/cpu(?=_)/", "open": "/[a/"}, db)

@@ -20,9 +20,18 @@ from collections.abc import Callable, Mapping, Sequence
 from tierflow._config import TierConfig
 from tierflow._engines._base import Engine
 from tierflow._engines.influxql._literals import influxql_ident, influxql_string, influxql_time
+from tierflow._errors import TemplateError
 from tierflow._windows import Window
 
-__all__ = ["GROUP", "STATEMENTS", "check_query", "list_measurements", "listing_text", "names_query"]
+__all__ = [
+    "GROUP",
+    "STATEMENTS",
+    "check_query",
+    "check_unquotable",
+    "list_measurements",
+    "listing_text",
+    "names_query",
+]
 
 #: Measurements per checking statement, and statements per request.
 GROUP = 50
@@ -41,6 +50,26 @@ def check_query(
     rp = influxql_ident(tier.retention_policy) if tier.retention_policy else ""
     sources = ", ".join(f"{influxql_ident(tier.database)}.{rp}.{influxql_ident(n)}" for n in names)
     return f"SELECT * FROM {sources} WHERE {_where(window, tags)} LIMIT 1"
+
+
+def check_unquotable(tier: TierConfig, window: Window, tags: Mapping[str, str], name: str) -> str:
+    """`check_query` for one name that no InfluxQL identifier can spell: its source is a regex
+    that matches exactly that name, every character but `[A-Za-z0-9_]` written as Go's
+    `\\x{…}` (so no carriage return, NUL or `/` reaches the query text)."""
+    rp = influxql_ident(tier.retention_policy) if tier.retention_policy else ""
+    spelled = "".join(
+        c if c.isascii() and (c.isalnum() or c == "_") else f"\\x{{{ord(c):x}}}" for c in name
+    )
+    source = f"{influxql_ident(tier.database)}.{rp}./^{spelled}$/"
+    return f"SELECT * FROM {source} WHERE {_where(window, tags)} LIMIT 1"
+
+
+def _quotable(name: str) -> bool:
+    try:
+        influxql_ident(name)
+    except TemplateError:
+        return False
+    return True
 
 
 def listing_text(tier: TierConfig, window: Window, tags: Mapping[str, str]) -> str:
@@ -70,9 +99,16 @@ async def list_measurements(
     names = sorted({str(row[0]) for series in listed for row in series.values if row})
     found: set[str] = set()
     candidates = [name for name in names if wanted(name)]
+    plain = [name for name in candidates if _quotable(name)]
     statements = [
-        check_query(tier, window, tags, candidates[at : at + GROUP])
-        for at in range(0, len(candidates), GROUP)
+        check_query(tier, window, tags, plain[at : at + GROUP])
+        for at in range(0, len(plain), GROUP)
+    ]
+    # A name no identifier can spell (a carriage return or NUL: influxd takes both in line
+    # protocol) is checked through a regex matching it alone, so that only a window where it
+    # has points fails for it (when its export cannot quote it), not every window of the tier.
+    statements += [
+        check_unquotable(tier, window, tags, name) for name in candidates if not _quotable(name)
     ]
     for at in range(0, len(statements), STATEMENTS):
         text = "; ".join(statements[at : at + STATEMENTS])
