@@ -323,6 +323,28 @@ async def test_a_name_influxql_cannot_quote_is_checked_within_rp_and_window(
     assert there == []
 
 
+@pytest.mark.parametrize("missing", ["database", "retention policy"])
+def test_a_tier_that_does_not_exist_fails_its_windows_not_archives_nothing(
+    influxd: ThrowawayInfluxd, databases: Databases, tmp_path: Path, missing: str
+) -> None:
+    # `SHOW MEASUREMENTS ON` a database that does not exist answers an empty list, no error
+    # (seen on 1.6.7), and a pattern that matches none of the names reads no policy: either
+    # way the listing must fail, as any other job's read of the tier would, not find "none
+    # matched" and record the window done with 0 points.
+    db, restored = databases.new(), databases.new()
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - 10 * HOUR
+    influxd.write([f"cpu v=1i {ns(start, 60)}"], db=db, rp=WARM_RP, precision="ns")
+    path = config(tmp_path, influxd.url, db, start, {"job": "/^nothing_matches$/"}, restored)
+    bucket = f"{db}_gone/{WARM_RP}" if missing == "database" else f"{db}/gone"
+    text = path.read_text(encoding="utf-8").replace(f"{db}/{WARM_RP}", bucket)
+    path.write_text(text, encoding="utf-8")
+    ran = tierflow("run-once", "--now", (start + 2 * HOUR).isoformat(), "--json", config=path)
+    report = json.loads(ran.stdout)
+    assert (report["succeeded"], report["failed"]) == (0, 2), ran.stdout + ran.stderr
+    assert all(f"{missing} not found" in run["error"] for run in report["runs"])
+    assert not (tmp_path / "job").exists() or archived(tmp_path / "job") == {}
+
+
 def test_a_bad_regex_is_refused_at_load(influxd: ThrowawayInfluxd, db: str, tmp_path: Path) -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
     path = config(tmp_path, influxd.url, db, start, {"ahead": "/cpu(?=_)/", "open": "/[a/"}, db)

@@ -169,7 +169,9 @@ def test_plan_renders_the_bounded_listing_and_a_run_the_resolved_export() -> Non
     assert shown == (
         'SHOW MEASUREMENTS ON "db"; SELECT * FROM "db"."hot".… WHERE '
         "time >= '2026-11-01T00:00:00Z' AND time < '2026-11-01T01:00:00Z' AND \"site\" = 's1' "
-        "LIMIT 1 (… the names listed that the pattern matches, 50 per statement)"
+        "LIMIT 1 (… the names listed that the pattern matches, 50 per statement; the first "
+        'request also reads "db"."hot"./^$/, which fails if the database or policy does not '
+        "exist)"
     )
     job = config.jobs["keep"]
     assert isinstance(job, ArchiveJob)

@@ -28,6 +28,7 @@ __all__ = [
     "STATEMENTS",
     "check_query",
     "check_unquotable",
+    "exists_query",
     "list_measurements",
     "listing_text",
     "names_query",
@@ -41,6 +42,15 @@ STATEMENTS = 10
 def names_query(tier: TierConfig) -> str:
     """Every measurement name of the tier's database (any policy, any time)."""
     return f"SHOW MEASUREMENTS ON {influxql_ident(tier.database)}"
+
+
+def exists_query(tier: TierConfig, window: Window) -> str:
+    """A read of the tier's policy that answers nothing (no measurement has an empty name) and
+    fails, as a read of any measurement would, when the database or the policy does not exist
+    (seen on 1.6.7: `database not found`, `retention policy not found`)."""
+    rp = influxql_ident(tier.retention_policy) if tier.retention_policy else ""
+    source = f"{influxql_ident(tier.database)}.{rp}./^$/"
+    return f"SELECT * FROM {source} WHERE {_where(window, {})} LIMIT 1"
 
 
 def check_query(
@@ -78,7 +88,9 @@ def listing_text(tier: TierConfig, window: Window, tags: Mapping[str, str]) -> s
     source = f"{influxql_ident(tier.database)}.{rp}.…"
     return (
         f"{names_query(tier)}; SELECT * FROM {source} WHERE {_where(window, tags)} LIMIT 1 "
-        f"(… the names listed that the pattern matches, {GROUP} per statement)"
+        f"(… the names listed that the pattern matches, {GROUP} per statement; the first "
+        f"request also reads {source[:-1]}/^$/, which fails if the database or policy does not "
+        "exist)"
     )
 
 
@@ -95,7 +107,12 @@ async def list_measurements(
     tags: Mapping[str, str],
     wanted: Callable[[str], bool],
 ) -> list[str]:
-    listed = await engine.query(names_query(tier), database=tier.database)
+    # `SHOW MEASUREMENTS ON` a database that does not exist answers no names and no error
+    # (seen on 1.6.7), and names the pattern refuses are not read: the tier's own policy is
+    # read once anyway (`exists_query`), so a database or policy that does not exist fails the
+    # listing as it fails any other read of the tier, rather than find none matched.
+    request = f"{names_query(tier)}; {exists_query(tier, window)}"
+    listed = await engine.query(request, database=tier.database)
     names = sorted({str(row[0]) for series in listed for row in series.values if row})
     found: set[str] = set()
     candidates = [name for name in names if wanted(name)]
