@@ -385,11 +385,13 @@ class Daemon:
         keep += [g.runner.engines for g in self._retired if g not in idle]
         held = {id(engine) for engines in keep for engine in engines.values()}
         closing: dict[int, Engine] = {}
+        closed: set[str] = set()
         for generation in idle:
             engines = generation.runner.engines
             for name, engine in list(engines.items()):
                 if id(engine) not in held:
                     closing[id(engine)] = engines.pop(name)
+                    closed.add(name)
         self._retired = [g for g in self._retired if g not in idle]
         if closing:
             await asyncio.gather(*(e.aclose() for e in closing.values()), return_exceptions=True)
@@ -400,6 +402,20 @@ class Daemon:
             metrics = self._current.runner.metrics
             for name in {c for g in idle for c in g.runner.config.connections} - used:
                 metrics.forget_connection(name)
+            # A connection changed: the circuit gauge is its current engine's again (the old
+            # one may have published last), or closed, as a new engine's starts, until made.
+            for name in closed & set(self._current.runner.config.connections):
+                self._publish_circuit(name)
+
+    def _publish_circuit(self, connection: str) -> None:
+        from tierflow._resilience import ResilientEngine
+
+        runner = self._current.runner
+        engine = runner.engines.get(connection)
+        if isinstance(engine, ResilientEngine):
+            engine.breaker.publish()
+        else:
+            runner.metrics.circuit_state.labels(connection).set(0)
 
     def _backoff(self, failures: int) -> timedelta:
         """The pause after the `failures`th failure in a row: doubling, at most `max_sleep`."""

@@ -207,6 +207,10 @@ class CircuitBreaker:
         self.state = state
         self._publish()
 
+    def publish(self) -> None:
+        """Set the connection's `tierflow_circuit_state` to this breaker's state (again)."""
+        self._publish()
+
     def _publish(self) -> None:
         if self._metrics is not None:
             self._metrics.circuit_state.labels(self.connection).set(_STATE_VALUE[self.state])

@@ -23,6 +23,7 @@ from tierflow._metrics import Metrics
 from tierflow._resilience import ResilientEngine
 from tierflow._runner import Runner
 from tierflow._state import MemoryStateStore
+from tierflow._status_page import circuits
 from tierflow._templates import RenderedQuery
 
 TOML = """
@@ -355,3 +356,50 @@ async def test_a_connection_removed_with_its_circuit_open_leaves_no_series(
 
 def render(metrics: Metrics) -> str:
     return metrics.render().decode()
+
+
+async def test_a_connection_changed_with_its_circuit_open_shows_its_new_circuit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reload that changes a connection (to repair it, often) gives it a new engine, made on
+    # first use: until then its circuit is the new one's, closed (as /api/status says), not the
+    # old engine's open one frozen in the gauge, which would page until the next window.
+    path = tmp_path / "tierflow.toml"
+    write(path)
+    base = path.read_text(encoding="utf-8") + SIDE.format(
+        start=START.isoformat().replace("+00:00", "Z")
+    )
+    path.write_text(base, encoding="utf-8")
+    metrics = Metrics()
+    down = FakeEngine()
+    for call in range(100):
+        down.fail_on(call, TransientEngineError("connection side: HTTP 503"))
+    side = ResilientEngine(
+        down,
+        "side",
+        RetryConfig(attempts=1),
+        CircuitConfig(failures=1, cooldown=timedelta(hours=1)),
+        metrics=metrics,
+    )
+    runner = Runner(
+        load_config(path),
+        MemoryStateStore(),
+        engines={"plant": FakeEngine(points=3), "side": side},
+        clock=lambda: NOW,
+        metrics=metrics,
+    )
+    daemon = Daemon(runner, clock=lambda: NOW)
+    task = asyncio.create_task(daemon.run())
+    await until(lambda: 'tierflow_circuit_state{connection="side"} 1.0' in render(metrics))
+    changed = base.replace(
+        'url = "http://c.example:8086"', 'url = "http://c.example:8086"\ntimeout = "20s"'
+    )
+    path.write_text(changed, encoding="utf-8")
+    found = await daemon.reload()
+    assert found is not None
+    assert found.connections == ("side",)
+    await until(lambda: down.closed)
+    assert circuits(daemon.runner)["side"] == "closed"  # what /api/status shows
+    await until(lambda: 'tierflow_circuit_state{connection="side"} 0.0' in render(metrics))
+    daemon.stopping.set()
+    await task
