@@ -384,3 +384,72 @@ async def test_a_state_store_that_does_not_answer_is_a_503_the_page_can_show(
             }
     finally:
         await server.stop()
+
+
+async def test_no_credential_reaches_the_api_even_when_the_server_echoes_it(
+    session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server (or a proxy in front of it) that quotes what it was sent in its error: the
+    # password, and the Authorization header it arrived in. The window fails with that error,
+    # which the API shows; the credentials must not be in it, nor anywhere in the document.
+    import base64
+
+    from tierflow._config import InfluxDB1Connection
+    from tierflow._engines.influxql._engine import InfluxQLEngine
+    from tierflow.testing import MockResponse, MockTransport
+
+    password = "pw-Zq8vN3xR5"
+    monkeypatch.setenv("TIERFLOW_TEST_PASSWORD", password)
+    config = parse_config(
+        {
+            "connections": {
+                "plant": {
+                    "kind": "influxdb1",
+                    "url": "http://influx.example:8086",
+                    "username": "tierflow",
+                    "password": {"env": "TIERFLOW_TEST_PASSWORD"},
+                }
+            },
+            "tiers": {
+                "raw": {"connection": "plant", "bucket": "raw/autogen"},
+                "rollup": {"connection": "plant", "bucket": "rollup"},
+            },
+            "jobs": {
+                "cpu": {
+                    "kind": "downsample",
+                    "source": "raw",
+                    "dest": "rollup",
+                    "measurements": ["cpu"],
+                    "every": "1h",
+                    "start": START,
+                    "aggregates": {"usage": ["mean"]},
+                }
+            },
+        },
+        Path("t.toml"),
+    )
+
+    def echo(request: Any) -> MockResponse:
+        sent = request.headers.get("Authorization", "")
+        body = json.dumps({"error": f"refused {sent} (password {password}) for this query"})
+        return MockResponse(400, body.encode(), {"Content-Type": "application/json"})
+
+    connection = config.connections["plant"]
+    assert isinstance(connection, InfluxDB1Connection)
+    engine = InfluxQLEngine("plant", connection, transport=MockTransport(echo))
+    runner, _, _ = make_runner(config)
+    runner.engines["plant"] = engine
+    await runner.run_due(NOW)
+    server, url = await served(runner)
+    try:
+        async with session.get(f"{url}/api/status") as response:
+            text = await response.text()
+    finally:
+        await server.stop()
+        await engine.aclose()
+    document = json.loads(text)
+    assert document["jobs"][0]["last_errors"], text  # the server's error is shown
+    assert "refused" in document["jobs"][0]["last_errors"][0]["error"]
+    encoded = base64.b64encode(f"tierflow:{password}".encode()).decode()
+    assert password not in text
+    assert encoded not in text

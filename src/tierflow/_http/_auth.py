@@ -131,3 +131,11 @@ class BasicAuth(_SecretAuth):
     async def headers(self) -> dict[str, str]:
         pair = f"{self._username}:{await self._secret()}".encode()
         return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
+
+    def scrub(self, text: str) -> str:
+        # The header's credentials are the password in other letters: a server or a proxy that
+        # quotes the header would otherwise put them in errors (the state, logs, /api/status).
+        for value in self._seen:
+            pair = f"{self._username}:{value}".encode()
+            text = text.replace(base64.b64encode(pair).decode("ascii"), "<redacted>")
+        return super().scrub(text)
