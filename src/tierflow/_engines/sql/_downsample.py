@@ -44,6 +44,8 @@ __all__ = ["Statement", "answer_batches", "run_statements", "split_statements"]
 
 #: The built-in template whose statements group by every tag column.
 BUILTIN_DOWNSAMPLE = "sql/downsample.sql.j2"
+#: The schemas inside a 3.x database (a table qualified by one is not in another database).
+_SCHEMAS = frozenset({"information_schema", "iox"})
 #: Rows per batch handed to the writer (it splits bodies further by size).
 BATCH_ROWS = 10_000
 
@@ -115,7 +117,12 @@ def _statement(part: str, tokens: list[Token], number: int, every_tag: bool) -> 
         dest_db, dest_table = target.db, target.name
         insert_end = int(target.this.meta.get("end", -1))
         query = tree.expression
-    tables = [t for t in query.find_all(exp.Table) if isinstance(t.this, exp.Identifier)]
+    # `information_schema.columns`, `iox.cpu`: schemas of the one database a query runs in.
+    tables = [
+        t
+        for t in query.find_all(exp.Table)
+        if isinstance(t.this, exp.Identifier) and t.db not in _SCHEMAS
+    ]
     if not tables:
         raise ValueError(f"{where}: reads no table")
     databases = {t.db for t in tables}
