@@ -29,13 +29,21 @@ from tierflow._planner import Batch
 from tierflow._windows import EPOCH, Window
 from tierflow.testing import ThrowawayInfluxd
 
-
-
 EVERY = timedelta(minutes=5)
 OFFSET = timedelta(seconds=10)
 START = datetime(2026, 3, 1, 0, 0, 10, tzinfo=UTC)  # on the offset grid
 WINDOWS = 3
-SUPPORTED = ("count", "first", "last", "max", "mean", "median", "min", "spread", "sum")
+SUPPORTED: tuple[str, ...] = (
+    "count",
+    "first",
+    "last",
+    "max",
+    "mean",
+    "median",
+    "min",
+    "spread",
+    "sum",
+)
 _TYPES = {"float": pa.float64(), "integer": pa.int64(), "unsigned": pa.uint64()}
 
 
@@ -65,7 +73,9 @@ def points(seed: int) -> list[str]:
     return lines
 
 
-def influxql_into(influxd: ThrowawayInfluxd, db: str, aggregates: dict[str, tuple[str, ...]]) -> None:
+def influxql_into(
+    influxd: ThrowawayInfluxd, db: str, aggregates: dict[str, tuple[str, ...]]
+) -> None:
     """The oracle: InfluxQL's own SELECT … INTO over the batch's range (written by hand)."""
     columns = ", ".join(
         f'{fn.upper()}("{field}") AS "{field}_{fn}"'
@@ -86,7 +96,7 @@ def influxd_output(influxd: ThrowawayInfluxd, db: str) -> tuple[dict[Any, Any], 
     types: dict[str, str] = {}
     for result in influxd.query('SHOW FIELD KEYS FROM "cpu_5m"', db=db):
         for series in result.get("series", []):
-            types.update({key: kind for key, kind in series["values"]})
+            types.update(dict(series["values"]))
     found = {}
     for row in rows:
         tags = frozenset((k, row[k]) for k in ("host", "region") if row.get(k))
@@ -202,7 +212,8 @@ async def test_tags_filter_and_the_sent_requests(
     hosts = {row["host"] for row in influx3.sql("warm", 'SELECT * FROM "cpu_5m"').to_pylist()}
     assert hosts == {"c d"}
     reads = [r for r in influx3.requests if r.path == "/api/v3/query_sql"]
-    assert reads and all(r.json()["format"] in {"json", "parquet"} for r in reads)
+    assert reads
+    assert all(r.json()["format"] in {"json", "parquet"} for r in reads)
     assert {r.json()["db"] for r in reads} == {"hot"}
     writes = [r for r in influx3.requests if r.path == "/api/v3/write_lp"]
     assert writes
