@@ -1,0 +1,791 @@
+"""A stand-in of the InfluxDB 3.x (Core) HTTP API whose SQL runs on Apache DataFusion.
+
+No 3.x server can be installed here; 3.x executes SQL with DataFusion, which is on PyPI. So the
+stand-in keeps the points written to it as Arrow data with 3.x's table schema (tags
+`Dictionary(Int32, Utf8)`, `time` `Timestamp(ns)` without a zone, fields float64 / int64 /
+uint64 / bool / utf8, columns in name order) and hands **every SQL query to DataFusion**: what a
+query computes (aggregates, `date_bin`, casts, NULL handling, `information_schema`) is a real
+engine's answer, not the stand-in's.
+
+The rest follows the 3.x server's source (`influxdb3_server/src/http.rs`, `influxdb3_types`,
+`influxdb3_write/src/write_buffer/validator.rs` in `influxdata/influxdb`) and its documentation,
+and is proven only against those:
+- `POST /api/v3/write_lp?db=&precision=&accept_partial=&no_sync=`: line protocol as the 3.x
+  crate parses it (`tests/lineprotocol3.py`); a database is created by its first write; a
+  field's type is fixed by its first write and a conflicting line refused. `accept_partial=false`
+  refuses the whole body at its first bad line (400 `{"error": "line protocol parsing error",
+  "data": {line}}`); `accept_partial=true` (3.x's default) keeps the good lines and answers 400
+  `{"error": "partial write of line protocol occurred", "data": [lines]}`. A point with the
+  series and time of an earlier one overwrites it field by field.
+- `GET|POST /api/v3/query_sql` (`db`, `q`, `format`, `params`; a JSON body for POST; the `Accept`
+  header when no format is given): `json` (one array; nulls left out, as arrow-json writes),
+  `jsonl`, `csv`, `pretty`, `parquet` (pyarrow's writer; no body for no rows).
+- `GET|POST|DELETE /api/v3/configure/database` (`format` required to list; `retention_period`
+  hides older points from queries, against an injectable `now`), `GET /health`, `GET|POST
+  /ping`. Every path needs the token (`Bearer`, `Token` or `Basic user:token`) unless listed in
+  `disable_authz` (3.x's `--disable-authz`); a missing or wrong one gets 401
+  `{"error": "the request was not authenticated"}`.
+
+It records every request (`requests`) and can fail the next ones (`fail_next`) or change its
+token (`rotate_token`) for the client's 401 → re-fetch → retry path. A real server is the final
+word: `tests/integration/test_influxdb3_live.py` runs the same checks against one when
+`TIERFLOW_TEST_INFLUXDB3_URL` and `TIERFLOW_TEST_INFLUXDB3_TOKEN` are set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import dataclasses
+import io
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Self
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from aiohttp import web
+from datafusion import SessionConfig, SessionContext
+
+from tests.lineprotocol3 import LineError, ParsedLine, parse_lines
+
+__all__ = [
+    "ROTATED",
+    "TOKEN",
+    "Influx3StandIn",
+    "Recorded",
+    "ThreadedInflux3StandIn",
+    "arrow_json_rows",
+    "parse_retention",
+]
+
+TOKEN = "apiv3_secret-token-1"
+ROTATED = "apiv3_secret-token-2"
+NS = 1_000_000_000
+INTERNAL_DB = "_internal"
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "tag": pa.dictionary(pa.int32(), pa.utf8()),
+    "float": pa.float64(),
+    "integer": pa.int64(),
+    "uinteger": pa.uint64(),
+    "string": pa.utf8(),
+    "boolean": pa.bool_(),
+}
+_PRECISIONS = {
+    "auto": None,
+    "second": NS,
+    "s": NS,
+    "millisecond": 1_000_000,
+    "ms": 1_000_000,
+    "microsecond": 1_000,
+    "us": 1_000,
+    "u": 1_000,
+    "nanosecond": 1,
+    "ns": 1,
+    "n": 1,
+}
+_FORMATS = {
+    "json": "application/json",
+    "jsonl": "application/jsonl",
+    "json_lines": "application/jsonl",
+    "csv": "text/csv",
+    "pretty": "text/plain; charset=utf-8",
+    "parquet": "application/vnd.apache.parquet",
+}
+_ACCEPT = {
+    "application/vnd.apache.parquet": "parquet",
+    "text/csv": "csv",
+    "text/plain": "pretty",
+    "application/json": "json",
+    "*/*": "json",
+}
+_DB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(/[A-Za-z0-9_-]+)?")
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request as the stand-in received it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    #: The database it named (`db` in the query string or the JSON body), if any.
+    database: str | None
+    status: int = 0
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class _Refused(Exception):
+    """An answer other than success: status, body, content type."""
+
+    def __init__(self, status: int, body: str | bytes, content_type: str = "text/plain") -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body.encode() if isinstance(body, str) else body
+        self.content_type = content_type
+
+
+def _error_json(status: int, error: str, data: Any = None) -> _Refused:
+    body: dict[str, Any] = {"error": error}
+    if data is not None:
+        body["data"] = data
+    return _Refused(status, json.dumps(body), "application/json")
+
+
+# -- storage ------------------------------------------------------------------------------------
+
+SeriesKey = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class Table:
+    """One table: column name → `tag` or a field kind; points by (series, time)."""
+
+    columns: dict[str, str] = field(default_factory=dict)
+    points: dict[tuple[SeriesKey, int], dict[str, Any]] = field(default_factory=dict)
+
+    def arrow(self, since: int | None) -> pa.Table:
+        names = sorted([*self.columns, "time"])
+        kinds = {**self.columns, "time": "time"}
+        rows = sorted(
+            (key for key in self.points if since is None or key[1] >= since),
+            key=lambda k: (k[0], k[1]),
+        )
+        arrays = []
+        fields = []
+        for name in names:
+            kind = kinds[name]
+            if kind == "time":
+                arrays.append(pa.array([t for _, t in rows], pa.timestamp("ns")))
+                fields.append(pa.field("time", pa.timestamp("ns"), nullable=False))
+                continue
+            if kind == "tag":
+                values = [dict(series).get(name) for series, _ in rows]
+                array = pa.array(values, pa.utf8()).dictionary_encode()
+                array = array.cast(_ARROW_TYPES["tag"])
+            else:
+                values = [self.points[key].get(name) for key in rows]
+                array = pa.array(values, _ARROW_TYPES[kind])
+            arrays.append(array)
+            fields.append(pa.field(name, _ARROW_TYPES[kind]))
+        return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+@dataclass
+class Database:
+    name: str
+    retention_ns: int | None = None
+    tables: dict[str, Table] = field(default_factory=dict)
+
+
+_UNIT_NAMES = {
+    1: "ns nsec",
+    1_000: "us usec",
+    1_000_000: "ms msec",
+    NS: "s sec secs second seconds",
+    60 * NS: "m min mins minute minutes",
+    3600 * NS: "h hr hrs hour hours",
+    86_400 * NS: "d day days",
+    7 * 86_400 * NS: "w week weeks",
+}
+_UNITS = {name: ns for ns, names in _UNIT_NAMES.items() for name in names.split()}
+
+
+def parse_retention(text: str) -> int:
+    """A humantime duration (`30d`, `1h 30m`, `720h`) in ns, as 3.x reads `retention_period`."""
+    parts = re.findall(r"\s*(\d+)\s*([a-zA-Z]+)", text)
+    if not parts or "".join(f"{n}{u}" for n, u in parts) != re.sub(r"\s+", "", text):
+        raise ValueError(f"invalid duration {text!r}")
+    total = 0
+    for number, unit in parts:
+        if unit not in _UNITS:
+            raise ValueError(f"unknown time unit {unit!r}")
+        total += int(number) * _UNITS[unit]
+    return total
+
+
+# -- answers in 3.x's formats -------------------------------------------------------------------
+
+
+def _naive_iso(ns: int) -> str:
+    """A `Timestamp(ns)` as arrow-cast displays it (chrono `%Y-%m-%dT%H:%M:%S%.f`: the fraction
+    in 0, 3, 6 or 9 digits)."""
+    seconds, fraction = divmod(ns, NS)
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+    text = f"{moment:%Y-%m-%dT%H:%M:%S}"
+    if fraction == 0:
+        return text
+    if fraction % 1_000_000 == 0:
+        return f"{text}.{fraction // 1_000_000:03d}"
+    if fraction % 1_000 == 0:
+        return f"{text}.{fraction // 1_000:06d}"
+    return f"{text}.{fraction:09d}"
+
+
+def _column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        return list(column.cast(kind.value_type).to_pylist())
+    if pa.types.is_timestamp(kind):
+        raw = column.cast(pa.timestamp(kind.unit, kind.tz)).cast(pa.int64()).to_pylist()
+        scale = {"s": NS, "ms": 1_000_000, "us": 1_000, "ns": 1}[kind.unit]
+        suffix = "+00:00" if kind.tz in {"UTC", "+00:00", "Z"} else ""
+        return [None if v is None else _naive_iso(v * scale) + suffix for v in raw]
+    if pa.types.is_date(kind):
+        return [None if v is None else v.isoformat() for v in column.to_pylist()]
+    if pa.types.is_floating(kind):
+        return [None if v is None or not math.isfinite(v) else v for v in column.to_pylist()]
+    if (
+        pa.types.is_integer(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_string_view(kind)
+    ):
+        return list(column.to_pylist())
+    return [None if v is None else str(v) for v in column.to_pylist()]
+
+
+def arrow_json_rows(batches: list[pa.RecordBatch]) -> list[dict[str, Any]]:
+    """Rows as arrow-json writes them: an object per row, null values left out, timestamps as
+    naive ISO text, dictionaries as their values, non-finite floats as null."""
+    rows: list[dict[str, Any]] = []
+    for batch in batches:
+        columns = [(name, _column_values(batch.column(name))) for name in batch.schema.names]
+        rows.extend(
+            {name: values[index] for name, values in columns if values[index] is not None}
+            for index in range(batch.num_rows)
+        )
+    return rows
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("NaN" if value != value else "inf")
+    return str(value)
+
+
+def render(batches: list[pa.RecordBatch], schema: pa.Schema, format: str) -> bytes:
+    """The body 3.x sends for a result in `format` (`record_batch_stream_to_body`)."""
+    if format == "parquet":
+        if not batches:
+            return b""
+        sink = io.BytesIO()
+        pq.write_table(pa.Table.from_batches(batches, schema=batches[0].schema), sink)
+        return sink.getvalue()
+    if format == "json":
+        rows = arrow_json_rows(batches)
+        return ("[" + ",".join(_json_text(r) for r in rows) + "]").encode()
+    if format in {"jsonl", "json_lines"}:
+        return "".join(_json_text(r) + "\n" for r in arrow_json_rows(batches)).encode()
+    names = list(schema.names)
+    table_rows: list[list[str]] = []
+    for batch in batches:
+        columns = [_column_values(batch.column(n)) for n in names]
+        table_rows += [[_csv_cell(c[i]) for c in columns] for i in range(batch.num_rows)]
+    if format == "csv":
+        if not batches:
+            return b""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows(table_rows)
+        return buffer.getvalue().encode()
+    return _pretty(names if batches else [], table_rows).encode()
+
+
+def _pretty(names: list[str], rows: list[list[str]]) -> str:
+    """arrow's `pretty_format_batches`: a boxed table, left-aligned."""
+    widths = [max([len(n), *(len(r[i]) for r in rows)]) for i, n in enumerate(names)]
+    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+
+    def line(cells: list[str]) -> str:
+        return "|" + "|".join(f" {c:<{w}} " for c, w in zip(cells, widths, strict=True)) + "|"
+
+    return "\n".join([rule, line(names), rule, *(line(r) for r in rows), rule])
+
+
+# -- the server ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Influx3StandIn:
+    """The 3.x HTTP API on 127.0.0.1 (an ephemeral port); `async with` starts and stops it on the
+    running loop. `now()` gives the server's clock in ns (retention, lines without a time)."""
+
+    token: str = TOKEN
+    now: Callable[[], int] = time.time_ns
+    #: Paths served without a token, as `influxdb3 serve --disable-authz health,ping` allows.
+    disable_authz: frozenset[str] = frozenset()
+    requests: list[Recorded] = field(default_factory=list)
+    databases: dict[str, Database] = field(
+        default_factory=lambda: {INTERNAL_DB: Database(INTERNAL_DB)}
+    )
+    url: str = ""
+    _failures: list[tuple[int, float | None]] = field(default_factory=list)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+    _runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- test hooks ------------------------------------------------------------------------------
+
+    def rotate_token(self, new: str) -> None:
+        """From now on only `new` is accepted (the old token gets 401)."""
+        self.token = new
+
+    def fail_next(self, status: int, times: int = 1, retry_after: float | None = None) -> None:
+        """Answer the next `times` requests (any path) with `status` and `{"error": …}`, with a
+        `Retry-After` header when given."""
+        self._failures += [(status, retry_after)] * times
+
+    def paths(self) -> list[str]:
+        return [r.path for r in self.requests]
+
+    def create_database(self, name: str, retention_period: str | None = None) -> None:
+        with self._lock:
+            if name in self.databases:
+                raise ValueError(f"database {name} exists")
+            retention = parse_retention(retention_period) if retention_period else None
+            self.databases[name] = Database(name, retention)
+
+    def write(self, db: str, body: str, *, precision: str = "nanosecond") -> None:
+        """Write line protocol directly (no HTTP); a refused line raises `ValueError`."""
+        errors = self._write(db, body, precision=precision, accept_partial=False)
+        if errors:
+            raise ValueError(errors)
+
+    def sql(self, db: str, query: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Run `query` over `db` with DataFusion, as `/api/v3/query_sql` would (no HTTP)."""
+        batches, schema = self._execute(db, query, params)
+        return pa.Table.from_batches(batches, schema=schema)
+
+    # -- storage and SQL -------------------------------------------------------------------------
+
+    def _write(
+        self, db: str, body: str, *, precision: str, accept_partial: bool
+    ) -> list[dict[str, Any]]:
+        """Apply a body; the refused lines as 3.x reports them (`WriteLineError`)."""
+        multiplier = _PRECISIONS[precision]
+        with self._lock:
+            database = self.databases.get(db) or Database(db)
+            # Lines are checked against the schema as it grows line by line (a first line fixes
+            # a type a later one in the same body must keep); nothing lands until all are checked
+            # when partial writes are refused.
+            schema = {name: dict(table.columns) for name, table in database.tables.items()}
+            accepted: list[tuple[ParsedLine, int]] = []
+            errors: list[dict[str, Any]] = []
+            for number, parsed in enumerate(parse_lines(body), start=1):
+                problem: str | None
+                if isinstance(parsed, LineError):
+                    problem, line = str(parsed), parsed.line
+                else:
+                    line = parsed.line
+                    problem = _check(schema.setdefault(parsed.measurement, {}), parsed)
+                stamp = 0
+                if problem is None and isinstance(parsed, ParsedLine):
+                    try:
+                        stamp = self._timestamp(parsed.timestamp, multiplier)
+                    except OverflowError as exc:
+                        problem = str(exc)
+                if problem is not None:
+                    error = {"error_message": problem, "line_number": number}
+                    error["original_line"] = _truncate(line)
+                    if not accept_partial:
+                        return [error]
+                    errors.append(error)
+                    continue
+                assert isinstance(parsed, ParsedLine)
+                accepted.append((parsed, stamp))
+            self.databases[db] = database
+            for parsed, stamp in accepted:
+                _apply(database.tables.setdefault(parsed.measurement, Table()), parsed, stamp)
+            return errors
+
+    def _timestamp(self, value: int | None, multiplier: int | None) -> int:
+        if value is None:
+            now = self.now()
+            return now if multiplier is None else now // multiplier * multiplier
+        if multiplier is None:
+            magnitude = abs(value) // NS
+            multiplier = (
+                NS
+                if magnitude < 5
+                else 1_000_000
+                if magnitude < 5_000
+                else 1_000
+                if magnitude < 5_000_000
+                else 1
+            )
+        stamp = value * multiplier
+        if not -(2**63) <= stamp < 2**63:
+            raise OverflowError(f"timestamp, {value}, out of range for precision")
+        return stamp
+
+    def _execute(
+        self, db: str, query: str, params: Mapping[str, Any] | None
+    ) -> tuple[list[pa.RecordBatch], pa.Schema]:
+        with self._lock:
+            database = self.databases.get(db)
+            if database is None:
+                raise _error_json(404, f"query error: database not found: {db}")
+            since = None if database.retention_ns is None else self.now() - database.retention_ns
+            tables = {name: table.arrow(since) for name, table in database.tables.items()}
+        config = (
+            SessionConfig()
+            .with_information_schema(True)
+            .with_default_catalog_and_schema("public", "iox")
+        )
+        context = SessionContext(config)
+        for name, table in tables.items():
+            context.register_record_batches(name, [table.to_batches() or []])
+        try:
+            frame = context.sql(query, param_values=dict(params or {}))
+            schema = frame.schema()
+            batches = frame.collect()
+        except Exception as exc:  # DataFusion raises ValueError/Exception with its own text
+            raise _datafusion_refusal(exc) from exc
+        return batches, schema
+
+    # -- HTTP ------------------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        database = request.query.get("db")
+        if database is None and raw and request.content_type == "application/json":
+            try:
+                body = json.loads(raw)
+                database = body.get("db") if isinstance(body, dict) else None
+            except ValueError:
+                database = None
+        self.requests.append(
+            Recorded(
+                request.method,
+                request.path,
+                dict(request.query),
+                dict(request.headers),
+                raw,
+                database,
+            )
+        )
+        index = len(self.requests) - 1
+        headers: dict[str, str] = {}
+        try:
+            status, body, content_type = self._answer(request, raw)
+        except _Refused as refused:
+            status, body, content_type = refused.status, refused.body, refused.content_type
+            if self._retry_after is not None:
+                headers["Retry-After"] = f"{self._retry_after:g}"
+        self._retry_after = None
+        self.requests[index] = dataclasses.replace(self.requests[index], status=status)
+        if content_type:
+            headers["Content-Type"] = content_type
+        return web.Response(status=status, body=body, headers=headers)
+
+    _retry_after: float | None = None
+
+    def _answer(self, request: web.Request, raw: bytes) -> tuple[int, bytes, str]:
+        if self._failures:
+            status, self._retry_after = self._failures.pop(0)
+            raise _error_json(status, f"stand-in failure {status}")
+        path, method = request.path, request.method
+        if path not in self.disable_authz:
+            self._authenticate(request)
+        if path == "/health" and method == "GET":
+            return 200, b"OK", "text/plain; charset=utf-8"
+        if path == "/ping" and method in {"GET", "POST"}:
+            body = {"version": "3.x-standin", "revision": "datafusion", "process_id": "0"}
+            return 200, json.dumps(body).encode(), "application/json"
+        if path == "/api/v3/write_lp" and method == "POST":
+            return self._write_lp(request, raw)
+        if path == "/api/v3/query_sql" and method in {"GET", "POST"}:
+            return self._query_sql(request, raw)
+        if path == "/api/v3/configure/database":
+            return self._configure_database(request, raw)
+        return 404, b"Not found", "text/plain"
+
+    def _authenticate(self, request: web.Request) -> None:
+        header = request.headers.get("Authorization")
+        if header is None:
+            raise _Refused(401, '{"error": "the request was not authenticated"}')
+        parts = header.split(" ")
+        if len(parts) != 2 or parts[0] not in {"Bearer", "Token", "Basic"}:
+            raise _Refused(
+                400,
+                '{"error": "Authorization header was malformed, the request was not in the form '
+                "of 'Authorization: <auth-scheme> <token>', supported auth-schemes are Bearer, "
+                'Token and Basic"}',
+            )
+        token = parts[1]
+        if parts[0] == "Basic":
+            try:
+                token = base64.b64decode(token, validate=True).decode().rsplit(":", 1)[1]
+            except (ValueError, IndexError):
+                raise _Refused(400, '{"error": "Authorization header was malformed"}') from None
+        if token != self.token:
+            raise _Refused(401, '{"error": "the request was not authenticated"}')
+
+    def _write_lp(self, request: web.Request, raw: bytes) -> tuple[int, bytes, str]:
+        query = request.query
+        if "db" not in query:
+            if not request.query_string:
+                raise _Refused(400, "missing query parameter 'db'")
+            raise _Refused(400, "serde error: missing field `db`")
+        db = query["db"]
+        _validate_db_name(db)
+        precision = query.get("precision", "auto")
+        if precision not in _PRECISIONS:
+            raise _Refused(400, f"serde error: unknown variant `{precision}`")
+        accept_partial = _flag(query.get("accept_partial"), default=True)
+        _flag(query.get("no_sync"), default=False)
+        try:
+            body = raw.decode()
+        except UnicodeDecodeError as exc:
+            raise _Refused(400, f"body content is not valid utf8: {exc}") from None
+        errors = self._write(db, body, precision=precision, accept_partial=accept_partial)
+        if not errors:
+            return 204, b"", ""
+        if not accept_partial:
+            raise _error_json(400, "line protocol parsing error", errors[0])
+        raise _error_json(400, "partial write of line protocol occurred", errors)
+
+    def _query_sql(self, request: web.Request, raw: bytes) -> tuple[int, bytes, str]:
+        accept = request.headers.get("Accept")
+        header_format = _ACCEPT.get(accept or "*/*")
+        if header_format is None:
+            assert accept is not None
+            if "text/html" in accept or "*/*" in accept:
+                header_format = "json"
+            else:
+                raise _Refused(400, f"invalid mime type ({accept})")
+        if request.method == "GET":
+            if not request.query_string:
+                raise _Refused(400, "missing query parameters 'db' and 'q'")
+            values: dict[str, Any] = dict(request.query)
+            if "params" in values:
+                try:
+                    values["params"] = json.loads(values["params"])
+                except ValueError as exc:
+                    raise _Refused(400, f"serde json error: {exc}") from None
+        else:
+            try:
+                values = json.loads(raw)
+            except ValueError as exc:
+                raise _Refused(400, f"serde json error: {exc}") from None
+        for key in ("db", "q"):
+            if not isinstance(values.get(key), str):
+                error = "serde json error" if request.method == "POST" else "serde error"
+                raise _Refused(400, f"{error}: missing field `{key}`")
+        format = values.get("format") or header_format
+        if format not in _FORMATS:
+            raise _Refused(400, f"serde error: unknown variant `{format}`")
+        batches, schema = self._execute(values["db"], values["q"], values.get("params"))
+        return 200, render(batches, schema, format), _FORMATS[format]
+
+    def _configure_database(self, request: web.Request, raw: bytes) -> tuple[int, bytes, str]:
+        if request.method == "GET":
+            format = request.query.get("format")
+            if format is None:
+                raise _Refused(400, "serde error: missing field `format`")
+            if format not in _FORMATS:
+                raise _Refused(400, f"serde error: unknown variant `{format}`")
+            with self._lock:
+                names = sorted(self.databases)
+            batch = pa.record_batch(
+                [pa.array(names, pa.utf8())],
+                schema=pa.schema([pa.field("iox::database", pa.utf8(), nullable=False)]),
+            )
+            return 200, render([batch], batch.schema, format), _FORMATS[format]
+        if request.method == "POST":
+            try:
+                body = json.loads(raw)
+                name = body["db"]
+                retention = body.get("retention_period")
+                nanos = parse_retention(retention) if retention is not None else None
+            except (ValueError, KeyError, TypeError) as exc:
+                raise _Refused(400, f"serde json error: {exc}") from None
+            _validate_db_name(name)
+            with self._lock:
+                if name in self.databases:
+                    raise _Refused(409, "attempted to create a resource that already exists")
+                self.databases[name] = Database(name, nanos)
+            return 200, b"", ""
+        if request.method == "DELETE":
+            name = request.query.get("db")
+            if name is None:
+                raise _Refused(400, "serde error: missing field `db`")
+            with self._lock:
+                if name not in self.databases:
+                    raise _Refused(404, f"the requested resource was not found: {name}")
+                del self.databases[name]
+            return 200, b"", ""
+        raise _Refused(404, "Not found")
+
+
+def _flag(value: str | None, *, default: bool) -> bool:
+    if value is None:
+        return default
+    if value not in {"true", "false"}:
+        raise _Refused(400, f"serde error: invalid value: string {value!r}, expected a boolean")
+    return value == "true"
+
+
+def _validate_db_name(name: str) -> None:
+    if not name:
+        raise _error_json(400, "db name cannot be empty")
+    if not name[0].isascii() or not name[0].isalnum():
+        raise _error_json(400, "db name did not start with a number or letter")
+    if not _DB_NAME.fullmatch(name):
+        raise _error_json(
+            400,
+            "invalid character in database or rp name: must be ASCII, containing only letters, "
+            "numbers, underscores, or hyphens",
+        )
+
+
+def _check(columns: dict[str, str], line: ParsedLine) -> str | None:
+    """3.x's `validate_and_qualify_v1_line` against the table's columns (updated in place when
+    the line is good): a column keeps its first type."""
+    proposed = dict(columns)
+    seen: set[str] = set()
+    for key, _ in line.tags:
+        problem = _column(proposed, key, "tag")
+        if problem:
+            return problem
+    for key, kind, _ in line.fields:
+        problem = _column(proposed, key, kind)
+        if problem:
+            return problem
+        if key in seen:
+            return f"invalid line protocol - multiple instances of '{key}' field found"
+        seen.add(key)
+    columns.update(proposed)
+    return None
+
+
+def _column(columns: dict[str, str], name: str, kind: str) -> str | None:
+    if name == "time":
+        return "'time' is a reserved column"
+    existing = columns.setdefault(name, kind)
+    if existing != kind:
+        return (
+            f"invalid column type for column '{name}', expected {_type_name(existing)}, "
+            f"got {_type_name(kind)}"
+        )
+    return None
+
+
+def _type_name(kind: str) -> str:
+    return "iox::column_type::tag" if kind == "tag" else f"iox::column_type::field::{kind}"
+
+
+def _apply(table: Table, line: ParsedLine, stamp: int) -> None:
+    for key, _ in line.tags:
+        table.columns.setdefault(key, "tag")
+    for key, kind, _ in line.fields:
+        table.columns.setdefault(key, kind)
+    series = tuple(sorted(dict(line.tags).items()))
+    point = table.points.setdefault((series, stamp), {})
+    point.update((key, value) for key, _, value in line.fields)
+
+
+def _truncate(line: str) -> str:
+    """3.x caps `original_line` at 20 bytes (on a character boundary)."""
+    cut = line.encode()[:20]
+    return cut.decode(errors="ignore")
+
+
+def _datafusion_refusal(exc: Exception) -> _Refused:
+    """The status 3.x gives a DataFusion error (`datafusion_error_status_code`) and its text."""
+    message = str(exc).removeprefix("DataFusion error: ")
+    if message.startswith(("Error during planning", "SQL error", "Schema error")):
+        status = 400
+    elif message.startswith("This feature is not implemented"):
+        status = 405
+    else:
+        status = 500
+    return _Refused(status, message)
+
+
+class ThreadedInflux3StandIn(Influx3StandIn):
+    """The same stand-in served from its own thread and event loop (`with` starts and stops it),
+    for tests that run tierflow in a subprocess."""
+
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> Self:
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(self.start())
+            ready.set()
+            loop.run_forever()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=serve, daemon=True, name="influx3-standin")
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("the 3.x stand-in did not start within 10 s")
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        loop, thread = self._loop, self._thread
+        assert loop is not None
+        assert thread is not None
+        asyncio.run_coroutine_threadsafe(self.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

@@ -1,0 +1,363 @@
+"""Line protocol as InfluxDB 3.x parses it: a port of `influxdb_line_protocol` (the Rust crate in
+`influxdata/influxdb`, `core/influxdb_line_protocol/src/lib.rs`), for the 3.x stand-in.
+
+The port follows the crate's grammar rule for rule, so the stand-in refuses what 3.x refuses and
+keeps what 3.x keeps: lines are split like Go's `scanLine` (a newline inside a quoted string
+does not end a line), leading whitespace and `#` comment lines are skipped, names unescape
+`\\,` `\\=` `\\ ` `\\\\` (the measurement `\\,` `\\ ` `\\\\`) and keep any other backslash with the
+character after it, a name that ends in a backslash is refused, string values unescape only
+`\\"` and `\\\\`, integers are `-?\\d+i` (i64), unsigned `\\d+u` (u64), floats
+`-?\\d+[.\\d+][e[+-]\\d+]` (an overflowing exponent reads as infinity, as Rust's `f64` parse
+does), booleans `t T true True TRUE f F false False FALSE`, the timestamp `-?\\d+` (optional).
+
+`tests/integration/test_influx3_standin.py` checks it against the real influxd 1.x on the shapes
+both accept, and names where the two grammars differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["FIELD_KINDS", "LineError", "ParsedLine", "UInt", "parse_lines", "split_lines"]
+
+I64 = (-(2**63), 2**63 - 1)
+U64_MAX = 2**64 - 1
+STRING_LIMIT = 65_536
+#: The field kinds, as 3.x names its column types (`iox::column_type::field::<kind>`).
+FIELD_KINDS = ("float", "integer", "uinteger", "string", "boolean")
+_BOOLEANS = (
+    ("true", True),
+    ("True", True),
+    ("TRUE", True),
+    ("t", True),
+    ("T", True),
+    ("false", False),
+    ("False", False),
+    ("FALSE", False),
+    ("f", False),
+    ("F", False),
+)
+_BOUNDARY = " \t\n"
+
+
+class UInt(int):
+    """An unsigned field value (`1u`): an int that remembers it was written as uint64."""
+
+
+@dataclass(frozen=True)
+class ParsedLine:
+    measurement: str
+    #: Tags in the order the line gives them.
+    tags: tuple[tuple[str, str], ...]
+    #: (field key, kind, value) in the order the line gives them.
+    fields: tuple[tuple[str, str, Any], ...]
+    timestamp: int | None
+    line: str
+
+
+class LineError(Exception):
+    """A line 3.x would refuse; the message is the crate's, `line` the line."""
+
+    line: str = ""
+
+
+class _NoMatch(Exception):
+    pass
+
+
+def split_lines(body: str) -> list[str]:
+    """The crate's `split_lines` (Go's `scanLine`): a newline ends a line unless it is escaped
+    or inside a quoted string value."""
+    lines: list[str] = []
+    start = 0
+    quoted = fields = in_escape = False
+    equals = commas = 0
+    for index, c in enumerate(body):
+        if in_escape:
+            in_escape = False
+            continue
+        if c == "\\":
+            in_escape = True
+            continue
+        if c == " ":
+            fields = True
+            continue
+        if fields:
+            if not quoted and c == "=":
+                equals += 1
+                continue
+            if not quoted and c == ",":
+                commas += 1
+                continue
+            if c == '"' and equals > commas:
+                quoted = not quoted
+                continue
+        if c == "\n" and not quoted:
+            lines.append(body[start:index])
+            start = index + 1
+            quoted = fields = False
+            equals = commas = 0
+    lines.append(body[start:])
+    return lines
+
+
+def _trim_leading(text: str) -> str:
+    while True:
+        text = text.lstrip(_BOUNDARY)
+        if text.startswith("#"):
+            cut = text.find("\n")
+            text = "" if cut < 0 else text[cut:]
+        else:
+            return text
+
+
+def parse_lines(body: str) -> list[ParsedLine | LineError]:
+    """Every non-blank, non-comment line of `body`, parsed or refused (with the crate's
+    message), in order."""
+    out: list[ParsedLine | LineError] = []
+    for raw in split_lines(body):
+        text = _trim_leading(raw)
+        if not text:
+            continue
+        try:
+            out.append(_Parser(text).line())
+        except LineError as exc:
+            exc.line = text
+            out.append(exc)
+    return out
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.s = text
+        self.i = 0
+
+    def line(self) -> ParsedLine:
+        measurement = self._measurement()
+        tags = self._tags()
+        self._spaces()
+        fields = self._fields()
+        timestamp = self._timestamp()
+        if self.i < len(self.s):
+            rest = self.s[self.i :]
+            shown = rest[:10] + "..." if len(rest) > 10 else rest
+            raise LineError(f"Could not parse entire line. Found trailing content: `{shown}`")
+        return ParsedLine(measurement, tags, fields, timestamp, self.s)
+
+    # -- names -----------------------------------------------------------------------------------
+
+    def _escaped(self, stops: str, escapable: str) -> str:
+        """`escape_or_fallback`: runs of normal characters (none of `stops`, no backslash),
+        `\\x` for x in `escapable` → x, any other backslash kept with the character after it."""
+        s, start = self.s, self.i
+        parts: list[str] = []
+        while True:
+            j = self.i
+            while j < len(s) and s[j] not in stops and s[j] != "\\":
+                j += 1
+            if j > self.i:
+                parts.append(s[self.i : j])
+                self.i = j
+                continue
+            if self.i < len(s) and s[self.i] == "\\":
+                after = self.i + 1
+                if after < len(s) and s[after] in escapable:
+                    parts.append(s[after])
+                    self.i = after + 1
+                    continue
+                parts.append("\\")
+                self.i = after
+                if after < len(s):
+                    parts.append(s[after])
+                    self.i = after + 1
+                    continue
+                break
+            if self.i == start:
+                raise _NoMatch
+            break
+        value = "".join(parts)
+        if value.endswith("\\"):
+            raise LineError(
+                "Measurements, tag keys and values, and field keys may not end with a backslash"
+            )
+        if len(value.encode()) > STRING_LIMIT:
+            raise LineError("String is greater than 64KB")
+        return value
+
+    def _measurement(self) -> str:
+        try:
+            return self._escaped(_BOUNDARY + "\0,", ", \\")
+        except _NoMatch:
+            raise LineError("Invalid measurement was provided") from None
+
+    def _tags(self) -> tuple[tuple[str, str], ...]:
+        if not self.s.startswith(",", self.i):
+            return ()
+        self.i += 1
+        tags: list[tuple[str, str]] = []
+        while True:
+            try:
+                key = self._escaped(_BOUNDARY + "=", "\\,= ")
+            except _NoMatch:
+                raise LineError("Tag set malformed") from None
+            if not self.s.startswith("=", self.i):
+                rest = self.s[self.i :]
+                shown = rest[:10] + "..." if len(rest) > 10 else rest
+                raise LineError(f"Tag set malformed: could not find equals sign in `{shown}`")
+            self.i += 1
+            try:
+                value = self._escaped(_BOUNDARY + ",", "\\,= ")
+            except _NoMatch:
+                raise LineError("Tag set malformed") from None
+            tags.append((key, value))
+            if not self.s.startswith(",", self.i):
+                return tuple(tags)
+            self.i += 1
+
+    def _spaces(self) -> None:
+        j = self.i
+        while j < len(self.s) and self.s[j] == " ":
+            j += 1
+        if j == self.i:
+            got = "nothing" if self.i >= len(self.s) else f"`{self.s[self.i : self.i + 10]}`"
+            raise LineError(f"Expected at least one space character, got {got}")
+        self.i = j
+
+    # -- fields ----------------------------------------------------------------------------------
+
+    def _fields(self) -> tuple[tuple[str, str, Any], ...]:
+        fields: list[tuple[str, str, Any]] = []
+        while True:
+            mark = self.i
+            try:
+                key = self._escaped(_BOUNDARY + "=", "\\,= ")
+            except _NoMatch:
+                key = None
+            if key is None or not self.s.startswith("=", self.i):
+                if not fields:
+                    raise LineError("No fields were provided")
+                # The list ends before a separator it cannot continue from.
+                self.i = mark - 1
+                return tuple(fields)
+            self.i += 1
+            value = self._value()
+            if value is None:
+                if not fields:
+                    raise LineError("No fields were provided")
+                self.i = mark - 1
+                return tuple(fields)
+            fields.append((key, *value))
+            if not self.s.startswith(",", self.i):
+                return tuple(fields)
+            self.i += 1
+
+    def _digits(self, at: int) -> int:
+        j = at
+        while j < len(self.s) and self.s[j].isascii() and self.s[j].isdigit():
+            j += 1
+        return j
+
+    def _signed(self, at: int) -> int:
+        """End of `-?\\d+` from `at`, or `at` if there is none."""
+        j = at + 1 if self.s.startswith("-", at) else at
+        end = self._digits(j)
+        return end if end > j else at
+
+    def _exponent(self, at: int) -> int:
+        """End of `\\d+[eE][+-]?\\d+` from `at`, or `at`."""
+        digits = self._digits(at)
+        if digits == at or not self.s.startswith(("e", "E"), digits):
+            return at
+        j = digits + 1
+        if self.s.startswith(("-", "+"), j):
+            j += 1
+        end = self._digits(j)
+        return end if end > j else at
+
+    def _value(self) -> tuple[str, Any] | None:
+        s, i = self.s, self.i
+        signed = self._signed(i)
+        if signed > i and s.startswith("i", signed):
+            text = s[i:signed]
+            number = int(text)
+            if not I64[0] <= number <= I64[1]:
+                raise LineError(f"Unable to parse integer value `{text}`")
+            self.i = signed + 1
+            return "integer", number
+        digits = self._digits(i)
+        if digits > i and s.startswith("u", digits):
+            text = s[i:digits]
+            if int(text) > U64_MAX:
+                raise LineError(f"Unable to parse unsigned integer value `{text}`")
+            self.i = digits + 1
+            return "uinteger", UInt(int(text))
+        end = self._float(i)
+        if end > i:
+            self.i = end
+            return "float", float(s[i:end])
+        if s.startswith('"', i):
+            string = self._string()
+            if string is not None:
+                return string
+        for text, flag in _BOOLEANS:
+            if s.startswith(text, i):
+                self.i = i + len(text)
+                return "boolean", flag
+        return None
+
+    def _float(self, i: int) -> int:
+        s = self.s
+        signed = self._signed(i)
+        if signed > i and s.startswith(".", signed):
+            exponent = self._exponent(signed + 1)
+            if exponent > signed + 1:
+                return exponent
+        start = i + 1 if s.startswith("-", i) else i
+        exponent = self._exponent(start)
+        if exponent > start:
+            return exponent
+        if signed > i and s.startswith(".", signed):
+            digits = self._digits(signed + 1)
+            if digits > signed + 1:
+                return digits
+        return signed
+
+    def _string(self) -> tuple[str, Any] | None:
+        s = self.s
+        j = self.i + 1
+        parts: list[str] = []
+        while j < len(s):
+            c = s[j]
+            if c == '"':
+                value = "".join(parts)
+                if len(value.encode()) > STRING_LIMIT:
+                    raise LineError("String is greater than 64KB")
+                self.i = j + 1
+                return "string", value
+            if c == "\\" and s.startswith(('\\"', "\\\\"), j):
+                parts.append(s[j + 1])
+                j += 2
+                continue
+            parts.append(c)
+            j += 1
+        return None
+
+    def _timestamp(self) -> int | None:
+        j = self.i
+        while j < len(self.s) and self.s[j] == " ":
+            j += 1
+        if j == self.i:
+            return None
+        end = self._signed(j)
+        if end == j:
+            return None
+        text = self.s[j:end]
+        value = int(text)
+        if not I64[0] <= value <= I64[1]:
+            raise LineError(f"Unable to parse timestamp value `{text}`")
+        k = end
+        while k < len(self.s) and self.s[k] == " ":
+            k += 1
+        self.i = k
+        return value
