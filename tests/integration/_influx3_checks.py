@@ -15,6 +15,7 @@ import math
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -374,3 +375,30 @@ def check_auth(client: Client, db: str) -> None:
         headers={"Authorization": f"Token {client.token}"},
     )
     assert token.status == 200
+
+
+def check_type_conflict_partial(client: Client, db: str) -> None:
+    check_type_conflict(client, db, accept_partial=True)
+
+
+def check_type_conflict_whole(client: Client, db: str) -> None:
+    check_type_conflict(client, db, accept_partial=False)
+
+
+def check_configure_another_database(client: Client, db: str) -> None:
+    check_configure_database(client, db + "_admin")
+
+
+#: The checks both suites run, each given a client and a database name of its own.
+SHARED: list[Callable[[Client, str], None]] = [
+    check_typed_points,
+    check_information_schema,
+    check_overwrite,
+    check_precisions,
+    check_sql_aggregates,
+    check_sql_errors,
+    check_auth,
+    check_type_conflict_partial,
+    check_type_conflict_whole,
+    check_configure_another_database,
+]

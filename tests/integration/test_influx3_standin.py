@@ -427,19 +427,6 @@ def test_sql_aggregates_equal_influxql(influxd: ThrowawayInfluxd, db: str) -> No
 
 # -- the documented API (the live suite runs these too) -----------------------------------------
 
-SHARED: list[Callable[[checks.Client, str], None]] = [
-    checks.check_typed_points,
-    checks.check_information_schema,
-    checks.check_overwrite,
-    checks.check_precisions,
-    checks.check_sql_aggregates,
-    checks.check_sql_errors,
-    checks.check_auth,
-    lambda client, db: checks.check_type_conflict(client, db, accept_partial=True),
-    lambda client, db: checks.check_type_conflict(client, db, accept_partial=False),
-    lambda client, db: checks.check_configure_database(client, db + "_admin"),
-]
-
 
 @pytest.fixture(scope="module")
 def threaded() -> Iterator[ThreadedInflux3StandIn]:
@@ -447,7 +434,7 @@ def threaded() -> Iterator[ThreadedInflux3StandIn]:
         yield server
 
 
-@pytest.mark.parametrize("check", SHARED, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("check", checks.SHARED, ids=lambda c: c.__name__)
 def test_documented_api(threaded: ThreadedInflux3StandIn, check: Callable[..., None]) -> None:
     check(checks.Client(threaded.url, threaded.token), f"db_{uuid.uuid4().hex[:12]}")
 
