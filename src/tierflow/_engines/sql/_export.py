@@ -20,9 +20,12 @@ field value at all is not yielded.
 
 from __future__ import annotations
 
+import asyncio
 import io
+import tempfile
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import IO
 
 import pyarrow as pa
@@ -31,14 +34,22 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from tierflow._archive import FieldType, PointBatch
+from tierflow._engines._base import Engine, bare
 from tierflow._errors import QueryError
 
 __all__ = [
     "TIME",
+    "InexactAnswerError",
     "TableSchema",
+    "answer_pieces",
+    "count_query",
+    "export_jsonl",
+    "export_parquet",
+    "field_counts",
     "jsonl_batches",
     "parquet_batches",
     "point_batch",
+    "read_schema",
     "table_schema",
 ]
 
@@ -143,6 +154,11 @@ def point_batch(
     return PointBatch(pa.record_batch(columns), frozenset(found))
 
 
+class InexactAnswerError(QueryError):
+    """An answer whose format could not hold the table's values exactly (a Parquet answer with
+    times coerced to micro- or milliseconds): read it again in another format."""
+
+
 def _nanoseconds(values: pa.Array, measurement: str) -> pa.Array:
     if values.null_count:
         raise QueryError(f"measurement {measurement!r}: {values.null_count} rows have no time")
@@ -150,7 +166,7 @@ def _nanoseconds(values: pa.Array, measurement: str) -> pa.Array:
         if values.type.unit != "ns":
             # A Parquet writer that coerced times to micro- or milliseconds has lost digits:
             # not an answer an archive may keep.
-            raise QueryError(
+            raise InexactAnswerError(
                 f"measurement {measurement!r}: the answer's times are in {values.type.unit}, "
                 "not nanoseconds; they cannot be kept exactly"
             )
@@ -255,3 +271,147 @@ def _jsonl_block(block: bytes, schema: TableSchema) -> PointBatch | None:
         return None
     data = table.combine_chunks().to_batches()[0]
     return point_batch(data, measurement=schema.measurement, schema=schema)
+
+
+# -- from the server ---------------------------------------------------------------------------
+
+#: An answer is spooled in memory up to this size, then on local disk.
+SPOOL_MEMORY = 8 << 20
+_WRITE_BLOCK = 1 << 20
+
+
+async def answer_pieces(
+    engine: Engine, text: str, *, database: str, fmt: str
+) -> AsyncIterator[bytes]:
+    """Beyond the engine contract: run `text` in `database` through `/api/v3/query_sql` and yield
+    the answer in `fmt` (`parquet`, `jsonl`) in pieces as they arrive. Not retried (a stream half
+    read cannot be); a failed window is run again by the runner."""
+    from tierflow._engines.sql._engine import InfluxDB3Engine
+
+    sql = bare(engine, InfluxDB3Engine)
+    async with sql.http.stream(
+        "POST",
+        "/api/v3/query_sql",
+        kind="export",
+        json_body={"db": database, "q": text, "format": fmt},
+        doing=f"exporting from database {database!r}",
+    ) as body:
+        async for piece in body.chunks():
+            yield piece
+
+
+async def spool(pieces: AsyncIterator[bytes]) -> IO[bytes]:
+    """The whole answer in a seekable file (Parquet puts its schema and row-group index at the
+    end): in memory while small, else on local disk, written in worker threads."""
+    handle: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115
+    pending = bytearray()
+    try:
+        async for piece in pieces:
+            pending += piece
+            if len(pending) >= _WRITE_BLOCK:
+                await asyncio.to_thread(handle.write, bytes(pending))
+                pending.clear()
+        await asyncio.to_thread(handle.write, bytes(pending))
+        handle.seek(0)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+async def export_parquet(
+    engine: Engine,
+    text: str,
+    *,
+    database: str,
+    measurement: str,
+    schema: TableSchema | None = None,
+    tags: frozenset[str] | None = None,
+    batch_rows: int = 65_536,
+) -> AsyncIterator[PointBatch]:
+    """The points `text` selects, asked for as Parquet, spooled (`spool`), then read a bounded
+    batch at a time in a worker thread (`parquet_batches`): memory does not grow with the
+    answer."""
+    handle = await spool(answer_pieces(engine, text, database=database, fmt="parquet"))
+    try:
+        if not await asyncio.to_thread(_has_content, handle):
+            return
+        batches = parquet_batches(
+            handle, measurement=measurement, schema=schema, tags=tags, batch_rows=batch_rows
+        )
+        while (batch := await asyncio.to_thread(next, batches, None)) is not None:
+            yield batch
+    finally:
+        handle.close()
+
+
+def _has_content(handle: IO[bytes]) -> bool:
+    """Whether a spooled answer holds anything (an empty result may come as an empty body)."""
+    handle.seek(0, io.SEEK_END)
+    size = handle.tell()
+    handle.seek(0)
+    return size > 0
+
+
+async def export_jsonl(
+    engine: Engine, text: str, *, database: str, schema: TableSchema
+) -> AsyncIterator[PointBatch]:
+    """The points `text` selects, asked for as JSONL and typed by `schema` (`jsonl_batches`),
+    parsed as they arrive."""
+    pieces = answer_pieces(engine, text, database=database, fmt="jsonl")
+    async for batch in jsonl_batches(pieces, schema):
+        yield batch
+
+
+async def read_schema(engine: Engine, *, database: str, measurement: str) -> TableSchema | None:
+    """The table's schema from `information_schema.columns` (tables of measurements live in the
+    `iox` schema); None when the database has no such table."""
+    from tierflow._engines.sql._literals import sql_literal
+
+    text = (
+        "SELECT column_name, data_type FROM information_schema.columns "
+        f"WHERE table_schema = 'iox' AND table_name = {sql_literal(measurement)}"
+    )
+    rows: list[tuple[str, str]] = []
+    for series in await engine.query(text, database=database):
+        name, kind = series.columns.index("column_name"), series.columns.index("data_type")
+        rows += [(str(row[name]), str(row[kind])) for row in series.values]
+    return table_schema(measurement, rows)
+
+
+def count_query(
+    schema: TableSchema, start: datetime, stop: datetime, tags: Mapping[str, str]
+) -> str:
+    """Per field of `schema`, the server's own count of values in `[start, stop)` of the series
+    `tags` selects, with the export's own bounds (columns `c0`, `c1`, … in field order)."""
+    from tierflow._engines.sql._literals import sql_ident, sql_literal, sql_time
+
+    counts = [f"count({sql_ident(key)}) AS c{i}" for i, key in enumerate(schema.fields)]
+    where = [f'"time" >= {sql_time(start)}', f'"time" < {sql_time(stop)}']
+    where += [f"{sql_ident(key)} = {sql_literal(value)}" for key, value in sorted(tags.items())]
+    return (
+        f"SELECT {', '.join(counts)} FROM {sql_ident(schema.measurement)} "
+        f"WHERE {' AND '.join(where)}"
+    )
+
+
+async def field_counts(
+    engine: Engine,
+    schema: TableSchema,
+    *,
+    database: str,
+    start: datetime,
+    stop: datetime,
+    tags: Mapping[str, str],
+) -> dict[str, int]:
+    """Run a `count_query`: field key → values (fields with none left out)."""
+    if not schema.fields:
+        return {}
+    found: dict[str, int] = {}
+    for series in await engine.query(count_query(schema, start, stop, tags), database=database):
+        for row in series.values:
+            cells = dict(zip(series.columns, row, strict=True))
+            for i, key in enumerate(schema.fields):
+                if n := int(cells.get(f"c{i}") or 0):
+                    found[key] = found.get(key, 0) + n
+    return found
