@@ -24,6 +24,7 @@ from tierflow._archive import FieldType, PointBatch
 from tierflow._engines.sql._export import (
     TableSchema,
     jsonl_batches,
+    parquet_answer_batches,
     parquet_batches,
     point_batch,
     table_schema,
@@ -270,3 +271,37 @@ def test_a_table_schema_from_information_schema_columns() -> None:
     assert table_schema("cpu", [("time", "Timestamp(Nanosecond, None)")]) is not None
     with pytest.raises(QueryError, match=r"column 'x': type Decimal128\(10, 2\) is no InfluxDB"):
         table_schema("cpu", [("x", "Decimal128(10, 2)")])
+
+
+def test_a_large_parquet_answer_is_read_in_bounded_memory() -> None:
+    """Spooled, then read a row group at a time: the Arrow memory held while reading stays a
+    small fraction of the whole answer decoded (what reading it in one call would hold)."""
+    n = 400_000
+    table = pa.table(
+        {
+            "time": pa.array(range(n), pa.timestamp("ns")),
+            "host": pa.array([f"h{i % 50}" for i in range(n)]).dictionary_encode(),
+            "f": pa.array([i * 0.5 for i in range(n)], pa.float64()),
+            "i": pa.array(range(n), pa.int64()),
+        }
+    )
+    sink = io.BytesIO()
+    pq.write_table(table, sink, row_group_size=20_000)
+    whole = pq.read_table(io.BytesIO(sink.getvalue())).nbytes
+    del table
+    schema = TableSchema("m", ("host",), {"f": FieldType.FLOAT, "i": FieldType.INTEGER})
+    baseline = pa.total_allocated_bytes()
+
+    async def read() -> tuple[int, int]:
+        rows = peak = 0
+        pieces_of_body = pieces(sink.getvalue(), 64 * 1024)
+        async for batch in parquet_answer_batches(
+            pieces_of_body, measurement="m", schema=schema, batch_rows=10_000
+        ):
+            rows += batch.num_rows
+            peak = max(peak, pa.total_allocated_bytes() - baseline)
+        return rows, peak
+
+    rows, peak = asyncio.run(read())
+    assert rows == n
+    assert peak < whole / 5, (peak, whole)

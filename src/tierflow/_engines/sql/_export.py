@@ -47,6 +47,7 @@ __all__ = [
     "export_parquet",
     "field_counts",
     "jsonl_batches",
+    "parquet_answer_batches",
     "parquet_batches",
     "point_batch",
     "read_schema",
@@ -120,10 +121,10 @@ def point_batch(
     tags: frozenset[str] | None = None,
 ) -> PointBatch | None:
     """One answer batch as points: `time` (a nanosecond timestamp) becomes int64 nanoseconds,
-    tag columns strings, field columns keep their type. Tags are the columns `tags` (or the
-    schema) names, else the dictionary-encoded ones (the server's tag type). A field whose
-    type differs from what `schema` says is refused; an all-null column is left out; None when
-    no row holds a field value."""
+    tag columns strings (a dictionary of strings stays one), field columns keep their type.
+    Tags are the columns `tags` (or the schema) names, else the dictionary-encoded ones (the
+    server's tag type). A field whose type differs from what `schema` says is refused; an
+    all-null column is left out; None when no row holds a field value."""
     names = data.schema.names
     if TIME not in names:
         raise QueryError(f"measurement {measurement!r}: the answer has no time column: {names}")
@@ -187,6 +188,11 @@ def _decoded(values: pa.Array) -> pa.Array:
 
 
 def _strings(values: pa.Array, measurement: str, name: str) -> pa.Array:
+    """A tag column as strings: the server's dictionary of strings kept as it is (the archive
+    stores tags dictionary-encoded and line protocol escapes each distinct value once, so
+    decoding it would only cost), anything else as plain strings."""
+    if pa.types.is_dictionary(values.type) and pa.types.is_string(values.type.value_type):
+        return values
     decoded = _decoded(values)
     if not pa.types.is_string(decoded.type):
         raise QueryError(
@@ -332,7 +338,24 @@ async def export_parquet(
     """The points `text` selects, asked for as Parquet, spooled (`spool`), then read a bounded
     batch at a time in a worker thread (`parquet_batches`): memory does not grow with the
     answer."""
-    handle = await spool(answer_pieces(engine, text, database=database, fmt="parquet"))
+    pieces = answer_pieces(engine, text, database=database, fmt="parquet")
+    async for batch in parquet_answer_batches(
+        pieces, measurement=measurement, schema=schema, tags=tags, batch_rows=batch_rows
+    ):
+        yield batch
+
+
+async def parquet_answer_batches(
+    pieces: AsyncIterator[bytes],
+    *,
+    measurement: str,
+    schema: TableSchema | None = None,
+    tags: frozenset[str] | None = None,
+    batch_rows: int = 65_536,
+) -> AsyncIterator[PointBatch]:
+    """A Parquet answer arriving in pieces, spooled (`spool`), then read a bounded batch at a
+    time in a worker thread (`parquet_batches`)."""
+    handle = await spool(pieces)
     try:
         if not await asyncio.to_thread(_has_content, handle):
             return
