@@ -34,12 +34,12 @@ GOOD = f'INSERT INTO "warm"."cpu_1h" SELECT avg("x") AS "x" FROM "hot"."cpu" WHE
 def datafusion_row(sql: str) -> dict[str, object]:
     table = SessionContext().sql(sql).to_arrow_table()
     (row,) = table.to_pylist()
-    return row
+    return dict(row)
 
 
 # -- quoting, against DataFusion ----------------------------------------------------------------
 
-_TEXT = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)))
+_TEXT = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=["Cs"]))
 
 
 @settings(max_examples=60, deadline=None)
@@ -190,7 +190,7 @@ def test_tables_of_two_databases_are_refused() -> None:
         )
 
 
-# -- tierflow validate ------------------------------------------------------------------------------
+# -- tierflow validate ---------------------------------------------------------------------------
 
 
 def write_config(tmp_path: Path, template: str, *, aggregates: str = "") -> Path:

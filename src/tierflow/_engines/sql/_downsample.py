@@ -40,7 +40,15 @@ if TYPE_CHECKING:
     from tierflow._engines.sql._engine import InfluxDB3Engine
     from tierflow._templates import RenderedQuery
 
-__all__ = ["Statement", "answer_batches", "run_statements", "split_statements"]
+__all__ = [
+    "FIELD_TYPES",
+    "Statement",
+    "answer_batches",
+    "run_statements",
+    "split_statements",
+    "table_columns",
+    "tag_columns",
+]
 
 #: The built-in template whose statements group by every tag column.
 BUILTIN_DOWNSAMPLE = "sql/downsample.sql.j2"
@@ -158,8 +166,10 @@ def _statement(part: str, tokens: list[Token], number: int, every_tag: bool) -> 
     return Statement(dest_db, dest_table, databases.pop(), tables[0].name, select, places)
 
 
-async def tag_columns(engine: InfluxDB3Engine, database: str, table: str) -> list[str]:
-    """The tag columns of `table` (3.x stores tags as Dictionary(Int32, Utf8) columns)."""
+async def table_columns(engine: InfluxDB3Engine, database: str, table: str) -> dict[str, str]:
+    """`table`'s columns and their Arrow types as `information_schema.columns` names them
+    (`Dictionary(Int32, Utf8)` for a tag, `Timestamp(ns)`, `Float64`, `Int64`, `UInt64`,
+    `Boolean`, `Utf8` for fields); empty when there is no such table."""
     from tierflow._engines.sql._literals import sql_literal
 
     text = (
@@ -168,11 +178,23 @@ async def tag_columns(engine: InfluxDB3Engine, database: str, table: str) -> lis
     )
     series = await engine.query(text, database=database)
     rows = [dict(zip(s.columns, row, strict=True)) for s in series for row in s.values]
-    return sorted(
-        str(row["column_name"])
-        for row in rows
-        if str(row.get("data_type", "")).startswith("Dictionary")
-    )
+    return {str(row["column_name"]): str(row.get("data_type", "")) for row in rows}
+
+
+#: A field column's Arrow type (as information_schema names it) → its InfluxDB field type.
+FIELD_TYPES = {
+    "Float64": "float",
+    "Int64": "integer",
+    "UInt64": "unsigned",
+    "Boolean": "boolean",
+    "Utf8": "string",
+}
+
+
+async def tag_columns(engine: InfluxDB3Engine, database: str, table: str) -> list[str]:
+    """The tag columns of `table` (3.x stores tags as Dictionary(Int32, Utf8) columns)."""
+    columns = await table_columns(engine, database, table)
+    return sorted(name for name, kind in columns.items() if kind.startswith("Dictionary"))
 
 
 async def run_statements(engine: InfluxDB3Engine, query: RenderedQuery) -> Execution:
