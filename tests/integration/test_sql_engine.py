@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.influx3_standin import ROTATED, TOKEN, Influx3StandIn, ThreadedInflux3StandIn
+from tests.influx3_standin import (
+    ROTATED,
+    TOKEN,
+    Influx3StandIn,
+    Recorded,
+    ThreadedInflux3StandIn,
+)
 from tierflow._cli import app
 from tierflow._config import InfluxDB3Connection
 from tierflow._engines.sql._engine import InfluxDB3Engine
@@ -220,5 +226,5 @@ def test_validate_online_reports_missing_databases_fields_and_types(
     assert any(r.json()["q"].startswith("EXPLAIN SELECT") for r in _queries(influx3_threaded))
 
 
-def _queries(server: ThreadedInflux3StandIn) -> list[object]:
+def _queries(server: ThreadedInflux3StandIn) -> list[Recorded]:
     return [r for r in server.requests if r.path == "/api/v3/query_sql"]
