@@ -228,3 +228,75 @@ def test_validate_online_reports_missing_databases_fields_and_types(
 
 def _queries(server: ThreadedInflux3StandIn) -> list[Recorded]:
     return [r for r in server.requests if r.path == "/api/v3/query_sql"]
+
+
+async def test_a_query_job_template_runs_as_read_aggregate_write(
+    influx3: Influx3StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's `.sql.j2` writes where its INSERT INTO says; columns taken straight from a tag
+    stay tags (Dictionary in the Parquet answer), the rest are fields of their exact types."""
+    from datetime import UTC, datetime, timedelta
+
+    from tierflow._config import Config
+    from tierflow._jobs import render_job
+    from tierflow._planner import Batch
+    from tierflow._windows import Window
+
+    monkeypatch.setenv("V3_TOKEN", TOKEN)
+    (tmp_path / "rollup.sql.j2").write_text(
+        'INSERT INTO {{ dest.database | sql_ident }}."cpu_1h"\n'
+        'SELECT date_bin(INTERVAL \'1 hour\', "time") AS "time", "host",\n'
+        '  max("x") AS "x_max", sum("n") AS "n_sum", count("x") AS "x_count"\n'
+        'FROM {{ source.database | sql_ident }}."cpu"\n'
+        'WHERE "time" >= {{ window.start | sql_time }} AND "time" < {{ window.stop | sql_time }}\n'
+        'GROUP BY date_bin(INTERVAL \'1 hour\', "time"), "host"\n',
+        encoding="utf-8",
+    )
+    hour = 3600 * 10**9
+    base = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
+    influx3.write(
+        "hot",
+        f"cpu,host=a x=1.5,n=3u {base + 1}\ncpu,host=a x=2.5,n=4u {base + 2}\n"
+        f"cpu,host=b n=5u {base + hour // 2}\ncpu,host=a x=9.0 {base + hour}",
+    )
+    influx3.create_database("warm")
+    config = Config.from_mapping(
+        {
+            "connections": {
+                "v3": {"kind": "influxdb3", "url": influx3.url, "token": {"env": "V3_TOKEN"}}
+            },
+            "tiers": {
+                "hot": {"connection": "v3", "bucket": "hot"},
+                "warm": {"connection": "v3", "bucket": "warm"},
+            },
+            "jobs": {
+                "rollup": {
+                    "kind": "query",
+                    "source": "hot",
+                    "dest": "warm",
+                    "every": "1h",
+                    "start": "2026-01-01T00:00:00Z",
+                    "template": "rollup.sql.j2",
+                }
+            },
+        },
+        base_dir=tmp_path,
+    )
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    query = render_job(config, "rollup", Batch((Window(start, start + timedelta(hours=1)),)))
+    engine = InfluxDB3Engine("v3", config.connections["v3"])  # type: ignore[arg-type]
+    try:
+        execution = await engine.execute(query, database="warm")
+    finally:
+        await engine.aclose()
+    table = influx3.sql("warm", 'SELECT * FROM "cpu_1h" ORDER BY "host"')
+    assert (
+        str(table.schema.field("host").type)
+        == "dictionary<values=string, indices=int32, ordered=0>"
+    )
+    assert str(table.schema.field("n_sum").type) == "uint64"
+    assert [{k: v for k, v in row.items() if k != "time"} for row in table.to_pylist()] == [
+        {"host": "a", "x_max": 2.5, "n_sum": 7, "x_count": 2},
+        {"host": "b", "x_max": None, "n_sum": 5, "x_count": 0},
+    ]
+    assert execution.points_written == 2
