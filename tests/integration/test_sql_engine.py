@@ -300,3 +300,59 @@ async def test_a_query_job_template_runs_as_read_aggregate_write(
         {"host": "b", "x_max": None, "n_sum": 5, "x_count": 0},
     ]
     assert execution.points_written == 2
+
+
+async def test_a_fingerprint_moves_when_a_late_point_lands(
+    influx3: Influx3StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`recheck` on a 3.x source: the fingerprint query runs (one request per statement, in the
+    source database) and changes for the window a late point lands in, not for the others."""
+    from datetime import UTC, datetime, timedelta
+
+    from tierflow._config import Config
+    from tierflow._jobs import fingerprints, render_fingerprint
+    from tierflow._planner import Batch
+    from tierflow._windows import Window
+
+    monkeypatch.setenv("V3_TOKEN", TOKEN)
+    config = Config.from_mapping(
+        {
+            "connections": {
+                "v3": {"kind": "influxdb3", "url": influx3.url, "token": {"env": "V3_TOKEN"}}
+            },
+            "tiers": {
+                "hot": {"connection": "v3", "bucket": "hot"},
+                "warm": {"connection": "v3", "bucket": "warm"},
+            },
+            "jobs": {
+                "cpu_1h": {
+                    "kind": "downsample",
+                    "source": "hot",
+                    "dest": "warm",
+                    "every": "1h",
+                    "start": "2026-01-01T00:00:00Z",
+                    "measurements": ["cpu"],
+                    "into": "{{ measurement }}_1h",
+                    "aggregates": {"x": ["mean", "last"], "s": ["first"]},
+                    "recheck": "1h",
+                }
+            },
+        }
+    )
+    hour = 3600 * 10**9
+    base = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
+    influx3.write("hot", f'cpu,host=a x=1.5,s="a" {base + 1}\ncpu,host=a x=2.5 {base + hour + 1}')
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    batch = Batch.span(Window(start, start + timedelta(hours=1)), 2)
+    text = render_fingerprint(config, "cpu_1h", batch).text
+    engine = InfluxDB3Engine("v3", config.connections["v3"])  # type: ignore[arg-type]
+    try:
+        before = fingerprints(await engine.query(text, database="hot"), batch)
+        influx3.write("hot", f"cpu,host=b x=7.0 {base + hour + 5}")
+        after = fingerprints(await engine.query(text, database="hot"), batch)
+    finally:
+        await engine.aclose()
+    first, second = (window.start for window in batch.windows)
+    assert before[first] == after[first]
+    assert before[second] != after[second]
+    assert {r.json()["db"] for r in influx3.requests} == {"hot"}
