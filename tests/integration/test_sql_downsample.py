@@ -70,6 +70,15 @@ def points(seed: int) -> list[str]:
         if rng.random() < 0.85 or not fields:
             fields.append(f"i={rng.randrange(-1000, 1000)}i")
         lines.append(f"cpu{tags} {','.join(fields)} {stamp}")
+    # The edges: the range's first and last nanosecond are in, the ones beside them are not;
+    # a bucket edge inside the range starts the next bucket.
+    start = first + 60 * 10**9
+    stop = start + WINDOWS * EVERY // timedelta(microseconds=1) * 1000
+    edge = start + EVERY // timedelta(microseconds=1) * 1000
+    lines += [
+        f"cpu,host=edge f={rng.randrange(-80, 80) / 4},i={stamp % 1000}i {stamp}"
+        for stamp in (start - 1, start, edge - 1, edge, stop - 1, stop)
+    ]
     return lines
 
 
@@ -147,7 +156,7 @@ def config(server: Influx3StandIn, aggregates: dict[str, tuple[str, ...]]) -> Co
     )
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", range(1, 9))
 async def test_downsample_on_3x_equals_select_into_on_influxd(
     seed: int,
     influx3: Influx3StandIn,

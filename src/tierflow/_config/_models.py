@@ -221,10 +221,10 @@ class InfluxDB3Connection(_Connection):
     (`/api/v3/query_sql`, `/api/v3/write_lp`), with a bearer token.
 
     3.x has no orgs and no retention policies: a tier on it names a database (`bucket =
-    "<database>"`) and a table is a measurement. `database`, when set, scopes the connection
-    like a 2.x org: the token is one of that database only, and every tier on the connection
-    must name it (leave it unset for an admin token that serves several databases, e.g. a hot
-    and a warm one). A downsample's read streams back every aggregated row before tierflow
+    "<database>"`) and a table is a measurement. `database`, when set, is the connection's
+    scope (as a 2.x org is: jobs across scopes need `allow_cross_org`) and where a query that
+    names no database runs; leave it unset for a token that serves several databases (a hot
+    and a warm one). A downsample's read brings back every aggregated row before tierflow
     writes it, so the default timeout is the 2.x one.
     """
 

@@ -13,7 +13,7 @@ InfluxQL's `SELECT … INTO` writes (checked window for window against real infl
 - `median` is InfluxQL's rule written out: the middle value, or for an even count
   `a + (b - a) / 2` of the two middle ones, in float64; DataFusion's `median()` says
   `(a + b) / 2` (and on older versions, integer division for ints), which rounds differently;
-- `stddev` is refused (see `WHY_NOT`).
+- `stddev` and `mode` are refused (see `WHY_NOT`): no SQL says them exactly.
 """
 
 from __future__ import annotations

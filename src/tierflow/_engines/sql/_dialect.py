@@ -30,7 +30,7 @@ __all__ = ["DIALECT", "Sql"]
 #: and type): see `_aggregates.SQL_AGGREGATES` for the expression of each and why it matches.
 _ACCEPTED: Mapping[str, frozenset[str]] = {
     **dict.fromkeys(("count", "first", "last"), EVERY_TYPE),
-    **dict.fromkeys(("min", "max", "mean", "median", "spread", "stddev", "sum"), NUMBERS),
+    **dict.fromkeys(("min", "max", "mean", "median", "spread", "sum"), NUMBERS),
 }
 
 #: Why an aggregate is refused on 3.x: it has no SQL expression whose result is exactly
@@ -39,6 +39,12 @@ WHY_NOT: Mapping[str, str] = {
     "mode": (
         "'mode' is not supported on InfluxDB 3: SQL has no mode() aggregate, and a grouped "
         "count cannot say InfluxQL's choice among tied values in one query per chunk"
+    ),
+    "stddev": (
+        "'stddev' is not supported on InfluxDB 3: InfluxQL's STDDEV() takes a running mean "
+        "in time order and then sums squared deviations, DataFusion's stddev() updates "
+        "Welford's running variance; the two round differently, so values would differ in "
+        "their last bits"
     ),
     "delete_window": (
         "InfluxDB 3 cannot delete a time range of a table (only a whole table or database), "

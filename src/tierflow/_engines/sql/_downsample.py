@@ -40,7 +40,16 @@ if TYPE_CHECKING:
     from tierflow._engines.sql._engine import InfluxDB3Engine
     from tierflow._templates import RenderedQuery
 
-__all__ = ["Statement", "answer_batches", "run_statements", "split_statements"]
+__all__ = [
+    "FIELD_TYPES",
+    "Statement",
+    "answer_batches",
+    "read_statement",
+    "run_statements",
+    "split_statements",
+    "table_columns",
+    "tag_columns",
+]
 
 #: The built-in template whose statements group by every tag column.
 BUILTIN_DOWNSAMPLE = "sql/downsample.sql.j2"
@@ -158,8 +167,10 @@ def _statement(part: str, tokens: list[Token], number: int, every_tag: bool) -> 
     return Statement(dest_db, dest_table, databases.pop(), tables[0].name, select, places)
 
 
-async def tag_columns(engine: InfluxDB3Engine, database: str, table: str) -> list[str]:
-    """The tag columns of `table` (3.x stores tags as Dictionary(Int32, Utf8) columns)."""
+async def table_columns(engine: InfluxDB3Engine, database: str, table: str) -> dict[str, str]:
+    """`table`'s columns and their Arrow types as `information_schema.columns` names them
+    (`Dictionary(Int32, Utf8)` for a tag, `Timestamp(ns)`, `Float64`, `Int64`, `UInt64`,
+    `Boolean`, `Utf8` for fields); empty when there is no such table."""
     from tierflow._engines.sql._literals import sql_literal
 
     text = (
@@ -168,44 +179,55 @@ async def tag_columns(engine: InfluxDB3Engine, database: str, table: str) -> lis
     )
     series = await engine.query(text, database=database)
     rows = [dict(zip(s.columns, row, strict=True)) for s in series for row in s.values]
-    return sorted(
-        str(row["column_name"])
-        for row in rows
-        if str(row.get("data_type", "")).startswith("Dictionary")
-    )
+    return {str(row["column_name"]): str(row.get("data_type", "")) for row in rows}
+
+
+#: A field column's Arrow type (as information_schema names it) → its InfluxDB field type.
+FIELD_TYPES = {
+    "Float64": "float",
+    "Int64": "integer",
+    "UInt64": "unsigned",
+    "Boolean": "boolean",
+    "Utf8": "string",
+}
+
+
+async def tag_columns(engine: InfluxDB3Engine, database: str, table: str) -> list[str]:
+    """The tag columns of `table` (3.x stores tags as Dictionary(Int32, Utf8) columns)."""
+    columns = await table_columns(engine, database, table)
+    return sorted(name for name, kind in columns.items() if kind.startswith("Dictionary"))
 
 
 async def run_statements(engine: InfluxDB3Engine, query: RenderedQuery) -> Execution:
     """Run every statement of `query` (see the module's docstring); `points_written` counts
-    the points written."""
+    the points written. Every statement is checked before the first is sent."""
     from tierflow._transfer import write_batches
 
     try:
         statements = split_statements(query.text, every_tag=query.template == BUILTIN_DOWNSAMPLE)
     except ValueError as exc:
         raise QueryError(f"template {query.template}: {exc}") from None
-    written = sent = received = 0
     for statement in statements:
         if not statement.source_database:
             raise QueryError(
                 f"template {query.template}: every table a statement reads must name its "
-                'database (FROM "<database>"."<table>")'
+                'database (FROM "<database>"."<table>"); nothing was sent'
             )
         if statement.dest_database is None or statement.dest_table is None:
             raise QueryError(
                 f"template {query.template}: a statement has no INSERT INTO: on InfluxDB 3 "
-                'a query that writes names its dest as INSERT INTO "<database>"."<table>"'
+                'a query that writes names its dest as INSERT INTO "<database>"."<table>"; '
+                "nothing was sent"
             )
-        tags = []
-        if statement.tag_places is not None:
-            tags = await tag_columns(engine, statement.source_database, statement.source_table)
-        reply = await engine.read(
-            statement.with_tags(tags), database=statement.source_database, fmt="parquet"
-        )
-        received += len(reply.body)
+    written = sent = received = 0
+    for statement in statements:
+        assert statement.dest_database is not None  # checked above
+        assert statement.dest_table is not None
+        batches, size = await read_statement(engine, statement)
+        received += size
         moved = await write_batches(
             engine,
-            _named(statement.dest_table, answer_batches(reply.body)),
+            _named(statement.dest_table, batches),
             database=statement.dest_database,
             retention_policy=None,
             max_concurrency=engine.config.max_concurrency,
@@ -213,6 +235,23 @@ async def run_statements(engine: InfluxDB3Engine, query: RenderedQuery) -> Execu
         written += moved.points
         sent += moved.bytes_sent
     return Execution(written, sent, received)
+
+
+async def read_statement(
+    engine: InfluxDB3Engine, statement: Statement, database: str | None = None
+) -> tuple[list[PointBatch], int]:
+    """One statement's answer as typed point batches, and its size in bytes: the tag columns
+    added when it groups by every tag, the SELECT sent to its source database (or `database`
+    when its tables do not name one) in Parquet. What a relay from a 3.x tier reads, too
+    (`split_statements(render(…, relay=True).text, every_tag=True)`)."""
+    source = statement.source_database or database
+    if not source:
+        raise QueryError("the statement's tables name no database and none was given")
+    tags = []
+    if statement.tag_places is not None:
+        tags = await tag_columns(engine, source, statement.source_table)
+    reply = await engine.read(statement.with_tags(tags), database=source, fmt="parquet")
+    return answer_batches(reply.body), len(reply.body)
 
 
 async def _named(table: str, batches: list[PointBatch]) -> AsyncIterator[tuple[str, PointBatch]]:
