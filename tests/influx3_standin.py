@@ -46,9 +46,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from types import TracebackType
 from typing import Any, Self
+from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -219,19 +220,37 @@ def parse_retention(text: str) -> int:
 # -- answers in 3.x's formats -------------------------------------------------------------------
 
 
-def _naive_iso(ns: int) -> str:
-    """A `Timestamp(ns)` as arrow-cast displays it (chrono `%Y-%m-%dT%H:%M:%S%.f`: the fraction
-    in 0, 3, 6 or 9 digits)."""
+def _iso(ns: int, zone: str | None = None) -> str:
+    """A timestamp as arrow-cast displays it by default: without a zone chrono's
+    `NaiveDateTime` Debug (`1970-01-01T00:00:01.5`… the fraction in 0, 3, 6 or 9 digits); with
+    one, RFC 3339 with the same fraction rule, in that zone, `Z` for UTC."""
     seconds, fraction = divmod(ns, NS)
     moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+    if zone is not None:
+        moment = moment.astimezone(_zone(zone))
     text = f"{moment:%Y-%m-%dT%H:%M:%S}"
-    if fraction == 0:
+    if fraction % 1_000_000 == 0 and fraction:
+        text += f".{fraction // 1_000_000:03d}"
+    elif fraction % 1_000 == 0 and fraction:
+        text += f".{fraction // 1_000:06d}"
+    elif fraction:
+        text += f".{fraction:09d}"
+    if zone is None:
         return text
-    if fraction % 1_000_000 == 0:
-        return f"{text}.{fraction // 1_000_000:03d}"
-    if fraction % 1_000 == 0:
-        return f"{text}.{fraction // 1_000:06d}"
-    return f"{text}.{fraction:09d}"
+    offset = moment.utcoffset()
+    if not offset:
+        return text + "Z"
+    minutes = int(offset.total_seconds()) // 60
+    sign = "+" if minutes >= 0 else "-"
+    return f"{text}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _zone(name: str) -> tzinfo:
+    match = re.fullmatch(r"([+-])(\d\d):?(\d\d)", name)
+    if match:
+        minutes = int(match[2]) * 60 + int(match[3])
+        return timezone(timedelta(minutes=-minutes if match[1] == "-" else minutes))
+    return ZoneInfo(name)
 
 
 def _column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
@@ -241,8 +260,7 @@ def _column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
     if pa.types.is_timestamp(kind):
         raw = column.cast(pa.timestamp(kind.unit, kind.tz)).cast(pa.int64()).to_pylist()
         scale = {"s": NS, "ms": 1_000_000, "us": 1_000, "ns": 1}[kind.unit]
-        suffix = "+00:00" if kind.tz in {"UTC", "+00:00", "Z"} else ""
-        return [None if v is None else _naive_iso(v * scale) + suffix for v in raw]
+        return [None if v is None else _iso(v * scale, kind.tz) for v in raw]
     if pa.types.is_date(kind):
         return [None if v is None else v.isoformat() for v in column.to_pylist()]
     if pa.types.is_floating(kind):
@@ -403,7 +421,8 @@ class Influx3StandIn:
     def sql(self, db: str, query: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         """Run `query` over `db` with DataFusion, as `/api/v3/query_sql` would (no HTTP)."""
         batches, schema = self._execute(db, query, params)
-        return pa.Table.from_batches(batches, schema=schema)
+        # The collected batches' schema (nullability as executed) wins over the plan's.
+        return pa.Table.from_batches(batches, schema=batches[0].schema if batches else schema)
 
     # -- storage and SQL -------------------------------------------------------------------------
 
