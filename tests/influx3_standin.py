@@ -52,6 +52,7 @@ from typing import Any, Self
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from aiohttp import web
 from datafusion import SessionConfig, SessionContext
@@ -156,14 +157,24 @@ class Table:
 
     columns: dict[str, str] = field(default_factory=dict)
     points: dict[tuple[SeriesKey, int], dict[str, Any]] = field(default_factory=dict)
+    arrow_cache: pa.Table | None = None
 
     def arrow(self, since: int | None) -> pa.Table:
+        """The table as 3.x's schema has it (columns in name order, rows by series and time),
+        without the points before `since`."""
+        if self.arrow_cache is None:
+            self.arrow_cache = self._build()
+        table = self.arrow_cache
+        if since is not None:
+            table = table.filter(
+                pc.greater_equal(table["time"], pa.scalar(since, pa.timestamp("ns")))
+            )
+        return table
+
+    def _build(self) -> pa.Table:
         names = sorted([*self.columns, "time"])
         kinds = {**self.columns, "time": "time"}
-        rows = sorted(
-            (key for key in self.points if since is None or key[1] >= since),
-            key=lambda k: (k[0], k[1]),
-        )
+        rows = sorted(self.points)
         arrays = []
         fields = []
         for name in names:
@@ -439,13 +450,24 @@ class Influx3StandIn:
             schema = {name: dict(table.columns) for name, table in database.tables.items()}
             accepted: list[tuple[ParsedLine, int]] = []
             errors: list[dict[str, Any]] = []
+            # A column never changes type, so a line shaped like one already checked (the same
+            # table, tag keys, field keys and kinds) passes without another look.
+            checked: set[tuple[Any, ...]] = set()
             for number, parsed in enumerate(parse_lines(body), start=1):
-                problem: str | None
+                problem: str | None = None
                 if isinstance(parsed, LineError):
                     problem, line = str(parsed), parsed.line
                 else:
                     line = parsed.line
-                    problem = _check(schema.setdefault(parsed.measurement, {}), parsed)
+                    shape = (
+                        parsed.measurement,
+                        tuple(k for k, _ in parsed.tags),
+                        tuple((k, kind) for k, kind, _ in parsed.fields),
+                    )
+                    if shape not in checked:
+                        problem = _check(schema.setdefault(parsed.measurement, {}), parsed)
+                        if problem is None:
+                            checked.add(shape)
                 stamp = 0
                 if problem is None and isinstance(parsed, ParsedLine):
                     try:
@@ -462,8 +484,11 @@ class Influx3StandIn:
                 assert isinstance(parsed, ParsedLine)
                 accepted.append((parsed, stamp))
             self.databases[db] = database
+            for name, columns in schema.items():
+                if columns:
+                    database.tables.setdefault(name, Table()).columns.update(columns)
             for parsed, stamp in accepted:
-                _apply(database.tables.setdefault(parsed.measurement, Table()), parsed, stamp)
+                _apply(database.tables[parsed.measurement], parsed, stamp)
             return errors
 
     def _timestamp(self, value: int | None, multiplier: int | None) -> int:
@@ -750,13 +775,13 @@ def _type_name(kind: str) -> str:
 
 
 def _apply(table: Table, line: ParsedLine, stamp: int) -> None:
-    for key, _ in line.tags:
-        table.columns.setdefault(key, "tag")
-    for key, kind, _ in line.fields:
-        table.columns.setdefault(key, kind)
-    series = tuple(sorted(dict(line.tags).items()))
-    point = table.points.setdefault((series, stamp), {})
-    point.update((key, value) for key, _, value in line.fields)
+    series = tuple(sorted(dict(line.tags).items())) if len(line.tags) > 1 else line.tags
+    point = table.points.get((series, stamp))
+    if point is None:
+        table.points[(series, stamp)] = {key: value for key, _, value in line.fields}
+    else:
+        point.update((key, value) for key, _, value in line.fields)
+    table.arrow_cache = None
 
 
 def _truncate(line: str) -> str:

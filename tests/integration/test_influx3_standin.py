@@ -36,7 +36,7 @@ from tests.influx3_standin import (
 )
 from tests.integration import _influx3_checks as checks
 from tests.integration.conftest import TierData, field_types, read_tier
-from tests.lineprotocol3 import LineError, ParsedLine, parse_lines
+from tests.lineprotocol3 import LineError, ParsedLine, _fast, _Parser, parse_lines
 from tierflow._lineprotocol import LineProtocolError, encode_batch
 from tierflow.testing import InfluxdError, ThrowawayInfluxd
 
@@ -665,3 +665,55 @@ async def test_concurrent_writes_all_land(influx3: Influx3StandIn) -> None:
 
     assert set(await asyncio.gather(*(one(i) for i in range(20)))) == {204}
     assert influx3.sql("c", "SELECT sum(v) AS s FROM m").to_pylist() == [{"s": sum(range(20))}]
+
+
+simple_names = st.text(st.sampled_from("abc=.é🌡-_0"), min_size=1, max_size=5)
+tokens = st.sampled_from(
+    [
+        "1",
+        "-1",
+        "1.5",
+        "1e5",
+        "1.5E-3",
+        "01",
+        "1i",
+        "-0i",
+        "9223372036854775808i",
+        "5u",
+        "t",
+        "FALSE",
+        "tru",
+        "1.",
+        ".5",
+        "1e",
+        "-",
+        "18446744073709551616u",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    measurement=simple_names,
+    tags=st.lists(st.tuples(simple_names, simple_names), max_size=3),
+    fields=st.lists(st.tuples(simple_names, tokens), min_size=1, max_size=3),
+    stamp=st.none() | st.integers(-(2**64), 2**64),
+)
+def test_the_fast_path_reads_as_the_grammar_does(
+    measurement: str,
+    tags: list[tuple[str, str]],
+    fields: list[tuple[str, str]],
+    stamp: int | None,
+) -> None:
+    """Lines without escapes or quotes are split rather than scanned; the split must read each
+    exactly as the scanner (the crate's grammar) does, or leave it to the scanner."""
+    text = measurement + "".join(f",{k}={v}" for k, v in tags) + " "
+    text += ",".join(f"{k}={v}" for k, v in fields) + ("" if stamp is None else f" {stamp}")
+    fast = _fast(text)
+    try:
+        scanned: ParsedLine | LineError = _Parser(text).line()
+    except LineError as exc:
+        scanned = exc
+    event("split" if fast is not None else "left to the scanner")
+    if fast is not None:
+        assert fast == scanned
