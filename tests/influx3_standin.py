@@ -55,7 +55,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from aiohttp import web
-from datafusion import SessionConfig, SessionContext
+from datafusion import SessionConfig, SessionContext, SQLOptions
 
 from tests.lineprotocol3 import LineError, ParsedLine, parse_lines
 
@@ -109,6 +109,9 @@ _ACCEPT = {
     "application/json": "json",
     "*/*": "json",
 }
+#: What 3.x lets a query do (`iox_query`'s `sql_to_logical_plan`): no CREATE, no INSERT or
+#: COPY, no SET; refused as planning errors (400).
+_READ_ONLY = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
 _DB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(/[A-Za-z0-9_-]+)?")
 
 
@@ -535,7 +538,7 @@ class Influx3StandIn:
             ]
             context.register_record_batches(quoted, [batches])
         try:
-            frame = context.sql(query, param_values=dict(params or {}))
+            frame = context.sql_with_options(query, _READ_ONLY, param_values=dict(params or {}))
             schema = frame.schema()
             batches = frame.collect()
         except Exception as exc:  # DataFusion raises ValueError/Exception with its own text
