@@ -17,7 +17,10 @@ of a server's answer:
 
 Points: 200 hosts × 2 tags (host, site), a float, an integer and a boolean field, one a second.
 
-    .venv/bin/python bench/influx3_reader.py [--points N] [--hosts H] [--repeat R]
+    .venv/bin/python bench/influx3_reader.py [--points N] [--hosts H] [--repeat R] [--bodies DIR]
+
+`--bodies DIR` keeps the two answers in DIR and reads them from there on the next run with the
+same points and hosts (the stand-in takes a while to make them).
 """
 
 from __future__ import annotations
@@ -138,10 +141,25 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--hosts", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--bodies", type=Path, default=None)
     args = parser.parse_args()
 
     began = time.perf_counter()
-    bodies = answers(args.points, args.hosts)
+    kept = (
+        {
+            fmt: args.bodies / f"influx3-{args.points}-{args.hosts}.{fmt}"
+            for fmt in ("parquet", "jsonl")
+        }
+        if args.bodies
+        else {}
+    )
+    if kept and all(path.exists() for path in kept.values()):
+        bodies = {fmt: path.read_bytes() for fmt, path in kept.items()}
+    else:
+        bodies = answers(args.points, args.hosts)
+        for fmt, path in kept.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(bodies[fmt])
     points = args.points // args.hosts * args.hosts
     print(
         f"{points:,} points from the 3.x stand-in (DataFusion, not a real InfluxDB 3): "

@@ -5,11 +5,12 @@ The table's schema (`information_schema.columns`) is read first: it says which c
 and the one type of each field, and every batch of the answer is checked against it (a field
 that changed type under the read fails the window, it is never widened). A Parquet answer that
 cannot hold the values exactly (times coerced below nanoseconds) is read again as JSONL typed by
-the schema.
+the schema (the Parquet footer says so before a row is staged).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -19,12 +20,14 @@ from tierflow._archiving import Tally, alongside, checked, counted, nothing
 from tierflow._engines._base import Engine
 from tierflow._engines._dialect import WindowExport
 from tierflow._engines.sql._export import (
-    InexactAnswerError,
     TableSchema,
+    answer_pieces,
     export_jsonl,
-    export_parquet,
     field_counts,
+    nanosecond_times,
     read_schema,
+    spool,
+    spooled_batches,
 )
 from tierflow._logging import log_event
 from tierflow._windows import isoformat
@@ -34,7 +37,8 @@ __all__ = ["stage_sql"]
 
 async def stage_sql(engine: Engine, export: WindowExport) -> StagedWindow:
     """Stage one measurement's window of a 3.x tier and check it: per field, the values archived
-    equal the server's `count(field)` over the same range and series."""
+    equal the server's `count(field)` over the same range and series (counted while the window
+    is exported)."""
     archive, job, source = export.archive, export.job, export.source
     measurement, window = export.measurement, export.window
     database = source.database
@@ -45,40 +49,38 @@ async def stage_sql(engine: Engine, export: WindowExport) -> StagedWindow:
     from tierflow._engines.sql._literals import export_query
 
     text = export_query(measurement, window.start, window.stop, job.tags)
-    counting = field_counts(
-        engine, schema, database=database, start=window.start, stop=window.stop, tags=job.tags
-    )
     archived = Tally()
-    batches = _batches(engine, text, database, schema, parquet=True)
-    try:
-        staged, expected = await alongside(
-            archive.astage_window(measurement, window, counted(batches, archived)), counting
-        )
-    except InexactAnswerError as exc:
-        log_event(
-            "archive_jsonl",
-            level=logging.WARNING,
-            measurement=measurement,
-            window_start=isoformat(window.start),
-            window_stop=isoformat(window.stop),
-            reason=str(exc),
-        )
-        archived = Tally()
-        batches = _batches(engine, text, database, schema, parquet=False)
-        counting = field_counts(
+    staged, expected = await alongside(
+        _stage(engine, export, schema, text, archived),
+        field_counts(
             engine, schema, database=database, start=window.start, stop=window.stop, tags=job.tags
-        )
-        staged, expected = await alongside(
-            archive.astage_window(measurement, window, counted(batches, archived)), counting
-        )
+        ),
+    )
     return checked(archive, staged, archived, expected)
 
 
-def _batches(
-    engine: Engine, text: str, database: str, schema: TableSchema, *, parquet: bool
-) -> AsyncIterator[PointBatch]:
-    if parquet:
-        return export_parquet(
-            engine, text, database=database, measurement=schema.measurement, schema=schema
-        )
-    return export_jsonl(engine, text, database=database, schema=schema)
+async def _stage(
+    engine: Engine, export: WindowExport, schema: TableSchema, text: str, archived: Tally
+) -> StagedWindow:
+    """The window as Parquet (spooled first: its footer says whether its times are exact), or
+    as JSONL typed by the schema when they are not."""
+    archive, measurement, window = export.archive, export.measurement, export.window
+    database = export.source.database
+    handle = await spool(answer_pieces(engine, text, database=database, fmt="parquet"))
+    try:
+        batches: AsyncIterator[PointBatch]
+        if await asyncio.to_thread(nanosecond_times, handle):
+            batches = spooled_batches(handle, measurement=measurement, schema=schema)
+        else:
+            log_event(
+                "archive_jsonl",
+                level=logging.WARNING,
+                measurement=measurement,
+                window_start=isoformat(window.start),
+                window_stop=isoformat(window.stop),
+                reason="the Parquet answer's times are not in nanoseconds",
+            )
+            batches = export_jsonl(engine, text, database=database, schema=schema)
+        return await archive.astage_window(measurement, window, counted(batches, archived))
+    finally:
+        handle.close()

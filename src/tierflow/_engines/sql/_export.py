@@ -39,7 +39,6 @@ from tierflow._errors import QueryError
 
 __all__ = [
     "TIME",
-    "InexactAnswerError",
     "TableSchema",
     "answer_pieces",
     "count_query",
@@ -47,10 +46,13 @@ __all__ = [
     "export_parquet",
     "field_counts",
     "jsonl_batches",
+    "nanosecond_times",
     "parquet_answer_batches",
     "parquet_batches",
     "point_batch",
     "read_schema",
+    "spool",
+    "spooled_batches",
     "table_schema",
 ]
 
@@ -155,11 +157,6 @@ def point_batch(
     return PointBatch(pa.record_batch(columns), frozenset(found))
 
 
-class InexactAnswerError(QueryError):
-    """An answer whose format could not hold the table's values exactly (a Parquet answer with
-    times coerced to micro- or milliseconds): read it again in another format."""
-
-
 def _nanoseconds(values: pa.Array, measurement: str) -> pa.Array:
     if values.null_count:
         raise QueryError(f"measurement {measurement!r}: {values.null_count} rows have no time")
@@ -167,7 +164,7 @@ def _nanoseconds(values: pa.Array, measurement: str) -> pa.Array:
         if values.type.unit != "ns":
             # A Parquet writer that coerced times to micro- or milliseconds has lost digits:
             # not an answer an archive may keep.
-            raise InexactAnswerError(
+            raise QueryError(
                 f"measurement {measurement!r}: the answer's times are in {values.type.unit}, "
                 "not nanoseconds; they cannot be kept exactly"
             )
@@ -366,18 +363,46 @@ async def parquet_answer_batches(
     batch_rows: int = 65_536,
 ) -> AsyncIterator[PointBatch]:
     """A Parquet answer arriving in pieces, spooled (`spool`), then read a bounded batch at a
-    time in a worker thread (`parquet_batches`)."""
+    time in a worker thread (`spooled_batches`)."""
     handle = await spool(pieces)
     try:
-        if handle.size() == 0:
-            return
-        batches = parquet_batches(
+        async for batch in spooled_batches(
             handle, measurement=measurement, schema=schema, tags=tags, batch_rows=batch_rows
-        )
-        while (batch := await asyncio.to_thread(next, batches, None)) is not None:
+        ):
             yield batch
     finally:
         handle.close()
+
+
+async def spooled_batches(
+    handle: pa.NativeFile,
+    *,
+    measurement: str,
+    schema: TableSchema | None = None,
+    tags: frozenset[str] | None = None,
+    batch_rows: int = 65_536,
+) -> AsyncIterator[PointBatch]:
+    """The points of a spooled Parquet answer (`parquet_batches`, each batch read in a worker
+    thread); an empty body is no points. The caller closes `handle`."""
+    if handle.size() == 0:
+        return
+    batches = parquet_batches(
+        handle, measurement=measurement, schema=schema, tags=tags, batch_rows=batch_rows
+    )
+    while (batch := await asyncio.to_thread(next, batches, None)) is not None:
+        yield batch
+
+
+def nanosecond_times(handle: pa.NativeFile) -> bool:
+    """Whether a spooled Parquet answer keeps its times in nanoseconds (or holds nothing): a
+    writer may coerce timestamps to micro- or milliseconds, which loses digits."""
+    if handle.size() == 0:
+        return True
+    schema = pq.ParquetFile(handle).schema_arrow
+    if TIME not in schema.names:
+        return True  # the reader refuses it, naming what is missing
+    kind = schema.field(TIME).type
+    return not pa.types.is_timestamp(kind) or kind.unit == "ns"
 
 
 async def export_jsonl(
