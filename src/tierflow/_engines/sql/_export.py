@@ -260,7 +260,7 @@ def _jsonl_block(block: bytes, schema: TableSchema) -> PointBatch | None:
     try:
         table = pa_json.read_json(
             io.BytesIO(block),
-            read_options=pa_json.ReadOptions(block_size=len(block) + 1),
+            read_options=pa_json.ReadOptions(block_size=min(len(block) + 1, 1 << 20)),
             parse_options=pa_json.ParseOptions(
                 explicit_schema=schema.json_schema(), unexpected_field_behavior="error"
             ),
@@ -278,9 +278,10 @@ def _jsonl_block(block: bytes, schema: TableSchema) -> PointBatch | None:
 
 # -- from the server ---------------------------------------------------------------------------
 
-#: An answer is spooled in memory up to this size, then on local disk.
-SPOOL_MEMORY = 8 << 20
-_WRITE_BLOCK = 1 << 20
+#: An answer is spooled in memory up to this size (about a million points of Parquet), then in
+#: a memory-mapped local file, written this much at a time.
+SPOOL_MEMORY = 32 << 20
+_WRITE_BLOCK = 4 << 20
 
 
 async def answer_pieces(
