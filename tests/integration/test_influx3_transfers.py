@@ -540,6 +540,79 @@ async def test_a_relay_from_3x_to_3x_writes_what_select_into_writes(
     assert [b["format"] for b in reads if "date_bin" in b["q"]] == ["parquet"] * 4
 
 
+async def test_a_relay_from_3x_back_to_1x_writes_what_select_into_writes(
+    influx3: Influx3StandIn,
+    influxd: ThrowawayInfluxd,
+    databases: Databases,
+    tmp_path: Path,
+    start: datetime,
+) -> None:
+    """Out of 3.x into the real influxd: what influxd stores (and the types it gives them)
+    equals its own SELECT … INTO over the same points."""
+    source, dest = databases.new(), databases.new()
+    lines = sparse_lines(start)
+    influxd.write(lines, db=source)
+    influx3.write("hot", "\n".join(lines))
+    expected = await select_into(tmp_path, influxd, source, start)
+    path = write_toml(
+        tmp_path / "relay",
+        {
+            "state": sqlite_state(tmp_path / "relay"),
+            "connections.v3": v3(influx3),
+            "connections.plant": {"kind": "influxdb1", "url": influxd.url},
+            "tiers.hot": {"connection": "v3", "bucket": "hot"},
+            "tiers.warm": {"connection": "plant", "bucket": f"{dest}/warm"},
+            "jobs.down": relay_job(start, source="hot", dest="warm"),
+        },
+    )
+
+    runs = await run_due(path, start + HOUR)
+
+    assert {r.status for r in runs} == {RunStatus.SUCCEEDED}, [r.error for r in runs]
+    assert_same(read_tier(influxd, dest, "warm"), expected)
+    assert field_types(influxd, dest, "warm", "m") == field_types(influxd, source, "warm", "m")
+
+
+async def test_a_relay_out_of_3x_refuses_an_aggregate_of_the_wrong_type(
+    influx3: Influx3StandIn, tmp_path: Path, start: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server answering a count as a float (say, a template change) is refused, naming the
+    column; nothing is cast, nothing written."""
+    import tests.influx3_standin as standin
+
+    original = standin.render
+
+    def floated(batches: list[pa.RecordBatch], schema: pa.Schema, format: str) -> bytes:
+        if format == "parquet" and batches and "temp_count" in batches[0].schema.names:
+            table = pa.Table.from_batches(batches)
+            index = table.schema.get_field_index("temp_count")
+            table = table.set_column(
+                index, "temp_count", table.column("temp_count").cast(pa.float64())
+            )
+            batches = table.to_batches()
+        return original(batches, schema, format)
+
+    monkeypatch.setattr(standin, "render", floated)
+    influx3.write("hot", "\n".join(sparse_lines(start)))
+    path = write_toml(
+        tmp_path,
+        {
+            "state": sqlite_state(tmp_path),
+            "connections.east": v3(influx3),
+            "connections.west": v3(influx3),
+            "tiers.hot": {"connection": "east", "bucket": "hot"},
+            "tiers.warm": {"connection": "west", "bucket": "warm"},
+            "jobs.down": relay_job(start, source="hot", dest="warm"),
+        },
+    )
+
+    runs = await run_due(path, start + HOUR)
+
+    assert {r.status for r in runs} == {RunStatus.FAILED}
+    assert "'temp_count' as double; SELECT … INTO would write integer" in (runs[0].error or "")
+    assert "warm" not in influx3.databases
+
+
 async def test_a_relay_from_2x_into_3x_writes_what_select_into_writes(
     influx3: Influx3StandIn,
     influxd: ThrowawayInfluxd,

@@ -222,13 +222,6 @@ def parquet_batches(
             yield batch
 
 
-def parquet_bytes_batches(
-    body: bytes, *, measurement: str, schema: TableSchema | None = None
-) -> Iterator[PointBatch]:
-    """`parquet_batches` of a body held in memory (small answers, tests, the bench)."""
-    return parquet_batches(io.BytesIO(body), measurement=measurement, schema=schema)
-
-
 # -- JSONL -------------------------------------------------------------------------------------
 
 
@@ -247,12 +240,6 @@ async def jsonl_batches(
             if (batch := _jsonl_block(block, schema)) is not None:
                 yield batch
     if pending.strip() and (batch := _jsonl_block(bytes(pending), schema)) is not None:
-        yield batch
-
-
-def jsonl_block_batches(body: bytes, schema: TableSchema) -> Iterator[PointBatch]:
-    """`jsonl_batches` of a body held in memory, in one block."""
-    if body.strip() and (batch := _jsonl_block(body, schema)) is not None:
         yield batch
 
 
