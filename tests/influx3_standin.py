@@ -483,7 +483,13 @@ class Influx3StandIn:
         )
         context = SessionContext(config)
         for name, table in tables.items():
-            context.register_record_batches(name, [table.to_batches() or []])
+            # Quoted, so that DataFusion takes the name as it is (no case folding, no `a.b` read
+            # as schema `a`, table `b`), as 3.x's catalog does.
+            quoted = '"' + name.replace('"', '""') + '"'
+            batches = table.to_batches() or [
+                pa.record_batch([pa.array([], f.type) for f in table.schema], schema=table.schema)
+            ]
+            context.register_record_batches(quoted, [batches])
         try:
             frame = context.sql(query, param_values=dict(params or {}))
             schema = frame.schema()

@@ -1,18 +1,84 @@
-"""Archive jobs from 3.x tiers: one measurement's window staged and checked (owned by the
-transfers work of issue #15; a placeholder until it lands)."""
+"""Archive jobs from 3.x tiers: one measurement's window exported as Parquet (the server's own
+Arrow types), staged, and checked against the server's own per-field counts over the same range.
+
+The table's schema (`information_schema.columns`) is read first: it says which columns are tags
+and the one type of each field, and every batch of the answer is checked against it (a field
+that changed type under the read fails the window, it is never widened). A Parquet answer that
+cannot hold the values exactly (times coerced below nanoseconds) is read again as JSONL typed by
+the schema.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import AsyncIterator
 
-if TYPE_CHECKING:
-    from tierflow._archive._archive import StagedWindow
-    from tierflow._engines._base import Engine
-    from tierflow._engines._dialect import WindowExport
+from tierflow._archive import PointBatch
+from tierflow._archive._archive import StagedWindow
+from tierflow._archiving import Tally, alongside, checked, counted, nothing
+from tierflow._engines._base import Engine
+from tierflow._engines._dialect import WindowExport
+from tierflow._engines.sql._export import (
+    InexactAnswerError,
+    TableSchema,
+    export_jsonl,
+    export_parquet,
+    field_counts,
+    read_schema,
+)
+from tierflow._logging import log_event
+from tierflow._windows import isoformat
 
 __all__ = ["stage_sql"]
 
 
 async def stage_sql(engine: Engine, export: WindowExport) -> StagedWindow:
-    """Export one measurement's window of a 3.x tier into the archive's staging area."""
-    raise NotImplementedError("archive jobs from InfluxDB 3 tiers are not built yet")
+    """Stage one measurement's window of a 3.x tier and check it: per field, the values archived
+    equal the server's `count(field)` over the same range and series."""
+    archive, job, source = export.archive, export.job, export.source
+    measurement, window = export.measurement, export.window
+    database = source.database
+    schema = await read_schema(engine, database=database, measurement=measurement)
+    # A filter on a tag the table lacks matches no point (every point lacks that tag).
+    if schema is None or not schema.fields or not set(job.tags) <= set(schema.tags):
+        return await archive.astage_window(measurement, window, nothing())
+    from tierflow._engines.sql._literals import export_query
+
+    text = export_query(measurement, window.start, window.stop, job.tags)
+    counting = field_counts(
+        engine, schema, database=database, start=window.start, stop=window.stop, tags=job.tags
+    )
+    archived = Tally()
+    batches = _batches(engine, text, database, schema, parquet=True)
+    try:
+        staged, expected = await alongside(
+            archive.astage_window(measurement, window, counted(batches, archived)), counting
+        )
+    except InexactAnswerError as exc:
+        log_event(
+            "archive_jsonl",
+            level=logging.WARNING,
+            measurement=measurement,
+            window_start=isoformat(window.start),
+            window_stop=isoformat(window.stop),
+            reason=str(exc),
+        )
+        archived = Tally()
+        batches = _batches(engine, text, database, schema, parquet=False)
+        counting = field_counts(
+            engine, schema, database=database, start=window.start, stop=window.stop, tags=job.tags
+        )
+        staged, expected = await alongside(
+            archive.astage_window(measurement, window, counted(batches, archived)), counting
+        )
+    return checked(archive, staged, archived, expected)
+
+
+def _batches(
+    engine: Engine, text: str, database: str, schema: TableSchema, *, parquet: bool
+) -> AsyncIterator[PointBatch]:
+    if parquet:
+        return export_parquet(
+            engine, text, database=database, measurement=schema.measurement, schema=schema
+        )
+    return export_jsonl(engine, text, database=database, schema=schema)
