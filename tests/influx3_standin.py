@@ -46,14 +46,16 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from types import TracebackType
 from typing import Any, Self
+from zoneinfo import ZoneInfo
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from aiohttp import web
-from datafusion import SessionConfig, SessionContext
+from datafusion import SessionConfig, SessionContext, SQLOptions
 
 from tests.lineprotocol3 import LineError, ParsedLine, parse_lines
 
@@ -107,6 +109,9 @@ _ACCEPT = {
     "application/json": "json",
     "*/*": "json",
 }
+#: What 3.x lets a query do (`iox_query`'s `sql_to_logical_plan`): no CREATE, no INSERT or
+#: COPY, no SET; refused as planning errors (400).
+_READ_ONLY = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
 _DB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(/[A-Za-z0-9_-]+)?")
 
 
@@ -155,14 +160,24 @@ class Table:
 
     columns: dict[str, str] = field(default_factory=dict)
     points: dict[tuple[SeriesKey, int], dict[str, Any]] = field(default_factory=dict)
+    arrow_cache: pa.Table | None = None
 
     def arrow(self, since: int | None) -> pa.Table:
+        """The table as 3.x's schema has it (columns in name order, rows by series and time),
+        without the points before `since`."""
+        if self.arrow_cache is None:
+            self.arrow_cache = self._build()
+        table = self.arrow_cache
+        if since is not None:
+            table = table.filter(
+                pc.greater_equal(table["time"], pa.scalar(since, pa.timestamp("ns")))
+            )
+        return table
+
+    def _build(self) -> pa.Table:
         names = sorted([*self.columns, "time"])
         kinds = {**self.columns, "time": "time"}
-        rows = sorted(
-            (key for key in self.points if since is None or key[1] >= since),
-            key=lambda k: (k[0], k[1]),
-        )
+        rows = sorted(self.points)
         arrays = []
         fields = []
         for name in names:
@@ -219,19 +234,37 @@ def parse_retention(text: str) -> int:
 # -- answers in 3.x's formats -------------------------------------------------------------------
 
 
-def _naive_iso(ns: int) -> str:
-    """A `Timestamp(ns)` as arrow-cast displays it (chrono `%Y-%m-%dT%H:%M:%S%.f`: the fraction
-    in 0, 3, 6 or 9 digits)."""
+def _iso(ns: int, zone: str | None = None) -> str:
+    """A timestamp as arrow-cast displays it by default: without a zone chrono's
+    `NaiveDateTime` Debug (`1970-01-01T00:00:01.5`… the fraction in 0, 3, 6 or 9 digits); with
+    one, RFC 3339 with the same fraction rule, in that zone, `Z` for UTC."""
     seconds, fraction = divmod(ns, NS)
     moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+    if zone is not None:
+        moment = moment.astimezone(_zone(zone))
     text = f"{moment:%Y-%m-%dT%H:%M:%S}"
-    if fraction == 0:
+    if fraction % 1_000_000 == 0 and fraction:
+        text += f".{fraction // 1_000_000:03d}"
+    elif fraction % 1_000 == 0 and fraction:
+        text += f".{fraction // 1_000:06d}"
+    elif fraction:
+        text += f".{fraction:09d}"
+    if zone is None:
         return text
-    if fraction % 1_000_000 == 0:
-        return f"{text}.{fraction // 1_000_000:03d}"
-    if fraction % 1_000 == 0:
-        return f"{text}.{fraction // 1_000:06d}"
-    return f"{text}.{fraction:09d}"
+    offset = moment.utcoffset()
+    if not offset:
+        return text + "Z"
+    minutes = int(offset.total_seconds()) // 60
+    sign = "+" if minutes >= 0 else "-"
+    return f"{text}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _zone(name: str) -> tzinfo:
+    match = re.fullmatch(r"([+-])(\d\d):?(\d\d)", name)
+    if match:
+        minutes = int(match[2]) * 60 + int(match[3])
+        return timezone(timedelta(minutes=-minutes if match[1] == "-" else minutes))
+    return ZoneInfo(name)
 
 
 def _column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
@@ -241,8 +274,7 @@ def _column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
     if pa.types.is_timestamp(kind):
         raw = column.cast(pa.timestamp(kind.unit, kind.tz)).cast(pa.int64()).to_pylist()
         scale = {"s": NS, "ms": 1_000_000, "us": 1_000, "ns": 1}[kind.unit]
-        suffix = "+00:00" if kind.tz in {"UTC", "+00:00", "Z"} else ""
-        return [None if v is None else _naive_iso(v * scale) + suffix for v in raw]
+        return [None if v is None else _iso(v * scale, kind.tz) for v in raw]
     if pa.types.is_date(kind):
         return [None if v is None else v.isoformat() for v in column.to_pylist()]
     if pa.types.is_floating(kind):
@@ -403,7 +435,8 @@ class Influx3StandIn:
     def sql(self, db: str, query: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         """Run `query` over `db` with DataFusion, as `/api/v3/query_sql` would (no HTTP)."""
         batches, schema = self._execute(db, query, params)
-        return pa.Table.from_batches(batches, schema=schema)
+        # The collected batches' schema (nullability as executed) wins over the plan's.
+        return pa.Table.from_batches(batches, schema=batches[0].schema if batches else schema)
 
     # -- storage and SQL -------------------------------------------------------------------------
 
@@ -420,13 +453,24 @@ class Influx3StandIn:
             schema = {name: dict(table.columns) for name, table in database.tables.items()}
             accepted: list[tuple[ParsedLine, int]] = []
             errors: list[dict[str, Any]] = []
+            # A column never changes type, so a line shaped like one already checked (the same
+            # table, tag keys, field keys and kinds) passes without another look.
+            checked: set[tuple[Any, ...]] = set()
             for number, parsed in enumerate(parse_lines(body), start=1):
-                problem: str | None
+                problem: str | None = None
                 if isinstance(parsed, LineError):
                     problem, line = str(parsed), parsed.line
                 else:
                     line = parsed.line
-                    problem = _check(schema.setdefault(parsed.measurement, {}), parsed)
+                    shape = (
+                        parsed.measurement,
+                        tuple(k for k, _ in parsed.tags),
+                        tuple((k, kind) for k, kind, _ in parsed.fields),
+                    )
+                    if shape not in checked:
+                        problem = _check(schema.setdefault(parsed.measurement, {}), parsed)
+                        if problem is None:
+                            checked.add(shape)
                 stamp = 0
                 if problem is None and isinstance(parsed, ParsedLine):
                     try:
@@ -443,8 +487,11 @@ class Influx3StandIn:
                 assert isinstance(parsed, ParsedLine)
                 accepted.append((parsed, stamp))
             self.databases[db] = database
+            for name, columns in schema.items():
+                if columns:
+                    database.tables.setdefault(name, Table()).columns.update(columns)
             for parsed, stamp in accepted:
-                _apply(database.tables.setdefault(parsed.measurement, Table()), parsed, stamp)
+                _apply(database.tables[parsed.measurement], parsed, stamp)
             return errors
 
     def _timestamp(self, value: int | None, multiplier: int | None) -> int:
@@ -491,7 +538,7 @@ class Influx3StandIn:
             ]
             context.register_record_batches(quoted, [batches])
         try:
-            frame = context.sql(query, param_values=dict(params or {}))
+            frame = context.sql_with_options(query, _READ_ONLY, param_values=dict(params or {}))
             schema = frame.schema()
             batches = frame.collect()
         except Exception as exc:  # DataFusion raises ValueError/Exception with its own text
@@ -731,13 +778,13 @@ def _type_name(kind: str) -> str:
 
 
 def _apply(table: Table, line: ParsedLine, stamp: int) -> None:
-    for key, _ in line.tags:
-        table.columns.setdefault(key, "tag")
-    for key, kind, _ in line.fields:
-        table.columns.setdefault(key, kind)
-    series = tuple(sorted(dict(line.tags).items()))
-    point = table.points.setdefault((series, stamp), {})
-    point.update((key, value) for key, _, value in line.fields)
+    series = tuple(sorted(dict(line.tags).items())) if len(line.tags) > 1 else line.tags
+    point = table.points.get((series, stamp))
+    if point is None:
+        table.points[(series, stamp)] = {key: value for key, _, value in line.fields}
+    else:
+        point.update((key, value) for key, _, value in line.fields)
+    table.arrow_cache = None
 
 
 def _truncate(line: str) -> str:

@@ -16,6 +16,7 @@ both accept, and names where the two grammars differ.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,8 @@ _BOOLEANS = (
     ("F", False),
 )
 _BOUNDARY = " \t\n"
+_DIGITS = re.compile("[0-9]*")
+_RUNS: dict[str, re.Pattern[str]] = {}
 
 
 class UInt(int):
@@ -66,19 +69,26 @@ class _NoMatch(Exception):
     pass
 
 
+_SPECIAL = re.compile(r'[\\ =,"\n]')
+
+
 def split_lines(body: str) -> list[str]:
     """The crate's `split_lines` (Go's `scanLine`): a newline ends a line unless it is escaped
-    or inside a quoted string value."""
+    or inside a quoted string value. (Only the characters that change its state are visited.)"""
+    if "\\" not in body and '"' not in body:
+        return body.split("\n")
     lines: list[str] = []
     start = 0
-    quoted = fields = in_escape = False
+    quoted = fields = False
     equals = commas = 0
-    for index, c in enumerate(body):
-        if in_escape:
-            in_escape = False
+    skip_to = -1
+    for match in _SPECIAL.finditer(body):
+        index = match.start()
+        if index < skip_to:
             continue
+        c = body[index]
         if c == "\\":
-            in_escape = True
+            skip_to = index + 2
             continue
         if c == " ":
             fields = True
@@ -120,12 +130,59 @@ def parse_lines(body: str) -> list[ParsedLine | LineError]:
         text = _trim_leading(raw)
         if not text:
             continue
+        fast = _fast(text)
+        if fast is not None:
+            out.append(fast)
+            continue
         try:
             out.append(_Parser(text).line())
         except LineError as exc:
             exc.line = text
             out.append(exc)
     return out
+
+
+# A line with no escape, no quote and single spaces: split, not scanned. What this cannot read
+# exactly as the grammar does (any escape or quote, a value it does not know, an integer out of
+# range) goes to `_Parser`, which also words the errors.
+_SIMPLE = re.compile(
+    r"([^ ,\t\n\\\"\0]+)((?:,[^ ,=\t\n\\\"]+=[^ ,\t\n\\\"]+)*)"
+    r" ([^ ,=\t\n\\\"]+=[^ ,\t\n\\\"=]+(?:,[^ ,=\t\n\\\"]+=[^ ,\t\n\\\"=]+)*)"
+    r"(?: (-?[0-9]+))?"
+)
+_FLOAT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+_INTEGER = re.compile(r"-?[0-9]+i")
+_UNSIGNED = re.compile(r"[0-9]+u")
+_BOOLEAN = dict(_BOOLEANS)
+
+
+def _fast(text: str) -> ParsedLine | None:
+    match = _SIMPLE.fullmatch(text)
+    if match is None:
+        return None
+    measurement, tag_text, field_text, stamp = match.groups()
+    tags = tuple(
+        (key, value) for key, _, value in (t.partition("=") for t in tag_text.split(",")[1:])
+    )
+    fields: list[tuple[str, str, Any]] = []
+    for pair in field_text.split(","):
+        key, _, token = pair.partition("=")
+        if token in _BOOLEAN:
+            fields.append((key, "boolean", _BOOLEAN[token]))
+        elif _FLOAT.fullmatch(token):
+            fields.append((key, "float", float(token)))
+        elif _INTEGER.fullmatch(token) and I64[0] <= int(token[:-1]) <= I64[1]:
+            fields.append((key, "integer", int(token[:-1])))
+        elif _UNSIGNED.fullmatch(token) and int(token[:-1]) <= U64_MAX:
+            fields.append((key, "uinteger", UInt(int(token[:-1]))))
+        else:
+            return None
+    timestamp = None
+    if stamp is not None:
+        timestamp = int(stamp)
+        if not I64[0] <= timestamp <= I64[1]:
+            return None
+    return ParsedLine(measurement, tags, tuple(fields), timestamp, text)
 
 
 class _Parser:
@@ -152,10 +209,12 @@ class _Parser:
         `\\x` for x in `escapable` → x, any other backslash kept with the character after it."""
         s, start = self.s, self.i
         parts: list[str] = []
+        normal = _RUNS.get(stops) or _RUNS.setdefault(
+            stops, re.compile("[^" + re.escape(stops + "\\") + "]*")
+        )
         while True:
-            j = self.i
-            while j < len(s) and s[j] not in stops and s[j] != "\\":
-                j += 1
+            run = normal.match(s, self.i)
+            j = run.end() if run else self.i
             if j > self.i:
                 parts.append(s[self.i : j])
                 self.i = j
@@ -253,10 +312,8 @@ class _Parser:
             self.i += 1
 
     def _digits(self, at: int) -> int:
-        j = at
-        while j < len(self.s) and self.s[j].isascii() and self.s[j].isdigit():
-            j += 1
-        return j
+        match = _DIGITS.match(self.s, at)
+        return match.end() if match else at
 
     def _signed(self, at: int) -> int:
         """End of `-?\\d+` from `at`, or `at` if there is none."""

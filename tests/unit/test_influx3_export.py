@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tierflow._archive import FieldType, PointBatch
+from tierflow._engines.sql import _export
 from tierflow._engines.sql._export import (
     TableSchema,
     jsonl_batches,
@@ -273,9 +274,13 @@ def test_a_table_schema_from_information_schema_columns() -> None:
         table_schema("cpu", [("x", "Decimal128(10, 2)")])
 
 
-def test_a_large_parquet_answer_is_read_in_bounded_memory() -> None:
+@pytest.mark.parametrize("spool_memory", [64 << 20, 256 << 10])  # in memory; on disk, mapped
+def test_a_large_parquet_answer_is_read_in_bounded_memory(
+    spool_memory: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Spooled, then read a row group at a time: the Arrow memory held while reading stays a
     small fraction of the whole answer decoded (what reading it in one call would hold)."""
+    monkeypatch.setattr(_export, "SPOOL_MEMORY", spool_memory)
     n = 400_000
     table = pa.table(
         {

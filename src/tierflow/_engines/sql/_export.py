@@ -306,23 +306,35 @@ async def answer_pieces(
             yield piece
 
 
-async def spool(pieces: AsyncIterator[bytes]) -> IO[bytes]:
-    """The whole answer in a seekable file (Parquet puts its schema and row-group index at the
-    end): in memory while small, else on local disk, written in worker threads."""
-    handle: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115
-    pending = bytearray()
+async def spool(pieces: AsyncIterator[bytes]) -> pa.NativeFile:
+    """The whole answer as a seekable Arrow file (Parquet puts its schema and row-group index at
+    the end): held in memory while under `SPOOL_MEMORY`, else written to a local temporary file
+    (in worker threads, about a MB at a time) and memory-mapped, so Arrow reads it natively and
+    only the pages it touches are resident. The file is unlinked at once (the mapping keeps it)."""
+    held: list[bytes] = []
+    pending = 0
+    disk: IO[bytes] | None = None
     try:
         async for piece in pieces:
-            pending += piece
-            if len(pending) >= _WRITE_BLOCK:
-                await asyncio.to_thread(handle.write, bytes(pending))
-                pending.clear()
-        await asyncio.to_thread(handle.write, bytes(pending))
-        handle.seek(0)
-    except BaseException:
-        handle.close()
-        raise
-    return handle
+            held.append(piece)
+            pending += len(piece)
+            if pending >= (SPOOL_MEMORY if disk is None else _WRITE_BLOCK):
+                if disk is None:
+                    disk = await asyncio.to_thread(_temporary)
+                await asyncio.to_thread(disk.writelines, held)
+                held, pending = [], 0
+        if disk is None:
+            return pa.BufferReader(b"".join(held))
+        await asyncio.to_thread(disk.writelines, held)
+        await asyncio.to_thread(disk.flush)
+        return pa.memory_map(disk.name)
+    finally:
+        if disk is not None:
+            disk.close()
+
+
+def _temporary() -> IO[bytes]:
+    return tempfile.NamedTemporaryFile(prefix="tierflow-answer-")
 
 
 async def export_parquet(
@@ -357,7 +369,7 @@ async def parquet_answer_batches(
     time in a worker thread (`parquet_batches`)."""
     handle = await spool(pieces)
     try:
-        if not await asyncio.to_thread(_has_content, handle):
+        if handle.size() == 0:
             return
         batches = parquet_batches(
             handle, measurement=measurement, schema=schema, tags=tags, batch_rows=batch_rows
@@ -366,14 +378,6 @@ async def parquet_answer_batches(
             yield batch
     finally:
         handle.close()
-
-
-def _has_content(handle: IO[bytes]) -> bool:
-    """Whether a spooled answer holds anything (an empty result may come as an empty body)."""
-    handle.seek(0, io.SEEK_END)
-    size = handle.tell()
-    handle.seek(0)
-    return size > 0
 
 
 async def export_jsonl(
