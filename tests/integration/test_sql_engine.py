@@ -356,3 +356,34 @@ async def test_a_fingerprint_moves_when_a_late_point_lands(
     assert before[first] == after[first]
     assert before[second] != after[second]
     assert {r.json()["db"] for r in influx3.requests} == {"hot"}
+
+
+def test_run_once_downsamples_3x_hot_into_3x_warm(
+    tmp_path: Path, influx3_threaded: ThreadedInflux3StandIn
+) -> None:
+    """The whole path through the runner (`tierflow run-once`): windows claimed, the 3.x
+    statement rendered, checked and run, the outcome recorded; values computed by hand."""
+    path = write_config(tmp_path, influx3_threaded)
+    minute = 60 * 10**9
+    base = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
+    influx3_threaded.write(
+        "hot",
+        f"cpu,host=a usage=1 {base + minute}\ncpu,host=a usage=2 {base + minute + 1}\n"
+        f"cpu,host=a usage=4 {base + 2 * minute}\ncpu,host=b usage=3.5 {base + 12 * minute}\n"
+        f"cpu,host=b usage=9 {base + 30 * minute}",  # not due yet
+    )
+    influx3_threaded.create_database("warm")
+    runner = CliRunner()
+    now = "2026-01-01T00:20:00Z"
+    first = runner.invoke(app, ["run-once", "-c", str(path), "--now", now, "--json"])
+    assert first.exit_code == 0, first.output
+    rows = influx3_threaded.sql("warm", 'SELECT * FROM "cpu_5m" ORDER BY "time"').to_pylist()
+    assert [(r["time"].minute, r["host"], r["usage_mean"], r["usage_max"]) for r in rows] == [
+        (0, "a", 7 / 3, 4.0),
+        (10, "b", 3.5, 3.5),
+    ]
+    again = runner.invoke(app, ["run-once", "-c", str(path), "--now", now, "--json"])
+    assert again.exit_code == 0, again.output
+    assert influx3_threaded.sql("warm", 'SELECT count(*) AS "n" FROM "cpu_5m"').to_pylist() == [
+        {"n": 2}
+    ]

@@ -121,6 +121,11 @@ def test_a_bounded_quoted_insert_select_passes() -> None:
         ),
         (GOOD.replace('avg("x")', "avg(x)"), 'the name x is not quoted: write "x"'),
         (GOOD.replace('"hot"."cpu"', "hot.cpu"), "the name cpu is not quoted"),
+        (GOOD.replace('"hot"."cpu"', '"cpu"'), 'the table "cpu" must name its database'),
+        (
+            GOOD.replace('FROM "hot"."cpu"', 'FROM "hot"."cpu" JOIN "cold"."x" ON TRUE'),
+            "reads tables of several databases",
+        ),
         ('DROP TABLE "cpu"', "DROP is not allowed"),
         (f'DELETE FROM "cpu" WHERE {BOUNDS}', "DELETE is not allowed"),
         ('CREATE TABLE "x" ("a" INT)', "CREATE is not allowed"),

@@ -7,6 +7,8 @@ Postgres's, `"name"` and `'text'`), not regexes:
 - every SELECT that reads a table is bounded by exactly the window: its WHERE holds
   `"time" >= <start> AND "time" < <stop>` at its top level (no OR beside them), the bounds
   timestamp literals equal to the window's;
+- every table read names its database (`"hot"."cpu"`: a 3.x query runs in one database, and
+  the engine sends it there);
 - every name is a quoted identifier (`"cpu"`, never `cpu`: DataFusion folds unquoted names to
   lower case, so a mis-quoted name reads another column or none);
 - every result is aggregated (GROUP BY or an aggregate) or limited: on 3.x every row comes back
@@ -104,6 +106,7 @@ def sql_problems(text: str, window: Window, dest: Target, require_write: bool) -
             )
             continue
         yield from _quoting_problems(statement, where)
+        yield from _database_problems(select, where)
         yield from _bound_problems(select, window, where)
         if not _reduced(select):
             yield (
@@ -148,6 +151,25 @@ def _quoting_problems(statement: exp.Expr, where: str) -> Iterator[str]:
                 f'{where}: the name {name} is not quoted: write "{name}" (sql_ident); '
                 "unquoted names are folded to lower case"
             )
+
+
+def _database_problems(query: exp.Expr, where: str) -> Iterator[str]:
+    """A 3.x query runs in one database: the engine learns which from the tables' names."""
+    from sqlglot import exp
+
+    tables = [
+        t
+        for t in query.find_all(exp.Table)
+        if isinstance(t.this, exp.Identifier) and t.db not in {"information_schema", "iox"}
+    ]
+    for table in tables:
+        if not table.db:
+            yield (
+                f'{where}: the table "{table.name}" must name its database, as '
+                f'"<source database>"."{table.name}" ({{{{ source.database | sql_ident }}}})'
+            )
+    if len({t.db for t in tables if t.db}) > 1:
+        yield f"{where}: reads tables of several databases; a 3.x query runs in one"
 
 
 def _bound_problems(query: exp.Expr, window: Window, where: str) -> Iterator[str]:
