@@ -277,10 +277,9 @@ def _column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
         return [None if v is None else _iso(v * scale, kind.tz) for v in raw]
     if pa.types.is_date(kind):
         return [None if v is None else v.isoformat() for v in column.to_pylist()]
-    if pa.types.is_floating(kind):
-        return [None if v is None or not math.isfinite(v) else v for v in column.to_pylist()]
     if (
-        pa.types.is_integer(kind)
+        pa.types.is_floating(kind)
+        or pa.types.is_integer(kind)
         or pa.types.is_boolean(kind)
         or pa.types.is_string(kind)
         or pa.types.is_large_string(kind)
@@ -292,15 +291,24 @@ def _column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
 
 def arrow_json_rows(batches: list[pa.RecordBatch]) -> list[dict[str, Any]]:
     """Rows as arrow-json writes them: an object per row, null values left out, timestamps as
-    naive ISO text, dictionaries as their values, non-finite floats as null."""
+    arrow-cast displays them, dictionaries as their values, a non-finite float as `null` (its
+    key kept: the value is not null, JSON cannot spell it)."""
     rows: list[dict[str, Any]] = []
     for batch in batches:
         columns = [(name, _column_values(batch.column(name))) for name in batch.schema.names]
         rows.extend(
-            {name: values[index] for name, values in columns if values[index] is not None}
+            {
+                name: _json_value(values[index])
+                for name, values in columns
+                if values[index] is not None
+            }
             for index in range(batch.num_rows)
         )
     return rows
+
+
+def _json_value(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _json_text(value: Any) -> str:
@@ -313,7 +321,8 @@ def _csv_cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else ("NaN" if value != value else "inf")
+        # lexical_core's spellings of the non-finite values.
+        return repr(value) if math.isfinite(value) else {"nan": "NaN"}.get(str(value), str(value))
     return str(value)
 
 
@@ -429,6 +438,8 @@ class Influx3StandIn:
     def write(self, db: str, body: str, *, precision: str = "nanosecond") -> None:
         """Write line protocol directly (no HTTP); a refused line raises `ValueError`."""
         errors = self._write(db, body, precision=precision, accept_partial=False)
+        if errors is None:
+            raise ValueError("incoming write was empty")
         if errors:
             raise ValueError(errors)
 
@@ -442,8 +453,9 @@ class Influx3StandIn:
 
     def _write(
         self, db: str, body: str, *, precision: str, accept_partial: bool
-    ) -> list[dict[str, Any]]:
-        """Apply a body; the refused lines as 3.x reports them (`WriteLineError`)."""
+    ) -> list[dict[str, Any]] | None:
+        """Apply a body; the refused lines as 3.x reports them (`WriteLineError`), or None when
+        the body holds no line at all."""
         multiplier = _PRECISIONS[precision]
         with self._lock:
             database = self.databases.get(db) or Database(db)
@@ -486,6 +498,8 @@ class Influx3StandIn:
                     continue
                 assert isinstance(parsed, ParsedLine)
                 accepted.append((parsed, stamp))
+            if not accepted and not errors:
+                return None
             self.databases[db] = database
             for name, columns in schema.items():
                 if columns:
@@ -641,6 +655,8 @@ class Influx3StandIn:
         except UnicodeDecodeError as exc:
             raise _Refused(400, f"body content is not valid utf8: {exc}") from None
         errors = self._write(db, body, precision=precision, accept_partial=accept_partial)
+        if errors is None:
+            raise _Refused(400, "incoming write was empty")
         if not errors:
             return 204, b"", ""
         if not accept_partial:

@@ -240,6 +240,32 @@ def check_type_conflict(client: Client, db: str, *, accept_partial: bool) -> Non
         assert kept == [1.0]
 
 
+def check_refusals(client: Client, db: str) -> None:
+    """A body with no line (blank, comments) is refused: 400 "incoming write was empty"; a line
+    with one field twice is refused naming the field; a line 3.x cannot parse, with the crate's
+    message."""
+    empty = client.write(db, "\n# nothing\n")
+    assert (empty.status, empty.body) == (400, b"incoming write was empty")
+    twice = client.write(db, "cpu,host=a usage=0.5,usage=0.6", accept_partial="false")
+    assert twice.status == 400
+    assert twice.json()["data"]["error_message"] == (
+        "invalid line protocol - multiple instances of 'usage' field found"
+    )
+    broken = client.write(db, "cpu,host=a usage=0.5 1\ncpu usage= 2\n", accept_partial="true")
+    assert broken.status == 400
+    assert broken.json() == {
+        "error": "partial write of line protocol occurred",
+        "data": [
+            {
+                "error_message": "No fields were provided",
+                "line_number": 2,
+                "original_line": "cpu usage= 2",
+            }
+        ],
+    }
+    assert client.rows(db, "SELECT usage FROM cpu") == [{"usage": 0.5}]
+
+
 def check_overwrite(client: Client, db: str) -> None:
     """A point with the series and time of an earlier one overwrites it field by field (tag
     order in the line does not matter); missing fields are null."""
@@ -409,6 +435,7 @@ def check_configure_another_database(client: Client, db: str) -> None:
 SHARED: list[Callable[[Client, str], None]] = [
     check_typed_points,
     check_information_schema,
+    check_refusals,
     check_overwrite,
     check_precisions,
     check_sql_aggregates,
