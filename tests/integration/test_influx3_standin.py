@@ -797,3 +797,114 @@ async def test_non_finite_floats_as_arrow_writes_them(influx3: Influx3StandIn) -
         influx3, "GET", "/api/v3/query_sql", params={**q, "format": "csv"}, headers=bearer()
     )
     assert answer[1] == "a,b,c,n\ninf,-inf,1.0,NaN\n"
+
+
+# `influxdata/influxdb`, influxdb3/tests/server/query.rs: a real 3.x server's answers, byte for
+# byte (`api_v3_query_sql`, `api_v3_query_sql_params`, `api_v3_query_null_tag_values_null_fields`,
+# `api_query_with_default_browser_header`, `api_v3_query_sql_invalid_query_should_return_400…`,
+# `api_v3_query_sql_not_found`). Their bodies indent continuation lines; the parser skips the
+# leading spaces, as 3.x's does.
+CPU_SECONDS = """cpu,host=a,region=us-east usage=0.9 2998574936
+            cpu,host=b,region=us-east usage=0.50 2998574936
+            cpu,host=a,region=us-east usage=0.80 2998574937
+            cpu,host=b,region=us-east usage=0.60 2998574937
+            cpu,host=a,region=us-east usage=0.70 2998574938
+            cpu,host=b,region=us-east usage=0.70 2998574938
+            cpu,host=a,region=us-east usage=0.50 2998574939
+            cpu,host=b,region=us-east usage=0.80 2998574939"""
+PARAMS_PRETTY = (
+    "+------+---------+---------------------+-------+\n"
+    "| host | region  | time                | usage |\n"
+    "+------+---------+---------------------+-------+\n"
+    "| b    | us-east | 2065-01-07T17:28:58 | 0.7   |\n"
+    "| b    | us-east | 2065-01-07T17:28:59 | 0.8   |\n"
+    "+------+---------+---------------------+-------+"
+)
+PARAMS_QUERY = (
+    "SELECT host, region, time, usage FROM cpu WHERE host = $host AND usage > $usage ORDER BY time"
+)
+
+
+def test_real_servers_pretty_answers(threaded: ThreadedInflux3StandIn) -> None:
+    client = checks.Client(threaded.url, threaded.token)
+    db = f"foo_{uuid.uuid4().hex[:8]}"
+    body = "cpu,host=s1,region=us-east usage=0.9 2998574936\ncpu,host=s1,region=us-east "
+    body += "usage=0.89 2998574937\ncpu,host=s1,region=us-east usage=0.85 2998574938"
+    assert client.write(db, body, precision="second").status == 204
+    pretty = client.query(db, "SELECT host, region, time, usage FROM cpu", "pretty", post=False)
+    assert pretty.body.decode() == (
+        "+------+---------+---------------------+-------+\n"
+        "| host | region  | time                | usage |\n"
+        "+------+---------+---------------------+-------+\n"
+        "| s1   | us-east | 2065-01-07T17:28:56 | 0.9   |\n"
+        "| s1   | us-east | 2065-01-07T17:28:57 | 0.89  |\n"
+        "| s1   | us-east | 2065-01-07T17:28:58 | 0.85  |\n"
+        "+------+---------+---------------------+-------+"
+    )
+    assert client.query(db, "SELECT count(usage) FROM cpu", "pretty").body.decode() == (
+        "+------------------+\n| count(cpu.usage) |\n+------------------+\n"
+        "| 3                |\n+------------------+"
+    )
+
+    db = f"foo_{uuid.uuid4().hex[:8]}"
+    assert client.write(db, CPU_SECONDS, precision="second").status == 204
+    document = {"db": db, "q": PARAMS_QUERY, "params": {"host": "b", "usage": 0.60}}
+    document["format"] = "pretty"
+    posted = client.request(
+        "POST",
+        "/api/v3/query_sql",
+        body=json.dumps(document).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert posted.body.decode() == PARAMS_PRETTY
+    params = json.dumps({"host": "b", "usage": 0.60})
+    query = {"db": db, "q": PARAMS_QUERY, "format": "pretty", "params": params}
+    assert client.request("GET", "/api/v3/query_sql", query).body.decode() == PARAMS_PRETTY
+    missing = client.request(
+        "GET", "/api/v3/query_sql", {**query, "params": json.dumps({"not_host": "a"})}
+    )
+    assert 400 <= missing.status < 500
+    assert "No value found for placeholder with name $host" in missing.body.decode()
+
+    db = f"foo_{uuid.uuid4().hex[:8]}"
+    body = "cpu,host=a,region=us-east usage=0.9,system=0.1 2998674931\n"
+    body += "            cpu,host=b usage=0.80,system=0.1 2998674934"
+    assert client.write(db, body, precision="second").status == 204
+    assert (
+        client.write(db, "cpu,host=a,region=us-east usage=0.9 2998674935", precision="s").status
+        == 204
+    )
+    assert client.query(db, "SELECT * FROM cpu ORDER BY time", "pretty").body.decode() == (
+        "+------+---------+--------+---------------------+-------+\n"
+        "| host | region  | system | time                | usage |\n"
+        "+------+---------+--------+---------------------+-------+\n"
+        "| a    | us-east | 0.1    | 2065-01-08T21:15:31 | 0.9   |\n"
+        "| b    |         | 0.1    | 2065-01-08T21:15:34 | 0.8   |\n"
+        "| a    | us-east |        | 2065-01-08T21:15:35 | 0.9   |\n"
+        "+------+---------+--------+---------------------+-------+"
+    )
+
+    db = f"foo_{uuid.uuid4().hex[:8]}"
+    assert client.write(db, "cpu,region=us,host=a usage=99 2998674934", precision="s").status == 204
+    browser = client.request(
+        "GET",
+        "/api/v3/query_sql",
+        {"db": db, "format": "pretty", "q": "SELECT * FROM cpu"},
+        headers={"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"},
+    )
+    assert browser.body.decode() == (
+        "+------+--------+---------------------+-------+\n"
+        "| host | region | time                | usage |\n"
+        "+------+--------+---------------------+-------+\n"
+        "| a    | us     | 2065-01-08T21:15:34 | 99.0  |\n"
+        "+------+--------+---------------------+-------+"
+    )
+    for invalid in (
+        "SHOW MEASUREMENTS",
+        "SELEC * FROM cpu",
+        "SELECT * cpu",
+        "SELECT count( FROM cpu",
+    ):
+        answer = client.query(db, invalid, "pretty", post=False)
+        assert 400 <= answer.status < 500, invalid
+    assert client.query("foo_never_written", "SELECT * FROM foo", "pretty").status == 404
