@@ -376,6 +376,8 @@ class Influx3StandIn:
 
     token: str = TOKEN
     now: Callable[[], int] = time.time_ns
+    #: How many databases (besides `_internal`) the catalog holds at most.
+    max_databases: int = 100
     #: Paths served without a token, as `influxdb3 serve --disable-authz health,ping` allows.
     disable_authz: frozenset[str] = frozenset()
     requests: list[Recorded] = field(default_factory=list)
@@ -458,7 +460,10 @@ class Influx3StandIn:
         the body holds no line at all."""
         multiplier = _PRECISIONS[precision]
         with self._lock:
-            database = self.databases.get(db) or Database(db)
+            database = self.databases.get(db)
+            if database is None:
+                self._room_for_a_database()
+                database = Database(db)
             # Lines are checked against the schema as it grows line by line (a first line fixes
             # a type a later one in the same body must keep); nothing lands until all are checked
             # when partial writes are refused.
@@ -507,6 +512,13 @@ class Influx3StandIn:
             for parsed, stamp in accepted:
                 _apply(database.tables[parsed.measurement], parsed, stamp)
             return errors
+
+    def _room_for_a_database(self) -> None:
+        """3.x's catalog limit (`Catalog::NUM_DBS_LIMIT`, `_internal` not counted): 422."""
+        if len(self.databases) - (INTERNAL_DB in self.databases) >= self.max_databases:
+            raise _error_json(
+                422, f"Adding a new database would exceed limit of {self.max_databases} databases"
+            )
 
     def _timestamp(self, value: int | None, multiplier: int | None) -> int:
         if value is None:
@@ -722,6 +734,7 @@ class Influx3StandIn:
             with self._lock:
                 if name in self.databases:
                     raise _Refused(409, "attempted to create a resource that already exists")
+                self._room_for_a_database()
                 self.databases[name] = Database(name, nanos)
             return 200, b"", ""
         if request.method == "DELETE":

@@ -908,3 +908,39 @@ def test_real_servers_pretty_answers(threaded: ThreadedInflux3StandIn) -> None:
         answer = client.query(db, invalid, "pretty", post=False)
         assert 400 <= answer.status < 500, invalid
     assert client.query("foo_never_written", "SELECT * FROM foo", "pretty").status == 404
+
+
+async def test_the_catalog_holds_so_many_databases(influx3: Influx3StandIn) -> None:
+    # influxdb3/tests/server/configure.rs `api_v3_configure_db_create_db_hit_limit` (a server
+    # limited to 5): the next database is refused with 422, by a create or by a first write;
+    # deleted databases and `_internal` do not count.
+    influx3.max_databases = 2
+    path = "/api/v3/configure/database"
+    for name in ("one", "two"):
+        assert (await call(influx3, "POST", path, json={"db": name}, headers=bearer()))[0] == 200
+    status, text, _ = await call(influx3, "POST", path, json={"db": "three"}, headers=bearer())
+    assert (status, json.loads(text)) == (
+        422,
+        {"error": "Adding a new database would exceed limit of 2 databases"},
+    )
+    write = await call(
+        influx3,
+        "POST",
+        "/api/v3/write_lp",
+        params={"db": "three"},
+        data="m v=1 1",
+        headers=bearer(),
+    )
+    assert write[0] == 422
+    assert (await call(influx3, "DELETE", path, params={"db": "one"}, headers=bearer()))[0] == 200
+    assert (await call(influx3, "DELETE", path, params={"db": "one"}, headers=bearer()))[0] == 404
+    assert (await call(influx3, "DELETE", path, headers=bearer()))[0] == 400
+    write = await call(
+        influx3,
+        "POST",
+        "/api/v3/write_lp",
+        params={"db": "three"},
+        data="m v=1 1",
+        headers=bearer(),
+    )
+    assert write[0] == 204
