@@ -112,6 +112,11 @@ _ACCEPT = {
 #: What 3.x lets a query do (`iox_query`'s `sql_to_logical_plan`): no CREATE, no INSERT or
 #: COPY, no SET; refused as planning errors (400).
 _READ_ONLY = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
+_MALFORMED = (
+    '{"error": "Authorization header was malformed, the request was not in the form of '
+    "'Authorization: <auth-scheme> <token>', supported auth-schemes are Bearer, Token and "
+    'Basic"}'
+)
 _DB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(/[A-Za-z0-9_-]+)?")
 
 
@@ -634,18 +639,16 @@ class Influx3StandIn:
             raise _Refused(401, '{"error": "the request was not authenticated"}')
         parts = header.split(" ")
         if len(parts) != 2 or parts[0] not in {"Bearer", "Token", "Basic"}:
-            raise _Refused(
-                400,
-                '{"error": "Authorization header was malformed, the request was not in the form '
-                "of 'Authorization: <auth-scheme> <token>', supported auth-schemes are Bearer, "
-                'Token and Basic"}',
-            )
+            raise _Refused(400, _MALFORMED)
         token = parts[1]
         if parts[0] == "Basic":
             try:
-                token = base64.b64decode(token, validate=True).decode().rsplit(":", 1)[1]
-            except (ValueError, IndexError):
-                raise _Refused(400, '{"error": "Authorization header was malformed"}') from None
+                decoded = base64.b64decode(token, validate=True).decode()
+            except ValueError:
+                raise _Refused(400, _MALFORMED) from None
+            user, colon, token = decoded.rpartition(":")
+            if not colon or ":" in user:
+                raise _Refused(400, _MALFORMED)
         if token != self.token:
             raise _Refused(401, '{"error": "the request was not authenticated"}')
 

@@ -417,6 +417,20 @@ def check_auth(client: Client, db: str) -> None:
         headers={"Authorization": f"Token {client.token}"},
     )
     assert token.status == 200
+    # influxdb3/tests/server/auth.rs `auth_http`, `http_write_basic_auth`.
+    malformed = (
+        '{"error": "Authorization header was malformed, the request was not in the form of '
+        "'Authorization: <auth-scheme> <token>', supported auth-schemes are Bearer, Token and "
+        'Basic"}'
+    )
+    for header in (f"Bearer {client.token} whee", f"bearer {client.token}", "Bearer"):
+        answer = client.request(
+            "GET",
+            "/api/v3/query_sql",
+            {"db": db, "q": "SELECT 1"},
+            headers={"Authorization": header},
+        )
+        assert (answer.status, answer.body.decode()) == (400, malformed), header
 
 
 def check_type_conflict_partial(client: Client, db: str) -> None:
