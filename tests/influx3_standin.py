@@ -20,7 +20,7 @@ and is proven only against those:
 - `GET|POST /api/v3/query_sql` (`db`, `q`, `format`, `params`; a JSON body for POST; the `Accept`
   header when no format is given): `json` (one array; nulls left out, as arrow-json writes),
   `jsonl`, `csv`, `pretty`, `parquet` (pyarrow's writer; no body for no rows).
-- `GET|POST|DELETE /api/v3/configure/database` (`format` required to list; `retention_period`
+- `GET|POST|PUT|DELETE /api/v3/configure/database` (`format` required to list; `retention_period`
   hides older points from queries, against an injectable `now`), `GET /health`, `GET|POST
   /ping`. Every path needs the token (`Bearer`, `Token` or `Basic user:token`) unless listed in
   `disable_authz` (3.x's `--disable-authz`); a missing or wrong one gets 401
@@ -739,6 +739,20 @@ class Influx3StandIn:
                     raise _Refused(409, "attempted to create a resource that already exists")
                 self._room_for_a_database()
                 self.databases[name] = Database(name, nanos)
+            return 200, b"", ""
+        if request.method == "PUT":
+            # Set the retention period, or clear it when the body gives none.
+            try:
+                body = json.loads(raw)
+                name = body["db"]
+                retention = body.get("retention_period")
+                nanos = parse_retention(retention) if retention is not None else None
+            except (ValueError, KeyError, TypeError) as exc:
+                raise _Refused(400, f"serde json error: {exc}") from None
+            with self._lock:
+                if name not in self.databases:
+                    raise _Refused(404, f"the requested resource was not found: {name}")
+                self.databases[name].retention_ns = nanos
             return 200, b"", ""
         if request.method == "DELETE":
             name = request.query.get("db")

@@ -488,6 +488,15 @@ async def test_retention_hides_older_points(influx3: Influx3StandIn) -> None:
     assert influx3.sql("short", "SELECT v FROM m").column("v").to_pylist() == [2.0]
     influx3.now = lambda: now + 3600 * NS
     assert influx3.sql("short", "SELECT count(*) AS c FROM m").to_pylist() == [{"c": 0}]
+    # PUT sets another period, or clears it.
+    path = "/api/v3/configure/database"
+    body: dict[str, Any] = {"db": "short", "retention_period": "2h"}
+    assert (await call(influx3, "PUT", path, json=body, headers=bearer()))[0] == 200
+    assert influx3.sql("short", "SELECT v FROM m").column("v").to_pylist() == [2.0]
+    assert (await call(influx3, "PUT", path, json={"db": "short"}, headers=bearer()))[0] == 200
+    assert influx3.sql("short", "SELECT v FROM m ORDER BY v").column("v").to_pylist() == [1.0, 2.0]
+    missing = await call(influx3, "PUT", path, json={"db": "nope"}, headers=bearer())
+    assert missing[:2] == (404, "the requested resource was not found: nope")
 
 
 def test_retention_periods_parse_like_humantime() -> None:
