@@ -149,6 +149,9 @@ REFUSED = [
     "m\\ v=1 1",
     "m\\\\ v=1 1",
     "m v=1,v=2i 1",
+    # A column named `time`: 1.x refuses the key, 3.x the column type (it is the timestamp).
+    "m time=1 1",
+    "m,time=x v=1 1",
 ]
 
 
@@ -205,6 +208,8 @@ DIVERGENT: list[tuple[str, Stored, Stored]] = [
     ("m v=1. 1", ("m", (), "v", 1.0), None),
     # 1.x keeps the last of a repeated field; 3.x refuses the line.
     ("m v=1,v=2 1", ("m", (), "v", 2.0), None),
+    # 1.x keeps a tag and a field of one name apart; in 3.x both are the one column.
+    ("m,t=1 t=2 1", ("m", (("t", "1"),), "t", 2.0), None),
     # 1.x's time range is (-2^63, 2^63 - 1) exclusive of its ends; 3.x takes any i64.
     ("m v=1 9223372036854775807", None, ("m", (), "v", 1.0)),
 ]
