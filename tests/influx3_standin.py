@@ -26,6 +26,14 @@ and is proven only against those:
   `disable_authz` (3.x's `--disable-authz`); a missing or wrong one gets 401
   `{"error": "the request was not authenticated"}`.
 
+What it does not stand in for: 3.x's own SQL functions (`date_bin_gapfill`, `locf`,
+`interpolate`, `selector_first`/`_last`/`_min`/`_max`, `tz`, `date_bin_wallclock`) are not
+registered, so a query using one fails (400), never passes unchecked; the `datafusion` package
+is 55 where 3.x Core builds on a DataFusion 50–51 fork (an expression's result type may differ
+between the two, a function may be missing from the older); rows of a query without ORDER BY
+come by series and time, which a real server does not promise; `query_influxql`, `/write`,
+`/api/v2/write`, tokens, caches, plugins and system tables are not served (404).
+
 It records every request (`requests`) and can fail the next ones (`fail_next`) or change its
 token (`rotate_token`) for the client's 401 → re-fetch → retry path. A real server is the final
 word: `tests/integration/test_influxdb3_live.py` runs the same checks against one when
