@@ -365,7 +365,9 @@ def render(batches: list[pa.RecordBatch], schema: pa.Schema, format: str) -> byt
         writer.writerow(names)
         writer.writerows(table_rows)
         return buffer.getvalue().encode()
-    return _pretty(names if batches else [], table_rows).encode()
+    if not batches:
+        return b"++\n++"  # arrow's table of nothing
+    return _pretty(names, table_rows).encode()
 
 
 def _pretty(names: list[str], rows: list[list[str]]) -> str:
