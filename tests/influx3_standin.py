@@ -403,6 +403,8 @@ class Influx3StandIn:
     _failures: list[tuple[int, float | None]] = field(default_factory=list)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _runner: web.AppRunner | None = None
+    #: The `Retry-After` of the failure being answered.
+    _retry_after: float | None = None
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -620,8 +622,6 @@ class Influx3StandIn:
         if content_type:
             headers["Content-Type"] = content_type
         return web.Response(status=status, body=body, headers=headers)
-
-    _retry_after: float | None = None
 
     def _answer(self, request: web.Request, raw: bytes) -> tuple[int, bytes, str]:
         if self._failures:
