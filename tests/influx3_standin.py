@@ -463,8 +463,12 @@ class Influx3StandIn:
             raise ValueError(errors)
 
     def sql(self, db: str, query: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-        """Run `query` over `db` with DataFusion, as `/api/v3/query_sql` would (no HTTP)."""
-        batches, schema = self._execute(db, query, params)
+        """Run `query` over `db` with DataFusion, as `/api/v3/query_sql` would (no HTTP); what
+        the server would refuse raises `ValueError` with its status and body."""
+        try:
+            batches, schema = self._execute(db, query, params)
+        except _Refused as refused:
+            raise ValueError(f"HTTP {refused.status}: {refused.body.decode()}") from None
         # The collected batches' schema (nullability as executed) wins over the plan's.
         return pa.Table.from_batches(batches, schema=batches[0].schema if batches else schema)
 
