@@ -370,6 +370,10 @@ def check_sql_errors(client: Client, db: str) -> None:
         assert answer.status == 400, statement
         assert f"{kind} not supported" in answer.body.decode()
     assert client.rows(db, "SELECT v FROM present") == [{"v": 1.0}]
+    # One statement per query: DataFusion's NotImplemented, which 3.x answers with 405.
+    answer = client.query(db, "SELECT 1; SELECT 2")
+    assert answer.status == 405
+    assert "only supports a single SQL statement" in answer.body.decode()
     answer = client.query(db + "_missing", "SELECT 1")
     assert answer.status == 404
     assert answer.json() == {"error": f"query error: database not found: {db}_missing"}
