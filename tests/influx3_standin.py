@@ -20,11 +20,19 @@ and is proven only against those:
 - `GET|POST /api/v3/query_sql` (`db`, `q`, `format`, `params`; a JSON body for POST; the `Accept`
   header when no format is given): `json` (one array; nulls left out, as arrow-json writes),
   `jsonl`, `csv`, `pretty`, `parquet` (pyarrow's writer; no body for no rows).
-- `GET|POST|DELETE /api/v3/configure/database` (`format` required to list; `retention_period`
+- `GET|POST|PUT|DELETE /api/v3/configure/database` (`format` required to list; `retention_period`
   hides older points from queries, against an injectable `now`), `GET /health`, `GET|POST
   /ping`. Every path needs the token (`Bearer`, `Token` or `Basic user:token`) unless listed in
   `disable_authz` (3.x's `--disable-authz`); a missing or wrong one gets 401
   `{"error": "the request was not authenticated"}`.
+
+What it does not stand in for: 3.x's own SQL functions (`date_bin_gapfill`, `locf`,
+`interpolate`, `selector_first`/`_last`/`_min`/`_max`, `tz`, `date_bin_wallclock`) are not
+registered, so a query using one fails (400), never passes unchecked; the `datafusion` package
+is 55 where 3.x Core builds on a DataFusion 50–51 fork (an expression's result type may differ
+between the two, a function may be missing from the older); rows of a query without ORDER BY
+come by series and time, which a real server does not promise; `query_influxql`, `/write`,
+`/api/v2/write`, tokens, caches, plugins and system tables are not served (404).
 
 It records every request (`requests`) and can fail the next ones (`fail_next`) or change its
 token (`rotate_token`) for the client's 401 → re-fetch → retry path. A real server is the final
@@ -112,6 +120,11 @@ _ACCEPT = {
 #: What 3.x lets a query do (`iox_query`'s `sql_to_logical_plan`): no CREATE, no INSERT or
 #: COPY, no SET; refused as planning errors (400).
 _READ_ONLY = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
+_MALFORMED = (
+    '{"error": "Authorization header was malformed, the request was not in the form of '
+    "'Authorization: <auth-scheme> <token>', supported auth-schemes are Bearer, Token and "
+    'Basic"}'
+)
 _DB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(/[A-Za-z0-9_-]+)?")
 
 
@@ -277,10 +290,9 @@ def _column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
         return [None if v is None else _iso(v * scale, kind.tz) for v in raw]
     if pa.types.is_date(kind):
         return [None if v is None else v.isoformat() for v in column.to_pylist()]
-    if pa.types.is_floating(kind):
-        return [None if v is None or not math.isfinite(v) else v for v in column.to_pylist()]
     if (
-        pa.types.is_integer(kind)
+        pa.types.is_floating(kind)
+        or pa.types.is_integer(kind)
         or pa.types.is_boolean(kind)
         or pa.types.is_string(kind)
         or pa.types.is_large_string(kind)
@@ -292,15 +304,24 @@ def _column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
 
 def arrow_json_rows(batches: list[pa.RecordBatch]) -> list[dict[str, Any]]:
     """Rows as arrow-json writes them: an object per row, null values left out, timestamps as
-    naive ISO text, dictionaries as their values, non-finite floats as null."""
+    arrow-cast displays them, dictionaries as their values, a non-finite float as `null` (its
+    key kept: the value is not null, JSON cannot spell it)."""
     rows: list[dict[str, Any]] = []
     for batch in batches:
         columns = [(name, _column_values(batch.column(name))) for name in batch.schema.names]
         rows.extend(
-            {name: values[index] for name, values in columns if values[index] is not None}
+            {
+                name: _json_value(values[index])
+                for name, values in columns
+                if values[index] is not None
+            }
             for index in range(batch.num_rows)
         )
     return rows
+
+
+def _json_value(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _json_text(value: Any) -> str:
@@ -313,7 +334,8 @@ def _csv_cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else ("NaN" if value != value else "inf")
+        # lexical_core's spellings of the non-finite values.
+        return repr(value) if math.isfinite(value) else {"nan": "NaN"}.get(str(value), str(value))
     return str(value)
 
 
@@ -343,7 +365,9 @@ def render(batches: list[pa.RecordBatch], schema: pa.Schema, format: str) -> byt
         writer.writerow(names)
         writer.writerows(table_rows)
         return buffer.getvalue().encode()
-    return _pretty(names if batches else [], table_rows).encode()
+    if not batches:
+        return b"++\n++"  # arrow's table of nothing
+    return _pretty(names, table_rows).encode()
 
 
 def _pretty(names: list[str], rows: list[list[str]]) -> str:
@@ -367,6 +391,8 @@ class Influx3StandIn:
 
     token: str = TOKEN
     now: Callable[[], int] = time.time_ns
+    #: How many databases (besides `_internal`) the catalog holds at most.
+    max_databases: int = 100
     #: Paths served without a token, as `influxdb3 serve --disable-authz health,ping` allows.
     disable_authz: frozenset[str] = frozenset()
     requests: list[Recorded] = field(default_factory=list)
@@ -377,6 +403,8 @@ class Influx3StandIn:
     _failures: list[tuple[int, float | None]] = field(default_factory=list)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _runner: web.AppRunner | None = None
+    #: The `Retry-After` of the failure being answered.
+    _retry_after: float | None = None
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -429,12 +457,18 @@ class Influx3StandIn:
     def write(self, db: str, body: str, *, precision: str = "nanosecond") -> None:
         """Write line protocol directly (no HTTP); a refused line raises `ValueError`."""
         errors = self._write(db, body, precision=precision, accept_partial=False)
+        if errors is None:
+            raise ValueError("incoming write was empty")
         if errors:
             raise ValueError(errors)
 
     def sql(self, db: str, query: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-        """Run `query` over `db` with DataFusion, as `/api/v3/query_sql` would (no HTTP)."""
-        batches, schema = self._execute(db, query, params)
+        """Run `query` over `db` with DataFusion, as `/api/v3/query_sql` would (no HTTP); what
+        the server would refuse raises `ValueError` with its status and body."""
+        try:
+            batches, schema = self._execute(db, query, params)
+        except _Refused as refused:
+            raise ValueError(f"HTTP {refused.status}: {refused.body.decode()}") from None
         # The collected batches' schema (nullability as executed) wins over the plan's.
         return pa.Table.from_batches(batches, schema=batches[0].schema if batches else schema)
 
@@ -442,11 +476,15 @@ class Influx3StandIn:
 
     def _write(
         self, db: str, body: str, *, precision: str, accept_partial: bool
-    ) -> list[dict[str, Any]]:
-        """Apply a body; the refused lines as 3.x reports them (`WriteLineError`)."""
+    ) -> list[dict[str, Any]] | None:
+        """Apply a body; the refused lines as 3.x reports them (`WriteLineError`), or None when
+        the body holds no line at all."""
         multiplier = _PRECISIONS[precision]
         with self._lock:
-            database = self.databases.get(db) or Database(db)
+            database = self.databases.get(db)
+            if database is None:
+                self._room_for_a_database()
+                database = Database(db)
             # Lines are checked against the schema as it grows line by line (a first line fixes
             # a type a later one in the same body must keep); nothing lands until all are checked
             # when partial writes are refused.
@@ -486,6 +524,8 @@ class Influx3StandIn:
                     continue
                 assert isinstance(parsed, ParsedLine)
                 accepted.append((parsed, stamp))
+            if not accepted and not errors:
+                return None
             self.databases[db] = database
             for name, columns in schema.items():
                 if columns:
@@ -493,6 +533,13 @@ class Influx3StandIn:
             for parsed, stamp in accepted:
                 _apply(database.tables[parsed.measurement], parsed, stamp)
             return errors
+
+    def _room_for_a_database(self) -> None:
+        """3.x's catalog limit (`Catalog::NUM_DBS_LIMIT`, `_internal` not counted): 422."""
+        if len(self.databases) - (INTERNAL_DB in self.databases) >= self.max_databases:
+            raise _error_json(
+                422, f"Adding a new database would exceed limit of {self.max_databases} databases"
+            )
 
     def _timestamp(self, value: int | None, multiplier: int | None) -> int:
         if value is None:
@@ -580,8 +627,6 @@ class Influx3StandIn:
             headers["Content-Type"] = content_type
         return web.Response(status=status, body=body, headers=headers)
 
-    _retry_after: float | None = None
-
     def _answer(self, request: web.Request, raw: bytes) -> tuple[int, bytes, str]:
         if self._failures:
             status, self._retry_after = self._failures.pop(0)
@@ -608,18 +653,16 @@ class Influx3StandIn:
             raise _Refused(401, '{"error": "the request was not authenticated"}')
         parts = header.split(" ")
         if len(parts) != 2 or parts[0] not in {"Bearer", "Token", "Basic"}:
-            raise _Refused(
-                400,
-                '{"error": "Authorization header was malformed, the request was not in the form '
-                "of 'Authorization: <auth-scheme> <token>', supported auth-schemes are Bearer, "
-                'Token and Basic"}',
-            )
+            raise _Refused(400, _MALFORMED)
         token = parts[1]
         if parts[0] == "Basic":
             try:
-                token = base64.b64decode(token, validate=True).decode().rsplit(":", 1)[1]
-            except (ValueError, IndexError):
-                raise _Refused(400, '{"error": "Authorization header was malformed"}') from None
+                decoded = base64.b64decode(token, validate=True).decode()
+            except ValueError:
+                raise _Refused(400, _MALFORMED) from None
+            user, colon, token = decoded.rpartition(":")
+            if not colon or ":" in user:
+                raise _Refused(400, _MALFORMED)
         if token != self.token:
             raise _Refused(401, '{"error": "the request was not authenticated"}')
 
@@ -641,6 +684,8 @@ class Influx3StandIn:
         except UnicodeDecodeError as exc:
             raise _Refused(400, f"body content is not valid utf8: {exc}") from None
         errors = self._write(db, body, precision=precision, accept_partial=accept_partial)
+        if errors is None:
+            raise _Refused(400, "incoming write was empty")
         if not errors:
             return 204, b"", ""
         if not accept_partial:
@@ -706,7 +751,22 @@ class Influx3StandIn:
             with self._lock:
                 if name in self.databases:
                     raise _Refused(409, "attempted to create a resource that already exists")
+                self._room_for_a_database()
                 self.databases[name] = Database(name, nanos)
+            return 200, b"", ""
+        if request.method == "PUT":
+            # Set the retention period, or clear it when the body gives none.
+            try:
+                body = json.loads(raw)
+                name = body["db"]
+                retention = body.get("retention_period")
+                nanos = parse_retention(retention) if retention is not None else None
+            except (ValueError, KeyError, TypeError) as exc:
+                raise _Refused(400, f"serde json error: {exc}") from None
+            with self._lock:
+                if name not in self.databases:
+                    raise _Refused(404, f"the requested resource was not found: {name}")
+                self.databases[name].retention_ns = nanos
             return 200, b"", ""
         if request.method == "DELETE":
             name = request.query.get("db")

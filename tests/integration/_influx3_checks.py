@@ -240,6 +240,32 @@ def check_type_conflict(client: Client, db: str, *, accept_partial: bool) -> Non
         assert kept == [1.0]
 
 
+def check_refusals(client: Client, db: str) -> None:
+    """A body with no line (blank, comments) is refused: 400 "incoming write was empty"; a line
+    with one field twice is refused naming the field; a line 3.x cannot parse, with the crate's
+    message."""
+    empty = client.write(db, "\n# nothing\n")
+    assert (empty.status, empty.body) == (400, b"incoming write was empty")
+    twice = client.write(db, "cpu,host=a usage=0.5,usage=0.6", accept_partial="false")
+    assert twice.status == 400
+    assert twice.json()["data"]["error_message"] == (
+        "invalid line protocol - multiple instances of 'usage' field found"
+    )
+    broken = client.write(db, "cpu,host=a usage=0.5 1\ncpu usage= 2\n", accept_partial="true")
+    assert broken.status == 400
+    assert broken.json() == {
+        "error": "partial write of line protocol occurred",
+        "data": [
+            {
+                "error_message": "No fields were provided",
+                "line_number": 2,
+                "original_line": "cpu usage= 2",
+            }
+        ],
+    }
+    assert client.rows(db, "SELECT usage FROM cpu") == [{"usage": 0.5}]
+
+
 def check_overwrite(client: Client, db: str) -> None:
     """A point with the series and time of an earlier one overwrites it field by field (tag
     order in the line does not matter); missing fields are null."""
@@ -344,6 +370,10 @@ def check_sql_errors(client: Client, db: str) -> None:
         assert answer.status == 400, statement
         assert f"{kind} not supported" in answer.body.decode()
     assert client.rows(db, "SELECT v FROM present") == [{"v": 1.0}]
+    # One statement per query: DataFusion's NotImplemented, which 3.x answers with 405.
+    answer = client.query(db, "SELECT 1; SELECT 2")
+    assert answer.status == 405
+    assert "only supports a single SQL statement" in answer.body.decode()
     answer = client.query(db + "_missing", "SELECT 1")
     assert answer.status == 404
     assert answer.json() == {"error": f"query error: database not found: {db}_missing"}
@@ -391,6 +421,20 @@ def check_auth(client: Client, db: str) -> None:
         headers={"Authorization": f"Token {client.token}"},
     )
     assert token.status == 200
+    # influxdb3/tests/server/auth.rs `auth_http`, `http_write_basic_auth`.
+    malformed = (
+        '{"error": "Authorization header was malformed, the request was not in the form of '
+        "'Authorization: <auth-scheme> <token>', supported auth-schemes are Bearer, Token and "
+        'Basic"}'
+    )
+    for header in (f"Bearer {client.token} whee", f"bearer {client.token}", "Bearer"):
+        answer = client.request(
+            "GET",
+            "/api/v3/query_sql",
+            {"db": db, "q": "SELECT 1"},
+            headers={"Authorization": header},
+        )
+        assert (answer.status, answer.body.decode()) == (400, malformed), header
 
 
 def check_type_conflict_partial(client: Client, db: str) -> None:
@@ -409,6 +453,7 @@ def check_configure_another_database(client: Client, db: str) -> None:
 SHARED: list[Callable[[Client, str], None]] = [
     check_typed_points,
     check_information_schema,
+    check_refusals,
     check_overwrite,
     check_precisions,
     check_sql_aggregates,

@@ -149,6 +149,9 @@ REFUSED = [
     "m\\ v=1 1",
     "m\\\\ v=1 1",
     "m v=1,v=2i 1",
+    # A column named `time`: 1.x refuses the key, 3.x the column type (it is the timestamp).
+    "m time=1 1",
+    "m,time=x v=1 1",
 ]
 
 
@@ -205,6 +208,8 @@ DIVERGENT: list[tuple[str, Stored, Stored]] = [
     ("m v=1. 1", ("m", (), "v", 1.0), None),
     # 1.x keeps the last of a repeated field; 3.x refuses the line.
     ("m v=1,v=2 1", ("m", (), "v", 2.0), None),
+    # 1.x keeps a tag and a field of one name apart; in 3.x both are the one column.
+    ("m,t=1 t=2 1", ("m", (("t", "1"),), "t", 2.0), None),
     # 1.x's time range is (-2^63, 2^63 - 1) exclusive of its ends; 3.x takes any i64.
     ("m v=1 9223372036854775807", None, ("m", (), "v", 1.0)),
 ]
@@ -488,6 +493,15 @@ async def test_retention_hides_older_points(influx3: Influx3StandIn) -> None:
     assert influx3.sql("short", "SELECT v FROM m").column("v").to_pylist() == [2.0]
     influx3.now = lambda: now + 3600 * NS
     assert influx3.sql("short", "SELECT count(*) AS c FROM m").to_pylist() == [{"c": 0}]
+    # PUT sets another period, or clears it.
+    path = "/api/v3/configure/database"
+    body: dict[str, Any] = {"db": "short", "retention_period": "2h"}
+    assert (await call(influx3, "PUT", path, json=body, headers=bearer()))[0] == 200
+    assert influx3.sql("short", "SELECT v FROM m").column("v").to_pylist() == [2.0]
+    assert (await call(influx3, "PUT", path, json={"db": "short"}, headers=bearer()))[0] == 200
+    assert influx3.sql("short", "SELECT v FROM m ORDER BY v").column("v").to_pylist() == [1.0, 2.0]
+    missing = await call(influx3, "PUT", path, json={"db": "nope"}, headers=bearer())
+    assert missing[:2] == (404, "the requested resource was not found: nope")
 
 
 def test_retention_periods_parse_like_humantime() -> None:
@@ -717,3 +731,230 @@ def test_the_fast_path_reads_as_the_grammar_does(
     event("split" if fast is not None else "left to the scanner")
     if fast is not None:
         assert fast == scanned
+
+
+# -- against a real 3.x server's recorded answers -----------------------------------------------
+
+# `influxdata/influxdb`, influxdb3/tests/server/write.rs
+# (`test_table_creation_with_special_characters_line_protocol_compatibility`) and its insta
+# snapshots `lib__server__write__special_chars_query_results.snap` and `…_table_columns.snap`:
+# what a real 3.x server answered.
+SPECIAL_LINES = [
+    r"metrics,normal_tag=value1,tag\ with\ spaces=value2,tag\,with\,commas=value3,"
+    r"tag\=with\=equals=value4,tag\ with\ spaces\,and\=all=value5 normal_field=1.0,"
+    r'field\ with\ spaces=42i,field\,with\,commas="test",field\=with\=equals=true,'
+    r"field\ with\ all\,special\=chars=100u 1000000000",
+    r"metrics,normal_tag=value1,tag\ with\ spaces=value\ with\ spaces normal_field=2.0,"
+    r"field\ with\ spaces=84i 2000000000",
+]
+SPECIAL_ROWS = [
+    {
+        "field with all,special=chars": 100,
+        "field with spaces": 42,
+        "field,with,commas": "test",
+        "field=with=equals": True,
+        "normal_field": 1.0,
+        "normal_tag": "value1",
+        "tag with spaces": "value2",
+        "tag with spaces,and=all": "value5",
+        "tag,with,commas": "value3",
+        "tag=with=equals": "value4",
+        "time": "1970-01-01T00:00:01",
+    },
+    {
+        "field with spaces": 84,
+        "normal_field": 2.0,
+        "normal_tag": "value1",
+        "tag with spaces": "value with spaces",
+        "time": "1970-01-01T00:00:02",
+    },
+]
+SPECIAL_COLUMNS = [
+    ("field with all,special=chars", "UInt64", "YES"),
+    ("field with spaces", "Int64", "YES"),
+    ("field,with,commas", "Utf8", "YES"),
+    ("field=with=equals", "Boolean", "YES"),
+    ("normal_field", "Float64", "YES"),
+    ("normal_tag", "Dictionary(Int32, Utf8)", "YES"),
+    ("tag with spaces", "Dictionary(Int32, Utf8)", "YES"),
+    ("tag with spaces,and=all", "Dictionary(Int32, Utf8)", "YES"),
+    ("tag,with,commas", "Dictionary(Int32, Utf8)", "YES"),
+    ("tag=with=equals", "Dictionary(Int32, Utf8)", "YES"),
+    ("time", "Timestamp(ns)", "NO"),
+]
+
+
+def test_answers_as_a_real_server_did(threaded: ThreadedInflux3StandIn) -> None:
+    client = checks.Client(threaded.url, threaded.token)
+    db = "test_special_chars"
+    for line in SPECIAL_LINES:
+        assert client.write(db, line).status == 204
+    assert client.query(db, "SELECT * FROM metrics ORDER BY time").json() == SPECIAL_ROWS
+    columns = client.rows(db, "SHOW COLUMNS FROM metrics")
+    assert [(c["column_name"], c["data_type"], c["is_nullable"]) for c in columns] == (
+        SPECIAL_COLUMNS
+    )
+    assert {(c["table_catalog"], c["table_schema"], c["table_name"]) for c in columns} == {
+        ("public", "iox", "metrics")
+    }
+
+
+async def test_non_finite_floats_as_arrow_writes_them(influx3: Influx3StandIn) -> None:
+    # 3.x stores an overflowing float as infinity (Rust's parse); arrow-json writes a non-finite
+    # float as `null` with its key (arrow-json/src/writer/encoder.rs, `float_encode!`), CSV as
+    # lexical_core spells it.
+    influx3.write("d", "m a=1e400,b=-1e400,c=1 1")
+    q = {"db": "d", "q": "SELECT a, b, c, a - a AS n FROM m"}
+    answer = await call(influx3, "GET", "/api/v3/query_sql", params=q, headers=bearer())
+    assert json.loads(answer[1]) == [{"a": None, "b": None, "c": 1.0, "n": None}]
+    answer = await call(
+        influx3, "GET", "/api/v3/query_sql", params={**q, "format": "csv"}, headers=bearer()
+    )
+    assert answer[1] == "a,b,c,n\ninf,-inf,1.0,NaN\n"
+
+
+# `influxdata/influxdb`, influxdb3/tests/server/query.rs: a real 3.x server's answers, byte for
+# byte (`api_v3_query_sql`, `api_v3_query_sql_params`, `api_v3_query_null_tag_values_null_fields`,
+# `api_query_with_default_browser_header`, `api_v3_query_sql_invalid_query_should_return_400…`,
+# `api_v3_query_sql_not_found`). Their bodies indent continuation lines; the parser skips the
+# leading spaces, as 3.x's does.
+CPU_SECONDS = """cpu,host=a,region=us-east usage=0.9 2998574936
+            cpu,host=b,region=us-east usage=0.50 2998574936
+            cpu,host=a,region=us-east usage=0.80 2998574937
+            cpu,host=b,region=us-east usage=0.60 2998574937
+            cpu,host=a,region=us-east usage=0.70 2998574938
+            cpu,host=b,region=us-east usage=0.70 2998574938
+            cpu,host=a,region=us-east usage=0.50 2998574939
+            cpu,host=b,region=us-east usage=0.80 2998574939"""
+PARAMS_PRETTY = (
+    "+------+---------+---------------------+-------+\n"
+    "| host | region  | time                | usage |\n"
+    "+------+---------+---------------------+-------+\n"
+    "| b    | us-east | 2065-01-07T17:28:58 | 0.7   |\n"
+    "| b    | us-east | 2065-01-07T17:28:59 | 0.8   |\n"
+    "+------+---------+---------------------+-------+"
+)
+PARAMS_QUERY = (
+    "SELECT host, region, time, usage FROM cpu WHERE host = $host AND usage > $usage ORDER BY time"
+)
+
+
+def test_real_servers_pretty_answers(threaded: ThreadedInflux3StandIn) -> None:
+    client = checks.Client(threaded.url, threaded.token)
+    db = f"foo_{uuid.uuid4().hex[:8]}"
+    body = "cpu,host=s1,region=us-east usage=0.9 2998574936\ncpu,host=s1,region=us-east "
+    body += "usage=0.89 2998574937\ncpu,host=s1,region=us-east usage=0.85 2998574938"
+    assert client.write(db, body, precision="second").status == 204
+    pretty = client.query(db, "SELECT host, region, time, usage FROM cpu", "pretty", post=False)
+    assert pretty.body.decode() == (
+        "+------+---------+---------------------+-------+\n"
+        "| host | region  | time                | usage |\n"
+        "+------+---------+---------------------+-------+\n"
+        "| s1   | us-east | 2065-01-07T17:28:56 | 0.9   |\n"
+        "| s1   | us-east | 2065-01-07T17:28:57 | 0.89  |\n"
+        "| s1   | us-east | 2065-01-07T17:28:58 | 0.85  |\n"
+        "+------+---------+---------------------+-------+"
+    )
+    assert client.query(db, "SELECT count(usage) FROM cpu", "pretty").body.decode() == (
+        "+------------------+\n| count(cpu.usage) |\n+------------------+\n"
+        "| 3                |\n+------------------+"
+    )
+
+    db = f"foo_{uuid.uuid4().hex[:8]}"
+    assert client.write(db, CPU_SECONDS, precision="second").status == 204
+    document = {"db": db, "q": PARAMS_QUERY, "params": {"host": "b", "usage": 0.60}}
+    document["format"] = "pretty"
+    posted = client.request(
+        "POST",
+        "/api/v3/query_sql",
+        body=json.dumps(document).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert posted.body.decode() == PARAMS_PRETTY
+    params = json.dumps({"host": "b", "usage": 0.60})
+    query = {"db": db, "q": PARAMS_QUERY, "format": "pretty", "params": params}
+    assert client.request("GET", "/api/v3/query_sql", query).body.decode() == PARAMS_PRETTY
+    missing = client.request(
+        "GET", "/api/v3/query_sql", {**query, "params": json.dumps({"not_host": "a"})}
+    )
+    assert 400 <= missing.status < 500
+    assert "No value found for placeholder with name $host" in missing.body.decode()
+
+    db = f"foo_{uuid.uuid4().hex[:8]}"
+    body = "cpu,host=a,region=us-east usage=0.9,system=0.1 2998674931\n"
+    body += "            cpu,host=b usage=0.80,system=0.1 2998674934"
+    assert client.write(db, body, precision="second").status == 204
+    assert (
+        client.write(db, "cpu,host=a,region=us-east usage=0.9 2998674935", precision="s").status
+        == 204
+    )
+    assert client.query(db, "SELECT * FROM cpu ORDER BY time", "pretty").body.decode() == (
+        "+------+---------+--------+---------------------+-------+\n"
+        "| host | region  | system | time                | usage |\n"
+        "+------+---------+--------+---------------------+-------+\n"
+        "| a    | us-east | 0.1    | 2065-01-08T21:15:31 | 0.9   |\n"
+        "| b    |         | 0.1    | 2065-01-08T21:15:34 | 0.8   |\n"
+        "| a    | us-east |        | 2065-01-08T21:15:35 | 0.9   |\n"
+        "+------+---------+--------+---------------------+-------+"
+    )
+
+    db = f"foo_{uuid.uuid4().hex[:8]}"
+    assert client.write(db, "cpu,region=us,host=a usage=99 2998674934", precision="s").status == 204
+    browser = client.request(
+        "GET",
+        "/api/v3/query_sql",
+        {"db": db, "format": "pretty", "q": "SELECT * FROM cpu"},
+        headers={"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"},
+    )
+    assert browser.body.decode() == (
+        "+------+--------+---------------------+-------+\n"
+        "| host | region | time                | usage |\n"
+        "+------+--------+---------------------+-------+\n"
+        "| a    | us     | 2065-01-08T21:15:34 | 99.0  |\n"
+        "+------+--------+---------------------+-------+"
+    )
+    for invalid in (
+        "SHOW MEASUREMENTS",
+        "SELEC * FROM cpu",
+        "SELECT * cpu",
+        "SELECT count( FROM cpu",
+    ):
+        answer = client.query(db, invalid, "pretty", post=False)
+        assert 400 <= answer.status < 500, invalid
+    assert client.query("foo_never_written", "SELECT * FROM foo", "pretty").status == 404
+
+
+async def test_the_catalog_holds_so_many_databases(influx3: Influx3StandIn) -> None:
+    # influxdb3/tests/server/configure.rs `api_v3_configure_db_create_db_hit_limit` (a server
+    # limited to 5): the next database is refused with 422, by a create or by a first write;
+    # deleted databases and `_internal` do not count.
+    influx3.max_databases = 2
+    path = "/api/v3/configure/database"
+    for name in ("one", "two"):
+        assert (await call(influx3, "POST", path, json={"db": name}, headers=bearer()))[0] == 200
+    status, text, _ = await call(influx3, "POST", path, json={"db": "three"}, headers=bearer())
+    assert (status, json.loads(text)) == (
+        422,
+        {"error": "Adding a new database would exceed limit of 2 databases"},
+    )
+    write = await call(
+        influx3,
+        "POST",
+        "/api/v3/write_lp",
+        params={"db": "three"},
+        data="m v=1 1",
+        headers=bearer(),
+    )
+    assert write[0] == 422
+    assert (await call(influx3, "DELETE", path, params={"db": "one"}, headers=bearer()))[0] == 200
+    assert (await call(influx3, "DELETE", path, params={"db": "one"}, headers=bearer()))[0] == 404
+    assert (await call(influx3, "DELETE", path, headers=bearer()))[0] == 400
+    write = await call(
+        influx3,
+        "POST",
+        "/api/v3/write_lp",
+        params={"db": "three"},
+        data="m v=1 1",
+        headers=bearer(),
+    )
+    assert write[0] == 204
