@@ -1,5 +1,5 @@
-"""The 3.x half of the lifecycle: archives from a 3.x tier, restores and relays into one, and the
-migration paths 1.x → 3.x and 2.x → 3.x, and 3.x → 3.x.
+"""The 3.x half of the lifecycle: archives from a 3.x tier, restores and relays into one, the
+migration paths 1.x → 3.x and 2.x → 3.x, and relays 3.x → 3.x, 3.x → 1.x and 3.x → 2.x.
 
 Which parts are real:
 - InfluxDB 1.x is the session's throwaway influxd 1.6: a relay's source, and the oracle of every
@@ -8,9 +8,9 @@ Which parts are real:
   tierflow sends runs on Apache DataFusion, the engine 3.x runs SQL with; its line protocol
   parser is a port of 3.x's. What it stores is read back with its own `SELECT *` (pyarrow
   tables, types as the table holds them), never through tierflow.
-- InfluxDB 2.x, as a relay's source, is the recording stand-in (`tests/influx2_standin.py`),
-  answering the relay's script with the pivoted table a 2.x server builds from the oracle's
-  points.
+- InfluxDB 2.x is the recording stand-in (`tests/influx2_standin.py`): as a relay's source it
+  answers the relay's script with the pivoted table a 2.x server builds from the oracle's points;
+  as a dest, the bodies it accepted are replayed into the real influxd.
 
 Oracles: the points written (the test's own values, from which the line protocol bodies are
 made), the stand-in's `SELECT *`, influxd's `SELECT … INTO`, and the Parquet bytes on disk.
@@ -656,6 +656,55 @@ async def test_a_relay_from_2x_into_3x_writes_what_select_into_writes(
     assert {r.status for r in runs} == {RunStatus.SUCCEEDED}, [r.error for r in runs]
     assert_same(tier3(influx3, "warm", "m"), expected)
     assert field_types3(influx3, "warm", "m") == field_types(influxd, source, "warm", "m")
+
+
+async def test_a_relay_from_3x_into_2x_writes_what_select_into_writes(
+    influx3: Influx3StandIn,
+    influxd: ThrowawayInfluxd,
+    databases: Databases,
+    tmp_path: Path,
+    start: datetime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Out of 3.x into 2.x: the bodies the 2.x stand-in accepted are replayed into the real
+    influxd, which must then hold what its own SELECT … INTO wrote over the same points."""
+    source, replayed = databases.new(), databases.new()
+    lines = sparse_lines(start)
+    influxd.write(lines, db=source)
+    influx3.write("hot", "\n".join(lines))
+    expected = await select_into(tmp_path, influxd, source, start)
+    monkeypatch.setenv("TF_FLUX_TOKEN", "flux-token")
+    flux = StandIn(tokens={"flux-token"}, org="acme", buckets={"warm"})
+    await flux.start()
+    try:
+        path = write_toml(
+            tmp_path / "relay",
+            {
+                "state": sqlite_state(tmp_path / "relay"),
+                "connections.v3": v3(influx3),
+                "connections.cloud": {
+                    "kind": "influxdb2",
+                    "url": flux.url,
+                    "org": "acme",
+                    "token": {"env": "TF_FLUX_TOKEN"},
+                },
+                "tiers.hot": {"connection": "v3", "bucket": "hot"},
+                "tiers.warm": {"connection": "cloud", "bucket": "warm"},
+                "jobs.down": relay_job(start, source="hot", dest="warm"),
+            },
+        )
+        runs = await run_due(path, start + HOUR)
+    finally:
+        await flux.stop()
+
+    assert {r.status for r in runs} == {RunStatus.SUCCEEDED}, [r.error for r in runs]
+    writes = [r for r in flux.requests if r.path == "/api/v2/write" and r.status == 204]
+    assert writes
+    for request in writes:
+        assert request.query == {"org": "acme", "bucket": "warm", "precision": "ns"}
+        influxd.write(request.body, db=replayed, rp="warm")
+    assert_same(read_tier(influxd, replayed, "warm"), expected)
+    assert field_types(influxd, replayed, "warm", "m") == field_types(influxd, source, "warm", "m")
 
 
 # -- the whole lifecycle, through the tierflow command ------------------------------------------
