@@ -94,16 +94,19 @@ class Unsigned(int):
     """An int written as an unsigned field (`123u`)."""
 
 
+NAME_SPECIALS, KEY_SPECIALS = "\\, ", "\\,= "
+
+
 def line(row: Row) -> str:
+    """A row as 3.x's parser reads line protocol (`\\\\` in a name is one backslash)."""
     measurement, time, tags, fields = row
-    key = ",".join(
-        [_escape(measurement, ", "), *(f"{_escape(k, ',= ')}={_escape(v, ',= ')}" for k, v in tags)]
-    )
-    values = ",".join(f"{_escape(k, ',= ')}={_value(v)}" for k, v in fields)
+    pairs = [f"{_escape(k, KEY_SPECIALS)}={_escape(v, KEY_SPECIALS)}" for k, v in tags]
+    key = ",".join([_escape(measurement, NAME_SPECIALS), *pairs])
+    values = ",".join(f"{_escape(k, KEY_SPECIALS)}={_value(v)}" for k, v in fields)
     return f"{key} {values} {time}"
 
 
-HOSTS = ["a b", "c,d", "e=f", "plain", "ünï cødé", 'q"uote']
+HOSTS = ["a b", "c,d", "e=f", "plain", "ünï cødé", 'q"uote', "a\\b", "c\\\\d", "x\\,y"]
 STRINGS = ['say "hi"', "back\\slash", "two\nlines", "tab\tand\r\nCRLF", "", "{}", "é∑😀", "'"]
 FLOATS = [-0.0, 0.0, 5e-324, 1.7976931348623157e308, -1.7976931348623157e308, 0.1, 1.0, 2.5e-10]
 INTS = [-(2**63), 2**63 - 1, 0, -1, 2**53 + 1]
@@ -126,6 +129,7 @@ def hostile_rows(start: datetime, hours: int, seed: int = 3) -> list[Row]:
         "u": lambda: Unsigned(rng.choice([*UINTS, rng.randint(0, 2**64 - 1)])),
         "ok": lambda: rng.random() < 0.5,
         "note": lambda: rng.choice([*STRINGS, "".join(rng.choices('xy"\\ \n,=é', k=6))]),
+        "back\\slash key": lambda: rng.random(),
     }
     for i in range(400):
         time = first + rng.randrange(span)

@@ -73,6 +73,9 @@ class Sql(Dialect):
     # The safety checker parses SQL with sqlglot (the `influxdb3` extra).
     client_module = ("sqlglot", "influxdb3")
     credentials_hint = 'token = { env = "…" } (or { file = "…" })'
+    # 3.x's parser reads `\\` as one backslash: names and tag values are written with each
+    # backslash doubled (`tierflow._lineprotocol`).
+    line_protocol = "v3"
 
     def filters(self) -> Mapping[str, Callable[..., Any]]:
         from tierflow._engines.sql._literals import SQL_FILTERS
