@@ -637,7 +637,12 @@ class Influx3StandIn:
         if path == "/health" and method == "GET":
             return 200, b"OK", "text/plain; charset=utf-8"
         if path == "/ping" and method in {"GET", "POST"}:
-            body = {"version": "3.x-standin", "revision": "datafusion", "process_id": "0"}
+            body = {
+                "product_name": "InfluxDB 3 Core (tierflow's stand-in)",
+                "version": "3.x-standin",
+                "revision": "datafusion",
+                "process_id": "00000000-0000-0000-0000-000000000000",
+            }
             return 200, json.dumps(body).encode(), "application/json"
         if path == "/api/v3/write_lp" and method == "POST":
             return self._write_lp(request, raw)
