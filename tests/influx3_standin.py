@@ -65,7 +65,7 @@ import pyarrow.parquet as pq
 from aiohttp import web
 from datafusion import SessionConfig, SessionContext, SQLOptions
 
-from tests.lineprotocol3 import LineError, ParsedLine, parse_lines
+from tests.lineprotocol3 import LineError, ParsedLine, display, parse_lines, raw_lines
 
 __all__ = [
     "ROTATED",
@@ -494,12 +494,16 @@ class Influx3StandIn:
             # A column never changes type, so a line shaped like one already checked (the same
             # table, tag keys, field keys and kinds) passes without another look.
             checked: set[tuple[Any, ...]] = set()
+            raw = iter(raw_lines(body))
             for number, parsed in enumerate(parse_lines(body), start=1):
                 problem: str | None = None
+                # 3.x names a line it cannot parse by the raw line in step with the parsed ones,
+                # and a line it refuses later as it prints the parsed line again.
+                unparsed = next(raw, "")
                 if isinstance(parsed, LineError):
-                    problem, line = str(parsed), parsed.line
+                    problem, line = str(parsed), unparsed
                 else:
-                    line = parsed.line
+                    line = display(parsed)
                     shape = (
                         parsed.measurement,
                         tuple(k for k, _ in parsed.tags),

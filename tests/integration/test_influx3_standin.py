@@ -982,3 +982,28 @@ async def test_the_catalog_holds_so_many_databases(influx3: Influx3StandIn) -> N
         headers=bearer(),
     )
     assert write[0] == 204
+
+
+async def test_refused_lines_are_named_as_3x_names_them(influx3: Influx3StandIn) -> None:
+    # influxdb3_write/src/write_buffer/validator.rs: a line that does not parse is named by the
+    # raw line (Rust `str::lines`) in step with the parsed ones, so a blank line before it
+    # shifts the name; a line refused by the schema is printed again by the crate's `Display`
+    # (floats as Rust prints them); `original_line` keeps 20 bytes (WriteLineError's serializer).
+    body = "m v=1 1\n\nm v= 2\nm,host=a\\ b v=2.50,v=1e-7 3\n"
+    status, text, _ = await call(
+        influx3,
+        "POST",
+        "/api/v3/write_lp",
+        params={"db": "d", "accept_partial": "true"},
+        data=body,
+        headers=bearer(),
+    )
+    assert status == 400
+    assert json.loads(text)["data"] == [
+        {"error_message": "No fields were provided", "line_number": 2, "original_line": ""},
+        {
+            "error_message": "invalid line protocol - multiple instances of 'v' field found",
+            "line_number": 3,
+            "original_line": "m,host=a\\ b v=2.5,v=",
+        },
+    ]
