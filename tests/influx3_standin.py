@@ -638,6 +638,10 @@ class Influx3StandIn:
         path, method = request.path, request.method
         if path not in self.disable_authz:
             self._authenticate(request)
+        # aiohttp has undone the encoding already; 3.x's `read_body` takes gzip only.
+        encoding = request.headers.get("Content-Encoding")
+        if encoding not in {None, "identity", "gzip"}:
+            raise _Refused(400, f"unacceptable content-encoding: {encoding}")
         if path == "/health" and method == "GET":
             return 200, b"OK", "text/plain; charset=utf-8"
         if path == "/ping" and method in {"GET", "POST"}:

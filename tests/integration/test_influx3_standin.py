@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 import math
 import random
 import urllib.request
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -830,3 +832,24 @@ async def test_refused_lines_are_named_as_3x_names_them(influx3: Influx3StandIn)
             "original_line": "m,host=a\\ b v=2.5,v=",
         },
     ]
+
+
+async def test_bodies_may_be_gzipped(influx3: Influx3StandIn) -> None:
+    body = gzip.compress(b"m v=1 1\n")
+    headers = {**bearer(), "Content-Encoding": "gzip"}
+    write = await call(
+        influx3, "POST", "/api/v3/write_lp", params={"db": "d"}, data=body, headers=headers
+    )
+    assert write[0] == 204
+    assert influx3.requests[-1].body == b"m v=1 1\n"
+    assert influx3.requests[-1].headers["Content-Encoding"] == "gzip"
+    headers["Content-Encoding"] = "deflate"
+    refused = await call(
+        influx3,
+        "POST",
+        "/api/v3/write_lp",
+        params={"db": "d"},
+        data=zlib.compress(b"m v=2 2\n"),
+        headers=headers,
+    )
+    assert refused[:2] == (400, "unacceptable content-encoding: deflate")
