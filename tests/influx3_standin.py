@@ -144,6 +144,11 @@ class Recorded:
     def json(self) -> Any:
         return json.loads(self.body)
 
+    @property
+    def body_length(self) -> int:
+        """The body's length as the handler read it (after a gzip encoding is undone)."""
+        return len(self.body)
+
 
 class _Refused(Exception):
     """An answer other than success: status, body, content type."""

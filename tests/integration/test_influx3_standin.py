@@ -842,6 +842,7 @@ async def test_bodies_may_be_gzipped(influx3: Influx3StandIn) -> None:
     )
     assert write[0] == 204
     assert influx3.requests[-1].body == b"m v=1 1\n"
+    assert influx3.requests[-1].body_length == 8
     assert influx3.requests[-1].headers["Content-Encoding"] == "gzip"
     headers["Content-Encoding"] = "deflate"
     refused = await call(
