@@ -65,7 +65,7 @@ import pyarrow.parquet as pq
 from aiohttp import web
 from datafusion import SessionConfig, SessionContext, SQLOptions
 
-from tests.lineprotocol3 import LineError, ParsedLine, parse_lines
+from tests.lineprotocol3 import LineError, ParsedLine, display, parse_lines, raw_lines
 
 __all__ = [
     "ROTATED",
@@ -143,6 +143,11 @@ class Recorded:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+    @property
+    def body_length(self) -> int:
+        """The body's length as the handler read it (after a gzip encoding is undone)."""
+        return len(self.body)
 
 
 class _Refused(Exception):
@@ -494,12 +499,16 @@ class Influx3StandIn:
             # A column never changes type, so a line shaped like one already checked (the same
             # table, tag keys, field keys and kinds) passes without another look.
             checked: set[tuple[Any, ...]] = set()
+            raw = iter(raw_lines(body))
             for number, parsed in enumerate(parse_lines(body), start=1):
                 problem: str | None = None
+                # 3.x names a line it cannot parse by the raw line in step with the parsed ones,
+                # and a line it refuses later as it prints the parsed line again.
+                unparsed = next(raw, "")
                 if isinstance(parsed, LineError):
-                    problem, line = str(parsed), parsed.line
+                    problem, line = str(parsed), unparsed
                 else:
-                    line = parsed.line
+                    line = display(parsed)
                     shape = (
                         parsed.measurement,
                         tuple(k for k, _ in parsed.tags),
@@ -634,10 +643,19 @@ class Influx3StandIn:
         path, method = request.path, request.method
         if path not in self.disable_authz:
             self._authenticate(request)
+        # aiohttp has undone the encoding already; 3.x's `read_body` takes gzip only.
+        encoding = request.headers.get("Content-Encoding")
+        if encoding not in {None, "identity", "gzip"}:
+            raise _Refused(400, f"unacceptable content-encoding: {encoding}")
         if path == "/health" and method == "GET":
             return 200, b"OK", "text/plain; charset=utf-8"
         if path == "/ping" and method in {"GET", "POST"}:
-            body = {"version": "3.x-standin", "revision": "datafusion", "process_id": "0"}
+            body = {
+                "product_name": "InfluxDB 3 Core (tierflow's stand-in)",
+                "version": "3.x-standin",
+                "revision": "datafusion",
+                "process_id": "00000000-0000-0000-0000-000000000000",
+            }
             return 200, json.dumps(body).encode(), "application/json"
         if path == "/api/v3/write_lp" and method == "POST":
             return self._write_lp(request, raw)

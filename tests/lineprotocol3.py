@@ -16,11 +16,22 @@ both accept, and names where the two grammars differ.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
-__all__ = ["FIELD_KINDS", "LineError", "ParsedLine", "UInt", "parse_lines", "split_lines"]
+__all__ = [
+    "FIELD_KINDS",
+    "LineError",
+    "ParsedLine",
+    "UInt",
+    "display",
+    "parse_lines",
+    "raw_lines",
+    "split_lines",
+]
 
 I64 = (-(2**63), 2**63 - 1)
 U64_MAX = 2**64 - 1
@@ -110,6 +121,58 @@ def split_lines(body: str) -> list[str]:
             equals = commas = 0
     lines.append(body[start:])
     return lines
+
+
+def raw_lines(body: str) -> list[str]:
+    """Rust's `str::lines` (a newline ends a line, a `\\r` before it is dropped, no empty last
+    line): 3.x names a line it cannot parse by the n-th of these, whatever the n-th parsed line
+    was (`v1_parse_lines_and_catalog_updates` walks both in step)."""
+    lines = body.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def _escape(value: str, specials: str) -> str:
+    for char in specials:
+        value = value.replace(char, "\\" + char)
+    return value
+
+
+def _rust_float(value: float) -> str:
+    """Rust's `{}` of an f64: the shortest digits that read back, never an exponent."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    text = format(Decimal(repr(value)), "f")
+    return text.removesuffix(".0") if "." in text and text.endswith(".0") else text
+
+
+def display(line: ParsedLine) -> str:
+    """The crate's `Display` of a parsed line (which 3.x puts in a refused line's
+    `original_line`): names escaped again, floats as Rust prints them, strings without their
+    quotes (only `"` escaped), booleans `true`/`false`."""
+    text = _escape(line.measurement, ", ")
+    text += "".join(f",{_escape(k, ',= ')}={_escape(v, ',= ')}" for k, v in line.tags)
+    values = []
+    for key, kind, value in line.fields:
+        if kind == "float":
+            shown = _rust_float(value)
+        elif kind == "integer":
+            shown = f"{value}i"
+        elif kind == "uinteger":
+            shown = f"{value}u"
+        elif kind == "string":
+            shown = _escape(value, '"')
+        else:
+            shown = "true" if value else "false"
+        values.append(f"{_escape(key, ',= ')}={shown}")
+    if values:
+        text += " " + ",".join(values)
+    if line.timestamp is not None:
+        text += f" {line.timestamp}"
+    return text
 
 
 def _trim_leading(text: str) -> str:

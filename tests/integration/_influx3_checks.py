@@ -437,6 +437,192 @@ def check_auth(client: Client, db: str) -> None:
         assert (answer.status, answer.body.decode()) == (400, malformed), header
 
 
+# -- a real 3.x server's recorded answers -----------------------------------------------------
+
+# `influxdata/influxdb`, influxdb3/tests/server/write.rs
+# (`test_table_creation_with_special_characters_line_protocol_compatibility`) and its insta
+# snapshots `lib__server__write__special_chars_query_results.snap` and `…_table_columns.snap`:
+# what a real 3.x server answered.
+SPECIAL_LINES = [
+    r"metrics,normal_tag=value1,tag\ with\ spaces=value2,tag\,with\,commas=value3,"
+    r"tag\=with\=equals=value4,tag\ with\ spaces\,and\=all=value5 normal_field=1.0,"
+    r'field\ with\ spaces=42i,field\,with\,commas="test",field\=with\=equals=true,'
+    r"field\ with\ all\,special\=chars=100u 1000000000",
+    r"metrics,normal_tag=value1,tag\ with\ spaces=value\ with\ spaces normal_field=2.0,"
+    r"field\ with\ spaces=84i 2000000000",
+]
+SPECIAL_ROWS = [
+    {
+        "field with all,special=chars": 100,
+        "field with spaces": 42,
+        "field,with,commas": "test",
+        "field=with=equals": True,
+        "normal_field": 1.0,
+        "normal_tag": "value1",
+        "tag with spaces": "value2",
+        "tag with spaces,and=all": "value5",
+        "tag,with,commas": "value3",
+        "tag=with=equals": "value4",
+        "time": "1970-01-01T00:00:01",
+    },
+    {
+        "field with spaces": 84,
+        "normal_field": 2.0,
+        "normal_tag": "value1",
+        "tag with spaces": "value with spaces",
+        "time": "1970-01-01T00:00:02",
+    },
+]
+SPECIAL_COLUMNS = [
+    ("field with all,special=chars", "UInt64", "YES"),
+    ("field with spaces", "Int64", "YES"),
+    ("field,with,commas", "Utf8", "YES"),
+    ("field=with=equals", "Boolean", "YES"),
+    ("normal_field", "Float64", "YES"),
+    ("normal_tag", "Dictionary(Int32, Utf8)", "YES"),
+    ("tag with spaces", "Dictionary(Int32, Utf8)", "YES"),
+    ("tag with spaces,and=all", "Dictionary(Int32, Utf8)", "YES"),
+    ("tag,with,commas", "Dictionary(Int32, Utf8)", "YES"),
+    ("tag=with=equals", "Dictionary(Int32, Utf8)", "YES"),
+    ("time", "Timestamp(ns)", "NO"),
+]
+
+
+def check_recorded_special_characters(client: Client, db: str) -> None:
+    """Names with spaces, commas and equals signs, escaped, come back as a real server gave
+    them: `SELECT *` (columns in name order, nulls left out) and `SHOW COLUMNS`."""
+    for line in SPECIAL_LINES:
+        assert client.write(db, line).status == 204
+    assert client.query(db, "SELECT * FROM metrics ORDER BY time").json() == SPECIAL_ROWS
+    columns = client.rows(db, "SHOW COLUMNS FROM metrics")
+    assert [(c["column_name"], c["data_type"], c["is_nullable"]) for c in columns] == (
+        SPECIAL_COLUMNS
+    )
+    assert {(c["table_catalog"], c["table_schema"], c["table_name"]) for c in columns} == {
+        ("public", "iox", "metrics")
+    }
+
+
+# `influxdata/influxdb`, influxdb3/tests/server/query.rs: a real 3.x server's answers, byte for
+# byte (`api_v3_query_sql`, `api_v3_query_sql_params`, `api_v3_query_null_tag_values_null_fields`,
+# `api_query_with_default_browser_header`, `api_v3_query_sql_invalid_query_should_return_400…`,
+# `api_v3_query_sql_not_found`). Their bodies indent continuation lines; the parser skips the
+# leading spaces, as 3.x's does.
+CPU_SECONDS = """cpu,host=a,region=us-east usage=0.9 2998574936
+            cpu,host=b,region=us-east usage=0.50 2998574936
+            cpu,host=a,region=us-east usage=0.80 2998574937
+            cpu,host=b,region=us-east usage=0.60 2998574937
+            cpu,host=a,region=us-east usage=0.70 2998574938
+            cpu,host=b,region=us-east usage=0.70 2998574938
+            cpu,host=a,region=us-east usage=0.50 2998574939
+            cpu,host=b,region=us-east usage=0.80 2998574939"""
+PARAMS_PRETTY = (
+    "+------+---------+---------------------+-------+\n"
+    "| host | region  | time                | usage |\n"
+    "+------+---------+---------------------+-------+\n"
+    "| b    | us-east | 2065-01-07T17:28:58 | 0.7   |\n"
+    "| b    | us-east | 2065-01-07T17:28:59 | 0.8   |\n"
+    "+------+---------+---------------------+-------+"
+)
+PARAMS_QUERY = (
+    "SELECT host, region, time, usage FROM cpu WHERE host = $host AND usage > $usage ORDER BY time"
+)
+
+
+def check_recorded_pretty_answers(client: Client, db: str) -> None:
+    """Pretty tables, parameters, a missing placeholder, `SELECT *` with nulls, a browser's
+    Accept header, invalid queries, an unknown database: as a real server answered."""
+    made = [f"{db}_{n}" for n in range(3)]
+    try:
+        _recorded_pretty_answers(client, db, *made)
+    finally:
+        for name in made:
+            client.delete_database(name)
+
+
+def _recorded_pretty_answers(client: Client, db: str, second: str, third: str, fourth: str) -> None:
+    body = "cpu,host=s1,region=us-east usage=0.9 2998574936\ncpu,host=s1,region=us-east "
+    body += "usage=0.89 2998574937\ncpu,host=s1,region=us-east usage=0.85 2998574938"
+    assert client.write(db, body, precision="second").status == 204
+    pretty = client.query(db, "SELECT host, region, time, usage FROM cpu", "pretty", post=False)
+    assert pretty.body.decode() == (
+        "+------+---------+---------------------+-------+\n"
+        "| host | region  | time                | usage |\n"
+        "+------+---------+---------------------+-------+\n"
+        "| s1   | us-east | 2065-01-07T17:28:56 | 0.9   |\n"
+        "| s1   | us-east | 2065-01-07T17:28:57 | 0.89  |\n"
+        "| s1   | us-east | 2065-01-07T17:28:58 | 0.85  |\n"
+        "+------+---------+---------------------+-------+"
+    )
+    assert client.query(db, "SELECT count(usage) FROM cpu", "pretty").body.decode() == (
+        "+------------------+\n| count(cpu.usage) |\n+------------------+\n"
+        "| 3                |\n+------------------+"
+    )
+
+    db = second
+    assert client.write(db, CPU_SECONDS, precision="second").status == 204
+    document = {"db": db, "q": PARAMS_QUERY, "params": {"host": "b", "usage": 0.60}}
+    document["format"] = "pretty"
+    posted = client.request(
+        "POST",
+        "/api/v3/query_sql",
+        body=json.dumps(document).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert posted.body.decode() == PARAMS_PRETTY
+    params = json.dumps({"host": "b", "usage": 0.60})
+    query = {"db": db, "q": PARAMS_QUERY, "format": "pretty", "params": params}
+    assert client.request("GET", "/api/v3/query_sql", query).body.decode() == PARAMS_PRETTY
+    missing = client.request(
+        "GET", "/api/v3/query_sql", {**query, "params": json.dumps({"not_host": "a"})}
+    )
+    assert 400 <= missing.status < 500
+    assert "No value found for placeholder with name $host" in missing.body.decode()
+
+    db = third
+    body = "cpu,host=a,region=us-east usage=0.9,system=0.1 2998674931\n"
+    body += "            cpu,host=b usage=0.80,system=0.1 2998674934"
+    assert client.write(db, body, precision="second").status == 204
+    assert (
+        client.write(db, "cpu,host=a,region=us-east usage=0.9 2998674935", precision="s").status
+        == 204
+    )
+    assert client.query(db, "SELECT * FROM cpu ORDER BY time", "pretty").body.decode() == (
+        "+------+---------+--------+---------------------+-------+\n"
+        "| host | region  | system | time                | usage |\n"
+        "+------+---------+--------+---------------------+-------+\n"
+        "| a    | us-east | 0.1    | 2065-01-08T21:15:31 | 0.9   |\n"
+        "| b    |         | 0.1    | 2065-01-08T21:15:34 | 0.8   |\n"
+        "| a    | us-east |        | 2065-01-08T21:15:35 | 0.9   |\n"
+        "+------+---------+--------+---------------------+-------+"
+    )
+
+    db = fourth
+    assert client.write(db, "cpu,region=us,host=a usage=99 2998674934", precision="s").status == 204
+    browser = client.request(
+        "GET",
+        "/api/v3/query_sql",
+        {"db": db, "format": "pretty", "q": "SELECT * FROM cpu"},
+        headers={"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"},
+    )
+    assert browser.body.decode() == (
+        "+------+--------+---------------------+-------+\n"
+        "| host | region | time                | usage |\n"
+        "+------+--------+---------------------+-------+\n"
+        "| a    | us     | 2065-01-08T21:15:34 | 99.0  |\n"
+        "+------+--------+---------------------+-------+"
+    )
+    for invalid in (
+        "SHOW MEASUREMENTS",
+        "SELEC * FROM cpu",
+        "SELECT * cpu",
+        "SELECT count( FROM cpu",
+    ):
+        answer = client.query(db, invalid, "pretty", post=False)
+        assert 400 <= answer.status < 500, invalid
+    assert client.query(db + "_never", "SELECT * FROM foo", "pretty").status == 404
+
+
 def check_type_conflict_partial(client: Client, db: str) -> None:
     check_type_conflict(client, db, accept_partial=True)
 
@@ -462,4 +648,6 @@ SHARED: list[Callable[[Client, str], None]] = [
     check_type_conflict_partial,
     check_type_conflict_whole,
     check_configure_another_database,
+    check_recorded_special_characters,
+    check_recorded_pretty_answers,
 ]

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 import math
 import random
 import urllib.request
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -392,27 +394,46 @@ def test_tierflow_bodies_read_alike(
 # -- SQL in DataFusion against InfluxQL in influxd ----------------------------------------------
 
 
-def test_sql_aggregates_equal_influxql(influxd: ThrowawayInfluxd, db: str) -> None:
+@pytest.mark.parametrize(
+    ("influxql", "interval", "origin", "span"),
+    [
+        ("time(1h, 30m)", "1 hour", "1970-01-01T00:30:00", (1800, 5 * 3600 + 1800)),
+        ("time(15m)", "15 minutes", "1970-01-01T00:00:00", (600, 4 * 3600 + 77)),
+        ("time(1d, 6h)", "1 day", "1970-01-01T06:00:00", (0, 6 * 3600)),
+    ],
+)
+def test_sql_aggregates_equal_influxql(
+    influxd: ThrowawayInfluxd,
+    db: str,
+    influxql: str,
+    interval: str,
+    origin: str,
+    span: tuple[int, int],
+) -> None:
+    """DataFusion's avg/min/max/count/sum per `date_bin` window against influxd's InfluxQL per
+    `GROUP BY time(every, offset)` over the same points (a fifth of them without the float
+    field): the same windows, the same stamps, the same values."""
     rng = random.Random(15)
-    start = 1_700_000_000 * NS // (3600 * NS) * (3600 * NS)
+    start = 1_700_000_000 * NS // (86_400 * NS) * (86_400 * NS)
     lines = []
     for escaped in ("a", "b\\ c", "d\\,e"):
         for second in sorted(rng.sample(range(6 * 3600), 400)):
             value, number = rng.uniform(-1e6, 1e6), rng.randint(-(10**12), 10**12)
-            lines.append(f"m,host={escaped} v={value!r},n={number}i {start + second * NS}")
+            fields = f"n={number}i" if rng.random() < 0.2 else f"v={value!r},n={number}i"
+            lines.append(f"m,host={escaped} {fields} {start + second * NS}")
     body = "\n".join(lines)
     influxd.write_body(body.encode(), db=db, precision="ns")
     standin = Influx3StandIn()
     standin.write("agg", body)
-    low, high = start + 1800 * NS, start + 5 * 3600 * NS + 1800 * NS
+    low, high = start + span[0] * NS, start + span[1] * NS
     theirs = influxd.series_points(
         "SELECT mean(v), min(v), max(v), count(v), sum(v), sum(n), mean(n) FROM m "
-        f"WHERE time >= {low} AND time < {high} GROUP BY time(1h, 30m), host",
+        f"WHERE time >= {low} AND time < {high} GROUP BY {influxql}, host fill(none)",
         db=db,
     )
     ours = standin.sql(
         "agg",
-        "SELECT date_bin(INTERVAL '1 hour', time, TIMESTAMP '1970-01-01T00:30:00') AS time, "
+        f"SELECT date_bin(INTERVAL '{interval}', time, TIMESTAMP '{origin}') AS time, "
         "host, avg(v) AS mean, min(v) AS min, max(v) AS max, count(v) AS count, sum(v) AS sum, "
         "sum(n) AS sum_1, avg(n) AS mean_1 FROM m "
         f"WHERE time >= to_timestamp_nanos({low}) AND time < to_timestamp_nanos({high}) "
@@ -430,16 +451,21 @@ def test_sql_aggregates_equal_influxql(influxd: ThrowawayInfluxd, db: str) -> No
     ]
     expected = sorted(theirs, key=lambda r: (r["host"], r["time"]))
     assert [(r["host"], r["time"]) for r in got] == [(r["host"], r["time"]) for r in expected]
-    assert len(got) == 3 * 5
+    assert len(got) >= 3
     for mine, real in zip(got, expected, strict=True):
+        # Where a window has points but none with `v`, SQL counts 0 and InfluxQL says null.
+        count = real["count"] if real["count"] is not None else 0
         assert (mine["count"], mine["min"], mine["max"], mine["sum_1"]) == (
-            real["count"],
+            count,
             real["min"],
             real["max"],
             real["sum_1"],
         )
         for name in ("mean", "sum", "mean_1"):
-            assert math.isclose(mine[name], real[name], rel_tol=1e-12, abs_tol=1e-6), name
+            if real[name] is None:
+                assert mine[name] is None, name
+            else:
+                assert math.isclose(mine[name], real[name], rel_tol=1e-12, abs_tol=1e-6), name
 
 
 # -- the documented API (the live suite runs these too) -----------------------------------------
@@ -733,72 +759,6 @@ def test_the_fast_path_reads_as_the_grammar_does(
         assert fast == scanned
 
 
-# -- against a real 3.x server's recorded answers -----------------------------------------------
-
-# `influxdata/influxdb`, influxdb3/tests/server/write.rs
-# (`test_table_creation_with_special_characters_line_protocol_compatibility`) and its insta
-# snapshots `lib__server__write__special_chars_query_results.snap` and `…_table_columns.snap`:
-# what a real 3.x server answered.
-SPECIAL_LINES = [
-    r"metrics,normal_tag=value1,tag\ with\ spaces=value2,tag\,with\,commas=value3,"
-    r"tag\=with\=equals=value4,tag\ with\ spaces\,and\=all=value5 normal_field=1.0,"
-    r'field\ with\ spaces=42i,field\,with\,commas="test",field\=with\=equals=true,'
-    r"field\ with\ all\,special\=chars=100u 1000000000",
-    r"metrics,normal_tag=value1,tag\ with\ spaces=value\ with\ spaces normal_field=2.0,"
-    r"field\ with\ spaces=84i 2000000000",
-]
-SPECIAL_ROWS = [
-    {
-        "field with all,special=chars": 100,
-        "field with spaces": 42,
-        "field,with,commas": "test",
-        "field=with=equals": True,
-        "normal_field": 1.0,
-        "normal_tag": "value1",
-        "tag with spaces": "value2",
-        "tag with spaces,and=all": "value5",
-        "tag,with,commas": "value3",
-        "tag=with=equals": "value4",
-        "time": "1970-01-01T00:00:01",
-    },
-    {
-        "field with spaces": 84,
-        "normal_field": 2.0,
-        "normal_tag": "value1",
-        "tag with spaces": "value with spaces",
-        "time": "1970-01-01T00:00:02",
-    },
-]
-SPECIAL_COLUMNS = [
-    ("field with all,special=chars", "UInt64", "YES"),
-    ("field with spaces", "Int64", "YES"),
-    ("field,with,commas", "Utf8", "YES"),
-    ("field=with=equals", "Boolean", "YES"),
-    ("normal_field", "Float64", "YES"),
-    ("normal_tag", "Dictionary(Int32, Utf8)", "YES"),
-    ("tag with spaces", "Dictionary(Int32, Utf8)", "YES"),
-    ("tag with spaces,and=all", "Dictionary(Int32, Utf8)", "YES"),
-    ("tag,with,commas", "Dictionary(Int32, Utf8)", "YES"),
-    ("tag=with=equals", "Dictionary(Int32, Utf8)", "YES"),
-    ("time", "Timestamp(ns)", "NO"),
-]
-
-
-def test_answers_as_a_real_server_did(threaded: ThreadedInflux3StandIn) -> None:
-    client = checks.Client(threaded.url, threaded.token)
-    db = "test_special_chars"
-    for line in SPECIAL_LINES:
-        assert client.write(db, line).status == 204
-    assert client.query(db, "SELECT * FROM metrics ORDER BY time").json() == SPECIAL_ROWS
-    columns = client.rows(db, "SHOW COLUMNS FROM metrics")
-    assert [(c["column_name"], c["data_type"], c["is_nullable"]) for c in columns] == (
-        SPECIAL_COLUMNS
-    )
-    assert {(c["table_catalog"], c["table_schema"], c["table_name"]) for c in columns} == {
-        ("public", "iox", "metrics")
-    }
-
-
 async def test_non_finite_floats_as_arrow_writes_them(influx3: Influx3StandIn) -> None:
     # 3.x stores an overflowing float as infinity (Rust's parse); arrow-json writes a non-finite
     # float as `null` with its key (arrow-json/src/writer/encoder.rs, `float_encode!`), CSV as
@@ -811,117 +771,6 @@ async def test_non_finite_floats_as_arrow_writes_them(influx3: Influx3StandIn) -
         influx3, "GET", "/api/v3/query_sql", params={**q, "format": "csv"}, headers=bearer()
     )
     assert answer[1] == "a,b,c,n\ninf,-inf,1.0,NaN\n"
-
-
-# `influxdata/influxdb`, influxdb3/tests/server/query.rs: a real 3.x server's answers, byte for
-# byte (`api_v3_query_sql`, `api_v3_query_sql_params`, `api_v3_query_null_tag_values_null_fields`,
-# `api_query_with_default_browser_header`, `api_v3_query_sql_invalid_query_should_return_400…`,
-# `api_v3_query_sql_not_found`). Their bodies indent continuation lines; the parser skips the
-# leading spaces, as 3.x's does.
-CPU_SECONDS = """cpu,host=a,region=us-east usage=0.9 2998574936
-            cpu,host=b,region=us-east usage=0.50 2998574936
-            cpu,host=a,region=us-east usage=0.80 2998574937
-            cpu,host=b,region=us-east usage=0.60 2998574937
-            cpu,host=a,region=us-east usage=0.70 2998574938
-            cpu,host=b,region=us-east usage=0.70 2998574938
-            cpu,host=a,region=us-east usage=0.50 2998574939
-            cpu,host=b,region=us-east usage=0.80 2998574939"""
-PARAMS_PRETTY = (
-    "+------+---------+---------------------+-------+\n"
-    "| host | region  | time                | usage |\n"
-    "+------+---------+---------------------+-------+\n"
-    "| b    | us-east | 2065-01-07T17:28:58 | 0.7   |\n"
-    "| b    | us-east | 2065-01-07T17:28:59 | 0.8   |\n"
-    "+------+---------+---------------------+-------+"
-)
-PARAMS_QUERY = (
-    "SELECT host, region, time, usage FROM cpu WHERE host = $host AND usage > $usage ORDER BY time"
-)
-
-
-def test_real_servers_pretty_answers(threaded: ThreadedInflux3StandIn) -> None:
-    client = checks.Client(threaded.url, threaded.token)
-    db = f"foo_{uuid.uuid4().hex[:8]}"
-    body = "cpu,host=s1,region=us-east usage=0.9 2998574936\ncpu,host=s1,region=us-east "
-    body += "usage=0.89 2998574937\ncpu,host=s1,region=us-east usage=0.85 2998574938"
-    assert client.write(db, body, precision="second").status == 204
-    pretty = client.query(db, "SELECT host, region, time, usage FROM cpu", "pretty", post=False)
-    assert pretty.body.decode() == (
-        "+------+---------+---------------------+-------+\n"
-        "| host | region  | time                | usage |\n"
-        "+------+---------+---------------------+-------+\n"
-        "| s1   | us-east | 2065-01-07T17:28:56 | 0.9   |\n"
-        "| s1   | us-east | 2065-01-07T17:28:57 | 0.89  |\n"
-        "| s1   | us-east | 2065-01-07T17:28:58 | 0.85  |\n"
-        "+------+---------+---------------------+-------+"
-    )
-    assert client.query(db, "SELECT count(usage) FROM cpu", "pretty").body.decode() == (
-        "+------------------+\n| count(cpu.usage) |\n+------------------+\n"
-        "| 3                |\n+------------------+"
-    )
-
-    db = f"foo_{uuid.uuid4().hex[:8]}"
-    assert client.write(db, CPU_SECONDS, precision="second").status == 204
-    document = {"db": db, "q": PARAMS_QUERY, "params": {"host": "b", "usage": 0.60}}
-    document["format"] = "pretty"
-    posted = client.request(
-        "POST",
-        "/api/v3/query_sql",
-        body=json.dumps(document).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    assert posted.body.decode() == PARAMS_PRETTY
-    params = json.dumps({"host": "b", "usage": 0.60})
-    query = {"db": db, "q": PARAMS_QUERY, "format": "pretty", "params": params}
-    assert client.request("GET", "/api/v3/query_sql", query).body.decode() == PARAMS_PRETTY
-    missing = client.request(
-        "GET", "/api/v3/query_sql", {**query, "params": json.dumps({"not_host": "a"})}
-    )
-    assert 400 <= missing.status < 500
-    assert "No value found for placeholder with name $host" in missing.body.decode()
-
-    db = f"foo_{uuid.uuid4().hex[:8]}"
-    body = "cpu,host=a,region=us-east usage=0.9,system=0.1 2998674931\n"
-    body += "            cpu,host=b usage=0.80,system=0.1 2998674934"
-    assert client.write(db, body, precision="second").status == 204
-    assert (
-        client.write(db, "cpu,host=a,region=us-east usage=0.9 2998674935", precision="s").status
-        == 204
-    )
-    assert client.query(db, "SELECT * FROM cpu ORDER BY time", "pretty").body.decode() == (
-        "+------+---------+--------+---------------------+-------+\n"
-        "| host | region  | system | time                | usage |\n"
-        "+------+---------+--------+---------------------+-------+\n"
-        "| a    | us-east | 0.1    | 2065-01-08T21:15:31 | 0.9   |\n"
-        "| b    |         | 0.1    | 2065-01-08T21:15:34 | 0.8   |\n"
-        "| a    | us-east |        | 2065-01-08T21:15:35 | 0.9   |\n"
-        "+------+---------+--------+---------------------+-------+"
-    )
-
-    db = f"foo_{uuid.uuid4().hex[:8]}"
-    assert client.write(db, "cpu,region=us,host=a usage=99 2998674934", precision="s").status == 204
-    browser = client.request(
-        "GET",
-        "/api/v3/query_sql",
-        {"db": db, "format": "pretty", "q": "SELECT * FROM cpu"},
-        headers={"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"},
-    )
-    assert browser.body.decode() == (
-        "+------+--------+---------------------+-------+\n"
-        "| host | region | time                | usage |\n"
-        "+------+--------+---------------------+-------+\n"
-        "| a    | us     | 2065-01-08T21:15:34 | 99.0  |\n"
-        "+------+--------+---------------------+-------+"
-    )
-    for invalid in (
-        "SHOW MEASUREMENTS",
-        "SELEC * FROM cpu",
-        "SELECT * cpu",
-        "SELECT count( FROM cpu",
-    ):
-        answer = client.query(db, invalid, "pretty", post=False)
-        assert 400 <= answer.status < 500, invalid
-    assert client.query("foo_never_written", "SELECT * FROM foo", "pretty").status == 404
 
 
 async def test_the_catalog_holds_so_many_databases(influx3: Influx3StandIn) -> None:
@@ -958,3 +807,50 @@ async def test_the_catalog_holds_so_many_databases(influx3: Influx3StandIn) -> N
         headers=bearer(),
     )
     assert write[0] == 204
+
+
+async def test_refused_lines_are_named_as_3x_names_them(influx3: Influx3StandIn) -> None:
+    # influxdb3_write/src/write_buffer/validator.rs: a line that does not parse is named by the
+    # raw line (Rust `str::lines`) in step with the parsed ones, so a blank line before it
+    # shifts the name; a line refused by the schema is printed again by the crate's `Display`
+    # (floats as Rust prints them); `original_line` keeps 20 bytes (WriteLineError's serializer).
+    body = "m v=1 1\n\nm v= 2\nm,host=a\\ b v=2.50,v=1e-7 3\n"
+    status, text, _ = await call(
+        influx3,
+        "POST",
+        "/api/v3/write_lp",
+        params={"db": "d", "accept_partial": "true"},
+        data=body,
+        headers=bearer(),
+    )
+    assert status == 400
+    assert json.loads(text)["data"] == [
+        {"error_message": "No fields were provided", "line_number": 2, "original_line": ""},
+        {
+            "error_message": "invalid line protocol - multiple instances of 'v' field found",
+            "line_number": 3,
+            "original_line": "m,host=a\\ b v=2.5,v=",
+        },
+    ]
+
+
+async def test_bodies_may_be_gzipped(influx3: Influx3StandIn) -> None:
+    body = gzip.compress(b"m v=1 1\n")
+    headers = {**bearer(), "Content-Encoding": "gzip"}
+    write = await call(
+        influx3, "POST", "/api/v3/write_lp", params={"db": "d"}, data=body, headers=headers
+    )
+    assert write[0] == 204
+    assert influx3.requests[-1].body == b"m v=1 1\n"
+    assert influx3.requests[-1].body_length == 8
+    assert influx3.requests[-1].headers["Content-Encoding"] == "gzip"
+    headers["Content-Encoding"] = "deflate"
+    refused = await call(
+        influx3,
+        "POST",
+        "/api/v3/write_lp",
+        params={"db": "d"},
+        data=zlib.compress(b"m v=2 2\n"),
+        headers=headers,
+    )
+    assert refused[:2] == (400, "unacceptable content-encoding: deflate")

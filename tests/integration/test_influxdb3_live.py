@@ -5,7 +5,8 @@ server can be installed on the machines that run CI, so this suite has not run t
 
 It holds a real server to what the stand-in is trusted for:
 - the documented API checks (`_influx3_checks.SHARED`: formats and column types, refusals and
-  their bodies, `information_schema`, overwrites, precisions, `configure/database`, auth);
+  their bodies, `information_schema`, overwrites, precisions, `configure/database`, auth, and
+  answers a real server gave in InfluxData's own test suite);
 - the stand-in's line protocol parser (a port of 3.x's crate): every body of the parser tests
   (agreed with influxd 1.x, refused, and where 1.x and 3.x differ) written to the live server,
   what it stores compared with what the port stores;
