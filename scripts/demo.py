@@ -143,10 +143,12 @@ def main() -> None:
     keep: Path | None = _arguments().keep
     leg = os.environ.get("TIERFLOW_DEMO_INFLUXDB3", "")
     if leg not in {"", "standin"}:
-        raise SystemExit(
+        print(
             f"TIERFLOW_DEMO_INFLUXDB3={leg!r}: the only 3.x leg is 'standin' (a stand-in of the "
-            "3.x API whose SQL runs on DataFusion; no InfluxDB 3 server runs here)"
+            "3.x API whose SQL runs on DataFusion; no InfluxDB 3 server runs here)",
+            file=sys.stderr,
         )
+        raise SystemExit(2)
     with_influxdb3 = leg == "standin"
     now = datetime.now(UTC).replace(microsecond=0)
     start = (now - timedelta(hours=HOURS)).replace(minute=0, second=0)
