@@ -107,6 +107,7 @@ async def write_batches(
                     tags=sorted(batch.tags),
                     fields=batch.fields,
                     keys=batch.keys,
+                    flavour=engine.dialect.line_protocol,
                 )
                 pieces = list(encoded.split(max_body_bytes))
             except LineProtocolError as exc:

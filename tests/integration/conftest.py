@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.influx3_standin import Influx3StandIn, ThreadedInflux3StandIn
 from tierflow.testing import InfluxdError, ThrowawayInfluxd
 from tierflow.testing.postgres import PostgresError, ThrowawayPostgres
 
@@ -278,3 +279,20 @@ def start() -> datetime:
     """A job start two days back: its windows are all in the past and well inside the warm RP's
     400 days."""
     return hour_floor_days_ago(2)
+
+
+# -- the InfluxDB 3.x stand-in (DataFusion) -----------------------------------------------------
+
+
+@pytest.fixture
+async def influx3() -> AsyncIterator[Influx3StandIn]:
+    """A fresh 3.x stand-in on the test's loop; its token is `tests.influx3_standin.TOKEN`."""
+    async with Influx3StandIn() as server:
+        yield server
+
+
+@pytest.fixture
+def influx3_threaded() -> Iterator[ThreadedInflux3StandIn]:
+    """A fresh 3.x stand-in on its own thread, for tests that run tierflow in a subprocess."""
+    with ThreadedInflux3StandIn() as server:
+        yield server
