@@ -875,3 +875,61 @@ async def test_relay_downsample_archive_and_restore_on_3x_through_the_command(
         assert json.loads(restored.stdout)["points"] == len(hot)
         assert tier3(server, "restored", "m") == hot
         assert column_types(server, "restored", "m") == column_types(server, "hot", "m")
+
+
+# -- refusals ----------------------------------------------------------------------------------
+
+
+async def test_a_line_3x_refuses_fails_the_write_naming_its_point_and_nothing_lands(
+    influx3: Influx3StandIn,
+) -> None:
+    """3.x answers a refused line (here a field of another type than its first write) with
+    "line protocol parsing error" and the line: the writer's refusal names the measurement,
+    the field and the exact point (the third row of the body, not the body's first), and with
+    `accept_partial=false` none of the body's points land."""
+    from tierflow._archive import PointBatch
+    from tierflow._engines.sql._engine import InfluxDB3Engine
+    from tierflow._errors import WriteRefusedError
+    from tierflow._transfer import write_batches
+
+    influx3.write("hot", "conflict v=1.0 1")
+    times = [10, 20, 30, 40]
+    data = pa.record_batch(
+        {
+            "time": pa.array(times, pa.int64()),
+            "v": pa.array([2.0, None, None, 5.0]),
+            "v_int": pa.array([None, None, 3, None], pa.int64()),
+            "w": pa.array([1.0, 2.0, 3.0, 4.0]),
+        }
+    )
+    batch = PointBatch(data, keys={"v_int": "v"})
+
+    async def batches() -> Any:
+        yield "conflict", batch
+
+    config = load_config_text(influx3)
+    engine = dialect_for(config).make_engine("v3", config)
+    assert isinstance(engine, InfluxDB3Engine)
+    try:
+        with pytest.raises(WriteRefusedError) as refused:
+            await write_batches(
+                engine, batches(), database="hot", retention_policy=None, max_concurrency=1
+            )
+    finally:
+        await engine.aclose()
+    error = refused.value
+    assert (error.measurement, error.column, error.time_ns) == ("conflict", "v", 30)
+    assert error.status == 400
+    said = str(error)
+    assert "first offending point at 1970-01-01T00:00:00.000000030Z" in said
+    assert "line 3 of the body: invalid column type for column 'v'" in said
+    assert "nothing of the body was written" in said
+    assert [r[1] for r in table_rows(influx3, "hot", "conflict")] == [1]
+
+
+def load_config_text(server: Influx3StandIn) -> Any:
+    from tierflow._config import InfluxDB3Connection
+
+    return InfluxDB3Connection.model_validate(
+        {"kind": "influxdb3", "url": server.url, "token": {"env": TOKEN_ENV}}
+    )

@@ -33,15 +33,29 @@ __all__ = ["ERRORS", "InfluxDB3Engine", "classify", "explain", "parse_time"]
 # InfluxDB 3 Core's error texts (influxdb3_server/src/http.rs: `Error` and its status mapping;
 # DataFusion's planning errors come back as 400 with the message). First match wins.
 _KNOWN: tuple[KnownError, ...] = (
+    # A refused line, first (its text, quoted in the message, may hold any words). http.rs:
+    # write_lp with accept_partial=false answers 400 "line protocol parsing error" (before June
+    # 2026: "parsing failed for write_lp endpoint"), with accept_partial=true 400 (422 when a
+    # limit is hit) "partial write of line protocol occurred"; either names each line refused
+    # (`server_message`: its number in the body, the server's reason, the line). Decisive: the
+    # same body is refused again whatever status a proxy reports.
+    KnownError(
+        "line protocol parsing error|parsing failed for write_lp",
+        QueryError,
+        "the server refused that line; nothing of the body was written",
+        decisive=True,
+    ),
+    KnownError(
+        "partial write of line protocol",
+        QueryError,
+        "the server refused those lines and kept the body's others",
+        decisive=True,
+    ),
     # http.rs: DbDoesNotExist → 404 "database not found"; the query executor's
     # "database not found: <name>".
     KnownError(r"database (\S+ )?not found", QueryError, MISSING_TARGET_FIX, decisive=True),
     # DataFusion: "table 'public.iox.cpu' not found" (a table that was never written).
     KnownError(r"table '.*' not found", QueryError, "no point was ever written to that table"),
-    # write_lp with accept_partial=false: "parsing failed for write_lp endpoint" and
-    # "partial write of line protocol occurred" with the refused lines.
-    KnownError("parsing failed", QueryError),
-    KnownError("partial write", QueryError),
     # A field keeps the type of its first write: "invalid column type for column '…'".
     KnownError("invalid column type", QueryError, "a field keeps the type of its first write"),
     KnownError("timeout", TransientEngineError),
