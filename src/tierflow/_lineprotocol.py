@@ -141,15 +141,16 @@ def escape_key(name: str, *, field: bool = False, flavour: str = V1) -> str:
     return name.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
-def check_tag_values(key: str, values: pa.Array) -> None:
-    """Raise LineProtocolError if some value of tag `key` cannot be written back (a newline, or
-    a backslash the parser would read as an escape). Cheap when no value holds a backslash or
-    a line break: only then are the distinct values checked, as the encoder checks them."""
+def check_tag_values(key: str, values: pa.Array, *, flavour: str = V1) -> None:
+    """Raise LineProtocolError if some value of tag `key` cannot be written back through
+    line protocol of `flavour` (a newline; in V1 a backslash the parser would read as an
+    escape, in V3 a trailing one). Cheap when no value holds a backslash or a line break: only
+    then are the distinct values checked, as the encoder checks them."""
     if pa.types.is_dictionary(values.type):
         values = values.dictionary
     text = pc.cast(values, pa.string())
     if pc.any(pc.match_substring_regex(text, r"[\\\r\n]")).as_py():
-        _tag_part(key, pc.unique(text))
+        _tag_part(key, pc.unique(text), flavour)
 
 
 def _trailing(what: str, text: str) -> str:

@@ -49,7 +49,7 @@ async def stage_sql(engine: Engine, export: WindowExport) -> StagedWindow:
     from tierflow._engines.sql._literals import export_query
 
     text = export_query(measurement, window.start, window.stop, job.tags)
-    archived = Tally()
+    archived = Tally(flavour=engine.dialect.line_protocol)
     staged, expected = await alongside(
         _stage(engine, export, schema, text, archived),
         field_counts(
