@@ -10,10 +10,12 @@ Each statement is `INSERT INTO "<dest database>"."<table>" SELECT … FROM "<sou
 2. for the built-in downsample, adds every tag column of the source table (read from
    `information_schema.columns`: 3.x's tags are its Dictionary(Int32, Utf8) columns) to the
    SELECT and the GROUP BY, as InfluxQL's `GROUP BY time(…), *`;
-3. turns the answer into points: `time` is the point's time, Dictionary columns are tags,
-   every other column a field of its exact type (float64, int64, uint64, bool, string; any
-   other type is refused, never converted); null cells are left out and a row without a
-   field is not written, as `SELECT … INTO` writes neither;
+3. turns the answer into points as it arrives (spooled, then read a bounded batch at a time:
+   `_export.parquet_answer_batches`, so memory does not grow with the answer): `time` is the
+   point's time (nanoseconds; an answer whose times lost digits is refused), Dictionary
+   columns are tags, every other column a field of its exact type (float64, int64, uint64,
+   bool, string; any other type is refused, never converted); null cells are left out and a
+   row without a field is not written, as `SELECT … INTO` writes neither;
 4. writes them to the dest table through the shared writer (`tierflow._transfer`: bounded
    bodies, `accept_partial=false`, a refusal fails the window).
 
@@ -24,7 +26,6 @@ the databases' names, plus the tag columns.
 
 from __future__ import annotations
 
-import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,7 +34,6 @@ from tierflow._engines._base import Execution
 from tierflow._errors import QueryError
 
 if TYPE_CHECKING:
-    import pyarrow as pa
     from sqlglot.tokenizer_core import Token
 
     from tierflow._archive import PointBatch
@@ -42,8 +42,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FIELD_TYPES",
+    "Received",
     "Statement",
-    "answer_batches",
     "read_statement",
     "run_statements",
     "split_statements",
@@ -223,99 +223,92 @@ async def run_statements(engine: InfluxDB3Engine, query: RenderedQuery) -> Execu
                 'a query that writes names its dest as INSERT INTO "<database>"."<table>"; '
                 "nothing was sent"
             )
-    written = sent = received = 0
+    written = sent = 0
+    received = Received()
     for statement in statements:
         assert statement.dest_database is not None  # checked above
         assert statement.dest_table is not None
-        batches, size = await read_statement(engine, statement)
-        received += size
         moved = await write_batches(
             engine,
-            _named(statement.dest_table, batches),
+            _named(statement.dest_table, read_statement(engine, statement, received=received)),
             database=statement.dest_database,
             retention_policy=None,
             max_concurrency=engine.config.max_concurrency,
         )
         written += moved.points
         sent += moved.bytes_sent
-    return Execution(written, sent, received)
+    return Execution(written, sent, received.bytes)
+
+
+@dataclass
+class Received:
+    """Bytes of answers read so far."""
+
+    bytes: int = 0
 
 
 async def read_statement(
-    engine: InfluxDB3Engine, statement: Statement, database: str | None = None
-) -> tuple[list[PointBatch], int]:
-    """One statement's answer as typed point batches, and its size in bytes: the tag columns
-    added when it groups by every tag, the SELECT sent to its source database (or `database`
-    when its tables do not name one) in Parquet. What a relay from a 3.x tier reads, too
-    (`split_statements(render(…, relay=True).text, every_tag=True)`)."""
+    engine: InfluxDB3Engine,
+    statement: Statement,
+    database: str | None = None,
+    *,
+    received: Received | None = None,
+) -> AsyncIterator[PointBatch]:
+    """One statement's answer as typed point batches, streamed: the tag columns added when it
+    groups by every tag, the SELECT sent to its source database (or `database` when its tables
+    do not name one), the Parquet answer spooled as it arrives (in memory up to a bound, else
+    in a mapped local file: `_export.spool`) and read `BATCH_ROWS` rows at a time
+    (`_export.parquet_answer_batches`), so memory does not grow with the answer. Its size in
+    bytes is added to `received`."""
+    from tierflow._engines.sql._export import answer_pieces, parquet_answer_batches
+
     source = statement.source_database or database
     if not source:
         raise QueryError("the statement's tables name no database and none was given")
     tags = []
     if statement.tag_places is not None:
         tags = await tag_columns(engine, source, statement.source_table)
-    reply = await engine.read(statement.with_tags(tags), database=source, fmt="parquet")
-    return answer_batches(reply.body), len(reply.body)
+    pieces = answer_pieces(engine, statement.with_tags(tags), database=source, fmt="parquet")
+    if received is not None:
+        pieces = _counted(pieces, received)
+    # Tags are the answer's Dictionary columns (3.x's tag type; `with_tags` adds the table's).
+    async for batch in parquet_answer_batches(
+        pieces, measurement=statement.dest_table or statement.source_table, batch_rows=BATCH_ROWS
+    ):
+        yield _checked(batch)
 
 
-async def _named(table: str, batches: list[PointBatch]) -> AsyncIterator[tuple[str, PointBatch]]:
-    for batch in batches:
+async def _counted(pieces: AsyncIterator[bytes], received: Received) -> AsyncIterator[bytes]:
+    async for piece in pieces:
+        received.bytes += len(piece)
+        yield piece
+
+
+async def _named(
+    table: str, batches: AsyncIterator[PointBatch]
+) -> AsyncIterator[tuple[str, PointBatch]]:
+    async for batch in batches:
         yield table, batch
 
 
-def answer_batches(body: bytes) -> list[PointBatch]:
-    """A Parquet answer of `/api/v3/query_sql` as typed point batches (see the module's
-    docstring); an empty body is no rows."""
-    import pyarrow.parquet as pq
-
-    if not body:
-        return []
-    table = pq.read_table(io.BytesIO(body))
-    return [to_points(batch) for batch in table.to_batches(max_chunksize=BATCH_ROWS)]
-
-
-def to_points(batch: pa.RecordBatch) -> PointBatch:
-    """One answer batch as points: `time`, Dictionary columns as tags, typed fields."""
-    import pyarrow as pa
-
-    from tierflow._archive import PointBatch
-
-    names = batch.schema.names
-    if "time" not in names:
-        raise QueryError('the answer has no "time" column: name the bucket AS "time"')
-    columns: dict[str, pa.Array] = {}
-    tags = []
-    for name, column in zip(names, batch.columns, strict=True):
-        kind = column.type
-        if name == "time":
-            if not pa.types.is_timestamp(kind):
-                raise QueryError(f'column "time" is {kind}, not a timestamp')
-            columns[name] = column.cast(pa.timestamp("ns")).cast(pa.int64())
-        elif pa.types.is_dictionary(kind):
-            tags.append(name)
-            columns[name] = column.cast(pa.string())
-        elif kind in _FIELD_TYPES:
-            columns[name] = column.cast(_FIELD_TYPES[kind])
-        else:
+def _checked(batch: PointBatch) -> PointBatch:
+    """`batch` if each field is one of InfluxDB's types exactly (float64, int64, uint64,
+    boolean, string): any other column type is refused, never converted."""
+    for name in batch.fields:
+        kind = batch.data.schema.field(name).type
+        if kind not in _FIELD_TYPES:
             raise QueryError(
                 f"column {name!r} is {kind}: a field must be float64, int64, uint64, boolean "
                 "or string (cast it in the SELECT)"
             )
-    return PointBatch(pa.RecordBatch.from_pydict(columns), tags=frozenset(tags))
+    return batch
 
 
-def _field_types() -> dict[object, object]:
+def _field_types() -> frozenset[object]:
     import pyarrow as pa
 
-    return {
-        pa.float64(): pa.float64(),
-        pa.int64(): pa.int64(),
-        pa.uint64(): pa.uint64(),
-        pa.bool_(): pa.bool_(),
-        pa.string(): pa.string(),
-        pa.large_string(): pa.string(),
-        pa.string_view(): pa.string(),
-    }
+    return frozenset({pa.float64(), pa.int64(), pa.uint64(), pa.bool_(), pa.string()})
 
 
+#: A field column's types (after `_export.point_batch` decoded dictionaries and other strings).
 _FIELD_TYPES = _field_types()
