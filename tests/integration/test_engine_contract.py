@@ -353,8 +353,11 @@ class InfluxDB3StandIn:
     def warm(self) -> str:
         return "warm"
 
-    def write(self, points: Iterable[Point]) -> None:
-        self.server.write("hot", "\n".join(line(p) for p in points))
+    def write(self, points: Iterable[Point], db: str = "hot") -> None:
+        self.server.write(db, "\n".join(line(p) for p in points))
+
+    def write_warm(self, points: Iterable[Point]) -> None:
+        self.write(points, "warm")
 
     def _read(self, db: str) -> TierData:
         if db not in self.server.databases:

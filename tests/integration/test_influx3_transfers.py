@@ -19,6 +19,7 @@ made), the stand-in's `SELECT *`, influxd's `SELECT … INTO`, and the Parquet b
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import subprocess
@@ -361,6 +362,84 @@ async def test_a_3x_tier_archives_point_for_point_and_restores_into_a_fresh_data
             == ("restored", "nanosecond", "false")
             for w in writes
         )
+
+
+async def test_an_archive_of_every_measurement_takes_each_table_with_data_in_each_window(
+    influx3: Influx3StandIn, tmp_path: Path, start: datetime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`measurements = "*"` from a 3.x database: per window, exactly the tables with a point
+    in it (the first instant of a window, its last, a hostile name), not a table whose points
+    lie before the first window, at the stop of the last or in another database."""
+    hour = 3600 * NS
+    first = int(start.timestamp()) * NS
+    rows = hostile_rows(start, 3)
+    rows += [
+        ("only_second", first + hour, (("host", "a"),), (("v", 1.5),)),
+        ("only_second", first + 2 * hour - 1, (("host", "b"),), (("v", 2.5),)),
+        ("q\"u'o te,", first + 2 * hour, (), (("n", 7),)),
+    ]
+    outside = [
+        ("ghost", first - 1, (), (("v", 1.0),)),
+        ("ghost", first + 3 * hour, (), (("v", 2.0),)),
+    ]
+    influx3.write("hot", "\n".join(line(r) for r in [*rows, *outside]))
+    influx3.write("other", "elsewhere v=1.0 " + str(first + 5))
+    config = write_toml(
+        tmp_path,
+        {
+            "state": sqlite_state(tmp_path),
+            "connections.v3": v3(influx3),
+            "tiers.hot": {"connection": "v3", "bucket": "hot"},
+            "tiers.cold": {"archive": str(tmp_path / "archive")},
+            "jobs.to_cold": {
+                "kind": "archive",
+                "source": "hot",
+                "dest": "cold",
+                "measurements": "*",
+                "every": "1h",
+                "start": start,
+            },
+        },
+    )
+
+    with caplog.at_level(logging.INFO, logger="tierflow"):
+        runs = await run_due(config, start + 3 * HOUR)
+
+    assert {r.status for r in runs} == {RunStatus.SUCCEEDED}, [r.error for r in runs]
+    for window in range(3):
+        low, high = start + window * HOUR, start + (window + 1) * HOUR
+        expected = [r for r in rows if low.timestamp() * NS <= r[1] < high.timestamp() * NS]
+        archived = archived_rows(tmp_path / "archive", low, high)
+        assert exact(archived) == exact(expected), window
+        assert len(archived) == len(expected)
+    # What each window resolved "*" to: exactly the tables with a point in it.
+    resolved = {
+        fields["window_start"]: fields["measurements"]
+        for record in caplog.records
+        if record.getMessage() == "measurements_resolved"
+        for fields in [getattr(record, "tierflow_fields", {})]
+    }
+    expected_names = {
+        (start + window * HOUR).isoformat().replace("+00:00", "Z"): sorted(
+            {
+                r[0]
+                for r in rows
+                if (start + window * HOUR).timestamp() * NS
+                <= r[1]
+                < (start + (window + 1) * HOUR).timestamp() * NS
+            }
+        )
+        for window in range(3)
+    }
+    assert resolved == expected_names
+    assert expected_names[(start + HOUR).isoformat().replace("+00:00", "Z")] == [
+        "only_second",
+        "sensor",
+    ]
+    # The listing read only the source database.
+    queries = [r.json() for r in influx3.requests if r.path == "/api/v3/query_sql"]
+    assert any("UNION ALL" in b["q"] for b in queries)
+    assert {b["db"] for b in queries} == {"hot"}
 
 
 async def test_a_parquet_answer_that_lost_time_digits_is_read_again_as_jsonl(

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tierflow._cli import app
-from tierflow._engines import dialect_for
+from tierflow._engines import dialect_for, dialect_named
 from tierflow._engines.sql._checks import sql_problems
 from tierflow._engines.sql._downsample import split_statements
 from tierflow._engines.sql._literals import sql_ident, sql_interval, sql_literal, sql_time
@@ -264,3 +264,66 @@ def test_the_dialect_refuses_replace_on_3x() -> None:
     capabilities = dialect_for("influxdb3").capabilities
     assert not capabilities.delete_window
     assert "cannot delete a time range" in capabilities.why_not["delete_window"]
+
+
+# -- listing the measurements of a window (`measurements = "*"`) --------------------------------
+
+
+def test_the_listing_check_is_safe_sql_that_datafusion_answers_per_table() -> None:
+    """Each table is one parenthesised, limited part of a UNION ALL: it passes the checker,
+    the engine sends it whole (its leading parenthesis kept, the database's name cut), and
+    DataFusion answers one row for each table with a point in the window (the tag filter
+    applied), none for the others."""
+    from tierflow._config import TierConfig
+    from tierflow._engines.sql._listing import check_query
+
+    tier = TierConfig(connection="v3", bucket="hot")
+    names = ["in", "we\"ird'name, x", "before", "at_stop", "other_site"]
+    text = check_query(tier, WINDOW, {"site": "a"}, names)
+    assert problems(text, require_write=False) == []
+    (statement,) = split_statements(text, every_tag=False)
+    assert statement.source_database == "hot"
+    assert statement.select.startswith('(SELECT \'in\' AS "measurement" FROM "in" WHERE')
+    assert statement.select.endswith("LIMIT 1)")
+    assert '"hot".' not in statement.select
+
+    start = int(WINDOW.start.timestamp()) * 1_000_000_000
+    stop = int(WINDOW.stop.timestamp()) * 1_000_000_000
+    times = {
+        "in": (stop - 1, "a"),
+        "we\"ird'name, x": (start, "a"),
+        "before": (start - 1, "a"),
+        "at_stop": (stop, "a"),
+        "other_site": (start + 1, "b"),
+    }
+    context = SessionContext()
+    for name, (time, site) in times.items():
+        data = pa.table(
+            {
+                "site": pa.array([site]).dictionary_encode(),
+                "time": pa.array([time], pa.timestamp("ns")),
+                "v": [1.0],
+            }
+        )
+        context.register_record_batches('"' + name.replace('"', '""') + '"', [data.to_batches()])
+    found = context.sql(statement.select).to_arrow_table().column("measurement").to_pylist()
+    assert sorted(found) == sorted(["in", "we\"ird'name, x"])
+
+
+def test_a_union_with_a_part_neither_limited_nor_aggregated_is_refused() -> None:
+    limited = f'(SELECT "x" FROM "hot"."a" WHERE {BOUNDS} LIMIT 1)'
+    raw = f'(SELECT "x" FROM "hot"."b" WHERE {BOUNDS})'
+    assert problems(f"{limited} UNION ALL {limited}", require_write=False) == []
+    found = problems(f"{limited} UNION ALL {raw}", require_write=False)
+    assert any("neither aggregation" in p for p in found), found
+
+
+def test_plan_shows_the_listing_of_a_3x_tier() -> None:
+    from tierflow._config import TierConfig
+
+    tier = TierConfig(connection="v3", bucket="hot")
+    text = dialect_named("sql").render_measurements(tier, WINDOW, {"site": "a"})
+    assert text.startswith("-- database hot\nSELECT table_name FROM information_schema.tables")
+    assert "column_name IN ('site')" in text
+    part = f'(SELECT \'…\' AS "measurement" FROM "hot"."…" WHERE {BOUNDS} AND "site" = \'a\''
+    assert part in text

@@ -269,6 +269,9 @@ def parse_rfc3339(text: str) -> datetime | None:
 def _reduced(query: exp.Expr) -> bool:
     from sqlglot import exp
 
+    # A query in parentheses (a part of a UNION) is reduced when what it holds is.
+    while isinstance(query, exp.Subquery) and not query.args.get("alias"):
+        query = query.this
     if not isinstance(query, exp.Select):
         return (
             all(_reduced(part) for part in (query.left, query.right))

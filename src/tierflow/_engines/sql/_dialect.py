@@ -116,6 +116,23 @@ class Sql(Dialect):
         text = ";\n".join(queries)
         return RenderedQuery(f"-- database {source.bucket}\n{text}", "export", "builtin", self.name)
 
+    def render_measurements(self, tier: TierConfig, window: Window, tags: Mapping[str, str]) -> str:
+        from tierflow._engines.sql._listing import listing_text
+
+        return listing_text(tier, window, tags)
+
+    async def list_measurements(
+        self,
+        engine: Engine,
+        tier: TierConfig,
+        window: Window,
+        tags: Mapping[str, str],
+        wanted: Callable[[str], bool],
+    ) -> list[str]:
+        from tierflow._engines.sql._listing import list_measurements
+
+        return await list_measurements(engine, tier, window, tags, wanted)
+
     def make_engine(
         self, name: str, connection: ConnectionConfig, metrics: Metrics | None = None
     ) -> Engine:

@@ -140,6 +140,8 @@ def _statement(part: str, tokens: list[Token], number: int, every_tag: bool) -> 
             f"{where}: every table it reads must name the same source database "
             f'(FROM "<database>"."<table>"); found {sorted(databases)}'
         )
+    # The query after an INSERT's target; a statement that only reads is sent whole (it may
+    # begin with a parenthesis: `(SELECT … LIMIT 1) UNION ALL (SELECT …)`).
     head = next(
         (
             t.start - base
@@ -148,6 +150,8 @@ def _statement(part: str, tokens: list[Token], number: int, every_tag: bool) -> 
         ),
         None,
     )
+    if head is not None and not isinstance(tree, exp.Insert):
+        head = 0
     if head is None:
         raise ValueError(f"{where}: has no SELECT")
     # Cut each `"database".` in front of a table name: a 3.x query runs in one database.
