@@ -7,7 +7,9 @@ Which parts are real:
 - InfluxDB 3.x is the stand-in of its HTTP API (`tests/influx3_standin.py`): every SQL query
   tierflow sends runs on Apache DataFusion, the engine 3.x runs SQL with; its line protocol
   parser is a port of 3.x's. What it stores is read back with its own `SELECT *` (pyarrow
-  tables, types as the table holds them), never through tierflow.
+  tables, types as the table holds them), never through tierflow. The archive-and-restore and
+  the 1.x → 3.x relay also run against a live 3.x server when `TIERFLOW_TEST_INFLUXDB3_URL` and
+  `…_TOKEN` are set (`server3`: fresh databases, deleted afterwards; skipped otherwise).
 - InfluxDB 2.x is the recording stand-in (`tests/influx2_standin.py`): as a relay's source it
   answers the relay's script with the pivoted table a 2.x server builds from the oracle's points;
   as a dest, the bodies it accepted are replayed into the real influxd.
