@@ -13,13 +13,16 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.influx3_standin import Influx3StandIn, ThreadedInflux3StandIn
 from tierflow.testing import InfluxdError, ThrowawayInfluxd
 from tierflow.testing.postgres import PostgresError, ThrowawayPostgres
+
+if TYPE_CHECKING:
+    from tests.integration._influx3_servers import Server3
 
 # A point as a tier holds it: (measurement, time in ns, tags) → fields.
 Key = tuple[str, int, frozenset[tuple[str, str]]]
@@ -296,3 +299,17 @@ def influx3_threaded() -> Iterator[ThreadedInflux3StandIn]:
     """A fresh 3.x stand-in on its own thread, for tests that run tierflow in a subprocess."""
     with ThreadedInflux3StandIn() as server:
         yield server
+
+
+@pytest.fixture(params=["standin", "live"])
+async def influx3_server(request: pytest.FixtureRequest) -> AsyncIterator[Server3]:
+    """A 3.x server to run tierflow against (`_influx3_servers.Server3`): a fresh stand-in, or
+    the live server of `TIERFLOW_TEST_INFLUXDB3_URL`/`…_TOKEN` (skipped, saying so, without)."""
+    from tests.integration._influx3_servers import StandIn3, live_influx3
+
+    if request.param == "standin":
+        async with Influx3StandIn() as server:
+            yield StandIn3(server)
+        return
+    for live in live_influx3():
+        yield live

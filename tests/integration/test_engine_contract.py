@@ -13,6 +13,11 @@ job) writes to the dest tier must equal what plain Python computes from the raw 
   `TIERFLOW_TEST_INFLUXDB2_URL`, `TIERFLOW_TEST_INFLUXDB2_TOKEN` and `TIERFLOW_TEST_INFLUXDB2_ORG`
   are set (an all-access token: the suite creates and deletes its own buckets); otherwise those
   cases are skipped, saying so. See README, "The live 2.x suite".
+- `influxdb3`: the SQL engine against a live InfluxDB 3.x (Core or Enterprise), only when
+  `TIERFLOW_TEST_INFLUXDB3_URL` and `TIERFLOW_TEST_INFLUXDB3_TOKEN` are set (an admin token: each
+  test gets fresh databases, deleted afterwards); otherwise skipped, saying so. Its tiers are
+  written with line protocol and read back with the server's own `SELECT *` (Parquet), through a
+  plain HTTP client. See README, "The live 3.x suite".
 
 Each backend writes and reads its tiers with its own small client (the stand-in: its store),
 never through tierflow. One set of tests, parametrised by backend.
@@ -59,6 +64,7 @@ from tests.integration._helpers import (
     windows_of,
     write_points,
 )
+from tests.integration._influx3_servers import Live3, live_influx3, read_tier3
 from tests.integration.conftest import (
     WARM_RP,
     Databases,
@@ -383,13 +389,52 @@ class InfluxDB3StandIn:
         raise AssertionError("3.x cannot delete a time range: no test asks it to")
 
 
+@dataclass
+class InfluxDB3:
+    """Two fresh databases (hot, warm) on the live 3.x server, deleted afterwards."""
+
+    server: Live3
+    kind: str = "influxdb3"
+
+    def connection_toml(self) -> list[str]:
+        return [
+            'kind = "influxdb3"',
+            f"url = {toml_value(self.server.url)}",
+            'token = { env = "TIERFLOW_TEST_INFLUXDB3_TOKEN" }',
+            'timeout = "120s"',
+        ]
+
+    def hot(self) -> str:
+        return self.server.name("hot")
+
+    def warm(self) -> str:
+        return self.server.name("warm")
+
+    def write(self, points: Iterable[Point]) -> None:
+        self.server.write("hot", "\n".join(line(p) for p in points))
+
+    def write_warm(self, points: Iterable[Point]) -> None:
+        self.server.write("warm", "\n".join(line(p) for p in points))
+
+    def read_warm(self) -> TierData:
+        return read_tier3(self.server, "warm")
+
+    def read_hot(self) -> TierData:
+        return read_tier3(self.server, "hot")
+
+    def delete_hot(self, measurement: str, tags: dict[str, str]) -> None:
+        raise AssertionError("3.x cannot delete a time range: no test asks it to")
+
+
 def _rfc3339_ns(text: str) -> int:
     seconds, _, fraction = text.rstrip("Z").partition(".")
     whole = datetime.fromisoformat(seconds + "+00:00")
     return round(whole.timestamp()) * NS + int((fraction + "000000000")[:9])
 
 
-@pytest.fixture(params=["influxdb1", "influxdb2-standin", "influxdb3-standin", "influxdb2"])
+@pytest.fixture(
+    params=["influxdb1", "influxdb2-standin", "influxdb3-standin", "influxdb2", "influxdb3"]
+)
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     if request.param == "influxdb1":
         server: ThrowawayInfluxd = request.getfixturevalue("influxd")
@@ -409,6 +454,10 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         token_file.write_text(TOKEN3 + "\n", encoding="utf-8")
         with ThreadedInflux3StandIn() as server3:
             yield InfluxDB3StandIn(server3, token_file)
+        return
+    if request.param == "influxdb3":
+        for live3 in live_influx3():
+            yield InfluxDB3(live3)
         return
     yield from live_influxdb2()
 

@@ -12,6 +12,10 @@ It holds a real server to what the stand-in is trusted for:
   what it stores compared with what the port stores;
 - DataFusion's SQL aggregates on the live server against influxd 1.x's InfluxQL over the same
   points.
+
+tierflow itself runs against the same live server in the `live`/`influxdb3` cases of
+`test_engine_contract.py`, `test_sql_downsample.py` and `test_influx3_transfers.py`
+(`_influx3_servers.py`; README, "The live 3.x suite").
 """
 
 from __future__ import annotations

@@ -2,12 +2,14 @@
 the oracle it did not compute: real influxd 1.x's own `SELECT … INTO` over the same points,
 window for window.
 
-The same line protocol goes to the real influxd and to the DataFusion-backed 3.x stand-in
-(`tests/influx3_standin.py`: every SQL query is executed by DataFusion, so the aggregates are a
-real SQL engine's). The 3.x side runs exactly what the runner runs: the job rendered by
-`render_job` (a coalesced batch of three windows), sent by the 3.x engine's `execute`. Both
-outputs are read back whole and compared point for point: time, tags, each field's value and
-its type. Float values are multiples of 1/8 so that sums are exact in any order (InfluxQL and
+The same line protocol goes to the real influxd and to a 3.x server: the DataFusion-backed
+stand-in (`tests/influx3_standin.py`: every SQL query is executed by DataFusion, so the
+aggregates are a real SQL engine's), and a live InfluxDB 3.x when `TIERFLOW_TEST_INFLUXDB3_URL`
+and `…_TOKEN` are set (fresh databases, deleted afterwards; skipped, saying so, otherwise). The
+3.x side runs exactly what the runner runs: the job rendered by `render_job` (a coalesced batch
+of three windows), sent by the 3.x engine's `execute`. Both outputs are read back whole (3.x:
+with its own `SELECT *`) and compared point for point: time, tags, each field's value and its
+type. Float values are multiples of 1/8 so that sums are exact in any order (InfluxQL and
 DataFusion add in different orders; neither promises an order).
 """
 
@@ -21,6 +23,7 @@ import pyarrow as pa
 import pytest
 
 from tests.influx3_standin import TOKEN, Influx3StandIn
+from tests.integration._influx3_servers import Server3
 from tierflow._config import Config
 from tierflow._engines.sql._engine import InfluxDB3Engine
 from tierflow._errors import ConfigError
@@ -118,7 +121,7 @@ def influxd_output(influxd: ThrowawayInfluxd, db: str) -> tuple[dict[Any, Any], 
     return found, types
 
 
-def standin_output(server: Influx3StandIn) -> tuple[dict[Any, Any], dict[str, pa.DataType]]:
+def standin_output(server: Server3) -> tuple[dict[Any, Any], dict[str, pa.DataType]]:
     table = server.sql("warm", 'SELECT * FROM "cpu_5m"')
     types = {f.name: f.type for f in table.schema if f.name not in {"time", "host", "region"}}
     found = {}
@@ -129,15 +132,16 @@ def standin_output(server: Influx3StandIn) -> tuple[dict[Any, Any], dict[str, pa
     return found, types
 
 
-def config(server: Influx3StandIn, aggregates: dict[str, tuple[str, ...]]) -> Config:
+def config(server: Server3 | Influx3StandIn, aggregates: dict[str, tuple[str, ...]]) -> Config:
+    name = str if isinstance(server, Influx3StandIn) else server.name
     return Config.from_mapping(
         {
             "connections": {
                 "v3": {"kind": "influxdb3", "url": server.url, "token": {"env": "V3_TOKEN"}}
             },
             "tiers": {
-                "hot": {"connection": "v3", "bucket": "hot"},
-                "warm": {"connection": "v3", "bucket": "warm"},
+                "hot": {"connection": "v3", "bucket": name("hot")},
+                "warm": {"connection": "v3", "bucket": name("warm")},
             },
             "jobs": {
                 "cpu_5m": {
@@ -159,30 +163,31 @@ def config(server: Influx3StandIn, aggregates: dict[str, tuple[str, ...]]) -> Co
 @pytest.mark.parametrize("seed", range(1, 9))
 async def test_downsample_on_3x_equals_select_into_on_influxd(
     seed: int,
-    influx3: Influx3StandIn,
+    influx3_server: Server3,
     influxd: ThrowawayInfluxd,
     db: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("V3_TOKEN", TOKEN)
+    server = influx3_server
+    monkeypatch.setenv("V3_TOKEN", server.token)
     aggregates = {"f": SUPPORTED, "i": SUPPORTED}
     lines = points(seed)
     influxd.write(lines, db=db)
-    influx3.write("hot", "\n".join(lines))
-    influx3.create_database("warm")
+    server.write("hot", "\n".join(lines))
+    server.create_database("warm")
 
     influxql_into(influxd, db, aggregates)
     expected, expected_types = influxd_output(influxd, db)
 
-    cfg = config(influx3, aggregates)
+    cfg = config(server, aggregates)
     batch = Batch.span(Window(START, START + EVERY), WINDOWS)
     query = render_job(cfg, "cpu_5m", batch)
     engine = InfluxDB3Engine("v3", cfg.connections["v3"])  # type: ignore[arg-type]
     try:
-        execution = await engine.execute(query, database="warm")
+        execution = await engine.execute(query, database=server.name("warm"))
     finally:
         await engine.aclose()
-    found, found_types = standin_output(influx3)
+    found, found_types = standin_output(server)
 
     assert expected, "the oracle wrote nothing: the test would prove nothing"
     assert {key: _TYPES[kind] for key, kind in expected_types.items()} == found_types
