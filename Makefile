@@ -34,6 +34,10 @@ bench-transfer:  ## export and write throughput against curl on a throwaway infl
 bench-flux-reader:  ## the 2.x export reader, offline, against Arrow parsing the same CSV in one call
 	scripts/bootstrap && .venv/bin/python bench/flux_reader.py
 
+.PHONY: bench-influx3-reader
+bench-influx3-reader:  ## the 3.x export reader on Parquet/JSONL answers of the 3.x stand-in, against Arrow reading the same bytes in one call
+	scripts/bootstrap && .venv/bin/python bench/influx3_reader.py
+
 .PHONY: bench-year
 bench-year:      ## a year's catch-up of 1-minute windows: run-once vs the bare loop, RSS, state size (SQLite, PostgreSQL)
 	scripts/bootstrap && .venv/bin/python bench/year.py

@@ -9,6 +9,12 @@ cold tier, and a restore of two archived hours into a fresh tier, counted agains
 Everything lives in a temp dir, deleted afterwards, unless `--keep DIR` (or TIERFLOW_DEMO_KEEP=DIR)
 says where to leave the config, state and cold tier for a newcomer to start from. The config it
 used is printed either way.
+
+With TIERFLOW_DEMO_INFLUXDB3=standin, an optional InfluxDB 3 leg follows, against a STAND-IN of
+the 3.x HTTP API (`tests/influx3_standin.py`, whose SQL runs on Apache DataFusion), not a real
+InfluxDB 3 server: the 1.x hot tier relayed into a 3.x warm database (the migration path), the
+same telemetry downsampled inside 3.x, archived from 3.x to Parquet, and restored into a fresh
+3.x database, counted against the 3.x hot database.
 """
 
 from __future__ import annotations
@@ -135,6 +141,15 @@ def _arguments() -> argparse.Namespace:
 
 def main() -> None:
     keep: Path | None = _arguments().keep
+    leg = os.environ.get("TIERFLOW_DEMO_INFLUXDB3", "")
+    if leg not in {"", "standin"}:
+        print(
+            f"TIERFLOW_DEMO_INFLUXDB3={leg!r}: the only 3.x leg is 'standin' (a stand-in of the "
+            "3.x API whose SQL runs on DataFusion; no InfluxDB 3 server runs here)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    with_influxdb3 = leg == "standin"
     now = datetime.now(UTC).replace(microsecond=0)
     start = (now - timedelta(hours=HOURS)).replace(minute=0, second=0)
     if keep is not None:
@@ -195,10 +210,151 @@ def main() -> None:
               f"{first:%H:%M}-{second:%H:%M} UTC; the hot tier holds {_count(hot):,}")
         if _count(back) != _count(hot):
             raise SystemExit("the restore did not give back every archived point")
+        if with_influxdb3:
+            influxdb3_leg(Path(scratch), db.url, lines, start)
         if keep is not None:
             print(f"\nkept in {scratch}: tierflow.toml, state.db, cold/ (the influxd is gone: "
                   "point [connections.plant] url at yours, then `tierflow -c "
                   f"{config} validate`)")
+
+
+CONFIG3 = """\
+[state]
+url = "sqlite:///{state}"
+
+[connections.plant]
+kind = "influxdb1"
+url = "{url}"
+timeout = "30s"
+
+# A STAND-IN of the InfluxDB 3 HTTP API (tests/influx3_standin.py: SQL run by Apache DataFusion),
+# not a real InfluxDB 3 server.
+[connections.v3]
+kind = "influxdb3"
+url = "{url3}"
+token = {{ env = "TIERFLOW_DEMO_INFLUXDB3_TOKEN" }}
+timeout = "60s"
+
+[tiers.hot]
+connection = "plant"
+bucket = "plant/hot"
+
+[tiers.hot3]
+connection = "v3"
+bucket = "iot"
+
+[tiers.warm3]
+connection = "v3"
+bucket = "iot_warm"
+
+[tiers.cold3]
+archive = "{archive}"
+
+[tiers.restored3]
+connection = "v3"
+bucket = "iot_restored"
+
+[jobs.migrate_5m]
+kind = "downsample"
+source = "hot"
+dest = "warm3"
+measurements = ["sensor"]
+into = "{{{{ measurement }}}}_from_1x"
+every = "5m"
+offset = "1m"
+start = "{start}"
+aggregates = {{ temp = ["mean", "min", "max"], errors = ["sum", "count"] }}
+
+[jobs.sensor3_5m]
+kind = "downsample"
+source = "hot3"
+dest = "warm3"
+measurements = ["sensor"]
+every = "5m"
+offset = "1m"
+start = "{start}"
+aggregates = {{ temp = ["mean", "min", "max"], errors = ["sum", "count"] }}
+
+[jobs.sensor3_to_cold]
+kind = "archive"
+source = "hot3"
+dest = "cold3"
+measurements = ["sensor"]
+every = "1h"
+offset = "5m"
+start = "{start}"
+"""
+
+
+def influxdb3_leg(scratch: Path, url: str, lines: list[str], start: datetime) -> None:
+    """The optional 3.x leg, against the DataFusion-backed stand-in (see the module's docstring).
+    The stand-in lives in `tests/`, so it needs the repository checkout and the test extras."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.influx3_standin import ThreadedInflux3StandIn
+
+    print(
+        "\n=== InfluxDB 3 leg: against a STAND-IN of the 3.x HTTP API (tests/influx3_standin.py, "
+        "SQL executed by Apache DataFusion), NOT a real InfluxDB 3 server ===",
+        flush=True,
+    )
+    with ThreadedInflux3StandIn() as server:
+        os.environ["TIERFLOW_DEMO_INFLUXDB3_TOKEN"] = server.token
+        config = scratch / "tierflow-influxdb3.toml"
+        config.write_text(
+            CONFIG3.format(
+                state=scratch / "state-influxdb3.db",
+                url=url,
+                url3=server.url,
+                archive=scratch / "cold3",
+                start=_rfc3339(start),
+            )
+        )
+        print(f"3.x stand-in {server.url}; the config ({config}):\n")
+        print(config.read_text(), flush=True)
+        began = time.perf_counter()
+        server.write("iot", "\n".join(lines))
+        print(
+            f"wrote the same {len(lines):,} raw points into the stand-in's database iot in "
+            f"{time.perf_counter() - began:.2f}s"
+        )
+        tierflow("validate", config=config)
+        tierflow("run-once", config=config)
+        tierflow("status", config=config)
+        tierflow("archive", "verify", "cold3", config=config)
+        first, second = start + timedelta(hours=1), start + timedelta(hours=3)
+        tierflow(
+            "restore",
+            "cold3",
+            "--from",
+            _rfc3339(first),
+            "--to",
+            _rfc3339(second),
+            "--into",
+            "restored3",
+            config=config,
+        )
+
+        def count(db: str, table: str, field: str, where: str = "") -> int:
+            answer = server.sql(db, f'SELECT count("{field}") AS n FROM "{table}" {where}')
+            return int(answer.column("n")[0].as_py())
+
+        relayed = count("iot_warm", "sensor_from_1x", "temp_mean")
+        downsampled = count("iot_warm", "sensor", "temp_mean")
+        print(
+            f"\n3.x warm database: {relayed:,} five-minute points relayed from 1.x (aggregated "
+            f"by influxd), {downsampled:,} downsampled inside 3.x (aggregated by DataFusion)"
+        )
+        if relayed != downsampled:
+            raise SystemExit("the relay and the 3.x downsample disagree on the same points")
+        where = f"WHERE time >= '{_rfc3339(first)}' AND time < '{_rfc3339(second)}'"
+        hot = count("iot", "sensor", "temp", where)
+        back = count("iot_restored", "sensor", "temp", where)
+        print(
+            f"3.x restored database: {back:,} points from the cold tier for "
+            f"{first:%H:%M}-{second:%H:%M} UTC; the 3.x hot database holds {hot:,}"
+        )
+        if back != hot:
+            raise SystemExit("the 3.x restore did not give back every archived point")
 
 
 def _rfc3339(moment: datetime) -> str:

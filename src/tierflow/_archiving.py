@@ -25,6 +25,7 @@ from tierflow._engines import Engine
 from tierflow._engines._dialect import WindowExport
 from tierflow._errors import ArchiveMismatchError, ConfigError, EngineError
 from tierflow._lineprotocol import (
+    V1,
     LineProtocolError,
     check_tag_values,
     escape_key,
@@ -140,6 +141,9 @@ class Tally:
 
     values: Counter[str] = field(default_factory=Counter)
     unrestorable: set[str] = field(default_factory=set)
+    #: The line protocol the names and tag values are held to (`Dialect.line_protocol` of the
+    #: source: what restoring into a tier of its kind writes with).
+    flavour: str = V1
 
     def nonzero(self) -> dict[str, int]:
         return {name: n for name, n in self.values.items() if n}
@@ -154,16 +158,17 @@ async def counted(batches: AsyncIterator[PointBatch], tally: Tally) -> AsyncIter
             tally.values[batch.key(name)] += len(column) - column.null_count
         for name in batch.tags:
             try:
-                check_tag_values(batch.key(name), batch.data.column(name))
+                check_tag_values(batch.key(name), batch.data.column(name), flavour=tally.flavour)
             except LineProtocolError as exc:
                 tally.unrestorable.add(str(exc))
         yield batch
 
 
 def warn_unrestorable(staged: StagedWindow, tally: Tally) -> None:
-    """Warn once per window of a measurement holding names or tag values that no restore could
-    write back through line protocol. The archive keeps them exactly; only restore would refuse
-    them (naming measurement, key and time)."""
+    """Warn once per window of a measurement holding names or tag values that a restore into a
+    tier of the source's kind could not write back through its line protocol (`tally.flavour`:
+    3.x reads `\\,` back where 1.x and 2.x cannot). The archive keeps them exactly; only
+    restore would refuse them (naming measurement, key and time)."""
     problems = sorted(tally.unrestorable)
     names = [("measurement", staged.measurement)]
     if staged.written is not None:
@@ -171,9 +176,9 @@ def warn_unrestorable(staged: StagedWindow, tally: Tally) -> None:
     for kind, name in names:
         try:
             if kind == "measurement":
-                escape_measurement(name)
+                escape_measurement(name, flavour=tally.flavour)
             else:
-                escape_key(name, field=kind == "field")
+                escape_key(name, field=kind == "field", flavour=tally.flavour)
         except LineProtocolError as exc:
             problems.append(str(exc))
     if problems:

@@ -12,6 +12,17 @@ server's parser reads a quoted value past them); names and tag values may not (n
 one there): they are refused, naming the column and the first point that holds one. Null tags are
 left out of their line; null fields too; a line whose fields are all null (or NaN/inf, which line
 protocol cannot carry) is dropped, and counted.
+
+Two servers read backslashes in names and tag values differently, so the encoder has two
+flavours (`encode_batch(flavour=…)`, chosen by the dest's dialect, `Dialect.line_protocol`):
+
+- `V1`, InfluxDB 1.x and 2.x (Go's `models/points.go`): only `\\,` `\\=` `\\ ` (and `\\"` in
+  measurements and field keys) are unescaped; any other backslash is kept as it is, so a
+  backslash is written as it is, and one that the server would read as an escape (at the end,
+  or before one of those characters) is refused.
+- `V3`, InfluxDB 3.x (the Rust `influxdb_line_protocol` crate): `\\\\` is one backslash too, and
+  a name or tag value may not end in a backslash; so every backslash is doubled (`a\\\\b` would
+  otherwise be stored as `a\\b`), and only a trailing one is refused.
 """
 
 from __future__ import annotations
@@ -29,6 +40,8 @@ import pyarrow.compute as pc
 from tierflow._errors import LineProtocolError
 
 __all__ = [
+    "V1",
+    "V3",
     "Encoded",
     "LineProtocolError",
     "Piece",
@@ -41,6 +54,10 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: The line-protocol flavours (see the module's docstring): how a server reads backslashes.
+V1 = "v1"
+V3 = "v3"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +106,19 @@ class Encoded:
 # can never be read back as written. Such names are refused rather than silently changed.
 _STRANDED_IN_TAG = re.compile(r"\\([ ,=]|$)")
 _STRANDED_IN_NAME = re.compile(r'\\([ ,="]|$)')
+# InfluxDB 3 reads `\\` as one backslash, so any backslash can be written doubled, but a name or
+# tag value ending in one is refused (`influxdb_line_protocol`, "may not end with a backslash").
+_TRAILING = re.compile(r"\\$")
 
 
-def escape_measurement(name: str) -> str:
+def escape_measurement(name: str, *, flavour: str = V1) -> str:
     """The measurement as line protocol spells it; refused if it cannot be read back as written."""
     _no_newline(name, "measurement")
-    if _STRANDED_IN_NAME.search(name):
+    if flavour == V3:
+        if name.endswith("\\"):
+            raise LineProtocolError(_trailing("measurement", name))
+        name = name.replace("\\", "\\\\")
+    elif _STRANDED_IN_NAME.search(name):
         raise LineProtocolError(_stranded("measurement", name))
     if name.startswith("#"):
         # A line that starts with '#' is a comment, and no escape spells the '#'.
@@ -104,23 +128,36 @@ def escape_measurement(name: str) -> str:
     return name.replace(",", "\\,").replace(" ", "\\ ")
 
 
-def escape_key(name: str, *, field: bool = False) -> str:
+def escape_key(name: str, *, field: bool = False, flavour: str = V1) -> str:
     """A tag key, or a field key with `field` (tag values go through `_tag_part`)."""
     _no_newline(name, "key", column=name)
-    if (_STRANDED_IN_NAME if field else _STRANDED_IN_TAG).search(name):
-        raise LineProtocolError(_stranded("field key" if field else "key", name), column=name)
+    what = "field key" if field else "key"
+    if flavour == V3:
+        if name.endswith("\\"):
+            raise LineProtocolError(_trailing(what, name), column=name)
+        name = name.replace("\\", "\\\\")
+    elif (_STRANDED_IN_NAME if field else _STRANDED_IN_TAG).search(name):
+        raise LineProtocolError(_stranded(what, name), column=name)
     return name.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
-def check_tag_values(key: str, values: pa.Array) -> None:
-    """Raise LineProtocolError if some value of tag `key` cannot be written back (a newline, or
-    a backslash the parser would read as an escape). Cheap when no value holds a backslash or
-    a line break: only then are the distinct values checked, as the encoder checks them."""
+def check_tag_values(key: str, values: pa.Array, *, flavour: str = V1) -> None:
+    """Raise LineProtocolError if some value of tag `key` cannot be written back through
+    line protocol of `flavour` (a newline; in V1 a backslash the parser would read as an
+    escape, in V3 a trailing one). Cheap when no value holds a backslash or a line break: only
+    then are the distinct values checked, as the encoder checks them."""
     if pa.types.is_dictionary(values.type):
         values = values.dictionary
     text = pc.cast(values, pa.string())
     if pc.any(pc.match_substring_regex(text, r"[\\\r\n]")).as_py():
-        _tag_part(key, pc.unique(text))
+        _tag_part(key, pc.unique(text), flavour)
+
+
+def _trailing(what: str, text: str) -> str:
+    return (
+        f"line protocol cannot carry the {what} {text[:40]!r}: InfluxDB 3 refuses a name or tag "
+        "value that ends in a backslash"
+    )
 
 
 def _stranded(what: str, text: str) -> str:
@@ -138,10 +175,10 @@ def _no_newline(text: str, what: str, *, column: str | None = None) -> None:
         )
 
 
-def _tag_part(key: str, values: pa.Array) -> pa.Array:
+def _tag_part(key: str, values: pa.Array, flavour: str = V1) -> pa.Array:
     """`,key=value` per row, or "" where the tag is absent. Tags repeat a lot, so the escaping is
     done once per distinct value (on the dictionary) and spread to the rows with `take`."""
-    escaped = _named(key, values, lambda: escape_key(key))
+    escaped = _named(key, values, lambda: escape_key(key, flavour=flavour))
     if not pa.types.is_dictionary(values.type):
         values = pc.dictionary_encode(values)
     distinct = pc.cast(values.dictionary, pa.string())
@@ -152,13 +189,15 @@ def _tag_part(key: str, values: pa.Array) -> pa.Array:
             column=key,
             row=_first_row(values, newline),
         )
-    stranded = pc.match_substring_regex(distinct, _STRANDED_IN_TAG.pattern)
+    refused = _TRAILING if flavour == V3 else _STRANDED_IN_TAG
+    stranded = pc.match_substring_regex(distinct, refused.pattern)
     if pc.any(stranded).as_py():
         bad = pc.filter(distinct, stranded)[0].as_py()
+        message = _trailing if flavour == V3 else _stranded
         raise LineProtocolError(
-            _stranded(f"value of tag {key!r}", bad), column=key, row=_first_row(values, stranded)
+            message(f"value of tag {key!r}", bad), column=key, row=_first_row(values, stranded)
         )
-    for char in (",", "=", " "):
+    for char in ("\\", ",", "=", " ") if flavour == V3 else (",", "=", " "):
         distinct = pc.replace_substring(distinct, char, "\\" + char)
     parts = pc.binary_join_element_wise("," + escaped, distinct, "=")
     # An empty tag value is not allowed: it is left out, as InfluxDB itself does.
@@ -206,24 +245,27 @@ def encode_batch(
     fields: Sequence[str],
     time: str = "time",
     keys: Mapping[str, str] | None = None,
+    flavour: str = V1,
 ) -> Encoded:
     """Encode `batch` (a `time` column of timestamps or int64 nanoseconds, string tag columns,
-    typed field columns) as line protocol with nanosecond timestamps. A column is written
-    under its name, or under `keys[name]` (several columns may carry one field key when each
-    row has a value in at most one of them)."""
+    typed field columns) as line protocol with nanosecond timestamps, names escaped as the
+    `flavour`'s server reads them (`V1`: 1.x and 2.x; `V3`: 3.x). A column is written under its
+    name, or under `keys[name]` (several columns may carry one field key when each row has a
+    value in at most one of them)."""
     keys = keys or {}
     if batch.num_rows == 0:
         return Encoded(b"", 0, 0, pa.array([], pa.int64()), ())
     # Each tag and field becomes ",key=value", or "" where its value is null; joining those
     # with no separator leaves absent ones out. (pyarrow 26's null_handling="skip" drops whole
     # rows whose parts are all null, so it is not used.)
-    tag_set = _concat([_tag_part(keys.get(tag, tag), batch.column(tag)) for tag in sorted(tags)])
-    key = (
-        escape_measurement(measurement)
-        if tag_set is None
-        else pc.binary_join_element_wise(escape_measurement(measurement), tag_set, "")
+    tag_set = _concat(
+        [_tag_part(keys.get(tag, tag), batch.column(tag), flavour) for tag in sorted(tags)]
     )
-    field_set = _concat([_field_part(keys.get(name, name), batch.column(name)) for name in fields])
+    measured = escape_measurement(measurement, flavour=flavour)
+    key = measured if tag_set is None else pc.binary_join_element_wise(measured, tag_set, "")
+    field_set = _concat(
+        [_field_part(keys.get(name, name), batch.column(name), flavour) for name in fields]
+    )
     if field_set is None:
         raise LineProtocolError("a point needs at least one field")
     field_set = pc.utf8_slice_codeunits(field_set, 1)  # the leading comma
@@ -239,9 +281,11 @@ def encode_batch(
     return Encoded(body, len(lines), batch.num_rows - len(lines), rows, ends)
 
 
-def _field_part(name: str, values: pa.Array) -> pa.Array:
+def _field_part(name: str, values: pa.Array, flavour: str = V1) -> pa.Array:
     return _named(
-        name, values, lambda: _prefixed(",", escape_key(name, field=True), _field_text(values))
+        name,
+        values,
+        lambda: _prefixed(",", escape_key(name, field=True, flavour=flavour), _field_text(values)),
     )
 
 

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from tierflow._archive import PointBatch
 from tierflow._engines import Engine
 from tierflow._errors import AuthError, EngineError, WriteRefusedError
+from tierflow._http._status import LINE_REFUSED
 from tierflow._lineprotocol import LineProtocolError, Piece, encode_batch
 
 __all__ = [
@@ -107,6 +108,7 @@ async def write_batches(
                     tags=sorted(batch.tags),
                     fields=batch.fields,
                     keys=batch.keys,
+                    flavour=engine.dialect.line_protocol,
                 )
                 pieces = list(encoded.split(max_body_bytes))
             except LineProtocolError as exc:
@@ -136,6 +138,8 @@ async def write_batches(
 
 # How 1.x words a field type conflict (tsdb/field_validator.go).
 _CONFLICT_FIELD = re.compile(r'input field "(.*)" on measurement "')
+# How 3.x does (influxdb3_write's validator: "invalid column type for column 'v', expected …").
+_CONFLICT_COLUMN = re.compile(r"invalid column type for column '(.*?)', expected")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,13 +155,21 @@ class _Posted:
         return self.piece.rows
 
     def refused(self, exc: EngineError) -> WriteRefusedError:
-        """The refusal, pinned on the field the server named (its first point in this body
-        holding a value) or, when it named none, on the body's first point."""
+        """The refusal, pinned on the line the server named (3.x: its number in the body), else
+        on the field it named (its first point in this body holding a value), else on the
+        body's first point."""
         rows = self.piece.rows
-        named = _CONFLICT_FIELD.search(str(exc))
+        text = str(exc)
+        named = _CONFLICT_FIELD.search(text) or _CONFLICT_COLUMN.search(text)
         key = named.group(1) if named else None
         # The field's columns (one per type it has in the batch; `keys` maps them to `key`).
         columns = [name for name in self.batch.fields if self.batch.key(name) == key]
+        line = LINE_REFUSED.search(text)
+        if line is not None and 1 <= int(line.group(1)) <= len(rows):
+            row = rows[int(line.group(1)) - 1].as_py()
+            return WriteRefusedError.of(
+                self.measurement, self.batch, key if columns else None, row, exc
+            )
         if not columns:
             first = rows[0].as_py()
             return WriteRefusedError.of(self.measurement, self.batch, None, first, exc, exact=False)

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.influx3_standin import Influx3StandIn, ThreadedInflux3StandIn
 from tierflow.testing import InfluxdError, ThrowawayInfluxd
 from tierflow.testing.postgres import PostgresError, ThrowawayPostgres
+
+if TYPE_CHECKING:
+    from tests.integration._influx3_servers import Server3
 
 # A point as a tier holds it: (measurement, time in ns, tags) → fields.
 Key = tuple[str, int, frozenset[tuple[str, str]]]
@@ -278,3 +282,34 @@ def start() -> datetime:
     """A job start two days back: its windows are all in the past and well inside the warm RP's
     400 days."""
     return hour_floor_days_ago(2)
+
+
+# -- the InfluxDB 3.x stand-in (DataFusion) -----------------------------------------------------
+
+
+@pytest.fixture
+async def influx3() -> AsyncIterator[Influx3StandIn]:
+    """A fresh 3.x stand-in on the test's loop; its token is `tests.influx3_standin.TOKEN`."""
+    async with Influx3StandIn() as server:
+        yield server
+
+
+@pytest.fixture
+def influx3_threaded() -> Iterator[ThreadedInflux3StandIn]:
+    """A fresh 3.x stand-in on its own thread, for tests that run tierflow in a subprocess."""
+    with ThreadedInflux3StandIn() as server:
+        yield server
+
+
+@pytest.fixture(params=["standin", "live"])
+async def influx3_server(request: pytest.FixtureRequest) -> AsyncIterator[Server3]:
+    """A 3.x server to run tierflow against (`_influx3_servers.Server3`): a fresh stand-in, or
+    the live server of `TIERFLOW_TEST_INFLUXDB3_URL`/`…_TOKEN` (skipped, saying so, without)."""
+    from tests.integration._influx3_servers import StandIn3, live_influx3
+
+    if request.param == "standin":
+        async with Influx3StandIn() as server:
+            yield StandIn3(server)
+        return
+    for live in live_influx3():
+        yield live

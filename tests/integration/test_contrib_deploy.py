@@ -111,9 +111,11 @@ def test_the_kubernetes_manifests_parse_and_their_commands_are_real() -> None:
         if "persistentVolumeClaim" in v
     }
     assert claims == {of_kind(deployment_docs, "PersistentVolumeClaim")["metadata"]["name"]}
-    (token,) = daemon["env"]
-    assert token["valueFrom"]["secretKeyRef"]["name"] == "tierflow"
-    assert "value" not in token  # from the Secret, never written here
+    # Both tokens (InfluxDB's, the status API's and /metrics') from the Secret, never written here.
+    assert {e["name"] for e in daemon["env"]} == {"INFLUX_TOKEN", "TIERFLOW_SERVER_TOKEN"}
+    for token in daemon["env"]:
+        assert token["valueFrom"]["secretKeyRef"]["name"] == "tierflow"
+        assert "value" not in token
 
     cronjob = of_kind(cronjob_docs, "CronJob")
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"

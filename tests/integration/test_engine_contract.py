@@ -5,10 +5,19 @@ job) writes to the dest tier must equal what plain Python computes from the raw 
 - `influxdb2-standin`: the Flux engine against the stand-in that keeps points and runs the Flux
   tierflow sends (`tests/flux_standin.py`, scripts parsed by the official parser): the 2.x
   request contract, and what the scripts compute as the Flux documentation says.
+- `influxdb3-standin`: the SQL engine against the 3.x stand-in (`tests/influx3_standin.py`), whose
+  SQL runs on Apache DataFusion (the engine 3.x runs SQL with): downsamples are read-aggregate-
+  write there, and the raw points are written to it, and read back, with its own line protocol
+  parser and `SELECT *`.
 - `influxdb2`: the Flux engine against a live InfluxDB 2.x, only when
   `TIERFLOW_TEST_INFLUXDB2_URL`, `TIERFLOW_TEST_INFLUXDB2_TOKEN` and `TIERFLOW_TEST_INFLUXDB2_ORG`
   are set (an all-access token: the suite creates and deletes its own buckets); otherwise those
   cases are skipped, saying so. See README, "The live 2.x suite".
+- `influxdb3`: the SQL engine against a live InfluxDB 3.x (Core or Enterprise), only when
+  `TIERFLOW_TEST_INFLUXDB3_URL` and `TIERFLOW_TEST_INFLUXDB3_TOKEN` are set (an admin token: each
+  test gets fresh databases, deleted afterwards); otherwise skipped, saying so. Its tiers are
+  written with line protocol and read back with the server's own `SELECT *` (Parquet), through a
+  plain HTTP client. See README, "The live 3.x suite".
 
 Each backend writes and reads its tiers with its own small client (the stand-in: its store),
 never through tierflow. One set of tests, parametrised by backend.
@@ -35,6 +44,8 @@ import pytest
 from tests.flux_standin import FluxStandIn, Record, points_of
 from tests.fluxcheck import FluxChecker, flux_checker
 from tests.influx2_standin import TOKEN, running_in_thread
+from tests.influx3_standin import TOKEN as TOKEN3
+from tests.influx3_standin import ThreadedInflux3StandIn
 from tests.integration._helpers import (
     AGGREGATES,
     EVERY,
@@ -53,6 +64,7 @@ from tests.integration._helpers import (
     windows_of,
     write_points,
 )
+from tests.integration._influx3_servers import Live3, live_influx3, read_tier3
 from tests.integration.conftest import (
     WARM_RP,
     Databases,
@@ -318,13 +330,111 @@ class InfluxDB2StandIn:
         self.server.delete("hot", start, stop, " AND ".join(pairs))
 
 
+@dataclass
+class InfluxDB3StandIn:
+    """The DataFusion-backed 3.x stand-in served from a thread: databases `hot` and `warm`,
+    written with line protocol and read with `SELECT *` in its store directly."""
+
+    server: ThreadedInflux3StandIn
+    token_file: Path
+    kind: str = "influxdb3"
+
+    def connection_toml(self) -> list[str]:
+        return [
+            'kind = "influxdb3"',
+            f"url = {toml_value(self.server.url)}",
+            f"token = {{ file = {toml_value(str(self.token_file))} }}",
+            'timeout = "30s"',
+        ]
+
+    def hot(self) -> str:
+        return "hot"
+
+    def warm(self) -> str:
+        return "warm"
+
+    def write(self, points: Iterable[Point], db: str = "hot") -> None:
+        self.server.write(db, "\n".join(line(p) for p in points))
+
+    def write_warm(self, points: Iterable[Point]) -> None:
+        self.write(points, "warm")
+
+    def _read(self, db: str) -> TierData:
+        if db not in self.server.databases:
+            return {}
+        tables = self.server.sql(
+            db, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'iox'"
+        )
+        data: TierData = {}
+        for name in tables.column("table_name").to_pylist():
+            ident = '"' + name.replace('"', '""') + '"'
+            table = self.server.sql(db, f"SELECT * FROM {ident}")
+            tags = {
+                f.name for f in table.schema if f.name != "time" and "dictionary" in str(f.type)
+            }
+            times = table.column("time").cast("int64").to_pylist()
+            for moment, row in zip(times, table.drop_columns(["time"]).to_pylist(), strict=True):
+                key = (name, moment, frozenset((k, row[k]) for k in tags if row[k] is not None))
+                assert key not in data, f"two rows for one point {key}"
+                data[key] = {k: v for k, v in row.items() if k not in tags and v is not None}
+        return data
+
+    def read_warm(self) -> TierData:
+        return self._read("warm")
+
+    def read_hot(self) -> TierData:
+        return self._read("hot")
+
+    def delete_hot(self, measurement: str, tags: dict[str, str]) -> None:
+        raise AssertionError("3.x cannot delete a time range: no test asks it to")
+
+
+@dataclass
+class InfluxDB3:
+    """Two fresh databases (hot, warm) on the live 3.x server, deleted afterwards."""
+
+    server: Live3
+    kind: str = "influxdb3"
+
+    def connection_toml(self) -> list[str]:
+        return [
+            'kind = "influxdb3"',
+            f"url = {toml_value(self.server.url)}",
+            'token = { env = "TIERFLOW_TEST_INFLUXDB3_TOKEN" }',
+            'timeout = "120s"',
+        ]
+
+    def hot(self) -> str:
+        return self.server.name("hot")
+
+    def warm(self) -> str:
+        return self.server.name("warm")
+
+    def write(self, points: Iterable[Point]) -> None:
+        self.server.write("hot", "\n".join(line(p) for p in points))
+
+    def write_warm(self, points: Iterable[Point]) -> None:
+        self.server.write("warm", "\n".join(line(p) for p in points))
+
+    def read_warm(self) -> TierData:
+        return read_tier3(self.server, "warm")
+
+    def read_hot(self) -> TierData:
+        return read_tier3(self.server, "hot")
+
+    def delete_hot(self, measurement: str, tags: dict[str, str]) -> None:
+        raise AssertionError("3.x cannot delete a time range: no test asks it to")
+
+
 def _rfc3339_ns(text: str) -> int:
     seconds, _, fraction = text.rstrip("Z").partition(".")
     whole = datetime.fromisoformat(seconds + "+00:00")
     return round(whole.timestamp()) * NS + int((fraction + "000000000")[:9])
 
 
-@pytest.fixture(params=["influxdb1", "influxdb2-standin", "influxdb2"])
+@pytest.fixture(
+    params=["influxdb1", "influxdb2-standin", "influxdb3-standin", "influxdb2", "influxdb3"]
+)
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     if request.param == "influxdb1":
         server: ThrowawayInfluxd = request.getfixturevalue("influxd")
@@ -338,6 +448,16 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         standin = FluxStandIn(checker=checker)
         with running_in_thread(standin):
             yield InfluxDB2StandIn(standin, token_file)
+        return
+    if request.param == "influxdb3-standin":
+        token_file = request.getfixturevalue("tmp_path_factory").mktemp("token3") / "token"
+        token_file.write_text(TOKEN3 + "\n", encoding="utf-8")
+        with ThreadedInflux3StandIn() as server3:
+            yield InfluxDB3StandIn(server3, token_file)
+        return
+    if request.param == "influxdb3":
+        for live3 in live_influx3():
+            yield InfluxDB3(live3)
         return
     yield from live_influxdb2()
 
@@ -521,6 +641,12 @@ async def test_replace_removes_series_that_vanished_from_the_source(
         with pytest.raises(ConfigError, match=r"replace = True: not supported on InfluxDB 1\.x"):
             load_config(config)
         return
+    if backend.kind == "influxdb3":
+        from tierflow import ConfigError, load_config
+
+        with pytest.raises(ConfigError, match=r"InfluxDB 3 cannot delete a time range"):
+            load_config(config)
+        return
     # A first run writes two series; then one series is (as if) re-tagged at the source: the
     # re-run must leave only what the source now says.
     stale = Point("sensor", (("host", "old"), ("site", "x")), ns(start) + NS, {"temp": 1.0})
@@ -570,6 +696,19 @@ TEMPLATES = {
         '  |> set(key: "_measurement", value: '
         "{{ (source.measurements[0] ~ '_scaled') | flux_string }})\n"
         "  |> to(bucket: {{ dest.bucket | flux_string }}, org: {{ dest.org | flux_string }})\n",
+    ),
+    "influxdb3": (
+        "scaled.sql.j2",
+        "-- the window's max temp per series, scaled; 3.x has no SELECT … INTO, so the dest\n"
+        "-- is named as INSERT INTO and tierflow writes the rows\n"
+        "INSERT INTO {{ dest.database | sql_ident }}"
+        ".{{ (source.measurements[0] ~ '_scaled') | sql_ident }}\n"
+        'SELECT date_bin({{ window.every | sql_interval }}, "time") AS "time",'
+        ' "host", "site",\n'
+        '  max("temp") * {{ params.factor | sql_literal }} AS "temp_max"\n'
+        "FROM {{ source.database | sql_ident }}.{{ source.measurements[0] | sql_ident }}\n"
+        'WHERE "time" >= {{ window.start | sql_time }} AND "time" < {{ window.stop | sql_time }}\n'
+        'GROUP BY date_bin({{ window.every | sql_interval }}, "time"), "host", "site"\n',
     ),
 }
 

@@ -234,10 +234,10 @@ def test_unknown_connection(tmp_path: Path) -> None:
 
 
 def test_unknown_connection_kind(tmp_path: Path) -> None:
-    path, message = error_of(tmp_path, document(connection={"kind": '"influxdb3"'}))
+    path, message = error_of(tmp_path, document(connection={"kind": '"influxdb4"'}))
     line = line_about(message, "[connections.plant] kind")
     assert str(path) in line
-    assert '"influxdb3"' in line
+    assert '"influxdb4"' in line
     assert "influxdb1" in line  # what would have been accepted
 
 

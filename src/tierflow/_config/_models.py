@@ -44,6 +44,7 @@ __all__ = [
     "DownsampleJob",
     "InfluxDB1Connection",
     "InfluxDB2Connection",
+    "InfluxDB3Connection",
     "JobConfig",
     "MeasurementPattern",
     "QueryJob",
@@ -250,7 +251,29 @@ class InfluxDB2Connection(_Connection):
     _shorthand = field_validator("token", mode="before")(_secret_shorthand)
 
 
-ConnectionConfig = InfluxDB1Connection | InfluxDB2Connection
+class InfluxDB3Connection(_Connection):
+    """An InfluxDB 3 server (Core, Enterprise, Cloud), spoken to in SQL over its HTTP API
+    (`/api/v3/query_sql`, `/api/v3/write_lp`), with a bearer token.
+
+    3.x has no orgs and no retention policies: a tier on it names a database (`bucket =
+    "<database>"`) and a table is a measurement. `database`, when set, is the connection's
+    scope (as a 2.x org is: jobs across scopes need `allow_cross_org`) and where a query that
+    names no database runs; leave it unset for a token that serves several databases (a hot
+    and a warm one). A downsample's read brings back every aggregated row before tierflow
+    writes it, so the default timeout is the 2.x one.
+    """
+
+    kind: Literal["influxdb3"]
+    token: SecretSource
+    database: str | None = Field(default=None, min_length=1)
+    timeout: PositiveDuration = timedelta(seconds=60)
+    verify_tls: bool = True
+    ca_cert: Path | None = None
+
+    _shorthand = field_validator("token", mode="before")(_secret_shorthand)
+
+
+ConnectionConfig = InfluxDB1Connection | InfluxDB2Connection | InfluxDB3Connection
 
 
 class TierConfig(_Model):
@@ -518,9 +541,12 @@ def _render_into(template: str, measurement: str) -> str:
     return name
 
 
-_CONNECTION_KINDS: dict[str, type[InfluxDB1Connection] | type[InfluxDB2Connection]] = {
+_CONNECTION_KINDS: dict[
+    str, type[InfluxDB1Connection] | type[InfluxDB2Connection] | type[InfluxDB3Connection]
+] = {
     "influxdb1": InfluxDB1Connection,
     "influxdb2": InfluxDB2Connection,
+    "influxdb3": InfluxDB3Connection,
 }
 _JOB_KINDS: dict[str, type[DownsampleJob] | type[QueryJob] | type[ArchiveJob]] = {
     "archive": ArchiveJob,

@@ -54,6 +54,7 @@ __all__ = [
 KINDS: dict[str, str] = {
     "influxdb1": "tierflow._engines.influxql",
     "influxdb2": "tierflow._engines.flux",
+    "influxdb3": "tierflow._engines.sql",
 }
 
 

@@ -157,6 +157,9 @@ class Dialect(ABC):
     client_module: tuple[str, str] | None = None
     #: How a connection of this kind takes credentials (for the URL-credentials hint).
     credentials_hint: str
+    #: How the server reads backslashes in line protocol (`tierflow._lineprotocol.V1`: 1.x and
+    #: 2.x; `V3`: 3.x): what restores and relays into it encode with.
+    line_protocol: str = "v1"
 
     # -- static ----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import msgpack
 from tierflow._errors import AuthError, EngineError, QueryError, TransientEngineError
 
 __all__ = [
+    "LINE_REFUSED",
     "ErrorTable",
     "KnownError",
     "recognise",
@@ -94,14 +95,34 @@ def retry_after_seconds(header: str | None) -> float | None:
 
 def server_message(raw: bytes) -> str:
     """The server's own error message: `message` (2.x's `{"code", "message"}`) or `error`
-    (1.x) of a JSON or MessagePack body (1.x answers in the format asked for), else the start
-    of the body."""
+    (1.x, 3.x) of a JSON or MessagePack body (1.x answers in the format asked for), else the
+    start of the body. 3.x's refused lines (`data`: one `{"line_number", "error_message",
+    "original_line"}`, or a list of them for a partial write) follow the error, each named by
+    its line number in the body (`LINE_REFUSED`)."""
     body = _decoded(raw)
     if isinstance(body, dict):
         for key in ("message", "error"):
             if isinstance(body.get(key), str) and body[key]:
-                return str(body[key])
+                return str(body[key]) + _refused_lines(body.get("data"))
     return raw[:200].decode("utf-8", "replace").strip()
+
+
+#: How `server_message` names a line 3.x refused: its 1-based number in the body sent.
+LINE_REFUSED = re.compile(r"; line (\d+) of the body: ")
+#: Refused lines named in one message at most (3.x lists every one of a partial write).
+_LINES_SHOWN = 3
+
+
+def _refused_lines(data: Any) -> str:
+    lines = data if isinstance(data, list) else [data]
+    said = [
+        f"; line {line['line_number']} of the body: {line.get('error_message', '')}"
+        + (f" ({line['original_line']!r})" if isinstance(line.get("original_line"), str) else "")
+        for line in lines
+        if isinstance(line, dict) and isinstance(line.get("line_number"), int)
+    ]
+    more = len(said) - _LINES_SHOWN
+    return "".join(said[:_LINES_SHOWN]) + (f"; and {more} more" if more > 0 else "")
 
 
 def _decoded(raw: bytes) -> Any:

@@ -40,7 +40,7 @@ async def stage_flux(engine: Engine, export: WindowExport) -> StagedWindow:
         stop=window.stop,
         tags=job.tags,
     )
-    archived = Tally()
+    archived = Tally(flavour=engine.dialect.line_protocol)
     try:
         batches = _flux_batches(engine, source, measurement, window, job.tags, pivot=True)
         staged, expected = await alongside(
@@ -66,7 +66,7 @@ async def stage_flux(engine: Engine, export: WindowExport) -> StagedWindow:
         window_stop=isoformat(window.stop),
         reason=reason,
     )
-    archived = Tally()
+    archived = Tally(flavour=engine.dialect.line_protocol)
     batches = _flux_batches(engine, source, measurement, window, job.tags, pivot=False)
     staged = await archive.astage_window(measurement, window, counted(batches, archived))
     return checked(archive, staged, archived, expected)

@@ -27,7 +27,7 @@ async def stage_influxql(engine: Engine, export: WindowExport) -> StagedWindow:
     )
     if plan is None:
         return await archive.astage_window(measurement, window, nothing())
-    archived = Tally()
+    archived = Tally(flavour=engine.dialect.line_protocol)
     batches = export_planned(engine, plan, tags=job.tags)
     staged, expected = await alongside(
         archive.astage_window(measurement, window, counted(batches, archived)),

@@ -1,0 +1,265 @@
+"""Downsampling on InfluxDB 3 (read-aggregate-write in SQL, `tierflow._engines.sql`) against
+the oracle it did not compute: real influxd 1.x's own `SELECT … INTO` over the same points,
+window for window.
+
+The same line protocol goes to the real influxd and to a 3.x server: the DataFusion-backed
+stand-in (`tests/influx3_standin.py`: every SQL query is executed by DataFusion, so the
+aggregates are a real SQL engine's), and a live InfluxDB 3.x when `TIERFLOW_TEST_INFLUXDB3_URL`
+and `…_TOKEN` are set (fresh databases, deleted afterwards; skipped, saying so, otherwise). The
+3.x side runs exactly what the runner runs: the job rendered by `render_job` (a coalesced batch
+of three windows), sent by the 3.x engine's `execute`. Both outputs are read back whole (3.x:
+with its own `SELECT *`) and compared point for point: time, tags, each field's value and its
+type. Float values are multiples of 1/8 so that sums are exact in any order (InfluxQL and
+DataFusion add in different orders; neither promises an order).
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from tests.influx3_standin import TOKEN, Influx3StandIn
+from tests.integration._influx3_servers import Server3
+from tierflow._config import Config
+from tierflow._engines.sql._engine import InfluxDB3Engine
+from tierflow._errors import ConfigError
+from tierflow._jobs import render_job
+from tierflow._planner import Batch
+from tierflow._windows import EPOCH, Window
+from tierflow.testing import ThrowawayInfluxd
+
+EVERY = timedelta(minutes=5)
+OFFSET = timedelta(seconds=10)
+START = datetime(2026, 3, 1, 0, 0, 10, tzinfo=UTC)  # on the offset grid
+WINDOWS = 3
+SUPPORTED: tuple[str, ...] = (
+    "count",
+    "first",
+    "last",
+    "max",
+    "mean",
+    "median",
+    "min",
+    "spread",
+    "sum",
+)
+_TYPES = {"float": pa.float64(), "integer": pa.int64(), "unsigned": pa.uint64()}
+
+
+def points(seed: int) -> list[str]:
+    """Line protocol over the batch's range and a little beyond it on both sides: two tags
+    (one of them missing on some points), a float and an int field (each missing on some
+    points), whole 5-minute buckets left empty."""
+    rng = random.Random(seed)
+    lines = []
+    first = (START - EPOCH) // timedelta(microseconds=1) * 1000 - 60 * 10**9
+    span = (WINDOWS * EVERY + timedelta(minutes=2)) // timedelta(microseconds=1) * 1000
+    empty = rng.randrange(WINDOWS * 5)  # one 1-minute slot never written
+    for _ in range(120):
+        stamp = first + rng.randrange(span)
+        if (stamp - first) // (60 * 10**9) == empty:
+            continue
+        host = rng.choice(["a", "b", "c\\ d"])  # "c d", escaped
+        tags = f",host={host}"
+        if rng.random() < 0.7:
+            tags += f",region={rng.choice(['eu', 'us'])}"
+        fields = []
+        if rng.random() < 0.85:
+            fields.append(f"f={rng.randrange(-400, 400) / 8}")
+        if rng.random() < 0.85 or not fields:
+            fields.append(f"i={rng.randrange(-1000, 1000)}i")
+        lines.append(f"cpu{tags} {','.join(fields)} {stamp}")
+    # The edges: the range's first and last nanosecond are in, the ones beside them are not;
+    # a bucket edge inside the range starts the next bucket.
+    start = first + 60 * 10**9
+    stop = start + WINDOWS * EVERY // timedelta(microseconds=1) * 1000
+    edge = start + EVERY // timedelta(microseconds=1) * 1000
+    lines += [
+        f"cpu,host=edge f={rng.randrange(-80, 80) / 4},i={stamp % 1000}i {stamp}"
+        for stamp in (start - 1, start, edge - 1, edge, stop - 1, stop)
+    ]
+    return lines
+
+
+def influxql_into(
+    influxd: ThrowawayInfluxd, db: str, aggregates: dict[str, tuple[str, ...]]
+) -> None:
+    """The oracle: InfluxQL's own SELECT … INTO over the batch's range (written by hand)."""
+    columns = ", ".join(
+        f'{fn.upper()}("{field}") AS "{field}_{fn}"'
+        for field, functions in aggregates.items()
+        for fn in functions
+    )
+    stop = START + WINDOWS * EVERY
+    influxd.execute(
+        f'SELECT {columns} INTO "{db}"."autogen"."cpu_5m" FROM "{db}"."autogen"."cpu" '
+        f"WHERE time >= '{START:%Y-%m-%dT%H:%M:%SZ}' AND time < '{stop:%Y-%m-%dT%H:%M:%SZ}' "
+        "GROUP BY time(5m, 10s), *",
+        db=db,
+    )
+
+
+def influxd_output(influxd: ThrowawayInfluxd, db: str) -> tuple[dict[Any, Any], dict[str, str]]:
+    rows = influxd.series_points('SELECT * FROM "cpu_5m" GROUP BY *', db=db)
+    types: dict[str, str] = {}
+    for result in influxd.query('SHOW FIELD KEYS FROM "cpu_5m"', db=db):
+        for series in result.get("series", []):
+            types.update(dict(series["values"]))
+    found = {}
+    for row in rows:
+        tags = frozenset((k, row[k]) for k in ("host", "region") if row.get(k))
+        fields = {
+            k: (float(v) if types[k] == "float" else v)
+            for k, v in row.items()
+            if k in types and v is not None
+        }
+        found[(row["time"], tags)] = fields
+    return found, types
+
+
+def standin_output(server: Server3) -> tuple[dict[Any, Any], dict[str, pa.DataType]]:
+    table = server.sql("warm", 'SELECT * FROM "cpu_5m"')
+    types = {f.name: f.type for f in table.schema if f.name not in {"time", "host", "region"}}
+    found = {}
+    for row in table.to_pylist():
+        stamp = (row["time"].replace(tzinfo=UTC) - EPOCH) // timedelta(microseconds=1) * 1000
+        tags = frozenset((k, row[k]) for k in ("host", "region") if row.get(k))
+        found[(stamp, tags)] = {k: v for k, v in row.items() if k in types and v is not None}
+    return found, types
+
+
+def config(server: Server3 | Influx3StandIn, aggregates: dict[str, tuple[str, ...]]) -> Config:
+    name = str if isinstance(server, Influx3StandIn) else server.name
+    return Config.from_mapping(
+        {
+            "connections": {
+                "v3": {"kind": "influxdb3", "url": server.url, "token": {"env": "V3_TOKEN"}}
+            },
+            "tiers": {
+                "hot": {"connection": "v3", "bucket": name("hot")},
+                "warm": {"connection": "v3", "bucket": name("warm")},
+            },
+            "jobs": {
+                "cpu_5m": {
+                    "kind": "downsample",
+                    "source": "hot",
+                    "dest": "warm",
+                    "every": "5m",
+                    "offset": "10s",
+                    "start": "2026-03-01T00:00:10Z",
+                    "measurements": ["cpu"],
+                    "into": "{{ measurement }}_5m",
+                    "aggregates": aggregates,
+                }
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize("seed", range(1, 9))
+async def test_downsample_on_3x_equals_select_into_on_influxd(
+    seed: int,
+    influx3_server: Server3,
+    influxd: ThrowawayInfluxd,
+    db: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = influx3_server
+    monkeypatch.setenv("V3_TOKEN", server.token)
+    aggregates = {"f": SUPPORTED, "i": SUPPORTED}
+    lines = points(seed)
+    influxd.write(lines, db=db)
+    server.write("hot", "\n".join(lines))
+    server.create_database("warm")
+
+    influxql_into(influxd, db, aggregates)
+    expected, expected_types = influxd_output(influxd, db)
+
+    cfg = config(server, aggregates)
+    batch = Batch.span(Window(START, START + EVERY), WINDOWS)
+    query = render_job(cfg, "cpu_5m", batch)
+    engine = InfluxDB3Engine("v3", cfg.connections["v3"])  # type: ignore[arg-type]
+    try:
+        execution = await engine.execute(query, database=server.name("warm"))
+    finally:
+        await engine.aclose()
+    found, found_types = standin_output(server)
+
+    assert expected, "the oracle wrote nothing: the test would prove nothing"
+    assert {key: _TYPES[kind] for key, kind in expected_types.items()} == found_types
+    assert sorted(found) == sorted(expected)  # the same points: times (bucket starts) and tags
+    for key, fields in expected.items():
+        assert found[key] == fields, key
+    for key, fields in found.items():
+        for name, value in fields.items():
+            assert type(value) is type(expected[key][name]), (key, name)
+    assert execution.points_written == len(expected)
+    # Every bucket start is on the job's grid (epoch + offset + k × every), inside the batch.
+    stop_ns = (START + WINDOWS * EVERY - EPOCH) // timedelta(microseconds=1) * 1000
+    start_ns = (START - EPOCH) // timedelta(microseconds=1) * 1000
+    for stamp, _ in found:
+        assert start_ns <= stamp < stop_ns
+        assert (stamp - start_ns) % (EVERY // timedelta(microseconds=1) * 1000) == 0
+
+
+async def test_tags_filter_and_the_sent_requests(
+    influx3: Influx3StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job's `tags` narrow the read; the read goes to the source database as Parquet with
+    the bearer token, the write to the dest with accept_partial=false, nanoseconds."""
+    monkeypatch.setenv("V3_TOKEN", TOKEN)
+    influx3.write("hot", "\n".join(points(7)))
+    influx3.create_database("warm")
+    base = config(influx3, {"i": ("sum",)})
+    job = base.jobs["cpu_5m"].model_copy(update={"tags": {"host": "c d"}})
+    cfg = Config(base.path, base.state, base.connections, base.tiers, {"cpu_5m": job})
+    query = render_job(cfg, "cpu_5m", Batch.span(Window(START, START + EVERY), WINDOWS))
+    engine = InfluxDB3Engine("v3", cfg.connections["v3"])  # type: ignore[arg-type]
+    try:
+        await engine.execute(query, database="warm")
+    finally:
+        await engine.aclose()
+    hosts = {row["host"] for row in influx3.sql("warm", 'SELECT * FROM "cpu_5m"').to_pylist()}
+    assert hosts == {"c d"}
+    reads = [r for r in influx3.requests if r.path == "/api/v3/query_sql"]
+    assert reads
+    assert all(r.json()["format"] in {"json", "parquet"} for r in reads)
+    assert {r.json()["db"] for r in reads} == {"hot"}
+    writes = [r for r in influx3.requests if r.path == "/api/v3/write_lp"]
+    assert writes
+    for r in writes:
+        assert r.query == {"db": "warm", "precision": "nanosecond", "accept_partial": "false"}
+        assert r.headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_refused_aggregates_give_the_reason(tmp_path: Any) -> None:
+    """`mode` has no exact SQL equivalent: refused by config validation with the reason."""
+    with pytest.raises(ConfigError) as caught:
+        Config.from_mapping(
+            {
+                "connections": {
+                    "v3": {"kind": "influxdb3", "url": "http://x:8181", "token": {"env": "T"}}
+                },
+                "tiers": {
+                    "hot": {"connection": "v3", "bucket": "hot"},
+                    "warm": {"connection": "v3", "bucket": "warm"},
+                },
+                "jobs": {
+                    "j": {
+                        "kind": "downsample",
+                        "source": "hot",
+                        "dest": "warm",
+                        "every": "5m",
+                        "start": "2026-03-01T00:00:00Z",
+                        "measurements": ["cpu"],
+                        "into": "{{ measurement }}_5m",
+                        "aggregates": {"f": ["mode"]},
+                    }
+                },
+            }
+        )
+    assert "SQL has no mode() aggregate" in str(caught.value)
