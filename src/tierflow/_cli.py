@@ -186,7 +186,9 @@ def run(
     a second one exits at once (windows in flight stay claimed until their lease expires).
     SIGHUP reloads the config file (a bad one is logged and the running one kept).
     At a terminal: a line per batch and a catch-up progress bar; otherwise JSON log lines."""
-    from tierflow._daemon import serve
+    from tierflow._daemon import hold_hangups, serve
+
+    hold_hangups()  # a reload asked for while starting is kept for the running daemon
     from tierflow._terminal import DaemonDisplay
 
     # A person at a terminal sees batches and the catch-up; a log level below warning asks for

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import signal
+import threading
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
@@ -620,6 +621,8 @@ async def serve(
     runner before the first window, `on_stopped` once the daemon has stopped."""
     from tierflow._definitions import accept_definitions
 
+    if signals:
+        hold_hangups()
     loaded = as_config(config)
     async with Tierflow(loaded, state=state) as tf:
         await accept_definitions(loaded, tf.store, None)
@@ -651,6 +654,18 @@ async def serve(
                 loop.remove_signal_handler(signum)
 
 
+_held_hangups: list[int] = []
+
+
+def hold_hangups() -> None:
+    """Keep a SIGHUP that arrives while the daemon is still starting (reading its config,
+    opening its state, before its event loop handles signals) instead of dying of it, as the
+    default disposition would: `serve` turns it into a reload once it handles signals. Called
+    first thing by `tierflow run`, and by `serve`."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGHUP, lambda signum, _frame: _held_hangups.append(signum))
+
+
 def _handle_signals(daemon: Daemon) -> list[signal.Signals]:
     """SIGTERM and SIGINT: the first stops the daemon gracefully, a second exits at once.
     SIGHUP: reload the config (ignored once stopping)."""
@@ -674,6 +689,9 @@ def _handle_signals(daemon: Daemon) -> list[signal.Signals]:
     for signum in handled:
         loop.add_signal_handler(signum, on_signal, signum)
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    if _held_hangups:  # a SIGHUP came while starting: the file may have changed since it was read
+        _held_hangups.clear()
+        on_hangup()
     return [*handled, signal.SIGHUP]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -236,6 +237,13 @@ def test_a_changed_job_follows_the_rules_of_redefinition(
         )
         daemon.send(signal.SIGHUP)
         reloaded = daemon.wait_for("config_reloaded", timeout=15)
+        # b's loop takes the new config at its next pass, which the reload wakes it for.
+        wait_until(
+            lambda: len([e for e in named(daemon, "definition_recorded") if e["job"] == "b"]) > 1,
+            15,
+            daemon,
+            "b's new definition recorded",
+        )
         code, _ = daemon.stop(signal.SIGTERM)
 
     assert code == 0, daemon.describe()
@@ -257,3 +265,44 @@ def test_a_changed_job_follows_the_rules_of_redefinition(
     assert watermark is not None
     spans = grid(start, FIVE_MINUTES, (watermark - start) // FIVE_MINUTES)
     assert_tier(read_tier(influxd, db, WARM_RP), expected_tier(points, spans))
+
+
+def catches_hangup(pid: int) -> bool:
+    """Whether the process has a handler of its own for SIGHUP (bit 0 of `SigCgt`)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & 1)
+    return False
+
+
+def test_a_sighup_while_the_daemon_starts_is_a_reload_not_its_end(
+    db: str, write_config: ConfigWriter
+) -> None:
+    # systemd may send ExecReload's SIGHUP right after the start. The daemon is held in its
+    # start (its state file locked by the test) until it has said it holds SIGHUP; the signal
+    # sent then is kept and becomes a reload once the daemon handles signals: it does not die
+    # of it, as it did before its event loop was up.
+    later = datetime.now(UTC) + timedelta(days=1)  # no window due: only the start matters
+    config = write_config(db, {"idle": job(later)})
+    state = config.parent / "state.db"
+    run_tierflow("status", "-c", config)  # the state file exists, its schema made
+    with processes() as spawned, sqlite3.connect(state, isolation_level=None) as lock:
+        lock.execute("BEGIN EXCLUSIVE")  # the daemon's start waits here (busy timeout)
+        daemon = spawn("run", "-c", config)
+        spawned.append(daemon)
+        deadline = time.monotonic() + 10
+        while not catches_hangup(daemon.process.pid):
+            assert time.monotonic() < deadline, (
+                f"SIGHUP not held while starting; {daemon.describe()}"
+            )
+            assert daemon.process.poll() is None, daemon.describe()
+            time.sleep(0.01)
+        daemon.send(signal.SIGHUP)
+        time.sleep(0.5)
+        assert daemon.process.poll() is None, daemon.describe()
+        assert not named(daemon, "daemon_started"), "the start was not held"
+        lock.execute("COMMIT")
+        daemon.wait_for("config_reloaded", timeout=30)
+        code, _ = daemon.stop(signal.SIGTERM)
+
+    assert code == 0, daemon.describe()
