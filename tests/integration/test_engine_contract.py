@@ -798,3 +798,24 @@ async def test_the_measurements_listed_are_those_with_points_in_the_window_of_th
 
 def wanted(name: str) -> bool:
     return name.startswith(("f", "l", "b", "a"))
+
+
+async def test_listing_a_tier_whose_place_does_not_exist_fails_rather_than_finds_nothing(
+    backend: Backend, tmp_path: Path, start: datetime
+) -> None:
+    """A pattern resolved against a database, retention policy or bucket that is not there must
+    fail the window (an `EngineError`), never read as "no measurement had points" (a window
+    recorded done with nothing archived)."""
+    from tierflow._errors import EngineError
+
+    backend.write([Point("first", (), ns(start), {"v": 1})])
+    window = Window(start, start + EVERY)
+    async with open_runner(write_config(backend, tmp_path, {})) as runner:
+        engine, tier = runner.engine("db"), runner.config.tiers["hot"]
+        database, slash, policy = tier.bucket.partition("/")
+        gone = [tier.model_copy(update={"bucket": f"{database}_gone{slash}{policy}"})]
+        if slash:  # 1.x: a retention policy missing from a database that exists
+            gone.append(tier.model_copy(update={"bucket": f"{database}/{policy}_gone"}))
+        for missing in gone:
+            with pytest.raises(EngineError):
+                await engine.dialect.list_measurements(engine, missing, window, {}, wanted)
