@@ -193,6 +193,24 @@ def test_json_alone_cannot_type_what_the_schema_can() -> None:
     assert batch.tags == frozenset()
 
 
+def test_a_jsonl_line_longer_than_a_megabyte_reads_back_whole() -> None:
+    """One string field of 3 MiB (one JSON line longer than any fixed Arrow block) is a value
+    like any other: it comes back whole, not refused as 'straddling two block boundaries'."""
+    big = 'x"\\\n' * (3 << 18)
+    body = (
+        json.dumps({"time": "2026-11-01T00:00:00", "s": big})
+        + "\n"
+        + json.dumps({"time": "2026-11-01T00:00:01", "s": ""})
+        + "\n"
+    ).encode()
+
+    async def read() -> list[PointBatch]:
+        return [b async for b in jsonl_batches(pieces(body, 1 << 16), SCHEMA, block_bytes=1 << 20)]
+
+    batches = asyncio.run(read())
+    assert [v for b in batches for v in b.data.column("s").to_pylist()] == [big, ""]
+
+
 def test_a_key_the_table_does_not_know_is_refused_not_dropped() -> None:
     body = b'{"time":"2026-11-01T00:00:00","f":1.5,"new":2}\n'
 

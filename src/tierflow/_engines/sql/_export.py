@@ -247,7 +247,10 @@ def _jsonl_block(block: bytes, schema: TableSchema) -> PointBatch | None:
     try:
         table = pa_json.read_json(
             io.BytesIO(block),
-            read_options=pa_json.ReadOptions(block_size=min(len(block) + 1, 1 << 20)),
+            # One Arrow block for the whole block of lines: Arrow refuses a line that straddles
+            # two of its blocks, and a line (one huge string) may be longer than any fixed
+            # size; the block is in memory already.
+            read_options=pa_json.ReadOptions(block_size=len(block) + 1),
             parse_options=pa_json.ParseOptions(
                 explicit_schema=schema.json_schema(), unexpected_field_behavior="error"
             ),
