@@ -22,7 +22,10 @@ flavours (`encode_batch(flavour=…)`, chosen by the dest's dialect, `Dialect.li
   or before one of those characters) is refused.
 - `V3`, InfluxDB 3.x (the Rust `influxdb_line_protocol` crate): `\\\\` is one backslash too, and
   a name or tag value may not end in a backslash; so every backslash is doubled (`a\\\\b` would
-  otherwise be stored as `a\\b`), and only a trailing one is refused.
+  otherwise be stored as `a\\b`), and only a trailing one is refused. Its parser also reads a
+  tab as whitespace, as it reads a space, and no escape spells one (it skips a line's leading
+  tabs, so a measurement starting with a tab would be stored without it, or read as a comment
+  line and dropped): a tab in a name or tag value is refused.
 """
 
 from __future__ import annotations
@@ -115,6 +118,7 @@ def escape_measurement(name: str, *, flavour: str = V1) -> str:
     """The measurement as line protocol spells it; refused if it cannot be read back as written."""
     _no_newline(name, "measurement")
     if flavour == V3:
+        _no_tab(name, "measurement")
         if name.endswith("\\"):
             raise LineProtocolError(_trailing("measurement", name))
         name = name.replace("\\", "\\\\")
@@ -133,6 +137,7 @@ def escape_key(name: str, *, field: bool = False, flavour: str = V1) -> str:
     _no_newline(name, "key", column=name)
     what = "field key" if field else "key"
     if flavour == V3:
+        _no_tab(name, what, column=name)
         if name.endswith("\\"):
             raise LineProtocolError(_trailing(what, name), column=name)
         name = name.replace("\\", "\\\\")
@@ -149,8 +154,19 @@ def check_tag_values(key: str, values: pa.Array, *, flavour: str = V1) -> None:
     if pa.types.is_dictionary(values.type):
         values = values.dictionary
     text = pc.cast(values, pa.string())
-    if pc.any(pc.match_substring_regex(text, r"[\\\r\n]")).as_py():
+    if pc.any(pc.match_substring_regex(text, r"[\\\r\n\t]")).as_py():
         _tag_part(key, pc.unique(text), flavour)
+
+
+def _no_tab(text: str, what: str, *, column: str | None = None) -> None:
+    # influxdb_line_protocol's is_whitespace_boundary_char: ' ', '\t', '\n'; its escapes are
+    # `\,` `\=` `\ ` `\\` only, and trim_leading skips a line's leading tabs.
+    if "\t" in text:
+        raise LineProtocolError(
+            f"line protocol cannot carry a tab in a {what}: {text[:40]!r} (InfluxDB 3 reads a "
+            "tab as whitespace and no escape spells one)",
+            column=column,
+        )
 
 
 def _trailing(what: str, text: str) -> str:
@@ -189,6 +205,15 @@ def _tag_part(key: str, values: pa.Array, flavour: str = V1) -> pa.Array:
             column=key,
             row=_first_row(values, newline),
         )
+    if flavour == V3:
+        tab = pc.match_substring(distinct, "\t")
+        if pc.any(tab).as_py():
+            raise LineProtocolError(
+                f"line protocol cannot carry a tab in a value of tag {key!r} (InfluxDB 3 reads a "
+                "tab as whitespace and no escape spells one)",
+                column=key,
+                row=_first_row(values, tab),
+            )
     refused = _TRAILING if flavour == V3 else _STRANDED_IN_TAG
     stranded = pc.match_substring_regex(distinct, refused.pattern)
     if pc.any(stranded).as_py():

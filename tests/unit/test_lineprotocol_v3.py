@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.lineprotocol3 import LineError, ParsedLine, parse_lines
-from tierflow._lineprotocol import V1, V3, LineProtocolError, encode_batch
+from tierflow._lineprotocol import V1, V3, LineProtocolError, check_tag_values, encode_batch
 
 # Names and values made of what line protocol escapes, backslashes above all.
 text = st.text(
@@ -68,3 +68,61 @@ def test_a_trailing_backslash_is_refused_naming_it(where: str) -> None:
     )
     with pytest.raises(LineProtocolError, match="InfluxDB 3 refuses a name or tag value that ends"):
         encode_batch(measurement, batch, tags=[tag_key], fields=[field_key], flavour=V3)
+
+
+# 3.x reads a tab as whitespace (`is_whitespace_boundary_char`), has no escape for one, and
+# skips a line's leading tabs (`trim_leading`), then a `#` there makes the line a comment.
+with_tabs = st.text(st.sampled_from(["a", "\t", "#", " ", "\\", ",", "="]), min_size=1, max_size=6)
+
+
+@settings(max_examples=400, deadline=None)
+@given(measurement=with_tabs, tag_key=with_tabs, tag_value=with_tabs, field_key=with_tabs)
+def test_what_3x_would_read_otherwise_is_refused_never_altered(
+    measurement: str, tag_key: str, tag_value: str, field_key: str
+) -> None:
+    if tag_key == field_key:
+        field_key += "_f"
+    batch = pa.record_batch(
+        {"time": pa.array([7], pa.int64()), tag_key: [tag_value], field_key: [1.5]}
+    )
+    try:
+        encoded = encode_batch(measurement, batch, tags=[tag_key], fields=[field_key], flavour=V3)
+    except LineProtocolError:
+        return
+    line = parsed(encoded.body)
+    assert (line.measurement, line.tags, line.fields, line.timestamp) == (
+        measurement,
+        ((tag_key, tag_value),),
+        ((field_key, "float", 1.5),),
+        7,
+    )
+
+
+@pytest.mark.parametrize(
+    ("where", "bad"),
+    [
+        ("measurement", "\tm"),  # 3.x would store it as "m"
+        ("measurement", "\t#m"),  # 3.x would read a comment: the point dropped, 204
+        ("measurement", "m\tx"),
+        ("tag key", "t\tx"),
+        ("tag value", "\tv"),
+        ("field key", "f\tx"),
+    ],
+)
+def test_a_tab_in_a_name_or_tag_value_is_refused_naming_it(where: str, bad: str) -> None:
+    measurement = bad if where == "measurement" else "m"
+    tag_key = bad if where == "tag key" else "t"
+    tag_value = bad if where == "tag value" else "v"
+    field_key = bad if where == "field key" else "f"
+    batch = pa.record_batch(
+        {"time": pa.array([1], pa.int64()), tag_key: [tag_value], field_key: [1.0]}
+    )
+    with pytest.raises(LineProtocolError, match="cannot carry a tab in a "):
+        encode_batch(measurement, batch, tags=[tag_key], fields=[field_key], flavour=V3)
+
+
+def test_an_archived_tag_value_with_a_tab_is_flagged_as_unrestorable_into_3x() -> None:
+    values = pa.array(["ok", "a\tb"]).dictionary_encode()
+    check_tag_values("t", values, flavour=V1)
+    with pytest.raises(LineProtocolError, match="cannot carry a tab in a value of tag 't'"):
+        check_tag_values("t", values, flavour=V3)
