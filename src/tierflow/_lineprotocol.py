@@ -11,7 +11,7 @@ and backslashes. A string field value may hold newlines and carriage returns as 
 server's parser reads a quoted value past them); names and tag values may not (nothing can escape
 one there): they are refused, naming the column and the first point that holds one. Null tags are
 left out of their line; null fields too; a line whose fields are all null (or NaN/inf, which line
-protocol cannot carry) is dropped, and counted.
+protocol cannot carry; 3.x reads ±inf, so `V3` writes them) is dropped, and counted.
 
 Two servers read backslashes in names and tag values differently, so the encoder has two
 flavours (`encode_batch(flavour=…)`, chosen by the dest's dialect, `Dialect.line_protocol`):
@@ -236,12 +236,19 @@ def _first_row(values: pa.DictionaryArray, bad: pa.Array) -> int:
     return int(pc.index(rows, True).as_py())
 
 
-def _field_text(values: pa.Array) -> pa.Array:
+def _field_text(values: pa.Array, flavour: str = V1) -> pa.Array:
     """Each value as line protocol writes it, null where it cannot be written."""
     kind = values.type
     if pa.types.is_floating(kind):
         finite = pc.is_finite(values)
         text = pc.cast(values, pa.string())
+        if flavour == V3:
+            # 3.x parses a float with Rust's `str::parse::<f64>`, which reads an exponent
+            # beyond the largest double as infinity (influxdb_line_protocol's field_float_value;
+            # nothing refuses it after), so 3.x holds ±inf and they are written back as it
+            # reads them. NaN has no spelling there either.
+            text = pc.replace_substring(text, "inf", "1e999")
+            finite = pc.invert(pc.is_nan(values))
         return pc.if_else(finite, text, pa.scalar(None, pa.string()))
     if pa.types.is_signed_integer(kind):
         return pc.binary_join_element_wise(pc.cast(values, pa.string()), "i", "")
@@ -258,7 +265,7 @@ def _field_text(values: pa.Array) -> pa.Array:
         text = pc.replace_substring(text, '"', '\\"')
         return pc.binary_join_element_wise('"', text, '"', "")
     if pa.types.is_dictionary(kind):
-        return _field_text(pc.cast(values, kind.value_type))
+        return _field_text(pc.cast(values, kind.value_type), flavour)
     raise LineProtocolError(f"no line-protocol type for Arrow type {kind}")
 
 
@@ -310,7 +317,9 @@ def _field_part(name: str, values: pa.Array, flavour: str = V1) -> pa.Array:
     return _named(
         name,
         values,
-        lambda: _prefixed(",", escape_key(name, field=True, flavour=flavour), _field_text(values)),
+        lambda: _prefixed(
+            ",", escape_key(name, field=True, flavour=flavour), _field_text(values, flavour)
+        ),
     )
 
 

@@ -126,3 +126,24 @@ def test_an_archived_tag_value_with_a_tab_is_flagged_as_unrestorable_into_3x() -
     check_tag_values("t", values, flavour=V1)
     with pytest.raises(LineProtocolError, match="cannot carry a tab in a value of tag 't'"):
         check_tag_values("t", values, flavour=V3)
+
+
+def test_infinities_3x_holds_are_written_back_as_3x_reads_them() -> None:
+    """3.x stores `1e999` as +inf (Rust's f64 parse); an archive of such a point restored into
+    3.x must not lose the value (it was left out of its line, silently, when other fields
+    were there)."""
+    inf = float("inf")
+    batch = pa.record_batch(
+        {
+            "time": pa.array([1, 2, 3], pa.int64()),
+            "f": pa.array([inf, -inf, float("nan")], pa.float64()),
+            "g": pa.array([1, 2, 3], pa.int64()),
+        }
+    )
+    encoded = encode_batch("m", batch, tags=[], fields=["f", "g"], flavour=V3)
+    lines = parse_lines(encoded.body.decode())
+    assert [line.fields for line in lines if isinstance(line, ParsedLine)] == [
+        (("f", "float", inf), ("g", "integer", 1)),
+        (("f", "float", -inf), ("g", "integer", 2)),
+        (("g", "integer", 3),),  # NaN: no line protocol spells it
+    ]
