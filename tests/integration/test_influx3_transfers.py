@@ -372,6 +372,54 @@ async def test_a_3x_tier_archives_point_for_point_and_restores_into_a_fresh_data
         )
 
 
+async def test_infinities_a_3x_tier_holds_are_archived_and_restored_exactly(
+    server3: Server3, tmp_path: Path, start: datetime
+) -> None:
+    """3.x stores `1e999` as +inf (Rust's f64 parse of line protocol's float); archive and
+    restore keep it, next to the point's other fields."""
+    first = int(start.timestamp()) * NS
+    inf = float("inf")
+    rows: list[Row] = [
+        ("sensor", first + 1, (("host", "a"),), (("f", inf), ("i", 1))),
+        ("sensor", first + 2, (("host", "a"),), (("f", -inf), ("i", 2))),
+        ("sensor", first + 3, (("host", "a"),), (("f", -0.0), ("i", 3))),
+    ]
+    server3.write(
+        "hot",
+        "\n".join(
+            f"sensor,host=a f={f},i={i}i {t}"
+            for t, f, i in (
+                (first + 1, "1e999", 1),
+                (first + 2, "-1e999", 2),
+                (first + 3, "-0.0", 3),
+            )
+        ),
+    )
+    assert exact(table_rows(server3, "hot", "sensor")) == exact(rows)
+    path = archive_config(tmp_path, server3, start)
+    runs = await run_due(path, start + HOUR)
+    assert {r.status for r in runs} == {RunStatus.SUCCEEDED}, [r.error for r in runs]
+    assert exact(archived_rows(tmp_path / "archive", start, start + HOUR)) == exact(rows)
+
+    config = load_config(path)
+    connection = config.connections["v3"]
+    engine = dialect_for(connection).make_engine("v3", connection)
+    try:
+        moved = await restore(
+            open_archive(str(tmp_path / "archive")),
+            engine,
+            config.tiers["restored"],
+            start=start,
+            stop=start + HOUR,
+            measurement=None,
+            max_concurrency=1,
+        )
+    finally:
+        await engine.aclose()
+    assert (moved.failures, moved.points, moved.dropped) == ((), 3, 0)
+    assert exact(table_rows(server3, "restored", "sensor")) == exact(rows)
+
+
 async def test_an_archive_of_every_measurement_takes_each_table_with_data_in_each_window(
     influx3: Influx3StandIn, tmp_path: Path, start: datetime, caplog: pytest.LogCaptureFixture
 ) -> None:
