@@ -263,3 +263,36 @@ def test_refused_aggregates_give_the_reason(tmp_path: Any) -> None:
             }
         )
     assert "SQL has no mode() aggregate" in str(caught.value)
+
+
+async def test_a_listed_measurement_with_no_table_yet_writes_nothing(
+    influx3: Influx3StandIn, influxd: ThrowawayInfluxd, db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job names a measurement nothing was ever written to (a new deployment, a source
+    that starts later): InfluxQL's SELECT … INTO from it writes nothing and succeeds (the
+    oracle, asked here), so the 3.x run must too, and still write the measurement that has
+    data; not fail the window on 3.x's "table not found"."""
+    result = influxd.query(
+        f'SELECT SUM("i") AS "i_sum" INTO "{db}"."autogen"."nosuch_5m" '
+        f'FROM "{db}"."autogen"."nosuch" WHERE time >= \'2026-03-01T00:00:10Z\' '
+        "AND time < '2026-03-01T00:15:10Z' GROUP BY time(5m, 10s), *",
+        db=db,
+    )
+    assert "error" not in result[0], result
+    assert result[0]["series"][0]["values"][0][1] == 0  # written: 0
+
+    monkeypatch.setenv("V3_TOKEN", TOKEN)
+    influx3.write("hot", "\n".join(points(3)))
+    influx3.create_database("warm")
+    base = config(influx3, {"i": ("sum",)})
+    job = base.jobs["cpu_5m"].model_copy(update={"measurements": ("cpu", "nosuch")})
+    cfg = Config(base.path, base.state, base.connections, base.tiers, {"cpu_5m": job})
+    query = render_job(cfg, "cpu_5m", Batch.span(Window(START, START + EVERY), WINDOWS))
+    engine = InfluxDB3Engine("v3", cfg.connections["v3"])  # type: ignore[arg-type]
+    try:
+        execution = await engine.execute(query, database="warm")
+    finally:
+        await engine.aclose()
+    written = influx3.sql("warm", 'SELECT * FROM "cpu_5m"').to_pylist()
+    assert written
+    assert execution.points_written == len(written)

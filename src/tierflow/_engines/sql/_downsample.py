@@ -267,7 +267,13 @@ async def read_statement(
         raise QueryError("the statement's tables name no database and none was given")
     tags = []
     if statement.tag_places is not None:
-        tags = await tag_columns(engine, source, statement.source_table)
+        columns = await table_columns(engine, source, statement.source_table)
+        if not columns:
+            # No such table: nothing was ever written to it. InfluxQL's SELECT … INTO from a
+            # measurement that does not exist writes nothing and succeeds; so does this (3.x
+            # would refuse the SELECT: "table … not found").
+            return
+        tags = sorted(name for name, kind in columns.items() if kind.startswith("Dictionary"))
     pieces = answer_pieces(engine, statement.with_tags(tags), database=source, fmt="parquet")
     if received is not None:
         pieces = _counted(pieces, received)
