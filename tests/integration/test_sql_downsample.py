@@ -296,3 +296,72 @@ async def test_a_listed_measurement_with_no_table_yet_writes_nothing(
     written = influx3.sql("warm", 'SELECT * FROM "cpu_5m"').to_pylist()
     assert written
     assert execution.points_written == len(written)
+
+
+def _sums(rows: list[dict[str, Any]]) -> dict[Any, Any]:
+    """{(time ns, tags): i_sum} of rows read back (influxd's or the stand-in's)."""
+    found = {}
+    for row in rows:
+        stamp = row["time"]
+        if isinstance(stamp, datetime):
+            stamp = (stamp.replace(tzinfo=UTC) - EPOCH) // timedelta(microseconds=1) * 1000
+        tags = frozenset((k, row[k]) for k in ("host", "region") if row.get(k))
+        found[(stamp, tags)] = row["i_sum"]
+    return found
+
+
+@pytest.mark.parametrize("region", ["", "eu"])
+async def test_a_tags_filter_on_an_absent_tag_selects_as_influxql_does(
+    region: str,
+    influx3: Influx3StandIn,
+    influxd: ThrowawayInfluxd,
+    db: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """InfluxQL reads a tag a point lacks as "": `region = ''` selects the points without
+    one, `region = 'eu'` none of a measurement that never had the tag. 3.x stores an absent
+    tag as null (and a table that never had it has no such column, which DataFusion refuses
+    to name). The oracle is influxd's own SELECT … INTO with the same WHERE, for `cpu` (some
+    points lack `region`) and `mem` (none has it)."""
+    lines = points(5)
+    stamps = [int(line.rsplit(" ", 1)[1]) for line in lines]
+    lines += [f"mem,host=a i={n}i {stamp + 1}" for n, stamp in enumerate(stamps)]
+    influxd.write(lines, db=db)
+    stop = START + WINDOWS * EVERY
+    expected = {}
+    for measurement in ("cpu", "mem"):
+        influxd.execute(
+            f'SELECT SUM("i") AS "i_sum" INTO "{db}"."autogen"."{measurement}_5m" '
+            f'FROM "{db}"."autogen"."{measurement}" '
+            f"WHERE time >= '{START:%Y-%m-%dT%H:%M:%SZ}' AND time < '{stop:%Y-%m-%dT%H:%M:%SZ}' "
+            f"AND \"region\" = '{region}' GROUP BY time(5m, 10s), *",
+            db=db,
+        )
+        expected[measurement] = _sums(
+            influxd.series_points(f'SELECT * FROM "{measurement}_5m" GROUP BY *', db=db)
+        )
+    assert expected["cpu"], "the oracle wrote nothing: the test would prove nothing"
+    assert bool(expected["mem"]) == (region == "")
+
+    monkeypatch.setenv("V3_TOKEN", TOKEN)
+    influx3.write("hot", "\n".join(lines))
+    influx3.create_database("warm")
+    base = config(influx3, {"i": ("sum",)})
+    job = base.jobs["cpu_5m"].model_copy(
+        update={"measurements": ("cpu", "mem"), "tags": {"region": region}}
+    )
+    cfg = Config(base.path, base.state, base.connections, base.tiers, {"cpu_5m": job})
+    query = render_job(cfg, "cpu_5m", Batch.span(Window(START, START + EVERY), WINDOWS))
+    engine = InfluxDB3Engine("v3", cfg.connections["v3"])  # type: ignore[arg-type]
+    try:
+        await engine.execute(query, database="warm")
+    finally:
+        await engine.aclose()
+    listed = influx3.sql(
+        "warm", "SELECT table_name FROM information_schema.tables WHERE table_schema = 'iox'"
+    )
+    tables = {row["table_name"] for row in listed.to_pylist()}
+    assert tables == {f"{m}_5m" for m, rows in expected.items() if rows}
+    for measurement in sorted(tables):
+        found = _sums(influx3.sql("warm", f'SELECT * FROM "{measurement}"').to_pylist())
+        assert found == expected[measurement.removesuffix("_5m")], measurement

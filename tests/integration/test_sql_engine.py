@@ -226,6 +226,26 @@ def test_validate_online_reports_missing_databases_fields_and_types(
     assert any(r.json()["q"].startswith("EXPLAIN SELECT") for r in _queries(influx3_threaded))
 
 
+def test_validate_online_accepts_a_tags_filter_on_a_tag_the_table_lacks(
+    tmp_path: Path, influx3_threaded: ThreadedInflux3StandIn
+) -> None:
+    """`tags = { region = "eu" }` on a table that never had `region`: InfluxQL selects no
+    point there, and the run writes nothing; validate's EXPLAIN of what is sent (the column
+    sent as NULL) must not call the job broken."""
+    path = write_config(tmp_path, influx3_threaded)
+    text = path.read_text(encoding="utf-8").replace(
+        'measurements = ["cpu"]', 'measurements = ["cpu"]\ntags = { region = "eu" }'
+    )
+    path.write_text(text, encoding="utf-8")
+    influx3_threaded.write("hot", "cpu,host=a usage=1.5 1")
+    influx3_threaded.create_database("warm")
+    result = CliRunner().invoke(app, ["validate", "--online", "-c", str(path)])
+    assert result.exit_code == 0, result.output
+    explained = [r.json()["q"] for r in _queries(influx3_threaded) if "EXPLAIN" in r.json()["q"]]
+    assert explained
+    assert all("NULL = 'eu'" in q for q in explained), explained
+
+
 def _queries(server: ThreadedInflux3StandIn) -> list[Recorded]:
     return [r for r in server.requests if r.path == "/api/v3/query_sql"]
 

@@ -26,7 +26,7 @@ the databases' names, plus the tag columns.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -75,16 +75,27 @@ class Statement:
     #: Character offsets in `select` where the tag columns go (`"a", "b", ` after SELECT,
     #: `, "a", "b"` at the end of the GROUP BY), when the statement groups by every tag.
     tag_places: tuple[int, int] | None
+    #: Where the WHERE names a column (start, end past the quote, name), in `select`, when
+    #: the statement groups by every tag: a tag filter on a tag the table never had.
+    where_names: tuple[tuple[int, int, str], ...] = ()
 
-    def with_tags(self, tags: list[str]) -> str:
-        """The SELECT with `tags` (column names) in its select list and GROUP BY."""
+    def with_tags(self, tags: list[str], columns: Collection[str] | None = None) -> str:
+        """The SELECT with `tags` (column names) in its select list and GROUP BY. With the
+        table's `columns`, a name in the WHERE that is not one of them is sent as `NULL`:
+        InfluxQL reads a tag a point lacks as "" (the built-in template filters an empty
+        value as `IS NULL`), and DataFusion refuses a column the table does not have."""
         from tierflow._engines.sql._literals import sql_ident
 
-        if self.tag_places is None or not tags:
-            return self.select
-        names = ", ".join(sql_ident(tag) for tag in tags)
-        head, end = self.tag_places
         text = self.select
+        if columns is not None:
+            for begin, end, name in reversed(self.where_names):
+                if name not in columns:
+                    text = text[:begin] + "NULL" + text[end:]
+        if self.tag_places is None or not tags:
+            return text
+        names = ", ".join(sql_ident(tag) for tag in tags)
+        head = self.tag_places[0]
+        end = self.tag_places[1] + len(text) - len(self.select)
         return f"{text[:head]} {names},{text[head:end]}, {names}{text[end:]}"
 
 
@@ -164,11 +175,23 @@ def _statement(part: str, tokens: list[Token], number: int, every_tag: bool) -> 
     for begin, end in reversed(cuts):
         select = select[:begin] + select[end:]
     places = None
+    names: list[tuple[int, int, str]] = []
     if every_tag:
         if not isinstance(query, exp.Select) or query.args.get("group") is None:
             raise ValueError(f"{where}: a downsample statement must be SELECT … GROUP BY")
         places = (len("SELECT"), len(select))
-    return Statement(dest_db, dest_table, databases.pop(), tables[0].name, select, places)
+        clause = query.args.get("where")
+        for column in clause.find_all(exp.Column) if clause is not None else ():
+            if column.table or "start" not in column.this.meta:
+                continue
+            begin, end = int(column.this.meta["start"]) - head, int(column.this.meta["end"]) + 1
+            end -= head
+            # Where it is once the databases' names are cut (they come before it).
+            shift = sum(e - b for b, e in cuts if e <= begin)
+            names.append((begin - shift, end - shift, column.name))
+    source_db = databases.pop()
+    where_names = tuple(sorted(names))
+    return Statement(dest_db, dest_table, source_db, tables[0].name, select, places, where_names)
 
 
 async def table_columns(engine: InfluxDB3Engine, database: str, table: str) -> dict[str, str]:
@@ -265,7 +288,8 @@ async def read_statement(
     source = statement.source_database or database
     if not source:
         raise QueryError("the statement's tables name no database and none was given")
-    tags = []
+    tags: list[str] = []
+    columns: dict[str, str] | None = None
     if statement.tag_places is not None:
         columns = await table_columns(engine, source, statement.source_table)
         if not columns:
@@ -274,7 +298,9 @@ async def read_statement(
             # would refuse the SELECT: "table … not found").
             return
         tags = sorted(name for name, kind in columns.items() if kind.startswith("Dictionary"))
-    pieces = answer_pieces(engine, statement.with_tags(tags), database=source, fmt="parquet")
+    pieces = answer_pieces(
+        engine, statement.with_tags(tags, columns), database=source, fmt="parquet"
+    )
     if received is not None:
         pieces = _counted(pieces, received)
     # Tags are the answer's Dictionary columns (3.x's tag type; `with_tags` adds the table's).

@@ -71,7 +71,7 @@ async def sql_aggregate_batches(engine: Engine, read: AggregateRead) -> AsyncIte
     }
     batches = export_parquet(
         engine,
-        statement.with_tags(list(schema.tags)),
+        statement.with_tags(list(schema.tags), {"time", *schema.tags, *schema.fields}),
         database=statement.source_database or tier.database,
         measurement=measurement,
         tags=frozenset(schema.tags),

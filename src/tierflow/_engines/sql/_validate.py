@@ -70,8 +70,9 @@ async def check_influxdb3(
             tags = []
             if statement.tag_places is not None:
                 tags = await tag_columns(sql, database, statement.source_table)
+            sent = statement.with_tags(tags, columns)
             try:
-                await sql.query(f"EXPLAIN {statement.with_tags(tags)}", database=database)
+                await sql.query(f"EXPLAIN {sent}", database=database)
             except EngineError as exc:
                 if exc.transient:
                     raise
