@@ -318,6 +318,29 @@ def test_a_union_with_a_part_neither_limited_nor_aggregated_is_refused() -> None
     assert any("neither aggregation" in p for p in found), found
 
 
+def test_a_table_alias_that_renames_time_is_refused() -> None:
+    """`FROM "hot"."cpu" AS "c"("t0", "v", "time")` renames the table's columns in order: the
+    WHERE's `"time"` is then another column, and the bound does not bound the read. DataFusion
+    itself shows it: of three points, one in the window, the renamed query counts all three."""
+    ctx = SessionContext()
+    inside = (datetime(2026, 1, 1, 0, 30, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // (
+        timedelta(microseconds=1)
+    )
+    times = pa.array([0, inside * 1000, 2 * 10**18], pa.timestamp("ns"))
+    other = pa.array([inside * 1000] * 3, pa.timestamp("ns"))
+    batch = pa.record_batch({"time": times, "v": [1.0, 2.0, 3.0], "t2": other})
+    ctx.register_record_batches("cpu", [[batch]])
+    renamed = '"cpu" AS "c"("t0", "v", "time")'
+    for source, n in (('"cpu"', 1), (renamed, 3)):
+        read = f'SELECT count("v") AS "n" FROM {source} WHERE {BOUNDS}'
+        assert ctx.sql(read).to_pylist() == [{"n": n}]
+    text = f'INSERT INTO "warm"."t" SELECT count("v") AS "n" FROM "hot".{renamed} WHERE {BOUNDS}'
+    found = problems(text)
+    assert any("renames its columns" in p for p in found), found
+    joined = GOOD.replace('FROM "hot"."cpu"', 'FROM "hot"."m" JOIN "hot".' + renamed + " ON TRUE")
+    assert any("renames its columns" in p for p in problems(joined))
+
+
 def test_plan_shows_the_listing_of_a_3x_tier() -> None:
     from tierflow._config import TierConfig
 

@@ -7,6 +7,8 @@ Postgres's, `"name"` and `'text'`), not regexes:
 - every SELECT that reads a table is bounded by exactly the window: its WHERE holds
   `"time" >= <start> AND "time" < <stop>` at its top level (no OR beside them), the bounds
   timestamp literals equal to the window's;
+- no table read renames its columns (`AS "c"("a", "time")`: `"time"` would be another
+  column);
 - every table read names its database (`"hot"."cpu"`: a 3.x query runs in one database, and
   the engine sends it there);
 - every name is a quoted identifier (`"cpu"`, never `cpu`: DataFusion folds unquoted names to
@@ -178,6 +180,14 @@ def _bound_problems(query: exp.Expr, window: Window, where: str) -> Iterator[str
     for select in query.find_all(exp.Select):
         if not any(isinstance(f, exp.Table) for f in _sources(select)):
             continue
+        for table in _sources(select):
+            alias = table.args.get("alias") if isinstance(table, exp.Table) else None
+            if isinstance(alias, exp.TableAlias) and alias.columns:
+                yield (
+                    f'{where}: the table "{table.name}" AS {alias.sql(READ_DIALECT)} renames its '
+                    'columns: "time" in the WHERE would then be another column, and the bound '
+                    "would not bound the read; name the table without a column list"
+                )
         clause = select.args.get("where")
         terms = _conjuncts(clause.this) if clause is not None else []
         for op, bound, name in ((exp.GTE, window.start, "start"), (exp.LT, window.stop, "stop")):
