@@ -365,3 +365,64 @@ async def test_a_tags_filter_on_an_absent_tag_selects_as_influxql_does(
     for measurement in sorted(tables):
         found = _sums(influx3.sql("warm", f'SELECT * FROM "{measurement}"').to_pylist())
         assert found == expected[measurement.removesuffix("_5m")], measurement
+
+
+async def test_an_aggregate_of_a_field_a_table_lacks_is_left_out_as_influxql_does(
+    influx3: Influx3StandIn, influxd: ThrowawayInfluxd, db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job's aggregates apply to each of its measurements; `mem` never had the field `f`.
+    InfluxQL's SELECT … INTO from `mem` writes the aggregates of the fields it has and leaves
+    those of `f` out (the oracle, asked here); 3.x must too, not fail the window on
+    DataFusion's "No field named f"."""
+    lines = points(6)
+    stamps = [int(line.rsplit(" ", 1)[1]) for line in lines]
+    lines += [f"mem,host=a i={n}i {stamp + 1}" for n, stamp in enumerate(stamps)]
+    influxd.write(lines, db=db)
+    aggregates = {"f": SUPPORTED, "i": ("sum", "max")}
+    stop = START + WINDOWS * EVERY
+    columns = ", ".join(
+        f'{fn.upper()}("{field}") AS "{field}_{fn}"'
+        for field, functions in aggregates.items()
+        for fn in functions
+    )
+    expected = {}
+    for measurement in ("cpu", "mem"):
+        influxd.execute(
+            f'SELECT {columns} INTO "{db}"."autogen"."{measurement}_5m" '
+            f'FROM "{db}"."autogen"."{measurement}" '
+            f"WHERE time >= '{START:%Y-%m-%dT%H:%M:%SZ}' AND time < '{stop:%Y-%m-%dT%H:%M:%SZ}' "
+            "GROUP BY time(5m, 10s), *",
+            db=db,
+        )
+        rows = influxd.series_points(f'SELECT * FROM "{measurement}_5m" GROUP BY *', db=db)
+        expected[measurement] = {
+            (row["time"], frozenset((k, row[k]) for k in ("host", "region") if row.get(k))): {
+                k: float(v) if isinstance(v, int) and k.startswith("f_") and k != "f_count" else v
+                for k, v in row.items()
+                if k.startswith(("f_", "i_")) and v is not None
+            }
+            for row in rows
+        }
+    assert expected["mem"], "the oracle wrote nothing of mem: the test would prove nothing"
+    assert all(set(fields) == {"i_sum", "i_max"} for fields in expected["mem"].values())
+
+    monkeypatch.setenv("V3_TOKEN", TOKEN)
+    influx3.write("hot", "\n".join(lines))
+    influx3.create_database("warm")
+    base = config(influx3, aggregates)
+    job = base.jobs["cpu_5m"].model_copy(update={"measurements": ("cpu", "mem")})
+    cfg = Config(base.path, base.state, base.connections, base.tiers, {"cpu_5m": job})
+    query = render_job(cfg, "cpu_5m", Batch.span(Window(START, START + EVERY), WINDOWS))
+    engine = InfluxDB3Engine("v3", cfg.connections["v3"])  # type: ignore[arg-type]
+    try:
+        await engine.execute(query, database="warm")
+    finally:
+        await engine.aclose()
+    for measurement in ("cpu", "mem"):
+        found = {}
+        for row in influx3.sql("warm", f'SELECT * FROM "{measurement}_5m"').to_pylist():
+            stamp = (row["time"].replace(tzinfo=UTC) - EPOCH) // timedelta(microseconds=1) * 1000
+            tags = frozenset((k, row[k]) for k in ("host", "region") if row.get(k))
+            fields = {k: v for k, v in row.items() if k.startswith(("f_", "i_"))}
+            found[(stamp, tags)] = {k: v for k, v in fields.items() if v is not None}
+        assert found == expected[measurement], measurement

@@ -75,22 +75,25 @@ class Statement:
     #: Character offsets in `select` where the tag columns go (`"a", "b", ` after SELECT,
     #: `, "a", "b"` at the end of the GROUP BY), when the statement groups by every tag.
     tag_places: tuple[int, int] | None
-    #: Where the WHERE names a column (start, end past the quote, name), in `select`, when
-    #: the statement groups by every tag: a tag filter on a tag the table never had.
-    where_names: tuple[tuple[int, int, str], ...] = ()
+    #: Where the statement names a column (start, end past the quote, name, what stands for
+    #: it when the table lacks it), in `select`, when it groups by every tag.
+    column_places: tuple[tuple[int, int, str, str], ...] = ()
 
     def with_tags(self, tags: list[str], columns: Collection[str] | None = None) -> str:
         """The SELECT with `tags` (column names) in its select list and GROUP BY. With the
-        table's `columns`, a name in the WHERE that is not one of them is sent as `NULL`:
-        InfluxQL reads a tag a point lacks as "" (the built-in template filters an empty
-        value as `IS NULL`), and DataFusion refuses a column the table does not have."""
+        table's `columns`, a name that is not one of them (DataFusion refuses a column the
+        table does not have) is sent as a null, as InfluxQL reads what a point lacks: in the
+        WHERE a tag filter as `NULL` (a missing tag is "", which the built-in template
+        filters as `IS NULL`), in the select list an aggregate's field as a float null (the
+        aggregate is then null, and a null cell is not written, as INTO leaves out the
+        aggregates of a field the measurement does not have)."""
         from tierflow._engines.sql._literals import sql_ident
 
         text = self.select
         if columns is not None:
-            for begin, end, name in reversed(self.where_names):
+            for begin, end, name, null in reversed(self.column_places):
                 if name not in columns:
-                    text = text[:begin] + "NULL" + text[end:]
+                    text = text[:begin] + null + text[end:]
         if self.tag_places is None or not tags:
             return text
         names = ", ".join(sql_ident(tag) for tag in tags)
@@ -175,23 +178,28 @@ def _statement(part: str, tokens: list[Token], number: int, every_tag: bool) -> 
     for begin, end in reversed(cuts):
         select = select[:begin] + select[end:]
     places = None
-    names: list[tuple[int, int, str]] = []
+    names: list[tuple[int, int, str, str]] = []
     if every_tag:
         if not isinstance(query, exp.Select) or query.args.get("group") is None:
             raise ValueError(f"{where}: a downsample statement must be SELECT … GROUP BY")
         places = (len("SELECT"), len(select))
         clause = query.args.get("where")
-        for column in clause.find_all(exp.Column) if clause is not None else ():
+        found = [(c, "NULL") for c in clause.find_all(exp.Column)] if clause is not None else []
+        for expression in query.expressions:
+            found += [(c, "CAST(NULL AS DOUBLE)") for c in expression.find_all(exp.Column)]
+        for column, null in found:
             if column.table or "start" not in column.this.meta:
                 continue
             begin, end = int(column.this.meta["start"]) - head, int(column.this.meta["end"]) + 1
             end -= head
             # Where it is once the databases' names are cut (they come before it).
             shift = sum(e - b for b, e in cuts if e <= begin)
-            names.append((begin - shift, end - shift, column.name))
+            names.append((begin - shift, end - shift, column.name, null))
     source_db = databases.pop()
-    where_names = tuple(sorted(names))
-    return Statement(dest_db, dest_table, source_db, tables[0].name, select, places, where_names)
+    places_of_names = tuple(sorted(names))
+    return Statement(
+        dest_db, dest_table, source_db, tables[0].name, select, places, places_of_names
+    )
 
 
 async def table_columns(engine: InfluxDB3Engine, database: str, table: str) -> dict[str, str]:
