@@ -341,6 +341,31 @@ def test_a_table_alias_that_renames_time_is_refused() -> None:
     assert any("renames its columns" in p for p in problems(joined))
 
 
+@pytest.mark.parametrize(
+    "over",
+    [
+        'count(*) OVER () AS "n"',
+        'sum("v") OVER (PARTITION BY "host") AS "n"',
+        'first_value("v") OVER (ORDER BY "time") AS "n"',
+    ],
+)
+def test_an_aggregate_over_a_window_is_not_aggregation(over: str) -> None:
+    """`count(*) OVER ()` is an aggregate function, but as a window function it answers one
+    row per point: DataFusion shows it (three points, three rows back). Such a SELECT is a raw
+    copy of the window streamed through tierflow, and is refused as one."""
+    ctx = SessionContext()
+    times = pa.array([1, 2, 3], pa.timestamp("ns"))
+    ctx.register_record_batches(
+        "cpu", [[pa.record_batch({"time": times, "v": [1.0, 2.0, 3.0], "host": ["a"] * 3})]]
+    )
+    assert ctx.sql(f'SELECT "time", "v", {over} FROM "cpu"').to_arrow_table().num_rows == 3
+    text = f'INSERT INTO "warm"."t" SELECT "time", "v", {over} FROM "hot"."cpu" WHERE {BOUNDS}'
+    found = problems(text)
+    assert any("neither aggregation" in p for p in found), found
+    grouped = text.replace(f"{BOUNDS}", f'{BOUNDS} GROUP BY "time", "v", "host"')
+    assert not any("neither aggregation" in p for p in problems(grouped))
+
+
 def test_plan_shows_the_listing_of_a_3x_tier() -> None:
     from tierflow._config import TierConfig
 

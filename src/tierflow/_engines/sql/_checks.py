@@ -292,6 +292,9 @@ def _reduced(query: exp.Expr) -> bool:
         return True
     for node in query.expressions:
         for function in node.find_all(exp.Func):
+            if function.find_ancestor(exp.Window) is not None:
+                # `count(*) OVER (…)`: a window function answers a row per row it reads.
+                continue
             if isinstance(function, exp.AggFunc):
                 return True
             if isinstance(function, exp.Anonymous) and function.name.lower() in _AGGREGATES:
