@@ -295,6 +295,10 @@ def _reduced(query: exp.Expr) -> bool:
             if function.find_ancestor(exp.Window) is not None:
                 # `count(*) OVER (…)`: a window function answers a row per row it reads.
                 continue
+            if function.find_ancestor(exp.Select) is not query:
+                # An aggregate of a subquery (`(SELECT count(*) …) AS "n"`) reduces that
+                # subquery, not this SELECT's rows.
+                continue
             if isinstance(function, exp.AggFunc):
                 return True
             if isinstance(function, exp.Anonymous) and function.name.lower() in _AGGREGATES:
