@@ -369,6 +369,17 @@ def test_an_aggregate_over_a_window_is_not_aggregation(over: str) -> None:
     assert not any("neither aggregation" in p for p in problems(grouped))
 
 
+def test_an_insert_column_list_is_refused_for_it_would_not_be_applied() -> None:
+    """3.x has no INSERT: the engine sends the SELECT and writes its columns by their own
+    names, so `INSERT INTO "warm"."t" ("mean_x") SELECT avg("x") …` would write a field named
+    as DataFusion names `avg("x")`, not `mean_x`: what is sent has no column list."""
+    text = GOOD.replace('"cpu_1h" SELECT avg("x") AS "x"', '"cpu_1h" ("mean_x") SELECT avg("x")')
+    (statement,) = split_statements(text, every_tag=False)
+    assert "mean_x" not in statement.select
+    found = problems(text)
+    assert any("column list" in p for p in found), found
+
+
 def test_plan_shows_the_listing_of_a_3x_tier() -> None:
     from tierflow._config import TierConfig
 

@@ -127,6 +127,11 @@ def _insert_problems(statement: exp.Insert, dest: Target, where: str) -> Iterato
 
     target = statement.this
     if isinstance(target, exp.Schema):
+        if target.expressions:
+            yield (
+                f"{where}: INSERT INTO … (column list): tierflow writes the SELECT's columns by "
+                'their own names and cannot apply a column list; name each with AS "<column>"'
+            )
         target = target.this
     if not isinstance(target, exp.Table) or not target.name:
         yield f'{where}: INSERT INTO must name a table, as "{dest.database}"."<table>"'
