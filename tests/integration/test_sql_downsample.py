@@ -452,7 +452,8 @@ async def test_the_fingerprint_of_an_empty_tag_value_counts_the_points_without_t
     base = config(influx3, {"i": ("sum",)})
     job = base.jobs["cpu_5m"].model_copy(update={"tags": {"region": ""}})
     cfg = Config(base.path, base.state, base.connections, base.tiers, {"cpu_5m": job})
-    query = render_fingerprint(cfg, "cpu_5m", Batch.span(Window(START, START + EVERY), WINDOWS))
+    batch = Batch.span(Window(START, START + EVERY), WINDOWS)
+    query = render_fingerprint(cfg, "cpu_5m", batch, {"cpu": {"i": {"integer"}}})
     engine = InfluxDB3Engine("v3", cfg.connections["v3"])  # type: ignore[arg-type]
     try:
         found = await engine.query(query.text, database="hot")
@@ -466,3 +467,43 @@ async def test_the_fingerprint_of_an_empty_tag_value_counts_the_points_without_t
         if name.startswith("count") or "count" in name
     ]
     assert sum(v or 0 for v in counts) == expected, (query.text, found)
+
+
+async def test_the_fingerprint_of_a_measurement_or_field_not_there_yet_does_not_fail(
+    influx3: Influx3StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `recheck`, the source fingerprint runs before the downsample in the same attempt:
+    a measurement with no table yet, or a field a table lacks, must not fail it (the
+    downsample writes what InfluxQL writes there). The fingerprint still moves when a late
+    point lands in a field that is there."""
+    from tierflow._runner._executors import source_fingerprints
+
+    monkeypatch.setenv("V3_TOKEN", TOKEN)
+    influx3.write("hot", "\n".join(points(2)))
+    base = config(influx3, {"i": ("sum",), "nof": ("max",)})
+    job = base.jobs["cpu_5m"].model_copy(
+        update={"measurements": ("cpu", "nosuch"), "recheck": timedelta(hours=1)}
+    )
+    cfg = Config(base.path, base.state, base.connections, base.tiers, {"cpu_5m": job})
+    engine = InfluxDB3Engine("v3", cfg.connections["v3"])  # type: ignore[arg-type]
+
+    class Resources:
+        config = cfg
+        archives = None
+
+        def engine(self, connection: str) -> InfluxDB3Engine:
+            return engine
+
+        def engine_of(self, job: str) -> InfluxDB3Engine:
+            return engine
+
+    batch = Batch.span(Window(START, START + EVERY), WINDOWS)
+    try:
+        before = await source_fingerprints(Resources(), "cpu_5m", batch)  # type: ignore[arg-type]
+        late = (START - EPOCH) // timedelta(microseconds=1) * 1000 + 7
+        influx3.write("hot", f"cpu,host=late i=5i {late}")
+        after = await source_fingerprints(Resources(), "cpu_5m", batch)  # type: ignore[arg-type]
+    finally:
+        await engine.aclose()
+    assert before[START] != after[START]
+    assert all(before[w.start] == after[w.start] for w in batch.windows[1:])

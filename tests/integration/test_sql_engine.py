@@ -364,9 +364,14 @@ async def test_a_fingerprint_moves_when_a_late_point_lands(
     influx3.write("hot", f'cpu,host=a x=1.5,s="a" {base + 1}\ncpu,host=a x=2.5 {base + hour + 1}')
     start = datetime(2026, 1, 1, tzinfo=UTC)
     batch = Batch.span(Window(start, start + timedelta(hours=1)), 2)
-    text = render_fingerprint(config, "cpu_1h", batch).text
     engine = InfluxDB3Engine("v3", config.connections["v3"])  # type: ignore[arg-type]
     try:
+        # The fields' types, as the runner reads them (`source_fingerprints`).
+        kinds = await engine.dialect.field_types(
+            engine, config.tiers["hot"], "cpu", now=batch.range.stop
+        )
+        types = {"cpu": {key: {str(kind) for kind in found} for key, found in kinds.items()}}
+        text = render_fingerprint(config, "cpu_1h", batch, types).text
         before = fingerprints(await engine.query(text, database="hot"), batch)
         influx3.write("hot", f"cpu,host=b x=7.0 {base + hour + 5}")
         after = fingerprints(await engine.query(text, database="hot"), batch)

@@ -77,6 +77,12 @@ class Sql(Dialect):
     # backslash doubled (`tierflow._lineprotocol`).
     line_protocol = "v3"
 
+    def fingerprint_needs_types(self) -> bool:
+        # Not for casts (3.x fixes a field's type): a column the table lacks, or a table that
+        # does not exist, is refused by DataFusion; with the types, the fingerprint names
+        # only the fields there are (a field without a type has no column).
+        return True
+
     def filters(self) -> Mapping[str, Callable[..., Any]]:
         from tierflow._engines.sql._literals import SQL_FILTERS
 
