@@ -1002,3 +1002,62 @@ def load_config_text(server: Influx3StandIn) -> Any:
     return InfluxDB3Connection.model_validate(
         {"kind": "influxdb3", "url": server.url, "token": {"env": TOKEN_ENV}}
     )
+
+
+@pytest.mark.parametrize("site", ["", "a"])
+async def test_an_archive_tags_filter_selects_the_series_influxql_selects(
+    influx3: Influx3StandIn,
+    influxd: ThrowawayInfluxd,
+    db: str,
+    tmp_path: Path,
+    start: datetime,
+    site: str,
+) -> None:
+    """A job's `tags` on a 3.x source select what InfluxQL's `WHERE "site" = '…'` selects on
+    the same points (the oracle: influxd 1.x's own answer): `""` is the points without the tag
+    (3.x stores them as null; a table without that column at all: all its points), any other
+    value its equal (a table without the column: none). Resolved per window with
+    `measurements = "*"`, exported and counted."""
+    first = int(start.timestamp()) * NS
+    lines = [
+        f"tagged,site=a v=1.5 {first + 1}",
+        f"tagged,site=b v=2.5 {first + 2}",
+        f"tagged v=3.5 {first + 3}",
+        f"plain v=4.5 {first + 4}",
+        f"plain,host=h v=5.5 {first + 5}",
+    ]
+    influx3.write("hot", "\n".join(lines))
+    influxd.write(lines, db=db)
+    selected = {
+        (series["name"], int(row[0]))
+        for result in influxd.query(
+            f'SELECT v FROM "tagged", "plain" WHERE "site" = \'{site}\'', db=db
+        )
+        for series in result.get("series", [])
+        for row in series["values"]
+    }
+    assert selected  # the oracle selects something in both cases
+    config = write_toml(
+        tmp_path,
+        {
+            "state": sqlite_state(tmp_path),
+            "connections.v3": v3(influx3),
+            "tiers.hot": {"connection": "v3", "bucket": "hot"},
+            "tiers.cold": {"archive": str(tmp_path / "archive")},
+            "jobs.to_cold": {
+                "kind": "archive",
+                "source": "hot",
+                "dest": "cold",
+                "measurements": "*",
+                "tags": {"site": site},
+                "every": "1h",
+                "start": start,
+            },
+        },
+    )
+
+    runs = await run_due(config, start + HOUR)
+
+    assert {r.status for r in runs} == {RunStatus.SUCCEEDED}, [r.error for r in runs]
+    archived = archived_rows(tmp_path / "archive", start, start + HOUR)
+    assert {(r[0], r[1]) for r in archived} == selected

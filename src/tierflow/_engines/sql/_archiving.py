@@ -43,12 +43,13 @@ async def stage_sql(engine: Engine, export: WindowExport) -> StagedWindow:
     measurement, window = export.measurement, export.window
     database = source.database
     schema = await read_schema(engine, database=database, measurement=measurement)
-    # A filter on a tag the table lacks matches no point (every point lacks that tag).
-    if schema is None or not schema.fields or not set(job.tags) <= set(schema.tags):
-        return await archive.astage_window(measurement, window, nothing())
-    from tierflow._engines.sql._literals import export_query
+    from tierflow._engines.sql._literals import export_query, tag_filters
 
-    text = export_query(measurement, window.start, window.stop, job.tags)
+    # A filter on a tag the table lacks matches no point (every point lacks that tag), unless
+    # it asks for the points without it (`""`): then every point.
+    if schema is None or not schema.fields or tag_filters(job.tags, schema.tags) is None:
+        return await archive.astage_window(measurement, window, nothing())
+    text = export_query(measurement, window.start, window.stop, job.tags, schema.tags)
     archived = Tally(flavour=engine.dialect.line_protocol)
     staged, expected = await alongside(
         _stage(engine, export, schema, text, archived),

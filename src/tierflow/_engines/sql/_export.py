@@ -427,11 +427,11 @@ def count_query(
 ) -> str:
     """Per field of `schema`, the server's own count of values in `[start, stop)` of the series
     `tags` selects, with the export's own bounds (columns `c0`, `c1`, … in field order)."""
-    from tierflow._engines.sql._literals import sql_ident, sql_literal, sql_time
+    from tierflow._engines.sql._literals import sql_ident, sql_time, tag_filters
 
     counts = [f"count({sql_ident(key)}) AS c{i}" for i, key in enumerate(schema.fields)]
     where = [f'"time" >= {sql_time(start)}', f'"time" < {sql_time(stop)}']
-    where += [f"{sql_ident(key)} = {sql_literal(value)}" for key, value in sorted(tags.items())]
+    where += tag_filters(tags, schema.tags) or []
     return (
         f"SELECT {', '.join(counts)} FROM {sql_ident(schema.measurement)} "
         f"WHERE {' AND '.join(where)}"

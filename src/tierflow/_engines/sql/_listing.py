@@ -9,18 +9,20 @@ is then checked by a bounded read of exactly the window, with the job's tag valu
 [AND "tag" = '…'] LIMIT 1)`, `GROUP` of them joined by `UNION ALL` in one request (each part
 in parentheses: a LIMIT binds to the whole UNION otherwise, and DataFusion refuses
 `… LIMIT 1 UNION ALL …`). A part answers one row when its table has a point there, none
-otherwise. A table without one of the job's tags as a tag column (`information_schema.columns`:
-tags are `Dictionary` columns) has no point with that tag value: it is not read (its filter
-would name a column it lacks, which DataFusion refuses).
+otherwise. Tag values are read as InfluxQL reads them (`tag_filters`): `""` selects the points
+without the tag (`IS NULL`). A table without one of the job's tags as a tag column
+(`information_schema.columns`: tags are `Dictionary` columns) has no point with a value of it
+other than `""`: it is not read (its filter would name a column it lacks, which DataFusion
+refuses); for `""` every point of it qualifies, and that filter is left out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from tierflow._config import TierConfig
 from tierflow._engines._base import Engine
-from tierflow._engines.sql._literals import sql_ident, sql_literal, sql_time
+from tierflow._engines.sql._literals import sql_ident, sql_literal, sql_time, tag_filters
 from tierflow._windows import Window
 
 __all__ = [
@@ -56,24 +58,38 @@ def tag_columns_query(tags: Sequence[str]) -> str:
 
 
 def check_query(
-    tier: TierConfig, window: Window, tags: Mapping[str, str], names: Sequence[str]
+    tier: TierConfig,
+    window: Window,
+    tags: Mapping[str, str],
+    names: Sequence[str],
+    columns: Mapping[str, Collection[str]] | None = None,
 ) -> str:
     """One row (`measurement`: the table's name) for each of `names` with a point (with the
-    tag values `tags`) in `window` of the tier's database."""
-    return " UNION ALL ".join(_part(tier, window, tags, name) for name in names)
-
-
-def _part(tier: TierConfig, window: Window, tags: Mapping[str, str], name: str) -> str:
-    source = f"{sql_ident(tier.database)}.{sql_ident(name)}"
-    return (
-        f"(SELECT {sql_literal(name)} AS {sql_ident(_COLUMN)} FROM {source} "
-        f"WHERE {_where(window, tags)} LIMIT 1)"
+    tag values `tags`, as `tag_filters` reads them; `columns`: each table's tag columns among
+    `tags`, when known) in `window` of the tier's database."""
+    return " UNION ALL ".join(
+        _part(tier, window, tags, name, None if columns is None else columns.get(name, ()))
+        for name in names
     )
 
 
-def _where(window: Window, tags: Mapping[str, str]) -> str:
+def _part(
+    tier: TierConfig,
+    window: Window,
+    tags: Mapping[str, str],
+    name: str,
+    columns: Collection[str] | None = None,
+) -> str:
+    source = f"{sql_ident(tier.database)}.{sql_ident(name)}"
+    return (
+        f"(SELECT {sql_literal(name)} AS {sql_ident(_COLUMN)} FROM {source} "
+        f"WHERE {_where(window, tags, columns)} LIMIT 1)"
+    )
+
+
+def _where(window: Window, tags: Mapping[str, str], columns: Collection[str] | None = None) -> str:
     where = [f'"time" >= {sql_time(window.start)}', f'"time" < {sql_time(window.stop)}']
-    where += [f"{sql_ident(key)} = {sql_literal(value)}" for key, value in sorted(tags.items())]
+    where += tag_filters(tags, columns) or []
     return " AND ".join(where)
 
 
@@ -107,11 +123,14 @@ async def list_measurements(
         if row[at] is not None
     }
     candidates = sorted(name for name in names if wanted(name))
+    columns: dict[str, set[str]] | None = None
     if candidates and tags:
-        candidates = await _with_tags(engine, database, candidates, tags)
+        columns = await _tag_columns(engine, database, tags)
+        # A table without a tag the job names with a value other than "" has no such point.
+        candidates = [n for n in candidates if tag_filters(tags, columns.get(n, set())) is not None]
     found: set[str] = set()
     for at in range(0, len(candidates), GROUP):
-        text = check_query(tier, window, tags, candidates[at : at + GROUP])
+        text = check_query(tier, window, tags, candidates[at : at + GROUP], columns)
         for series in await engine.query(text, database=database):
             column = _index(series.columns, _COLUMN)
             if column is not None:
@@ -120,10 +139,10 @@ async def list_measurements(
     return sorted(found & set(candidates))
 
 
-async def _with_tags(
-    engine: Engine, database: str, candidates: list[str], tags: Mapping[str, str]
-) -> list[str]:
-    """The candidates that have every one of `tags` as a tag column."""
+async def _tag_columns(
+    engine: Engine, database: str, tags: Mapping[str, str]
+) -> dict[str, set[str]]:
+    """Table → which of `tags` it has as tag columns."""
     having: dict[str, set[str]] = {}
     for series in await engine.query(tag_columns_query(list(tags)), database=database):
         table, column, kind = (_index(series.columns, c) for c in _COLUMNS)
@@ -132,7 +151,7 @@ async def _with_tags(
         for row in series.values:
             if str(row[kind]).startswith("Dictionary"):
                 having.setdefault(str(row[table]), set()).add(str(row[column]))
-    return [name for name in candidates if set(tags) <= having.get(name, set())]
+    return having
 
 
 _COLUMNS = ("table_name", "column_name", "data_type")

@@ -12,7 +12,7 @@ checks them against DataFusion itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,7 @@ __all__ = [
     "sql_literal",
     "sql_origin",
     "sql_time",
+    "tag_filters",
 ]
 
 
@@ -78,11 +79,40 @@ def sql_interval(delta: object) -> QueryLiteral:
     return QueryLiteral(f"INTERVAL '{micros * 1000} nanoseconds'")
 
 
-def export_query(measurement: str, start: datetime, stop: datetime, tags: Mapping[str, str]) -> str:
-    """Every point of one table in `[start, stop)`, narrowed by exact tag values, in time
-    order: what an archive job reads of a 3.x tier."""
+def tag_filters(
+    tags: Mapping[str, str], columns: Collection[str] | None = None
+) -> list[str] | None:
+    """The WHERE conditions that select the series `tags` names, as InfluxQL reads them: a value
+    `""` selects the points without the tag (3.x stores an absent tag as null; a table with no
+    such column at all: every point), any other value its exact equal. `columns` are the table's
+    tag columns when known (None: every tag named is one). None when no point can match (a
+    value other than `""` of a tag the table lacks)."""
+    where: list[str] = []
+    for key, value in sorted(tags.items()):
+        if columns is not None and key not in columns:
+            if value:
+                return None
+            continue
+        where.append(
+            f"{sql_ident(key)} IS NULL"
+            if value == ""
+            else f"{sql_ident(key)} = {sql_literal(value)}"
+        )
+    return where
+
+
+def export_query(
+    measurement: str,
+    start: datetime,
+    stop: datetime,
+    tags: Mapping[str, str],
+    columns: Collection[str] | None = None,
+) -> str:
+    """Every point of one table in `[start, stop)`, narrowed by exact tag values (`tag_filters`;
+    `columns`: the table's tag columns, when known), in time order: what an archive job reads
+    of a 3.x tier."""
     where = [f'"time" >= {sql_time(start)}', f'"time" < {sql_time(stop)}']
-    where += [f"{sql_ident(key)} = {sql_literal(value)}" for key, value in sorted(tags.items())]
+    where += tag_filters(tags, columns) or []
     return f'SELECT * FROM {sql_ident(measurement)} WHERE {" AND ".join(where)} ORDER BY "time"'
 
 
