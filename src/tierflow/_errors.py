@@ -224,10 +224,12 @@ class LineProtocolError(TierflowError, ValueError):
     stranded backslash, a line longer than a body may be). `column` names the tag or field at
     fault (None for the measurement itself) and `row` the first offending row of the batch."""
 
-    def __init__(self, message: str, *, column: str | None = None, row: int = 0) -> None:
+    def __init__(self, message: str, *, column: str | None = None, row: int | None = None) -> None:
         super().__init__(message)
         self.column = column
-        self.row = row
+        self.row = 0 if row is None else row
+        #: Whether `row` names the offending value itself (else the column's first value).
+        self.pinned = row is not None
 
 
 class ArchiveError(TierflowError):

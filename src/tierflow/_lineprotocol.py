@@ -10,8 +10,10 @@ tag values and field keys, commas, equals signs and spaces; in string field valu
 and backslashes. A string field value may hold newlines and carriage returns as they are (the
 server's parser reads a quoted value past them); names and tag values may not (nothing can escape
 one there): they are refused, naming the column and the first point that holds one. Null tags are
-left out of their line; null fields too; a line whose fields are all null (or NaN/inf, which line
-protocol cannot carry; 3.x reads ±inf, so `V3` writes them) is dropped, and counted.
+left out of their line; null fields too; a line whose fields are all null is dropped, and counted.
+A float line protocol cannot spell (NaN; ±inf for 1.x and 2.x, while 3.x reads an overflowing
+exponent as infinity, so `V3` writes ±inf) is refused, naming the field and point: left out, the
+value would be lost silently.
 
 Two servers read backslashes in names and tag values differently, so the encoder has two
 flavours (`encode_batch(flavour=…)`, chosen by the dest's dialect, `Dialect.line_protocol`):
@@ -237,10 +239,12 @@ def _first_row(values: pa.DictionaryArray, bad: pa.Array) -> int:
 
 
 def _field_text(values: pa.Array, flavour: str = V1) -> pa.Array:
-    """Each value as line protocol writes it, null where it cannot be written."""
+    """Each value as line protocol writes it (null stays null). A float line protocol cannot
+    spell is refused, naming the first row that holds one: NaN anywhere, ±inf for 1.x and 2.x
+    (their parsers refuse them; they reach tierflow only from a 3.x source). Leaving the value
+    out of its point would lose it silently."""
     kind = values.type
     if pa.types.is_floating(kind):
-        finite = pc.is_finite(values)
         text = pc.cast(values, pa.string())
         if flavour == V3:
             # 3.x parses a float with Rust's `str::parse::<f64>`, which reads an exponent
@@ -248,8 +252,18 @@ def _field_text(values: pa.Array, flavour: str = V1) -> pa.Array:
             # nothing refuses it after), so 3.x holds ±inf and they are written back as it
             # reads them. NaN has no spelling there either.
             text = pc.replace_substring(text, "inf", "1e999")
-            finite = pc.invert(pc.is_nan(values))
-        return pc.if_else(finite, text, pa.scalar(None, pa.string()))
+            unspelled = pc.is_nan(values)
+            what = "NaN"
+        else:
+            unspelled = pc.invert(pc.is_finite(values))
+            what = "NaN or an infinity (InfluxDB 1.x and 2.x store neither)"
+        unspelled = pc.fill_null(unspelled, False)
+        if pc.any(unspelled).as_py():
+            raise LineProtocolError(
+                f"line protocol cannot carry {what}",
+                row=int(pc.index(unspelled, True).as_py()),
+            )
+        return text
     if pa.types.is_signed_integer(kind):
         return pc.binary_join_element_wise(pc.cast(values, pa.string()), "i", "")
     if pa.types.is_unsigned_integer(kind):
@@ -329,7 +343,8 @@ def _named(column: str, values: pa.Array, make: Callable[[], T]) -> T:
         return make()
     except LineProtocolError as exc:
         exc.column = column
-        exc.row = max(0, int(pc.index(pc.is_valid(values), True).as_py()))
+        if not exc.pinned:  # the value that cannot be written is not known: the first one
+            exc.row = max(0, int(pc.index(pc.is_valid(values), True).as_py()))
         raise
 
 

@@ -1061,3 +1061,53 @@ async def test_an_archive_tags_filter_selects_the_series_influxql_selects(
     assert {r.status for r in runs} == {RunStatus.SUCCEEDED}, [r.error for r in runs]
     archived = archived_rows(tmp_path / "archive", start, start + HOUR)
     assert {(r[0], r[1]) for r in archived} == selected
+
+
+async def test_infinities_from_3x_restored_into_1x_are_refused_naming_field_and_point(
+    influx3: Influx3StandIn,
+    influxd: ThrowawayInfluxd,
+    databases: Databases,
+    tmp_path: Path,
+    start: datetime,
+) -> None:
+    """InfluxDB 1.x stores no infinity. A 3.x archive holding one, restored into 1.x, is
+    refused naming the field and the point (exit 1 from the command), and nothing of that
+    measurement lands: left out of its point beside the point's other fields, the value would
+    have been lost without a word."""
+    first = int(start.timestamp()) * NS
+    influx3.write(
+        "hot", f"sensor,host=a f=1.5,i=1i {first + 1}\nsensor,host=a f=1e999,i=2i {first + 2}"
+    )
+    path = archive_config(tmp_path, influx3, start)
+    runs = await run_due(path, start + HOUR)
+    assert {r.status for r in runs} == {RunStatus.SUCCEEDED}, [r.error for r in runs]
+    dest = databases.new()
+    config = load_config(
+        write_toml(
+            tmp_path / "into1x",
+            {
+                "connections.plant": {"kind": "influxdb1", "url": influxd.url},
+                "tiers.back": {"connection": "plant", "bucket": f"{dest}/warm"},
+            },
+        )
+    )
+    connection = config.connections["plant"]
+    engine = dialect_for(connection).make_engine("plant", connection)
+    try:
+        moved = await restore(
+            open_archive(str(tmp_path / "archive")),
+            engine,
+            config.tiers["back"],
+            start=start,
+            stop=start + HOUR,
+            measurement=None,
+            max_concurrency=1,
+        )
+    finally:
+        await engine.aclose()
+
+    (refusal,) = moved.failures
+    assert "infinity" in str(refusal), str(refusal)
+    assert "'f'" in str(refusal), str(refusal)
+    assert moved.points == 0
+    assert influxd.query('SELECT count(*) FROM "warm"."sensor"', db=dest)[0].get("series") is None

@@ -46,14 +46,29 @@ def test_nulls_are_left_out_and_empty_lines_dropped() -> None:
             "time": pa.array([1, 2, 3, 4], pa.int64()),
             "a": ["x", None, "", "y"],
             "b": [None, "z", "w", None],
-            "v": [1.0, None, float("nan"), float("inf")],
+            "v": pa.array([1.0, None, None, None], pa.float64()),
             "n": pa.array([None, 5, None, None], pa.int64()),
         }
     )
     encoded = encode_batch("m", batch, tags=["a", "b"], fields=["v", "n"])
-    # Row 3 holds only NaN and row 4 only inf: nothing line protocol can carry, so dropped.
+    # Rows 3 and 4 hold no field: no point to write, dropped and counted.
     assert lines(encoded.body) == ["m,a=x v=1 1", "m,b=z n=5i 2"]
     assert (encoded.points, encoded.dropped) == (2, 2)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_float_1x_and_2x_cannot_store_is_refused_naming_field_and_point(bad: float) -> None:
+    # Left out of its point (beside other fields) it would be lost without a word: refused.
+    batch = pa.record_batch(
+        {
+            "time": pa.array([1, 2, 3], pa.int64()),
+            "v": pa.array([1.0, bad, 2.0], pa.float64()),
+            "n": pa.array([1, 2, 3], pa.int64()),
+        }
+    )
+    with pytest.raises(LineProtocolError, match="cannot carry NaN or an infinity") as refused:
+        encode_batch("m", batch, tags=[], fields=["n", "v"])
+    assert (refused.value.column, refused.value.row) == ("v", 1)
 
 
 def test_tags_are_sorted_and_a_sliced_batch_encodes_its_own_rows() -> None:
