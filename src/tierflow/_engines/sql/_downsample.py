@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from sqlglot.tokenizer_core import Token
 
     from tierflow._archive import PointBatch
+    from tierflow._engines._base import Engine
     from tierflow._engines.sql._engine import InfluxDB3Engine
     from tierflow._templates import RenderedQuery
 
@@ -202,7 +203,7 @@ def _statement(part: str, tokens: list[Token], number: int, every_tag: bool) -> 
     )
 
 
-async def table_columns(engine: InfluxDB3Engine, database: str, table: str) -> dict[str, str]:
+async def table_columns(engine: Engine, database: str, table: str) -> dict[str, str]:
     """`table`'s columns and their Arrow types as `information_schema.columns` names them
     (`Dictionary(Int32, Utf8)` for a tag, `Timestamp(ns)`, `Float64`, `Int64`, `UInt64`,
     `Boolean`, `Utf8` for fields); empty when there is no such table."""
@@ -227,7 +228,7 @@ FIELD_TYPES = {
 }
 
 
-async def tag_columns(engine: InfluxDB3Engine, database: str, table: str) -> list[str]:
+async def tag_columns(engine: Engine, database: str, table: str) -> list[str]:
     """The tag columns of `table` (3.x stores tags as Dictionary(Int32, Utf8) columns)."""
     columns = await table_columns(engine, database, table)
     return sorted(name for name, kind in columns.items() if kind.startswith("Dictionary"))

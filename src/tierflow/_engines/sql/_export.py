@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from tierflow._archive import FieldType, PointBatch
 from tierflow._engines._base import Engine, bare
+from tierflow._engines.sql._downsample import FIELD_TYPES, table_columns
 from tierflow._errors import QueryError
 
 __all__ = [
@@ -60,11 +61,8 @@ TIME = "time"
 
 #: `information_schema.columns.data_type` of a field column, as InfluxDB types fields.
 _FIELD_TYPES = {
-    "Float64": FieldType.FLOAT,
-    "Int64": FieldType.INTEGER,
-    "UInt64": FieldType.UNSIGNED,
-    "Boolean": FieldType.BOOLEAN,
-    "Utf8": FieldType.STRING,
+    **{data_type: FieldType(kind) for data_type, kind in FIELD_TYPES.items()},
+    # Other string layouts an answer may come in (a table's own fields are Utf8).
     "LargeUtf8": FieldType.STRING,
     "Utf8View": FieldType.STRING,
 }
@@ -409,17 +407,8 @@ async def export_jsonl(
 async def read_schema(engine: Engine, *, database: str, measurement: str) -> TableSchema | None:
     """The table's schema from `information_schema.columns` (tables of measurements live in the
     `iox` schema); None when the database has no such table."""
-    from tierflow._engines.sql._literals import sql_literal
-
-    text = (
-        "SELECT column_name, data_type FROM information_schema.columns "
-        f"WHERE table_schema = 'iox' AND table_name = {sql_literal(measurement)}"
-    )
-    rows: list[tuple[str, str]] = []
-    for series in await engine.query(text, database=database):
-        name, kind = series.columns.index("column_name"), series.columns.index("data_type")
-        rows += [(str(row[name]), str(row[kind])) for row in series.values]
-    return table_schema(measurement, rows)
+    columns = await table_columns(engine, database, measurement)
+    return table_schema(measurement, columns.items())
 
 
 def count_query(
