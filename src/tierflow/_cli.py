@@ -289,9 +289,11 @@ def status(
     async def read(
         loaded: Config, tf: Tierflow
     ) -> tuple[Config, dict[str, Any], list[DefinitionCheck]]:
-        # The same document the daemon serves at /api/status (circuits: only it knows them).
-        document = await status_document(tf.runner, jobs, at)
-        return loaded, document, await check_definitions(loaded, tf.store, jobs)
+        # The same document the daemon serves at /api/status (circuits: only it knows them);
+        # the definitions read once, for the document and the redefinition notes below.
+        found = await check_definitions(loaded, tf.store, jobs)
+        document = await status_document(tf.runner, jobs, at, definitions=found)
+        return loaded, document, found
 
     loaded, document, found = run_command(config, read, jobs)
     checks = {c.job: c for c in found}

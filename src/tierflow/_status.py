@@ -54,10 +54,13 @@ async def status_document(
     now: datetime,
     *,
     circuits: Mapping[str, str] | None = None,
+    definitions: Iterable[DefinitionCheck] | None = None,
 ) -> dict[str, Any]:
     """The status of `jobs` (all by default) at `now` as JSON-ready data: jobs, workers,
     connections and the state store's (redacted) URL. `circuits`: each connection's circuit
-    state as the daemon knows it (None: not known here, each connection says `null`)."""
+    state as the daemon knows it (None: not known here, each connection says `null`).
+    `definitions`: the jobs' definition checks when the caller has them already (read from the
+    store otherwise)."""
     from tierflow._api import Status
     from tierflow._definitions import check_definitions
     from tierflow._runner._planning import Mode, select_jobs
@@ -67,7 +70,9 @@ async def status_document(
     chosen = select_jobs(config, jobs)
     found = await runner.status(now, chosen)
     status = Status(now, tuple(found), tuple(await store.workers(now - SHOWN_FOR)))
-    checks = {c.job: c for c in await check_definitions(config, store, chosen)}
+    if definitions is None:
+        definitions = await check_definitions(config, store, chosen)
+    checks = {c.job: c for c in definitions}
     body = []
     for s in status:
         # When the job next has work: now if windows are pending, else the next wake as a
